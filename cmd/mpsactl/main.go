@@ -1,0 +1,86 @@
+// Command mpsactl is the operator's tool for mpsa: it talks to a running
+// mpsad (status, members, peers, rekey) and works offline on captured
+// messages (decode) and key material (keymat).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/mpsa/mpsa/internal/version"
+)
+
+const usage = `usage: mpsactl COMMAND [OPTIONS]
+
+Offline tools:
+  decode [--hex] [--show-keys] [FILE|-]
+        Decode an IKEv2 message or a bare MPSA_PUT Notify payload (raw bytes,
+        or hex text with --hex) and print it as one JSON object. Nonce and
+        SK_d are printed only with --show-keys.
+  keymat --proposal PROPOSAL [--prf PRF] --sk-d HEX --nonce HEX
+        Derive the ESP keys of a shared SA, KEYMAT = prf+(SK_d, Nonce), and
+        print encr_key= and integ_key= lines.
+
+Options:
+  --version   print the version and exit
+  --help      this text
+
+Run 'mpsactl COMMAND --help' for a command's options.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run executes one mpsactl invocation and returns its exit status: 0 on
+// success, 1 when the command failed (bad input, unreachable daemon), 2 on
+// a usage error.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "--version", "-version", "version":
+		fmt.Fprintln(stdout, version.String("mpsactl"))
+		return 0
+	case "--help", "-help", "-h", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "decode":
+		return runDecode(args[1:], stdin, stdout, stderr)
+	case "keymat":
+		return runKeymat(args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "mpsactl: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+// parseInterleaved parses flags that may stand before or after the
+// positional arguments, and returns the positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func newFlagSet(name, help string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("mpsactl "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: mpsactl %s\n\n", help)
+		fs.PrintDefaults()
+	}
+	return fs
+}
