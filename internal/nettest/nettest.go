@@ -3,20 +3,19 @@
 package nettest
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/mpsa/mpsa/internal/testenv"
 )
-
-var seq atomic.Uint32 // distinguishes namespaces made by one test process
 
 // NS is a network namespace made for one test.
 type NS struct {
@@ -30,7 +29,7 @@ func NewNS(t testing.TB, label string) *NS {
 	t.Helper()
 	testenv.NeedRoot(t)
 	testenv.NeedCommand(t, "ip")
-	name := fmt.Sprintf("mpsat-%s-%d-%d", label, os.Getpid(), seq.Add(1))
+	name := fmt.Sprintf("mpsat-%s-%d-%s", label, os.Getpid(), randSuffix())
 	if len(name) > 60 {
 		name = name[:60]
 	}
@@ -45,6 +44,14 @@ func NewNS(t testing.TB, label string) *NS {
 	})
 	ns.Run(t, "ip", "link", "set", "lo", "up")
 	return ns
+}
+
+// randSuffix returns 8 random hex digits, to keep names of concurrent
+// tests apart.
+func randSuffix() string {
+	var b [4]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // Command returns a command that runs inside the namespace.
@@ -104,7 +111,7 @@ func (n *NS) Do(fn func() error) error {
 // (in b), both up. The pair goes away with the namespaces.
 func Veth(t testing.TB, a *NS, aName string, b *NS, bName string) {
 	t.Helper()
-	tmp := fmt.Sprintf("mvt%d-%d", os.Getpid()%100000, seq.Add(1))
+	tmp := "mvt" + randSuffix()
 	a.Run(t, "ip", "link", "add", tmp, "type", "veth", "peer", "name", bName, "netns", b.Name)
 	a.Run(t, "ip", "link", "set", tmp, "name", aName)
 	a.Run(t, "ip", "link", "set", aName, "up")
