@@ -1,0 +1,95 @@
+package server
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/mpsa/mpsa/internal/nettest"
+)
+
+func recvOne(t *testing.T, ch <-chan Datagram) Datagram {
+	t.Helper()
+	select {
+	case d := <-ch:
+		return d
+	case <-time.After(10 * time.Second):
+		t.Fatal("no datagram arrived")
+	}
+	return Datagram{}
+}
+
+// TestTransportLoopback: datagrams over IPv4 and IPv6 loopback arrive with
+// their source, destination and arrival interface.
+func TestTransportLoopback(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := Listen(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Listen(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan Datagram, 4)
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx, func(d Datagram) { ch <- d }) }()
+	go a.Run(ctx, func(Datagram) {})
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dst := range []string{"127.0.0.1", "::1"} {
+		addr := netip.MustParseAddr(dst)
+		if err := a.Send([]byte("hello "+dst), addr, netip.AddrPortFrom(addr, b.LocalPort())); err != nil {
+			t.Fatal(err)
+		}
+		d := recvOne(t, ch)
+		if string(d.Data) != "hello "+dst || d.Src != netip.AddrPortFrom(addr, a.LocalPort()) || d.Dst != addr || d.IfIndex != lo.Index {
+			t.Fatalf("got %q from %s to %s on if %d; want from %s:%d on lo (%d)", d.Data, d.Src, d.Dst, d.IfIndex, addr, a.LocalPort(), lo.Index)
+		}
+	}
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Fatalf("Run returned %v", err)
+	}
+}
+
+// TestTransportSourceAddress: in a namespace with two addresses, a datagram
+// leaves from the chosen one.
+func TestTransportSourceAddress(t *testing.T) {
+	ns := nettest.NewNS(t, "tr")
+	nettest.AddrAdd(t, ns, "lo", "10.98.1.1/32")
+	nettest.AddrAdd(t, ns, "lo", "10.98.2.1/32")
+	nettest.AddrAdd(t, ns, "lo", "fd98::1/128")
+	nettest.AddrAdd(t, ns, "lo", "fd98::2/128")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var a, b *Transport
+	err := ns.Do(func() error {
+		var err error
+		if a, err = Listen(ctx, 0); err != nil {
+			return err
+		}
+		b, err = Listen(ctx, 0)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan Datagram, 4)
+	go b.Run(ctx, func(d Datagram) { ch <- d })
+	go a.Run(ctx, func(Datagram) {})
+	for _, c := range [][2]string{{"10.98.2.1", "10.98.1.1"}, {"10.98.1.1", "10.98.2.1"}, {"fd98::2", "fd98::1"}} {
+		src, dst := netip.MustParseAddr(c[0]), netip.MustParseAddr(c[1])
+		if err := a.Send([]byte("x"), src, netip.AddrPortFrom(dst, b.LocalPort())); err != nil {
+			t.Fatal(err)
+		}
+		if d := recvOne(t, ch); d.Src.Addr() != src || d.Dst != dst {
+			t.Fatalf("sent from %s to %s, received from %s to %s", src, dst, d.Src, d.Dst)
+		}
+	}
+}
