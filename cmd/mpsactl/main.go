@@ -14,6 +14,13 @@ import (
 
 const usage = `usage: mpsactl COMMAND [OPTIONS]
 
+Talking to mpsad (through its status socket, --socket PATH, default
+/run/mpsad/mpsad.sock):
+  status [--json]         the daemon, its groups, SPIs, timers and counters
+  members GROUP [--json]  a controller's members and the SA each acknowledged
+  peers GROUP [--json]    a member's peer prefixes and their underlay addresses
+  rekey GROUP             make the controller rekey GROUP now
+
 Offline tools:
   decode [--hex] [--show-keys] [FILE|-]
         Decode an IKEv2 message or a bare MPSA_PUT Notify payload (raw bytes,
@@ -53,6 +60,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runDecode(args[1:], stdin, stdout, stderr)
 	case "keymat":
 		return runKeymat(args[1:], stdout, stderr)
+	case "status", "members", "peers", "rekey":
+		return runDaemonCmd(args[0], args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "mpsactl: unknown command %q\n\n%s", args[0], usage)
 	return 2

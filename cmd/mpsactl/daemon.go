@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mpsa/mpsa/server"
+)
+
+// defaultSocket is where mpsad serves its status unless configured
+// otherwise (mpsa.status_socket).
+const defaultSocket = "/run/mpsad/mpsad.sock"
+
+// runDaemonCmd runs status, members, peers and rekey against a daemon.
+func runDaemonCmd(cmd string, args []string, stdout, stderr io.Writer) int {
+	help := map[string]string{
+		"status":  "status [--json] [--socket PATH]",
+		"members": "members GROUP [--json] [--socket PATH]",
+		"peers":   "peers GROUP [--json] [--socket PATH]",
+		"rekey":   "rekey GROUP [--socket PATH]",
+	}[cmd]
+	fs := newFlagSet(cmd, help, stderr)
+	socket := fs.String("socket", defaultSocket, "path of mpsad's status socket")
+	asJSON := fs.Bool("json", false, "print JSON instead of tables")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	wantArgs := 1
+	if cmd == "status" {
+		wantArgs = 0
+	}
+	if len(pos) != wantArgs {
+		fmt.Fprintf(stderr, "usage: mpsactl %s\n", help)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c := server.NewClient(*socket)
+	if cmd == "rekey" {
+		spi, err := c.Rekey(ctx, pos[0])
+		if err != nil {
+			fmt.Fprintf(stderr, "mpsactl rekey: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "group %s rekeyed: new SPI %s\n", pos[0], spi)
+		return 0
+	}
+	st, err := c.Status(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "mpsactl %s: %v\n", cmd, err)
+		return 1
+	}
+	var g *server.GroupStatus
+	if cmd != "status" {
+		for i := range st.Groups {
+			if st.Groups[i].Name == pos[0] {
+				g = &st.Groups[i]
+			}
+		}
+		if g == nil {
+			fmt.Fprintf(stderr, "mpsactl %s: no group %q (groups: %s)\n", cmd, pos[0], groupNames(st))
+			return 1
+		}
+	}
+	switch cmd {
+	case "status":
+		if *asJSON {
+			return printJSON(stdout, st)
+		}
+		printStatus(stdout, st)
+	case "members":
+		if st.Role != "controller" {
+			fmt.Fprintf(stderr, "mpsactl members: this mpsad is a %s; members are known to the controller\n", st.Role)
+			return 1
+		}
+		if *asJSON {
+			return printJSON(stdout, g.Members)
+		}
+		printMembers(stdout, g.Members)
+	case "peers":
+		if *asJSON {
+			return printJSON(stdout, g.Peers)
+		}
+		printPeers(stdout, g.Peers)
+	}
+	return 0
+}
+
+func groupNames(st server.Status) string {
+	var n []string
+	for _, g := range st.Groups {
+		n = append(n, g.Name)
+	}
+	if len(n) == 0 {
+		return "none"
+	}
+	return strings.Join(n, ", ")
+}
+
+func printJSON(w io.Writer, v any) int {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return 1
+	}
+	fmt.Fprintf(w, "%s\n", b)
+	return 0
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func ago(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	d := time.Until(*t).Round(time.Second)
+	if d < 0 {
+		return fmt.Sprintf("%s ago", -d)
+	}
+	return "in " + d.String()
+}
+
+func printStatus(w io.Writer, st server.Status) {
+	vici := "connected"
+	if !st.VICIConnected {
+		vici = "NOT connected"
+	}
+	fmt.Fprintf(w, "mpsad %s, role %s, charon %s\n", st.Version, st.Role, vici)
+	for _, g := range st.Groups {
+		fmt.Fprintf(w, "\ngroup %s: SPI %s\n", g.Name, orDash(g.SPI))
+		if st.Role == "controller" {
+			fmt.Fprintf(w, "  previous SPI %s, next rekey %s, expires %s, %d rekeys\n", orDash(g.PreviousSPI), ago(g.NextRekey), ago(g.Expires), g.Rekeys)
+			fmt.Fprintf(w, "  %d members\n", len(g.Members))
+			if len(g.Members) > 0 {
+				printMembers(indent{w}, g.Members)
+			}
+		} else {
+			if g.Controller != nil {
+				fmt.Fprintf(w, "  controller %s: %s\n", g.Controller.Address, g.Controller.State)
+			}
+			fmt.Fprintf(w, "  outbound %s, inbound %s\n", orDash(g.OutboundSPI), orDash(strings.Join(g.InboundSPIs, " ")))
+			if len(g.SAs) > 0 {
+				tw := tabwriter.NewWriter(indent{w}, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "SPI\tEXPIRES\tOUTBOUND FROM\tREMOVED")
+				for _, s := range g.SAs {
+					exp := s.Expires
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.SPI, ago(&exp), ago(s.ActivateAt), ago(s.RemoveAt))
+				}
+				tw.Flush()
+			}
+			if len(g.Counters) > 0 {
+				tw := tabwriter.NewWriter(indent{w}, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "SPI\tIN PKTS\tIN BYTES\tOUT PKTS\tOUT BYTES\tIN ERRORS\tOUT ERRORS")
+				for _, c := range g.Counters {
+					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", c.SPI, c.InPackets, c.InBytes, c.OutPackets, c.OutBytes, c.InErrors, c.OutErrors)
+				}
+				tw.Flush()
+			}
+			fmt.Fprintf(w, "  %d peer prefixes\n", len(g.Peers))
+		}
+		if len(g.Drops) > 0 {
+			var parts []string
+			for r, n := range g.Drops {
+				parts = append(parts, fmt.Sprintf("%s=%d", r, n))
+			}
+			fmt.Fprintf(w, "  dropped control datagrams: %s\n", strings.Join(parts, " "))
+		}
+	}
+}
+
+func printMembers(w io.Writer, ms []server.MemberStatus) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tADDRESS\tACKED SPI\tPENDING SPI\tRETRANSMITS\tIKE SA")
+	for _, m := range ms {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", m.ID, m.Address, orDash(m.AckedSPI), orDash(m.PendingSPI), m.Retransmits, m.IKE)
+	}
+	tw.Flush()
+}
+
+func printPeers(w io.Writer, ps []server.Peer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PREFIX\tUNDERLAY")
+	for _, p := range ps {
+		fmt.Fprintf(tw, "%s\t%s\n", p.Prefix, p.Underlay)
+	}
+	tw.Flush()
+}
+
+// indent prefixes every line written through it with two spaces.
+type indent struct{ w io.Writer }
+
+func (i indent) Write(b []byte) (int, error) {
+	lines := strings.SplitAfter(string(b), "\n")
+	for _, l := range lines {
+		if l == "" {
+			continue
+		}
+		if _, err := io.WriteString(i.w, "  "+l); err != nil {
+			return 0, err
+		}
+	}
+	return len(b), nil
+}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mpsa/mpsa/server"
+)
+
+// staticAPI is a status source for testing the socket protocol and the
+// printing; the daemon's own status is tested end to end in test/e2e.
+type staticAPI struct {
+	st     server.Status
+	rekeys []string
+}
+
+func (a *staticAPI) Status(context.Context) (server.Status, error) { return a.st, nil }
+
+func (a *staticAPI) Rekey(_ context.Context, g string) (string, error) {
+	for _, gs := range a.st.Groups {
+		if gs.Name == g {
+			a.rekeys = append(a.rekeys, g)
+			return "0x0000beef", nil
+		}
+	}
+	return "", fmt.Errorf("group %q: %w", g, server.ErrNoGroup)
+}
+
+func serve(t *testing.T, api server.API) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "run", "mpsad.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- server.ServeStatus(ctx, path, api) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ServeStatus: %v", err)
+		}
+	})
+	for range 100 {
+		if _, err := server.NewClient(path).Status(ctx); err == nil {
+			return path
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("status socket never answered")
+	return ""
+}
+
+func TestStatusJSONController(t *testing.T) {
+	api := &staticAPI{st: server.Status{Role: "controller", Version: "test", VICIConnected: true, Groups: []server.GroupStatus{
+		{Name: "branch", SPI: "0x12345678", Members: []server.MemberStatus{{ID: "cpe1", Address: "10.98.1.1", AckedSPI: "0x12345678", IKE: 3}}},
+		{Name: "empty", SPI: "0x0badf00d", Members: []server.MemberStatus{}},
+	}}}
+	sock := serve(t, api)
+	code, out, errs := mpsactl(t, nil, "status", "--json", "--socket", sock)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var got struct {
+		Role   string
+		Groups []map[string]json.RawMessage
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Role != "controller" || len(got.Groups) != 2 {
+		t.Fatalf("output %s", out)
+	}
+	var members []server.MemberStatus
+	json.Unmarshal(got.Groups[0]["members"], &members)
+	if string(got.Groups[0]["spi"]) != `"0x12345678"` || len(members) != 1 || members[0].AckedSPI != "0x12345678" || members[0].ID != "cpe1" {
+		t.Fatalf("group %s", out)
+	}
+	if string(got.Groups[1]["members"]) != "[]" {
+		t.Fatalf("a controller group with no member must still list members: %s", got.Groups[1]["members"])
+	}
+	if _, has := got.Groups[0]["outbound_spi"]; has {
+		t.Fatal("controller group has member fields")
+	}
+	code, out, _ = mpsactl(t, nil, "members", "branch", "--socket", sock)
+	if code != 0 || !strings.Contains(out, "cpe1") || !strings.Contains(out, "10.98.1.1") {
+		t.Fatalf("members: %d %q", code, out)
+	}
+	code, out, _ = mpsactl(t, nil, "rekey", "branch", "--socket", sock)
+	if code != 0 || !strings.Contains(out, "new SPI 0x0000beef") || len(api.rekeys) != 1 {
+		t.Fatalf("rekey: %d %q %v", code, out, api.rekeys)
+	}
+	code, _, errs = mpsactl(t, nil, "rekey", "nope", "--socket", sock)
+	if code != 1 || !strings.Contains(errs, `group "nope": no such group`) {
+		t.Fatalf("rekey of unknown group: %d %q", code, errs)
+	}
+	code, _, errs = mpsactl(t, nil, "members", "nope", "--socket", sock)
+	if code != 1 || !strings.Contains(errs, "groups: branch, empty") {
+		t.Fatalf("members of unknown group: %d %q", code, errs)
+	}
+}
+
+func TestStatusMemberTables(t *testing.T) {
+	exp := time.Now().Add(time.Hour)
+	api := &staticAPI{st: server.Status{Role: "member", Version: "test", VICIConnected: false, Groups: []server.GroupStatus{{
+		Name: "branch", SPI: "0x00001111", OutboundSPI: "0x00001111", InboundSPIs: []string{"0x00001111", "0x00002222"},
+		SAs:        []server.SAStatus{{SPI: "0x00001111", Expires: exp}, {SPI: "0x00002222", Expires: exp}},
+		Controller: &server.PeerLink{Address: "10.98.0.1", State: "up"},
+		Peers:      []server.Peer{{Prefix: "10.2.0.0/24", Underlay: "192.0.2.2"}},
+		Counters:   []server.Counter{{SPI: "0x00001111", InPackets: 5, OutPackets: 7}},
+	}}}}
+	sock := serve(t, api)
+	code, out, _ := mpsactl(t, nil, "status", "--socket", sock)
+	for _, want := range []string{"role member, charon NOT connected", "group branch: SPI 0x00001111", "controller 10.98.0.1: up", "inbound 0x00001111 0x00002222", "1 peer prefixes"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("status output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, _ = mpsactl(t, nil, "peers", "branch", "--socket", sock)
+	if code != 0 || !strings.Contains(out, "10.2.0.0/24  192.0.2.2") {
+		t.Fatalf("peers: %q", out)
+	}
+	code, _, errs := mpsactl(t, nil, "members", "branch", "--socket", sock)
+	if code != 1 || !strings.Contains(errs, "members are known to the controller") {
+		t.Fatalf("members on a member: %d %q", code, errs)
+	}
+}
+
+func TestStatusNoDaemon(t *testing.T) {
+	code, _, errs := mpsactl(t, nil, "status", "--socket", filepath.Join(t.TempDir(), "none.sock"))
+	if code != 1 || !strings.Contains(errs, "none.sock") {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+	if code, _, _ := mpsactl(t, nil, "members"); code != 2 {
+		t.Fatal("members without a group accepted")
+	}
+}
