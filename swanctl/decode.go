@@ -49,22 +49,28 @@ func (rd Reader) LoadMPSA(path string) (*Config, error) {
 // Decode decodes and validates the mpsa section of a parsed configuration,
 // filling in defaults. The error, if any, is Errors, sorted by position.
 func Decode(root *Section) (*Config, error) {
-	var errs Errors
+	var errs, warns Errors
 	sec := root.Section("mpsa")
 	if sec == nil {
 		errs.add(root.Pos, "no mpsa { } section; add one with role and groups (see docs/configuration.md)")
 		return nil, errs
 	}
-	r := &sectionReader{sec: sec, path: "mpsa", errs: &errs}
+	r := &sectionReader{sec: sec, path: "mpsa", errs: &errs, warns: &warns}
 	cfg := decodeGlobal(r)
 	checkAcrossGroups(cfg, &errs)
-	slices.SortStableFunc(errs, func(a, b *Error) int {
-		return cmp.Or(cmp.Compare(a.Pos.File, b.Pos.File), cmp.Compare(a.Pos.Line, b.Pos.Line))
-	})
+	sortByPos(errs)
+	sortByPos(warns)
 	if err := errs.err(); err != nil {
 		return nil, err
 	}
+	cfg.Warnings = warns
 	return cfg, nil
+}
+
+func sortByPos(l Errors) {
+	slices.SortStableFunc(l, func(a, b *Error) int {
+		return cmp.Or(cmp.Compare(a.Pos.File, b.Pos.File), cmp.Compare(a.Pos.Line, b.Pos.Line))
+	})
 }
 
 func decodeGlobal(r *sectionReader) *Config {
@@ -104,7 +110,7 @@ func decodeGlobal(r *sectionReader) *Config {
 	}
 	checkOnlySections(groups, "groups { NAME { connection = ... } }")
 	for _, gs := range groups.sec.Sections {
-		gr := &sectionReader{sec: gs, path: groups.path + "." + gs.Name, errs: r.errs}
+		gr := &sectionReader{sec: gs, path: groups.path + "." + gs.Name, errs: r.errs, warns: r.warns}
 		cfg.Groups = append(cfg.Groups, decodeGroup(gr, cfg.Role))
 	}
 	return cfg
@@ -167,8 +173,7 @@ func decodeGroup(r *sectionReader, role Role) *Group {
 	if g.Connection == "" {
 		r.errorf(r.pos("connection"), "connection is not set; write connection = NAME, the swanctl connection between %s and %s", peerWord(role, true), peerWord(role, false))
 	}
-	decodeProposal(r, g)
-	checkTimers(r, g)
+	decodeProposal(r, g, role)
 	decodeDataplane(r, g)
 	if rs := r.sub("routes"); rs != nil {
 		g.Routes = decodeRoutes(rs)
@@ -176,8 +181,12 @@ func decodeGroup(r *sectionReader, role Role) *Group {
 	if bs := r.sub("bgp"); bs != nil {
 		g.BGP = decodeBGP(bs)
 	}
-	checkPrefixes(r, g)
-	if role == RoleMember {
+	warnIgnored(r, role)
+	switch role {
+	case RoleController:
+		checkTimers(r, g)
+	case RoleMember:
+		checkPrefixes(r, g)
 		if len(g.LocalTS) == 0 && r.get("local_ts") == nil {
 			r.errorf(r.sec.Pos, "member group has no local_ts; write local_ts = the prefixes behind this member (10.1.0.0/24)")
 		}
@@ -201,7 +210,39 @@ func peerWord(role Role, self bool) string {
 	return "its controller"
 }
 
-func decodeProposal(r *sectionReader, g *Group) {
+// The settings only one role uses; the other ignores them with a warning.
+var (
+	controllerOnly = []string{"esp_proposal", "lifetime", "rekey_time", "rekey_jitter", "rollover1", "rollover2", "rekey_on_join", "rekey_on_leave", "nonce_length"}
+	memberOnly     = []string{"dataplane", "tun", "mtu", "if_id", "underlay", "local_ts", "routes"}
+)
+
+// warnIgnored warns about settings the role does not use: a member gets
+// the proposal and the timers from its controller in MPSA_PUT, and a
+// controller has no data plane.
+func warnIgnored(r *sectionReader, role Role) {
+	var ignored []string
+	why := ""
+	switch role {
+	case RoleMember:
+		ignored, why = controllerOnly, "a member receives it from its controller in MPSA_PUT"
+	case RoleController:
+		ignored, why = memberOnly, "a controller has no data plane"
+	default:
+		return
+	}
+	for _, kv := range r.sec.Keys {
+		if contains(ignored, kv.Name) {
+			r.warnf(kv.Pos, "%s is ignored in role %s (%s); remove it", kv.Name, role, why)
+		}
+	}
+	for _, s := range r.sec.Sections {
+		if contains(ignored, s.Name) {
+			r.warnf(s.Pos, "%s is ignored in role %s (%s); remove it", s.Name, role, why)
+		}
+	}
+}
+
+func decodeProposal(r *sectionReader, g *Group, role Role) {
 	prop := r.str("esp_proposal", DefaultESPProposal)
 	suite, err := mpsa.ParseProposal(prop)
 	if err != nil {
@@ -209,7 +250,7 @@ func decodeProposal(r *sectionReader, g *Group) {
 		suite, _ = mpsa.ParseProposal(DefaultESPProposal)
 	}
 	g.Suite, g.ESPProposal = suite, suite.String()
-	if suite.CounterMode() && !g.AllowCounterMode {
+	if role == RoleController && suite.CounterMode() && !g.AllowCounterMode {
 		r.errorf(r.pos("esp_proposal"), "esp_proposal = %s is a counter mode: with one key shared by every member each sender must never reuse a counter (IV) another sender uses, which a group SA without sender IDs cannot ensure (RFC 6054); use a CBC proposal such as %s, or write allow_counter_mode = yes if your data plane guarantees unique IVs", prop, DefaultESPProposal)
 	}
 }
@@ -300,7 +341,7 @@ func decodeRoutes(r *sectionReader) []Route {
 	checkOnlySections(r, "routes { NAME { prefixes = PREFIX[, PREFIX]  peer = ADDRESS } }; strongSwan names may not contain . or :, so a prefix cannot be a key")
 	var routes []Route
 	for _, rs := range r.sec.Sections {
-		rr := &sectionReader{sec: rs, path: r.path + "." + rs.Name, errs: r.errs}
+		rr := &sectionReader{sec: rs, path: r.path + "." + rs.Name, errs: r.errs, warns: r.warns}
 		rr.checkNames(routeKeys, nil)
 		rt := Route{Name: rs.Name, Prefixes: rr.prefixes("prefixes"), Peer: rr.addr("peer"), Pos: rs.Pos}
 		if rr.get("prefixes") == nil {
@@ -349,6 +390,9 @@ func checkPrefixes(r *sectionReader, g *Group) {
 	}
 	var all []seen
 	for _, rt := range g.Routes {
+		if g.Underlay.IsValid() && rt.Peer.IsValid() && g.Underlay.Is4() != rt.Peer.Is4() {
+			r.errorf(r.routePeerPos(rt), "route %s: peer %s and underlay %s are of different address families: ESP cannot travel between them; write a peer address of the underlay's family", rt.Name, rt.Peer, g.Underlay)
+		}
 		for _, p := range rt.Prefixes {
 			for _, l := range g.LocalTS {
 				if p.Overlaps(l) {
@@ -363,6 +407,16 @@ func checkPrefixes(r *sectionReader, g *Group) {
 			all = append(all, seen{p, rt.Name})
 		}
 	}
+}
+
+// routePeerPos is where a route's peer is written.
+func (r *sectionReader) routePeerPos(rt Route) Pos {
+	if rs := r.sec.Lookup("routes", rt.Name); rs != nil {
+		if kv := rs.Key("peer"); kv != nil {
+			return kv.Pos
+		}
+	}
+	return rt.Pos
 }
 
 // routePos is where a route's prefixes are written.

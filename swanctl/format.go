@@ -8,7 +8,8 @@ import (
 
 // Format renders the effective configuration, defaults included, as an
 // `mpsa { }` section in strongSwan's syntax: readable, and itself a valid
-// configuration that decodes to the same Config.
+// configuration that decodes to the same Config. Settings the role does
+// not use are left out.
 func (c *Config) Format() string {
 	w := &writer{}
 	w.open("mpsa")
@@ -20,27 +21,46 @@ func (c *Config) Format() string {
 	w.kv("metrics_listen", c.MetricsListen)
 	w.open("groups")
 	for _, g := range c.Groups {
-		g.format(w)
+		g.format(w, c.Role)
 	}
 	w.close()
 	w.close()
 	return w.b.String()
 }
 
-func (g *Group) format(w *writer) {
+func (g *Group) format(w *writer, role Role) {
 	w.open(g.Name)
 	w.kv("connection", g.Connection)
 	w.kv("control_child", g.ControlChild)
-	w.kv("esp_proposal", g.ESPProposal)
 	w.kv("allow_counter_mode", yesNo(g.AllowCounterMode))
-	w.kv("lifetime", g.Lifetime.String())
-	w.kv("rekey_time", g.RekeyTime.String())
-	w.kv("rekey_jitter", g.RekeyJitter.String())
-	w.kv("rollover1", g.Rollover1.String())
-	w.kv("rollover2", g.Rollover2.String())
-	w.kv("rekey_on_join", yesNo(g.RekeyOnJoin))
-	w.kv("rekey_on_leave", yesNo(g.RekeyOnLeave))
-	w.kv("nonce_length", fmt.Sprint(g.NonceLength))
+	if role == RoleController {
+		w.kv("esp_proposal", g.ESPProposal)
+		w.kv("lifetime", g.Lifetime.String())
+		w.kv("rekey_time", g.RekeyTime.String())
+		w.kv("rekey_jitter", g.RekeyJitter.String())
+		w.kv("rollover1", g.Rollover1.String())
+		w.kv("rollover2", g.Rollover2.String())
+		w.kv("rekey_on_join", yesNo(g.RekeyOnJoin))
+		w.kv("rekey_on_leave", yesNo(g.RekeyOnLeave))
+		w.kv("nonce_length", fmt.Sprint(g.NonceLength))
+	} else {
+		g.formatDataplane(w)
+	}
+	if b := g.BGP; b != nil {
+		w.open("bgp")
+		w.kv("enabled", yesNo(b.Enabled))
+		if b.ASN != 0 {
+			w.kv("asn", fmt.Sprint(b.ASN))
+		}
+		w.kv("router_id", addrString(b.RouterID))
+		w.kv("port", fmt.Sprint(b.Port))
+		w.close()
+	}
+	w.close()
+}
+
+// formatDataplane writes the member-only settings.
+func (g *Group) formatDataplane(w *writer) {
 	w.kv("dataplane", string(g.Dataplane))
 	if g.Dataplane == BackendUserspace {
 		w.kv("tun", g.TUN)
@@ -60,17 +80,6 @@ func (g *Group) format(w *writer) {
 		}
 		w.close()
 	}
-	if b := g.BGP; b != nil {
-		w.open("bgp")
-		w.kv("enabled", yesNo(b.Enabled))
-		if b.ASN != 0 {
-			w.kv("asn", fmt.Sprint(b.ASN))
-		}
-		w.kv("router_id", addrString(b.RouterID))
-		w.kv("port", fmt.Sprint(b.Port))
-		w.close()
-	}
-	w.close()
 }
 
 // writer indents sections.

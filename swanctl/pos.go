@@ -34,6 +34,9 @@ func (e *Error) Error() string {
 	return e.Pos.String() + ": " + e.Msg
 }
 
+// MarshalText renders the problem as Error does, for JSON.
+func (e *Error) MarshalText() ([]byte, error) { return []byte(e.Error()), nil }
+
 // Errors is every problem found in a configuration, in the order found.
 // Functions of this package return it as their error when anything is
 // wrong; use errors.As to get at the individual problems.

@@ -79,6 +79,9 @@ type Config struct {
 	MetricsListen string `json:"metrics_listen"`
 	// Groups are the MPSA groups in the order they were defined.
 	Groups []*Group `json:"groups"`
+	// Warnings are settings that are valid but have no effect, such as
+	// the timers in a member's group (the controller sends them).
+	Warnings Errors `json:"warnings,omitempty"`
 	// Pos is where the mpsa section starts.
 	Pos Pos `json:"-"`
 }

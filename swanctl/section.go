@@ -13,6 +13,16 @@ type sectionReader struct {
 	sec  *Section
 	path string // dotted path for messages, "mpsa.groups.branch"
 	errs *Errors
+	// warns collects problems that do not make the configuration
+	// invalid; nil to drop them.
+	warns *Errors
+}
+
+// warnf records a warning at pos, prefixed with the section path.
+func (r *sectionReader) warnf(pos Pos, format string, args ...any) {
+	if r.warns != nil {
+		r.warns.add(pos, "%s: %s", r.path, fmt.Sprintf(format, args...))
+	}
 }
 
 // errorf records a problem at pos, prefixed with the section path.
@@ -63,7 +73,7 @@ func (r *sectionReader) sub(name string) *sectionReader {
 	if s == nil {
 		return nil
 	}
-	return &sectionReader{sec: s, path: r.path + "." + name, errs: r.errs}
+	return &sectionReader{sec: s, path: r.path + "." + name, errs: r.errs, warns: r.warns}
 }
 
 // get returns the setting key, or nil when it is absent or empty: an empty
