@@ -221,6 +221,8 @@ func (p *parser) parseRefs(name string) ([]string, Pos, error) {
 			p.next()
 		case '{':
 			return refs, pos, nil
+		case ':', '=':
+			return nil, pos, p.fail(p.pos(), "unexpected %q after %q: names may not contain . , : = { } \" # or blanks; put addresses and prefixes in values", p.peek(), name+":"+strings.Join(refs, ","))
 		default:
 			return nil, pos, p.fail(p.pos(), "section %q: expected , or { after reference %q", name, ref)
 		}
