@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mpsa/mpsa/mpsa"
 )
@@ -269,7 +270,7 @@ func checkTimers(r *sectionReader, g *Group) {
 		r.errorf(r.pos("rollover2"), "rollover2 (%s) is shorter than rollover1 (%s): members would stop receiving with the old SA while others still send with it; write rollover2 = %s or more", g.Rollover2, g.Rollover1, g.Rollover1)
 	}
 	if g.RekeyTime >= g.Lifetime {
-		r.errorf(r.pos("rekey_time"), "rekey_time (%s) is not below lifetime (%s): the SA would expire before it is replaced; write a rekey_time below %s, such as %s", g.RekeyTime, g.Lifetime, g.Lifetime, Duration(g.Lifetime*7/8))
+		r.errorf(r.pos("rekey_time"), "rekey_time (%s) is not below lifetime (%s): the SA would expire before it is replaced; write a rekey_time below %s, such as %s", g.RekeyTime, g.Lifetime, g.Lifetime, suggestRekey(g.Lifetime))
 		return
 	}
 	if g.RekeyJitter >= g.RekeyTime {
@@ -469,4 +470,14 @@ func checkOnlySections(r *sectionReader, form string) {
 	for _, kv := range r.sec.Keys {
 		r.errorf(kv.Pos, "unexpected setting %q: %s holds only named sections; write %s", kv.Name, r.sec.Name, form)
 	}
+}
+
+// suggestRekey proposes a rekey_time for a lifetime: seven eighths of it,
+// in whole minutes when the lifetime is long enough.
+func suggestRekey(life Duration) Duration {
+	d := time.Duration(life) * 7 / 8
+	if t := d.Truncate(time.Minute); t > 0 {
+		return Duration(t)
+	}
+	return Duration(d.Truncate(time.Second))
 }
