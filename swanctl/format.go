@@ -92,7 +92,12 @@ func (w *writer) indent() { w.b.WriteString(strings.Repeat("    ", w.depth)) }
 
 func (w *writer) open(name string) {
 	w.indent()
-	w.b.WriteString(name + " {\n")
+	if name == "include" {
+		// "include {" would read as an include statement.
+		w.b.WriteString("include{\n")
+	} else {
+		w.b.WriteString(name + " {\n")
+	}
 	w.depth++
 }
 

@@ -1,5 +1,7 @@
 package swanctl
 
+import "strings"
+
 // KeyValue is one setting, `key = value`. When a key is set more than once
 // in a section, the last value wins and Pos is where it was set.
 type KeyValue struct {
@@ -25,15 +27,20 @@ type Section struct {
 	Sections []*Section
 
 	// Indexes into Keys and Sections, kept by the reader so that large
-	// sections stay fast; a Section built by hand works without them.
+	// sections stay fast. Lookups trust them only while they cover every
+	// entry, so a Section built or changed by hand still works.
 	keyIdx map[string]int
 	secIdx map[string]int
 }
 
 // Key returns the setting name of s, or nil.
 func (s *Section) Key(name string) *KeyValue {
-	if i, ok := s.keyIdx[name]; ok && i < len(s.Keys) && s.Keys[i].Name == name {
-		return s.Keys[i]
+	if s.keyIdx != nil && len(s.keyIdx) == len(s.Keys) {
+		if i, ok := s.keyIdx[name]; ok && s.Keys[i].Name == name {
+			return s.Keys[i]
+		} else if !ok {
+			return nil
+		}
 	}
 	for _, kv := range s.Keys {
 		if kv.Name == name {
@@ -45,8 +52,12 @@ func (s *Section) Key(name string) *KeyValue {
 
 // Section returns the subsection name of s, or nil.
 func (s *Section) Section(name string) *Section {
-	if i, ok := s.secIdx[name]; ok && i < len(s.Sections) && s.Sections[i].Name == name {
-		return s.Sections[i]
+	if s.secIdx != nil && len(s.secIdx) == len(s.Sections) {
+		if i, ok := s.secIdx[name]; ok && s.Sections[i].Name == name {
+			return s.Sections[i]
+		} else if !ok {
+			return nil
+		}
 	}
 	for _, c := range s.Sections {
 		if c.Name == name {
@@ -94,4 +105,28 @@ func (s *Section) open(name string, pos Pos) *Section {
 	s.secIdx[name] = len(s.Sections)
 	s.Sections = append(s.Sections, c)
 	return c
+}
+
+// Format renders the section's contents in strongSwan's syntax: keys
+// first, then subsections, indented by four blanks per level. Reading the
+// result gives the same keys, values and sections.
+func (s *Section) Format() string {
+	w := &writer{}
+	s.formatBody(w)
+	return w.b.String()
+}
+
+func (s *Section) formatBody(w *writer) {
+	for _, kv := range s.Keys {
+		w.kv(kv.Name, kv.Value)
+	}
+	for _, c := range s.Sections {
+		name := c.Name
+		if len(c.Refs) > 0 {
+			name += " : " + strings.Join(c.Refs, ", ")
+		}
+		w.open(name)
+		c.formatBody(w)
+		w.close()
+	}
 }

@@ -2,6 +2,7 @@ package swanctl
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -35,6 +36,9 @@ func ParseDuration(s string) (Duration, error) {
 	n, err := strconv.ParseUint(num, 10, 32)
 	if err != nil || strings.HasPrefix(num, "+") {
 		return 0, fmt.Errorf("%q is not a time value", s)
+	}
+	if n > uint64(math.MaxInt64/int64(unit)) {
+		return 0, fmt.Errorf("%q is too long a time", s)
 	}
 	return Duration(time.Duration(n) * unit), nil
 }
