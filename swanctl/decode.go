@@ -16,20 +16,28 @@ import (
 	"github.com/mpsa/mpsa/mpsa"
 )
 
-// The names the schema knows, per section.
-var (
-	globalKeys     = []string{"role", "vici", "control_port", "status_socket", "log_level", "metrics_listen"}
-	globalSections = []string{"groups"}
-	groupKeys      = []string{
+// The names the schema knows, per section. They are functions so that no
+// package-level slice can be changed by accident.
+func globalKeys() []string {
+	return []string{"role", "vici", "control_port", "status_socket", "log_level", "metrics_listen"}
+}
+
+func globalSections() []string { return []string{"groups"} }
+
+func groupKeys() []string {
+	return []string{
 		"connection", "control_child", "esp_proposal", "allow_counter_mode",
 		"lifetime", "rekey_time", "rekey_jitter", "rollover1", "rollover2",
 		"rekey_on_join", "rekey_on_leave", "nonce_length",
 		"dataplane", "tun", "mtu", "if_id", "underlay", "local_ts",
 	}
-	groupSections = []string{"routes", "bgp"}
-	routeKeys     = []string{"prefixes", "peer"}
-	bgpKeys       = []string{"enabled", "asn", "router_id", "port"}
-)
+}
+
+func groupSections() []string { return []string{"routes", "bgp"} }
+
+func routeKeys() []string { return []string{"prefixes", "peer"} }
+
+func bgpKeys() []string { return []string{"enabled", "asn", "router_id", "port"} }
 
 // LoadMPSA reads the swanctl.conf-style file at path, with everything it
 // includes, and decodes its mpsa section. The error, if any, is Errors and
@@ -53,6 +61,12 @@ func Decode(root *Section) (*Config, error) {
 	var errs, warns Errors
 	sec := root.Section("mpsa")
 	if sec == nil {
+		for _, s := range root.Sections {
+			if editDistance(strings.ToLower(s.Name), "mpsa") <= 2 && len(s.Name) >= 3 {
+				errs.add(s.Pos, "unknown section %q and no mpsa { } section; did you mean mpsa?", s.Name)
+				return nil, errs
+			}
+		}
 		errs.add(root.Pos, "no mpsa { } section; add one with role and groups (see docs/configuration.md)")
 		return nil, errs
 	}
@@ -75,7 +89,7 @@ func sortByPos(l Errors) {
 }
 
 func decodeGlobal(r *sectionReader) *Config {
-	r.checkNames(globalKeys, globalSections)
+	r.checkNames(globalKeys(), globalSections())
 	cfg := &Config{
 		Role:          Role(r.enum("role", "", string(RoleController), string(RoleMember))),
 		VICI:          r.str("vici", DefaultVICI),
@@ -151,7 +165,7 @@ func checkListen(hostport string) error {
 }
 
 func decodeGroup(r *sectionReader, role Role) *Group {
-	r.checkNames(groupKeys, groupSections)
+	r.checkNames(groupKeys(), groupSections())
 	g := &Group{
 		Name:             r.sec.Name,
 		Connection:       r.str("connection", ""),
@@ -211,11 +225,15 @@ func peerWord(role Role, self bool) string {
 	return "its controller"
 }
 
-// The settings only one role uses; the other ignores them with a warning.
-var (
-	controllerOnly = []string{"esp_proposal", "lifetime", "rekey_time", "rekey_jitter", "rollover1", "rollover2", "rekey_on_join", "rekey_on_leave", "nonce_length"}
-	memberOnly     = []string{"dataplane", "tun", "mtu", "if_id", "underlay", "local_ts", "routes"}
-)
+// controllerOnly are the group settings only a controller uses.
+func controllerOnly() []string {
+	return []string{"esp_proposal", "lifetime", "rekey_time", "rekey_jitter", "rollover1", "rollover2", "rekey_on_join", "rekey_on_leave", "nonce_length"}
+}
+
+// memberOnly are the group settings only a member uses.
+func memberOnly() []string {
+	return []string{"dataplane", "tun", "mtu", "if_id", "underlay", "local_ts", "routes"}
+}
 
 // warnIgnored warns about settings the role does not use: a member gets
 // the proposal and the timers from its controller in MPSA_PUT, and a
@@ -225,9 +243,9 @@ func warnIgnored(r *sectionReader, role Role) {
 	why := ""
 	switch role {
 	case RoleMember:
-		ignored, why = controllerOnly, "a member receives it from its controller in MPSA_PUT"
+		ignored, why = controllerOnly(), "a member receives it from its controller in MPSA_PUT"
 	case RoleController:
-		ignored, why = memberOnly, "a controller has no data plane"
+		ignored, why = memberOnly(), "a controller has no data plane"
 	default:
 		return
 	}
@@ -343,7 +361,7 @@ func decodeRoutes(r *sectionReader) []Route {
 	var routes []Route
 	for _, rs := range r.sec.Sections {
 		rr := &sectionReader{sec: rs, path: r.path + "." + rs.Name, errs: r.errs, warns: r.warns}
-		rr.checkNames(routeKeys, nil)
+		rr.checkNames(routeKeys(), nil)
 		rt := Route{Name: rs.Name, Prefixes: rr.prefixes("prefixes"), Peer: rr.addr("peer"), Pos: rs.Pos}
 		if rr.get("prefixes") == nil {
 			rr.errorf(rs.Pos, "route has no prefixes; write prefixes = the prefixes behind that peer (10.2.0.0/24)")
@@ -357,7 +375,7 @@ func decodeRoutes(r *sectionReader) []Route {
 }
 
 func decodeBGP(r *sectionReader) *BGP {
-	r.checkNames(bgpKeys, nil)
+	r.checkNames(bgpKeys(), nil)
 	b := &BGP{
 		Enabled:  r.boolean("enabled", true),
 		ASN:      uint32(r.uinteger("asn", 0, 1, 0xffffffff)),
