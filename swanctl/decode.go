@@ -67,7 +67,7 @@ func Decode(root *Section) (*Config, error) {
 				return nil, errs
 			}
 		}
-		errs.add(root.Pos, "no mpsa { } section; add one with role and groups (see docs/configuration.md)")
+		errs.add(root.Pos, "no mpsa { } section; add one with role and groups (examples: /usr/share/doc/mpsa/examples)")
 		return nil, errs
 	}
 	r := &sectionReader{sec: sec, path: "mpsa", errs: &errs, warns: &warns}

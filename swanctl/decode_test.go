@@ -150,7 +150,7 @@ func TestDecodeErrors(t *testing.T) {
 		src  string
 		want []string
 	}{
-		{"no mpsa section", "connections { }\n", []string{"etc/swanctl.conf: no mpsa { } section; add one with role and groups (see docs/configuration.md)"}},
+		{"no mpsa section", "connections { }\n", []string{"etc/swanctl.conf: no mpsa { } section; add one with role and groups (examples: /usr/share/doc/mpsa/examples)"}},
 		{"misspelt mpsa section", "connections { }\nmspa {\n role = member\n}\n", []string{"etc/swanctl.conf:2: unknown section \"mspa\" and no mpsa { } section; did you mean mpsa?"}},
 		{"no role, no groups", "mpsa {\n}\n", []string{
 			f + "1: mpsa: role is not set; write role = controller or role = member",
