@@ -1,0 +1,90 @@
+// Command mpsad runs beside strongSwan's charon and turns it into a
+// multi-point VPN (draft-yamaya-ipsecme-mpsa): a controller hands one shared
+// ESP SA to every member of a group, and members talk directly with it.
+//
+// This version validates the configuration (--check); the daemon itself is
+// not implemented yet.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/mpsa/mpsa/internal/version"
+	"github.com/mpsa/mpsa/swanctl"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitInvalid = 1 // the configuration has errors
+	exitUsage   = 2 // bad flags, or a mode that is not implemented
+)
+
+const usageText = `Usage: mpsad [--config FILE] [--check [--json]]
+       mpsad --version
+
+mpsad runs beside strongSwan's charon and turns it into a multi-point VPN
+(draft-yamaya-ipsecme-mpsa): a controller hands one shared ESP SA to every
+member of a group after IKEv2, and members then talk directly with it.
+
+Its settings are the mpsa { } section of swanctl.conf, in strongSwan's
+syntax; swanctl ignores that section. See docs/configuration.md or
+/usr/share/doc/mpsa/examples.
+
+Options:
+  --config FILE  read FILE and what it includes (default %s,
+                 which includes conf.d/*.conf)
+  --check        load and validate the configuration, print the effective
+                 configuration with every default filled in, and exit:
+                 0 when valid, 1 with every problem listed on stderr
+  --json         with --check, print the effective configuration as JSON
+  --version      print the version and exit
+  --help         print this help and exit
+
+Running the daemon (without --check) is not implemented yet.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is mpsad with its arguments and output streams; it returns the exit
+// code.
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mpsad", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintf(stderr, usageText, swanctl.DefaultConfigFile) }
+	var (
+		config   = fs.String("config", swanctl.DefaultConfigFile, "configuration file")
+		check    = fs.Bool("check", false, "validate the configuration and exit")
+		asJSON   = fs.Bool("json", false, "with --check, print JSON")
+		showVers = fs.Bool("version", false, "print the version and exit")
+	)
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			fs.SetOutput(stdout)
+			fmt.Fprintf(stdout, usageText, swanctl.DefaultConfigFile)
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mpsad: unexpected argument %q; see mpsad --help\n", fs.Arg(0))
+		return exitUsage
+	}
+	switch {
+	case *showVers:
+		fmt.Fprintln(stdout, version.String("mpsad"))
+		return exitOK
+	case *asJSON && !*check:
+		fmt.Fprintln(stderr, "mpsad: --json works with --check only")
+		return exitUsage
+	case *check:
+		return runCheck(*config, *asJSON, stdout, stderr)
+	}
+	fmt.Fprintln(stderr, "mpsad: running the daemon is not implemented yet; only --check (validate the configuration) is available")
+	return exitUsage
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mpsa/mpsa/swanctl"
+)
+
+func runMpsad(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// TestCheckExamples runs --check on the packaged example configurations.
+func TestCheckExamples(t *testing.T) {
+	for _, tt := range []struct {
+		file string
+		role swanctl.Role
+		want []string // lines the effective configuration must contain
+	}{
+		{"controller.conf", swanctl.RoleController, []string{"role = controller", "esp_proposal = aes256-sha256-prfsha256", "rekey_jitter = 5m", "nonce_length = 32", "metrics_listen = 127.0.0.1:9474"}},
+		{"member.conf", swanctl.RoleMember, []string{"role = member", "vici = unix:///var/run/charon.vici", "dataplane = xfrm", "local_ts = 10.1.0.0/24, 2001:db8:a::/64", "peer = 198.51.100.12"}},
+	} {
+		t.Run(tt.file, func(t *testing.T) {
+			path := filepath.Join("..", "..", "packaging", "examples", tt.file)
+			code, out, errs := runMpsad("--config", path, "--check")
+			if code != 0 || errs != "" {
+				t.Fatalf("--check exit %d, stderr:\n%s", code, errs)
+			}
+			if !strings.HasPrefix(out, "# "+path+": valid; the effective configuration, defaults included:\nmpsa {\n") {
+				t.Errorf("output starts %q", out[:min(len(out), 120)])
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, "    "+w+"\n") {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			code, out, errs = runMpsad("--config", path, "--check", "--json")
+			if code != 0 || errs != "" {
+				t.Fatalf("--check --json exit %d, stderr:\n%s", code, errs)
+			}
+			var cfg swanctl.Config
+			if err := json.Unmarshal([]byte(out), &cfg); err != nil {
+				t.Fatalf("JSON: %v\n%s", err, out)
+			}
+			if cfg.Role != tt.role || len(cfg.Groups) != 1 || cfg.Groups[0].Name != "branch" || cfg.Groups[0].Lifetime.String() != "8h" {
+				t.Errorf("JSON config %+v", cfg)
+			}
+		})
+	}
+}
+
+func TestCheckErrors(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "swanctl.conf")
+	src := "include conf.d/*.conf\nmpsa {\n  role = member\n  groups {\n    g {\n      connection = c\n      lifetime = 1x\n    }\n  }\n}\n"
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runMpsad("--check", "--config", path)
+	want := path + ":5: mpsa.groups.g: member group has no local_ts; write local_ts = the prefixes behind this member (10.1.0.0/24)\n" +
+		path + ":5: mpsa.groups.g: member group has no way to learn its peers; add routes { NAME { prefixes = ...  peer = ... } } or an enabled bgp { } section\n" +
+		path + ":7: mpsa.groups.g: lifetime = 1x is not a time value; write a whole number with s, m, h or d (for example 8h)\n" +
+		"mpsad: " + path + ": 3 errors in the configuration\n"
+	if code != 1 || out != "" || errs != want {
+		t.Errorf("exit %d, stdout %q, stderr\n%s\nwant\n%s", code, out, errs, want)
+	}
+
+	code, _, errs = runMpsad("--check", "--config", filepath.Join(dir, "none.conf"))
+	if want := filepath.Join(dir, "none.conf") + ": cannot read configuration: no such file or directory\nmpsad: " + filepath.Join(dir, "none.conf") + ": 1 error in the configuration\n"; code != 1 || errs != want {
+		t.Errorf("missing file: exit %d, stderr %q, want %q", code, errs, want)
+	}
+}
+
+func TestCheckWarnings(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "swanctl.conf")
+	src := "mpsa {\n role = controller\n groups { g { connection = c\n mtu = 1500 } }\n}\n"
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runMpsad("--check", "--config", path)
+	want := path + ":4: warning: mpsa.groups.g: mtu is ignored in role controller (a controller has no data plane); remove it\n"
+	if code != 0 || errs != want || !strings.Contains(out, "role = controller") || strings.Contains(out, "mtu") {
+		t.Errorf("exit %d, stderr %q (want %q), stdout\n%s", code, errs, want, out)
+	}
+}
+
+func TestFlags(t *testing.T) {
+	code, out, errs := runMpsad("--version")
+	if code != 0 || out != "mpsad dev (commit unknown)\n" || errs != "" {
+		t.Errorf("--version: %d %q %q", code, out, errs)
+	}
+	code, out, _ = runMpsad("--help")
+	if code != 0 || !strings.Contains(out, "Usage: mpsad [--config FILE] [--check [--json]]") || !strings.Contains(out, "/etc/swanctl/swanctl.conf") {
+		t.Errorf("--help: %d %q", code, out)
+	}
+	code, _, errs = runMpsad("--config", "/nonexistent")
+	if code != 2 || !strings.Contains(errs, "running the daemon is not implemented yet") {
+		t.Errorf("daemon mode: %d %q", code, errs)
+	}
+	code, _, errs = runMpsad("--json")
+	if code != 2 || errs != "mpsad: --json works with --check only\n" {
+		t.Errorf("--json alone: %d %q", code, errs)
+	}
+	code, _, errs = runMpsad("--check", "extra")
+	if code != 2 || errs != "mpsad: unexpected argument \"extra\"; see mpsad --help\n" {
+		t.Errorf("extra argument: %d %q", code, errs)
+	}
+	code, _, _ = runMpsad("--bogus")
+	if code != 2 {
+		t.Errorf("unknown flag: exit %d", code)
+	}
+}

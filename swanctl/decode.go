@@ -1,0 +1,501 @@
+package swanctl
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mpsa/mpsa/mpsa"
+)
+
+// The names the schema knows, per section. They are functions so that no
+// package-level slice can be changed by accident.
+func globalKeys() []string {
+	return []string{"role", "vici", "control_port", "status_socket", "log_level", "metrics_listen"}
+}
+
+func globalSections() []string { return []string{"groups"} }
+
+func groupKeys() []string {
+	return []string{
+		"connection", "control_child", "esp_proposal", "allow_counter_mode",
+		"lifetime", "rekey_time", "rekey_jitter", "rollover1", "rollover2",
+		"rekey_on_join", "rekey_on_leave", "nonce_length",
+		"dataplane", "tun", "mtu", "if_id", "underlay", "local_ts",
+	}
+}
+
+func groupSections() []string { return []string{"routes", "bgp"} }
+
+func routeKeys() []string { return []string{"prefixes", "peer"} }
+
+func bgpKeys() []string { return []string{"enabled", "asn", "router_id", "port"} }
+
+// LoadMPSA reads the swanctl.conf-style file at path, with everything it
+// includes, and decodes its mpsa section. The error, if any, is Errors and
+// lists every problem found.
+func LoadMPSA(path string) (*Config, error) {
+	return Reader{}.LoadMPSA(path)
+}
+
+// LoadMPSA is the package-level LoadMPSA reading through rd.
+func (rd Reader) LoadMPSA(path string) (*Config, error) {
+	root, err := rd.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Decode(root)
+}
+
+// Decode decodes and validates the mpsa section of a parsed configuration,
+// filling in defaults. The error, if any, is Errors, sorted by position.
+func Decode(root *Section) (*Config, error) {
+	var errs, warns Errors
+	sec := root.Section("mpsa")
+	if sec == nil {
+		for _, s := range root.Sections {
+			if editDistance(strings.ToLower(s.Name), "mpsa") <= 2 && len(s.Name) >= 3 {
+				errs.add(s.Pos, "unknown section %q and no mpsa { } section; did you mean mpsa?", s.Name)
+				return nil, errs
+			}
+		}
+		errs.add(root.Pos, "no mpsa { } section; add one with role and groups (examples: /usr/share/doc/mpsa/examples)")
+		return nil, errs
+	}
+	r := &sectionReader{sec: sec, path: "mpsa", errs: &errs, warns: &warns}
+	cfg := decodeGlobal(r)
+	checkAcrossGroups(cfg, &errs)
+	sortByPos(errs)
+	sortByPos(warns)
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	cfg.Warnings = warns
+	return cfg, nil
+}
+
+func sortByPos(l Errors) {
+	slices.SortStableFunc(l, func(a, b *Error) int {
+		return cmp.Or(cmp.Compare(a.Pos.File, b.Pos.File), cmp.Compare(a.Pos.Line, b.Pos.Line))
+	})
+}
+
+func decodeGlobal(r *sectionReader) *Config {
+	r.checkNames(globalKeys(), globalSections())
+	cfg := &Config{
+		Role:          Role(r.enum("role", "", string(RoleController), string(RoleMember))),
+		VICI:          r.str("vici", DefaultVICI),
+		ControlPort:   uint16(r.uinteger("control_port", DefaultControlPort, 1, 65535)),
+		StatusSocket:  r.str("status_socket", DefaultStatusSocket),
+		LogLevel:      r.enum("log_level", DefaultLogLevel, "debug", "info", "warn", "error"),
+		MetricsListen: r.str("metrics_listen", ""),
+		Pos:           r.sec.Pos,
+	}
+	if r.get("role") == nil && r.sec.Key("role") == nil {
+		r.errorf(r.sec.Pos, "role is not set; write role = controller or role = member")
+	} else if r.get("role") == nil {
+		r.errorf(r.pos("role"), "role is empty; write role = controller or role = member")
+	}
+	if err := checkVICI(cfg.VICI); err != nil {
+		r.errorf(r.pos("vici"), "vici = %s: %v", cfg.VICI, err)
+	}
+	if !filepath.IsAbs(cfg.StatusSocket) {
+		r.errorf(r.pos("status_socket"), "status_socket = %s is not an absolute path; write one such as %s", cfg.StatusSocket, DefaultStatusSocket)
+	}
+	if cfg.MetricsListen != "" {
+		if err := checkListen(cfg.MetricsListen); err != nil {
+			r.errorf(r.pos("metrics_listen"), "metrics_listen = %s: %v", cfg.MetricsListen, err)
+		}
+	}
+	groups := r.sub("groups")
+	if groups == nil || len(groups.sec.Sections) == 0 {
+		r.errorf(r.sec.Pos, "no groups; add groups { NAME { connection = ... } }")
+		if groups != nil {
+			checkOnlySections(groups, "groups { NAME { connection = ... } }")
+		}
+		return cfg
+	}
+	checkOnlySections(groups, "groups { NAME { connection = ... } }")
+	for _, gs := range groups.sec.Sections {
+		gr := &sectionReader{sec: gs, path: groups.path + "." + gs.Name, errs: r.errs, warns: r.warns}
+		cfg.Groups = append(cfg.Groups, decodeGroup(gr, cfg.Role))
+	}
+	return cfg
+}
+
+// checkVICI validates a VICI socket URI as charon accepts it.
+func checkVICI(uri string) error {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return fmt.Errorf("not a URI; write unix:///PATH or tcp://HOST:PORT")
+	}
+	switch u.Scheme {
+	case "unix":
+		if u.Host != "" || !strings.HasPrefix(u.Path, "/") {
+			return fmt.Errorf("a unix URI needs an absolute path; write unix:///var/run/charon.vici")
+		}
+	case "tcp":
+		if err := checkListen(u.Host); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("unsupported scheme %q; write unix:///PATH or tcp://HOST:PORT", u.Scheme)
+	}
+	return nil
+}
+
+// checkListen validates HOST:PORT with a numeric port.
+func checkListen(hostport string) error {
+	_, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return fmt.Errorf("not HOST:PORT; write for example 127.0.0.1:9474 or [::1]:9474")
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return fmt.Errorf("port %q is not a number from 1 to 65535", port)
+	}
+	return nil
+}
+
+func decodeGroup(r *sectionReader, role Role) *Group {
+	r.checkNames(groupKeys(), groupSections())
+	g := &Group{
+		Name:             r.sec.Name,
+		Connection:       r.str("connection", ""),
+		AllowCounterMode: r.boolean("allow_counter_mode", false),
+		Lifetime:         r.duration("lifetime", DefaultLifetime),
+		RekeyTime:        r.duration("rekey_time", DefaultRekeyTime),
+		RekeyJitter:      r.duration("rekey_jitter", DefaultRekeyJitter),
+		Rollover1:        r.duration("rollover1", DefaultRollover1),
+		Rollover2:        r.duration("rollover2", DefaultRollover2),
+		RekeyOnJoin:      r.boolean("rekey_on_join", DefaultRekeyOnJoin),
+		RekeyOnLeave:     r.boolean("rekey_on_leave", DefaultRekeyOnLeave),
+		NonceLength:      int(r.uinteger("nonce_length", DefaultNonceLength, minNonceLength, maxNonceLength)),
+		Dataplane:        Backend(r.enum("dataplane", string(DefaultDataplane), string(BackendXFRM), string(BackendUserspace))),
+		IfID:             uint32(r.uinteger("if_id", 0, 0, 0xffffffff)),
+		Underlay:         r.addr("underlay"),
+		LocalTS:          r.prefixes("local_ts"),
+		Pos:              r.sec.Pos,
+	}
+	g.ControlChild = r.str("control_child", g.Connection)
+	if g.Connection == "" {
+		r.errorf(r.pos("connection"), "connection is not set; write connection = NAME, the swanctl connection between %s and %s", peerWord(role, true), peerWord(role, false))
+	}
+	decodeProposal(r, g, role)
+	decodeDataplane(r, g)
+	if rs := r.sub("routes"); rs != nil {
+		g.Routes = decodeRoutes(rs)
+	}
+	if bs := r.sub("bgp"); bs != nil {
+		g.BGP = decodeBGP(bs)
+	}
+	warnIgnored(r, role)
+	switch role {
+	case RoleController:
+		checkTimers(r, g)
+	case RoleMember:
+		checkPrefixes(r, g)
+		if len(g.LocalTS) == 0 && r.get("local_ts") == nil {
+			r.errorf(r.sec.Pos, "member group has no local_ts; write local_ts = the prefixes behind this member (10.1.0.0/24)")
+		}
+		if !g.PeersLearned() {
+			r.errorf(r.sec.Pos, "member group has no way to learn its peers; add routes { NAME { prefixes = ...  peer = ... } } or an enabled bgp { } section")
+		}
+	}
+	return g
+}
+
+// peerWord names the two ends of the group's connection.
+func peerWord(role Role, self bool) string {
+	switch {
+	case role == RoleController && self:
+		return "this controller"
+	case role == RoleController:
+		return "its members"
+	case self:
+		return "this member"
+	}
+	return "its controller"
+}
+
+// controllerOnly are the group settings only a controller uses.
+func controllerOnly() []string {
+	return []string{"esp_proposal", "lifetime", "rekey_time", "rekey_jitter", "rollover1", "rollover2", "rekey_on_join", "rekey_on_leave", "nonce_length"}
+}
+
+// memberOnly are the group settings only a member uses.
+func memberOnly() []string {
+	return []string{"dataplane", "tun", "mtu", "if_id", "underlay", "local_ts", "routes"}
+}
+
+// warnIgnored warns about settings the role does not use: a member gets
+// the proposal and the timers from its controller in MPSA_PUT, and a
+// controller has no data plane.
+func warnIgnored(r *sectionReader, role Role) {
+	var ignored []string
+	why := ""
+	switch role {
+	case RoleMember:
+		ignored, why = controllerOnly(), "a member receives it from its controller in MPSA_PUT"
+	case RoleController:
+		ignored, why = memberOnly(), "a controller has no data plane"
+	default:
+		return
+	}
+	for _, kv := range r.sec.Keys {
+		if contains(ignored, kv.Name) {
+			r.warnf(kv.Pos, "%s is ignored in role %s (%s); remove it", kv.Name, role, why)
+		}
+	}
+	for _, s := range r.sec.Sections {
+		if contains(ignored, s.Name) {
+			r.warnf(s.Pos, "%s is ignored in role %s (%s); remove it", s.Name, role, why)
+		}
+	}
+}
+
+func decodeProposal(r *sectionReader, g *Group, role Role) {
+	prop := r.str("esp_proposal", DefaultESPProposal)
+	suite, err := mpsa.ParseProposal(prop)
+	if err != nil {
+		r.errorf(r.pos("esp_proposal"), "%v; write a single proposal such as %s", err, DefaultESPProposal)
+		suite, _ = mpsa.ParseProposal(DefaultESPProposal)
+	}
+	g.Suite, g.ESPProposal = suite, suite.String()
+	if role == RoleController && suite.CounterMode() && !g.AllowCounterMode {
+		r.errorf(r.pos("esp_proposal"), "esp_proposal = %s is a counter mode: with one key shared by every member each sender must never reuse a counter (IV) another sender uses, which a group SA without sender IDs cannot ensure (RFC 6054); use a CBC proposal such as %s, or write allow_counter_mode = yes if your data plane guarantees unique IVs", prop, DefaultESPProposal)
+	}
+}
+
+// checkTimers checks the relations between the SA timers.
+func checkTimers(r *sectionReader, g *Group) {
+	for _, k := range []struct {
+		key string
+		d   Duration
+	}{{"lifetime", g.Lifetime}, {"rekey_time", g.RekeyTime}, {"rollover1", g.Rollover1}, {"rollover2", g.Rollover2}} {
+		if k.d <= 0 {
+			r.errorf(r.pos(k.key), "%s must be longer than 0s", k.key)
+		}
+	}
+	if g.Rollover2 < g.Rollover1 {
+		r.errorf(r.pos("rollover2"), "rollover2 (%s) is shorter than rollover1 (%s): members would stop receiving with the old SA while others still send with it; write rollover2 = %s or more", g.Rollover2, g.Rollover1, g.Rollover1)
+	}
+	if g.RekeyTime >= g.Lifetime {
+		r.errorf(r.pos("rekey_time"), "rekey_time (%s) is not below lifetime (%s): the SA would expire before it is replaced; write a rekey_time below %s, such as %s", g.RekeyTime, g.Lifetime, g.Lifetime, suggestRekey(g.Lifetime))
+		return
+	}
+	if g.RekeyJitter >= g.RekeyTime {
+		r.errorf(r.pos("rekey_jitter"), "rekey_jitter (%s) is not below rekey_time (%s); write a smaller rekey_jitter", g.RekeyJitter, g.RekeyTime)
+	}
+	margin := g.Lifetime - g.RekeyTime
+	for _, k := range []struct {
+		key string
+		d   Duration
+	}{{"rollover1", g.Rollover1}, {"rollover2", g.Rollover2}} {
+		if k.d > margin {
+			r.errorf(r.pos(k.key), "%s (%s) is longer than the margin between rekey_time and lifetime (%s): the old SA would expire while members still use it; lower %s to %s or less, or raise lifetime to %s or more", k.key, k.d, margin, k.key, margin, g.RekeyTime+k.d)
+		}
+	}
+}
+
+func decodeDataplane(r *sectionReader, g *Group) {
+	g.MTU = DefaultMTU
+	mtuKV := r.get("mtu")
+	if mtuKV != nil {
+		g.MTU = int(r.uinteger("mtu", DefaultMTU, minMTU, maxMTU))
+	}
+	switch g.Dataplane {
+	case BackendUserspace:
+		if r.get("if_id") != nil {
+			r.errorf(r.pos("if_id"), "if_id applies to dataplane = xfrm only; remove it or write dataplane = xfrm")
+		}
+		g.TUN = r.str("tun", defaultTUNPrefix+g.Name)
+		if err := checkIfName(g.TUN); err != nil {
+			if r.get("tun") == nil {
+				r.errorf(r.sec.Pos, "the default TUN device name %q: %v; write tun = NAME", g.TUN, err)
+			} else {
+				r.errorf(r.pos("tun"), "tun = %s: %v", g.TUN, err)
+			}
+		}
+	case BackendXFRM:
+		if r.get("tun") != nil {
+			r.errorf(r.pos("tun"), "tun applies to dataplane = userspace only; remove it or write dataplane = userspace")
+		}
+	}
+	if mtuKV != nil && g.MTU < minMTUIPv6 && anyIPv6(g) {
+		r.errorf(mtuKV.Pos, "mtu = %d is below %d, the minimum for IPv6 traffic; write mtu = %d or more", g.MTU, minMTUIPv6, minMTUIPv6)
+	}
+}
+
+func anyIPv6(g *Group) bool {
+	for _, p := range g.LocalTS {
+		if p.Addr().Is6() {
+			return true
+		}
+	}
+	return false
+}
+
+// checkIfName validates a Linux network interface name.
+func checkIfName(name string) error {
+	switch {
+	case name == "" || name == "." || name == "..":
+		return errors.New("not a valid interface name")
+	case len(name) > maxInterfaceNameLen:
+		return fmt.Errorf("longer than %d characters, the Linux limit", maxInterfaceNameLen)
+	case strings.ContainsAny(name, "/: \t"):
+		return errors.New("an interface name may not contain /, : or blanks")
+	}
+	return nil
+}
+
+func decodeRoutes(r *sectionReader) []Route {
+	checkOnlySections(r, "routes { NAME { prefixes = PREFIX[, PREFIX]  peer = ADDRESS } }; strongSwan names may not contain . or :, so a prefix cannot be a key")
+	var routes []Route
+	for _, rs := range r.sec.Sections {
+		rr := &sectionReader{sec: rs, path: r.path + "." + rs.Name, errs: r.errs, warns: r.warns}
+		rr.checkNames(routeKeys(), nil)
+		rt := Route{Name: rs.Name, Prefixes: rr.prefixes("prefixes"), Peer: rr.addr("peer"), Pos: rs.Pos}
+		if rr.get("prefixes") == nil {
+			rr.errorf(rs.Pos, "route has no prefixes; write prefixes = the prefixes behind that peer (10.2.0.0/24)")
+		}
+		if rr.get("peer") == nil {
+			rr.errorf(rs.Pos, "route has no peer; write peer = that member's underlay address (192.0.2.20)")
+		}
+		routes = append(routes, rt)
+	}
+	return routes
+}
+
+func decodeBGP(r *sectionReader) *BGP {
+	r.checkNames(bgpKeys(), nil)
+	b := &BGP{
+		Enabled:  r.boolean("enabled", true),
+		ASN:      uint32(r.uinteger("asn", 0, 1, 0xffffffff)),
+		RouterID: r.addr("router_id"),
+		Port:     uint16(r.uinteger("port", DefaultBGPPort, 1, 65535)),
+		Pos:      r.sec.Pos,
+	}
+	if b.Enabled && r.get("asn") == nil {
+		r.errorf(r.sec.Pos, "asn is not set; write asn = the group's AS number (a private one such as 64512)")
+	}
+	if b.RouterID.IsValid() && !b.RouterID.Is4() {
+		r.errorf(r.pos("router_id"), "router_id = %s is not an IPv4 address; a BGP router ID is written as one (192.0.2.1)", b.RouterID)
+	}
+	return b
+}
+
+// checkPrefixes reports overlaps within local_ts, between local_ts and
+// routes, and between routes, of one group.
+func checkPrefixes(r *sectionReader, g *Group) {
+	localPos := r.pos("local_ts")
+	for i, a := range g.LocalTS {
+		for _, b := range g.LocalTS[:i] {
+			if a.Overlaps(b) {
+				r.errorf(localPos, "local_ts lists overlapping prefixes %s and %s; keep only the wider one", b, a)
+			}
+		}
+	}
+	type seen struct {
+		p     netip.Prefix
+		route string
+	}
+	var all []seen
+	for _, rt := range g.Routes {
+		if g.Underlay.IsValid() && rt.Peer.IsValid() && g.Underlay.Is4() != rt.Peer.Is4() {
+			r.errorf(r.routePeerPos(rt), "route %s: peer %s and underlay %s are of different address families: ESP cannot travel between them; write a peer address of the underlay's family", rt.Name, rt.Peer, g.Underlay)
+		}
+		for _, p := range rt.Prefixes {
+			for _, l := range g.LocalTS {
+				if p.Overlaps(l) {
+					r.errorf(r.routePos(rt), "route %s: prefix %s overlaps local_ts %s: traffic for this member's own LAN would be sent to a peer; remove one of them", rt.Name, p, l)
+				}
+			}
+			for _, s := range all {
+				if p.Overlaps(s.p) {
+					r.errorf(r.routePos(rt), "route %s: prefix %s overlaps %s of route %s: each destination must map to exactly one peer; remove or narrow one of them", rt.Name, p, s.p, s.route)
+				}
+			}
+			all = append(all, seen{p, rt.Name})
+		}
+	}
+}
+
+// routePeerPos is where a route's peer is written.
+func (r *sectionReader) routePeerPos(rt Route) Pos {
+	if rs := r.sec.Lookup("routes", rt.Name); rs != nil {
+		if kv := rs.Key("peer"); kv != nil {
+			return kv.Pos
+		}
+	}
+	return rt.Pos
+}
+
+// routePos is where a route's prefixes are written.
+func (r *sectionReader) routePos(rt Route) Pos {
+	if rs := r.sec.Lookup("routes", rt.Name); rs != nil {
+		if kv := rs.Key("prefixes"); kv != nil {
+			return kv.Pos
+		}
+	}
+	return rt.Pos
+}
+
+// checkAcrossGroups reports what groups may not share: the control
+// connection (a control datagram carries no group ID, so the IKE SA names
+// the group), the TUN device, the XFRM if_id, and routed prefixes.
+func checkAcrossGroups(cfg *Config, errs *Errors) {
+	for i, g := range cfg.Groups {
+		for _, o := range cfg.Groups[:i] {
+			path := "mpsa.groups." + g.Name
+			if g.Connection != "" && g.Connection == o.Connection && g.ControlChild == o.ControlChild {
+				errs.add(g.Pos, "%s: connection %s with control_child %s is already used by group %s: the control exchange identifies a group by its IKE SA; give each group its own connection or control_child", path, g.Connection, g.ControlChild, o.Name)
+			}
+			if g.TUN != "" && g.TUN == o.TUN {
+				errs.add(g.Pos, "%s: tun %s is already used by group %s; write a different tun = NAME", path, g.TUN, o.Name)
+			}
+			if g.IfID != 0 && g.IfID == o.IfID {
+				errs.add(g.Pos, "%s: if_id %d is already used by group %s; write a different if_id", path, g.IfID, o.Name)
+			}
+			for _, rt := range g.Routes {
+				for _, p := range rt.Prefixes {
+					for _, ort := range o.Routes {
+						for _, q := range ort.Prefixes {
+							if p.Overlaps(q) {
+								errs.add(rt.Pos, "%s: route %s: prefix %s overlaps %s of route %s in group %s: each destination must map to one group and peer; remove or narrow one of them", path, rt.Name, p, q, ort.Name, o.Name)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// checkOnlySections reports settings in a section that holds only named
+// subsections, showing the form to write.
+func checkOnlySections(r *sectionReader, form string) {
+	if len(r.sec.Refs) > 0 {
+		r.errorf(r.sec.RefsPos, "section references (%s : %s) are not supported in mpsa { }; write the settings out in full", r.sec.Name, strings.Join(r.sec.Refs, ", "))
+	}
+	for _, kv := range r.sec.Keys {
+		r.errorf(kv.Pos, "unexpected setting %q: %s holds only named sections; write %s", kv.Name, r.sec.Name, form)
+	}
+}
+
+// suggestRekey proposes a rekey_time for a lifetime: seven eighths of it,
+// in whole minutes when the lifetime is long enough.
+func suggestRekey(life Duration) Duration {
+	d := time.Duration(life) * 7 / 8
+	if t := d.Truncate(time.Minute); t > 0 {
+		return Duration(t)
+	}
+	return Duration(d.Truncate(time.Second))
+}

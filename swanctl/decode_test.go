@@ -1,0 +1,284 @@
+package swanctl
+
+import (
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/mpsa/mpsa/mpsa"
+)
+
+const testFile = "etc/swanctl.conf"
+
+// load decodes src as etc/swanctl.conf.
+func load(t *testing.T, src string) (*Config, []string) {
+	t.Helper()
+	cfg, err := Reader{FS: mapFS(map[string]string{testFile: src})}.LoadMPSA(testFile)
+	return cfg, errorStrings(t, err)
+}
+
+// group wraps group body lines (starting at line 5) into an mpsa section
+// of the given role with one group "g".
+func group(role string, body ...string) string {
+	return "mpsa {\n    role = " + role + "\n    groups {\n        g {\n" +
+		strings.Join(body, "\n") + "\n        }\n    }\n}\n"
+}
+
+// memberOK is a valid member group body.
+var memberOK = []string{
+	"connection = c",
+	"local_ts = 10.1.0.0/24",
+	"routes { b { prefixes = 10.2.0.0/24\n peer = 192.0.2.2 } }",
+}
+
+func TestDecodeDefaults(t *testing.T) {
+	cfg, errs := load(t, "connections { c { } }\n"+group("controller", "connection = c"))
+	if errs != nil {
+		t.Fatalf("errors: %q", errs)
+	}
+	suite, _ := mpsa.ParseProposal("aes256-sha256")
+	want := &Config{
+		Role:          RoleController,
+		VICI:          "unix:///var/run/charon.vici",
+		ControlPort:   4501,
+		StatusSocket:  "/run/mpsad/mpsad.sock",
+		LogLevel:      "info",
+		MetricsListen: "",
+		Pos:           Pos{testFile, 2},
+		Groups: []*Group{{
+			Name:         "g",
+			Connection:   "c",
+			ControlChild: "c",
+			ESPProposal:  "aes256-sha256-prfsha256",
+			Suite:        suite,
+			Lifetime:     DefaultLifetime,
+			RekeyTime:    DefaultRekeyTime,
+			RekeyJitter:  0,
+			Rollover1:    DefaultRollover1,
+			Rollover2:    DefaultRollover2,
+			RekeyOnJoin:  false,
+			RekeyOnLeave: true,
+			NonceLength:  32,
+			Dataplane:    BackendXFRM,
+			MTU:          1400,
+			Pos:          Pos{testFile, 5},
+		}},
+	}
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("config\n got %+v\nwant %+v\n group got %+v\nwant %+v", cfg, want, cfg.Groups[0], want.Groups[0])
+	}
+	if DefaultLifetime.String() != "8h" || DefaultRekeyTime.String() != "7h" || DefaultRollover1.String() != "30s" || DefaultRollover2.String() != "1m" {
+		t.Errorf("default durations %s %s %s %s", DefaultLifetime, DefaultRekeyTime, DefaultRollover1, DefaultRollover2)
+	}
+}
+
+func TestDecodeMember(t *testing.T) {
+	cfg, errs := load(t, group("member",
+		"connection = ctl",
+		"control_child = ctl-child",
+		"dataplane = userspace",
+		"mtu = 1300",
+		"underlay = 2001:db8::1",
+		"local_ts = 10.1.0.0/24, 2001:db8:a::/64, 10.9.9.9",
+		"allow_counter_mode = yes",
+		"routes {",
+		"  b { prefixes = 10.2.0.0/24, 2001:db8:b::/64",
+		"      peer = 2001:db8::2 }",
+		"  c { prefixes = 10.3.0.0/24",
+		"      peer = 2001:db8::3 }",
+		"}",
+		"bgp { asn = 64512\n router_id = 10.1.0.1 }",
+	))
+	if errs != nil {
+		t.Fatalf("errors: %q", errs)
+	}
+	g := cfg.Groups[0]
+	if g.ControlChild != "ctl-child" || g.Dataplane != BackendUserspace || g.TUN != "mpsa-g" || g.MTU != 1300 || !g.AllowCounterMode {
+		t.Errorf("group %+v", g)
+	}
+	wantLocal := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24"), netip.MustParsePrefix("2001:db8:a::/64"), netip.MustParsePrefix("10.9.9.9/32")}
+	if !slices.Equal(g.LocalTS, wantLocal) {
+		t.Errorf("local_ts %v", g.LocalTS)
+	}
+	wantRoutes := []Route{
+		{Name: "b", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24"), netip.MustParsePrefix("2001:db8:b::/64")}, Peer: netip.MustParseAddr("2001:db8::2"), Pos: Pos{testFile, 13}},
+		{Name: "c", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.3.0.0/24")}, Peer: netip.MustParseAddr("2001:db8::3"), Pos: Pos{testFile, 15}},
+	}
+	if !reflect.DeepEqual(g.Routes, wantRoutes) {
+		t.Errorf("routes\n got %+v\nwant %+v", g.Routes, wantRoutes)
+	}
+	wantBGP := &BGP{Enabled: true, ASN: 64512, RouterID: netip.MustParseAddr("10.1.0.1"), Port: 179, Pos: Pos{testFile, 18}}
+	if !reflect.DeepEqual(g.BGP, wantBGP) {
+		t.Errorf("bgp %+v", g.BGP)
+	}
+	if !g.PeersLearned() {
+		t.Error("PeersLearned false")
+	}
+}
+
+func TestDecodeWarnings(t *testing.T) {
+	cfg, errs := load(t, group("member", append(slices.Clone(memberOK), "lifetime = 1h", "nonce_length = 16")...))
+	if errs != nil {
+		t.Fatalf("errors: %q", errs)
+	}
+	want := []string{
+		"etc/swanctl.conf:9: mpsa.groups.g: lifetime is ignored in role member (a member receives it from its controller in MPSA_PUT); remove it",
+		"etc/swanctl.conf:10: mpsa.groups.g: nonce_length is ignored in role member (a member receives it from its controller in MPSA_PUT); remove it",
+	}
+	if got := errorStrings(t, cfg.Warnings); !slices.Equal(got, want) {
+		t.Errorf("warnings\n got %q\nwant %q", got, want)
+	}
+	cfg, errs = load(t, group("controller", "connection = c", "local_ts = 10.0.0.0/8", "routes { }"))
+	if errs != nil {
+		t.Fatalf("errors: %q", errs)
+	}
+	want = []string{
+		"etc/swanctl.conf:6: mpsa.groups.g: local_ts is ignored in role controller (a controller has no data plane); remove it",
+		"etc/swanctl.conf:7: mpsa.groups.g: routes is ignored in role controller (a controller has no data plane); remove it",
+	}
+	if got := errorStrings(t, cfg.Warnings); !slices.Equal(got, want) {
+		t.Errorf("warnings\n got %q\nwant %q", got, want)
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	const f = "etc/swanctl.conf:"
+	tests := []struct {
+		name string
+		src  string
+		want []string
+	}{
+		{"no mpsa section", "connections { }\n", []string{"etc/swanctl.conf: no mpsa { } section; add one with role and groups (examples: /usr/share/doc/mpsa/examples)"}},
+		{"misspelt mpsa section", "connections { }\nmspa {\n role = member\n}\n", []string{"etc/swanctl.conf:2: unknown section \"mspa\" and no mpsa { } section; did you mean mpsa?"}},
+		{"no role, no groups", "mpsa {\n}\n", []string{
+			f + "1: mpsa: role is not set; write role = controller or role = member",
+			f + "1: mpsa: no groups; add groups { NAME { connection = ... } }",
+		}},
+		{"bad globals", "mpsa {\n role = boss\n vici = http://x\n control_port = 0\n status_socket = run/x.sock\n log_level = loud\n metrics_listen = :http\n colour = blue\n groups {\n  x = 1\n }\n}\n", []string{
+			f + "1: mpsa: no groups; add groups { NAME { connection = ... } }",
+			f + "2: mpsa: role = boss is not valid; write controller or member",
+			f + "3: mpsa: vici = http://x: unsupported scheme \"http\"; write unix:///PATH or tcp://HOST:PORT",
+			f + "4: mpsa: control_port = 0 is out of range; write a whole number from 1 to 65535",
+			f + "5: mpsa: status_socket = run/x.sock is not an absolute path; write one such as /run/mpsad/mpsad.sock",
+			f + "6: mpsa: log_level = loud is not valid; write debug, info, warn or error",
+			f + "7: mpsa: metrics_listen = :http: port \"http\" is not a number from 1 to 65535",
+			f + "8: mpsa: unknown setting \"colour\"; known here: role, vici, control_port, status_socket, log_level, metrics_listen",
+			f + "10: mpsa.groups: unexpected setting \"x\": groups holds only named sections; write groups { NAME { connection = ... } }",
+		}},
+		{"typos suggest the nearest name", "mpsa {\n role = member\n grups { }\n groups { g {\n conection = c\n rekey_tme = 1h\n rout { }\n routes = x\n} }\n}\n", []string{
+			f + "3: mpsa: unknown section \"grups\"; did you mean groups?",
+			f + "4: mpsa.groups.g: connection is not set; write connection = NAME, the swanctl connection between this member and its controller",
+			f + "4: mpsa.groups.g: member group has no local_ts; write local_ts = the prefixes behind this member (10.1.0.0/24)",
+			f + "4: mpsa.groups.g: member group has no way to learn its peers; add routes { NAME { prefixes = ...  peer = ... } } or an enabled bgp { } section",
+			f + "5: mpsa.groups.g: unknown setting \"conection\"; did you mean connection?",
+			f + "6: mpsa.groups.g: unknown setting \"rekey_tme\"; did you mean rekey_time?",
+			f + "7: mpsa.groups.g: unknown section \"rout\"; did you mean routes?",
+			f + "8: mpsa.groups.g: routes is a section, not a setting; write routes { ... }",
+		}},
+		{"setting written as a section", group("controller", "connection = c", "lifetime { }"), []string{
+			f + "6: mpsa.groups.g: lifetime is a setting, not a section; write lifetime = VALUE",
+		}},
+		{"section references", "mpsa : base {\n role = member\n groups { g : tmpl { connection = c\n local_ts = 10.0.0.0/8\n routes { r { prefixes = 10.1.0.0/16\n peer = 192.0.2.1 } } } }\n}\n", []string{
+			f + "1: mpsa: section references (mpsa : base) are not supported in mpsa { }; write the settings out in full",
+			f + "3: mpsa.groups.g: section references (g : tmpl) are not supported in mpsa { }; write the settings out in full",
+			f + "5: mpsa.groups.g: route r: prefix 10.1.0.0/16 overlaps local_ts 10.0.0.0/8: traffic for this member's own LAN would be sent to a peer; remove one of them",
+		}},
+		{"controller without connection", group("controller", "esp_proposal = aes128-sha1"), []string{
+			f + "4: mpsa.groups.g: connection is not set; write connection = NAME, the swanctl connection between this controller and its members",
+		}},
+		{"wrong types", group("controller", "connection = c", "lifetime = 8 hours", "rekey_time = -1h", "rekey_on_leave = maybe", "nonce_length = 8", "rekey_jitter = 1.5m"), []string{
+			f + "6: mpsa.groups.g: lifetime = 8 hours is not a time value; write a whole number with s, m, h or d (for example 8h)",
+			f + "7: mpsa.groups.g: rekey_time = -1h is not a time value; write a whole number with s, m, h or d (for example 7h)",
+			f + "8: mpsa.groups.g: rekey_on_leave = maybe is not a boolean; write yes or no",
+			f + "9: mpsa.groups.g: nonce_length = 8 is out of range; write a whole number from 16 to 256",
+			f + "10: mpsa.groups.g: rekey_jitter = 1.5m is not a time value; write a whole number with s, m, h or d (for example 0s)",
+		}},
+		{"rollover2 below rollover1", group("controller", "connection = c", "rollover1 = 2m", "rollover2 = 90s"), []string{
+			f + "7: mpsa.groups.g: rollover2 (90s) is shorter than rollover1 (2m): members would stop receiving with the old SA while others still send with it; write rollover2 = 2m or more",
+		}},
+		{"rekey_time not below lifetime", group("controller", "connection = c", "lifetime = 1h", "rekey_time = 60m"), []string{
+			f + "7: mpsa.groups.g: rekey_time (1h) is not below lifetime (1h): the SA would expire before it is replaced; write a rekey_time below 1h, such as 52m",
+		}},
+		{"rollover longer than the margin", group("controller", "connection = c", "lifetime = 1h", "rekey_time = 59m", "rollover2 = 2m"), []string{
+			f + "8: mpsa.groups.g: rollover2 (2m) is longer than the margin between rekey_time and lifetime (1m): the old SA would expire while members still use it; lower rollover2 to 1m or less, or raise lifetime to 61m or more",
+		}},
+		{"compound time values are not strongSwan's", group("controller", "connection = c", "rekey_time = 7h59m50s"), []string{
+			f + "6: mpsa.groups.g: rekey_time = 7h59m50s is not a time value; write a whole number with s, m, h or d (for example 7h)",
+		}},
+		{"default rollovers longer than the margin", group("controller", "connection = c", "lifetime = 3600", "rekey_time = 3580"), []string{
+			f + "4: mpsa.groups.g: rollover1 (30s) is longer than the margin between rekey_time and lifetime (20s): the old SA would expire while members still use it; lower rollover1 to 20s or less, or raise lifetime to 3610s or more",
+			f + "4: mpsa.groups.g: rollover2 (1m) is longer than the margin between rekey_time and lifetime (20s): the old SA would expire while members still use it; lower rollover2 to 20s or less, or raise lifetime to 3640s or more",
+		}},
+		{"jitter not below rekey_time", group("controller", "connection = c", "lifetime = 2h", "rekey_time = 1h", "rekey_jitter = 1h"), []string{
+			f + "8: mpsa.groups.g: rekey_jitter (1h) is not below rekey_time (1h); write a smaller rekey_jitter",
+		}},
+		{"zero timers", group("controller", "connection = c", "rollover1 = 0", "rollover2 = 0s"), []string{
+			f + "6: mpsa.groups.g: rollover1 must be longer than 0s",
+			f + "7: mpsa.groups.g: rollover2 must be longer than 0s",
+		}},
+		{"counter mode without opt-in", group("controller", "connection = c", "esp_proposal = aes128gcm16"), []string{
+			f + "6: mpsa.groups.g: esp_proposal = aes128gcm16 is a counter mode: with one key shared by every member each sender must never reuse a counter (IV) another sender uses, which a group SA without sender IDs cannot ensure (RFC 6054); use a CBC proposal such as aes256-sha256, or write allow_counter_mode = yes if your data plane guarantees unique IVs",
+		}},
+		{"bad proposal", group("controller", "connection = c", "esp_proposal = aes256-sha256-modp2048"), []string{
+			f + "6: mpsa.groups.g: ESP proposal \"aes256-sha256-modp2048\": \"modp2048\" is a Diffie-Hellman group, which MPSA does not use (the controller distributes the keys); remove it; write a single proposal such as aes256-sha256",
+		}},
+		{"address errors", group("member", "connection = c", "underlay = 192.0.2.300", "local_ts = 10.1.0.0/33, 10.1.0.1/24, fe80::1%eth0, ::ffff:10.0.0.0/104",
+			"routes { r { prefixes = 10.2.0.0\n peer = 10.0.0.0/8 } }", "routes { s { peer = host.example } }"), []string{
+			f + "6: mpsa.groups.g: underlay = 192.0.2.300: \"192.0.2.300\" is not an IP address; write an IPv4 or IPv6 address (192.0.2.1 or 2001:db8::1), not a host name",
+			f + "7: mpsa.groups.g: local_ts: \"10.1.0.0/33\" is not a prefix; write ADDRESS/LENGTH (10.1.0.0/24 or 2001:db8:1::/64)",
+			f + "7: mpsa.groups.g: local_ts: \"10.1.0.1/24\" has host bits set; write 10.1.0.0/24",
+			f + "7: mpsa.groups.g: local_ts: \"fe80::1%eth0\" is not a prefix; write ADDRESS/LENGTH (10.1.0.0/24 or 2001:db8:1::/64)",
+			f + "7: mpsa.groups.g: local_ts: \"::ffff:10.0.0.0/104\" is an IPv4-mapped IPv6 prefix; write the IPv4 prefix",
+			f + "9: mpsa.groups.g.routes.r: peer = 10.0.0.0/8: \"10.0.0.0/8\" is a prefix; write a single address (192.0.2.1 or 2001:db8::1)",
+			f + "10: mpsa.groups.g.routes.s: peer = host.example: \"host.example\" is not an IP address; write an IPv4 or IPv6 address (192.0.2.1 or 2001:db8::1), not a host name",
+			f + "10: mpsa.groups.g.routes.s: route has no prefixes; write prefixes = the prefixes behind that peer (10.2.0.0/24)",
+		}},
+		{"overlapping prefixes", group("member", "connection = c", "local_ts = 10.1.0.0/16, 10.1.2.0/24, 2001:db8:a::/48",
+			"routes {", " r1 { prefixes = 10.2.0.0/16, 2001:db8:a:1::/64\n peer = 192.0.2.1 }", " r2 { prefixes = 10.2.3.0/24\n peer = 192.0.2.2 }", " r3 { prefixes = 10.2.0.0/16\n peer = 192.0.2.3 }", "}"), []string{
+			f + "6: mpsa.groups.g: local_ts lists overlapping prefixes 10.1.0.0/16 and 10.1.2.0/24; keep only the wider one",
+			f + "8: mpsa.groups.g: route r1: prefix 2001:db8:a:1::/64 overlaps local_ts 2001:db8:a::/48: traffic for this member's own LAN would be sent to a peer; remove one of them",
+			f + "10: mpsa.groups.g: route r2: prefix 10.2.3.0/24 overlaps 10.2.0.0/16 of route r1: each destination must map to exactly one peer; remove or narrow one of them",
+			f + "12: mpsa.groups.g: route r3: prefix 10.2.0.0/16 overlaps 10.2.0.0/16 of route r1: each destination must map to exactly one peer; remove or narrow one of them",
+			f + "12: mpsa.groups.g: route r3: prefix 10.2.0.0/16 overlaps 10.2.3.0/24 of route r2: each destination must map to exactly one peer; remove or narrow one of them",
+		}},
+		{"member with no way to learn peers", group("member", "connection = c", "local_ts = 10.1.0.0/24", "bgp { enabled = no }"), []string{
+			f + "4: mpsa.groups.g: member group has no way to learn its peers; add routes { NAME { prefixes = ...  peer = ... } } or an enabled bgp { } section",
+		}},
+		{"bgp checks", group("member", "connection = c", "local_ts = 10.1.0.0/24", "bgp {\n router_id = 2001:db8::1\n port = 99999\n neighbour = x\n}"), []string{
+			f + "7: mpsa.groups.g.bgp: asn is not set; write asn = the group's AS number (a private one such as 64512)",
+			f + "8: mpsa.groups.g.bgp: router_id = 2001:db8::1 is not an IPv4 address; a BGP router ID is written as one (192.0.2.1)",
+			f + "9: mpsa.groups.g.bgp: port = 99999 is out of range; write a whole number from 1 to 65535",
+			f + "10: mpsa.groups.g.bgp: unknown setting \"neighbour\"; known here: enabled, asn, router_id, port",
+		}},
+		{"data plane options", group("member", append(slices.Clone(memberOK), "dataplane = kernel", "tun = x", "if_id = -1", "mtu = 100")...), []string{
+			f + "9: mpsa.groups.g: dataplane = kernel is not valid; write xfrm or userspace",
+			f + "10: mpsa.groups.g: tun applies to dataplane = userspace only; remove it or write dataplane = userspace",
+			f + "11: mpsa.groups.g: if_id = -1 is out of range; write a whole number from 0 to 4294967295",
+			f + "12: mpsa.groups.g: mtu = 100 is out of range; write a whole number from 576 to 9000",
+		}},
+		{"userspace options", group("member", append(slices.Clone(memberOK), "dataplane = userspace", "tun = a-very-long-tun-name", "if_id = 7", "local_ts = 2001:db8::/64", "mtu = 1000")...), []string{
+			f + "10: mpsa.groups.g: tun = a-very-long-tun-name: longer than 15 characters, the Linux limit",
+			f + "11: mpsa.groups.g: if_id applies to dataplane = xfrm only; remove it or write dataplane = xfrm",
+			f + "13: mpsa.groups.g: mtu = 1000 is below 1280, the minimum for IPv6 traffic; write mtu = 1280 or more",
+		}},
+		{"default tun name too long", strings.Replace(group("member", append(slices.Clone(memberOK), "dataplane = userspace")...), " g {", " group-with-a-long-name {", 1), []string{
+			f + "4: mpsa.groups.group-with-a-long-name: the default TUN device name \"mpsa-group-with-a-long-name\": longer than 15 characters, the Linux limit; write tun = NAME",
+		}},
+		{"underlay and peer families differ", group("member", "connection = c", "underlay = 192.0.2.1", "local_ts = 10.1.0.0/24", "routes { r { prefixes = 10.2.0.0/24\n peer = 2001:db8::2 } }"), []string{
+			f + "9: mpsa.groups.g: route r: peer 2001:db8::2 and underlay 192.0.2.1 are of different address families: ESP cannot travel between them; write a peer address of the underlay's family",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, got := load(t, tt.src)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("errors\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(tt.want, "\n     "))
+			}
+			if cfg != nil {
+				t.Errorf("config returned with errors: %+v", cfg)
+			}
+		})
+	}
+}

@@ -1,0 +1,373 @@
+package swanctl
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Limits that keep a hostile or broken file from exhausting the stack.
+const (
+	maxSectionDepth = 64
+	maxIncludeDepth = 32
+)
+
+// nameSpecial are the bytes that end a section or key name: strongSwan's
+// lexer allows any other byte in names.
+const nameSpecial = "#{}:.,=\"\r\n\t "
+
+// syntaxError stops the parse of all files: like strongSwan, the reader
+// does not try to recover from a syntax error.
+type syntaxError struct{ err *Error }
+
+func (e syntaxError) Error() string { return e.err.Error() }
+
+// parser scans one file's bytes. It implements strongSwan's lexer states
+// (main, val, str, inc, ref) as methods and its grammar by recursive
+// descent.
+type parser struct {
+	r    *reader
+	file string
+	src  []byte
+	off  int
+	line int
+}
+
+func (p *parser) pos() Pos { return Pos{File: p.file, Line: p.line} }
+
+func (p *parser) fail(pos Pos, format string, args ...any) error {
+	return syntaxError{&Error{Pos: pos, Msg: fmt.Sprintf(format, args...)}}
+}
+
+func (p *parser) eof() bool { return p.off >= len(p.src) }
+
+func (p *parser) peek() byte {
+	if p.off >= len(p.src) {
+		return 0
+	}
+	return p.src[p.off]
+}
+
+// next consumes one byte, counting lines.
+func (p *parser) next() byte {
+	c := p.src[p.off]
+	p.off++
+	if c == '\n' {
+		p.line++
+	}
+	return c
+}
+
+// skipComment consumes a `#` comment up to (not including) the line end.
+func (p *parser) skipComment() {
+	for !p.eof() && p.peek() != '\n' {
+		p.off++
+	}
+}
+
+// skipBlank consumes whitespace, line ends and comments, as strongSwan's
+// main state does between statements.
+func (p *parser) skipBlank() {
+	for !p.eof() {
+		switch p.peek() {
+		case ' ', '\t', '\r', '\n':
+			p.next()
+		case '#':
+			p.skipComment()
+		default:
+			return
+		}
+	}
+}
+
+// readName consumes a section or key name.
+func (p *parser) readName() string {
+	start := p.off
+	for !p.eof() && strings.IndexByte(nameSpecial, p.peek()) < 0 {
+		p.off++
+	}
+	return string(p.src[start:p.off])
+}
+
+// isInclude reports whether an include statement starts here: the word
+// include, blanks, and anything but `=` (`include = x` sets a key).
+func (p *parser) isInclude() bool {
+	const kw = "include"
+	rest := p.src[p.off:]
+	if len(rest) <= len(kw) || string(rest[:len(kw)]) != kw {
+		return false
+	}
+	i := len(kw)
+	if rest[i] != ' ' && rest[i] != '\t' {
+		return false
+	}
+	for i < len(rest) && (rest[i] == ' ' || rest[i] == '\t') {
+		i++
+	}
+	return i == len(rest) || rest[i] != '='
+}
+
+// parseBody parses statements into sec until the end of the file or, when
+// open is the position of sec's opening brace, until its closing brace.
+func (p *parser) parseBody(sec *Section, open *Pos, depth int) error {
+	for {
+		p.skipBlank()
+		if p.eof() {
+			if open != nil {
+				return p.fail(p.pos(), "unexpected end of file: section %q opened at line %d is not closed; add a closing }", sec.Name, open.Line)
+			}
+			return nil
+		}
+		switch c := p.peek(); c {
+		case '}':
+			if open == nil {
+				return p.fail(p.pos(), "unexpected }: no section is open here; remove it")
+			}
+			p.next()
+			return nil
+		case '{':
+			return p.fail(p.pos(), "unexpected {: a section needs a name, write NAME {")
+		case '=':
+			return p.fail(p.pos(), "unexpected =: a setting needs a name, write KEY = VALUE")
+		case '"':
+			return p.fail(p.pos(), "unexpected string: quotes are allowed in values and include patterns only")
+		case '.', ',', ':':
+			return p.fail(p.pos(), "unexpected %q: names may not contain . , : = { } \" # or blanks", c)
+		}
+		if p.isInclude() {
+			if err := p.parseInclude(sec, depth); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := p.parseStatement(sec, depth); err != nil {
+			return err
+		}
+	}
+}
+
+// parseStatement parses `name { ... }`, `name : refs { ... }` or
+// `name = value`.
+func (p *parser) parseStatement(sec *Section, depth int) error {
+	pos := p.pos()
+	name := p.readName()
+	p.skipBlank()
+	switch c := p.peek(); {
+	case c == '{':
+		return p.parseSection(sec, name, pos, depth)
+	case c == ':':
+		p.next()
+		refs, refsPos, err := p.parseRefs(name)
+		if err != nil {
+			return err
+		}
+		child := sec.open(name, pos)
+		child.Refs = append(child.Refs, refs...)
+		child.RefsPos = refsPos
+		return p.parseSectionBody(child, depth)
+	case c == '=':
+		p.next()
+		value, err := p.readValue()
+		if err != nil {
+			return err
+		}
+		sec.set(name, value, pos)
+		return nil
+	case c == '.' || c == ',':
+		return p.fail(p.pos(), "unexpected %q in name %q: names may not contain . , : = { } \" # or blanks; put addresses and prefixes in values", c, name+string(c))
+	case p.eof():
+		return p.fail(p.pos(), "unexpected end of file after %q; write %s = VALUE or %s { ... }", name, name, name)
+	default:
+		return p.fail(p.pos(), "unexpected %s after %q; write %s = VALUE or %s { ... }", printable(c), name, name, name)
+	}
+}
+
+// parseSection parses `{ ... }` after a section name.
+func (p *parser) parseSection(sec *Section, name string, pos Pos, depth int) error {
+	return p.parseSectionBody(sec.open(name, pos), depth)
+}
+
+func (p *parser) parseSectionBody(child *Section, depth int) error {
+	if depth+1 > maxSectionDepth {
+		return p.fail(p.pos(), "sections nested more than %d deep", maxSectionDepth)
+	}
+	open := p.pos()
+	p.next() // '{'
+	return p.parseBody(child, &open, depth+1)
+}
+
+// parseRefs parses the references after `name :` up to the opening brace:
+// names (which may contain dots) separated by commas.
+func (p *parser) parseRefs(name string) ([]string, Pos, error) {
+	var refs []string
+	pos := p.pos()
+	for {
+		p.skipBlank()
+		start := p.off
+		for !p.eof() {
+			c := p.peek()
+			if c != '.' && strings.IndexByte(nameSpecial, c) >= 0 {
+				break
+			}
+			p.off++
+		}
+		ref := string(p.src[start:p.off])
+		if ref == "" || strings.HasPrefix(ref, ".") || strings.HasSuffix(ref, ".") || strings.Contains(ref, "..") {
+			return nil, pos, p.fail(p.pos(), "section %q: expected the name of a referenced section after : or ,; write %s : OTHER { ... }", name, name)
+		}
+		refs = append(refs, ref)
+		p.skipBlank()
+		switch p.peek() {
+		case ',':
+			p.next()
+		case '{':
+			return refs, pos, nil
+		case ':', '=':
+			return nil, pos, p.fail(p.pos(), "unexpected %q after %q: names may not contain . , : = { } \" # or blanks; put addresses and prefixes in values", p.peek(), name+":"+strings.Join(refs, ","))
+		default:
+			return nil, pos, p.fail(p.pos(), "section %q: expected , or { after reference %q", name, ref)
+		}
+	}
+}
+
+// readValue reads the value after `=` up to the end of the line, a `#`
+// comment or a `}`. Like strongSwan it joins unquoted words with a single
+// space; quoted strings keep their blanks.
+func (p *parser) readValue() (string, error) {
+	var parts []string
+	for {
+		for !p.eof() && (p.peek() == ' ' || p.peek() == '\t' || p.peek() == '\r') {
+			p.off++
+		}
+		if p.eof() {
+			break
+		}
+		c := p.peek()
+		if c == '\n' || c == '#' || c == '}' {
+			break
+		}
+		if c == '"' {
+			s, err := p.readString()
+			if err != nil {
+				return "", err
+			}
+			parts = append(parts, s)
+			continue
+		}
+		start := p.off
+		for !p.eof() && strings.IndexByte("#}\"\r\n\t ", p.peek()) < 0 {
+			p.off++
+		}
+		parts = append(parts, string(p.src[start:p.off]))
+	}
+	return strings.Join(parts, " "), nil
+}
+
+// readString reads a double-quoted string starting at the opening quote.
+// Escapes are \n, \r, \t, backslash-newline (joins lines) and backslash
+// before any other byte, which stands for that byte. Raw line ends are kept
+// but carriage returns are dropped, as in strongSwan.
+func (p *parser) readString() (string, error) {
+	start := p.pos()
+	p.next() // opening quote
+	var b strings.Builder
+	for {
+		if p.eof() {
+			return "", p.fail(start, "unterminated string: no closing \" before the end of the file")
+		}
+		c := p.next()
+		switch c {
+		case '"':
+			return b.String(), nil
+		case '\r':
+		case '\\':
+			if p.eof() {
+				return "", p.fail(start, "unterminated string: no closing \" before the end of the file")
+			}
+			e := p.next()
+			switch e {
+			case 'n':
+				b.WriteByte('\n')
+			case 'r':
+				b.WriteByte('\r')
+			case 't':
+				b.WriteByte('\t')
+			case '\n':
+			case '\r':
+				if p.peek() == '\n' {
+					p.next()
+				} else {
+					b.WriteByte('\r')
+				}
+			default:
+				b.WriteByte(e)
+			}
+		default:
+			b.WriteByte(c)
+		}
+	}
+}
+
+// readPattern reads an include pattern: up to a blank, line end, `#` or
+// `}`, with \" \# \} and "\ " standing for those bytes, or a quoted string
+// which ends the pattern.
+func (p *parser) readPattern() (string, error) {
+	var b strings.Builder
+	for !p.eof() {
+		c := p.peek()
+		switch c {
+		case '\n', ' ', '\t', '#', '}':
+			return b.String(), nil
+		case '\r':
+			p.off++
+		case '"':
+			s, err := p.readString()
+			if err != nil {
+				return "", err
+			}
+			b.WriteString(s)
+			return b.String(), nil
+		case '\\':
+			p.off++
+			if n := p.peek(); n == '"' || n == '#' || n == '}' || n == ' ' {
+				b.WriteByte(n)
+				p.off++
+			} else {
+				b.WriteByte('\\')
+			}
+		default:
+			b.WriteByte(c)
+			p.off++
+		}
+	}
+	return b.String(), nil
+}
+
+// parseInclude parses `include PATTERN` and reads the files it names into
+// sec.
+func (p *parser) parseInclude(sec *Section, depth int) error {
+	pos := p.pos()
+	p.off += len("include")
+	for p.peek() == ' ' || p.peek() == '\t' {
+		p.off++
+	}
+	pattern, err := p.readPattern()
+	if err != nil {
+		return err
+	}
+	if pattern == "" {
+		p.r.errs.add(pos, "include without a file pattern; write include PATH or include DIR/*.conf")
+		return nil
+	}
+	return p.r.include(sec, p.file, pattern, pos, depth)
+}
+
+// printable renders a byte for an error message.
+func printable(c byte) string {
+	switch {
+	case c == '\n':
+		return "end of line"
+	case c < 0x20 || c >= 0x7f:
+		return fmt.Sprintf("byte 0x%02x", c)
+	}
+	return fmt.Sprintf("%q", string(c))
+}

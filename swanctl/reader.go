@@ -1,0 +1,252 @@
+package swanctl
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+)
+
+// Reader reads files in strongSwan's settings syntax. The zero Reader reads
+// from the operating system's file system.
+//
+// Includes: a relative pattern is relative to the directory of the file
+// that contains the include statement; an absolute one is used as is. A
+// glob pattern (with *, ? or [) that matches nothing is fine, as in
+// strongSwan, so `include conf.d/*.conf` works with an empty conf.d. A
+// literal path that does not exist is an error, where strongSwan only logs
+// it: a daemon that silently runs without part of its configuration is
+// worse than one that refuses to start. Matches that are directories are
+// skipped. An include cycle is an error. The included file's statements
+// belong to the section that contains the include statement, and its braces
+// must balance within the file.
+type Reader struct {
+	// FS, when set, is the file system to read from instead of the
+	// operating system's. Paths are then slash-separated and relative to
+	// its root; absolute include patterns are taken relative to its root.
+	FS fs.FS
+}
+
+// ReadFile reads and parses the file at path and everything it includes.
+func ReadFile(path string) (*Section, error) {
+	return Reader{}.ReadFile(path)
+}
+
+// ReadFile reads and parses the file at name and everything it includes.
+// The error, if any, is Errors.
+func (rd Reader) ReadFile(name string) (*Section, error) {
+	r := rd.newReader()
+	root := &Section{Pos: Pos{File: name}}
+	data, err := r.fs.readFile(name)
+	if err != nil {
+		r.errs.add(Pos{File: name}, "cannot read configuration: %v", unwrapPath(err))
+		return root, r.errs.err()
+	}
+	r.parse(root, name, data, 0)
+	return root, r.errs.err()
+}
+
+// Parse parses src as if it were the file name. Includes are read through
+// the Reader's file system relative to the directory of name.
+func (rd Reader) Parse(name string, src []byte) (*Section, error) {
+	r := rd.newReader()
+	root := &Section{Pos: Pos{File: name}}
+	r.parse(root, name, src, 0)
+	return root, r.errs.err()
+}
+
+func (rd Reader) newReader() *reader {
+	if rd.FS != nil {
+		return &reader{fs: ioFS{rd.FS}}
+	}
+	return &reader{fs: osFS{}}
+}
+
+// reader is the state of one ReadFile or Parse call.
+type reader struct {
+	fs    fileSystem
+	errs  Errors
+	stack []string // files being parsed, outermost first
+	stop  bool     // a syntax error ended the parse
+}
+
+// parse parses one file's contents into sec.
+func (r *reader) parse(sec *Section, name string, src []byte, depth int) {
+	r.stack = append(r.stack, r.fs.clean(name))
+	defer func() { r.stack = r.stack[:len(r.stack)-1] }()
+	p := &parser{r: r, file: name, src: src, line: 1}
+	if err := p.parseBody(sec, nil, depth); err != nil {
+		var se syntaxError
+		switch {
+		case errors.As(err, &se):
+			r.errs = append(r.errs, se.err)
+		case errors.Is(err, syntaxStop{}):
+		default:
+			r.errs.add(p.pos(), "%v", err)
+		}
+		r.stop = true
+	}
+}
+
+// include reads the files that pattern names, from the include statement
+// at pos in file from, into sec.
+func (r *reader) include(sec *Section, from, pattern string, pos Pos, depth int) error {
+	if len(r.stack) > maxIncludeDepth {
+		r.errs.add(pos, "includes nested more than %d deep; check for include loops through links", maxIncludeDepth)
+		return nil
+	}
+	full := r.fs.join(from, pattern)
+	var names []string
+	if hasMeta(pattern) {
+		m, err := r.fs.glob(full)
+		if err != nil {
+			r.errs.add(pos, "include %s: bad pattern: %v; escape literal *, ? and [ with a backslash", pattern, err)
+			return nil
+		}
+		names = m
+	} else {
+		names = []string{full}
+	}
+	for _, name := range names {
+		data, err := r.fs.readFile(name)
+		if err != nil {
+			switch {
+			case hasMeta(pattern) && r.fs.isDir(name):
+				continue
+			case errors.Is(err, fs.ErrNotExist):
+				r.errs.add(pos, "include %s: file %s does not exist; fix the path, or use a glob pattern (conf.d/*.conf) if the file is optional", pattern, name)
+			default:
+				r.errs.add(pos, "include %s: cannot read %s: %v", pattern, name, unwrapPath(err))
+			}
+			continue
+		}
+		if cycle := r.cycle(name); cycle != "" {
+			r.errs.add(pos, "include cycle: %s; remove one of these includes", cycle)
+			continue
+		}
+		r.parse(sec, name, data, depth)
+		if r.stop {
+			return syntaxStop{}
+		}
+	}
+	return nil
+}
+
+// syntaxStop unwinds the parsers of including files after a syntax error
+// in an included one, which is already recorded.
+type syntaxStop struct{}
+
+func (syntaxStop) Error() string { return "stopped at a syntax error" }
+
+// cycle describes the include chain if name is being parsed already.
+func (r *reader) cycle(name string) string {
+	c := r.fs.clean(name)
+	for i, s := range r.stack {
+		if s == c {
+			chain := append(append([]string{}, r.stack[i:]...), c)
+			return strings.Join(chain, " includes ")
+		}
+	}
+	return ""
+}
+
+// hasMeta reports whether an include pattern is a glob rather than a
+// literal path.
+func hasMeta(pattern string) bool {
+	return strings.ContainsAny(pattern, `*?[`)
+}
+
+// unwrapPath drops the *PathError wrapper whose path the message already
+// names.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// fileSystem is what the reader needs from a file system.
+type fileSystem interface {
+	readFile(name string) ([]byte, error)
+	glob(pattern string) ([]string, error)
+	isDir(name string) bool
+	// join resolves pattern relative to the directory of file from.
+	join(from, pattern string) string
+	// clean is the canonical form of a name, for cycle detection.
+	clean(name string) string
+}
+
+type osFS struct{}
+
+func (osFS) readFile(name string) ([]byte, error) {
+	if st, err := os.Stat(name); err == nil && st.IsDir() {
+		return nil, fmt.Errorf("%s is a directory", name)
+	}
+	return os.ReadFile(name)
+}
+
+func (osFS) glob(pattern string) ([]string, error) { return filepath.Glob(pattern) }
+
+func (osFS) isDir(name string) bool {
+	st, err := os.Stat(name)
+	return err == nil && st.IsDir()
+}
+
+func (osFS) join(from, pattern string) string {
+	if filepath.IsAbs(pattern) {
+		return pattern
+	}
+	return filepath.Join(filepath.Dir(from), pattern)
+}
+
+func (osFS) clean(name string) string {
+	if abs, err := filepath.Abs(name); err == nil {
+		name = abs
+	}
+	if real, err := filepath.EvalSymlinks(name); err == nil {
+		return real
+	}
+	return filepath.Clean(name)
+}
+
+// ioFS reads through an fs.FS with slash-separated paths.
+type ioFS struct{ fsys fs.FS }
+
+func (f ioFS) readFile(name string) ([]byte, error) {
+	n := f.clean(name)
+	if !fs.ValidPath(n) {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+	if st, err := fs.Stat(f.fsys, n); err == nil && st.IsDir() {
+		return nil, fmt.Errorf("%s is a directory", name)
+	}
+	return fs.ReadFile(f.fsys, n)
+}
+
+func (f ioFS) glob(pattern string) ([]string, error) {
+	return fs.Glob(f.fsys, f.clean(pattern))
+}
+
+func (f ioFS) isDir(name string) bool {
+	st, err := fs.Stat(f.fsys, f.clean(name))
+	return err == nil && st.IsDir()
+}
+
+func (ioFS) join(from, pattern string) string {
+	if strings.HasPrefix(pattern, "/") {
+		return pattern
+	}
+	return path.Join(path.Dir(from), pattern)
+}
+
+func (ioFS) clean(name string) string {
+	n := strings.TrimLeft(path.Clean("/"+name), "/")
+	if n == "" {
+		return "."
+	}
+	return n
+}

@@ -1,0 +1,203 @@
+package swanctl
+
+import (
+	"log/slog"
+	"net/netip"
+
+	"github.com/mpsa/mpsa/mpsa"
+)
+
+// Role is what an mpsad instance is in its groups.
+type Role string
+
+// The roles of draft-yamaya-ipsecme-mpsa.
+const (
+	// RoleController generates each group's shared SA and pushes it to
+	// the members.
+	RoleController Role = "controller"
+	// RoleMember receives the shared SA, installs it in its data plane
+	// and talks directly to the other members.
+	RoleMember Role = "member"
+)
+
+// Backend names a data-plane implementation.
+type Backend string
+
+// The data-plane backends.
+const (
+	// BackendXFRM installs the shared SA in the Linux kernel.
+	BackendXFRM Backend = "xfrm"
+	// BackendUserspace runs ESP in mpsad over a TUN device.
+	BackendUserspace Backend = "userspace"
+)
+
+// Defaults of the settings; docs/configuration.md documents each.
+const (
+	DefaultVICI          = "unix:///var/run/charon.vici"
+	DefaultControlPort   = 4501
+	DefaultStatusSocket  = "/run/mpsad/mpsad.sock"
+	DefaultLogLevel      = "info"
+	DefaultESPProposal   = "aes256-sha256"
+	DefaultLifetime      = Duration(8 * 3600e9)
+	DefaultRekeyTime     = Duration(7 * 3600e9)
+	DefaultRekeyJitter   = Duration(0)
+	DefaultRollover1     = Duration(30e9)
+	DefaultRollover2     = Duration(60e9)
+	DefaultRekeyOnJoin   = false
+	DefaultRekeyOnLeave  = true
+	DefaultNonceLength   = 32
+	DefaultDataplane     = BackendXFRM
+	DefaultMTU           = 1400
+	DefaultBGPPort       = 179
+	DefaultConfigFile    = "/etc/swanctl/swanctl.conf"
+	defaultTUNPrefix     = "mpsa-"
+	maxInterfaceNameLen  = 15 // IFNAMSIZ - 1
+	minNonceLength       = 16
+	maxNonceLength       = 256
+	minMTU, minMTUIPv6   = 576, 1280
+	maxMTU               = 9000
+	defaultLogLevelLevel = slog.LevelInfo
+)
+
+// Config is the effective `mpsa { }` configuration: every setting decoded,
+// validated and with its default filled in.
+type Config struct {
+	// Role is controller or member; it has no default.
+	Role Role `json:"role"`
+	// VICI is the URI of charon's VICI socket, unix:///path or
+	// tcp://host:port.
+	VICI string `json:"vici"`
+	// ControlPort is the UDP port of the control exchange inside the
+	// control CHILD_SA, the same on controller and members.
+	ControlPort uint16 `json:"control_port"`
+	// StatusSocket is the path of the local socket mpsactl talks to.
+	StatusSocket string `json:"status_socket"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `json:"log_level"`
+	// MetricsListen is the host:port of the Prometheus endpoint; empty
+	// turns it off.
+	MetricsListen string `json:"metrics_listen"`
+	// Groups are the MPSA groups in the order they were defined.
+	Groups []*Group `json:"groups"`
+	// Warnings are settings that are valid but have no effect, such as
+	// the timers in a member's group (the controller sends them).
+	Warnings Errors `json:"warnings,omitempty"`
+	// Pos is where the mpsa section starts.
+	Pos Pos `json:"-"`
+}
+
+// Group is one MPSA group: one shared SA among a controller and its
+// members.
+type Group struct {
+	// Name is the group's section name under groups { }.
+	Name string `json:"name"`
+	// Connection is the swanctl connection between member and
+	// controller.
+	Connection string `json:"connection"`
+	// ControlChild is the CHILD_SA of Connection that carries the
+	// control exchange.
+	ControlChild string `json:"control_child"`
+	// ESPProposal is the proposal of the shared SA in normalized
+	// strongSwan keywords ("aes256-sha256-prfsha256").
+	ESPProposal string `json:"esp_proposal"`
+	// Suite is ESPProposal decoded.
+	Suite mpsa.Suite `json:"-"`
+	// AllowCounterMode permits counter-mode ciphers (GCM, CTR,
+	// ChaCha20-Poly1305) despite the nonce reuse risk of one key shared by
+	// many senders (RFC 6054). On a member it permits accepting them.
+	AllowCounterMode bool `json:"allow_counter_mode"`
+	// Lifetime is how long a shared SA lives; members delete it then.
+	Lifetime Duration `json:"lifetime"`
+	// RekeyTime is when the controller replaces the SA with a new one.
+	RekeyTime Duration `json:"rekey_time"`
+	// RekeyJitter is the most the controller rekeys before RekeyTime,
+	// chosen at random for each rekey.
+	RekeyJitter Duration `json:"rekey_jitter"`
+	// Rollover1 is how long after a new SA arrives a member keeps
+	// sending with the old one.
+	Rollover1 Duration `json:"rollover1"`
+	// Rollover2 is how long after a new SA arrives a member keeps
+	// receiving with the old one.
+	Rollover2 Duration `json:"rollover2"`
+	// RekeyOnJoin makes the controller rekey when a member joins.
+	RekeyOnJoin bool `json:"rekey_on_join"`
+	// RekeyOnLeave makes the controller rekey when a member leaves.
+	RekeyOnLeave bool `json:"rekey_on_leave"`
+	// NonceLength is the length in octets of the Nonce in MPSA_PUT.
+	NonceLength int `json:"nonce_length"`
+	// Dataplane is the member's data-plane backend.
+	Dataplane Backend `json:"dataplane"`
+	// TUN is the TUN device of the userspace data plane.
+	TUN string `json:"tun,omitempty"`
+	// MTU is the MTU of the TUN device or of the XFRM interface.
+	MTU int `json:"mtu"`
+	// IfID is the XFRM interface ID of route-based mode; 0 means
+	// policy-based mode.
+	IfID uint32 `json:"if_id"`
+	// Underlay is the member's own underlay address for the shared SA;
+	// the zero Addr means the local address of its IKE SA with the
+	// controller.
+	Underlay netip.Addr `json:"underlay"`
+	// LocalTS are the prefixes behind this member (its LANs).
+	LocalTS []netip.Prefix `json:"local_ts"`
+	// Routes are the static peers: remote prefixes and the member that
+	// serves them.
+	Routes []Route `json:"routes"`
+	// BGP is the reserved peer-discovery section, nil when absent.
+	BGP *BGP `json:"bgp,omitempty"`
+	// Pos is where the group's section starts.
+	Pos Pos `json:"-"`
+}
+
+// Route is one static peer: the prefixes behind another member and that
+// member's underlay address.
+type Route struct {
+	// Name is the route's section name.
+	Name string `json:"name"`
+	// Prefixes are the remote LAN prefixes.
+	Prefixes []netip.Prefix `json:"prefixes"`
+	// Peer is the other member's underlay address.
+	Peer netip.Addr `json:"peer"`
+	// Pos is where the route's section starts.
+	Pos Pos `json:"-"`
+}
+
+// BGP is the peer-discovery section. It is reserved: mpsad accepts and
+// validates it, but does not speak BGP yet.
+type BGP struct {
+	// Enabled turns BGP peer discovery on.
+	Enabled bool `json:"enabled"`
+	// ASN is the autonomous system number of the group's iBGP.
+	ASN uint32 `json:"asn"`
+	// RouterID is the BGP router ID; the zero Addr means chosen by mpsad.
+	RouterID netip.Addr `json:"router_id"`
+	// Port is the BGP TCP port inside the control CHILD_SA.
+	Port uint16 `json:"port"`
+	// Pos is where the bgp section starts.
+	Pos Pos `json:"-"`
+}
+
+// Group returns the group called name, or nil.
+func (c *Config) Group(name string) *Group {
+	for _, g := range c.Groups {
+		if g.Name == name {
+			return g
+		}
+	}
+	return nil
+}
+
+// SlogLevel returns LogLevel as a log/slog level.
+func (c *Config) SlogLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return defaultLogLevelLevel
+	}
+	return l
+}
+
+// PeersLearned reports whether a member group has a way to learn its
+// peers: static routes or enabled BGP.
+func (g *Group) PeersLearned() bool {
+	return len(g.Routes) > 0 || (g.BGP != nil && g.BGP.Enabled)
+}

@@ -1,0 +1,132 @@
+package swanctl
+
+import "strings"
+
+// KeyValue is one setting, `key = value`. When a key is set more than once
+// in a section, the last value wins and Pos is where it was set.
+type KeyValue struct {
+	Name  string
+	Value string
+	Pos   Pos
+}
+
+// Section is a section of settings, or the unnamed root of a file. Sections
+// of the same name in one parent merge, as in strongSwan: Pos is where the
+// section was first opened.
+type Section struct {
+	Name string
+	Pos  Pos
+	// Refs are the sections this one references (`name : a, b { }`),
+	// in order. The reader records them without resolving them.
+	Refs []string
+	// RefsPos is where the references were written.
+	RefsPos Pos
+	// Keys are the settings of this section in the order first set.
+	Keys []*KeyValue
+	// Sections are the subsections in the order first opened.
+	Sections []*Section
+
+	// Indexes into Keys and Sections, kept by the reader so that large
+	// sections stay fast. Lookups trust them only while they cover every
+	// entry, so a Section built or changed by hand still works.
+	keyIdx map[string]int
+	secIdx map[string]int
+}
+
+// Key returns the setting name of s, or nil.
+func (s *Section) Key(name string) *KeyValue {
+	if s.keyIdx != nil && len(s.keyIdx) == len(s.Keys) {
+		if i, ok := s.keyIdx[name]; ok && s.Keys[i].Name == name {
+			return s.Keys[i]
+		} else if !ok {
+			return nil
+		}
+	}
+	for _, kv := range s.Keys {
+		if kv.Name == name {
+			return kv
+		}
+	}
+	return nil
+}
+
+// Section returns the subsection name of s, or nil.
+func (s *Section) Section(name string) *Section {
+	if s.secIdx != nil && len(s.secIdx) == len(s.Sections) {
+		if i, ok := s.secIdx[name]; ok && s.Sections[i].Name == name {
+			return s.Sections[i]
+		} else if !ok {
+			return nil
+		}
+	}
+	for _, c := range s.Sections {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// Lookup follows a path of subsection names from s ("mpsa", "groups",
+// "branch") and returns the section it ends at, or nil.
+func (s *Section) Lookup(path ...string) *Section {
+	cur := s
+	for _, name := range path {
+		if cur = cur.Section(name); cur == nil {
+			return nil
+		}
+	}
+	return cur
+}
+
+// set stores a setting, replacing an earlier value of the same key.
+func (s *Section) set(name, value string, pos Pos) {
+	if kv := s.Key(name); kv != nil {
+		kv.Value, kv.Pos = value, pos
+		return
+	}
+	if s.keyIdx == nil {
+		s.keyIdx = make(map[string]int)
+	}
+	s.keyIdx[name] = len(s.Keys)
+	s.Keys = append(s.Keys, &KeyValue{Name: name, Value: value, Pos: pos})
+}
+
+// open returns the subsection name, creating it at pos if it does not
+// exist yet.
+func (s *Section) open(name string, pos Pos) *Section {
+	if c := s.Section(name); c != nil {
+		return c
+	}
+	c := &Section{Name: name, Pos: pos}
+	if s.secIdx == nil {
+		s.secIdx = make(map[string]int)
+	}
+	s.secIdx[name] = len(s.Sections)
+	s.Sections = append(s.Sections, c)
+	return c
+}
+
+// Format renders the section's contents in strongSwan's syntax: keys
+// first, then subsections, indented by four blanks per level. Reading the
+// result gives the same keys, values and sections.
+func (s *Section) Format() string {
+	w := &writer{}
+	s.formatBody(w)
+	return w.b.String()
+}
+
+func (s *Section) formatBody(w *writer) {
+	for _, kv := range s.Keys {
+		w.kv(kv.Name, kv.Value)
+	}
+	for _, c := range s.Sections {
+		name := c.Name
+		if len(c.Refs) > 0 {
+			name += " : " + strings.Join(c.Refs, ", ")
+		}
+		w.open(name)
+		c.formatBody(w)
+		w.close()
+	}
+}
