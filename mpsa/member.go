@@ -262,6 +262,36 @@ func (m *Member) drop(sa *SAState) {
 	delete(m.digests, sa.SPI)
 }
 
+// Forget drops the SA with this SPI without any action, for when the data
+// plane could not install it: the next MPSA_PUT for it is then new again.
+// If it was outbound, outbound falls back to the newest other SA, as at a
+// removal, and that SetOutbound is returned.
+func (m *Member) Forget(now time.Time, spi uint32) []Action {
+	i := m.index(spi)
+	if i < 0 {
+		return nil
+	}
+	sa := m.sas[i]
+	var acts []Action
+	if m.outbound == spi {
+		m.outbound = 0
+		for j := len(m.sas) - 1; j >= 0; j-- {
+			if j != i {
+				m.outbound = m.sas[j].SPI
+				m.sas[j].ActivateAt = time.Time{}
+				acts = append(acts, Action{SetOutbound, m.outbound, now, "install failed"})
+				break
+			}
+		}
+	}
+	// the SA it would have retired keeps going until it expires
+	if i > 0 && i == len(m.sas)-1 {
+		m.sas[i-1].RemoveAt = time.Time{}
+	}
+	m.drop(sa)
+	return acts
+}
+
 // NextDeadline is when the next timer falls due; false when none is set.
 func (m *Member) NextDeadline() (time.Time, bool) {
 	e, ok := m.next()

@@ -275,3 +275,29 @@ func TestMemberStateAndDeadline(t *testing.T) {
 		t.Fatalf("outbound %x", m.Outbound())
 	}
 }
+
+func TestMemberForget(t *testing.T) {
+	m := NewMember()
+	m.Receive(at(0), info(0xa00, 1000, 30, 60))
+	m.Receive(at(100), info(0xb00, 1000, 30, 60))
+	if acts := m.Forget(at(101), 0xb00); len(acts) != 0 {
+		t.Fatalf("forgetting a pending SA: %v", acts)
+	}
+	sas := m.SAs()
+	if len(sas) != 1 || !sas[0].RemoveAt.IsZero() || m.Outbound() != 0xa00 {
+		t.Fatalf("after forget: %+v outbound %x", sas, m.Outbound())
+	}
+	// the same SA again is new
+	if r, _, _ := m.Receive(at(102), info(0xb00, 1000, 30, 60)); r != Accepted {
+		t.Fatalf("re-sent SA: %s", r)
+	}
+	// forgetting the only, outbound SA leaves none
+	m2 := NewMember()
+	m2.Receive(at(0), info(0xa00, 1000, 30, 60))
+	if acts := m2.Forget(at(1), 0xa00); len(acts) != 0 || m2.Outbound() != 0 || len(m2.SAs()) != 0 {
+		t.Fatalf("forget only SA: %v", acts)
+	}
+	if acts := m2.Forget(at(1), 0xdead); acts != nil {
+		t.Fatal("forget of unknown SPI did something")
+	}
+}

@@ -19,6 +19,8 @@ type Status struct {
 	Version       string        `json:"version"`
 	VICIConnected bool          `json:"vici_connected"`
 	Groups        []GroupStatus `json:"groups"`
+	// Drops counts control datagrams that matched no group, by reason.
+	Drops map[string]uint64 `json:"drops,omitempty"`
 }
 
 // GroupStatus is one group's state. SPI is the SPI in force ("0x%08x"; empty
@@ -107,10 +109,18 @@ var ErrNoGroup = errors.New("no such group")
 
 // ServeStatus serves api over HTTP on a Unix socket at path until ctx is
 // done: GET /status, POST /groups/NAME/rekey. The socket is created mode
-// 0660 (root and the group of its directory) and removed on return.
-func ServeStatus(ctx context.Context, path string, api API) error {
+// 0660 (root and the group of its directory) and removed on return. If up
+// is not nil, it receives nil once the socket listens, or the error that
+// kept it from listening.
+func ServeStatus(ctx context.Context, path string, api API, up chan<- error) error {
+	signal := func(err error) error {
+		if up != nil {
+			up <- err
+		}
+		return err
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return fmt.Errorf("status socket directory: %w", err)
+		return signal(fmt.Errorf("status socket directory: %w", err))
 	}
 	// A socket left by a crashed run would make Listen fail.
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
@@ -119,12 +129,13 @@ func ServeStatus(ctx context.Context, path string, api API) error {
 	var lc net.ListenConfig
 	l, err := lc.Listen(ctx, "unix", path)
 	if err != nil {
-		return fmt.Errorf("status socket %s: %w", path, err)
+		return signal(fmt.Errorf("status socket %s: %w", path, err))
 	}
 	if err := os.Chmod(path, 0o660); err != nil {
 		l.Close()
-		return fmt.Errorf("status socket %s: %w", path, err)
+		return signal(fmt.Errorf("status socket %s: %w", path, err))
 	}
+	signal(nil)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		st, err := api.Status(r.Context())

@@ -19,7 +19,7 @@ import (
 // The names the schema knows, per section. They are functions so that no
 // package-level slice can be changed by accident.
 func globalKeys() []string {
-	return []string{"role", "vici", "control_port", "status_socket", "log_level", "metrics_listen"}
+	return []string{"role", "vici", "control_port", "control_interface", "status_socket", "log_level", "metrics_listen"}
 }
 
 func globalSections() []string { return []string{"groups"} }
@@ -91,13 +91,14 @@ func sortByPos(l Errors) {
 func decodeGlobal(r *sectionReader) *Config {
 	r.checkNames(globalKeys(), globalSections())
 	cfg := &Config{
-		Role:          Role(r.enum("role", "", string(RoleController), string(RoleMember))),
-		VICI:          r.str("vici", DefaultVICI),
-		ControlPort:   uint16(r.uinteger("control_port", DefaultControlPort, 1, 65535)),
-		StatusSocket:  r.str("status_socket", DefaultStatusSocket),
-		LogLevel:      r.enum("log_level", DefaultLogLevel, "debug", "info", "warn", "error"),
-		MetricsListen: r.str("metrics_listen", ""),
-		Pos:           r.sec.Pos,
+		Role:             Role(r.enum("role", "", string(RoleController), string(RoleMember))),
+		VICI:             r.str("vici", DefaultVICI),
+		ControlPort:      uint16(r.uinteger("control_port", DefaultControlPort, 1, 65535)),
+		ControlInterface: r.str("control_interface", ""),
+		StatusSocket:     r.str("status_socket", DefaultStatusSocket),
+		LogLevel:         r.enum("log_level", DefaultLogLevel, "debug", "info", "warn", "error"),
+		MetricsListen:    r.str("metrics_listen", ""),
+		Pos:              r.sec.Pos,
 	}
 	if r.get("role") == nil && r.sec.Key("role") == nil {
 		r.errorf(r.sec.Pos, "role is not set; write role = controller or role = member")
@@ -106,6 +107,11 @@ func decodeGlobal(r *sectionReader) *Config {
 	}
 	if err := checkVICI(cfg.VICI); err != nil {
 		r.errorf(r.pos("vici"), "vici = %s: %v", cfg.VICI, err)
+	}
+	if cfg.ControlInterface != "" {
+		if err := checkIfName(cfg.ControlInterface); err != nil {
+			r.errorf(r.pos("control_interface"), "control_interface = %s: %v", cfg.ControlInterface, err)
+		}
 	}
 	if !filepath.IsAbs(cfg.StatusSocket) {
 		r.errorf(r.pos("status_socket"), "status_socket = %s is not an absolute path; write one such as %s", cfg.StatusSocket, DefaultStatusSocket)

@@ -164,7 +164,7 @@ func TestDecodeErrors(t *testing.T) {
 			f + "5: mpsa: status_socket = run/x.sock is not an absolute path; write one such as /run/mpsad/mpsad.sock",
 			f + "6: mpsa: log_level = loud is not valid; write debug, info, warn or error",
 			f + "7: mpsa: metrics_listen = :http: port \"http\" is not a number from 1 to 65535",
-			f + "8: mpsa: unknown setting \"colour\"; known here: role, vici, control_port, status_socket, log_level, metrics_listen",
+			f + "8: mpsa: unknown setting \"colour\"; known here: role, vici, control_port, control_interface, status_socket, log_level, metrics_listen",
 			f + "10: mpsa.groups: unexpected setting \"x\": groups holds only named sections; write groups { NAME { connection = ... } }",
 		}},
 		{"typos suggest the nearest name", "mpsa {\n role = member\n grups { }\n groups { g {\n conection = c\n rekey_tme = 1h\n rout { }\n routes = x\n} }\n}\n", []string{

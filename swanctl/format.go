@@ -16,6 +16,7 @@ func (c *Config) Format() string {
 	w.kv("role", string(c.Role))
 	w.kv("vici", c.VICI)
 	w.kv("control_port", fmt.Sprint(c.ControlPort))
+	w.kv("control_interface", c.ControlInterface)
 	w.kv("status_socket", c.StatusSocket)
 	w.kv("log_level", c.LogLevel)
 	w.kv("metrics_listen", c.MetricsListen)

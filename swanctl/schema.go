@@ -70,6 +70,13 @@ type Config struct {
 	// ControlPort is the UDP port of the control exchange inside the
 	// control CHILD_SA, the same on controller and members.
 	ControlPort uint16 `json:"control_port"`
+	// ControlInterface, if set, is the only interface control datagrams
+	// are accepted from: charon's TUN device (ipsec0) when charon runs
+	// its userspace kernel-libipsec. Empty accepts any interface, which
+	// is safe where charon installs kernel XFRM policies for the control
+	// child: the kernel then drops plaintext that claims to come from a
+	// control address.
+	ControlInterface string `json:"control_interface,omitempty"`
 	// StatusSocket is the path of the local socket mpsactl talks to.
 	StatusSocket string `json:"status_socket"`
 	// LogLevel is debug, info, warn or error.

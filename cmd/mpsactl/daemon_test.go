@@ -36,7 +36,7 @@ func serve(t *testing.T, api server.API) string {
 	path := filepath.Join(t.TempDir(), "run", "mpsad.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- server.ServeStatus(ctx, path, api) }()
+	go func() { done <- server.ServeStatus(ctx, path, api, nil) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -1,0 +1,248 @@
+package server
+
+import (
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/mpsa/mpsa/mpsa"
+	"github.com/mpsa/mpsa/swanctl"
+	"github.com/mpsa/mpsa/vici"
+)
+
+// ctlGroup is one group on the controller: its group SA and its members.
+type ctlGroup struct {
+	cfg     *swanctl.Group
+	log     *slog.Logger
+	group   *mpsa.Group
+	backoff mpsa.Backoff
+	// members by control address: a member keeps its record across IKE
+	// SA rekeys and reconnects, which change SPIs but not the address.
+	members map[netip.Addr]*ctlMember
+	drops   *dropLog
+	rekeys  uint64
+	// joinWait holds pushes while a rekey asked for by a join is pending,
+	// so that a joining member never receives the SA it joined under.
+	joinWait bool
+}
+
+type ctlMember struct {
+	ctl     vici.Control
+	sess    *mpsa.Session
+	helloed bool
+	acked   uint32
+	pending uint32
+}
+
+func newCtlGroup(cfg *swanctl.Group, rnd io.Reader, now time.Time, b mpsa.Backoff, log *slog.Logger) (*ctlGroup, error) {
+	g, err := mpsa.NewGroup(mpsa.GroupParams{
+		Suite:              cfg.Suite,
+		NonceLen:           cfg.NonceLength,
+		Lifetime:           cfg.Lifetime.Std(),
+		RekeyTime:          cfg.RekeyTime.Std(),
+		RekeyJitter:        cfg.RekeyJitter.Std(),
+		Rollover1:          cfg.Rollover1.Std(),
+		Rollover2:          cfg.Rollover2.Std(),
+		RekeyOnJoin:        cfg.RekeyOnJoin,
+		RekeyOnLeave:       cfg.RekeyOnLeave,
+		MembershipHoldDown: membershipHoldDown,
+	}, rnd, now)
+	if err != nil {
+		return nil, err
+	}
+	cg := &ctlGroup{cfg: cfg, log: log, group: g, backoff: b, members: map[netip.Addr]*ctlMember{}, drops: newDropLog(log, 10*time.Second)}
+	cg.log.Info("generated group SA", "spi", spiString(g.Current().SPI()), "suite", cfg.Suite.String(), "next_rekey", g.NextRekey().Format(time.RFC3339))
+	return cg, nil
+}
+
+// membershipHoldDown gathers joins and leaves that come together (a site
+// rebooting, a controller restart) into one rekey.
+const membershipHoldDown = 2 * time.Second
+
+// onSnapshot follows the members' control children: new ones are added
+// (they join once they say hello), vanished ones leave.
+func (g *ctlGroup) onSnapshot(s *Server, snap vici.Snapshot) {
+	now := s.now()
+	seen := map[netip.Addr]bool{}
+	for _, c := range snap.Controls(g.cfg.Connection, g.cfg.ControlChild) {
+		// FindControl picks the newest IKE SA when a member has two
+		// during a reconnect.
+		c, _ = snap.FindControl(g.cfg.Connection, g.cfg.ControlChild, c.Remote)
+		seen[c.Remote] = true
+		m := g.members[c.Remote]
+		if m == nil {
+			m = &ctlMember{}
+			g.members[c.Remote] = m
+			g.log.Info("member's control child is up", "member", c.IKE.RemoteID, "address", c.Remote, "ike_sa", c.IKE.UniqueID)
+		}
+		id := mpsa.SessionID{SPIi: c.IKE.InitiatorSPI, SPIr: c.IKE.ResponderSPI}
+		if m.sess == nil || m.sess.ID() != id {
+			if m.sess != nil {
+				m.sess.Close()
+				g.log.Info("member moved to a new IKE SA", "member", c.IKE.RemoteID, "ike_sa", c.IKE.UniqueID)
+			}
+			m.sess = mpsa.NewSession(id, c.IKE.Initiator, g.backoff)
+			m.pending = 0
+		}
+		m.ctl = c
+	}
+	for addr, m := range g.members {
+		if seen[addr] {
+			continue
+		}
+		m.sess.Close()
+		delete(g.members, addr)
+		g.log.Info("member left", "member", m.ctl.IKE.RemoteID, "address", addr)
+		if m.helloed && g.group.MemberLeft(now) {
+			g.log.Info("rekey scheduled: member left", "at", g.group.NextRekey().Format(time.RFC3339Nano))
+		}
+	}
+}
+
+// claims reports whether d comes from one of this group's members: its
+// source is the remote control address of a member's control child and it
+// is addressed to the local control address.
+func (g *ctlGroup) claims(snap vici.Snapshot, d Datagram) bool {
+	m := g.members[d.Src.Addr()]
+	return m != nil && m.ctl.Local == d.Dst
+}
+
+func (g *ctlGroup) onDatagram(s *Server, now time.Time, d Datagram) {
+	m := g.members[d.Src.Addr()]
+	msg, err := mpsa.ParseMessage(d.Data)
+	if err != nil {
+		g.drops.drop(now, "malformed", "member", m.ctl.IKE.RemoteID, "err", err)
+		return
+	}
+	if r := m.sess.CheckHeader(msg.Header); r != "" {
+		g.drops.drop(now, r, "member", m.ctl.IKE.RemoteID)
+		return
+	}
+	in := m.sess.Receive(msg)
+	switch in.Kind {
+	case mpsa.RepeatedRequest:
+		s.send(in.Reply, m.ctl.Local, m.ctl.Remote)
+	case mpsa.NewRequest:
+		if !msg.HasMPSAVendorID() {
+			g.drops.drop(now, "unexpected request", "member", m.ctl.IKE.RemoteID)
+			return
+		}
+		resp, err := m.sess.Respond(mpsa.MPSAVendorID())
+		if err != nil {
+			g.log.Error("encode hello answer", "err", err)
+			return
+		}
+		s.send(resp, m.ctl.Local, m.ctl.Remote)
+		if !m.helloed {
+			m.helloed = true
+			g.log.Info("member joined", "member", m.ctl.IKE.RemoteID, "address", m.ctl.Remote)
+			if g.cfg.RekeyOnJoin && g.group.MemberJoined(now) {
+				g.joinWait = true
+				g.log.Info("rekey scheduled: member joined", "at", g.group.NextRekey().Format(time.RFC3339Nano))
+			}
+		}
+		if !g.joinWait {
+			g.push(s, now, m)
+		}
+	case mpsa.Response:
+		if m.pending != 0 {
+			m.acked, m.pending = m.pending, 0
+			g.log.Info("member installed the group SA", "member", m.ctl.IKE.RemoteID, "spi", spiString(m.acked))
+		}
+	case mpsa.StaleResponse, mpsa.RepeatedUnanswered:
+		// a late answer to a request we replaced; nothing to do
+	}
+}
+
+// push sends the current group SA to a member that said hello.
+func (g *ctlGroup) push(s *Server, now time.Time, m *ctlMember) {
+	p := g.group.PutAt(now)
+	defer p.Zero()
+	n, err := p.Notify()
+	if err != nil {
+		g.log.Error("encode MPSA_PUT", "err", err)
+		return
+	}
+	b, err := m.sess.Request(now, n)
+	clear(n.Data)
+	if err != nil {
+		g.log.Error("encode MPSA_PUT", "err", err)
+		return
+	}
+	m.pending = p.SPI
+	s.send(b, m.ctl.Local, m.ctl.Remote)
+	clear(b)
+	g.log.Debug("pushed group SA", "member", m.ctl.IKE.RemoteID, "put", p)
+}
+
+func (g *ctlGroup) rekey(s *Server, now time.Time, reason string) (string, error) {
+	sa, err := g.group.Rekey(now)
+	if err != nil {
+		g.log.Error("rekey failed", "reason", reason, "err", err)
+		return "", err
+	}
+	g.rekeys++
+	g.joinWait = false
+	g.log.Info("rekeyed group SA", "reason", reason, "spi", spiString(sa.SPI()), "next_rekey", g.group.NextRekey().Format(time.RFC3339), "members", len(g.members))
+	for _, m := range g.members {
+		if m.helloed {
+			g.push(s, now, m)
+		}
+	}
+	return spiString(sa.SPI()), nil
+}
+
+func (g *ctlGroup) onTimer(s *Server, now time.Time) {
+	if g.group.RekeyDue(now) {
+		reason := "rekey time"
+		if now.Before(g.group.Current().RekeyAt) {
+			reason = "membership change"
+		}
+		g.rekey(s, now, reason)
+	}
+	for _, m := range g.members {
+		if b, ok := m.sess.Retransmit(now); ok {
+			g.log.Debug("retransmitting", "member", m.ctl.IKE.RemoteID, "attempt", m.sess.Attempts())
+			s.send(b, m.ctl.Local, m.ctl.Remote)
+		}
+	}
+}
+
+func (g *ctlGroup) nextDeadline() time.Time {
+	next := g.group.NextRekey()
+	for _, m := range g.members {
+		if t, ok := m.sess.NextDeadline(); ok && t.Before(next) {
+			next = t
+		}
+	}
+	return next
+}
+
+func (g *ctlGroup) status() GroupStatus {
+	cur := g.group.Current()
+	created, next, exp := cur.Created, g.group.NextRekey(), cur.Expires
+	st := GroupStatus{
+		Name: g.cfg.Name, SPI: spiString(cur.SPI()), Members: []MemberStatus{},
+		Created: &created, NextRekey: &next, Expires: &exp, Rekeys: g.rekeys, Drops: g.drops.snapshot(),
+	}
+	if p := g.group.Previous(); p != nil {
+		st.PreviousSPI = spiString(p.SPI())
+	}
+	for _, m := range g.members {
+		st.Members = append(st.Members, MemberStatus{
+			ID: m.ctl.IKE.RemoteID, Address: m.ctl.Remote.String(), AckedSPI: spiString(m.acked),
+			PendingSPI: spiString(m.pending), Retransmits: m.sess.Attempts(), IKE: m.ctl.IKE.UniqueID,
+		})
+	}
+	slices.SortFunc(st.Members, func(a, b MemberStatus) int { return netip.MustParseAddr(a.Address).Compare(netip.MustParseAddr(b.Address)) })
+	return st
+}
+
+func (g *ctlGroup) close() {
+	for _, m := range g.members {
+		m.sess.Close()
+	}
+	g.group.Close()
+}

@@ -1,0 +1,500 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mpsa/mpsa/internal/version"
+	"github.com/mpsa/mpsa/mpsa"
+	"github.com/mpsa/mpsa/swanctl"
+	"github.com/mpsa/mpsa/vici"
+	"github.com/mpsa/mpsa/xfrm"
+)
+
+// DataPlaneFactory builds the data plane of a member group. local is the
+// member's underlay address: the group's configured underlay, or else the
+// local address of its IKE SA with the controller.
+type DataPlaneFactory func(ctx context.Context, g *swanctl.Group, local netip.Addr, log *slog.Logger) (xfrm.DataPlane, error)
+
+// Options configure a Server.
+type Options struct {
+	// Config is the loaded configuration.
+	Config *swanctl.Config
+	// NewDataPlane builds member data planes; required for members.
+	NewDataPlane DataPlaneFactory
+	// Logger; slog.Default() if nil.
+	Logger *slog.Logger
+	// Now is the clock; time.Now if nil.
+	Now func() time.Time
+	// Rand is the source of SPIs, nonces and SK_d; crypto/rand if nil.
+	Rand io.Reader
+	// Backoff of control requests; mpsa.DefaultBackoff() if zero.
+	Backoff mpsa.Backoff
+	// Watchdog, if set, is called from the main loop at least every
+	// WatchdogInterval (systemd's watchdog keep-alive).
+	Watchdog         func()
+	WatchdogInterval time.Duration
+}
+
+// Server is mpsad's engine. Run drives it; Status and Rekey may be called
+// from any goroutine while it runs.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+	now  func() time.Time
+
+	cfg       *swanctl.Config
+	snap      vici.Snapshot
+	connected bool
+	ctlIf     int // arrival interface required for control datagrams, 0 = any
+
+	tr    *Transport
+	ctls  []*ctlGroup
+	mems  []*memGroup
+	drops *dropLog // datagrams that match no group
+
+	updates   *latest[vici.Update]
+	datagrams chan Datagram
+	calls     chan func()
+	reloads   chan *swanctl.Config
+
+	readyOnce sync.Once
+	ready     chan struct{}
+}
+
+// New checks the options and prepares a server; nothing runs until Run.
+func New(opts Options) (*Server, error) {
+	if opts.Config == nil {
+		return nil, errors.New("no configuration")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Reader
+	}
+	if opts.Backoff == (mpsa.Backoff{}) {
+		opts.Backoff = mpsa.DefaultBackoff()
+	}
+	if opts.Config.Role == swanctl.RoleMember && opts.NewDataPlane == nil {
+		return nil, errors.New("a member needs a data plane factory")
+	}
+	s := &Server{
+		opts:      opts,
+		log:       opts.Logger,
+		now:       opts.Now,
+		cfg:       opts.Config,
+		updates:   newLatest[vici.Update](),
+		datagrams: make(chan Datagram, 256),
+		calls:     make(chan func()),
+		reloads:   make(chan *swanctl.Config),
+		ready:     make(chan struct{}),
+	}
+	s.drops = newDropLog(s.log, 10*time.Second)
+	return s, nil
+}
+
+// Ready is closed once the server has its control port and status socket
+// open and has heard from charon over VICI: the moment to tell systemd
+// READY=1.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// viciPath turns the configured VICI URI into a socket path.
+func viciPath(uri string) (string, error) {
+	if p, ok := strings.CutPrefix(uri, "unix://"); ok {
+		return p, nil
+	}
+	return "", fmt.Errorf("VICI URI %q: only unix:// sockets are supported", uri)
+}
+
+// Run runs the server until ctx is done, then removes what it installed
+// and returns. It fails early if the control port or the status socket
+// cannot be opened.
+func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sock, err := viciPath(s.cfg.VICI)
+	if err != nil {
+		return err
+	}
+	if s.tr, err = Listen(ctx, s.cfg.ControlPort); err != nil {
+		return err
+	}
+	if err := s.resolveControlInterface(); err != nil {
+		s.tr.Close()
+		return err
+	}
+	if err := s.applyConfig(ctx, s.cfg); err != nil {
+		s.tr.Close()
+		return err
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := s.tr.Run(ctx, s.deliver); err != nil && ctx.Err() == nil {
+			errc <- err
+		}
+	}()
+	w := vici.NewWatcher(vici.WatcherOptions{Socket: sock, Logger: s.log, OnUpdate: s.updates.put})
+	go func() {
+		defer wg.Done()
+		w.Run(ctx)
+	}()
+	statusUp := make(chan error, 1)
+	go func() {
+		defer wg.Done()
+		if err := ServeStatus(ctx, s.cfg.StatusSocket, s, statusUp); err != nil && ctx.Err() == nil {
+			errc <- err
+		}
+	}()
+	if err := <-statusUp; err != nil {
+		cancel()
+		wg.Wait()
+		s.shutdown()
+		return err
+	}
+	err = s.loop(ctx, errc)
+	cancel()
+	wg.Wait()
+	s.shutdown()
+	return err
+}
+
+func (s *Server) resolveControlInterface() error {
+	s.ctlIf = 0
+	if s.cfg.ControlInterface == "" {
+		return nil
+	}
+	ifi, err := net.InterfaceByName(s.cfg.ControlInterface)
+	if err != nil {
+		// charon's TUN may not exist yet; checked again at every
+		// datagram until it does.
+		s.log.Warn("control interface not found yet", "interface", s.cfg.ControlInterface, "err", err)
+		s.ctlIf = -1
+		return nil
+	}
+	s.ctlIf = ifi.Index
+	return nil
+}
+
+// deliver runs on the transport's goroutines.
+func (s *Server) deliver(d Datagram) {
+	select {
+	case s.datagrams <- d:
+	default:
+		// the loop is behind: drop rather than block the socket
+		s.Call(func() { s.drops.drop(s.now(), "overload", "src", d.Src) })
+	}
+}
+
+// Call runs fn on the main loop and waits for it; for the status API.
+func (s *Server) Call(fn func()) {
+	done := make(chan struct{})
+	s.calls <- func() { fn(); close(done) }
+	<-done
+}
+
+func (s *Server) callCtx(ctx context.Context, fn func()) error {
+	done := make(chan struct{})
+	select {
+	case s.calls <- func() { fn(); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-done
+	return nil
+}
+
+// Reload applies a new configuration: groups added, removed or changed
+// are set up, torn down or rebuilt; unchanged groups keep their state.
+// The role, control port, VICI socket and status socket cannot change
+// without a restart.
+func (s *Server) Reload(ctx context.Context, cfg *swanctl.Config) error {
+	var err error
+	if cerr := s.callCtx(ctx, func() { err = s.reload(ctx, cfg) }); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+func (s *Server) loop(ctx context.Context, errc <-chan error) error {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var watchdog <-chan time.Time
+	if s.opts.Watchdog != nil && s.opts.WatchdogInterval > 0 {
+		t := time.NewTicker(s.opts.WatchdogInterval)
+		defer t.Stop()
+		watchdog = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			return err
+		case <-s.updates.ready:
+			if u, ok := s.updates.take(); ok {
+				s.onUpdate(ctx, u)
+			}
+		case d := <-s.datagrams:
+			s.onDatagram(ctx, d)
+		case fn := <-s.calls:
+			fn()
+		case <-timer.C:
+		case <-watchdog:
+			s.opts.Watchdog()
+		}
+		s.onTimers(ctx)
+		timer.Reset(s.nextDeadline())
+	}
+}
+
+func (s *Server) onUpdate(ctx context.Context, u vici.Update) {
+	was := s.connected
+	s.connected = u.Snapshot.Connected
+	if s.connected {
+		s.snap = u.Snapshot
+		s.readyOnce.Do(func() { close(s.ready) })
+	}
+	if was && !s.connected {
+		s.log.Warn("lost charon's VICI socket; keeping the shared SAs, reconnecting")
+	}
+	if !s.connected {
+		return // keep what we know until charon is back and resynced
+	}
+	for _, g := range s.ctls {
+		g.onSnapshot(s, s.snap)
+	}
+	for _, g := range s.mems {
+		g.onSnapshot(ctx, s, s.snap)
+	}
+}
+
+func (s *Server) onDatagram(ctx context.Context, d Datagram) {
+	now := s.now()
+	if s.ctlIf != 0 {
+		if s.ctlIf < 0 {
+			s.resolveControlInterface()
+		}
+		if s.ctlIf <= 0 || d.IfIndex != s.ctlIf {
+			s.drops.drop(now, "interface", "src", d.Src, "ifindex", d.IfIndex, "want", s.cfg.ControlInterface)
+			return
+		}
+	}
+	if !s.connected {
+		s.drops.drop(now, "charon unavailable", "src", d.Src)
+		return
+	}
+	for _, g := range s.ctls {
+		if g.claims(s.snap, d) {
+			g.onDatagram(s, now, d)
+			return
+		}
+	}
+	for _, g := range s.mems {
+		if g.claims(d) {
+			g.onDatagram(ctx, s, now, d)
+			return
+		}
+	}
+	s.drops.drop(now, "unknown source", "src", d.Src, "dst", d.Dst)
+}
+
+func (s *Server) onTimers(ctx context.Context) {
+	now := s.now()
+	for _, g := range s.ctls {
+		g.onTimer(s, now)
+	}
+	for _, g := range s.mems {
+		g.onTimer(ctx, s, now)
+	}
+}
+
+func (s *Server) nextDeadline() time.Duration {
+	next := s.now().Add(time.Minute)
+	for _, g := range s.ctls {
+		if t := g.nextDeadline(); t.Before(next) {
+			next = t
+		}
+	}
+	for _, g := range s.mems {
+		if t, ok := g.nextDeadline(); ok && t.Before(next) {
+			next = t
+		}
+	}
+	return max(time.Until(next), time.Millisecond)
+}
+
+func (s *Server) send(b []byte, src netip.Addr, dst netip.Addr) {
+	if err := s.tr.Send(b, src, netip.AddrPortFrom(dst, s.cfg.ControlPort)); err != nil {
+		s.log.Warn("send control datagram", "dst", dst, "err", err)
+	}
+}
+
+// applyConfig builds the groups of cfg (at start).
+func (s *Server) applyConfig(ctx context.Context, cfg *swanctl.Config) error {
+	for _, g := range cfg.Groups {
+		if err := s.addGroup(ctx, g); err != nil {
+			s.shutdown()
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Server) addGroup(ctx context.Context, g *swanctl.Group) error {
+	log := s.log.With("group", g.Name)
+	if s.cfg.Role == swanctl.RoleController {
+		cg, err := newCtlGroup(g, s.opts.Rand, s.now(), s.opts.Backoff, log)
+		if err != nil {
+			return fmt.Errorf("group %s: %w", g.Name, err)
+		}
+		s.ctls = append(s.ctls, cg)
+		if s.connected {
+			cg.onSnapshot(s, s.snap)
+		}
+		return nil
+	}
+	mg := newMemGroup(g, s.opts.Backoff, log)
+	s.mems = append(s.mems, mg)
+	if s.connected {
+		mg.onSnapshot(ctx, s, s.snap)
+	}
+	return nil
+}
+
+func (s *Server) reload(ctx context.Context, cfg *swanctl.Config) error {
+	old := s.cfg
+	switch {
+	case cfg.Role != old.Role:
+		return fmt.Errorf("role changed from %s to %s: restart mpsad to apply", old.Role, cfg.Role)
+	case cfg.ControlPort != old.ControlPort:
+		return fmt.Errorf("control_port changed: restart mpsad to apply")
+	case cfg.VICI != old.VICI || cfg.StatusSocket != old.StatusSocket:
+		return fmt.Errorf("vici or status_socket changed: restart mpsad to apply")
+	}
+	s.cfg = cfg
+	s.resolveControlInterface()
+	keepC := s.ctls[:0]
+	for _, g := range s.ctls {
+		if n := cfg.Group(g.cfg.Name); n != nil && sameGroup(g.cfg, n) {
+			keepC = append(keepC, g)
+			continue
+		}
+		s.log.Info("group removed or changed; tearing it down", "group", g.cfg.Name)
+		g.close()
+	}
+	s.ctls = keepC
+	keepM := s.mems[:0]
+	for _, g := range s.mems {
+		n := cfg.Group(g.cfg.Name)
+		switch {
+		case n != nil && sameGroup(g.cfg, n):
+			keepM = append(keepM, g)
+		case n != nil && sameExceptPeers(g.cfg, n):
+			g.cfg = n
+			g.applyPeers(ctx)
+			keepM = append(keepM, g)
+		default:
+			s.log.Info("group removed or changed; tearing it down", "group", g.cfg.Name)
+			g.close()
+		}
+	}
+	s.mems = keepM
+	var errs []error
+	for _, n := range cfg.Groups {
+		if s.hasGroup(n.Name) {
+			continue
+		}
+		s.log.Info("setting up group", "group", n.Name)
+		if err := s.addGroup(ctx, n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) hasGroup(name string) bool {
+	for _, g := range s.ctls {
+		if g.cfg.Name == name {
+			return true
+		}
+	}
+	for _, g := range s.mems {
+		if g.cfg.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) shutdown() {
+	for _, g := range s.ctls {
+		g.close()
+	}
+	for _, g := range s.mems {
+		g.close()
+	}
+	s.ctls, s.mems = nil, nil
+}
+
+// Status implements API.
+func (s *Server) Status(ctx context.Context) (Status, error) {
+	var st Status
+	err := s.callCtx(ctx, func() {
+		st = Status{Role: string(s.cfg.Role), Version: version.Version, VICIConnected: s.connected, Drops: s.drops.snapshot(), Groups: []GroupStatus{}}
+		for _, g := range s.ctls {
+			st.Groups = append(st.Groups, g.status())
+		}
+		for _, g := range s.mems {
+			st.Groups = append(st.Groups, g.status(ctx))
+		}
+	})
+	return st, err
+}
+
+// Rekey implements API: a controller group rekeys now and pushes the new SA
+// to its members.
+func (s *Server) Rekey(ctx context.Context, group string) (string, error) {
+	var (
+		spi string
+		err error
+	)
+	if cerr := s.callCtx(ctx, func() {
+		for _, g := range s.ctls {
+			if g.cfg.Name == group {
+				spi, err = g.rekey(s, s.now(), "operator")
+				return
+			}
+		}
+		if s.cfg.Role != swanctl.RoleController {
+			err = fmt.Errorf("this mpsad is a %s; rekey on the controller", s.cfg.Role)
+			return
+		}
+		err = fmt.Errorf("group %q: %w", group, ErrNoGroup)
+	}); cerr != nil {
+		return "", cerr
+	}
+	return spi, err
+}
+
+func spiString(spi uint32) string {
+	if spi == 0 {
+		return ""
+	}
+	return fmt.Sprintf("0x%08x", spi)
+}
