@@ -2,4 +2,7 @@ module github.com/mpsa/mpsa
 
 go 1.26.0
 
-require golang.org/x/sys v0.49.0 // indirect
+require (
+	github.com/strongswan/govici v0.8.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+)
