@@ -3,6 +3,6 @@ module github.com/mpsa/mpsa
 go 1.26.0
 
 require (
-	github.com/strongswan/govici v0.8.0 // indirect
-	golang.org/x/sys v0.49.0 // indirect
+	github.com/strongswan/govici v0.8.0
+	golang.org/x/sys v0.49.0
 )
