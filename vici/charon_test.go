@@ -1,0 +1,627 @@
+package vici_test
+
+// Tests against real charon daemons in network namespaces (test/charon).
+// They skip without root and strongSwan outside CI, and fail in CI.
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	govici "github.com/strongswan/govici/vici"
+	"golang.org/x/sys/unix"
+
+	"github.com/mpsa/mpsa/internal/nettest"
+	"github.com/mpsa/mpsa/test/charon"
+	"github.com/mpsa/mpsa/vici"
+)
+
+// patience bounds every wait for charon; generous, as CI machines vary.
+const patience = 60 * time.Second
+
+const controlPort = 4501
+
+// recorder keeps every update a watcher delivered.
+type recorder struct {
+	mu      sync.Mutex
+	updates []vici.Update
+}
+
+func (r *recorder) add(u vici.Update) {
+	r.mu.Lock()
+	r.updates = append(r.updates, u)
+	r.mu.Unlock()
+}
+
+func (r *recorder) all() []vici.Update {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.updates)
+}
+
+// startWatcher runs a watcher on socket until the test ends.
+func startWatcher(t *testing.T, socket string) (*vici.Watcher, *recorder) {
+	t.Helper()
+	rec := &recorder{}
+	w := vici.NewWatcher(vici.WatcherOptions{
+		Socket:   socket,
+		Backoff:  vici.Backoff{Min: 20 * time.Millisecond, Max: 500 * time.Millisecond},
+		OnUpdate: rec.add,
+		Logger:   testLogger(t),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != context.Canceled {
+			t.Errorf("Watcher.Run returned %v, want context.Canceled", err)
+		}
+	})
+	return w, rec
+}
+
+// waitControls waits until the snapshot has n control children of the lab's
+// group and returns them.
+func waitControls(t *testing.T, w *vici.Watcher, g charon.Group, n int) []vici.Control {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	s, err := w.Wait(ctx, func(s vici.Snapshot) bool {
+		return len(s.Controls(g.ConnName(), g.ChildName())) == n
+	})
+	if err != nil {
+		t.Fatalf("waiting for %d control children: %v; snapshot: %+v", n, err, s)
+	}
+	return s.Controls(g.ConnName(), g.ChildName())
+}
+
+func listSAs(t *testing.T, socket string) []vici.IKESA {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	c, err := vici.Dial(ctx, socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sas, err := c.ListSAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sas
+}
+
+var families = []struct {
+	name string
+	opts charon.LabOptions
+}{
+	{"v4-over-v4", charon.LabOptions{Members: 2}},
+	{"v6-over-v6", charon.LabOptions{Members: 2, Underlay6: true, Control6: true}},
+	{"v4-over-v6", charon.LabOptions{Members: 2, Underlay6: true}},
+}
+
+// TestControlChildren: two members establish IKE and the control child with
+// the controller; the controller's watcher (started before any member)
+// sees both with the right addresses, identities and SPIs, and a UDP
+// datagram from each member's control address reaches the controller's
+// control port through the control child.
+func TestControlChildren(t *testing.T) {
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			lab := charon.NewLab(t, fam.opts)
+			g := lab.Group
+			ctl := charon.Start(t, lab.Controller.NS, charon.Config{SwanctlConf: g.ControllerConf()})
+			w, rec := startWatcher(t, ctl.SocketPath())
+			var capture *rawCapture
+			if fam.name == "v4-over-v4" {
+				capture = startCapture(t, ctl.SocketPath())
+			}
+			var members []*charon.Instance
+			for i, m := range lab.Members {
+				members = append(members, charon.Start(t, m.NS, charon.Config{SwanctlConf: g.MemberConf(i)}))
+			}
+			controls := waitControls(t, w, g, 2)
+
+			for i, m := range lab.Members {
+				c, ok := w.Snapshot().FindControl(g.ConnName(), g.ChildName(), m.Peer.Control)
+				if !ok {
+					t.Fatalf("FindControl(%v) found nothing; controls: %+v", m.Peer.Control, controls)
+				}
+				ike, child := c.IKE, c.Child
+				if ike.RemoteHost != m.Peer.Underlay || ike.LocalHost != g.Controller.Underlay {
+					t.Errorf("member %d: IKE hosts %v..%v, want %v..%v", i, ike.LocalHost, ike.RemoteHost, g.Controller.Underlay, m.Peer.Underlay)
+				}
+				if ike.RemoteID != m.Peer.ID || ike.LocalID != g.Controller.ID {
+					t.Errorf("member %d: ids %q..%q", i, ike.LocalID, ike.RemoteID)
+				}
+				if ike.Initiator || ike.Version != 2 || ike.InitiatorSPI == 0 || ike.ResponderSPI == 0 {
+					t.Errorf("member %d: IKE SA %+v: want responder, IKEv2, both SPIs set", i, ike)
+				}
+				if c.Local != g.Controller.Control || c.Remote != m.Peer.Control {
+					t.Errorf("member %d: control addresses %v..%v, want %v..%v", i, c.Local, c.Remote, g.Controller.Control, m.Peer.Control)
+				}
+				if child.Mode != "TUNNEL" || child.Protocol != "ESP" || !child.Encap || child.SPIIn == 0 || child.SPIOut == 0 {
+					t.Errorf("member %d: child %+v: want ESP tunnel in UDP with SPIs", i, child)
+				}
+
+				// The member's own view must agree.
+				msas := listSAs(t, members[i].SocketPath())
+				var mine []vici.Control
+				for _, sa := range msas {
+					if sa.State != vici.IKEEstablished {
+						continue
+					}
+					s := vici.Snapshot{IKESAs: []vici.IKESA{sa}}
+					mine = append(mine, s.Controls(g.ConnName(), g.ChildName())...)
+				}
+				if len(mine) != 1 {
+					t.Fatalf("member %d sees %d control children: %+v", i, len(mine), msas)
+				}
+				mc := mine[0]
+				if !mc.IKE.Initiator || !mc.IKE.MatchSPIs(ike.InitiatorSPI, ike.ResponderSPI) {
+					t.Errorf("member %d: IKE SPIs %016x_i %016x_r (initiator=%v), controller has %016x_i %016x_r",
+						i, mc.IKE.InitiatorSPI, mc.IKE.ResponderSPI, mc.IKE.Initiator, ike.InitiatorSPI, ike.ResponderSPI)
+				}
+				if mc.Child.SPIIn != child.SPIOut || mc.Child.SPIOut != child.SPIIn {
+					t.Errorf("member %d: child SPIs in %08x out %08x, controller in %08x out %08x",
+						i, mc.Child.SPIIn, mc.Child.SPIOut, child.SPIIn, child.SPIOut)
+				}
+				if mc.Local != m.Peer.Control || mc.Remote != g.Controller.Control {
+					t.Errorf("member %d: its control addresses %v..%v", i, mc.Local, mc.Remote)
+				}
+				if capture != nil && i == 0 {
+					capture.listSA(t, "list-sa-member.json", members[i].SocketPath())
+				}
+			}
+
+			// Updates: the first one is the resync of an empty charon,
+			// then events only.
+			ups := rec.all()
+			if len(ups) == 0 || ups[0].Cause != vici.CauseResync || len(ups[0].Snapshot.IKESAs) != 0 {
+				t.Errorf("first update %+v, want a resync with no SA", ups[0])
+			}
+			var kinds []string
+			for _, u := range ups[1:] {
+				if u.Cause == vici.CauseEvent {
+					kinds = append(kinds, u.Event.Kind.String())
+				}
+			}
+			for _, want := range []string{"ike-up", "child-up"} {
+				if n := countOf(kinds, want); n != 2 {
+					t.Errorf("saw %d %s events, want 2 (events: %v)", n, want, kinds)
+				}
+			}
+
+			// Datagrams through the control child.
+			for i, m := range lab.Members {
+				src, ifname := controlDatagram(t, lab.Controller.NS, g.Controller.Control, m.NS, m.Peer.Control, true)
+				t.Logf("member %d, socket bound to %v: datagram arrived from %v on %s", i, m.Peer.Control, src, ifname)
+				if src.Addr() != m.Peer.Control || ifname != "ipsec0" {
+					t.Errorf("member %d: datagram from %v on %s, want from %v on ipsec0", i, src, ifname, m.Peer.Control)
+				}
+				if _, ok := w.Snapshot().FindControl(g.ConnName(), g.ChildName(), src.Addr()); !ok {
+					t.Errorf("member %d: FindControl(source %v) found nothing", i, src.Addr())
+				}
+				src, ifname = controlDatagram(t, lab.Controller.NS, g.Controller.Control, m.NS, netip.Addr{}, false)
+				t.Logf("member %d, unbound socket: datagram arrived from %v on %s", i, src, ifname)
+				if src.Addr() != m.Peer.Control || ifname != "ipsec0" {
+					t.Errorf("member %d: unbound datagram from %v on %s, want from %v on ipsec0", i, src, ifname, m.Peer.Control)
+				}
+			}
+			if capture != nil {
+				capture.listSA(t, "list-sa-controller.json", ctl.SocketPath())
+			}
+		})
+	}
+}
+
+func countOf(s []string, v string) int {
+	n := 0
+	for _, x := range s {
+		if x == v {
+			n++
+		}
+	}
+	return n
+}
+
+// TestEventsRekeyAndRestart: terminating a member's IKE SA yields the down
+// events and a state without it that a fresh list-sas confirms; a child
+// rekey yields a resync with new SPIs; restarting charon under the watcher
+// yields a disconnect, a reconnect and a resync.
+func TestEventsRekeyAndRestart(t *testing.T) {
+	lab := charon.NewLab(t, charon.LabOptions{Members: 2})
+	g := lab.Group
+	ctl, members := lab.StartCharons(t)
+	w, rec := startWatcher(t, ctl.SocketPath())
+	startCapture(t, ctl.SocketPath())
+	controls := waitControls(t, w, g, 2)
+	gone := lab.Members[0].Peer
+	var goneIKE vici.IKESA
+	for _, c := range controls {
+		if c.Remote == gone.Control {
+			goneIKE = c.IKE
+		}
+	}
+
+	// 1. A member leaves.
+	seq := w.Last().Seq
+	members[0].MustSwanctl(t, "--terminate", "--ike", g.ConnName())
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	u, err := w.WaitUpdate(ctx, seq, func(u vici.Update) bool {
+		return len(u.Snapshot.Controls(g.ConnName(), g.ChildName())) == 1
+	})
+	if err != nil {
+		t.Fatalf("member 0 still present after terminate: %v", err)
+	}
+	if _, ok := u.Snapshot.IKE(goneIKE.UniqueID); ok {
+		t.Errorf("IKE SA %d of the departed member still in the snapshot", goneIKE.UniqueID)
+	}
+	var sawIKEDown, sawChildDown bool
+	for _, u := range rec.all() {
+		if u.Seq <= seq || u.Cause != vici.CauseEvent {
+			continue
+		}
+		switch {
+		case u.Event.Kind == vici.IKEDown && u.Event.IKE.UniqueID == goneIKE.UniqueID:
+			sawIKEDown = true
+			if u.Event.IKE.RemoteID != gone.ID || u.Event.IKE.State != vici.IKEDeleting {
+				t.Errorf("down event for %q in state %s, want %q DELETING", u.Event.IKE.RemoteID, u.Event.IKE.State, gone.ID)
+			}
+		case u.Event.Kind == vici.ChildDown && u.Event.IKE.UniqueID == goneIKE.UniqueID:
+			sawChildDown = true
+		}
+	}
+	if !sawIKEDown || !sawChildDown {
+		t.Errorf("ike-down seen: %v, child-down seen: %v; want both", sawIKEDown, sawChildDown)
+	}
+	// The event-patched state equals a fresh full listing.
+	waitSameState(t, w, ctl.SocketPath())
+
+	// 2. The remaining member rekeys its control child: the watcher
+	// resynchronises and reports the new SPIs.
+	before, _ := w.Snapshot().FindControl(g.ConnName(), g.ChildName(), lab.Members[1].Peer.Control)
+	seq = w.Last().Seq
+	members[1].MustSwanctl(t, "--rekey", "--child", g.ChildName())
+	u, err = w.WaitUpdate(ctx, seq, func(u vici.Update) bool {
+		c, ok := u.Snapshot.FindControl(g.ConnName(), g.ChildName(), lab.Members[1].Peer.Control)
+		return ok && c.Child.SPIIn != before.Child.SPIIn && len(u.Snapshot.IKESAs[0].Children) == 1
+	})
+	if err != nil {
+		t.Fatalf("no rekeyed control child: %v; snapshot %+v", err, u.Snapshot)
+	}
+	after, _ := u.Snapshot.FindControl(g.ConnName(), g.ChildName(), lab.Members[1].Peer.Control)
+	t.Logf("child rekey: SPIs %08x/%08x -> %08x/%08x (update cause %v)", before.Child.SPIIn, before.Child.SPIOut, after.Child.SPIIn, after.Child.SPIOut, u.Cause)
+	waitSameState(t, w, ctl.SocketPath())
+
+	// 3. And its IKE SA: new unique id and SPIs, control child moved over.
+	seq = w.Last().Seq
+	members[1].MustSwanctl(t, "--rekey", "--ike", g.ConnName())
+	u, err = w.WaitUpdate(ctx, seq, func(u vici.Update) bool {
+		c, ok := u.Snapshot.FindControl(g.ConnName(), g.ChildName(), lab.Members[1].Peer.Control)
+		return ok && c.IKE.UniqueID != after.IKE.UniqueID && len(u.Snapshot.IKESAs) == 1
+	})
+	if err != nil {
+		t.Fatalf("no rekeyed IKE SA: %v; snapshot %+v", err, u.Snapshot)
+	}
+	waitSameState(t, w, ctl.SocketPath())
+
+	// 4. charon restarts under the watcher.
+	seq = w.Last().Seq
+	if err := ctl.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WaitUpdate(ctx, seq, func(u vici.Update) bool {
+		return u.Cause == vici.CauseResync || u.Cause == vici.CauseDisconnected
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The member's old IKE SA is gone with the old charon; it initiates
+	// again and the watcher, reconnected, sees it.
+	members[1].MustSwanctl(t, "--initiate", "--child", g.ChildName())
+	c := waitControls(t, w, g, 1)
+	if c[0].Remote != lab.Members[1].Peer.Control {
+		t.Errorf("after restart: control child to %v, want %v", c[0].Remote, lab.Members[1].Peer.Control)
+	}
+	var sawDisc, sawResyncAfter bool
+	for _, u := range rec.all() {
+		if u.Seq <= seq {
+			continue
+		}
+		if u.Cause == vici.CauseDisconnected {
+			sawDisc = true
+			if u.Snapshot.Connected || len(u.Snapshot.IKESAs) != 0 {
+				t.Errorf("disconnected update with snapshot %+v", u.Snapshot)
+			}
+		}
+		if sawDisc && u.Cause == vici.CauseResync {
+			sawResyncAfter = true
+		}
+	}
+	if !sawDisc || !sawResyncAfter {
+		t.Errorf("after restart: disconnect seen %v, resync after it %v; want both", sawDisc, sawResyncAfter)
+	}
+	waitSameState(t, w, ctl.SocketPath())
+}
+
+// TestWatcherBeforeCharon: a watcher started before charon exists keeps
+// retrying, connects when charon comes up and sees the SAs.
+func TestWatcherBeforeCharon(t *testing.T) {
+	lab := charon.NewLab(t, charon.LabOptions{Members: 1})
+	g := lab.Group
+	dir, err := os.MkdirTemp("", "mpsa-vici-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	w, rec := startWatcher(t, filepath.Join(dir, "charon.vici"))
+	time.Sleep(300 * time.Millisecond) // let it fail a few times first
+	if n := len(rec.all()); n != 0 {
+		t.Fatalf("%d updates before charon exists", n)
+	}
+	charon.Start(t, lab.Controller.NS, charon.Config{Dir: dir, SwanctlConf: g.ControllerConf()})
+	charon.Start(t, lab.Members[0].NS, charon.Config{SwanctlConf: g.MemberConf(0)})
+	c := waitControls(t, w, g, 1)
+	if c[0].Remote != lab.Members[0].Peer.Control {
+		t.Errorf("control child to %v, want %v", c[0].Remote, lab.Members[0].Peer.Control)
+	}
+}
+
+// waitSameState waits until the watcher's state equals a fresh list-sas
+// (ignoring the established age, which changes with time): charon deletes
+// rekeyed SAs a moment after the rekey event, which the watcher applies at
+// once.
+func waitSameState(t *testing.T, w *vici.Watcher, socket string) {
+	t.Helper()
+	norm := func(sas []vici.IKESA) string {
+		var b strings.Builder
+		for _, sa := range sas {
+			sa.Established = 0
+			fmt.Fprintf(&b, "%+v\n", sa)
+		}
+		return b.String()
+	}
+	deadline := time.Now().Add(patience)
+	for {
+		a, b := norm(w.Snapshot().IKESAs), norm(listSAs(t, socket))
+		if a == b {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("watcher state differs from list-sas:\nwatcher:\n%s\nlist-sas:\n%s", a, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// controlDatagram sends UDP datagrams from the member namespace (from
+// bound, if valid) to the controller's control address and port until one
+// arrives, and returns its source and the name of the interface it arrived
+// on.
+func controlDatagram(t *testing.T, ctlNS *nettest.NS, ctlAddr netip.Addr, memberNS *nettest.NS, from netip.Addr, bind bool) (netip.AddrPort, string) {
+	t.Helper()
+	var conn *net.UDPConn
+	var ifnames map[int]string
+	err := ctlNS.Do(func() error {
+		var err error
+		conn, err = listenPktinfo(netip.AddrPortFrom(ctlAddr, controlPort))
+		if err != nil {
+			return err
+		}
+		ifs, err := net.Interfaces()
+		if err != nil {
+			return err
+		}
+		ifnames = map[int]string{}
+		for _, i := range ifs {
+			ifnames[i.Index] = i.Name
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var out *net.UDPConn
+	err = memberNS.Do(func() error {
+		var laddr *net.UDPAddr
+		if bind {
+			laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(from, 0))
+		}
+		var err error
+		out, err = net.DialUDP("udp", laddr, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ctlAddr, controlPort)))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	deadline := time.Now().Add(patience)
+	payload := []byte("mpsa control test")
+	buf := make([]byte, 1500)
+	oob := make([]byte, 512)
+	for time.Now().Before(deadline) {
+		if _, err := out.Write(payload); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		n, oobn, _, src, err := conn.ReadMsgUDPAddrPort(buf, oob)
+		if err != nil {
+			continue
+		}
+		if string(buf[:n]) != string(payload) {
+			t.Fatalf("received %q", buf[:n])
+		}
+		idx, err := pktinfoIfindex(oob[:oobn])
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := ifnames[idx]
+		if name == "" {
+			name = fmt.Sprintf("ifindex %d", idx)
+		}
+		return netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), name
+	}
+	t.Fatalf("no datagram to %v:%d arrived", ctlAddr, controlPort)
+	return netip.AddrPort{}, ""
+}
+
+// listenPktinfo opens a UDP socket on ap that reports the arrival
+// interface of each datagram.
+func listenPktinfo(ap netip.AddrPort) (*net.UDPConn, error) {
+	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+	if err != nil {
+		return nil, err
+	}
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		if ap.Addr().Is4() {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+		} else {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+func pktinfoIfindex(oob []byte) (int, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0, err
+	}
+	for _, m := range msgs {
+		switch {
+		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO:
+			var pi unix.Inet4Pktinfo
+			if len(m.Data) < unix.SizeofInet4Pktinfo {
+				break
+			}
+			pi.Ifindex = int32(uint32(m.Data[0]) | uint32(m.Data[1])<<8 | uint32(m.Data[2])<<16 | uint32(m.Data[3])<<24)
+			return int(pi.Ifindex), nil
+		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO:
+			if len(m.Data) < unix.SizeofInet6Pktinfo {
+				break
+			}
+			d := m.Data[16:20]
+			return int(uint32(d[0]) | uint32(d[1])<<8 | uint32(d[2])<<16 | uint32(d[3])<<24), nil
+		}
+	}
+	return 0, fmt.Errorf("no pktinfo in %d control messages", len(msgs))
+}
+
+// rawCapture records raw VICI messages from real charon; with
+// MPSA_VICI_CAPTURE=1 it writes them to testdata/ for the parser tests.
+type rawCapture struct {
+	mu     sync.Mutex
+	files  map[string][]byte
+	events chan govici.Event
+	s      *govici.Session
+}
+
+func startCapture(t *testing.T, socket string) *rawCapture {
+	t.Helper()
+	s, err := govici.NewSession(govici.WithSocketPath(socket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &rawCapture{files: map[string][]byte{}, events: make(chan govici.Event, 1024), s: s}
+	s.NotifyEvents(rc.events)
+	if err := s.Subscribe(vici.EventIKEUpdown, vici.EventChildUpdown, vici.EventIKERekey, vici.EventChildRekey); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		rc.save(t)
+		s.Close()
+	})
+	return rc
+}
+
+func (rc *rawCapture) listSA(t *testing.T, name, socket string) {
+	t.Helper()
+	if os.Getenv("MPSA_VICI_CAPTURE") == "" {
+		return
+	}
+	s, err := govici.NewSession(govici.WithSocketPath(socket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for m, err := range s.CallStreaming(context.Background(), "list-sas", "list-sa", nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc.put(t, name, m)
+		return // the first IKE SA
+	}
+}
+
+func (rc *rawCapture) put(t *testing.T, name string, m *govici.Message) {
+	t.Helper()
+	data, err := vici.MessageJSON(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if _, dup := rc.files[name]; !dup {
+		rc.files[name] = data
+	}
+}
+
+// save names each captured event by type and direction (first of each)
+// and writes every capture when MPSA_VICI_CAPTURE is set.
+func (rc *rawCapture) save(t *testing.T) {
+	t.Helper()
+	if os.Getenv("MPSA_VICI_CAPTURE") == "" {
+		return
+	}
+drain:
+	for {
+		select {
+		case ev, ok := <-rc.events:
+			if !ok {
+				break drain // the session ended with charon
+			}
+			dir := "down"
+			if ev.Message.Get("up") == "yes" {
+				dir = "up"
+			}
+			if strings.HasSuffix(ev.Name, "rekey") {
+				dir = "controller"
+			}
+			rc.put(t, ev.Name+"-"+dir+".json", ev.Message)
+		default:
+			break drain
+		}
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for name, data := range rc.files {
+		if err := os.WriteFile(filepath.Join("testdata", name), append(data, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("captured testdata/%s", name)
+	}
+}

@@ -1,0 +1,259 @@
+package vici
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	govici "github.com/strongswan/govici/vici"
+)
+
+// DefaultSocket is charon's default VICI socket.
+const DefaultSocket = "/var/run/charon.vici"
+
+// Client is one VICI session with charon. Its methods may be called from
+// several goroutines; calls are serialised.
+type Client struct {
+	socket string
+
+	mu      sync.Mutex // serialises commands
+	s       *govici.Session
+	listSub bool // subscribed to list-sa
+}
+
+// Dial opens one VICI session on the unix socket path (DefaultSocket if
+// empty). ctx bounds the connection attempt.
+func Dial(ctx context.Context, socket string) (*Client, error) {
+	if socket == "" {
+		socket = DefaultSocket
+	}
+	var d net.Dialer
+	s, err := govici.NewSession(
+		govici.WithSocketPath(socket),
+		// govici dials with context.Background(); bind the attempt to ctx.
+		govici.WithDialContext(func(_ context.Context, network, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("vici: connect %s: %w", socket, err)
+	}
+	return &Client{socket: socket, s: s}, nil
+}
+
+// Backoff is an exponential backoff between connection attempts.
+type Backoff struct {
+	// Min is the first delay (100 ms if zero).
+	Min time.Duration
+	// Max caps the delay (5 s if zero).
+	Max time.Duration
+}
+
+func (b Backoff) withDefaults() Backoff {
+	if b.Min <= 0 {
+		b.Min = 100 * time.Millisecond
+	}
+	if b.Max <= 0 {
+		b.Max = 5 * time.Second
+	}
+	if b.Max < b.Min {
+		b.Max = b.Min
+	}
+	return b
+}
+
+// next doubles d within [Min, Max].
+func (b Backoff) next(d time.Duration) time.Duration {
+	if d < b.Min {
+		return b.Min
+	}
+	d *= 2
+	if d > b.Max {
+		d = b.Max
+	}
+	return d
+}
+
+// jitter spreads d by up to ±20 % so that several daemons restarting
+// together do not retry in step.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.4-0.2)*float64(d))
+}
+
+// DialRetry dials until a session is open and answers a version query, or
+// ctx is done, waiting between attempts with exponential backoff. Failures
+// are logged at debug level except the first, logged at info.
+func DialRetry(ctx context.Context, socket string, b Backoff, log *slog.Logger) (*Client, error) {
+	b = b.withDefaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	var delay time.Duration
+	for attempt := 1; ; attempt++ {
+		c, err := Dial(ctx, socket)
+		if err == nil {
+			vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err = c.Version(vctx)
+			cancel()
+			if err == nil {
+				return c, nil
+			}
+			c.Close()
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("vici: connect %s: %w (last error: %v)", socket, ctx.Err(), err)
+		}
+		delay = b.next(delay)
+		lvl := slog.LevelDebug
+		if attempt == 1 {
+			lvl = slog.LevelInfo
+		}
+		log.Log(ctx, lvl, "charon not reachable over VICI, retrying", "socket", socket, "attempt", attempt, "retry_in", delay, "err", err)
+		t := time.NewTimer(jitter(delay))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("vici: connect %s: %w (last error: %v)", socket, ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+// Socket is the socket path the client is connected to.
+func (c *Client) Socket() string { return c.socket }
+
+// Close ends the session.
+func (c *Client) Close() error { return c.s.Close() }
+
+// Session is the underlying govici session, for commands this package does
+// not wrap. Do not use it concurrently with the Client's own methods.
+func (c *Client) Session() *govici.Session { return c.s }
+
+// Version is charon's answer to the version command.
+type Version struct {
+	Daemon, Version, Sysname, Release, Machine string
+}
+
+// Version queries the daemon's version; it doubles as a liveness check.
+func (c *Client) Version(ctx context.Context) (Version, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, err := c.s.Call(ctx, "version", nil)
+	if err != nil {
+		return Version{}, fmt.Errorf("vici: version: %w", err)
+	}
+	get := func(k string) string { s, _ := m.Get(k).(string); return s }
+	return Version{Daemon: get("daemon"), Version: get("version"), Sysname: get("sysname"),
+		Release: get("release"), Machine: get("machine")}, nil
+}
+
+// ListSAsRaw runs list-sas and returns the raw list-sa messages, one per
+// IKE SA.
+//
+// It does not use govici's CallStreaming, whose reader picks the command
+// response and the streamed events in random order (so a listing can end
+// early and leave events behind that break the next command). Instead the
+// session subscribes to list-sa like to any event: govici's reader hands
+// every list-sa event to the channel before it reads the response, so all
+// of them are in the channel when Call returns. The channel is sized from
+// charon's IKE SA count (stats), and the listing is repeated (three times
+// at most) if it came back short, in case events were dropped.
+func (c *Client) ListSAsRaw(ctx context.Context) ([]*govici.Message, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.listSub {
+		if err := c.s.Subscribe("list-sa"); err != nil {
+			return nil, fmt.Errorf("vici: subscribe list-sa: %w", err)
+		}
+		c.listSub = true
+	}
+	var out []*govici.Message
+	for try := 0; try < 3; try++ {
+		total, err := c.ikeSATotal(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ch := make(chan govici.Event, 2*total+64)
+		c.s.NotifyEvents(ch)
+		_, err = c.s.Call(ctx, "list-sas", nil)
+		c.s.StopEvents(ch)
+		if err != nil {
+			return nil, fmt.Errorf("vici: list-sas: %w", err)
+		}
+		out = out[:0]
+	drain:
+		for {
+			select {
+			case ev, ok := <-ch:
+				if !ok {
+					break drain // session closed; the count check below decides
+				}
+				if ev.Name == "list-sa" {
+					out = append(out, ev.Message)
+				}
+			default:
+				break drain
+			}
+		}
+		if len(out) >= total {
+			break
+		}
+		after, err := c.ikeSATotal(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if len(out) >= after {
+			break
+		}
+	}
+	return out, nil
+}
+
+// ListSAs runs list-sas and returns every IKE SA with its CHILD SAs,
+// ordered by unique id.
+func (c *Client) ListSAs(ctx context.Context) ([]IKESA, error) {
+	msgs, err := c.ListSAsRaw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sas := make([]IKESA, 0, len(msgs))
+	for _, m := range msgs {
+		sa, err := ParseSA(m)
+		if err != nil {
+			return nil, err
+		}
+		sas = append(sas, sa)
+	}
+	sortIKE(sas)
+	return sas, nil
+}
+
+// ikeSATotal is charon's count of IKE SAs (stats: ikesas.total). The
+// caller holds c.mu.
+func (c *Client) ikeSATotal(ctx context.Context) (int, error) {
+	m, err := c.s.Call(ctx, "stats", nil)
+	if err != nil {
+		return 0, fmt.Errorf("vici: stats: %w", err)
+	}
+	sec, ok := m.Get("ikesas").(*govici.Message)
+	if !ok {
+		return 0, errors.New("vici: stats: no ikesas section")
+	}
+	s, _ := sec.Get("total").(string)
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("vici: stats: ikesas total %q: %w", s, err)
+	}
+	return n, nil
+}
+
+func sortIKE(sas []IKESA) {
+	slices.SortFunc(sas, func(a, b IKESA) int { return cmpUint32(a.UniqueID, b.UniqueID) })
+}

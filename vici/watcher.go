@@ -1,0 +1,363 @@
+package vici
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	govici "github.com/strongswan/govici/vici"
+)
+
+// Cause says why an Update was delivered.
+type Cause int
+
+// Update causes.
+const (
+	// CauseResync: a full list-sas replaced the state (after every
+	// connect and reconnect, after rekey events, when events may have
+	// been dropped, and periodically).
+	CauseResync Cause = iota + 1
+	// CauseEvent: an ike-updown or child-updown event changed the state.
+	CauseEvent
+	// CauseDisconnected: the VICI session ended (charon stopped or
+	// restarted); the snapshot is empty until the next resync.
+	CauseDisconnected
+)
+
+// String names the cause.
+func (c Cause) String() string {
+	switch c {
+	case CauseResync:
+		return "resync"
+	case CauseEvent:
+		return "event"
+	case CauseDisconnected:
+		return "disconnected"
+	}
+	return "cause(?)"
+}
+
+// Update is one state change delivered by the Watcher.
+type Update struct {
+	// Cause says why it was delivered.
+	Cause Cause
+	// Event is the event applied, for CauseEvent.
+	Event *Event
+	// Snapshot is the whole state after the change. The caller may keep
+	// it: the watcher never modifies a delivered snapshot.
+	Snapshot Snapshot
+	// Seq counts updates from 1.
+	Seq uint64
+}
+
+// WatcherOptions configure a Watcher.
+type WatcherOptions struct {
+	// Socket is charon's VICI socket path; DefaultSocket if empty.
+	Socket string
+	// Backoff spaces reconnection attempts.
+	Backoff Backoff
+	// ResyncInterval is the period of a full list-sas even without
+	// events; 0 means 60 s, negative disables it.
+	ResyncInterval time.Duration
+	// EventBuffer is the capacity of the event channel handed to govici
+	// (which drops events when it is full); 0 means 1024.
+	EventBuffer int
+	// OnUpdate, if set, is called with every update, in order, from the
+	// goroutine running Run. It must not block for long.
+	OnUpdate func(Update)
+	// Logger; slog.Default() if nil.
+	Logger *slog.Logger
+}
+
+// Watcher follows charon's SAs over VICI across charon restarts.
+type Watcher struct {
+	o   WatcherOptions
+	log *slog.Logger
+
+	mu      sync.Mutex
+	last    Update
+	changed chan struct{} // closed and replaced at every update
+}
+
+// NewWatcher returns a watcher; nothing happens until Run.
+func NewWatcher(o WatcherOptions) *Watcher {
+	if o.Socket == "" {
+		o.Socket = DefaultSocket
+	}
+	if o.ResyncInterval == 0 {
+		o.ResyncInterval = 60 * time.Second
+	}
+	if o.EventBuffer <= 0 {
+		o.EventBuffer = 1024
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Watcher{
+		o:       o,
+		log:     log.With("vici", o.Socket),
+		last:    Update{Cause: CauseDisconnected},
+		changed: make(chan struct{}),
+	}
+}
+
+// Snapshot returns the latest state.
+func (w *Watcher) Snapshot() Snapshot {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.last.Snapshot
+}
+
+// Last returns the latest update (Seq 0 before the first).
+func (w *Watcher) Last() Update {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.last
+}
+
+// Wait blocks until cond holds for the latest snapshot (checked now and
+// after every update) or ctx is done, and returns that snapshot.
+func (w *Watcher) Wait(ctx context.Context, cond func(Snapshot) bool) (Snapshot, error) {
+	for {
+		w.mu.Lock()
+		s, ch := w.last.Snapshot, w.changed
+		w.mu.Unlock()
+		if cond(s) {
+			return s, nil
+		}
+		select {
+		case <-ctx.Done():
+			return s, ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// WaitUpdate blocks until an update with Seq > after satisfies cond, or ctx
+// is done. Use Last().Seq as after to wait for something that has not
+// happened yet.
+func (w *Watcher) WaitUpdate(ctx context.Context, after uint64, cond func(Update) bool) (Update, error) {
+	// Updates are not queued: a condition that holds only between two
+	// updates in quick succession can be missed, so cond should describe
+	// a state (or the latest update's cause), not a transient.
+	for {
+		w.mu.Lock()
+		u, ch := w.last, w.changed
+		w.mu.Unlock()
+		if u.Seq > after && cond(u) {
+			return u, nil
+		}
+		select {
+		case <-ctx.Done():
+			return u, ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+func (w *Watcher) publish(u Update) {
+	w.mu.Lock()
+	u.Seq = w.last.Seq + 1
+	w.last = u
+	close(w.changed)
+	w.changed = make(chan struct{})
+	w.mu.Unlock()
+	if w.o.OnUpdate != nil {
+		w.o.OnUpdate(u)
+	}
+}
+
+// Run connects (retrying with backoff), resynchronises, follows events and
+// reconnects whenever the session ends, until ctx is done; it then returns
+// ctx's error.
+func (w *Watcher) Run(ctx context.Context) error {
+	for {
+		err := w.connected(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		w.log.Warn("VICI session ended, reconnecting", "err", err)
+		w.publish(Update{Cause: CauseDisconnected, Snapshot: Snapshot{}})
+	}
+}
+
+// state is the watcher's working copy, keyed by IKE SA unique id.
+type state map[uint32]IKESA
+
+func (st state) snapshot() Snapshot {
+	s := Snapshot{Connected: true, IKESAs: make([]IKESA, 0, len(st))}
+	for _, id := range slices.Sorted(maps.Keys(st)) {
+		sa := st[id]
+		sa.Children = slices.Clone(sa.Children)
+		s.IKESAs = append(s.IKESAs, sa)
+	}
+	return s
+}
+
+// apply patches the state with an event; it reports false for events it
+// cannot apply, which call for a resync.
+//
+// A rekey replaces the old SA by the new one at once: charon deletes the
+// rekeyed SA shortly after, without an event.
+func (st state) apply(ev Event) bool {
+	id := ev.IKE.UniqueID
+	switch ev.Kind {
+	case IKERekey:
+		sa := ev.IKE
+		old, ok := st[ev.OldIKE.UniqueID]
+		if !ok {
+			return false
+		}
+		if len(sa.Children) == 0 {
+			sa.Children = old.Children
+		}
+		delete(st, ev.OldIKE.UniqueID)
+		st[id] = sa
+	case ChildRekey:
+		old, ok := st[id]
+		if !ok {
+			return false
+		}
+		sa := ev.IKE
+		kids := slices.DeleteFunc(slices.Clone(old.Children), func(c ChildSA) bool {
+			return c.UniqueID == ev.OldChild.UniqueID || c.UniqueID == ev.IKE.Children[0].UniqueID
+		})
+		kids = append(kids, ev.IKE.Children[0])
+		slices.SortFunc(kids, func(a, b ChildSA) int { return cmpUint32(a.UniqueID, b.UniqueID) })
+		sa.Children = kids
+		st[id] = sa
+	case IKEUp:
+		sa := ev.IKE
+		if old, ok := st[id]; ok && len(sa.Children) == 0 {
+			sa.Children = old.Children
+		}
+		st[id] = sa
+	case IKEDown:
+		delete(st, id)
+	case ChildUp, ChildDown:
+		child := ev.IKE.Children[0]
+		sa := ev.IKE
+		var kids []ChildSA
+		if old, ok := st[id]; ok {
+			kids = old.Children
+		}
+		kids = slices.DeleteFunc(slices.Clone(kids), func(c ChildSA) bool { return c.UniqueID == child.UniqueID })
+		if ev.Kind == ChildUp {
+			kids = append(kids, child)
+			slices.SortFunc(kids, func(a, b ChildSA) int { return cmpUint32(a.UniqueID, b.UniqueID) })
+		}
+		sa.Children = kids
+		if ev.Kind == ChildDown && sa.State != IKEEstablished {
+			// The IKE SA is going away; ike-updown follows.
+			if _, ok := st[id]; !ok {
+				return true
+			}
+		}
+		st[id] = sa
+	default:
+		return false
+	}
+	return true
+}
+
+var subscribed = []string{EventIKEUpdown, EventChildUpdown, EventIKERekey, EventChildRekey}
+
+// connected opens two sessions, one for events and one for list-sas
+// (whose list-sa events charon sends only to the session that asked), and
+// follows them until either ends or ctx is done.
+func (w *Watcher) connected(ctx context.Context) error {
+	ec, err := DialRetry(ctx, w.o.Socket, w.o.Backoff, w.log)
+	if err != nil {
+		return err
+	}
+	defer ec.Close()
+	c, err := DialRetry(ctx, w.o.Socket, w.o.Backoff, w.log)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	w.log.Info("connected to charon")
+	events := make(chan govici.Event, w.o.EventBuffer)
+	// Register the channel before subscribing so that no event is lost
+	// between the two, and subscribe before the resync so that every
+	// change after the snapshot arrives as an event.
+	ec.s.NotifyEvents(events)
+	defer ec.s.StopEvents(events)
+	if err := ec.s.Subscribe(subscribed...); err != nil {
+		return fmt.Errorf("vici: subscribe: %w", err)
+	}
+	st := state{}
+	resync := func() error {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		sas, err := c.ListSAs(rctx)
+		if err != nil {
+			return err
+		}
+		clear(st)
+		for _, sa := range sas {
+			st[sa.UniqueID] = sa
+		}
+		w.publish(Update{Cause: CauseResync, Snapshot: st.snapshot()})
+		return nil
+	}
+	if err := resync(); err != nil {
+		return err
+	}
+	var tick <-chan time.Time
+	if w.o.ResyncInterval > 0 {
+		t := time.NewTicker(w.o.ResyncInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	pending := false // a resync is due once the channel is drained
+	for {
+		if pending && len(events) == 0 {
+			pending = false
+			if err := resync(); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick:
+			if err := resync(); err != nil {
+				return err
+			}
+		case ve, ok := <-events:
+			if !ok {
+				return errSessionClosed
+			}
+			if len(events) >= cap(events)-1 {
+				// The channel was full: govici may have dropped
+				// events since.
+				w.log.Warn("VICI event channel full, events may have been dropped; resynchronising", "capacity", cap(events))
+				pending = true
+			}
+			ev, err := ParseEvent(ve.Name, ve.Message)
+			if err != nil {
+				w.log.Warn("unparsable VICI event, resynchronising", "event", ve.Name, "err", err)
+				pending = true
+				continue
+			}
+			w.log.Debug("VICI event", "kind", ev.Kind, "conn", ev.IKE.Conn, "ike", ev.IKE.UniqueID)
+			if !st.apply(ev) {
+				pending = true
+				continue
+			}
+			w.publish(Update{Cause: CauseEvent, Event: &ev, Snapshot: st.snapshot()})
+		}
+	}
+}
+
+type sessionError string
+
+func (e sessionError) Error() string { return string(e) }
+
+const errSessionClosed = sessionError("vici: charon closed the session")
