@@ -7,3 +7,5 @@ require (
 	golang.org/x/net v0.62.0
 	golang.org/x/sys v0.49.0
 )
+
+require github.com/coreos/go-systemd/v22 v22.7.0

@@ -2,8 +2,6 @@
 // multi-point VPN (draft-yamaya-ipsecme-mpsa): a controller hands one shared
 // ESP SA to every member of a group, and members talk directly with it.
 //
-// This version validates the configuration (--check); the daemon itself is
-// not implemented yet.
 package main
 
 import (
@@ -20,7 +18,7 @@ import (
 const (
 	exitOK      = 0
 	exitInvalid = 1 // the configuration has errors
-	exitUsage   = 2 // bad flags, or a mode that is not implemented
+	exitUsage   = 2 // bad flags
 )
 
 const usageText = `Usage: mpsad [--config FILE] [--check [--json]]
@@ -44,7 +42,10 @@ Options:
   --version      print the version and exit
   --help         print this help and exit
 
-Running the daemon (without --check) is not implemented yet.
+Without --check, mpsad runs until SIGTERM or SIGINT, removing the SAs it
+installed on the way out; SIGHUP reloads the configuration. Logs go to
+stderr (the journal under systemd). mpsactl talks to it through the status
+socket (mpsa.status_socket, default /run/mpsad/mpsad.sock).
 `
 
 func main() {
@@ -85,6 +86,5 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case *check:
 		return runCheck(*config, *asJSON, stdout, stderr)
 	}
-	fmt.Fprintln(stderr, "mpsad: running the daemon is not implemented yet; only --check (validate the configuration) is available")
-	return exitUsage
+	return runDaemon(*config, stderr)
 }

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/mpsa/mpsa/internal/version"
+	"github.com/mpsa/mpsa/server"
+	"github.com/mpsa/mpsa/swanctl"
+)
+
+// runDaemon runs mpsad until SIGTERM or SIGINT. SIGHUP reloads the
+// configuration. Under systemd (Type=notify) it reports READY=1 once the
+// control port and status socket are open and charon answered over VICI,
+// RELOADING=1/READY=1 around a reload, STOPPING=1 at the end, and sends
+// watchdog keep-alives from its main loop when WatchdogSec is set.
+func runDaemon(configPath string, stderr io.Writer) int {
+	cfg, err := swanctl.LoadMPSA(configPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "mpsad: %s has errors:\n%v\n", configPath, err)
+		return exitInvalid
+	}
+	level := new(slog.LevelVar)
+	level.Set(cfg.SlogLevel())
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration", "warning", w.Error())
+	}
+	opts := server.Options{Config: cfg, Logger: log, NewDataPlane: newDataPlane}
+	if interval, err := daemon.SdWatchdogEnabled(false); err == nil && interval > 0 {
+		opts.Watchdog = func() { daemon.SdNotify(false, daemon.SdNotifyWatchdog) }
+		opts.WatchdogInterval = interval / 3
+	}
+	srv, err := server.New(opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "mpsad: %v\n", err)
+		return exitInvalid
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	log.Info("mpsad starting", "version", version.Version, "commit", version.Commit, "role", cfg.Role, "config", configPath, "groups", len(cfg.Groups))
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	readyAt := srv.Ready()
+	for {
+		select {
+		case err := <-done:
+			daemon.SdNotify(false, daemon.SdNotifyStopping)
+			if err != nil {
+				log.Error("mpsad stopped", "err", err)
+				return 1
+			}
+			log.Info("mpsad stopped")
+			return exitOK
+		case <-readyAt:
+			readyAt = nil
+			daemon.SdNotify(false, daemon.SdNotifyReady)
+			log.Info("ready: connected to charon")
+		case <-hup:
+			daemon.SdNotify(false, daemon.SdNotifyReloading)
+			reload(ctx, srv, configPath, level, log)
+			daemon.SdNotify(false, daemon.SdNotifyReady)
+		}
+	}
+}
+
+func reload(ctx context.Context, srv *server.Server, path string, level *slog.LevelVar, log *slog.Logger) {
+	cfg, err := swanctl.LoadMPSA(path)
+	if err != nil {
+		log.Error("reload: configuration has errors; keeping the running one", "file", path, "errors", err.Error())
+		return
+	}
+	if err := srv.Reload(ctx, cfg); err != nil {
+		log.Error("reload", "err", err)
+		return
+	}
+	level.Set(cfg.SlogLevel())
+	log.Info("reloaded configuration", "file", path, "groups", len(cfg.Groups))
+}
+

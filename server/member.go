@@ -1,0 +1,306 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/mpsa/mpsa/mpsa"
+	"github.com/mpsa/mpsa/swanctl"
+	"github.com/mpsa/mpsa/vici"
+	"github.com/mpsa/mpsa/xfrm"
+)
+
+// memGroup is one group on a member: the session with the controller, the
+// SA lifecycle and the data plane.
+type memGroup struct {
+	cfg     *swanctl.Group
+	log     *slog.Logger
+	backoff mpsa.Backoff
+	life    *mpsa.Member
+	dp      xfrm.DataPlane
+	// ctl is the control child to the controller; valid while up.
+	ctl   vici.Control
+	up    bool
+	sess  *mpsa.Session
+	hello bool // hello answered
+	drops *dropLog
+	// lastErr is the last data-plane failure, for status.
+	lastErr string
+}
+
+func newMemGroup(cfg *swanctl.Group, b mpsa.Backoff, log *slog.Logger) *memGroup {
+	return &memGroup{cfg: cfg, log: log, backoff: b, life: mpsa.NewMember(), drops: newDropLog(log, 10*time.Second)}
+}
+
+// onSnapshot follows the control child to the controller: when it comes up
+// (or moves to a new IKE SA) the member says hello; when it goes away the
+// member keeps its SAs until they expire.
+func (g *memGroup) onSnapshot(ctx context.Context, s *Server, snap vici.Snapshot) {
+	cs := snap.Controls(g.cfg.Connection, g.cfg.ControlChild)
+	if len(cs) == 0 {
+		if g.up {
+			g.log.Warn("control child to the controller is down; keeping the shared SA until it expires", "outbound_spi", spiString(g.life.Outbound()))
+			g.sess.Close()
+			g.up, g.sess, g.hello = false, nil, false
+		}
+		return
+	}
+	c := cs[len(cs)-1] // the newest IKE SA
+	if g.dp == nil {
+		g.ensureDataPlane(ctx, s, c.IKE.LocalHost)
+	}
+	id := mpsa.SessionID{SPIi: c.IKE.InitiatorSPI, SPIr: c.IKE.ResponderSPI}
+	g.ctl = c
+	if g.up && g.sess.ID() == id {
+		return
+	}
+	if g.sess != nil {
+		g.sess.Close()
+	}
+	g.up, g.hello = true, false
+	g.sess = mpsa.NewSession(id, c.IKE.Initiator, g.backoff)
+	g.log.Info("control child to the controller is up; saying hello", "controller", c.Remote, "ike_sa", c.IKE.UniqueID)
+	b, err := g.sess.Request(s.now(), mpsa.MPSAVendorID())
+	if err != nil {
+		g.log.Error("encode hello", "err", err)
+		return
+	}
+	s.send(b, c.Local, c.Remote)
+}
+
+// ensureDataPlane builds the data plane on first need, with the configured
+// underlay or else the IKE SA's local address, and loads the peer table.
+func (g *memGroup) ensureDataPlane(ctx context.Context, s *Server, ikeLocal netip.Addr) bool {
+	if g.dp != nil {
+		return true
+	}
+	local := g.cfg.Underlay
+	if !local.IsValid() {
+		local = ikeLocal
+	}
+	if !local.IsValid() {
+		return false
+	}
+	dp, err := s.opts.NewDataPlane(ctx, g.cfg, local, g.log)
+	if err != nil {
+		g.lastErr = err.Error()
+		g.log.Error("data plane", "err", err)
+		return false
+	}
+	g.dp = dp
+	g.log.Info("data plane ready", "backend", g.cfg.Dataplane, "underlay", local)
+	g.applyPeers(ctx)
+	return true
+}
+
+func (g *memGroup) peers() []xfrm.Peer {
+	var ps []xfrm.Peer
+	for _, r := range g.cfg.Routes {
+		for _, p := range r.Prefixes {
+			ps = append(ps, xfrm.Peer{Prefix: p, Underlay: r.Peer})
+		}
+	}
+	return ps
+}
+
+func (g *memGroup) applyPeers(ctx context.Context) {
+	if g.dp == nil {
+		return
+	}
+	if err := g.dp.SetPeers(ctx, g.cfg.LocalTS, g.peers()); err != nil {
+		g.lastErr = err.Error()
+		g.log.Error("set peer table", "err", err)
+	}
+}
+
+func (g *memGroup) claims(d Datagram) bool {
+	return g.up && d.Src.Addr() == g.ctl.Remote && d.Dst == g.ctl.Local
+}
+
+func (g *memGroup) onDatagram(ctx context.Context, s *Server, now time.Time, d Datagram) {
+	msg, err := mpsa.ParseMessage(d.Data)
+	if err != nil {
+		g.drops.drop(now, "malformed", "err", err)
+		return
+	}
+	if r := g.sess.CheckHeader(msg.Header); r != "" {
+		g.drops.drop(now, r)
+		return
+	}
+	in := g.sess.Receive(msg)
+	switch in.Kind {
+	case mpsa.RepeatedRequest:
+		s.send(in.Reply, g.ctl.Local, g.ctl.Remote)
+	case mpsa.Response:
+		if !g.hello {
+			g.hello = true
+			g.log.Info("controller answered hello")
+		}
+	case mpsa.NewRequest:
+		n := msg.PutNotify()
+		if n == nil {
+			g.drops.drop(now, "unexpected request")
+			return
+		}
+		if !g.onPut(ctx, s, now, n) {
+			return // no answer: the controller retransmits
+		}
+		resp, err := g.sess.Respond()
+		if err != nil {
+			g.log.Error("encode response", "err", err)
+			return
+		}
+		s.send(resp, g.ctl.Local, g.ctl.Remote)
+	}
+}
+
+// onPut handles an MPSA_PUT and reports whether to acknowledge it.
+func (g *memGroup) onPut(ctx context.Context, s *Server, now time.Time, n *mpsa.Notify) bool {
+	p, err := mpsa.ParsePut(n)
+	if err != nil {
+		g.drops.drop(now, "malformed MPSA_PUT", "err", err)
+		return false
+	}
+	defer p.Zero()
+	if p.Suite.CounterMode() && !g.cfg.AllowCounterMode {
+		g.drops.drop(now, "counter mode refused", "suite", p.Suite.String(),
+			"hint", "one key shared by many senders risks nonce reuse (RFC 6054); set allow_counter_mode = yes to accept it")
+		return false
+	}
+	if !g.ensureDataPlane(ctx, s, g.ctl.IKE.LocalHost) {
+		return false
+	}
+	res, acts, err := g.life.Receive(now, mpsa.PutInfoOf(p))
+	if err != nil {
+		g.drops.drop(now, "invalid MPSA_PUT", "err", err)
+		return false
+	}
+	switch res {
+	case mpsa.Conflict:
+		g.log.Error("MPSA_PUT reuses a known SPI with other keys; ignored", "spi", spiString(p.SPI))
+		return false
+	case mpsa.Duplicate, mpsa.Stale:
+		g.log.Debug("MPSA_PUT again", "spi", spiString(p.SPI), "outcome", res.String())
+		return true
+	}
+	g.log.Info("received group SA", "put", p)
+	return g.apply(ctx, now, acts, p)
+}
+
+// apply carries out lifecycle actions on the data plane. p, if set, is the
+// Put whose SA an InstallInbound installs. When the install fails the SA is
+// forgotten so that the controller's retransmission is handled anew.
+func (g *memGroup) apply(ctx context.Context, now time.Time, acts []mpsa.Action, p *mpsa.Put) bool {
+	ok := true
+	for _, a := range acts {
+		var err error
+		switch a.Kind {
+		case mpsa.InstallInbound:
+			if p == nil || p.SPI != a.SPI {
+				err = errors.New("no keys for this SA")
+				break
+			}
+			keys, kerr := mpsa.DeriveKeys(p)
+			if kerr != nil {
+				err = kerr
+				break
+			}
+			sa := xfrm.SA{SPI: p.SPI, Suite: p.Suite, EncrKey: keys.Encr, IntegKey: keys.Integ}
+			err = g.dp.InstallInbound(ctx, sa)
+			keys.Zero()
+		case mpsa.SetOutbound:
+			err = g.dp.SetOutbound(ctx, a.SPI)
+		case mpsa.Remove:
+			err = g.dp.Remove(ctx, a.SPI)
+		}
+		if err != nil {
+			g.lastErr = err.Error()
+			g.log.Error("data plane", "action", a.Kind.String(), "spi", spiString(a.SPI), "err", err)
+			if a.Kind == mpsa.InstallInbound {
+				g.apply(ctx, now, g.life.Forget(now, a.SPI), nil)
+				return false
+			}
+			ok = false
+			continue
+		}
+		g.log.Info("data plane", "action", a.Kind.String(), "spi", spiString(a.SPI), "why", a.Reason)
+	}
+	return ok
+}
+
+func (g *memGroup) onTimer(ctx context.Context, s *Server, now time.Time) {
+	if acts := g.life.Advance(now); len(acts) > 0 {
+		g.apply(ctx, now, acts, nil)
+	}
+	if g.sess != nil {
+		if b, ok := g.sess.Retransmit(now); ok {
+			g.log.Debug("retransmitting hello", "attempt", g.sess.Attempts())
+			s.send(b, g.ctl.Local, g.ctl.Remote)
+		}
+	}
+}
+
+func (g *memGroup) nextDeadline() (time.Time, bool) {
+	t, ok := g.life.NextDeadline()
+	if g.sess != nil {
+		if r, rok := g.sess.NextDeadline(); rok && (!ok || r.Before(t)) {
+			t, ok = r, true
+		}
+	}
+	return t, ok
+}
+
+func (g *memGroup) status(ctx context.Context) GroupStatus {
+	st := GroupStatus{
+		Name: g.cfg.Name, SPI: spiString(g.life.Outbound()), OutboundSPI: spiString(g.life.Outbound()),
+		InboundSPIs: []string{}, SAs: []SAStatus{}, Peers: []Peer{}, Drops: g.drops.snapshot(),
+	}
+	for _, sa := range g.life.SAs() {
+		st.InboundSPIs = append(st.InboundSPIs, spiString(sa.SPI))
+		ss := SAStatus{SPI: spiString(sa.SPI), Received: sa.Received, Expires: sa.Expires}
+		if !sa.ActivateAt.IsZero() {
+			t := sa.ActivateAt
+			ss.ActivateAt = &t
+		}
+		if !sa.RemoveAt.IsZero() {
+			t := sa.RemoveAt
+			ss.RemoveAt = &t
+		}
+		st.SAs = append(st.SAs, ss)
+	}
+	link := &PeerLink{State: "down"}
+	if g.up {
+		link = &PeerLink{Address: g.ctl.Remote.String(), State: "hello", IKE: g.ctl.IKE.UniqueID}
+		if g.hello {
+			link.State = "up"
+		}
+	}
+	st.Controller = link
+	for _, p := range g.peers() {
+		st.Peers = append(st.Peers, Peer{Prefix: p.Prefix.String(), Underlay: p.Underlay.String()})
+	}
+	if g.dp != nil {
+		if cs, err := g.dp.Counters(ctx); err == nil {
+			for _, c := range cs {
+				st.Counters = append(st.Counters, Counter{SPI: spiString(c.SPI), InPackets: c.InPackets, InBytes: c.InBytes,
+					OutPackets: c.OutPackets, OutBytes: c.OutBytes, InErrors: c.InErrors, OutErrors: c.OutErrors})
+			}
+		}
+	}
+	return st
+}
+
+func (g *memGroup) close() {
+	if g.sess != nil {
+		g.sess.Close()
+	}
+	if g.dp != nil {
+		if err := g.dp.Close(); err != nil {
+			g.log.Error("close data plane", "err", err)
+		}
+		g.dp = nil
+	}
+}
