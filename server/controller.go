@@ -236,7 +236,9 @@ func (g *ctlGroup) status() GroupStatus {
 			PendingSPI: spiString(m.pending), Retransmits: m.sess.Attempts(), IKE: m.ctl.IKE.UniqueID,
 		})
 	}
-	slices.SortFunc(st.Members, func(a, b MemberStatus) int { return netip.MustParseAddr(a.Address).Compare(netip.MustParseAddr(b.Address)) })
+	slices.SortFunc(st.Members, func(a, b MemberStatus) int {
+		return netip.MustParseAddr(a.Address).Compare(netip.MustParseAddr(b.Address))
+	})
 	return st
 }
 

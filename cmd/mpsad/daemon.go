@@ -88,4 +88,3 @@ func reload(ctx context.Context, srv *server.Server, path string, level *slog.Le
 	level.Set(cfg.SlogLevel())
 	log.Info("reloaded configuration", "file", path, "groups", len(cfg.Groups))
 }
-

@@ -1,7 +1,6 @@
 // Command mpsad runs beside strongSwan's charon and turns it into a
 // multi-point VPN (draft-yamaya-ipsecme-mpsa): a controller hands one shared
 // ESP SA to every member of a group, and members talk directly with it.
-//
 package main
 
 import (
