@@ -1,0 +1,395 @@
+// Package userspace is the userspace ESP data plane: a TUN device carries
+// the inner packets, xfrm/esp protects them, and raw IP sockets for
+// protocol 50 carry ESP to and from the peers, so that a member without ESP
+// in its kernel interoperates with members that use the kernel's XFRM.
+//
+// Outbound, one goroutine reads batches from the TUN (with TSO super-packets
+// split by golang.zx2c4.com/wireguard/tun), finds each destination's peer by
+// longest prefix match, seals the packet in place with the outbound SA and
+// sends the batch with sendmmsg. Inbound, one goroutine per local underlay
+// address receives batches with recvmmsg, finds the SA by SPI (two during a
+// rollover), opens the packet in place, checks that the inner source is a
+// peer prefix and the destination a local prefix, and writes the batch to
+// the TUN (coalesced by GRO). Buffers are allocated once; the per-packet
+// path does not allocate.
+package userspace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/mpsa/mpsa/xfrm"
+	"github.com/mpsa/mpsa/xfrm/esp"
+)
+
+// Defaults of Config.
+const (
+	DefaultTUNName = "mpsa0"
+	// DefaultMTU leaves room for an outer IPv6 header and the largest
+	// ESP overhead (HMAC-SHA2-512) within a 1500-byte underlay MTU.
+	DefaultMTU = 1400
+)
+
+// tunAlias is set as the TUN's interface alias; a leftover link carrying
+// it is recognized as this backend's own after a crash.
+const tunAlias = "mpsa userspace ESP data plane"
+
+// Config configures a Backend.
+type Config struct {
+	// TUNName is the name of the TUN device (DefaultTUNName if empty).
+	TUNName string
+	// MTU is the TUN's MTU (DefaultMTU if 0): the largest inner packet.
+	MTU int
+	// Local lists the local underlay addresses. ESP is received on each
+	// and sent from the first of the peer's family. At least one.
+	Local []netip.Addr
+	// Logger receives operational messages; slog.Default() if nil. Keys
+	// are never logged.
+	Logger *slog.Logger
+	// BatchSize is the number of packets per batched read or write
+	// (128 if 0).
+	BatchSize int
+}
+
+// Drops counts packets dropped before an SA could be charged for them.
+type Drops struct {
+	// NoOutbound counts packets from the TUN while no outbound SA is set.
+	NoOutbound uint64
+	// NoRoute counts packets from the TUN whose destination is in no peer
+	// prefix, or whose peer's family has no local underlay address.
+	NoRoute uint64
+	// UnknownSPI counts ESP packets for no installed SA.
+	UnknownSPI uint64
+	// Malformed counts ESP packets too short for an SPI or with a bad
+	// outer header.
+	Malformed uint64
+	// TUNWriteErrors counts failed writes of inner packets to the TUN.
+	TUNWriteErrors uint64
+}
+
+// saEntry is one installed SA with its counters and per-goroutine
+// Crypters: index 0 is the outbound goroutine, 1+i the inbound goroutine of
+// socket i.
+type saEntry struct {
+	sa       *esp.SA
+	crypters []*esp.Crypter
+
+	inPackets, inBytes, inErrors atomic.Uint64
+	_                            [40]byte // keep the directions on separate cache lines
+	outPackets, outBytes         atomic.Uint64
+	outErrors                    atomic.Uint64
+}
+
+// saSet is the immutable set of installed SAs that the data path reads.
+type saSet struct {
+	entries []*saEntry
+}
+
+func (s *saSet) find(spi uint32) *saEntry {
+	if s == nil {
+		return nil
+	}
+	for _, e := range s.entries {
+		if e.sa.SPI() == spi {
+			return e
+		}
+	}
+	return nil
+}
+
+// Backend is the userspace data plane. It implements xfrm.DataPlane.
+type Backend struct {
+	cfg   Config
+	log   *slog.Logger
+	nl    *netlink.Handle
+	dev   tun.Device
+	name  string
+	index int
+	socks []*espSocket
+	sock4 *espSocket // first IPv4 socket, for sending
+	sock6 *espSocket
+
+	mu       sync.Mutex // serializes control operations
+	sas      atomic.Pointer[saSet]
+	outbound atomic.Pointer[saEntry]
+	peers    atomic.Pointer[peerTable]
+	routes   []netlink.Route // installed by SetPeers
+
+	drops struct {
+		noOutbound, noRoute, unknownSPI, malformed, tunWrite atomic.Uint64
+	}
+
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+	closed    chan struct{}
+	stopCtx   func() bool
+}
+
+var _ xfrm.DataPlane = (*Backend)(nil)
+
+// New creates the TUN device and the raw ESP sockets in the calling
+// thread's network namespace and starts the data path. It first removes a
+// leftover TUN of the configured name that carries this backend's alias
+// (from a crash) and refuses to touch a link of that name that does not.
+// The data path runs until Close, or until ctx is done, which closes the
+// backend.
+func New(ctx context.Context, cfg Config) (*Backend, error) {
+	if cfg.TUNName == "" {
+		cfg.TUNName = DefaultTUNName
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = DefaultMTU
+	}
+	if cfg.BatchSize == 0 {
+		cfg.BatchSize = 128
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MTU < 576 || cfg.MTU > 65535-esp.HeaderLen-esp.IVLen-esp.MaxTrailerLen-60 {
+		return nil, fmt.Errorf("userspace data plane: MTU %d out of range", cfg.MTU)
+	}
+	if len(cfg.Local) == 0 {
+		return nil, errors.New("userspace data plane: no local underlay address")
+	}
+	b := &Backend{cfg: cfg, log: cfg.Logger.With("dataplane", "userspace", "tun", cfg.TUNName), closed: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			b.teardown()
+		}
+	}()
+	var err error
+	if b.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
+		return nil, fmt.Errorf("userspace data plane: netlink: %w", err)
+	}
+	if err := b.removeLeftover(); err != nil {
+		return nil, err
+	}
+	if err := b.createTUN(); err != nil {
+		return nil, err
+	}
+	for _, a := range cfg.Local {
+		s, err := openESPSocket(a.Unmap(), cfg.BatchSize)
+		if err != nil {
+			return nil, fmt.Errorf("userspace data plane: %w", err)
+		}
+		b.socks = append(b.socks, s)
+		if a.Unmap().Is4() && b.sock4 == nil {
+			b.sock4 = s
+		}
+		if !a.Unmap().Is4() && b.sock6 == nil {
+			b.sock6 = s
+		}
+	}
+	b.peers.Store(&peerTable{})
+	b.wg.Add(1 + len(b.socks))
+	go b.outboundLoop()
+	for i, s := range b.socks {
+		go b.inboundLoop(i, s)
+	}
+	b.stopCtx = context.AfterFunc(ctx, func() { _ = b.Close() })
+	ok = true
+	b.log.Info("userspace data plane started", "mtu", cfg.MTU, "local", cfg.Local, "batch", b.dev.BatchSize())
+	return b, nil
+}
+
+// Name returns the TUN device's name.
+func (b *Backend) Name() string { return b.name }
+
+// InstallInbound implements xfrm.DataPlane.
+func (b *Backend) InstallInbound(ctx context.Context, sa xfrm.SA) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.isClosed() {
+		return fmt.Errorf("install inbound SA %08x: data plane closed", sa.SPI)
+	}
+	cur := b.sas.Load()
+	if cur.find(sa.SPI) != nil {
+		return fmt.Errorf("install inbound SA %08x: already installed", sa.SPI)
+	}
+	s, err := esp.NewSA(sa.SPI, sa.Suite, sa.EncrKey, sa.IntegKey)
+	if err != nil {
+		return fmt.Errorf("install inbound SA %08x: %w", sa.SPI, err)
+	}
+	e := &saEntry{sa: s}
+	for range 1 + len(b.socks) {
+		e.crypters = append(e.crypters, s.NewCrypter(nil))
+	}
+	next := &saSet{}
+	if cur != nil {
+		next.entries = slices.Clone(cur.entries)
+	}
+	next.entries = append(next.entries, e)
+	b.sas.Store(next)
+	b.log.Info("installed SA", "spi", fmt.Sprintf("%08x", sa.SPI), "suite", sa.Suite.String())
+	return nil
+}
+
+// SetOutbound implements xfrm.DataPlane.
+func (b *Backend) SetOutbound(ctx context.Context, spi uint32) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.sas.Load().find(spi)
+	if e == nil {
+		return fmt.Errorf("set outbound SA %08x: not installed", spi)
+	}
+	b.outbound.Store(e)
+	b.log.Info("outbound SA set", "spi", fmt.Sprintf("%08x", spi))
+	return nil
+}
+
+// Remove implements xfrm.DataPlane. It zeroes the SA's keys.
+func (b *Backend) Remove(ctx context.Context, spi uint32) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cur := b.sas.Load()
+	e := cur.find(spi)
+	if e == nil {
+		return fmt.Errorf("remove SA %08x: not installed", spi)
+	}
+	if b.outbound.Load() == e {
+		b.outbound.Store(nil)
+	}
+	next := &saSet{}
+	for _, o := range cur.entries {
+		if o != e {
+			next.entries = append(next.entries, o)
+		}
+	}
+	b.sas.Store(next)
+	e.sa.Zero()
+	b.log.Info("removed SA", "spi", fmt.Sprintf("%08x", spi))
+	return nil
+}
+
+// SetPeers implements xfrm.DataPlane: it replaces the peer table and the
+// routes through the TUN, one per peer prefix, with a preferred source
+// address taken from a local prefix where the host has one.
+func (b *Backend) SetPeers(ctx context.Context, local []netip.Prefix, peers []xfrm.Peer) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.isClosed() {
+		return errors.New("set peers: data plane closed")
+	}
+	t, err := newPeerTable(local, peers)
+	if err != nil {
+		return fmt.Errorf("set peers: %w", err)
+	}
+	routes, err := b.routesFor(t)
+	if err != nil {
+		return fmt.Errorf("set peers: %w", err)
+	}
+	b.peers.Store(t)
+	if err := b.syncRoutes(routes); err != nil {
+		return fmt.Errorf("set peers: %w", err)
+	}
+	b.log.Info("peer table set", "local", len(t.local), "peers", len(t.peers))
+	return nil
+}
+
+// Counters implements xfrm.DataPlane.
+func (b *Backend) Counters(ctx context.Context) ([]xfrm.Counters, error) {
+	var out []xfrm.Counters
+	set := b.sas.Load()
+	if set == nil {
+		return nil, nil
+	}
+	for _, e := range set.entries {
+		out = append(out, xfrm.Counters{
+			SPI:        e.sa.SPI(),
+			InPackets:  e.inPackets.Load(),
+			InBytes:    e.inBytes.Load(),
+			OutPackets: e.outPackets.Load(),
+			OutBytes:   e.outBytes.Load(),
+			InErrors:   e.inErrors.Load(),
+			OutErrors:  e.outErrors.Load(),
+		})
+	}
+	return out, nil
+}
+
+// Drops reports the packets dropped before an SA was found.
+func (b *Backend) Drops() Drops {
+	return Drops{
+		NoOutbound:     b.drops.noOutbound.Load(),
+		NoRoute:        b.drops.noRoute.Load(),
+		UnknownSPI:     b.drops.unknownSPI.Load(),
+		Malformed:      b.drops.malformed.Load(),
+		TUNWriteErrors: b.drops.tunWrite.Load(),
+	}
+}
+
+func (b *Backend) isClosed() bool {
+	select {
+	case <-b.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close implements xfrm.DataPlane: it stops the data path, removes the TUN
+// device (and with it every route through it) and zeroes all keys.
+func (b *Backend) Close() error {
+	b.closeOnce.Do(func() {
+		b.mu.Lock()
+		close(b.closed)
+		b.mu.Unlock()
+		if b.stopCtx != nil {
+			b.stopCtx()
+		}
+		b.closeErr = b.teardown()
+		b.log.Info("userspace data plane closed")
+	})
+	return b.closeErr
+}
+
+// teardown releases whatever New or later calls set up; it is also the
+// cleanup of a failed New.
+func (b *Backend) teardown() error {
+	var errs []error
+	for _, s := range b.socks {
+		if err := s.close(); err != nil {
+			errs = append(errs, fmt.Errorf("close ESP socket %s: %w", s.local, err))
+		}
+	}
+	if b.dev != nil {
+		if err := b.dev.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close TUN %s: %w", b.name, err))
+		}
+	}
+	b.wg.Wait()
+	if b.nl != nil && b.dev != nil {
+		// A TUN goes away with its last file descriptor; make sure,
+		// and say so if it did not.
+		if l, err := b.nl.LinkByName(b.name); err == nil && l.Attrs().Alias == tunAlias {
+			if err := b.nl.LinkDel(l); err != nil {
+				errs = append(errs, fmt.Errorf("delete TUN %s: %w", b.name, err))
+			}
+		}
+	}
+	b.routes = nil
+	b.outbound.Store(nil)
+	if set := b.sas.Load(); set != nil {
+		for _, e := range set.entries {
+			e.sa.Zero()
+		}
+	}
+	b.sas.Store(nil)
+	if b.nl != nil {
+		b.nl.Close()
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,176 @@
+package userspace
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mpsa/mpsa/xfrm"
+)
+
+// dest is where ESP for one peer prefix goes: the peer's underlay address
+// as a ready-made socket address.
+type dest struct {
+	addr    netip.Addr
+	sa      [unix.SizeofSockaddrInet6]byte // RawSockaddrInet4 or RawSockaddrInet6
+	saLen   uint32
+	family6 bool
+}
+
+func newDest(a netip.Addr) dest {
+	d := dest{addr: a}
+	if a.Is4() {
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&d.sa[0]))
+		sa.Family = unix.AF_INET
+		sa.Addr = a.As4()
+		d.saLen = unix.SizeofSockaddrInet4
+		return d
+	}
+	sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&d.sa[0]))
+	sa.Family = unix.AF_INET6
+	sa.Addr = a.As16()
+	d.saLen = unix.SizeofSockaddrInet6
+	d.family6 = true
+	return d
+}
+
+// lpm is a longest-prefix-match table for one address family: one map per
+// prefix length, tried from the longest length down. Lookups do not
+// allocate.
+type lpm struct {
+	lengths []int // descending
+	byLen   map[int]map[netip.Prefix]int
+}
+
+func (l *lpm) add(p netip.Prefix, v int) {
+	if l.byLen == nil {
+		l.byLen = map[int]map[netip.Prefix]int{}
+	}
+	m, ok := l.byLen[p.Bits()]
+	if !ok {
+		m = map[netip.Prefix]int{}
+		l.byLen[p.Bits()] = m
+		l.lengths = append(l.lengths, p.Bits())
+		slices.SortFunc(l.lengths, func(a, b int) int { return b - a })
+	}
+	m[p] = v
+}
+
+func (l *lpm) lookup(a netip.Addr) (int, bool) {
+	for _, bits := range l.lengths {
+		p, err := a.Prefix(bits)
+		if err != nil {
+			continue
+		}
+		if v, ok := l.byLen[bits][p]; ok {
+			return v, true
+		}
+	}
+	return 0, false
+}
+
+// peerTable is an immutable snapshot of SetPeers, read by the data path
+// through an atomic pointer.
+type peerTable struct {
+	local  []netip.Prefix
+	peers  []xfrm.Peer
+	dests  []dest
+	v4, v6 lpm
+}
+
+func newPeerTable(local []netip.Prefix, peers []xfrm.Peer) (*peerTable, error) {
+	t := &peerTable{}
+	for _, p := range local {
+		if !p.IsValid() {
+			return nil, fmt.Errorf("local prefix %v is not valid", p)
+		}
+		t.local = append(t.local, p.Masked())
+	}
+	seen := map[netip.Prefix]bool{}
+	for _, p := range peers {
+		if !p.Prefix.IsValid() || !p.Underlay.IsValid() {
+			return nil, fmt.Errorf("peer %v: prefix and underlay address must be valid", p)
+		}
+		pfx := p.Prefix.Masked()
+		if seen[pfx] {
+			return nil, fmt.Errorf("peer %v: prefix %s appears twice", p, pfx)
+		}
+		seen[pfx] = true
+		under := p.Underlay.Unmap()
+		t.peers = append(t.peers, xfrm.Peer{Prefix: pfx, Underlay: under})
+		t.dests = append(t.dests, newDest(under))
+		if pfx.Addr().Is4() {
+			t.v4.add(pfx, len(t.dests)-1)
+		} else {
+			t.v6.add(pfx, len(t.dests)-1)
+		}
+	}
+	return t, nil
+}
+
+// route returns the destination of a packet to a.
+func (t *peerTable) route(a netip.Addr) (*dest, bool) {
+	l := &t.v6
+	if a.Is4() {
+		l = &t.v4
+	}
+	i, ok := l.lookup(a)
+	if !ok {
+		return nil, false
+	}
+	return &t.dests[i], true
+}
+
+// accepts is the inbound policy check: a decrypted packet must come from a
+// peer prefix and, when local prefixes are configured, go to one of them.
+func (t *peerTable) accepts(src, dst netip.Addr) bool {
+	if _, ok := t.route(src); !ok {
+		return false
+	}
+	if len(t.local) == 0 {
+		return true
+	}
+	for _, p := range t.local {
+		if p.Contains(dst) {
+			return true
+		}
+	}
+	return false
+}
+
+// addrs returns the source and destination of an IPv4 or IPv6 packet.
+func addrs(pkt []byte) (src, dst netip.Addr, ok bool) {
+	if len(pkt) < 1 {
+		return src, dst, false
+	}
+	switch pkt[0] >> 4 {
+	case 4:
+		if len(pkt) < 20 {
+			return src, dst, false
+		}
+		return netip.AddrFrom4([4]byte(pkt[12:16])), netip.AddrFrom4([4]byte(pkt[16:20])), true
+	case 6:
+		if len(pkt) < 40 {
+			return src, dst, false
+		}
+		return netip.AddrFrom16([16]byte(pkt[8:24])), netip.AddrFrom16([16]byte(pkt[24:40])), true
+	}
+	return src, dst, false
+}
+
+// ipv4HeaderLen returns the header length of the IPv4 packet in pkt, as a
+// raw IPv4 socket delivers it.
+func ipv4HeaderLen(pkt []byte) (int, bool) {
+	if len(pkt) < 20 || pkt[0]>>4 != 4 {
+		return 0, false
+	}
+	n := int(pkt[0]&0x0f) * 4
+	if n < 20 || n > len(pkt) || int(binary.BigEndian.Uint16(pkt[2:4])) < n {
+		return 0, false
+	}
+	return n, true
+}
