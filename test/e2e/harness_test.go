@@ -1,0 +1,330 @@
+// Package e2e runs mpsad end to end: a controller and members, each in its
+// own network namespace with a real charon (kernel-libipsec carries the
+// control child, as this kernel has no ESP) and a real mpsad process;
+// members use the userspace data plane. Traffic between member LANs is
+// real packets through real TUN devices, as raw ESP on the wire.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mpsa/mpsa/internal/nettest"
+	"github.com/mpsa/mpsa/internal/testenv"
+	"github.com/mpsa/mpsa/server"
+	"github.com/mpsa/mpsa/test/charon"
+)
+
+// binDir holds mpsad and mpsactl built for this run.
+var binDir string
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	d, err := os.MkdirTemp("", "mpsa-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(d)
+	out, err := exec.Command("go", "build", "-o", d+"/", "../../cmd/mpsad", "../../cmd/mpsactl").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build mpsad: %v\n%s", err, out)
+		return 1
+	}
+	binDir = d
+	return m.Run()
+}
+
+// groupTimers are the controller's settings of a test group.
+type groupTimers struct {
+	Lifetime, RekeyTime, Rollover1, Rollover2 string
+	RekeyOnLeave, RekeyOnJoin                 bool
+}
+
+func defaultTimers() groupTimers {
+	return groupTimers{Lifetime: "1h", RekeyTime: "50m", Rollover1: "2s", Rollover2: "4s", RekeyOnLeave: true}
+}
+
+// env is one test's world: the charon lab plus mpsad on every node.
+type env struct {
+	t      *testing.T
+	lab    *charon.Lab
+	timers groupTimers
+	v6     bool // IPv6 member LANs
+	ctl    *node
+	mems   []*node
+}
+
+// node is one namespace with its charon and mpsad.
+type node struct {
+	name   string
+	ns     *nettest.NS
+	peer   charon.Peer
+	dir    string
+	charon *charon.Instance
+	mpsad  *exec.Cmd
+	exited chan struct{}
+	lan    netip.Prefix // member LAN; its .1 is on lan0
+}
+
+type envOptions struct {
+	members   int
+	underlay6 bool
+	control6  bool
+	lan6      bool
+	timers    groupTimers
+	// late lists members (1-based) that are set up but not started.
+	late map[int]bool
+}
+
+func newEnv(t *testing.T, o envOptions) *env {
+	t.Helper()
+	testenv.NeedCommand(t, "ping")
+	testenv.NeedCommand(t, "tcpdump")
+	if o.timers == (groupTimers{}) {
+		o.timers = defaultTimers()
+	}
+	lab := charon.NewLab(t, charon.LabOptions{Members: o.members, Underlay6: o.underlay6, Control6: o.control6})
+	e := &env{t: t, lab: lab, timers: o.timers, v6: o.lan6}
+	mk := func(name string, n charon.Node) *node {
+		dir, err := os.MkdirTemp("", "mpsa-e2e-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		return &node{name: name, ns: n.NS, peer: n.Peer, dir: dir}
+	}
+	e.ctl = mk("controller", lab.Controller)
+	for i, m := range lab.Members {
+		nd := mk(fmt.Sprintf("member%d", i+1), m)
+		if o.lan6 {
+			nd.lan = netip.MustParsePrefix(fmt.Sprintf("fd01:%d::/64", i+1))
+		} else {
+			nd.lan = netip.MustParsePrefix(fmt.Sprintf("10.1.%d.0/24", i+1))
+		}
+		// the LAN: a veth pair inside the namespace (this kernel has no
+		// dummy interfaces)
+		nd.ns.Run(t, "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p")
+		nd.ns.Run(t, "ip", "link", "set", "lan0", "up")
+		nd.ns.Run(t, "ip", "link", "set", "lan0p", "up")
+		nettest.AddrAdd(t, nd.ns, "lan0", netip.PrefixFrom(nd.lanAddr(), nd.lan.Bits()).String())
+		e.mems = append(e.mems, nd)
+	}
+	e.startNode(e.ctl, lab.Group.ControllerConf()+e.controllerMPSA())
+	for i, m := range e.mems {
+		if !o.late[i+1] {
+			e.startNode(m, lab.Group.MemberConf(i)+e.memberMPSA(i))
+		}
+	}
+	return e
+}
+
+func (n *node) lanAddr() netip.Addr { return n.lan.Addr().Next() }
+
+func (n *node) sock() string { return filepath.Join(n.dir, "mpsad.sock") }
+
+func (e *env) controllerMPSA() string {
+	tm := e.timers
+	return fmt.Sprintf(`
+mpsa {
+    role = controller
+    vici = unix://%s/charon.vici
+    control_interface = ipsec0
+    status_socket = %s
+    log_level = debug
+    groups {
+        lab {
+            connection = %s
+            control_child = %s
+            esp_proposal = aes256-sha256
+            lifetime = %s
+            rekey_time = %s
+            rollover1 = %s
+            rollover2 = %s
+            rekey_on_leave = %v
+            rekey_on_join = %v
+        }
+    }
+}
+`, e.ctl.dir, e.ctl.sock(), e.lab.Group.ConnName(), e.lab.Group.ChildName(), tm.Lifetime, tm.RekeyTime, tm.Rollover1, tm.Rollover2, yes(tm.RekeyOnLeave), yes(tm.RekeyOnJoin))
+}
+
+func yes(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func (e *env) memberMPSA(i int) string {
+	m := e.mems[i]
+	var routes strings.Builder
+	for j, o := range e.mems {
+		if j != i {
+			fmt.Fprintf(&routes, "                m%d {\n                    prefixes = %s\n                    peer = %s\n                }\n", j+1, o.lan, o.peer.Underlay)
+		}
+	}
+	return fmt.Sprintf(`
+mpsa {
+    role = member
+    vici = unix://%s/charon.vici
+    control_interface = ipsec0
+    status_socket = %s
+    log_level = debug
+    groups {
+        lab {
+            connection = %s
+            control_child = %s
+            dataplane = userspace
+            tun = mpsa0
+            local_ts = %s
+            routes {
+%s            }
+        }
+    }
+}
+`, m.dir, m.sock(), e.lab.Group.ConnName(), e.lab.Group.ChildName(), m.lan, routes.String())
+}
+
+// startNode starts charon with conf (swanctl.conf and the mpsa section in
+// one file) and then mpsad reading the same file.
+func (e *env) startNode(n *node, conf string) {
+	e.t.Helper()
+	n.charon = charon.Start(e.t, n.ns, charon.Config{Dir: n.dir, SwanctlConf: conf})
+	e.startMPSAD(n)
+}
+
+func (e *env) startMPSAD(n *node) {
+	t := e.t
+	t.Helper()
+	conf := filepath.Join(n.charon.SwanctlDir(), "swanctl.conf")
+	logf, err := os.OpenFile(filepath.Join(n.dir, "mpsad.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := n.ns.Command(filepath.Join(binDir, "mpsad"), "--config", conf)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start mpsad on %s: %v", n.name, err)
+	}
+	logf.Close()
+	n.mpsad, n.exited = cmd, make(chan struct{})
+	go func(c *exec.Cmd, done chan struct{}) { c.Wait(); close(done) }(cmd, n.exited)
+	t.Cleanup(func() {
+		e.stopMPSAD(n)
+		if t.Failed() || os.Getenv("MPSA_E2E_LOG") != "" {
+			b, _ := os.ReadFile(filepath.Join(n.dir, "mpsad.log"))
+			t.Logf("mpsad on %s:\n%s", n.name, b)
+		}
+	})
+}
+
+// stopMPSAD stops mpsad by PID: SIGTERM, then SIGKILL after 10 s.
+func (e *env) stopMPSAD(n *node) {
+	if n.mpsad == nil {
+		return
+	}
+	select {
+	case <-n.exited:
+	default:
+		n.mpsad.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-n.exited:
+		case <-time.After(10 * time.Second):
+			e.t.Errorf("mpsad on %s ignored SIGTERM; killing it", n.name)
+			n.mpsad.Process.Kill()
+			<-n.exited
+		}
+	}
+	n.mpsad = nil
+}
+
+func (n *node) status(t *testing.T) server.Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := server.NewClient(n.sock()).Status(ctx)
+	if err != nil {
+		t.Fatalf("status of %s: %v", n.name, err)
+	}
+	return st
+}
+
+// waitFor polls cond every 100 ms for up to a minute; it fails the test
+// with what's last seen if the condition never holds.
+func waitFor(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, s := cond()
+		if ok {
+			return
+		}
+		last = s
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s; last seen: %s", what, last)
+}
+
+// tryStatus is status without failing, for polling while a daemon starts.
+func (n *node) tryStatus() (server.Status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return server.NewClient(n.sock()).Status(ctx)
+}
+
+// waitSPI waits until every listed member sends with the same SPI, the
+// controller's current one, and returns it.
+func (e *env) waitSPI(members ...*node) string {
+	e.t.Helper()
+	var spi string
+	waitFor(e.t, "every member to send with the controller's SPI", func() (bool, string) {
+		cs, err := e.ctl.tryStatus()
+		if err != nil || len(cs.Groups) != 1 {
+			return false, fmt.Sprint("controller: ", err)
+		}
+		spi = cs.Groups[0].SPI
+		var seen []string
+		for _, m := range members {
+			ms, err := m.tryStatus()
+			if err != nil || len(ms.Groups) != 1 {
+				return false, fmt.Sprintf("%s: %v", m.name, err)
+			}
+			seen = append(seen, m.name+"="+ms.Groups[0].OutboundSPI)
+			if ms.Groups[0].OutboundSPI != spi {
+				return false, fmt.Sprintf("controller %s, members %v", spi, seen)
+			}
+		}
+		return true, ""
+	})
+	return spi
+}
+
+// ping sends count pings from a's LAN address to b's at interval and
+// returns how many were answered.
+func ping(t *testing.T, a, b *node, count int, interval string) (sent, received int) {
+	t.Helper()
+	out, _ := a.ns.Command("ping", "-n", "-q", "-c", fmt.Sprint(count), "-i", interval, "-W", "2",
+		"-I", a.lanAddr().String(), b.lanAddr().String()).CombinedOutput()
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	for sc.Scan() {
+		if _, err := fmt.Sscanf(sc.Text(), "%d packets transmitted, %d received", &sent, &received); err == nil {
+			return sent, received
+		}
+	}
+	t.Fatalf("ping %s -> %s: no summary in %q", a.name, b.name, out)
+	return 0, 0
+}
