@@ -31,7 +31,6 @@ type ctlGroup struct {
 type ctlMember struct {
 	ctl     vici.Control
 	sess    *mpsa.Session
-	helloed bool
 	acked   uint32
 	pending uint32
 }
@@ -72,12 +71,13 @@ func (g *ctlGroup) onSnapshot(s *Server, snap vici.Snapshot) {
 		c, _ = snap.FindControl(g.cfg.Connection, g.cfg.ControlChild, c.Remote)
 		seen[c.Remote] = true
 		m := g.members[c.Remote]
-		if m == nil {
-			m = &ctlMember{}
-			g.members[c.Remote] = m
-			g.log.Info("member's control child is up", "member", c.IKE.RemoteID, "address", c.Remote, "ike_sa", c.IKE.UniqueID)
-		}
 		id := mpsa.SessionID{SPIi: c.IKE.InitiatorSPI, SPIr: c.IKE.ResponderSPI}
+		if m == nil {
+			m = &ctlMember{ctl: c}
+			g.members[c.Remote] = m
+			g.joined(now, m)
+		}
+		m.ctl = c
 		if m.sess == nil || m.sess.ID() != id {
 			if m.sess != nil {
 				m.sess.Close()
@@ -85,8 +85,15 @@ func (g *ctlGroup) onSnapshot(s *Server, snap vici.Snapshot) {
 			}
 			m.sess = mpsa.NewSession(id, c.IKE.Initiator, g.backoff)
 			m.pending = 0
+			// Push at once, without waiting for a hello: after a
+			// controller restart the members' control children
+			// are up already and they will not say hello again.
+			// A member whose mpsad is not up yet gets the push
+			// retransmitted until it answers, or answers its hello.
+			if !g.joinWait {
+				g.push(s, now, m)
+			}
 		}
-		m.ctl = c
 	}
 	for addr, m := range g.members {
 		if seen[addr] {
@@ -95,7 +102,7 @@ func (g *ctlGroup) onSnapshot(s *Server, snap vici.Snapshot) {
 		m.sess.Close()
 		delete(g.members, addr)
 		g.log.Info("member left", "member", m.ctl.IKE.RemoteID, "address", addr)
-		if m.helloed && g.group.MemberLeft(now) {
+		if g.group.MemberLeft(now) {
 			g.log.Info("rekey scheduled: member left", "at", g.group.NextRekey().Format(time.RFC3339Nano))
 		}
 	}
@@ -104,7 +111,7 @@ func (g *ctlGroup) onSnapshot(s *Server, snap vici.Snapshot) {
 // claims reports whether d comes from one of this group's members: its
 // source is the remote control address of a member's control child and it
 // is addressed to the local control address.
-func (g *ctlGroup) claims(snap vici.Snapshot, d Datagram) bool {
+func (g *ctlGroup) claims(d Datagram) bool {
 	m := g.members[d.Src.Addr()]
 	return m != nil && m.ctl.Local == d.Dst
 }
@@ -135,14 +142,6 @@ func (g *ctlGroup) onDatagram(s *Server, now time.Time, d Datagram) {
 			return
 		}
 		s.send(resp, m.ctl.Local, m.ctl.Remote)
-		if !m.helloed {
-			m.helloed = true
-			g.log.Info("member joined", "member", m.ctl.IKE.RemoteID, "address", m.ctl.Remote)
-			if g.cfg.RekeyOnJoin && g.group.MemberJoined(now) {
-				g.joinWait = true
-				g.log.Info("rekey scheduled: member joined", "at", g.group.NextRekey().Format(time.RFC3339Nano))
-			}
-		}
 		if !g.joinWait {
 			g.push(s, now, m)
 		}
@@ -153,6 +152,17 @@ func (g *ctlGroup) onDatagram(s *Server, now time.Time, d Datagram) {
 		}
 	case mpsa.StaleResponse, mpsa.RepeatedUnanswered:
 		// a late answer to a request we replaced; nothing to do
+	}
+}
+
+// joined records a member whose control child came up: with rekey_on_join
+// a rekey is scheduled, and pushes wait for it, so that the new member never
+// receives the SA it joined under.
+func (g *ctlGroup) joined(now time.Time, m *ctlMember) {
+	g.log.Info("member joined: control child up", "member", m.ctl.IKE.RemoteID, "address", m.ctl.Remote, "ike_sa", m.ctl.IKE.UniqueID)
+	if g.cfg.RekeyOnJoin && g.group.MemberJoined(now) {
+		g.joinWait = true
+		g.log.Info("rekey scheduled: member joined", "at", g.group.NextRekey().Format(time.RFC3339Nano))
 	}
 }
 
@@ -187,9 +197,7 @@ func (g *ctlGroup) rekey(s *Server, now time.Time, reason string) (string, error
 	g.joinWait = false
 	g.log.Info("rekeyed group SA", "reason", reason, "spi", spiString(sa.SPI()), "next_rekey", g.group.NextRekey().Format(time.RFC3339), "members", len(g.members))
 	for _, m := range g.members {
-		if m.helloed {
-			g.push(s, now, m)
-		}
+		g.push(s, now, m)
 	}
 	return spiString(sa.SPI()), nil
 }

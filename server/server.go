@@ -300,7 +300,7 @@ func (s *Server) onDatagram(ctx context.Context, d Datagram) {
 		return
 	}
 	for _, g := range s.ctls {
-		if g.claims(s.snap, d) {
+		if g.claims(d) {
 			g.onDatagram(s, now, d)
 			return
 		}
