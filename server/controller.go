@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -241,7 +242,7 @@ func (g *ctlGroup) status() GroupStatus {
 	for _, m := range g.members {
 		st.Members = append(st.Members, MemberStatus{
 			ID: m.ctl.IKE.RemoteID, Address: m.ctl.Remote.String(), AckedSPI: spiString(m.acked),
-			PendingSPI: spiString(m.pending), Retransmits: m.sess.Attempts(), IKE: m.ctl.IKE.UniqueID,
+			PendingSPI: spiString(m.pending), Retransmits: m.sess.Attempts(), IKE: m.ctl.IKE.UniqueID, IKESPIs: ikeSPIs(m.ctl.IKE),
 		})
 	}
 	slices.SortFunc(st.Members, func(a, b MemberStatus) int {
@@ -255,4 +256,8 @@ func (g *ctlGroup) close() {
 		m.sess.Close()
 	}
 	g.group.Close()
+}
+
+func ikeSPIs(sa vici.IKESA) string {
+	return fmt.Sprintf("%016x_i %016x_r", sa.InitiatorSPI, sa.ResponderSPI)
 }

@@ -273,7 +273,7 @@ func (g *memGroup) status(ctx context.Context) GroupStatus {
 	}
 	link := &PeerLink{State: "down"}
 	if g.up {
-		link = &PeerLink{Address: g.ctl.Remote.String(), State: "hello", IKE: g.ctl.IKE.UniqueID}
+		link = &PeerLink{Address: g.ctl.Remote.String(), State: "hello", IKE: g.ctl.IKE.UniqueID, IKESPIs: ikeSPIs(g.ctl.IKE)}
 		if g.hello {
 			link.State = "up"
 		}

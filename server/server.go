@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mpsa/mpsa/internal/version"
@@ -69,6 +70,8 @@ type Server struct {
 
 	readyOnce sync.Once
 	ready     chan struct{}
+	// overload counts datagrams dropped because the loop was behind.
+	overload atomic.Uint64
 }
 
 // New checks the options and prepares a server; nothing runs until Run.
@@ -174,6 +177,9 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
+// resolveControlInterface looks up the index of the control interface.
+// charon recreates its TUN device when it restarts, with a new index, so a
+// datagram from an unknown index triggers a new look-up.
 func (s *Server) resolveControlInterface() error {
 	s.ctlIf = 0
 	if s.cfg.ControlInterface == "" {
@@ -181,7 +187,7 @@ func (s *Server) resolveControlInterface() error {
 	}
 	ifi, err := net.InterfaceByName(s.cfg.ControlInterface)
 	if err != nil {
-		// charon's TUN may not exist yet; checked again at every
+		// charon's TUN may not exist yet; looked up again at every
 		// datagram until it does.
 		s.log.Warn("control interface not found yet", "interface", s.cfg.ControlInterface, "err", err)
 		s.ctlIf = -1
@@ -191,21 +197,28 @@ func (s *Server) resolveControlInterface() error {
 	return nil
 }
 
+// fromControlInterface reports whether a datagram arrived on the control
+// interface (always true when none is configured).
+func (s *Server) fromControlInterface(ifindex int) bool {
+	if s.cfg.ControlInterface == "" {
+		return true
+	}
+	if s.ctlIf == ifindex {
+		return true
+	}
+	s.resolveControlInterface()
+	return s.ctlIf == ifindex
+}
+
 // deliver runs on the transport's goroutines.
 func (s *Server) deliver(d Datagram) {
 	select {
 	case s.datagrams <- d:
 	default:
-		// the loop is behind: drop rather than block the socket
-		s.Call(func() { s.drops.drop(s.now(), "overload", "src", d.Src) })
+		// The loop is behind: drop rather than block the socket (or
+		// the shutdown, which waits for this goroutine).
+		s.overload.Add(1)
 	}
-}
-
-// Call runs fn on the main loop and waits for it; for the status API.
-func (s *Server) Call(fn func()) {
-	done := make(chan struct{})
-	s.calls <- func() { fn(); close(done) }
-	<-done
 }
 
 func (s *Server) callCtx(ctx context.Context, fn func()) error {
@@ -286,14 +299,9 @@ func (s *Server) onUpdate(ctx context.Context, u vici.Update) {
 
 func (s *Server) onDatagram(ctx context.Context, d Datagram) {
 	now := s.now()
-	if s.ctlIf != 0 {
-		if s.ctlIf < 0 {
-			s.resolveControlInterface()
-		}
-		if s.ctlIf <= 0 || d.IfIndex != s.ctlIf {
-			s.drops.drop(now, "interface", "src", d.Src, "ifindex", d.IfIndex, "want", s.cfg.ControlInterface)
-			return
-		}
+	if !s.fromControlInterface(d.IfIndex) {
+		s.drops.drop(now, "interface", "src", d.Src, "ifindex", d.IfIndex, "want", s.cfg.ControlInterface)
+		return
 	}
 	if !s.connected {
 		s.drops.drop(now, "charon unavailable", "src", d.Src)
@@ -457,6 +465,12 @@ func (s *Server) Status(ctx context.Context) (Status, error) {
 	var st Status
 	err := s.callCtx(ctx, func() {
 		st = Status{Role: string(s.cfg.Role), Version: version.Version, VICIConnected: s.connected, Drops: s.drops.snapshot(), Groups: []GroupStatus{}}
+		if n := s.overload.Load(); n > 0 {
+			if st.Drops == nil {
+				st.Drops = map[string]uint64{}
+			}
+			st.Drops["overload"] = n
+		}
 		for _, g := range s.ctls {
 			st.Groups = append(st.Groups, g.status())
 		}

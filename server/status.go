@@ -59,8 +59,10 @@ type MemberStatus struct {
 	PendingSPI string `json:"pending_spi,omitempty"`
 	// Retransmits of the pending push.
 	Retransmits int `json:"retransmits,omitempty"`
-	// IKE is charon's unique id of the member's IKE SA.
-	IKE uint32 `json:"ike_sa"`
+	// IKE is charon's unique id of the member's IKE SA, IKESPIs its SPIs
+	// as swanctl --list-sas shows them ("i_r").
+	IKE     uint32 `json:"ike_sa"`
+	IKESPIs string `json:"ike_spis"`
 }
 
 // SAStatus is one installed SA of a member with its timers.
@@ -77,8 +79,9 @@ type PeerLink struct {
 	Address string `json:"address"`
 	// State is "down" (no control child), "hello" (waiting for the
 	// answer) or "up".
-	State string `json:"state"`
-	IKE   uint32 `json:"ike_sa,omitempty"`
+	State   string `json:"state"`
+	IKE     uint32 `json:"ike_sa,omitempty"`
+	IKESPIs string `json:"ike_spis,omitempty"`
 }
 
 // Peer is a remote prefix and the underlay address it is reached at.
