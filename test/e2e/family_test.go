@@ -1,0 +1,43 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// TestAddressFamilies: the shared SA carries IPv6 over IPv6 and IPv4 over
+// IPv6 (the IPv4 underlay cases run in the other tests), with the control
+// exchange over IPv6 control addresses in one of them.
+func TestAddressFamilies(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		o    envOptions
+	}{
+		{"IPv6 over IPv6", envOptions{members: 2, underlay6: true, lan6: true, control6: true}},
+		{"IPv4 over IPv6", envOptions{members: 2, underlay6: true}},
+		{"IPv6 over IPv4", envOptions{members: 2, lan6: true}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, c.o)
+			spi := e.waitSPI(e.mems...)
+			a, b := e.mems[0], e.mems[1]
+			cp := startCapture(t, a, "ip proto 50 or ip6 proto 50")
+			pingOK(t, a, b)
+			pingOK(t, b, a)
+			transferTCP(t, a, b, 512<<10)
+			transferTCP(t, b, a, 512<<10)
+			lines := cp.stop()
+			want := fmt.Sprintf("%s > %s: ESP(spi=%s,", a.peer.Underlay, b.peer.Underlay, spi)
+			n := 0
+			for _, l := range lines {
+				if strings.Contains(l, want) {
+					n++
+				}
+			}
+			if n < 10 {
+				t.Errorf("%d ESP packets %q on %s's link; want the traffic there:\n%s", n, want, a.name, strings.Join(lines[:min(len(lines), 5)], "\n"))
+			}
+		})
+	}
+}
