@@ -1,7 +1,22 @@
 #!/usr/bin/env bash
-# The demo: controller and three members in network namespaces with real
-# charon. Not there yet: mpsad itself is still being written (issue 5).
-echo "make demo: not available yet. The daemon (mpsad) is not written yet;"
-echo "this command will start a controller and three members in network"
-echo "namespaces with real charon once it is. Run 'make test' meanwhile."
-exit 1
+# make demo: a controller and three CPEs in network namespaces on this
+# machine, real charon, traffic over the shared SA, a rekey under traffic.
+# Needs root. Installs the Debian packages it needs if they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "make demo needs root (network namespaces, TUN devices, charon): run it with sudo" >&2
+  exit 1
+fi
+need=()
+for p in strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins iproute2 iputils-ping tcpdump; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]} ..."
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+echo "building mpsad and mpsactl ..."
+make -s build
+exec go run ./test/demo --bin bin

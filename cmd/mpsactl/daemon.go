@@ -147,15 +147,18 @@ func printStatus(w io.Writer, st server.Status) {
 			fmt.Fprintf(w, "  previous SPI %s, next rekey %s, expires %s, %d rekeys\n", orDash(g.PreviousSPI), ago(g.NextRekey), ago(g.Expires), g.Rekeys)
 			fmt.Fprintf(w, "  %d members\n", len(g.Members))
 			if len(g.Members) > 0 {
-				printMembers(indent{w}, g.Members)
+				var b strings.Builder
+				printMembers(&b, g.Members)
+				writeIndented(w, b.String())
 			}
 		} else {
 			if g.Controller != nil {
 				fmt.Fprintf(w, "  controller %s: %s\n", g.Controller.Address, g.Controller.State)
 			}
 			fmt.Fprintf(w, "  outbound %s, inbound %s\n", orDash(g.OutboundSPI), orDash(strings.Join(g.InboundSPIs, " ")))
+			var tables strings.Builder
 			if len(g.SAs) > 0 {
-				tw := tabwriter.NewWriter(indent{w}, 0, 0, 2, ' ', 0)
+				tw := tabwriter.NewWriter(&tables, 0, 0, 2, ' ', 0)
 				fmt.Fprintln(tw, "SPI\tEXPIRES\tOUTBOUND FROM\tREMOVED")
 				for _, s := range g.SAs {
 					exp := s.Expires
@@ -164,13 +167,14 @@ func printStatus(w io.Writer, st server.Status) {
 				tw.Flush()
 			}
 			if len(g.Counters) > 0 {
-				tw := tabwriter.NewWriter(indent{w}, 0, 0, 2, ' ', 0)
+				tw := tabwriter.NewWriter(&tables, 0, 0, 2, ' ', 0)
 				fmt.Fprintln(tw, "SPI\tIN PKTS\tIN BYTES\tOUT PKTS\tOUT BYTES\tIN ERRORS\tOUT ERRORS")
 				for _, c := range g.Counters {
 					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", c.SPI, c.InPackets, c.InBytes, c.OutPackets, c.OutBytes, c.InErrors, c.OutErrors)
 				}
 				tw.Flush()
 			}
+			writeIndented(w, tables.String())
 			fmt.Fprintf(w, "  %d peer prefixes\n", len(g.Peers))
 		}
 		if len(g.Drops) > 0 {
@@ -201,18 +205,11 @@ func printPeers(w io.Writer, ps []server.Peer) {
 	tw.Flush()
 }
 
-// indent prefixes every line written through it with two spaces.
-type indent struct{ w io.Writer }
-
-func (i indent) Write(b []byte) (int, error) {
-	lines := strings.SplitAfter(string(b), "\n")
-	for _, l := range lines {
-		if l == "" {
-			continue
-		}
-		if _, err := io.WriteString(i.w, "  "+l); err != nil {
-			return 0, err
+// writeIndented writes text with every line indented by two spaces.
+func writeIndented(w io.Writer, text string) {
+	for _, l := range strings.SplitAfter(text, "\n") {
+		if l != "" {
+			io.WriteString(w, "  "+l)
 		}
 	}
-	return len(b), nil
 }
