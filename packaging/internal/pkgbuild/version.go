@@ -53,7 +53,7 @@ func PackageVersion(describe string, commits int) (string, error) {
 		v = base
 	}
 	if dirty {
-		if strings.Contains(v, "+") {
+		if strings.Contains(v, "+") || strings.Contains(v, "~git") {
 			v += ".dirty"
 		} else {
 			v += "+dirty"
