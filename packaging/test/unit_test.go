@@ -54,7 +54,7 @@ func unitSettings(t *testing.T, path string) map[string][]string {
 func TestUnitSettings(t *testing.T) {
 	s := unitSettings(t, unitPath(t))
 	for key, want := range map[string]string{
-		"Unit.Requires":                    "strongswan.service",
+		"Unit.BindsTo":                     "strongswan.service",
 		"Service.Type":                     "notify",
 		"Service.NotifyAccess":             "main",
 		"Service.ExecStart":                pkgbuild.MpsadPath,
@@ -78,11 +78,13 @@ func TestUnitSettings(t *testing.T) {
 			t.Errorf("%s = %q, want exactly %q", key, got, want)
 		}
 	}
-	for key, want := range map[string]string{
-		"Unit.After":               "strongswan.service",
-		"Service.SystemCallFilter": "@system-service",
-		"Install.WantedBy":         "multi-user.target",
+	for _, kv := range [][2]string{
+		{"Unit.After", "strongswan.service"},
+		{"Service.SystemCallFilter", "@system-service"},
+		{"Install.WantedBy", "multi-user.target"},
+		{"Install.WantedBy", "strongswan.service"},
 	} {
+		key, want := kv[0], kv[1]
 		var words []string
 		for _, v := range s[key] {
 			words = append(words, strings.Fields(v)...)
