@@ -49,5 +49,18 @@ demo:
 bench:
 	scripts/bench.sh
 
+# `make package`: dist/mpsa_<version>-1_<arch>.deb and dist/mpsa-<version>-1.<arch>.rpm
+# from what `make build` wrote, by packaging/cmd/mkpkg (nfpm as a Go
+# library). The version comes from git describe (VERSION), made valid for
+# dpkg and rpm; file times and man page dates are the commit time.
+PKG_COMMITS       ?= $(shell git rev-list --count HEAD 2>/dev/null || echo 0)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+PKG_RELEASE       ?= 1
+
+package: build
+	$(GO) run ./packaging/cmd/mkpkg -bindir bin -out dist -src . \
+		-describe '$(VERSION)' -commits $(PKG_COMMITS) -date $(SOURCE_DATE_EPOCH) \
+		-release $(PKG_RELEASE) -arch $(shell $(GO) env GOARCH)
+
 clean:
 	rm -rf bin dist
