@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mpsa/mpsa/internal/metrics"
 	"github.com/mpsa/mpsa/mpsa"
 	"github.com/mpsa/mpsa/swanctl"
 	"github.com/mpsa/mpsa/vici"
@@ -23,6 +24,7 @@ type ctlGroup struct {
 	// SA rekeys and reconnects, which change SPIs but not the address.
 	members map[netip.Addr]*ctlMember
 	drops   *dropLog
+	metrics *metrics.Metrics
 	rekeys  uint64
 	// joinWait holds pushes while a rekey asked for by a join is pending,
 	// so that a joining member never receives the SA it joined under.
@@ -103,6 +105,7 @@ func (g *ctlGroup) onSnapshot(s *Server, snap vici.Snapshot) {
 		m.sess.Close()
 		delete(g.members, addr)
 		g.log.Info("member left", "member", m.ctl.IKE.RemoteID, "address", addr)
+		g.metrics.SetMembers(g.cfg.Name, g.ackedMembers())
 		if g.group.MemberLeft(now) {
 			g.log.Info("rekey scheduled: member left", "at", g.group.NextRekey().Format(time.RFC3339Nano))
 		}
@@ -121,11 +124,11 @@ func (g *ctlGroup) onDatagram(s *Server, now time.Time, d Datagram) {
 	m := g.members[d.Src.Addr()]
 	msg, err := mpsa.ParseMessage(d.Data)
 	if err != nil {
-		g.drops.drop(now, "malformed", "member", m.ctl.IKE.RemoteID, "err", err)
+		g.drops.drop(now, metrics.DropMalformed, "member", m.ctl.IKE.RemoteID, "err", err)
 		return
 	}
 	if r := m.sess.CheckHeader(msg.Header); r != "" {
-		g.drops.drop(now, r, "member", m.ctl.IKE.RemoteID)
+		g.drops.drop(now, headerDropReason(r), "member", m.ctl.IKE.RemoteID, "detail", r)
 		return
 	}
 	in := m.sess.Receive(msg)
@@ -134,7 +137,7 @@ func (g *ctlGroup) onDatagram(s *Server, now time.Time, d Datagram) {
 		s.send(in.Reply, m.ctl.Local, m.ctl.Remote)
 	case mpsa.NewRequest:
 		if !msg.HasMPSAVendorID() {
-			g.drops.drop(now, "unexpected request", "member", m.ctl.IKE.RemoteID)
+			g.drops.drop(now, metrics.DropUnexpected, "member", m.ctl.IKE.RemoteID, "detail", "request without V(MPSA)")
 			return
 		}
 		resp, err := m.sess.Respond(mpsa.MPSAVendorID())
@@ -150,6 +153,7 @@ func (g *ctlGroup) onDatagram(s *Server, now time.Time, d Datagram) {
 		if m.pending != 0 {
 			m.acked, m.pending = m.pending, 0
 			g.log.Info("member installed the group SA", "member", m.ctl.IKE.RemoteID, "spi", spiString(m.acked))
+			g.metrics.SetMembers(g.cfg.Name, g.ackedMembers())
 		}
 	case mpsa.StaleResponse, mpsa.RepeatedUnanswered:
 		// a late answer to a request we replaced; nothing to do
@@ -196,6 +200,8 @@ func (g *ctlGroup) rekey(s *Server, now time.Time, reason string) (string, error
 	}
 	g.rekeys++
 	g.joinWait = false
+	g.metrics.Rekeyed(g.cfg.Name, reason)
+	g.metrics.SetGroupSA(g.cfg.Name, sa.SPI(), sa.Created)
 	g.log.Info("rekeyed group SA", "reason", reason, "spi", spiString(sa.SPI()), "next_rekey", g.group.NextRekey().Format(time.RFC3339), "members", len(g.members))
 	for _, m := range g.members {
 		g.push(s, now, m)
@@ -205,15 +211,19 @@ func (g *ctlGroup) rekey(s *Server, now time.Time, reason string) (string, error
 
 func (g *ctlGroup) onTimer(s *Server, now time.Time) {
 	if g.group.RekeyDue(now) {
-		reason := "rekey time"
+		reason := metrics.RekeyLifetime
 		if now.Before(g.group.Current().RekeyAt) {
-			reason = "membership change"
+			reason = metrics.RekeyMemberLeave
+			if g.joinWait {
+				reason = "member_join"
+			}
 		}
 		g.rekey(s, now, reason)
 	}
 	for _, m := range g.members {
 		if b, ok := m.sess.Retransmit(now); ok {
 			g.log.Debug("retransmitting", "member", m.ctl.IKE.RemoteID, "attempt", m.sess.Attempts())
+			g.metrics.PutRetransmitted(g.cfg.Name)
 			s.send(b, m.ctl.Local, m.ctl.Remote)
 		}
 	}
@@ -260,4 +270,23 @@ func (g *ctlGroup) close() {
 
 func ikeSPIs(sa vici.IKESA) string {
 	return fmt.Sprintf("%016x_i %016x_r", sa.InitiatorSPI, sa.ResponderSPI)
+}
+
+// ackedMembers counts members that acknowledged an SA.
+func (g *ctlGroup) ackedMembers() int {
+	n := 0
+	for _, m := range g.members {
+		if m.acked != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// headerDropReason maps a Session.CheckHeader reason to a metrics reason.
+func headerDropReason(r string) string {
+	if r == "IKE SPIs" {
+		return metrics.DropSPIMismatch
+	}
+	return metrics.DropMalformed
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/mpsa/mpsa/internal/metrics"
 	"github.com/mpsa/mpsa/mpsa"
 	"github.com/mpsa/mpsa/swanctl"
 	"github.com/mpsa/mpsa/vici"
@@ -22,11 +23,12 @@ type memGroup struct {
 	life    *mpsa.Member
 	dp      xfrm.DataPlane
 	// ctl is the control child to the controller; valid while up.
-	ctl   vici.Control
-	up    bool
-	sess  *mpsa.Session
-	hello bool // hello answered
-	drops *dropLog
+	ctl     vici.Control
+	up      bool
+	sess    *mpsa.Session
+	hello   bool // hello answered
+	drops   *dropLog
+	metrics *metrics.Metrics
 	// lastErr is the last data-plane failure, for status.
 	lastErr string
 }
@@ -123,11 +125,11 @@ func (g *memGroup) claims(d Datagram) bool {
 func (g *memGroup) onDatagram(ctx context.Context, s *Server, now time.Time, d Datagram) {
 	msg, err := mpsa.ParseMessage(d.Data)
 	if err != nil {
-		g.drops.drop(now, "malformed", "err", err)
+		g.drops.drop(now, metrics.DropMalformed, "err", err)
 		return
 	}
 	if r := g.sess.CheckHeader(msg.Header); r != "" {
-		g.drops.drop(now, r)
+		g.drops.drop(now, headerDropReason(r), "detail", r)
 		return
 	}
 	in := g.sess.Receive(msg)
@@ -142,7 +144,7 @@ func (g *memGroup) onDatagram(ctx context.Context, s *Server, now time.Time, d D
 	case mpsa.NewRequest:
 		n := msg.PutNotify()
 		if n == nil {
-			g.drops.drop(now, "unexpected request")
+			g.drops.drop(now, metrics.DropUnexpected, "detail", "request without MPSA_PUT")
 			return
 		}
 		if !g.onPut(ctx, s, now, n) {
@@ -161,12 +163,12 @@ func (g *memGroup) onDatagram(ctx context.Context, s *Server, now time.Time, d D
 func (g *memGroup) onPut(ctx context.Context, s *Server, now time.Time, n *mpsa.Notify) bool {
 	p, err := mpsa.ParsePut(n)
 	if err != nil {
-		g.drops.drop(now, "malformed MPSA_PUT", "err", err)
+		g.drops.drop(now, metrics.DropMalformed, "err", err)
 		return false
 	}
 	defer p.Zero()
 	if p.Suite.CounterMode() && !g.cfg.AllowCounterMode {
-		g.drops.drop(now, "counter mode refused", "suite", p.Suite.String(),
+		g.drops.drop(now, metrics.DropUnexpected, "detail", "counter-mode SA refused", "suite", p.Suite.String(),
 			"hint", "one key shared by many senders risks nonce reuse (RFC 6054); set allow_counter_mode = yes to accept it")
 		return false
 	}
@@ -175,7 +177,7 @@ func (g *memGroup) onPut(ctx context.Context, s *Server, now time.Time, n *mpsa.
 	}
 	res, acts, err := g.life.Receive(now, mpsa.PutInfoOf(p))
 	if err != nil {
-		g.drops.drop(now, "invalid MPSA_PUT", "err", err)
+		g.drops.drop(now, metrics.DropMalformed, "err", err)
 		return false
 	}
 	switch res {
@@ -212,9 +214,13 @@ func (g *memGroup) apply(ctx context.Context, now time.Time, acts []mpsa.Action,
 			err = g.dp.InstallInbound(ctx, sa)
 			keys.Zero()
 		case mpsa.SetOutbound:
-			err = g.dp.SetOutbound(ctx, a.SPI)
+			if err = g.dp.SetOutbound(ctx, a.SPI); err == nil {
+				g.metrics.SetGroupSA(g.cfg.Name, a.SPI, a.At)
+			}
 		case mpsa.Remove:
-			err = g.dp.Remove(ctx, a.SPI)
+			if err = g.dp.Remove(ctx, a.SPI); err == nil && g.life.Outbound() == 0 {
+				g.metrics.ClearGroupSA(g.cfg.Name)
+			}
 		}
 		if err != nil {
 			g.lastErr = err.Error()

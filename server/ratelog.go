@@ -10,7 +10,9 @@ import (
 // most one line per reason per interval, saying how many were dropped
 // since.
 type dropLog struct {
-	log      *slog.Logger
+	log *slog.Logger
+	// counted, if set, is told of every drop (the metrics).
+	counted  func(reason string)
 	interval time.Duration
 	counts   map[string]uint64
 	last     map[string]time.Time
@@ -23,6 +25,9 @@ func newDropLog(log *slog.Logger, interval time.Duration) *dropLog {
 
 // drop counts one datagram dropped for reason and maybe logs it with attrs.
 func (d *dropLog) drop(now time.Time, reason string, attrs ...any) {
+	if d.counted != nil {
+		d.counted(reason)
+	}
 	d.counts[reason]++
 	d.since[reason]++
 	if last, ok := d.last[reason]; ok && now.Sub(last) < d.interval {

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mpsa/mpsa/internal/metrics"
 	"github.com/mpsa/mpsa/internal/version"
 	"github.com/mpsa/mpsa/mpsa"
 	"github.com/mpsa/mpsa/swanctl"
@@ -40,6 +41,9 @@ type Options struct {
 	Rand io.Reader
 	// Backoff of control requests; mpsa.DefaultBackoff() if zero.
 	Backoff mpsa.Backoff
+	// Metrics, if set, receives the daemon's metrics; it is served when
+	// the configuration names metrics_listen.
+	Metrics *metrics.Metrics
 	// Watchdog, if set, is called from the main loop at least every
 	// WatchdogInterval (systemd's watchdog keep-alive).
 	Watchdog         func()
@@ -105,8 +109,14 @@ func New(opts Options) (*Server, error) {
 		reloads:   make(chan *swanctl.Config),
 		ready:     make(chan struct{}),
 	}
-	s.drops = newDropLog(s.log, 10*time.Second)
+	s.drops = s.newDropLog(s.log)
 	return s, nil
+}
+
+func (s *Server) newDropLog(log *slog.Logger) *dropLog {
+	d := newDropLog(log, 10*time.Second)
+	d.counted = s.opts.Metrics.ControlDropped
+	return d
 }
 
 // Ready is closed once the server has its control port and status socket
@@ -157,6 +167,14 @@ func (s *Server) Run(ctx context.Context) error {
 		defer wg.Done()
 		w.Run(ctx)
 	}()
+	if s.cfg.MetricsListen != "" && s.opts.Metrics != nil {
+		go func() {
+			if err := metrics.Serve(ctx, s.cfg.MetricsListen, s.opts.Metrics.Registry()); err != nil && ctx.Err() == nil {
+				s.log.Error("metrics endpoint", "listen", s.cfg.MetricsListen, "err", err)
+			}
+		}()
+		s.log.Info("serving metrics", "listen", s.cfg.MetricsListen)
+	}
 	statusUp := make(chan error, 1)
 	go func() {
 		defer wg.Done()
@@ -300,11 +318,11 @@ func (s *Server) onUpdate(ctx context.Context, u vici.Update) {
 func (s *Server) onDatagram(ctx context.Context, d Datagram) {
 	now := s.now()
 	if !s.fromControlInterface(d.IfIndex) {
-		s.drops.drop(now, "interface", "src", d.Src, "ifindex", d.IfIndex, "want", s.cfg.ControlInterface)
+		s.drops.drop(now, metrics.DropNotProtected, "src", d.Src, "ifindex", d.IfIndex, "want_interface", s.cfg.ControlInterface)
 		return
 	}
 	if !s.connected {
-		s.drops.drop(now, "charon unavailable", "src", d.Src)
+		s.drops.drop(now, metrics.DropNoIKESA, "src", d.Src, "detail", "not connected to charon")
 		return
 	}
 	for _, g := range s.ctls {
@@ -319,7 +337,7 @@ func (s *Server) onDatagram(ctx context.Context, d Datagram) {
 			return
 		}
 	}
-	s.drops.drop(now, "unknown source", "src", d.Src, "dst", d.Dst)
+	s.drops.drop(now, metrics.DropNoControlChild, "src", d.Src, "dst", d.Dst, "detail", "not the address of an installed control child")
 }
 
 func (s *Server) onTimers(ctx context.Context) {
@@ -366,11 +384,16 @@ func (s *Server) applyConfig(ctx context.Context, cfg *swanctl.Config) error {
 
 func (s *Server) addGroup(ctx context.Context, g *swanctl.Group) error {
 	log := s.log.With("group", g.Name)
+	s.opts.Metrics.AddGroup(g.Name)
 	if s.cfg.Role == swanctl.RoleController {
 		cg, err := newCtlGroup(g, s.opts.Rand, s.now(), s.opts.Backoff, log)
 		if err != nil {
+			s.opts.Metrics.RemoveGroup(g.Name)
 			return fmt.Errorf("group %s: %w", g.Name, err)
 		}
+		cg.metrics = s.opts.Metrics
+		cg.drops = s.newDropLog(log)
+		cg.metrics.SetGroupSA(g.Name, cg.group.Current().SPI(), cg.group.Current().Created)
 		s.ctls = append(s.ctls, cg)
 		if s.connected {
 			cg.onSnapshot(s, s.snap)
@@ -378,6 +401,16 @@ func (s *Server) addGroup(ctx context.Context, g *swanctl.Group) error {
 		return nil
 	}
 	mg := newMemGroup(g, s.opts.Backoff, log)
+	mg.metrics = s.opts.Metrics
+	mg.drops = s.newDropLog(log)
+	name := g.Name
+	mg.metrics.SetTrafficSource(name, func(ctx context.Context) ([]xfrm.Counters, error) {
+		var dp xfrm.DataPlane
+		if err := s.callCtx(ctx, func() { dp = mg.dp }); err != nil || dp == nil {
+			return nil, err
+		}
+		return dp.Counters(ctx)
+	})
 	s.mems = append(s.mems, mg)
 	if s.connected {
 		mg.onSnapshot(ctx, s, s.snap)
@@ -405,6 +438,7 @@ func (s *Server) reload(ctx context.Context, cfg *swanctl.Config) error {
 		}
 		s.log.Info("group removed or changed; tearing it down", "group", g.cfg.Name)
 		g.close()
+		s.opts.Metrics.RemoveGroup(g.cfg.Name)
 	}
 	s.ctls = keepC
 	keepM := s.mems[:0]
@@ -420,6 +454,7 @@ func (s *Server) reload(ctx context.Context, cfg *swanctl.Config) error {
 		default:
 			s.log.Info("group removed or changed; tearing it down", "group", g.cfg.Name)
 			g.close()
+			s.opts.Metrics.RemoveGroup(g.cfg.Name)
 		}
 	}
 	s.mems = keepM

@@ -11,6 +11,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/mpsa/mpsa/internal/metrics"
 	"github.com/mpsa/mpsa/internal/version"
 	"github.com/mpsa/mpsa/server"
 	"github.com/mpsa/mpsa/swanctl"
@@ -25,7 +26,9 @@ func runDaemon(configPath string, stderr io.Writer) int {
 	cfg, err := swanctl.LoadMPSA(configPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "mpsad: %s has errors:\n%v\n", configPath, err)
-		return exitInvalid
+		// EX_CONFIG: the unit's RestartPreventExitStatus stops a restart
+		// loop on a broken configuration.
+		return exitConfig
 	}
 	level := new(slog.LevelVar)
 	level.Set(cfg.SlogLevel())
@@ -33,7 +36,12 @@ func runDaemon(configPath string, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		log.Warn("configuration", "warning", w.Error())
 	}
-	opts := server.Options{Config: cfg, Logger: log, NewDataPlane: newDataPlane}
+	m, err := metrics.New(metrics.Options{Version: version.Version, Commit: version.Commit})
+	if err != nil {
+		fmt.Fprintf(stderr, "mpsad: metrics: %v\n", err)
+		return 1
+	}
+	opts := server.Options{Config: cfg, Logger: log, NewDataPlane: newDataPlane, Metrics: m}
 	if interval, err := daemon.SdWatchdogEnabled(false); err == nil && interval > 0 {
 		opts.Watchdog = func() { daemon.SdNotify(false, daemon.SdNotifyWatchdog) }
 		opts.WatchdogInterval = interval / 3
@@ -41,7 +49,7 @@ func runDaemon(configPath string, stderr io.Writer) int {
 	srv, err := server.New(opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "mpsad: %v\n", err)
-		return exitInvalid
+		return exitConfig
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -50,6 +58,7 @@ func runDaemon(configPath string, stderr io.Writer) int {
 	defer signal.Stop(hup)
 
 	log.Info("mpsad starting", "version", version.Version, "commit", version.Commit, "role", cfg.Role, "config", configPath, "groups", len(cfg.Groups))
+	daemon.SdNotify(false, "STATUS=waiting for charon's VICI socket "+cfg.VICI)
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
 	readyAt := srv.Ready()
@@ -65,7 +74,7 @@ func runDaemon(configPath string, stderr io.Writer) int {
 			return exitOK
 		case <-readyAt:
 			readyAt = nil
-			daemon.SdNotify(false, daemon.SdNotifyReady)
+			daemon.SdNotify(false, daemon.SdNotifyReady+"\nSTATUS="+statusLine(cfg))
 			log.Info("ready: connected to charon")
 		case <-hup:
 			daemon.SdNotify(false, daemon.SdNotifyReloading)
@@ -87,4 +96,9 @@ func reload(ctx context.Context, srv *server.Server, path string, level *slog.Le
 	}
 	level.Set(cfg.SlogLevel())
 	log.Info("reloaded configuration", "file", path, "groups", len(cfg.Groups))
+}
+
+// statusLine is the STATUS= that systemctl status shows.
+func statusLine(cfg *swanctl.Config) string {
+	return fmt.Sprintf("%s of %d group(s), connected to charon", cfg.Role, len(cfg.Groups))
 }

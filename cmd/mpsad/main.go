@@ -16,8 +16,9 @@ import (
 // Exit codes.
 const (
 	exitOK      = 0
-	exitInvalid = 1 // the configuration has errors
-	exitUsage   = 2 // bad flags
+	exitInvalid = 1  // the configuration has errors
+	exitUsage   = 2  // bad flags
+	exitConfig  = 78 // EX_CONFIG: the daemon cannot start with this configuration
 )
 
 const usageText = `Usage: mpsad [--config FILE] [--check [--json]]
@@ -28,8 +29,8 @@ mpsad runs beside strongSwan's charon and turns it into a multi-point VPN
 member of a group after IKEv2, and members then talk directly with it.
 
 Its settings are the mpsa { } section of swanctl.conf, in strongSwan's
-syntax; swanctl ignores that section. See docs/configuration.md or
-/usr/share/doc/mpsa/examples.
+syntax; swanctl ignores that section. See mpsad(8), docs/configuration.md
+in the source and /usr/share/doc/mpsa/examples.
 
 Options:
   --config FILE  read FILE and what it includes (default %s,

@@ -100,9 +100,11 @@ func TestFlags(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "Usage: mpsad [--config FILE] [--check [--json]]") || !strings.Contains(out, "/etc/swanctl/swanctl.conf") {
 		t.Errorf("--help: %d %q", code, out)
 	}
+	// The daemon refuses to start on a configuration it cannot load, with
+	// EX_CONFIG so that systemd does not restart it in a loop.
 	code, _, errs = runMpsad("--config", "/nonexistent")
-	if code != 2 || !strings.Contains(errs, "running the daemon is not implemented yet") {
-		t.Errorf("daemon mode: %d %q", code, errs)
+	if code != 78 || !strings.Contains(errs, "/nonexistent: cannot read configuration") {
+		t.Errorf("daemon mode with a missing file: %d %q", code, errs)
 	}
 	code, _, errs = runMpsad("--json")
 	if code != 2 || errs != "mpsad: --json works with --check only\n" {

@@ -157,8 +157,8 @@ func TestForgedControlDatagrams(t *testing.T) {
 	n, _ := put.Notify()
 	forgedPut, _ := (&mpsa.Message{Header: mpsa.Header{SPIi: 1, SPIr: 2, Exchange: 37}, Payloads: []mpsa.Payload{n}}).Marshal()
 
-	ctlDrops := e.ctl.status(t).Drops["interface"]
-	m1Drops := m1.status(t).Drops["interface"]
+	ctlDrops := e.ctl.status(t).Drops["not_protected"]
+	m1Drops := m1.status(t).Drops["not_protected"]
 	var answers int
 	if err := att.Do(func() error {
 		for _, src := range []string{"192.0.2.99", m1.peer.Control.String()} {
@@ -190,14 +190,14 @@ func TestForgedControlDatagrams(t *testing.T) {
 	if cs.Groups[0].SPI != spi || len(cs.Groups[0].Members) != 2 {
 		t.Fatalf("the controller changed: %+v", cs.Groups[0])
 	}
-	if cs.Drops["interface"] < ctlDrops+2 {
-		t.Errorf("controller counted %d drops for the wrong interface (was %d); want the forged datagrams counted: %v", cs.Drops["interface"], ctlDrops, cs.Drops)
+	if cs.Drops["not_protected"] < ctlDrops+2 {
+		t.Errorf("controller counted %d drops for the wrong interface (was %d); want the forged datagrams counted: %v", cs.Drops["not_protected"], ctlDrops, cs.Drops)
 	}
 	ms := m1.status(t)
 	if ms.Groups[0].OutboundSPI != spi || slices.Contains(ms.Groups[0].InboundSPIs, "0x0badcafe") {
 		t.Fatalf("member1 changed: %+v", ms.Groups[0])
 	}
-	if ms.Drops["interface"] < m1Drops+1 {
-		t.Errorf("member1 counted %d drops for the wrong interface; want the forged MPSA_PUT counted: %v", ms.Drops["interface"], ms.Drops)
+	if ms.Drops["not_protected"] < m1Drops+1 {
+		t.Errorf("member1 counted %d drops for the wrong interface; want the forged MPSA_PUT counted: %v", ms.Drops["not_protected"], ms.Drops)
 	}
 }
