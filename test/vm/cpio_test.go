@@ -141,7 +141,6 @@ func writeInitramfs(path string, files []initramfsFile) error {
 	return os.WriteFile(path, buf.Bytes(), 0o644)
 }
 
-
 func TestCPIOHeaderLayout(t *testing.T) {
 	var buf bytes.Buffer
 	cw := &cpioWriter{w: &buf}
