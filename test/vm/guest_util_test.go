@@ -2,7 +2,10 @@
 
 package vm
 
-import "strings"
+import (
+	"net"
+	"strings"
+)
 
 func containsModule(procModules, name string) bool {
 	for _, line := range strings.Split(procModules, "\n") {
@@ -11,4 +14,12 @@ func containsModule(procModules, name string) bool {
 		}
 	}
 	return false
+}
+
+func ipnet(cidr string) *net.IPNet {
+	_, n, err := net.ParseCIDR(cidr)
+	if err != nil {
+		panic(err)
+	}
+	return n
 }

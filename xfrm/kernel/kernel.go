@@ -51,6 +51,7 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -106,6 +107,7 @@ type Backend struct {
 	cfg Config
 	log *slog.Logger
 	h   *netlink.Handle
+	xs  *xfrmSocket
 
 	mu     sync.Mutex
 	closed bool
@@ -162,18 +164,26 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernel data plane: open netlink: %w", err)
 	}
+	sock, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_XFRM)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("kernel data plane: open netlink: %w", err)
+	}
+	xs := &xfrmSocket{sockets: map[int]*nl.SocketHandle{unix.NETLINK_XFRM: {Socket: sock}}}
 	b := &Backend{
-		cfg: cfg, log: log, h: h,
+		cfg: cfg, log: log, h: h, xs: xs,
 		sas: map[uint32]xfrm.SA{},
 		cur: plan{policies: map[policyKey]netlink.XfrmPolicy{}, out: map[outKey]netip.Addr{}},
 	}
 	if err := b.removeLeftovers(ctx); err != nil {
 		h.Close()
+		xs.close()
 		return nil, err
 	}
 	if cfg.Interface != "" {
 		if err := b.createInterface(); err != nil {
 			h.Close()
+			xs.close()
 			return nil, err
 		}
 	}
@@ -281,7 +291,7 @@ func (b *Backend) InstallInbound(ctx context.Context, sa xfrm.SA) error {
 		if err != nil {
 			return err
 		}
-		if err := b.h.XfrmStateAdd(st); err != nil {
+		if err := b.xs.addState(st); err != nil {
 			err = b.explain(own, u, err)
 			for _, a := range added {
 				_ = b.delState(net.IP(a.AsSlice()), int(sa.SPI), int(b.cfg.IfID))
@@ -393,7 +403,7 @@ func (b *Backend) apply(ctx context.Context, local []netip.Prefix, peers []xfrm.
 			undo()
 			return err
 		}
-		if err := b.h.XfrmStateAdd(st); err != nil {
+		if err := b.xs.addState(st); err != nil {
 			undo()
 			return fmt.Errorf("install outbound SA %08x to %s: %w", k.spi, k.peer, b.explain(b.sas[k.spi], src, err))
 		}
@@ -491,7 +501,7 @@ func (b *Backend) explain(sa xfrm.SA, at netip.Addr, err error) error {
 		Proto: netlink.XFRM_PROTO_ESP, Mode: netlink.XFRM_MODE_TUNNEL,
 		Spi: probeSPI, Reqid: int(b.cfg.ReqID), Crypt: crypt, Ifid: int(b.cfg.IfID),
 	}
-	perr := b.h.XfrmStateAdd(probe)
+	perr := b.xs.addState(probe)
 	if perr == nil {
 		_ = b.delState(probe.Dst, probeSPI, probe.Ifid)
 		return fmt.Errorf("the kernel lacks the ESP integrity algorithm %s (%s); load its module: %w", auth.Name, sa.Suite, err)
@@ -580,6 +590,7 @@ func (b *Backend) Close() error {
 	}
 	b.sas, b.cur, b.link = nil, plan{}, nil
 	b.h.Close()
+	b.xs.close()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("kernel data plane: close: %w", err)
 	}

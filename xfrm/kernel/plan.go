@@ -191,18 +191,6 @@ func zeroOf(a netip.Addr) netip.Addr {
 	return netip.IPv6Unspecified()
 }
 
-func prefixOf(n *net.IPNet) netip.Prefix {
-	if n == nil {
-		return netip.Prefix{}
-	}
-	a, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}
-	}
-	ones, _ := n.Mask.Size()
-	return netip.PrefixFrom(a.Unmap(), ones)
-}
-
 // sortedKeys returns the keys of m in a stable order, out policies first,
 // so that changes are applied in a predictable sequence.
 func sortedKeys(m map[policyKey]netlink.XfrmPolicy) []policyKey {
