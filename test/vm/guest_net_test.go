@@ -297,6 +297,7 @@ type sniffer struct {
 	fd    int
 	esp   atomic.Int64
 	plain atomic.Int64
+	drops atomic.Int64 // frames the socket dropped: the counts are incomplete
 	stop  chan struct{}
 	done  chan struct{}
 	first atomic.Value // description of the first plaintext frame
@@ -322,13 +323,20 @@ func (n *guestNS) sniff(t *testing.T, ifname string, watch []netip.Prefix) *snif
 		defer close(s.done)
 		buf := make([]byte, 65536)
 		for {
-			select {
-			case <-s.stop:
-				return
-			default:
-			}
 			nr, from, err := unix.Recvfrom(s.fd, buf, 0)
 			if err != nil {
+				// A receive timeout: the queue is drained. Stop
+				// only then, so that no queued frame goes uncounted.
+				select {
+				case <-s.stop:
+					if st, err := unix.GetsockoptTpacketStats(s.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+						s.drops.Add(int64(st.Drops))
+					} else {
+						s.drops.Add(1 << 30)
+					}
+					return
+				default:
+				}
 				continue
 			}
 			ll, ok := from.(*unix.SockaddrLinklayer)

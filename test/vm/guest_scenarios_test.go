@@ -218,6 +218,9 @@ func TestSharedSA(t *testing.T) {
 			checkTraffic(t, ctx, ms, []bool{tc.inner6})
 			for j, m := range ms {
 				sniffers[j].close()
+				if d := sniffers[j].drops.Load(); d != 0 {
+					t.Errorf("member %d: the capture on ul0 dropped %d frames; the plaintext check is incomplete", m.i, d)
+				}
 				if n := sniffers[j].plain.Load(); n != 0 {
 					t.Errorf("member %d: %d plaintext LAN frames left ul0, first: %v", m.i, n, sniffers[j].first.Load())
 				}
@@ -230,6 +233,9 @@ func TestSharedSA(t *testing.T) {
 				}
 				if len(cs) != 1 || cs[0].SPI != spi || cs[0].InPackets == 0 || cs[0].OutPackets == 0 || cs[0].InBytes == 0 || cs[0].OutBytes == 0 {
 					t.Errorf("member %d: counters %+v, want traffic both ways on %08x", m.i, cs, spi)
+				}
+				if esp := sniffers[j].esp.Load(); uint64(esp) != cs[0].OutPackets {
+					t.Errorf("member %d: %d ESP frames left ul0 but the outbound states counted %d packets", m.i, esp, cs[0].OutPackets)
 				}
 				if cs[0].InErrors != 0 {
 					t.Errorf("member %d: %d inbound errors", m.i, cs[0].InErrors)
@@ -347,6 +353,9 @@ func TestRollover(t *testing.T) {
 	}
 	for j, m := range ms {
 		sniffers[j].close()
+		if d := sniffers[j].drops.Load(); d != 0 {
+			t.Errorf("member %d: the capture on ul0 dropped %d frames; the plaintext check is incomplete", m.i, d)
+		}
 		if n := sniffers[j].plain.Load(); n != 0 {
 			t.Errorf("member %d: %d plaintext LAN frames left ul0, first: %v", m.i, n, sniffers[j].first.Load())
 		}
@@ -403,6 +412,9 @@ func TestRouteBased(t *testing.T) {
 	checkTraffic(t, ctx, ms, inner)
 	for j, m := range ms {
 		sniffers[j].close()
+		if d := sniffers[j].drops.Load(); d != 0 {
+			t.Errorf("member %d: the capture on ul0 dropped %d frames; the plaintext check is incomplete", m.i, d)
+		}
 		if n := sniffers[j].plain.Load(); n != 0 {
 			t.Errorf("member %d: %d plaintext LAN frames left ul0, first: %v", m.i, n, sniffers[j].first.Load())
 		}
@@ -537,4 +549,70 @@ func TestMissingAlgorithmNamed(t *testing.T) {
 	if s, p := ns.xfrmCounts(t); s != 0 || p != 0 {
 		t.Errorf("%d states, %d policies left after the failed install", s, p)
 	}
+}
+
+// TestRemoveOutboundBlocks removes the outbound SA at one member: from then
+// on its traffic for the peers is blocked, never sent in plaintext; the
+// peer table emptied removes the policies, Close the rest.
+func TestRemoveOutboundBlocks(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ms := topology(t, "rm", 2)
+	sa := newSA(t, 0x60001, "aes128-sha256")
+	bs := backends(t, ctx, ms, func(m *member) kernel.Config {
+		return kernel.Config{Underlay: []netip.Addr{m.ul4}}
+	})
+	for j, m := range ms {
+		if err := bs[j].InstallInbound(ctx, sa); err != nil {
+			t.Fatal(err)
+		}
+		if err := bs[j].SetPeers(ctx, []netip.Prefix{m.lanPrefix(false)}, peersOf(ms, m, []bool{false}, false)); err != nil {
+			t.Fatal(err)
+		}
+		if err := bs[j].SetOutbound(ctx, sa.SPI); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := ms[0], ms[1]
+	if n, err := a.ns.ping(a.lan4, b.lan4, 1); err != nil || n != 1 {
+		t.Fatalf("ping before removal: %d answered, %v", n, err)
+	}
+	sn := a.ns.sniff(t, "ul0", lanWatch)
+	if err := bs[0].Remove(ctx, sa.SPI); err != nil {
+		t.Fatal(err)
+	}
+	n, err := a.ns.ping(a.lan4, b.lan4, 2)
+	if n != 0 {
+		t.Errorf("%d pings answered after the outbound SA was removed", n)
+	}
+	t.Logf("ping after removal: %v", err)
+	if err := a.ns.tcpEcho(ctx, a.lan4, netip.AddrPortFrom(b.lan4, 7), 1000); err == nil {
+		t.Error("TCP worked after the outbound SA was removed")
+	}
+	sn.close()
+	if d := sn.drops.Load(); d != 0 {
+		t.Errorf("the capture dropped %d frames", d)
+	}
+	if p := sn.plain.Load(); p != 0 {
+		t.Errorf("%d plaintext LAN frames left member 1 after removal, first: %v", p, sn.first.Load())
+	}
+	if cs, err := bs[0].Counters(ctx); err != nil || len(cs) != 0 {
+		t.Errorf("counters after removal: %+v, %v; want none", cs, err)
+	}
+	states, policies := a.ns.xfrmCounts(t)
+	if states != 0 || policies != 3 {
+		t.Errorf("after removal: %d states, %d policies; want 0 states and the 3 policies (out blocking)", states, policies)
+	}
+	if err := bs[0].SetPeers(ctx, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if states, policies := a.ns.xfrmCounts(t); states != 0 || policies != 0 {
+		t.Errorf("after emptying the peer table: %d states, %d policies", states, policies)
+	}
+	for _, b := range bs {
+		if err := b.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+	checkClean(t, ms)
 }
