@@ -64,10 +64,10 @@ import (
 const DefaultReqID = 0x6d705a01
 
 // DefaultPriority is the priority of every policy the backend installs
-// unless Config.Priority says otherwise. It is below (more preferred than)
-// the priorities charon computes for its own policies (around 180000 and
-// up for host-to-net policies in 5.x/6.x), so that a shared-SA policy wins
-// over a broader charon policy on the same traffic.
+// unless Config.Priority says otherwise. A lower value is preferred; charon
+// computes priorities in the hundreds of thousands for its own policies, so
+// a shared-SA policy wins over a broader charon policy on the same prefix
+// pair. Together with the reqid it marks the backend's policies.
 const DefaultPriority = 0x1b58 // 7000
 
 // Config configures the kernel backend.
@@ -128,6 +128,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if len(cfg.Underlay) == 0 {
 		return nil, errors.New("kernel data plane: no underlay address configured")
 	}
+	cfg.Underlay = slices.Clone(cfg.Underlay)
 	for i, u := range cfg.Underlay {
 		if !u.IsValid() || u.IsUnspecified() {
 			return nil, fmt.Errorf("kernel data plane: underlay address %q is not usable", u)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/vishvananda/netlink"
@@ -72,11 +73,15 @@ type plan struct {
 // peer's underlay with the outbound SPI) and an in and a fwd policy (peer
 // -> local, template: any tunnel with our reqid, so that every installed
 // inbound SPI is accepted during a rollover). With no local prefixes, the
-// local side is any address of the peer prefix's family.
+// local side is any address of the peer prefix's family. Peers whose
+// underlay is one of ours (this member itself) are skipped.
 func (b *Backend) planFor(local []netip.Prefix, peers []xfrm.Peer, outSPI uint32) (plan, error) {
 	p := plan{policies: map[policyKey]netlink.XfrmPolicy{}, out: map[outKey]netip.Addr{}}
 	ifid := b.cfg.IfID
 	for _, peer := range peers {
+		if slices.Contains(b.cfg.Underlay, peer.Underlay) {
+			continue // this member itself, as peer discovery may list it
+		}
 		src, ok := b.underlayFor(peer.Underlay)
 		if !ok {
 			return plan{}, fmt.Errorf("peer %s: no local underlay address of its family (have %v)", peer, b.cfg.Underlay)

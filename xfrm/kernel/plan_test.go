@@ -148,3 +148,14 @@ func TestAlgorithmsFromRegistry(t *testing.T) {
 		t.Error("a 16-byte key for aes256 was accepted")
 	}
 }
+
+func TestPlanSkipsSelf(t *testing.T) {
+	b := testBackend("192.0.2.1")
+	p, err := b.planFor(nil, []xfrm.Peer{peer("10.1.0.0/24", "192.0.2.1"), peer("10.2.0.0/24", "192.0.2.2")}, 0x1234)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.out) != 1 || len(p.policies) != 3 {
+		t.Errorf("with self in the peer table: %d outbound states, %d policies; want 1 and 3", len(p.out), len(p.policies))
+	}
+}
