@@ -335,9 +335,16 @@ func TestRollover(t *testing.T) {
 			t.Errorf("member %d: counters during rollover %+v, want inbound traffic on both SPIs", m.i, cs)
 		}
 	}
-	for j := range ms {
+	for j, m := range ms {
+		// Old and new: inbound on two underlays, outbound to two peers.
+		if s, _ := m.ns.xfrmCounts(t); s != 8 {
+			t.Errorf("member %d: %d states before removing the old SA, want 8", m.i, s)
+		}
 		if err := bs[j].Remove(ctx, old.SPI); err != nil {
 			t.Fatal(err)
+		}
+		if s, _ := m.ns.xfrmCounts(t); s != 4 {
+			t.Errorf("member %d: %d states after removing the old SA, want 4", m.i, s)
 		}
 	}
 	progress(100)

@@ -39,7 +39,7 @@ var guestModules = []string{
 	"authenc", "echainiv", "seqiv", "gcm", "ghash-clmulni-intel", "ghash-generic",
 	"chacha-x86_64", "chacha_generic", "poly1305-x86_64", "poly1305_generic", "chacha20poly1305",
 	"sha1-ssse3", "sha256-ssse3",
-	"veth", "dummy", "bridge",
+	"veth", "dummy", "bridge", "tun",
 }
 
 // kernel is an unpacked Debian kernel package.
@@ -119,37 +119,46 @@ var (
 	doneLine = regexp.MustCompile(`^\s*--- (PASS|FAIL|SKIP): (\S+)`)
 )
 
-// guestResult is the outcome of one guest test.
+// guestResult is the outcome of one guest test or subtest.
 type guestResult struct {
-	name   string
-	status string // PASS, FAIL, SKIP, or "" if it never finished
-	output []string
+	name     string // full name, "TestX" or "TestX/sub"
+	status   string // PASS, FAIL, SKIP, or "" if it never finished
+	output   []string
+	children []*guestResult
 }
 
-// parseGuest splits the guest's -test.v console output per top-level test.
+// parseGuest splits the guest's -test.v console output per test, with
+// subtests under their parents, and finds the verdict line.
 func parseGuest(console string) (results []*guestResult, verdict string) {
 	byName := map[string]*guestResult{}
 	var cur *guestResult
 	for _, line := range strings.Split(strings.ReplaceAll(console, "\r", ""), "\n") {
-		if strings.HasPrefix(line, ResultMarker) {
-			verdict = strings.TrimSpace(strings.TrimPrefix(line, ResultMarker))
+		if i := strings.Index(line, ResultMarker); i >= 0 {
+			verdict = strings.TrimSpace(line[i+len(ResultMarker):])
 			continue
 		}
 		if m := runLine.FindStringSubmatch(line); m != nil {
-			top := strings.SplitN(m[1], "/", 2)[0]
-			if r, ok := byName[top]; ok {
-				cur = r
-			} else {
-				cur = &guestResult{name: top}
-				byName[top] = cur
-				results = append(results, cur)
+			r, ok := byName[m[1]]
+			if !ok {
+				r = &guestResult{name: m[1]}
+				byName[m[1]] = r
+				parent := m[1][:max(strings.LastIndexByte(m[1], '/'), 0)]
+				if p, ok := byName[parent]; ok {
+					p.children = append(p.children, r)
+				} else {
+					results = append(results, r)
+				}
 			}
+			cur = r
+			continue
 		}
-		if m := doneLine.FindStringSubmatch(line); m != nil && !strings.Contains(m[2], "/") {
+		if m := doneLine.FindStringSubmatch(line); m != nil {
 			if r, ok := byName[m[2]]; ok {
 				r.status = m[1]
-				r.output = append(r.output, line)
-				cur = nil
+				r.output = append(r.output, strings.TrimSpace(line))
+				if !strings.Contains(m[2], "/") {
+					cur = nil
+				}
 				continue
 			}
 		}
@@ -158,6 +167,29 @@ func parseGuest(console string) (results []*guestResult, verdict string) {
 		}
 	}
 	return results, verdict
+}
+
+// report turns one guest result into a subtest of t, recursively.
+func report(t *testing.T, r *guestResult) {
+	name := r.name[strings.LastIndexByte(r.name, '/')+1:]
+	t.Run(strings.TrimPrefix(name, "Test"), func(t *testing.T) {
+		out := strings.Join(r.output, "\n")
+		for _, c := range r.children {
+			report(t, c)
+		}
+		switch r.status {
+		case "PASS":
+			if testing.Verbose() && out != "" {
+				t.Log("\n" + out)
+			}
+		case "SKIP":
+			t.Skip("\n" + out)
+		case "FAIL":
+			t.Error("guest test failed:\n" + out)
+		default:
+			t.Error("guest test did not finish:\n" + out)
+		}
+	})
 }
 
 // TestKernelVM boots Debian's kernel in qemu with the guest tests as init
@@ -244,20 +276,7 @@ func TestKernelVM(t *testing.T) {
 		t.Errorf("guest did not finish within %v; killed qemu (pid %d)", timeout, pid)
 	}
 	for _, r := range results {
-		t.Run(strings.TrimPrefix(r.name, "Test"), func(t *testing.T) {
-			switch r.status {
-			case "PASS":
-				if testing.Verbose() {
-					t.Log("\n" + strings.Join(r.output, "\n"))
-				}
-			case "SKIP":
-				t.Skip("\n" + strings.Join(r.output, "\n"))
-			case "FAIL":
-				t.Error("guest test failed:\n" + strings.Join(r.output, "\n"))
-			default:
-				t.Error("guest test did not finish:\n" + strings.Join(r.output, "\n"))
-			}
-		})
+		report(t, r)
 	}
 	if verdict != "PASS" {
 		t.Fatalf("guest verdict %q (qemu: %v); console:\n%s", verdict, werr, out)

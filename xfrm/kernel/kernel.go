@@ -36,8 +36,12 @@
 // InstallInbound adds the new inbound states while the old ones stay.
 // SetOutbound first adds the new outbound states, then replaces each out
 // policy's template with one naming the new SPI (an atomic update per
-// policy), and only then deletes the old outbound states: at every moment
-// each out policy has a matching state, so no packet is dropped.
+// policy): at every moment each out policy has a matching state. The old
+// outbound states stay until Remove of the old SPI, because a packet whose
+// route the kernel looked up just before the update still goes through
+// the old state, and is dropped if that state is already gone (seen in the
+// qemu test as EINVAL on send). Remove deletes the SA's inbound and
+// outbound states.
 package kernel
 
 import (
@@ -344,6 +348,16 @@ func (b *Backend) Remove(ctx context.Context, spi uint32) error {
 		b.outSPI = 0
 	}
 	var errs []error
+	for k := range b.cur.out {
+		if k.spi != spi {
+			continue
+		}
+		if err := b.delState(net.IP(k.peer.AsSlice()), int(k.spi), int(b.cfg.IfID)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("remove outbound SA %08x to %s: %w", spi, k.peer, err))
+			continue
+		}
+		delete(b.cur.out, k)
+	}
 	for _, u := range b.cfg.Underlay {
 		if err := b.delState(net.IP(u.AsSlice()), int(spi), int(b.cfg.IfID)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("remove inbound SA %08x on %s: %w", spi, u, err))
@@ -445,9 +459,20 @@ func (b *Backend) apply(ctx context.Context, local []netip.Prefix, peers []xfrm.
 		}
 		delete(b.cur.policies, k)
 	}
-	// 4. Outbound states no longer used.
+	// 4. Outbound states no longer used. The states of an earlier
+	// outbound SA that is still installed stay until Remove: a packet
+	// whose route was looked up just before the policy update may still be
+	// on its way through the old state, and the kernel drops it (EINVAL)
+	// if that state is gone. States of peers that left go now.
+	peersLeft := map[netip.Addr]bool{}
+	for k := range want.out {
+		peersLeft[k.peer] = true
+	}
 	for k := range b.cur.out {
 		if _, keep := want.out[k]; keep {
+			continue
+		}
+		if _, installed := b.sas[k.spi]; installed && peersLeft[k.peer] {
 			continue
 		}
 		if err := b.delState(net.IP(k.peer.AsSlice()), int(k.spi), int(b.cfg.IfID)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
