@@ -260,20 +260,25 @@ func ipv(v6 bool) int {
 }
 
 // TestRollover runs numbered UDP streams around three members every
-// millisecond while the shared SA is replaced: the new SA inbound
-// everywhere, then each member's outbound switch in turn, then the old SA
-// removed. Not one datagram may be lost.
+// millisecond while the shared SA is replaced three times in a row: each
+// time the new SA inbound everywhere, then each member's outbound switch in
+// turn, then the old SA removed everywhere. Not one datagram may be lost
+// or refused by the kernel.
 func TestRollover(t *testing.T) {
+	const rounds = 3
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	ms := topology(t, "roll", 3)
-	old, next := newSA(t, 0x20001, "aes256-sha256"), newSA(t, 0x20002, "aes256-sha256")
+	var sas []xfrm.SA
+	for r := 0; r <= rounds; r++ {
+		sas = append(sas, newSA(t, 0x20001+uint32(r), "aes256-sha256"))
+	}
 	bs := backends(t, ctx, ms, func(m *member) kernel.Config {
 		return kernel.Config{Underlay: []netip.Addr{m.ul4, m.ul6}}
 	})
 	inner := []bool{false, true}
 	for j, m := range ms {
-		if err := bs[j].InstallInbound(ctx, old); err != nil {
+		if err := bs[j].InstallInbound(ctx, sas[0]); err != nil {
 			t.Fatal(err)
 		}
 		// Peers reached over IPv6 underlay for member 3, IPv4 for the
@@ -281,7 +286,7 @@ func TestRollover(t *testing.T) {
 		if err := bs[j].SetPeers(ctx, []netip.Prefix{m.lanPrefix(false), m.lanPrefix(true)}, peersOf(ms, m, inner, m.i == 3)); err != nil {
 			t.Fatal(err)
 		}
-		if err := bs[j].SetOutbound(ctx, old.SPI); err != nil {
+		if err := bs[j].SetOutbound(ctx, sas[0].SPI); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -313,41 +318,45 @@ func TestRollover(t *testing.T) {
 		}
 	}
 	progress(100)
-	for j := range ms {
-		if err := bs[j].InstallInbound(ctx, next); err != nil {
-			t.Fatal(err)
+	for r := 1; r <= rounds; r++ {
+		old, next := sas[r-1], sas[r]
+		for j := range ms {
+			if err := bs[j].InstallInbound(ctx, next); err != nil {
+				t.Fatal(err)
+			}
 		}
+		progress(30)
+		for j := range ms {
+			if err := bs[j].SetOutbound(ctx, next.SPI); err != nil {
+				t.Fatal(err)
+			}
+			progress(30)
+		}
+		// Both SPIs carried traffic into every member.
+		for j, m := range ms {
+			cs, err := bs[j].Counters(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cs) != 2 || cs[0].InPackets == 0 || cs[1].InPackets == 0 {
+				t.Errorf("round %d: member %d: counters during rollover %+v, want inbound traffic on both SPIs", r, m.i, cs)
+			}
+		}
+		for j, m := range ms {
+			// Old and new: inbound on two underlays, outbound to two peers.
+			if s, _ := m.ns.xfrmCounts(t); s != 8 {
+				t.Errorf("round %d: member %d: %d states before removing the old SA, want 8", r, m.i, s)
+			}
+			if err := bs[j].Remove(ctx, old.SPI); err != nil {
+				t.Fatal(err)
+			}
+			if s, _ := m.ns.xfrmCounts(t); s != 4 {
+				t.Errorf("round %d: member %d: %d states after removing the old SA, want 4", r, m.i, s)
+			}
+		}
+		progress(30)
 	}
-	progress(50)
-	for j := range ms {
-		if err := bs[j].SetOutbound(ctx, next.SPI); err != nil {
-			t.Fatal(err)
-		}
-		progress(50)
-	}
-	// Both SPIs carried traffic into every member.
-	for j, m := range ms {
-		cs, err := bs[j].Counters(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(cs) != 2 || cs[0].InPackets == 0 || cs[1].InPackets == 0 {
-			t.Errorf("member %d: counters during rollover %+v, want inbound traffic on both SPIs", m.i, cs)
-		}
-	}
-	for j, m := range ms {
-		// Old and new: inbound on two underlays, outbound to two peers.
-		if s, _ := m.ns.xfrmCounts(t); s != 8 {
-			t.Errorf("member %d: %d states before removing the old SA, want 8", m.i, s)
-		}
-		if err := bs[j].Remove(ctx, old.SPI); err != nil {
-			t.Fatal(err)
-		}
-		if s, _ := m.ns.xfrmCounts(t); s != 4 {
-			t.Errorf("member %d: %d states after removing the old SA, want 4", m.i, s)
-		}
-	}
-	progress(100)
+	last := sas[rounds]
 	for i, s := range streams {
 		sent, got := s.finish(300 * time.Millisecond)
 		t.Logf("stream %d: sent %d, received %d, send errors %d", i, sent, got, s.sendErrs.Load())
@@ -355,7 +364,7 @@ func TestRollover(t *testing.T) {
 			t.Errorf("stream %d: %d send errors, first: %v", i, e, s.firstErr.Load())
 		}
 		if got != sent {
-			t.Errorf("stream %d: sent %d datagrams, received %d: %d lost during the rollover", i, sent, got, sent-got)
+			t.Errorf("stream %d: sent %d datagrams, received %d: %d lost during the rollovers", i, sent, got, sent-got)
 		}
 	}
 	for j, m := range ms {
@@ -370,8 +379,8 @@ func TestRollover(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(cs) != 1 || cs[0].SPI != next.SPI {
-			t.Errorf("member %d: counters after removing the old SA: %+v, want only %08x", m.i, cs, next.SPI)
+		if len(cs) != 1 || cs[0].SPI != last.SPI {
+			t.Errorf("member %d: counters after the last rollover: %+v, want only %08x", m.i, cs, last.SPI)
 		}
 	}
 	for _, b := range bs {
