@@ -5,7 +5,9 @@ package vm
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -624,6 +626,75 @@ func TestRemoveOutboundBlocks(t *testing.T) {
 	}
 	if states, policies := a.ns.xfrmCounts(t); states != 0 || policies != 0 {
 		t.Errorf("after emptying the peer table: %d states, %d policies", states, policies)
+	}
+	for _, b := range bs {
+		if err := b.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+	checkClean(t, ms)
+}
+
+// TestTamperedESPCounted sends ESP packets with the shared SPI but a wrong
+// ICV to a member: the kernel drops them and the backend reports them as
+// inbound errors of that SPI, while real traffic still flows.
+func TestTamperedESPCounted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ms := topology(t, "tamper", 2)
+	sa := newSA(t, 0x70001, "aes128-sha256")
+	bs := backends(t, ctx, ms, func(m *member) kernel.Config {
+		return kernel.Config{Underlay: []netip.Addr{m.ul4}}
+	})
+	for j, m := range ms {
+		if err := bs[j].InstallInbound(ctx, sa); err != nil {
+			t.Fatal(err)
+		}
+		if err := bs[j].SetPeers(ctx, []netip.Prefix{m.lanPrefix(false)}, peersOf(ms, m, []bool{false}, false)); err != nil {
+			t.Fatal(err)
+		}
+		if err := bs[j].SetOutbound(ctx, sa.SPI); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := ms[0], ms[1]
+	const forged = 5
+	var c net.PacketConn
+	if err := b.ns.do(func() (err error) {
+		c, err = net.ListenPacket("ip4:50", b.ul4.String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < forged; i++ {
+		// SPI, sequence number, a 16-byte IV, two cipher blocks and a
+		// 16-byte ICV, all but the SPI random.
+		pkt := make([]byte, 8+16+32+16)
+		_, _ = rand.Read(pkt)
+		binary.BigEndian.PutUint32(pkt, sa.SPI)
+		if _, err := c.WriteTo(pkt, &net.IPAddr{IP: a.ul4.AsSlice()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Real traffic after the forged packets: once it is answered, the
+	// forged ones have been processed.
+	if n, err := b.ns.ping(b.lan4, a.lan4, 1); err != nil || n != 1 {
+		t.Fatalf("ping after forged packets: %d answered, %v", n, err)
+	}
+	// Decryption may complete asynchronously: wait until the errors are
+	// counted (or the deadline passes), then check the exact figure.
+	var cs []xfrm.Counters
+	_ = waitFor(ctx, func() bool {
+		var err error
+		cs, err = bs[0].Counters(ctx)
+		return err != nil || (len(cs) == 1 && cs[0].InErrors >= forged)
+	})
+	if len(cs) != 1 || cs[0].InErrors != forged {
+		t.Errorf("counters %+v, want %d inbound errors on %08x", cs, forged, sa.SPI)
+	}
+	if cs[0].InPackets == 0 {
+		t.Errorf("counters %+v, want the real packets counted", cs)
 	}
 	for _, b := range bs {
 		if err := b.Close(); err != nil {
