@@ -241,7 +241,13 @@ func TestKernelVM(t *testing.T) {
 		t.Fatalf("start qemu: %v", err)
 	}
 	pid := cmd.Process.Pid
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	waited := false
+	t.Cleanup(func() {
+		if !waited { // after Wait the PID may belong to someone else
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			_ = cmd.Wait()
+		}
+	})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -265,6 +271,7 @@ func TestKernelVM(t *testing.T) {
 		<-done
 	}
 	werr := cmd.Wait()
+	waited = true
 	elapsed := time.Since(start)
 	mu.Lock()
 	out := console.String()
