@@ -21,6 +21,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/net/bpf"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -318,7 +319,15 @@ func (n *guestNS) sniff(t *testing.T, ifname string, watch []netip.Prefix) *snif
 		t.Fatalf("%s: packet socket on %s: %v", n.name, ifname, err)
 	}
 	_ = unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100000})
-	_ = unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	// A busy emulated CPU can starve the reader: a large buffer (past
+	// rmem_max, as root may) and a filter that keeps only outgoing frames,
+	// so that the kernel queues half as much.
+	if err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20); err != nil {
+		t.Fatalf("%s: capture buffer: %v", n.name, err)
+	}
+	if err := attachOutgoingFilter(s.fd); err != nil {
+		t.Fatalf("%s: capture filter: %v", n.name, err)
+	}
 	go func() {
 		defer close(s.done)
 		buf := make([]byte, 65536)
@@ -397,6 +406,24 @@ func (s *sniffer) close() {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// attachOutgoingFilter makes a packet socket keep only outgoing frames.
+func attachOutgoingFilter(fd int) error {
+	prog, err := bpf.Assemble([]bpf.Instruction{
+		bpf.LoadExtension{Num: bpf.ExtType},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.PACKET_OUTGOING, SkipFalse: 1},
+		bpf.RetConstant{Val: 0x40000},
+		bpf.RetConstant{Val: 0},
+	})
+	if err != nil {
+		return err
+	}
+	raw := make([]unix.SockFilter, len(prog))
+	for i, ins := range prog {
+		raw[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+	return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(raw)), Filter: &raw[0]})
+}
 
 // udpStream sends numbered datagrams from src to dst inside n every
 // interval until stopped; the receiver counts the distinct numbers.

@@ -703,3 +703,28 @@ func TestTamperedESPCounted(t *testing.T) {
 	}
 	checkClean(t, ms)
 }
+
+// TestCaptureSeesPlaintext is the control for every "no plaintext" check:
+// without any SA, LAN traffic leaves the underlay in the clear, and the
+// capture must count it.
+func TestCaptureSeesPlaintext(t *testing.T) {
+	ms := topology(t, "ctl", 2)
+	a, b := ms[0], ms[1]
+	sn := a.ns.sniff(t, "ul0", lanWatch)
+	// IPv4 only: the other member answers ARP for its LAN address on the
+	// underlay, but IPv6 neighbor discovery only for addresses on that
+	// interface.
+	if n, err := a.ns.ping(a.lan4, b.lan4, 2); err != nil || n != 2 {
+		t.Fatalf("plaintext ping %s -> %s: %d of 2 answered, %v", a.lan4, b.lan4, n, err)
+	}
+	sn.close()
+	if sn.drops.Load() != 0 {
+		t.Errorf("capture dropped %d frames", sn.drops.Load())
+	}
+	if p := sn.plain.Load(); p < 2 {
+		t.Errorf("capture counted %d plaintext frames, want at least the two echo requests", p)
+	}
+	if e := sn.esp.Load(); e != 0 {
+		t.Errorf("capture counted %d ESP frames without any SA", e)
+	}
+}
