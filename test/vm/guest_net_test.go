@@ -1,0 +1,534 @@
+//go:build mpsavm
+
+package vm
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/net/bpf"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+)
+
+// guestNS is a named network namespace in the guest (/run/netns/NAME)
+// with a netlink handle inside it.
+type guestNS struct {
+	name string
+	ns   netns.NsHandle
+	h    *netlink.Handle
+}
+
+func (n *guestNS) path() string { return "/run/netns/" + n.name }
+
+// newNS creates a named namespace with loopback up; it is deleted when the
+// test ends.
+func newNS(t *testing.T, name string) *guestNS {
+	t.Helper()
+	errc := make(chan error, 1)
+	var ns netns.NsHandle
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		ns, err = netns.NewNamed(name)
+		if err != nil {
+			errc <- err
+			return
+		}
+		if err := netns.Set(orig); err != nil {
+			errc <- err // the thread stays locked and is discarded
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("create netns %s: %v", name, err)
+	}
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE, unix.NETLINK_XFRM)
+	if err != nil {
+		t.Fatalf("netlink in %s: %v", name, err)
+	}
+	n := &guestNS{name: name, ns: ns, h: h}
+	t.Cleanup(func() {
+		h.Close()
+		ns.Close()
+		if err := netns.DeleteNamed(name); err != nil {
+			t.Errorf("delete netns %s: %v", name, err)
+		}
+	})
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatalf("%s: lo: %v", name, err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		t.Fatalf("%s: lo up: %v", name, err)
+	}
+	return n
+}
+
+// do runs fn on a thread inside the namespace; sockets fn opens stay there.
+func (n *guestNS) do(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(n.ns); err != nil {
+			errc <- fmt.Errorf("enter %s: %w", n.name, err)
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			errc <- fmt.Errorf("leave %s: %w", n.name, err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+func (n *guestNS) link(t *testing.T, name string) netlink.Link {
+	t.Helper()
+	l, err := n.h.LinkByName(name)
+	if err != nil {
+		t.Fatalf("%s: link %s: %v", n.name, name, err)
+	}
+	return l
+}
+
+func (n *guestNS) addAddr(t *testing.T, link, cidr string) {
+	t.Helper()
+	a, err := netlink.ParseAddr(cidr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Flags = unix.IFA_F_NODAD
+	if err := n.h.AddrAdd(n.link(t, link), a); err != nil {
+		t.Fatalf("%s: addr add %s dev %s: %v", n.name, cidr, link, err)
+	}
+}
+
+// addRoute adds an on-link route to dst through link.
+func (n *guestNS) addRoute(t *testing.T, dst, link string) {
+	t.Helper()
+	_, ipn, err := net.ParseCIDR(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &netlink.Route{LinkIndex: n.link(t, link).Attrs().Index, Dst: ipn, Scope: netlink.SCOPE_LINK}
+	if err := n.h.RouteAdd(r); err != nil {
+		t.Fatalf("%s: route add %s dev %s: %v", n.name, dst, link, err)
+	}
+}
+
+func (n *guestNS) up(t *testing.T, name string) {
+	t.Helper()
+	if err := n.h.LinkSetUp(n.link(t, name)); err != nil {
+		t.Fatalf("%s: set %s up: %v", n.name, name, err)
+	}
+}
+
+// vethTo joins n (end aName) with other (end bName).
+func (n *guestNS) vethTo(t *testing.T, aName string, other *guestNS, bName string) {
+	t.Helper()
+	v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: aName}, PeerName: bName, PeerNamespace: netlink.NsFd(other.ns)}
+	if err := n.h.LinkAdd(v); err != nil {
+		t.Fatalf("veth %s/%s -- %s/%s: %v", n.name, aName, other.name, bName, err)
+	}
+	n.up(t, aName)
+	other.up(t, bName)
+}
+
+// xfrmCounts is the number of XFRM states and policies in a namespace.
+func (n *guestNS) xfrmCounts(t *testing.T) (states, policies int) {
+	t.Helper()
+	s, err := n.h.XfrmStateList(netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatalf("%s: list states: %v", n.name, err)
+	}
+	p, err := n.h.XfrmPolicyList(netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatalf("%s: list policies: %v", n.name, err)
+	}
+	return len(s), len(p)
+}
+
+// ping sends ICMP echo requests from src to dst inside n until one is
+// answered (at most tries), and returns how many were answered.
+func (n *guestNS) ping(src, dst netip.Addr, count int) (int, error) {
+	network, proto := "ip4:icmp", 1
+	var typ, reply icmp.Type = ipv4.ICMPTypeEcho, ipv4.ICMPTypeEchoReply
+	if dst.Is6() {
+		network, proto = "ip6:ipv6-icmp", 58
+		typ, reply = ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply
+	}
+	var c *icmp.PacketConn
+	if err := n.do(func() (err error) {
+		c, err = icmp.ListenPacket(network, src.String())
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("icmp listen on %s in %s: %w", src, n.name, err)
+	}
+	defer c.Close()
+	answered := 0
+	id := int(time.Now().UnixNano() & 0xffff)
+	for seq := 0; seq < count; seq++ {
+		msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("mpsa-ping")}}
+		b, err := msg.Marshal(nil)
+		if err != nil {
+			return answered, err
+		}
+		if _, err := c.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+			return answered, fmt.Errorf("ping %s -> %s: send: %w", src, dst, err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		buf := make([]byte, 1500)
+		for {
+			nr, _, err := c.ReadFrom(buf)
+			if err != nil {
+				break // this one is lost
+			}
+			m, err := icmp.ParseMessage(proto, buf[:nr])
+			if err != nil || m.Type != reply {
+				continue
+			}
+			if e, ok := m.Body.(*icmp.Echo); ok && e.Seq == seq && bytes.Equal(e.Data, []byte("mpsa-ping")) {
+				answered++
+				break
+			}
+		}
+	}
+	return answered, nil
+}
+
+// echoServer accepts TCP connections on addr inside n and echoes them.
+func (n *guestNS) echoServer(t *testing.T, addr netip.AddrPort) {
+	t.Helper()
+	var l net.Listener
+	if err := n.do(func() (err error) {
+		l, err = net.Listen("tcp", addr.String())
+		return err
+	}); err != nil {
+		t.Fatalf("%s: listen %s: %v", n.name, addr, err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+}
+
+// tcpEcho connects from src to dst inside n, sends size random bytes and
+// checks that the same bytes come back.
+func (n *guestNS) tcpEcho(ctx context.Context, src netip.Addr, dst netip.AddrPort, size int) error {
+	var c net.Conn
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}, Timeout: 10 * time.Second}
+	if err := n.do(func() (err error) {
+		c, err = d.DialContext(ctx, "tcp", dst.String())
+		return err
+	}); err != nil {
+		return fmt.Errorf("tcp %s -> %s: %w", src, dst, err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	data := make([]byte, size)
+	_, _ = rand.Read(data)
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(data)
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		werr <- err
+	}()
+	back, err := io.ReadAll(c)
+	if err != nil {
+		return fmt.Errorf("tcp %s -> %s: read back after %d bytes: %w", src, dst, len(back), err)
+	}
+	if err := <-werr; err != nil {
+		return fmt.Errorf("tcp %s -> %s: write: %w", src, dst, err)
+	}
+	if sha256.Sum256(back) != sha256.Sum256(data) {
+		return fmt.Errorf("tcp %s -> %s: sent %d bytes, got %d different bytes back", src, dst, len(data), len(back))
+	}
+	return nil
+}
+
+// sniffer counts the frames leaving one interface: ESP frames, and IP
+// frames in plaintext whose addresses are inside the watched prefixes.
+type sniffer struct {
+	fd    int
+	esp   atomic.Int64
+	plain atomic.Int64
+	drops atomic.Int64 // frames the socket dropped: the counts are incomplete
+	stop  chan struct{}
+	done  chan struct{}
+	first atomic.Value // description of the first plaintext frame
+}
+
+func (n *guestNS) sniff(t *testing.T, ifname string, watch []netip.Prefix) *sniffer {
+	t.Helper()
+	s := &sniffer{stop: make(chan struct{}), done: make(chan struct{})}
+	idx := n.link(t, ifname).Attrs().Index
+	if err := n.do(func() error {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+		if err != nil {
+			return err
+		}
+		s.fd = fd
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: idx})
+	}); err != nil {
+		t.Fatalf("%s: packet socket on %s: %v", n.name, ifname, err)
+	}
+	_ = unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100000})
+	// A busy emulated CPU can starve the reader: a large buffer (past
+	// rmem_max, as root may) and a filter that keeps only outgoing frames,
+	// so that the kernel queues half as much.
+	if err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20); err != nil {
+		t.Fatalf("%s: capture buffer: %v", n.name, err)
+	}
+	if err := attachOutgoingFilter(s.fd); err != nil {
+		t.Fatalf("%s: capture filter: %v", n.name, err)
+	}
+	go func() {
+		defer close(s.done)
+		buf := make([]byte, 65536)
+		for {
+			nr, from, err := unix.Recvfrom(s.fd, buf, 0)
+			if err != nil {
+				// A receive timeout: the queue is drained. Stop
+				// only then, so that no queued frame goes uncounted.
+				select {
+				case <-s.stop:
+					if st, err := unix.GetsockoptTpacketStats(s.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+						s.drops.Add(int64(st.Drops))
+					} else {
+						s.drops.Add(1 << 30)
+					}
+					return
+				default:
+				}
+				continue
+			}
+			ll, ok := from.(*unix.SockaddrLinklayer)
+			if !ok || ll.Pkttype != unix.PACKET_OUTGOING || nr < 14 {
+				continue
+			}
+			s.classify(buf[14:nr], binary.BigEndian.Uint16(buf[12:14]), watch)
+		}
+	}()
+	t.Cleanup(s.close)
+	return s
+}
+
+func (s *sniffer) classify(p []byte, ethertype uint16, watch []netip.Prefix) {
+	var proto byte
+	var src, dst netip.Addr
+	switch ethertype {
+	case unix.ETH_P_IP:
+		if len(p) < 20 {
+			return
+		}
+		proto = p[9]
+		src, _ = netip.AddrFromSlice(p[12:16])
+		dst, _ = netip.AddrFromSlice(p[16:20])
+	case unix.ETH_P_IPV6:
+		if len(p) < 40 {
+			return
+		}
+		proto = p[6]
+		src, _ = netip.AddrFromSlice(p[8:24])
+		dst, _ = netip.AddrFromSlice(p[24:40])
+	default:
+		return
+	}
+	if proto == unix.IPPROTO_ESP {
+		s.esp.Add(1)
+		return
+	}
+	for _, w := range watch {
+		if w.Contains(src) || w.Contains(dst) {
+			if s.plain.Add(1) == 1 {
+				s.first.Store(fmt.Sprintf("proto %d %s -> %s", proto, src, dst))
+			}
+			return
+		}
+	}
+}
+
+func (s *sniffer) close() {
+	select {
+	case <-s.stop:
+		return
+	default:
+	}
+	close(s.stop)
+	<-s.done
+	unix.Close(s.fd)
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// attachOutgoingFilter makes a packet socket keep only outgoing frames.
+func attachOutgoingFilter(fd int) error {
+	prog, err := bpf.Assemble([]bpf.Instruction{
+		bpf.LoadExtension{Num: bpf.ExtType},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.PACKET_OUTGOING, SkipFalse: 1},
+		bpf.RetConstant{Val: 0x40000},
+		bpf.RetConstant{Val: 0},
+	})
+	if err != nil {
+		return err
+	}
+	raw := make([]unix.SockFilter, len(prog))
+	for i, ins := range prog {
+		raw[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+	return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(raw)), Filter: &raw[0]})
+}
+
+// udpStream sends numbered datagrams from src to dst inside n every
+// interval until stopped; the receiver counts the distinct numbers.
+type udpStream struct {
+	sent     atomic.Int64
+	sendErrs atomic.Int64
+	firstErr atomic.Value
+
+	mu   sync.Mutex
+	got  map[uint64]bool
+	stop chan struct{}
+	wg   sync.WaitGroup
+	rc   net.PacketConn
+	sc   net.Conn
+}
+
+func startUDPStream(t *testing.T, from *guestNS, src netip.Addr, to *guestNS, dst netip.AddrPort, interval time.Duration) *udpStream {
+	t.Helper()
+	u := &udpStream{got: map[uint64]bool{}, stop: make(chan struct{})}
+	if err := to.do(func() (err error) {
+		u.rc, err = net.ListenPacket("udp", dst.String())
+		return err
+	}); err != nil {
+		t.Fatalf("%s: udp listen %s: %v", to.name, dst, err)
+	}
+	_ = u.rc.(*net.UDPConn).SetReadBuffer(4 << 20)
+	d := net.Dialer{LocalAddr: &net.UDPAddr{IP: src.AsSlice()}}
+	if err := from.do(func() (err error) {
+		u.sc, err = d.Dial("udp", dst.String())
+		return err
+	}); err != nil {
+		t.Fatalf("%s: udp dial %s: %v", from.name, dst, err)
+	}
+	u.wg.Add(2)
+	go func() {
+		defer u.wg.Done()
+		buf := make([]byte, 2048)
+		for {
+			nr, _, err := u.rc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if nr >= 8 {
+				u.mu.Lock()
+				u.got[binary.BigEndian.Uint64(buf[:8])] = true
+				u.mu.Unlock()
+			}
+		}
+	}()
+	go func() {
+		defer u.wg.Done()
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		msg := make([]byte, 200)
+		for seq := uint64(0); ; seq++ {
+			select {
+			case <-u.stop:
+				return
+			case <-tick.C:
+			}
+			binary.BigEndian.PutUint64(msg, seq)
+			if _, err := u.sc.Write(msg); err != nil {
+				if u.sendErrs.Add(1) == 1 {
+					u.firstErr.Store(err.Error())
+				}
+			}
+			u.sent.Add(1)
+		}
+	}()
+	t.Cleanup(func() { u.finish(0) })
+	return u
+}
+
+// finish stops the sender, waits drain for late datagrams and returns the
+// numbers sent and received.
+func (u *udpStream) finish(drain time.Duration) (sent, received int) {
+	select {
+	case <-u.stop:
+	default:
+		close(u.stop)
+		time.Sleep(drain)
+		u.sc.Close()
+		u.rc.Close()
+		u.wg.Wait()
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return int(u.sent.Load()), len(u.got)
+}
+
+// received returns how many distinct datagrams have arrived so far.
+func (u *udpStream) received() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.got)
+}
+
+// waitFor polls cond until it holds or ctx ends.
+func waitFor(ctx context.Context, cond func() bool) error {
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return errors.New("condition not reached before the deadline")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}

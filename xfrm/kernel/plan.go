@@ -1,0 +1,208 @@
+package kernel
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sort"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/mpsa/mpsa/mpsa"
+	"github.com/mpsa/mpsa/xfrm"
+)
+
+// probeSPI is the SPI of the short-lived state that finds out which
+// algorithm a kernel lacks. SPIs 1-255 are reserved (RFC 4303) and never
+// chosen by an MPSA controller, so it cannot collide with a shared SA.
+const probeSPI = 0xff
+
+// policyKey identifies a policy the way the kernel does when it inserts
+// one: direction, selector and if_id.
+type policyKey struct {
+	dir      netlink.Dir
+	src, dst netip.Prefix
+	ifid     uint32
+}
+
+func (k policyKey) String() string {
+	return fmt.Sprintf("%s %s -> %s", k.dir, k.src, k.dst)
+}
+
+// outKey identifies one outbound state: the SPI and the peer underlay.
+type outKey struct {
+	spi  uint32
+	peer netip.Addr
+}
+
+// algorithms maps a suite to the kernel's algorithm descriptions, from the
+// mpsa registry. The returned algos share the key slices of sa.
+func algorithms(sa xfrm.SA) (crypt, auth, aead *netlink.XfrmStateAlgo, err error) {
+	if err := sa.Suite.Validate(); err != nil {
+		return nil, nil, nil, err
+	}
+	e, _ := mpsa.LookupEncr(sa.Suite.Encr)
+	if got, want := len(sa.EncrKey), sa.Suite.EncrKeyBytes(); got != want {
+		return nil, nil, nil, fmt.Errorf("encryption key is %d bytes, %s needs %d", got, sa.Suite, want)
+	}
+	if got, want := len(sa.IntegKey), sa.Suite.IntegKeyBytes(); got != want {
+		return nil, nil, nil, fmt.Errorf("integrity key is %d bytes, %s needs %d", got, sa.Suite, want)
+	}
+	if e.AEAD {
+		return nil, nil, &netlink.XfrmStateAlgo{Name: e.XFRM, Key: sa.EncrKey, ICVLen: e.ICVBits}, nil
+	}
+	i, _ := mpsa.LookupInteg(sa.Suite.Integ)
+	return &netlink.XfrmStateAlgo{Name: e.XFRM, Key: sa.EncrKey},
+		&netlink.XfrmStateAlgo{Name: i.XFRM, Key: sa.IntegKey, TruncateLen: i.ICVBytes * 8},
+		nil, nil
+}
+
+// plan is what the backend wants in the kernel for a given configuration:
+// its policies and its outbound states.
+type plan struct {
+	policies map[policyKey]netlink.XfrmPolicy
+	out      map[outKey]netip.Addr // outbound state -> local source
+}
+
+// planFor computes the policies and outbound states for the local
+// prefixes, the peers and the outbound SPI (0: none, out policies block).
+//
+// For every local prefix and peer prefix of the same family there is an
+// out policy (local -> peer, template: tunnel from our underlay to the
+// peer's underlay with the outbound SPI) and an in and a fwd policy (peer
+// -> local, template: any tunnel with our reqid, so that every installed
+// inbound SPI is accepted during a rollover). With no local prefixes, the
+// local side is any address of the peer prefix's family. Peers whose
+// underlay is one of ours (this member itself) are skipped.
+func (b *Backend) planFor(local []netip.Prefix, peers []xfrm.Peer, outSPI uint32) (plan, error) {
+	p := plan{policies: map[policyKey]netlink.XfrmPolicy{}, out: map[outKey]netip.Addr{}}
+	ifid := b.cfg.IfID
+	for _, peer := range peers {
+		if slices.Contains(b.cfg.Underlay, peer.Underlay) {
+			continue // this member itself, as peer discovery may list it
+		}
+		src, ok := b.underlayFor(peer.Underlay)
+		if !ok {
+			return plan{}, fmt.Errorf("peer %s: no local underlay address of its family (have %v)", peer, b.cfg.Underlay)
+		}
+		if outSPI != 0 {
+			p.out[outKey{outSPI, peer.Underlay}] = src
+		}
+		locals := local
+		if len(locals) == 0 {
+			locals = []netip.Prefix{anyPrefix(peer.Prefix.Addr())}
+		}
+		for _, l := range locals {
+			if l.Addr().Is4() != peer.Prefix.Addr().Is4() {
+				continue
+			}
+			l, r := l.Masked(), peer.Prefix.Masked()
+			out := netlink.XfrmPolicy{
+				Src: ipNet(l), Dst: ipNet(r), Dir: netlink.XFRM_DIR_OUT,
+				Priority: int(b.cfg.Priority), Ifid: int(ifid),
+			}
+			if outSPI == 0 {
+				out.Action = netlink.XFRM_POLICY_BLOCK
+			} else {
+				out.Tmpls = []netlink.XfrmPolicyTmpl{{
+					Src: net.IP(src.AsSlice()), Dst: net.IP(peer.Underlay.AsSlice()),
+					Proto: netlink.XFRM_PROTO_ESP, Mode: netlink.XFRM_MODE_TUNNEL,
+					Spi: int(outSPI), Reqid: int(b.cfg.ReqID),
+				}}
+			}
+			ok := policyKey{netlink.XFRM_DIR_OUT, l, r, ifid}
+			if prev, dup := p.policies[ok]; dup && !sameTmpls(prev, out) {
+				return plan{}, fmt.Errorf("prefix %s is announced by two peers with different underlays", r)
+			}
+			p.policies[ok] = out
+			for _, dir := range []netlink.Dir{netlink.XFRM_DIR_IN, netlink.XFRM_DIR_FWD} {
+				p.policies[policyKey{dir, r, l, ifid}] = netlink.XfrmPolicy{
+					Src: ipNet(r), Dst: ipNet(l), Dir: dir,
+					Priority: int(b.cfg.Priority), Ifid: int(ifid),
+					Tmpls: []netlink.XfrmPolicyTmpl{{
+						// Source and destination unspecified: the kernel
+						// compares only a template's source with the
+						// state, and the inbound states have none.
+						Src: net.IP(zeroOf(src).AsSlice()), Dst: net.IP(zeroOf(src).AsSlice()),
+						Proto: netlink.XFRM_PROTO_ESP, Mode: netlink.XFRM_MODE_TUNNEL,
+						Reqid: int(b.cfg.ReqID),
+					}},
+				}
+			}
+		}
+	}
+	return p, nil
+}
+
+// underlayFor returns the local underlay address of peer's family.
+func (b *Backend) underlayFor(peer netip.Addr) (netip.Addr, bool) {
+	for _, u := range b.cfg.Underlay {
+		if u.Is4() == peer.Is4() {
+			return u, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// ours reports whether a policy in the kernel is one this backend (or an
+// earlier run with the same configuration) installed: its priority is the
+// configured one, its if_id the configured one, and either every template
+// carries the configured reqid or, with no template, it is a block policy.
+func (b *Backend) ours(p netlink.XfrmPolicy) bool {
+	if p.Priority != int(b.cfg.Priority) || p.Ifid != int(b.cfg.IfID) {
+		return false
+	}
+	if len(p.Tmpls) == 0 {
+		return p.Action == netlink.XFRM_POLICY_BLOCK
+	}
+	for _, t := range p.Tmpls {
+		if t.Reqid != int(b.cfg.ReqID) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameTmpls(a, b netlink.XfrmPolicy) bool {
+	if a.Action != b.Action || len(a.Tmpls) != len(b.Tmpls) {
+		return false
+	}
+	for i := range a.Tmpls {
+		x, y := a.Tmpls[i], b.Tmpls[i]
+		if !x.Src.Equal(y.Src) || !x.Dst.Equal(y.Dst) || x.Spi != y.Spi || x.Reqid != y.Reqid || x.Proto != y.Proto || x.Mode != y.Mode {
+			return false
+		}
+	}
+	return true
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	bits := 32
+	if p.Addr().Is6() {
+		bits = 128
+	}
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), bits)}
+}
+
+func anyPrefix(a netip.Addr) netip.Prefix {
+	return netip.PrefixFrom(zeroOf(a), 0)
+}
+
+func zeroOf(a netip.Addr) netip.Addr {
+	if a.Is4() {
+		return netip.IPv4Unspecified()
+	}
+	return netip.IPv6Unspecified()
+}
+
+// sortedKeys returns the keys of m in a stable order, out policies first,
+// so that changes are applied in a predictable sequence.
+func sortedKeys(m map[policyKey]netlink.XfrmPolicy) []policyKey {
+	keys := make([]policyKey, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
+	return keys
+}

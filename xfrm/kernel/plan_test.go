@@ -1,0 +1,161 @@
+package kernel
+
+import (
+	"bytes"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/mpsa/mpsa/mpsa"
+	"github.com/mpsa/mpsa/xfrm"
+)
+
+func testBackend(underlay ...string) *Backend {
+	cfg := Config{ReqID: DefaultReqID, Priority: DefaultPriority}
+	for _, u := range underlay {
+		cfg.Underlay = append(cfg.Underlay, netip.MustParseAddr(u))
+	}
+	return &Backend{cfg: cfg}
+}
+
+func peer(prefix, underlay string) xfrm.Peer {
+	return xfrm.Peer{Prefix: netip.MustParsePrefix(prefix), Underlay: netip.MustParseAddr(underlay)}
+}
+
+func TestPlanPoliciesAndStates(t *testing.T) {
+	b := testBackend("192.0.2.1", "2001:db8::1")
+	local := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24"), netip.MustParsePrefix("fd00:1::/64")}
+	peers := []xfrm.Peer{
+		peer("10.2.0.0/24", "192.0.2.2"),
+		peer("fd00:2::/64", "192.0.2.2"),   // IPv6 inside IPv4
+		peer("10.3.0.0/24", "2001:db8::3"), // IPv4 inside IPv6
+	}
+	p, err := b.planFor(local, peers, 0x1234)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Three prefix pairs of matching family, three policies each.
+	if got := len(p.policies); got != 9 {
+		t.Fatalf("got %d policies, want 9: %v", got, sortedKeys(p.policies))
+	}
+	if got := len(p.out); got != 2 {
+		t.Fatalf("got %d outbound states, want 2 (one per peer underlay): %v", got, p.out)
+	}
+	if src := p.out[outKey{0x1234, netip.MustParseAddr("2001:db8::3")}]; src != netip.MustParseAddr("2001:db8::1") {
+		t.Errorf("outbound state to 2001:db8::3 has source %s, want 2001:db8::1", src)
+	}
+	k := policyKey{netlink.XFRM_DIR_OUT, netip.MustParsePrefix("fd00:1::/64"), netip.MustParsePrefix("fd00:2::/64"), 0}
+	out, ok := p.policies[k]
+	if !ok {
+		t.Fatalf("no out policy %s", k)
+	}
+	if len(out.Tmpls) != 1 {
+		t.Fatalf("out policy has %d templates", len(out.Tmpls))
+	}
+	tm := out.Tmpls[0]
+	if tm.Spi != 0x1234 || tm.Reqid != DefaultReqID || tm.Dst.String() != "192.0.2.2" || tm.Src.String() != "192.0.2.1" || tm.Mode != netlink.XFRM_MODE_TUNNEL {
+		t.Errorf("out template %v", tm)
+	}
+	in, ok := p.policies[policyKey{netlink.XFRM_DIR_IN, netip.MustParsePrefix("10.3.0.0/24"), netip.MustParsePrefix("10.1.0.0/24"), 0}]
+	if !ok {
+		t.Fatal("no in policy 10.3.0.0/24 -> 10.1.0.0/24")
+	}
+	if in.Tmpls[0].Spi != 0 || !in.Tmpls[0].Src.IsUnspecified() {
+		t.Errorf("in template must accept any SPI from any source: %v", in.Tmpls[0])
+	}
+	for k, pol := range p.policies {
+		if !b.ours(pol) {
+			t.Errorf("policy %s not recognized as ours", k)
+		}
+	}
+}
+
+func TestPlanBlocksWithoutOutboundSA(t *testing.T) {
+	b := testBackend("192.0.2.1")
+	p, err := b.planFor([]netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, []xfrm.Peer{peer("10.2.0.0/24", "192.0.2.2")}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.out) != 0 {
+		t.Errorf("outbound states without an outbound SA: %v", p.out)
+	}
+	out := p.policies[policyKey{netlink.XFRM_DIR_OUT, netip.MustParsePrefix("10.1.0.0/24"), netip.MustParsePrefix("10.2.0.0/24"), 0}]
+	if out.Action != netlink.XFRM_POLICY_BLOCK || len(out.Tmpls) != 0 {
+		t.Errorf("out policy without outbound SA: action %v, %d templates; want block", out.Action, len(out.Tmpls))
+	}
+	if !b.ours(out) {
+		t.Error("block policy not recognized as ours")
+	}
+}
+
+func TestPlanNeedsUnderlayOfPeerFamily(t *testing.T) {
+	b := testBackend("192.0.2.1")
+	_, err := b.planFor(nil, []xfrm.Peer{peer("10.2.0.0/24", "2001:db8::2")}, 0x1234)
+	if err == nil || !strings.Contains(err.Error(), "no local underlay") {
+		t.Fatalf("got %v, want an error about the missing IPv6 underlay", err)
+	}
+}
+
+func TestPlanAnyLocalWhenNoLocalPrefix(t *testing.T) {
+	b := testBackend("192.0.2.1")
+	p, err := b.planFor(nil, []xfrm.Peer{peer("10.2.0.0/24", "192.0.2.2")}, 0x1234)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.policies[policyKey{netlink.XFRM_DIR_OUT, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("10.2.0.0/24"), 0}]; !ok {
+		t.Errorf("want out policy 0.0.0.0/0 -> 10.2.0.0/24, have %v", sortedKeys(p.policies))
+	}
+}
+
+func TestOursRejectsForeignPolicies(t *testing.T) {
+	b := testBackend("192.0.2.1")
+	for name, p := range map[string]netlink.XfrmPolicy{
+		"charon reqid":   {Priority: DefaultPriority, Tmpls: []netlink.XfrmPolicyTmpl{{Reqid: 1}}},
+		"other priority": {Priority: 180000, Tmpls: []netlink.XfrmPolicyTmpl{{Reqid: DefaultReqID}}},
+		"allow, no tmpl": {Priority: DefaultPriority, Action: netlink.XFRM_POLICY_ALLOW},
+		"other if_id":    {Priority: DefaultPriority, Ifid: 7, Tmpls: []netlink.XfrmPolicyTmpl{{Reqid: DefaultReqID}}},
+	} {
+		if b.ours(p) {
+			t.Errorf("%s: recognized as ours", name)
+		}
+	}
+}
+
+func TestAlgorithmsFromRegistry(t *testing.T) {
+	cbc := xfrm.SA{SPI: 0x1000, Suite: mpsa.Suite{Encr: mpsa.EncrAESCBC, KeyBits: 256, PRF: mpsa.PRFHMACSHA2_256, Integ: mpsa.IntegHMACSHA2_256},
+		EncrKey: bytes.Repeat([]byte{1}, 32), IntegKey: bytes.Repeat([]byte{2}, 32)}
+	crypt, auth, aead, err := algorithms(cbc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if aead != nil || crypt.Name != "cbc(aes)" || auth.Name != "hmac(sha256)" || auth.TruncateLen != 128 {
+		t.Errorf("aes256-sha256: crypt %q auth %q trunc %d", crypt.Name, auth.Name, auth.TruncateLen)
+	}
+	sha1 := cbc
+	sha1.Suite.Integ, sha1.IntegKey = mpsa.IntegHMACSHA1_96, make([]byte, 20)
+	if _, auth, _, err := algorithms(sha1); err != nil || auth.TruncateLen != 96 {
+		t.Errorf("sha1: %v, truncation %d, want 96", err, auth.TruncateLen)
+	}
+	gcm := xfrm.SA{SPI: 0x1000, Suite: mpsa.Suite{Encr: mpsa.EncrAESGCM16, KeyBits: 128, PRF: mpsa.PRFHMACSHA2_256}, EncrKey: make([]byte, 20)}
+	if _, _, aead, err := algorithms(gcm); err != nil || aead == nil || aead.Name != "rfc4106(gcm(aes))" || aead.ICVLen != 128 {
+		t.Errorf("aes128gcm16: %v %+v", err, aead)
+	}
+	short := cbc
+	short.EncrKey = short.EncrKey[:16]
+	if _, _, _, err := algorithms(short); err == nil {
+		t.Error("a 16-byte key for aes256 was accepted")
+	}
+}
+
+func TestPlanSkipsSelf(t *testing.T) {
+	b := testBackend("192.0.2.1")
+	p, err := b.planFor(nil, []xfrm.Peer{peer("10.1.0.0/24", "192.0.2.1"), peer("10.2.0.0/24", "192.0.2.2")}, 0x1234)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.out) != 1 || len(p.policies) != 3 {
+		t.Errorf("with self in the peer table: %d outbound states, %d policies; want 1 and 3", len(p.out), len(p.policies))
+	}
+}
