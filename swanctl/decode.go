@@ -29,7 +29,7 @@ func groupKeys() []string {
 		"connection", "control_child", "esp_proposal", "allow_counter_mode",
 		"lifetime", "rekey_time", "rekey_jitter", "rollover1", "rollover2",
 		"rekey_on_join", "rekey_on_leave", "nonce_length",
-		"dataplane", "tun", "mtu", "if_id", "underlay", "local_ts",
+		"dataplane", "tun", "mtu", "if_id", "xfrm_interface", "underlay", "local_ts",
 	}
 }
 
@@ -238,7 +238,7 @@ func controllerOnly() []string {
 
 // memberOnly are the group settings only a member uses.
 func memberOnly() []string {
-	return []string{"dataplane", "tun", "mtu", "if_id", "underlay", "local_ts", "routes"}
+	return []string{"dataplane", "tun", "mtu", "if_id", "xfrm_interface", "underlay", "local_ts", "routes"}
 }
 
 // warnIgnored warns about settings the role does not use: a member gets
@@ -322,6 +322,9 @@ func decodeDataplane(r *sectionReader, g *Group) {
 		if r.get("if_id") != nil {
 			r.errorf(r.pos("if_id"), "if_id applies to dataplane = xfrm only; remove it or write dataplane = xfrm")
 		}
+		if r.get("xfrm_interface") != nil {
+			r.errorf(r.pos("xfrm_interface"), "xfrm_interface applies to dataplane = xfrm only; remove it or write dataplane = xfrm")
+		}
 		g.TUN = r.str("tun", defaultTUNPrefix+g.Name)
 		if err := checkIfName(g.TUN); err != nil {
 			if r.get("tun") == nil {
@@ -333,6 +336,19 @@ func decodeDataplane(r *sectionReader, g *Group) {
 	case BackendXFRM:
 		if r.get("tun") != nil {
 			r.errorf(r.pos("tun"), "tun applies to dataplane = userspace only; remove it or write dataplane = userspace")
+		}
+		switch {
+		case g.IfID != 0:
+			g.XFRMInterface = r.str("xfrm_interface", defaultTUNPrefix+g.Name)
+			if err := checkIfName(g.XFRMInterface); err != nil {
+				if r.get("xfrm_interface") == nil {
+					r.errorf(r.sec.Pos, "the default XFRM interface name %q: %v; write xfrm_interface = NAME", g.XFRMInterface, err)
+				} else {
+					r.errorf(r.pos("xfrm_interface"), "xfrm_interface = %s: %v", g.XFRMInterface, err)
+				}
+			}
+		case r.get("xfrm_interface") != nil:
+			r.errorf(r.pos("xfrm_interface"), "xfrm_interface needs route-based mode; write if_id = N (not 0) or remove xfrm_interface")
 		}
 	}
 	if mtuKV != nil && g.MTU < minMTUIPv6 && anyIPv6(g) {
@@ -466,6 +482,9 @@ func checkAcrossGroups(cfg *Config, errs *Errors) {
 			}
 			if g.TUN != "" && g.TUN == o.TUN {
 				errs.add(g.Pos, "%s: tun %s is already used by group %s; write a different tun = NAME", path, g.TUN, o.Name)
+			}
+			if g.XFRMInterface != "" && g.XFRMInterface == o.XFRMInterface {
+				errs.add(g.Pos, "%s: xfrm_interface %s is already used by group %s; write a different xfrm_interface = NAME", path, g.XFRMInterface, o.Name)
 			}
 			if g.IfID != 0 && g.IfID == o.IfID {
 				errs.add(g.Pos, "%s: if_id %d is already used by group %s; write a different if_id", path, g.IfID, o.Name)

@@ -67,6 +67,9 @@ func (g *Group) formatDataplane(w *writer) {
 		w.kv("tun", g.TUN)
 	} else {
 		w.kv("if_id", fmt.Sprint(g.IfID))
+		if g.IfID != 0 {
+			w.kv("xfrm_interface", g.XFRMInterface)
+		}
 	}
 	w.kv("mtu", fmt.Sprint(g.MTU))
 	w.kv("underlay", addrString(g.Underlay))

@@ -141,6 +141,10 @@ type Group struct {
 	// IfID is the XFRM interface ID of route-based mode; 0 means
 	// policy-based mode.
 	IfID uint32 `json:"if_id"`
+	// XFRMInterface is the XFRM interface that mpsad creates with IfID in
+	// route-based mode (empty in policy-based mode); the operator routes
+	// the peers' prefixes into it.
+	XFRMInterface string `json:"xfrm_interface,omitempty"`
 	// Underlay is the member's own underlay address for the shared SA;
 	// the zero Addr means the local address of its IKE SA with the
 	// controller.

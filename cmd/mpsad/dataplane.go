@@ -3,23 +3,48 @@ package main
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net/netip"
 
 	"github.com/mpsa/mpsa/swanctl"
 	"github.com/mpsa/mpsa/xfrm"
+	"github.com/mpsa/mpsa/xfrm/kernel"
 	"github.com/mpsa/mpsa/xfrm/userspace"
 )
 
 // newDataPlane builds a member group's data plane from its configuration.
 func newDataPlane(ctx context.Context, g *swanctl.Group, local netip.Addr, log *slog.Logger) (xfrm.DataPlane, error) {
+	var (
+		dp  xfrm.DataPlane
+		err error
+	)
 	switch g.Dataplane {
 	case swanctl.BackendUserspace:
-		dp, err := userspace.New(ctx, userspace.Config{TUNName: g.TUN, MTU: g.MTU, Local: []netip.Addr{local}, Logger: log})
-		if err != nil {
-			return nil, fmt.Errorf("group %s: %w", g.Name, err)
-		}
-		return dp, nil
+		dp, err = userspace.New(ctx, userspace.Config{TUNName: g.TUN, MTU: g.MTU, Local: []netip.Addr{local}, Logger: log})
+	case swanctl.BackendXFRM:
+		dp, err = kernel.New(ctx, kernel.Config{
+			Underlay:         []netip.Addr{local},
+			ReqID:            groupReqID(g.Name),
+			Interface:        g.XFRMInterface,
+			IfID:             g.IfID,
+			AllowCounterMode: g.AllowCounterMode,
+			Logger:           log,
+		})
+	default:
+		err = fmt.Errorf("unknown data plane %q", g.Dataplane)
 	}
-	return nil, fmt.Errorf("group %s: data plane %q is not available in this build yet", g.Name, g.Dataplane)
+	if err != nil {
+		return nil, fmt.Errorf("group %s: %w", g.Name, err)
+	}
+	return dp, nil
+}
+
+// groupReqID gives each group its own reqid, stable across restarts, so
+// that a kernel backend recognises (and removes) the leftovers of its own
+// group after a crash and never touches another group's states.
+func groupReqID(name string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	return kernel.DefaultReqID + h.Sum32()&0xfff
 }
