@@ -20,6 +20,7 @@ help:
 	@echo "make build    bin/mpsad and bin/mpsactl"
 	@echo "make deps     install what the tests need (Debian packages, Go tools)"
 	@echo "make bench    data-plane throughput figures"
+	@echo "make package  .deb and .rpm into dist/"
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/mpsad ./cmd/mpsactl
