@@ -223,6 +223,16 @@ func (s *Session) Respond(payloads ...Payload) ([]byte, error) {
 	return b, nil
 }
 
+// Discard forgets the last new request without answering it, so that its
+// retransmission is handled as new: for a request that could not be
+// carried out (an SA the data plane failed to install) and should be tried
+// again when the peer retransmits.
+func (s *Session) Discard() {
+	if s.lastResp == nil {
+		s.haveLast = false
+	}
+}
+
 // CheckHeader checks that a message belongs to the session: INFORMATIONAL,
 // the session's IKE SPIs, and the I flag of the peer (set when the peer,
 // not this side, initiated the IKE SA). It returns a reason for the drop

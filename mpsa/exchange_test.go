@@ -173,3 +173,24 @@ func TestExchangeCheckHeader(t *testing.T) {
 		t.Fatal("respond with no request")
 	}
 }
+
+// TestExchangeDiscard: a request that could not be carried out is handled
+// anew when retransmitted; an answered one stays answered.
+func TestExchangeDiscard(t *testing.T) {
+	mem, ctl := pair()
+	n, _ := goldenPut().Notify()
+	put, _ := ctl.Request(t0, n)
+	pm := mustParse(t, put)
+	if in := mem.Receive(pm); in.Kind != NewRequest {
+		t.Fatal(in.Kind)
+	}
+	mem.Discard()
+	if in := mem.Receive(pm); in.Kind != NewRequest {
+		t.Fatalf("retransmission after Discard: %s", in.Kind)
+	}
+	mem.Respond()
+	mem.Discard() // no effect once answered
+	if in := mem.Receive(pm); in.Kind != RepeatedRequest {
+		t.Fatalf("retransmission after the answer: %s", in.Kind)
+	}
+}

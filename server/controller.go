@@ -137,6 +137,7 @@ func (g *ctlGroup) onDatagram(s *Server, now time.Time, d Datagram) {
 		s.send(in.Reply, m.ctl.Local, m.ctl.Remote)
 	case mpsa.NewRequest:
 		if !msg.HasMPSAVendorID() {
+			m.sess.Discard()
 			g.drops.drop(now, metrics.DropUnexpected, "member", m.ctl.IKE.RemoteID, "detail", "request without V(MPSA)")
 			return
 		}

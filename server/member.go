@@ -144,11 +144,15 @@ func (g *memGroup) onDatagram(ctx context.Context, s *Server, now time.Time, d D
 	case mpsa.NewRequest:
 		n := msg.PutNotify()
 		if n == nil {
+			g.sess.Discard()
 			g.drops.drop(now, metrics.DropUnexpected, "detail", "request without MPSA_PUT")
 			return
 		}
 		if !g.onPut(ctx, s, now, n) {
-			return // no answer: the controller retransmits
+			// No answer: the controller retransmits, and the
+			// retransmission is handled anew.
+			g.sess.Discard()
+			return
 		}
 		resp, err := g.sess.Respond()
 		if err != nil {

@@ -62,7 +62,11 @@ type Server struct {
 	connected bool
 	ctlIf     int // arrival interface required for control datagrams, 0 = any
 
-	tr    *Transport
+	tr *Transport
+	// out sends control datagrams: the transport, or a test's pipe.
+	out interface {
+		Send(b []byte, src netip.Addr, dst netip.AddrPort) error
+	}
 	ctls  []*ctlGroup
 	mems  []*memGroup
 	drops *dropLog // datagrams that match no group
@@ -145,6 +149,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.tr, err = Listen(ctx, s.cfg.ControlPort); err != nil {
 		return err
 	}
+	s.out = s.tr
 	if err := s.resolveControlInterface(); err != nil {
 		s.tr.Close()
 		return err
@@ -366,7 +371,7 @@ func (s *Server) nextDeadline() time.Duration {
 }
 
 func (s *Server) send(b []byte, src netip.Addr, dst netip.Addr) {
-	if err := s.tr.Send(b, src, netip.AddrPortFrom(dst, s.cfg.ControlPort)); err != nil {
+	if err := s.out.Send(b, src, netip.AddrPortFrom(dst, s.cfg.ControlPort)); err != nil {
 		s.log.Warn("send control datagram", "dst", dst, "err", err)
 	}
 }

@@ -1,0 +1,429 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mpsa/mpsa/internal/metrics"
+	"github.com/mpsa/mpsa/mpsa"
+	"github.com/mpsa/mpsa/swanctl"
+	"github.com/mpsa/mpsa/vici"
+	"github.com/mpsa/mpsa/xfrm"
+)
+
+// These tests drive the engine's controller and member logic directly,
+// with an in-memory wire between them, a recording data plane and an
+// injected clock. The real transport, charon and data planes are in
+// test/e2e.
+
+type delivery struct {
+	to *Server
+	d  Datagram
+}
+
+// wire carries datagrams between servers by control address.
+type wire struct {
+	at    map[netip.Addr]*Server
+	queue []delivery
+	// drop, if set, loses datagrams it returns true for.
+	drop func(Datagram) bool
+}
+
+type port struct {
+	w *wire
+}
+
+func (p port) Send(b []byte, src netip.Addr, dst netip.AddrPort) error {
+	to := p.w.at[dst.Addr()]
+	if to == nil {
+		return fmt.Errorf("no host %s", dst.Addr())
+	}
+	p.w.queue = append(p.w.queue, delivery{to, Datagram{Src: netip.AddrPortFrom(src, dst.Port()), Dst: dst.Addr(), Data: bytes.Clone(b)}})
+	return nil
+}
+
+func (w *wire) drain(ctx context.Context) int {
+	n := 0
+	for len(w.queue) > 0 {
+		d := w.queue[0]
+		w.queue = w.queue[1:]
+		if w.drop != nil && w.drop(d.d) {
+			continue
+		}
+		d.to.onDatagram(ctx, d.d)
+		n++
+	}
+	return n
+}
+
+// recorder is a data plane that records what it is told.
+type recorder struct {
+	mu       sync.Mutex
+	calls    []string
+	keys     map[uint32]xfrm.SA
+	failNext error
+	failures int // how many installs fail with failNext
+}
+
+func (r *recorder) InstallInbound(_ context.Context, sa xfrm.SA) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failures > 0 {
+		r.failures--
+		return r.failNext
+	}
+	r.calls = append(r.calls, fmt.Sprintf("install %08x", sa.SPI))
+	r.keys[sa.SPI] = xfrm.SA{SPI: sa.SPI, Suite: sa.Suite, EncrKey: bytes.Clone(sa.EncrKey), IntegKey: bytes.Clone(sa.IntegKey)}
+	return nil
+}
+func (r *recorder) SetOutbound(_ context.Context, spi uint32) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, fmt.Sprintf("outbound %08x", spi))
+	return nil
+}
+func (r *recorder) Remove(_ context.Context, spi uint32) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, fmt.Sprintf("remove %08x", spi))
+	return nil
+}
+func (r *recorder) SetPeers(_ context.Context, local []netip.Prefix, peers []xfrm.Peer) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, fmt.Sprintf("peers %v %v", local, peers))
+	return nil
+}
+func (r *recorder) Counters(context.Context) ([]xfrm.Counters, error) { return nil, nil }
+func (r *recorder) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, "close")
+	return nil
+}
+
+func (r *recorder) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.calls
+	r.calls = nil
+	return c
+}
+
+func loadConfig(t *testing.T, src string) *swanctl.Config {
+	t.Helper()
+	root, err := swanctl.Reader{}.Parse("test.conf", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := swanctl.Decode(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+const (
+	ctlConf = `mpsa {
+  role = controller
+  groups { g { connection = c
+    control_child = ctl
+    lifetime = 1h
+    rekey_time = 50m
+    rollover1 = 1s
+    rollover2 = 2s } } }`
+	memConf = `mpsa {
+  role = member
+  groups { g { connection = c
+    control_child = ctl
+    dataplane = userspace
+    local_ts = 10.1.1.0/24
+    routes { m2 { prefixes = 10.1.2.0/24
+                  peer = 192.0.2.12 } } } } }`
+)
+
+var (
+	ctlAddr = netip.MustParseAddr("10.98.0.1")
+	memAddr = netip.MustParseAddr("10.98.1.1")
+)
+
+func snapshot(local, remote netip.Addr, initiator bool, spiI, spiR uint64) vici.Snapshot {
+	return vici.Snapshot{Connected: true, IKESAs: []vici.IKESA{{
+		Conn: "c", UniqueID: 7, State: vici.IKEEstablished, Initiator: initiator,
+		LocalHost: netip.MustParseAddr("192.0.2.11"), RemoteID: "member1", InitiatorSPI: spiI, ResponderSPI: spiR,
+		Children: []vici.ChildSA{{Name: "ctl", State: vici.ChildInstalled,
+			LocalTS: []netip.Prefix{netip.PrefixFrom(local, 32)}, RemoteTS: []netip.Prefix{netip.PrefixFrom(remote, 32)}}},
+	}}}
+}
+
+type bench struct {
+	t        *testing.T
+	ctx      context.Context
+	now      time.Time
+	w        *wire
+	ctl, mem *Server
+	dp       *recorder
+	logs     *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newBench(t *testing.T) *bench {
+	b := &bench{t: t, ctx: context.Background(), now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		w: &wire{at: map[netip.Addr]*Server{}}, dp: &recorder{keys: map[uint32]xfrm.SA{}}, logs: &syncBuffer{}}
+	log := slog.New(slog.NewTextHandler(b.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	clock := func() time.Time { return b.now }
+	m, err := metrics.New(metrics.Options{NoRuntimeCollectors: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.ctl, err = New(Options{Config: loadConfig(t, ctlConf), Logger: log.With("side", "controller"), Now: clock,
+		Rand: rand.NewChaCha8([32]byte{1}), Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.mem, err = New(Options{Config: loadConfig(t, memConf), Logger: log.With("side", "member"), Now: clock,
+		NewDataPlane: func(context.Context, *swanctl.Group, netip.Addr, *slog.Logger) (xfrm.DataPlane, error) {
+			return b.dp, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for addr, s := range map[netip.Addr]*Server{ctlAddr: b.ctl, memAddr: b.mem} {
+		b.w.at[addr] = s
+		s.out = port{b.w}
+		if err := s.applyConfig(b.ctx, s.cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b
+}
+
+func (b *bench) up() {
+	b.ctl.onUpdate(b.ctx, vici.Update{Snapshot: snapshot(ctlAddr, memAddr, false, 0x1111, 0x2222)})
+	b.mem.onUpdate(b.ctx, vici.Update{Snapshot: snapshot(memAddr, ctlAddr, true, 0x1111, 0x2222)})
+	b.w.drain(b.ctx)
+}
+
+func (b *bench) advance(d time.Duration) {
+	b.now = b.now.Add(d)
+	b.ctl.onTimers(b.ctx)
+	b.mem.onTimers(b.ctx)
+	b.w.drain(b.ctx)
+}
+
+func (b *bench) ctlGroup() *ctlGroup { return b.ctl.ctls[0] }
+
+func (b *bench) expectCalls(want ...string) {
+	b.t.Helper()
+	got := b.dp.take()
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		b.t.Fatalf("data plane calls\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestEngineDistributesAndRekeys(t *testing.T) {
+	b := newBench(t)
+	b.up()
+	first := b.ctlGroup().group.Current().SPI()
+	b.expectCalls(
+		"peers [10.1.1.0/24] [10.1.2.0/24 via 192.0.2.12]",
+		fmt.Sprintf("install %08x", first),
+		fmt.Sprintf("outbound %08x", first),
+	)
+	// the member holds exactly the keys KEYMAT gives for the controller's SA
+	put := b.ctlGroup().group.PutAt(b.now)
+	want, _ := mpsa.DeriveKeys(put)
+	if got := b.dp.keys[first]; !bytes.Equal(got.EncrKey, want.Encr) || !bytes.Equal(got.IntegKey, want.Integ) || got.Suite != put.Suite {
+		t.Fatal("the member installed other keys than KEYMAT of the controller's SA")
+	}
+	st, _ := b.ctlStatus()
+	if len(st.Members) != 1 || st.Members[0].AckedSPI != spiString(first) || st.Members[0].ID != "member1" {
+		t.Fatalf("controller status %+v", st.Members)
+	}
+
+	// forced rekey: new SA inbound at once, outbound after 1 s, old gone after 2 s
+	spi, err := b.ctlGroup().rekey(b.ctl, b.now, metrics.RekeyManual)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.w.drain(b.ctx)
+	second := b.ctlGroup().group.Current().SPI()
+	if spi != spiString(second) {
+		t.Fatalf("rekey reported %s, current is %08x", spi, second)
+	}
+	b.expectCalls(fmt.Sprintf("install %08x", second))
+	b.advance(999 * time.Millisecond)
+	b.expectCalls()
+	b.advance(time.Millisecond)
+	b.expectCalls(fmt.Sprintf("outbound %08x", second))
+	b.advance(time.Second)
+	b.expectCalls(fmt.Sprintf("remove %08x", first))
+	if ms, _ := b.memStatus(); ms.OutboundSPI != spiString(second) || len(ms.InboundSPIs) != 1 {
+		t.Fatalf("member status %+v", ms)
+	}
+	b.checkNoKeysInLogs(put)
+}
+
+// TestEngineRetransmitsUntilInstalled: the member's data plane fails on
+// the first push and on the push that answers its hello; the member does
+// not acknowledge, the controller retransmits, and that try installs the
+// SA.
+func TestEngineRetransmitsUntilInstalled(t *testing.T) {
+	b := newBench(t)
+	b.dp.failNext, b.dp.failures = errors.New("simulated netlink failure"), 2
+	b.up()
+	spi := b.ctlGroup().group.Current().SPI()
+	if c := b.dp.take(); len(c) != 1 || !strings.HasPrefix(c[0], "peers") {
+		t.Fatalf("after a failed install: %v", c)
+	}
+	st, _ := b.ctlStatus()
+	if st.Members[0].AckedSPI != "" || st.Members[0].PendingSPI != spiString(spi) {
+		t.Fatalf("member acknowledged an SA it failed to install: %+v", st.Members[0])
+	}
+	b.advance(time.Second) // the controller's first retransmission
+	b.expectCalls(fmt.Sprintf("install %08x", spi), fmt.Sprintf("outbound %08x", spi))
+	st, _ = b.ctlStatus()
+	if st.Members[0].AckedSPI != spiString(spi) {
+		t.Fatalf("after the retransmission: %+v", st.Members[0])
+	}
+	if !strings.Contains(b.logs.String(), "simulated netlink failure") {
+		t.Fatal("the data-plane failure was not logged")
+	}
+}
+
+// TestEngineLostDatagrams: the controller's first push and the member's
+// first hello are lost; retransmissions get the SA through, and a
+// duplicate push is acknowledged without reinstalling.
+func TestEngineLostDatagrams(t *testing.T) {
+	b := newBench(t)
+	lost := 0
+	b.w.drop = func(Datagram) bool {
+		if lost < 2 {
+			lost++
+			return true
+		}
+		return false
+	}
+	b.up()
+	b.expectCalls("peers [10.1.1.0/24] [10.1.2.0/24 via 192.0.2.12]")
+	b.advance(time.Second)
+	spi := b.ctlGroup().group.Current().SPI()
+	b.expectCalls(fmt.Sprintf("install %08x", spi), fmt.Sprintf("outbound %08x", spi))
+	b.advance(time.Minute)
+	b.expectCalls()
+	st, _ := b.ctlStatus()
+	if st.Members[0].AckedSPI != spiString(spi) || st.Members[0].PendingSPI != "" {
+		t.Fatalf("controller: %+v", st.Members[0])
+	}
+}
+
+// TestEngineDropsForeignDatagrams: wrong IKE SPIs, unknown sources and
+// garbage are dropped and counted by reason, and change nothing.
+func TestEngineDropsForeignDatagrams(t *testing.T) {
+	b := newBench(t)
+	b.up()
+	b.dp.take()
+	spi := b.ctlGroup().group.Current().SPI()
+	hello := func(spiI uint64) []byte {
+		m, _ := (&mpsa.Message{Header: mpsa.Header{SPIi: spiI, SPIr: 0x2222, Exchange: 37, Flags: mpsa.FlagInitiator, MessageID: 99}, Payloads: []mpsa.Payload{mpsa.MPSAVendorID()}}).Marshal()
+		return m
+	}
+	for _, d := range []Datagram{
+		{Src: netip.AddrPortFrom(memAddr, 4501), Dst: ctlAddr, Data: hello(0x9999)},
+		{Src: netip.AddrPortFrom(netip.MustParseAddr("10.98.9.9"), 4501), Dst: ctlAddr, Data: hello(0x1111)},
+		{Src: netip.AddrPortFrom(memAddr, 4501), Dst: ctlAddr, Data: []byte("garbage")},
+		{Src: netip.AddrPortFrom(memAddr, 4501), Dst: netip.MustParseAddr("10.98.0.2"), Data: hello(0x1111)},
+	} {
+		b.ctl.onDatagram(b.ctx, d)
+	}
+	if n := len(b.w.queue); n != 0 {
+		t.Fatalf("%d answers to foreign datagrams", n)
+	}
+	g := b.ctlGroup().drops.snapshot()
+	top := b.ctl.drops.snapshot()
+	if g[metrics.DropSPIMismatch] != 1 || g[metrics.DropMalformed] != 1 || top[metrics.DropNoControlChild] != 2 {
+		t.Fatalf("group drops %v, daemon drops %v", g, top)
+	}
+	if b.ctlGroup().group.Current().SPI() != spi {
+		t.Fatal("a foreign datagram changed the SA")
+	}
+}
+
+// TestEngineCounterModeRefused: a member refuses a GCM SA unless
+// allow_counter_mode is set, and does not acknowledge it.
+func TestEngineCounterModeRefused(t *testing.T) {
+	b := newBench(t)
+	cfg := loadConfig(t, strings.Replace(ctlConf, "control_child = ctl", "control_child = ctl\n    esp_proposal = aes128gcm16\n    allow_counter_mode = yes", 1))
+	b.ctl.shutdown()
+	b.ctl.cfg = cfg
+	if err := b.ctl.applyConfig(b.ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	b.up()
+	if c := b.dp.take(); len(c) != 1 {
+		t.Fatalf("member installed a counter-mode SA without allow_counter_mode: %v", c)
+	}
+	if !strings.Contains(b.logs.String(), "counter-mode SA refused") {
+		t.Fatal("refusal not logged")
+	}
+}
+
+func (b *bench) ctlStatus() (GroupStatus, error) { return b.ctlGroup().status(), nil }
+
+func (b *bench) memStatus() (GroupStatus, error) { return b.mem.mems[0].status(b.ctx), nil }
+
+// checkNoKeysInLogs: no nonce, SK_d or derived key appears in the debug
+// log, in hex, base64 or as a Go byte slice.
+func (b *bench) checkNoKeysInLogs(puts ...*mpsa.Put) {
+	b.t.Helper()
+	var secrets [][]byte
+	for _, p := range puts {
+		secrets = append(secrets, p.Nonce, p.SKd)
+	}
+	for _, sa := range b.dp.keys {
+		secrets = append(secrets, sa.EncrKey, sa.IntegKey)
+	}
+	logs := b.logs.String()
+	if len(logs) < 1000 {
+		b.t.Fatalf("suspiciously short debug log (%d octets)", len(logs))
+	}
+	for _, s := range secrets {
+		part := s[:8]
+		for _, form := range []string{hex.EncodeToString(part), strings.ToUpper(hex.EncodeToString(part)),
+			base64.StdEncoding.EncodeToString(s)[:10], strings.Trim(fmt.Sprint(part), "[]"),
+			// slog's text handler writes []byte as a quoted string
+			strings.Trim(strconv.Quote(string(part)), `"`), string(part)} {
+			if strings.Contains(logs, form) {
+				b.t.Fatalf("key material %q appears in the log", form)
+			}
+		}
+	}
+}
