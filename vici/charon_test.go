@@ -122,8 +122,10 @@ func TestControlChildren(t *testing.T) {
 			ctl := charon.Start(t, lab.Controller.NS, charon.Config{SwanctlConf: g.ControllerConf()})
 			w, rec := startWatcher(t, ctl.SocketPath())
 			var capture *rawCapture
-			if fam.name == "v4-over-v4" {
+			suffix := map[string]string{"v4-over-v4": "", "v6-over-v6": "-v6"}
+			if sfx, ok := suffix[fam.name]; ok && (sfx == "" || os.Getenv("MPSA_VICI_CAPTURE") != "") {
 				capture = startCapture(t, ctl.SocketPath())
+				capture.suffix = sfx
 			}
 			var members []*charon.Instance
 			for i, m := range lab.Members {
@@ -153,20 +155,10 @@ func TestControlChildren(t *testing.T) {
 					t.Errorf("member %d: child %+v: want ESP tunnel in UDP with SPIs", i, child)
 				}
 
-				// The member's own view must agree.
-				msas := listSAs(t, members[i].SocketPath())
-				var mine []vici.Control
-				for _, sa := range msas {
-					if sa.State != vici.IKEEstablished {
-						continue
-					}
-					s := vici.Snapshot{IKESAs: []vici.IKESA{sa}}
-					mine = append(mine, s.Controls(g.ConnName(), g.ChildName())...)
-				}
-				if len(mine) != 1 {
-					t.Fatalf("member %d sees %d control children: %+v", i, len(mine), msas)
-				}
-				mc := mine[0]
+				// The member's own view must agree (the responder
+				// installs the child before the initiator has read the
+				// IKE_AUTH response, so wait for the member).
+				mc := memberControl(t, members[i].SocketPath(), g)
 				if !mc.IKE.Initiator || !mc.IKE.MatchSPIs(ike.InitiatorSPI, ike.ResponderSPI) {
 					t.Errorf("member %d: IKE SPIs %016x_i %016x_r (initiator=%v), controller has %016x_i %016x_r",
 						i, mc.IKE.InitiatorSPI, mc.IKE.ResponderSPI, mc.IKE.Initiator, ike.InitiatorSPI, ike.ResponderSPI)
@@ -179,7 +171,7 @@ func TestControlChildren(t *testing.T) {
 					t.Errorf("member %d: its control addresses %v..%v", i, mc.Local, mc.Remote)
 				}
 				if capture != nil && i == 0 {
-					capture.listSA(t, "list-sa-member.json", members[i].SocketPath())
+					capture.listSA(t, "list-sa-member"+capture.suffix+".json", members[i].SocketPath())
 				}
 			}
 
@@ -218,9 +210,27 @@ func TestControlChildren(t *testing.T) {
 				}
 			}
 			if capture != nil {
-				capture.listSA(t, "list-sa-controller.json", ctl.SocketPath())
+				capture.listSA(t, "list-sa-controller"+capture.suffix+".json", ctl.SocketPath())
 			}
 		})
+	}
+}
+
+// memberControl polls a member's charon until it reports exactly one
+// control child, and returns it.
+func memberControl(t *testing.T, socket string, g charon.Group) vici.Control {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for {
+		sas := listSAs(t, socket)
+		c := (vici.Snapshot{IKESAs: sas}).Controls(g.ConnName(), g.ChildName())
+		if len(c) == 1 {
+			return c[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("member %s has %d control children: %+v", socket, len(c), sas)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -532,17 +542,19 @@ func pktinfoIfindex(oob []byte) (int, error) {
 }
 
 // rawCapture records raw VICI messages from real charon; with
-// MPSA_VICI_CAPTURE=1 it writes them to testdata/ for the parser tests.
+// MPSA_VICI_CAPTURE=DIR it writes them to DIR, from where they can be
+// copied to testdata/ for the parser tests.
 type rawCapture struct {
 	mu     sync.Mutex
 	files  map[string][]byte
 	events chan govici.Event
-	s      *govici.Session
+	s      *vici.Client
+	suffix string // added to file names
 }
 
 func startCapture(t *testing.T, socket string) *rawCapture {
 	t.Helper()
-	s, err := govici.NewSession(govici.WithSocketPath(socket))
+	s, err := vici.Dial(t.Context(), socket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -563,18 +575,16 @@ func (rc *rawCapture) listSA(t *testing.T, name, socket string) {
 	if os.Getenv("MPSA_VICI_CAPTURE") == "" {
 		return
 	}
-	s, err := govici.NewSession(govici.WithSocketPath(socket))
+	c, err := vici.Dial(t.Context(), socket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	for m, err := range s.CallStreaming(context.Background(), "list-sas", "list-sa", nil) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc.put(t, name, m)
-		return // the first IKE SA
+	defer c.Close()
+	msgs, err := c.ListSAsRaw(t.Context())
+	if err != nil || len(msgs) == 0 {
+		t.Fatalf("list-sas: %d messages, %v", len(msgs), err)
 	}
+	rc.put(t, name, msgs[0]) // the first IKE SA
 }
 
 func (rc *rawCapture) put(t *testing.T, name string, m *govici.Message) {
@@ -611,7 +621,7 @@ drain:
 			if strings.HasSuffix(ev.Name, "rekey") {
 				dir = "controller"
 			}
-			rc.put(t, ev.Name+"-"+dir+".json", ev.Message)
+			rc.put(t, ev.Name+"-"+dir+rc.suffix+".json", ev.Message)
 		default:
 			break drain
 		}
@@ -619,9 +629,10 @@ drain:
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	for name, data := range rc.files {
-		if err := os.WriteFile(filepath.Join("testdata", name), append(data, '\n'), 0o644); err != nil {
+		p := filepath.Join(os.Getenv("MPSA_VICI_CAPTURE"), name)
+		if err := os.WriteFile(p, append(data, '\n'), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("captured testdata/%s", name)
+		t.Logf("captured %s", p)
 	}
 }

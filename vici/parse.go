@@ -236,7 +236,13 @@ func ParseTS(s string) ([]netip.Prefix, error) {
 	if err != nil {
 		return nil, fmt.Errorf("traffic selector %q: %w", s, err)
 	}
-	return []netip.Prefix{netip.PrefixFrom(p.Addr().Unmap(), p.Bits()).Masked()}, nil
+	if a := p.Addr(); a.Is4In6() {
+		if p.Bits() < 96 {
+			return nil, fmt.Errorf("traffic selector %q: IPv4-mapped prefix shorter than /96", s)
+		}
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	return []netip.Prefix{p.Masked()}, nil
 }
 
 // RangePrefixes returns the shortest list of prefixes that covers exactly

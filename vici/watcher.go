@@ -2,7 +2,6 @@ package vici
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -286,10 +285,10 @@ func (w *Watcher) connected(ctx context.Context) error {
 	// Register the channel before subscribing so that no event is lost
 	// between the two, and subscribe before the resync so that every
 	// change after the snapshot arrives as an event.
-	ec.s.NotifyEvents(events)
-	defer ec.s.StopEvents(events)
-	if err := ec.s.Subscribe(subscribed...); err != nil {
-		return fmt.Errorf("vici: subscribe: %w", err)
+	ec.NotifyEvents(events)
+	defer ec.StopEvents(events)
+	if err := ec.Subscribe(subscribed...); err != nil {
+		return err
 	}
 	st := state{}
 	resync := func() error {
