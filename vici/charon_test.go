@@ -6,7 +6,6 @@ package vici_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	govici "github.com/strongswan/govici/vici"
-	"golang.org/x/sys/unix"
 
 	"github.com/mpsa/mpsa/internal/nettest"
 	"github.com/mpsa/mpsa/test/charon"
@@ -195,7 +193,7 @@ func TestControlChildren(t *testing.T) {
 
 			// Datagrams through the control child.
 			for i, m := range lab.Members {
-				src, ifname := controlDatagram(t, lab.Controller.NS, g.Controller.Control, m.NS, m.Peer.Control, true)
+				src, ifname := controlDatagram(t, lab.Controller.NS, g.Controller.Control, m.NS, m.Peer.Control)
 				t.Logf("member %d, socket bound to %v: datagram arrived from %v on %s", i, m.Peer.Control, src, ifname)
 				if src.Addr() != m.Peer.Control || ifname != "ipsec0" {
 					t.Errorf("member %d: datagram from %v on %s, want from %v on ipsec0", i, src, ifname, m.Peer.Control)
@@ -203,7 +201,7 @@ func TestControlChildren(t *testing.T) {
 				if _, ok := w.Snapshot().FindControl(g.ConnName(), g.ChildName(), src.Addr()); !ok {
 					t.Errorf("member %d: FindControl(source %v) found nothing", i, src.Addr())
 				}
-				src, ifname = controlDatagram(t, lab.Controller.NS, g.Controller.Control, m.NS, netip.Addr{}, false)
+				src, ifname = controlDatagram(t, lab.Controller.NS, g.Controller.Control, m.NS, netip.Addr{})
 				t.Logf("member %d, unbound socket: datagram arrived from %v on %s", i, src, ifname)
 				if src.Addr() != m.Peer.Control || ifname != "ipsec0" {
 					t.Errorf("member %d: unbound datagram from %v on %s, want from %v on ipsec0", i, src, ifname, m.Peer.Control)
@@ -414,131 +412,19 @@ func waitSameState(t *testing.T, w *vici.Watcher, socket string) {
 	}
 }
 
-// controlDatagram sends UDP datagrams from the member namespace (from
-// bound, if valid) to the controller's control address and port until one
-// arrives, and returns its source and the name of the interface it arrived
-// on.
-func controlDatagram(t *testing.T, ctlNS *nettest.NS, ctlAddr netip.Addr, memberNS *nettest.NS, from netip.Addr, bind bool) (netip.AddrPort, string) {
+// controlDatagram sends UDP datagrams from the member namespace (bound to
+// from if valid) to the controller's control address and port until one
+// arrives, and returns its source and the interface it arrived on.
+func controlDatagram(t *testing.T, ctlNS *nettest.NS, ctlAddr netip.Addr, memberNS *nettest.NS, from netip.Addr) (netip.AddrPort, string) {
 	t.Helper()
-	var conn *net.UDPConn
-	var ifnames map[int]string
-	err := ctlNS.Do(func() error {
-		var err error
-		conn, err = listenPktinfo(netip.AddrPortFrom(ctlAddr, controlPort))
-		if err != nil {
-			return err
-		}
-		ifs, err := net.Interfaces()
-		if err != nil {
-			return err
-		}
-		ifnames = map[int]string{}
-		for _, i := range ifs {
-			ifnames[i.Index] = i.Name
-		}
-		return nil
-	})
+	to := netip.AddrPortFrom(ctlAddr, controlPort)
+	l := charon.ListenUDP(t, ctlNS, to)
+	s := charon.DialUDP(t, memberNS, from, to)
+	d, err := charon.Exchange(s, l, []byte("mpsa control test"), patience)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("to %v: %v", to, err)
 	}
-	defer conn.Close()
-	var out *net.UDPConn
-	err = memberNS.Do(func() error {
-		var laddr *net.UDPAddr
-		if bind {
-			laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(from, 0))
-		}
-		var err error
-		out, err = net.DialUDP("udp", laddr, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ctlAddr, controlPort)))
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	deadline := time.Now().Add(patience)
-	payload := []byte("mpsa control test")
-	buf := make([]byte, 1500)
-	oob := make([]byte, 512)
-	for time.Now().Before(deadline) {
-		if _, err := out.Write(payload); err != nil {
-			t.Fatalf("send: %v", err)
-		}
-		conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		n, oobn, _, src, err := conn.ReadMsgUDPAddrPort(buf, oob)
-		if err != nil {
-			continue
-		}
-		if string(buf[:n]) != string(payload) {
-			t.Fatalf("received %q", buf[:n])
-		}
-		idx, err := pktinfoIfindex(oob[:oobn])
-		if err != nil {
-			t.Fatal(err)
-		}
-		name := ifnames[idx]
-		if name == "" {
-			name = fmt.Sprintf("ifindex %d", idx)
-		}
-		return netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), name
-	}
-	t.Fatalf("no datagram to %v:%d arrived", ctlAddr, controlPort)
-	return netip.AddrPort{}, ""
-}
-
-// listenPktinfo opens a UDP socket on ap that reports the arrival
-// interface of each datagram.
-func listenPktinfo(ap netip.AddrPort) (*net.UDPConn, error) {
-	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
-	if err != nil {
-		return nil, err
-	}
-	raw, err := conn.SyscallConn()
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	var serr error
-	err = raw.Control(func(fd uintptr) {
-		if ap.Addr().Is4() {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
-		} else {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
-		}
-	})
-	if err == nil {
-		err = serr
-	}
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return conn, nil
-}
-
-func pktinfoIfindex(oob []byte) (int, error) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return 0, err
-	}
-	for _, m := range msgs {
-		switch {
-		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO:
-			var pi unix.Inet4Pktinfo
-			if len(m.Data) < unix.SizeofInet4Pktinfo {
-				break
-			}
-			pi.Ifindex = int32(uint32(m.Data[0]) | uint32(m.Data[1])<<8 | uint32(m.Data[2])<<16 | uint32(m.Data[3])<<24)
-			return int(pi.Ifindex), nil
-		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO:
-			if len(m.Data) < unix.SizeofInet6Pktinfo {
-				break
-			}
-			d := m.Data[16:20]
-			return int(uint32(d[0]) | uint32(d[1])<<8 | uint32(d[2])<<16 | uint32(d[3])<<24), nil
-		}
-	}
-	return 0, fmt.Errorf("no pktinfo in %d control messages", len(msgs))
+	return d.Src, d.IfName
 }
 
 // rawCapture records raw VICI messages from real charon; with
