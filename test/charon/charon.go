@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -259,16 +260,26 @@ func (in *Instance) start(ctx context.Context) error {
 	cmd.Stdout = stderr
 	cmd.Stderr = stderr
 	// Its own process group: a ^C to the test does not hit it first, and
-	// Stop decides the order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("charon: start in %s: %w", in.cfg.NetNS, err)
-	}
+	// Stop decides the order. If this process dies without stopping it
+	// (a test timeout skips cleanups), charon gets SIGTERM.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	// The parent-death signal fires when the forking *thread* ends, so
+	// fork from a locked thread that lives exactly as long as charon.
 	done := make(chan struct{})
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		_ = cmd.Wait()
 		close(done)
 	}()
+	if err := <-started; err != nil {
+		return fmt.Errorf("charon: start in %s: %w", in.cfg.NetNS, err)
+	}
 	in.cmd, in.done = cmd, done
 	in.log.Info("charon started", "pid", cmd.Process.Pid)
 
