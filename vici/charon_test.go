@@ -192,8 +192,9 @@ func TestControlChildren(t *testing.T) {
 			}
 
 			// Datagrams through the control child.
+			l := charon.ListenUDP(t, lab.Controller.NS, netip.AddrPortFrom(g.Controller.Control, controlPort))
 			for i, m := range lab.Members {
-				src, ifname := controlDatagram(t, lab.Controller.NS, g.Controller.Control, m.NS, m.Peer.Control)
+				src, ifname := controlDatagram(t, l, g.Controller.Control, m.NS, m.Peer.Control)
 				t.Logf("member %d, socket bound to %v: datagram arrived from %v on %s", i, m.Peer.Control, src, ifname)
 				if src.Addr() != m.Peer.Control || ifname != "ipsec0" {
 					t.Errorf("member %d: datagram from %v on %s, want from %v on ipsec0", i, src, ifname, m.Peer.Control)
@@ -201,7 +202,7 @@ func TestControlChildren(t *testing.T) {
 				if _, ok := w.Snapshot().FindControl(g.ConnName(), g.ChildName(), src.Addr()); !ok {
 					t.Errorf("member %d: FindControl(source %v) found nothing", i, src.Addr())
 				}
-				src, ifname = controlDatagram(t, lab.Controller.NS, g.Controller.Control, m.NS, netip.Addr{})
+				src, ifname = controlDatagram(t, l, g.Controller.Control, m.NS, netip.Addr{})
 				t.Logf("member %d, unbound socket: datagram arrived from %v on %s", i, src, ifname)
 				if src.Addr() != m.Peer.Control || ifname != "ipsec0" {
 					t.Errorf("member %d: unbound datagram from %v on %s, want from %v on ipsec0", i, src, ifname, m.Peer.Control)
@@ -415,10 +416,9 @@ func waitSameState(t *testing.T, w *vici.Watcher, socket string) {
 // controlDatagram sends UDP datagrams from the member namespace (bound to
 // from if valid) to the controller's control address and port until one
 // arrives, and returns its source and the interface it arrived on.
-func controlDatagram(t *testing.T, ctlNS *nettest.NS, ctlAddr netip.Addr, memberNS *nettest.NS, from netip.Addr) (netip.AddrPort, string) {
+func controlDatagram(t *testing.T, l *charon.UDPListener, ctlAddr netip.Addr, memberNS *nettest.NS, from netip.Addr) (netip.AddrPort, string) {
 	t.Helper()
 	to := netip.AddrPortFrom(ctlAddr, controlPort)
-	l := charon.ListenUDP(t, ctlNS, to)
 	s := charon.DialUDP(t, memberNS, from, to)
 	d, err := charon.Exchange(s, l, []byte("mpsa control test"), patience)
 	if err != nil {
