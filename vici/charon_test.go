@@ -522,3 +522,44 @@ drain:
 		t.Logf("captured %s", p)
 	}
 }
+
+// TestWatcherDroppedEvents: with an event buffer of one, govici drops
+// events when members come up together; the watcher notices the full
+// channel, resynchronises, and still ends with charon's true state.
+func TestWatcherDroppedEvents(t *testing.T) {
+	lab := charon.NewLab(t, charon.LabOptions{Members: 3})
+	g := lab.Group
+	ctl := charon.Start(t, lab.Controller.NS, charon.Config{SwanctlConf: g.ControllerConf()})
+	rec := &recorder{}
+	w := vici.NewWatcher(vici.WatcherOptions{
+		Socket:      ctl.SocketPath(),
+		EventBuffer: 1,
+		OnUpdate: func(u vici.Update) {
+			rec.add(u)
+			time.Sleep(20 * time.Millisecond) // a slow consumer
+		},
+		Logger: testLogger(t),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if _, err := w.Wait(t.Context(), func(s vici.Snapshot) bool { return s.Connected }); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range lab.Members {
+		charon.Start(t, m.NS, charon.Config{SwanctlConf: g.MemberConf(i)})
+	}
+	waitControls(t, w, g, 3)
+	waitSameState(t, w, ctl.SocketPath())
+	resyncs := 0
+	for _, u := range rec.all() {
+		if u.Cause == vici.CauseResync {
+			resyncs++
+		}
+	}
+	if resyncs < 2 {
+		t.Errorf("%d resyncs, want more than the initial one (the channel was full)", resyncs)
+	}
+	t.Logf("%d updates, %d of them resyncs", len(rec.all()), resyncs)
+}

@@ -335,8 +335,10 @@ func (w *Watcher) connected(ctx context.Context) error {
 			}
 			if len(events) >= cap(events)-1 {
 				// The channel was full: govici may have dropped
-				// events since.
-				w.log.Warn("VICI event channel full, events may have been dropped; resynchronising", "capacity", cap(events))
+				// events since. One warning per resync.
+				if !pending {
+					w.log.Warn("VICI event channel full, events may have been dropped; resynchronising", "capacity", cap(events))
+				}
 				pending = true
 			}
 			ev, err := ParseEvent(ve.Name, ve.Message)
