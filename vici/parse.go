@@ -323,15 +323,21 @@ const (
 	ChildRekey
 )
 
-var eventKindNames = map[EventKind]string{
-	IKEUp: "ike-up", IKEDown: "ike-down", ChildUp: "child-up",
-	ChildDown: "child-down", IKERekey: "ike-rekey", ChildRekey: "child-rekey",
-}
-
 // String names the kind.
 func (k EventKind) String() string {
-	if s, ok := eventKindNames[k]; ok {
-		return s
+	switch k {
+	case IKEUp:
+		return "ike-up"
+	case IKEDown:
+		return "ike-down"
+	case ChildUp:
+		return "child-up"
+	case ChildDown:
+		return "child-down"
+	case IKERekey:
+		return "ike-rekey"
+	case ChildRekey:
+		return "child-rekey"
 	}
 	return "event(" + strconv.Itoa(int(k)) + ")"
 }

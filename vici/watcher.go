@@ -264,8 +264,6 @@ func (st state) apply(ev Event) bool {
 	return true
 }
 
-var subscribed = []string{EventIKEUpdown, EventChildUpdown, EventIKERekey, EventChildRekey}
-
 // connected opens two sessions, one for events and one for list-sas
 // (whose list-sa events charon sends only to the session that asked), and
 // follows them until either ends or ctx is done.
@@ -287,7 +285,7 @@ func (w *Watcher) connected(ctx context.Context) error {
 	// change after the snapshot arrives as an event.
 	ec.NotifyEvents(events)
 	defer ec.StopEvents(events)
-	if err := ec.Subscribe(subscribed...); err != nil {
+	if err := ec.Subscribe(EventIKEUpdown, EventChildUpdown, EventIKERekey, EventChildRekey); err != nil {
 		return err
 	}
 	st := state{}

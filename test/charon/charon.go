@@ -33,13 +33,15 @@ import (
 // DefaultBinary is where Debian installs the charon daemon.
 const DefaultBinary = "/usr/lib/ipsec/charon"
 
-// DefaultPlugins is the plugin load list of the generated strongswan.conf:
-// enough for PSK and certificates with the usual algorithms, with
-// kernel-libipsec ahead of kernel-netlink.
-var DefaultPlugins = []string{
-	"random", "nonce", "openssl", "pem", "pkcs1", "pkcs8", "x509", "pubkey",
-	"kdf", "hmac", "sha1", "sha2", "aes", "gcm", "curve25519", "gmp",
-	"kernel-libipsec", "kernel-netlink", "socket-default", "vici",
+// DefaultPlugins returns the plugin load list of the generated
+// strongswan.conf: enough for PSK and certificates with the usual
+// algorithms, with kernel-libipsec ahead of kernel-netlink.
+func DefaultPlugins() []string {
+	return []string{
+		"random", "nonce", "openssl", "pem", "pkcs1", "pkcs8", "x509", "pubkey",
+		"kdf", "hmac", "sha1", "sha2", "aes", "gcm", "curve25519", "gmp",
+		"kernel-libipsec", "kernel-netlink", "socket-default", "vici",
+	}
 }
 
 // Config describes one charon instance.
@@ -54,7 +56,7 @@ type Config struct {
 	Dir string
 	// Binary is the charon executable; DefaultBinary if empty.
 	Binary string
-	// Plugins overrides DefaultPlugins.
+	// Plugins overrides DefaultPlugins().
 	Plugins []string
 	// SwanctlConf is the content of swanctl/swanctl.conf, loaded with
 	// `swanctl --load-all` once charon answers. Empty: nothing is loaded.
@@ -94,7 +96,7 @@ func Launch(ctx context.Context, cfg Config) (*Instance, error) {
 		cfg.Binary = DefaultBinary
 	}
 	if cfg.Plugins == nil {
-		cfg.Plugins = DefaultPlugins
+		cfg.Plugins = DefaultPlugins()
 	}
 	if cfg.LogLevel == 0 {
 		cfg.LogLevel = 1
