@@ -98,21 +98,20 @@ func listSAs(t *testing.T, socket string) []vici.IKESA {
 	return sas
 }
 
-var families = []struct {
-	name string
-	opts charon.LabOptions
-}{
-	{"v4-over-v4", charon.LabOptions{Members: 2}},
-	{"v6-over-v6", charon.LabOptions{Members: 2, Underlay6: true, Control6: true}},
-	{"v4-over-v6", charon.LabOptions{Members: 2, Underlay6: true}},
-}
-
 // TestControlChildren: two members establish IKE and the control child with
 // the controller; the controller's watcher (started before any member)
 // sees both with the right addresses, identities and SPIs, and a UDP
 // datagram from each member's control address reaches the controller's
 // control port through the control child.
 func TestControlChildren(t *testing.T) {
+	families := []struct {
+		name string
+		opts charon.LabOptions
+	}{
+		{"v4-over-v4", charon.LabOptions{Members: 2}},
+		{"v6-over-v6", charon.LabOptions{Members: 2, Underlay6: true, Control6: true}},
+		{"v4-over-v6", charon.LabOptions{Members: 2, Underlay6: true}},
+	}
 	for _, fam := range families {
 		t.Run(fam.name, func(t *testing.T) {
 			lab := charon.NewLab(t, fam.opts)
