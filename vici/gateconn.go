@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -35,9 +36,9 @@ const maxPacket = 1 << 24
 // confirmation arrives; the held events follow, in order, once Subscribe
 // has returned and the gate opens.
 //
-// Read deadlines are not applied to reads (govici sets them only as a
-// watchdog while waiting for responses; callers bound their calls with
-// contexts); write deadlines are.
+// Deadlines keep their net.Conn meaning: govici sets a read deadline as a
+// watchdog while it waits for a response (5 s past the caller's deadline)
+// and a Read that passes it fails, which ends the session.
 type gateConn struct {
 	net.Conn
 
@@ -47,6 +48,9 @@ type gateConn struct {
 	cur   []byte   // rest of the packet being delivered
 	gate  int      // > 0: hold event packets
 	err   error    // the reader's terminal error
+
+	deadline time.Time   // read deadline, zero for none
+	timer    *time.Timer // wakes Read at the deadline
 }
 
 func newGateConn(c net.Conn) *gateConn {
@@ -111,6 +115,9 @@ func (g *gateConn) Read(p []byte) (int, error) {
 		if g.err != nil {
 			return 0, g.err
 		}
+		if !g.deadline.IsZero() && !time.Now().Before(g.deadline) {
+			return 0, os.ErrDeadlineExceeded
+		}
 		g.cond.Wait()
 	}
 	n := copy(p, g.cur)
@@ -132,11 +139,35 @@ func (g *gateConn) release() {
 	g.mu.Unlock()
 }
 
-// SetReadDeadline is accepted and ignored (see the type's comment).
-func (g *gateConn) SetReadDeadline(time.Time) error { return nil }
+// SetReadDeadline sets the deadline for Read; zero means none. It applies
+// to the packets gateConn hands out, not to the socket, which its reader
+// goroutine keeps reading.
+func (g *gateConn) SetReadDeadline(t time.Time) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.deadline = t
+	if g.timer != nil {
+		g.timer.Stop()
+		g.timer = nil
+	}
+	if !t.IsZero() {
+		g.timer = time.AfterFunc(time.Until(t), func() {
+			g.mu.Lock()
+			g.cond.Broadcast()
+			g.mu.Unlock()
+		})
+	}
+	g.cond.Broadcast()
+	return nil
+}
 
-// SetDeadline applies t to writes only.
-func (g *gateConn) SetDeadline(t time.Time) error { return g.Conn.SetWriteDeadline(t) }
+// SetDeadline sets the read and write deadlines.
+func (g *gateConn) SetDeadline(t time.Time) error {
+	if err := g.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return g.Conn.SetWriteDeadline(t)
+}
 
 // Close closes the socket; pending and later Reads fail.
 func (g *gateConn) Close() error {

@@ -2,7 +2,9 @@ package vici
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -91,3 +93,40 @@ func TestSubscribeWithEventBeforeConfirm(t *testing.T) {
 type errUnexpected []byte
 
 func (e errUnexpected) Error() string { return "unexpected packet " + string(e) }
+
+// TestGateConnReadDeadline: a read deadline ends a Read that has nothing
+// to deliver (govici's watchdog relies on it), and packets that arrived
+// before are still delivered.
+func TestGateConnReadDeadline(t *testing.T) {
+	client, server := net.Pipe()
+	t.Cleanup(func() { client.Close(); server.Close() })
+	g := newGateConn(client)
+	g.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	buf := make([]byte, 64)
+	if _, err := g.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read past the deadline: %v", err)
+	}
+	g.SetReadDeadline(time.Time{})
+	go server.Write(packet(pktEventConfirm, ""))
+	n, err := g.Read(buf)
+	if err != nil || n != 5 || buf[4] != pktEventConfirm {
+		t.Fatalf("Read = %d %v % x", n, err, buf[:n])
+	}
+	// With the gate closed an event waits and a later response passes it.
+	g.hold()
+	go func() {
+		server.Write(packet(pktEvent, "ike-updown"))
+		server.Write(packet(pktEventConfirm, ""))
+	}()
+	if n, err = g.Read(buf); err != nil || buf[4] != pktEventConfirm {
+		t.Fatalf("gate closed: first Read = % x %v, want the confirmation", buf[:n], err)
+	}
+	g.release()
+	if n, err = g.Read(buf); err != nil || buf[4] != pktEvent {
+		t.Fatalf("gate open: Read = % x %v, want the held event", buf[:n], err)
+	}
+	g.Close()
+	if _, err := g.Read(buf); err == nil {
+		t.Fatal("Read after Close succeeded")
+	}
+}

@@ -174,14 +174,36 @@ func (w *Watcher) publish(u Update) {
 // Run connects (retrying with backoff), resynchronises, follows events and
 // reconnects whenever the session ends, until ctx is done; it then returns
 // ctx's error.
+//
+// A session that ends before its first resync (charon accepts connections
+// but fails them) is retried with the same backoff as the connection.
 func (w *Watcher) Run(ctx context.Context) error {
+	b := w.o.Backoff.withDefaults()
+	var delay time.Duration
 	for {
+		seq := w.Last().Seq
 		err := w.connected(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		w.log.Warn("VICI session ended, reconnecting", "err", err)
-		w.publish(Update{Cause: CauseDisconnected, Snapshot: Snapshot{}})
+		if w.Last().Seq > seq && w.Last().Cause != CauseDisconnected {
+			delay = 0 // it worked for a while
+		} else {
+			delay = b.next(delay)
+		}
+		if w.Last().Snapshot.Connected {
+			w.publish(Update{Cause: CauseDisconnected, Snapshot: Snapshot{}})
+		}
+		if delay > 0 {
+			t := time.NewTimer(jitter(delay))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
 	}
 }
 
