@@ -399,10 +399,12 @@ func waitSameState(t *testing.T, w *vici.Watcher, socket string) {
 		}
 		return b.String()
 	}
-	deadline := time.Now().Add(patience)
+	start := time.Now()
+	deadline := start.Add(patience)
 	for {
 		a, b := norm(w.Snapshot().IKESAs), norm(listSAs(t, socket))
 		if a == b {
+			t.Logf("watcher state equals list-sas after %v", time.Since(start).Round(time.Millisecond))
 			return
 		}
 		if time.Now().After(deadline) {

@@ -62,6 +62,12 @@ type WatcherOptions struct {
 	// ResyncInterval is the period of a full list-sas even without
 	// events; 0 means 60 s, negative disables it.
 	ResyncInterval time.Duration
+	// RekeySettle is how long after a rekey event the watcher lists the
+	// SAs again: charon keeps a rekeyed CHILD SA listed for
+	// charon.delete_rekeyed_delay (5 s by default) and removes it without
+	// an event, so a resync in that window would bring it back until the
+	// next one. 0 means 10 s; negative disables it.
+	RekeySettle time.Duration
 	// EventBuffer is the capacity of the event channel handed to govici
 	// (which drops events when it is full); 0 means 1024.
 	EventBuffer int
@@ -89,6 +95,9 @@ func NewWatcher(o WatcherOptions) *Watcher {
 	}
 	if o.ResyncInterval == 0 {
 		o.ResyncInterval = 60 * time.Second
+	}
+	if o.RekeySettle == 0 {
+		o.RekeySettle = 10 * time.Second
 	}
 	if o.EventBuffer <= 0 {
 		o.EventBuffer = 1024
@@ -334,6 +343,9 @@ func (w *Watcher) connected(ctx context.Context) error {
 		defer t.Stop()
 		tick = t.C
 	}
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
+	defer settle.Stop()
 	pending := false // a resync is due once the channel is drained
 	for {
 		if pending && len(events) == 0 {
@@ -346,6 +358,10 @@ func (w *Watcher) connected(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick:
+			if err := resync(); err != nil {
+				return err
+			}
+		case <-settle.C:
 			if err := resync(); err != nil {
 				return err
 			}
@@ -371,6 +387,9 @@ func (w *Watcher) connected(ctx context.Context) error {
 			if !st.apply(ev) {
 				pending = true
 				continue
+			}
+			if (ev.Kind == IKERekey || ev.Kind == ChildRekey) && w.o.RekeySettle > 0 {
+				settle.Reset(w.o.RekeySettle)
 			}
 			w.publish(Update{Cause: CauseEvent, Event: &ev, Snapshot: st.snapshot()})
 		}
