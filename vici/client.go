@@ -199,8 +199,9 @@ func (c *Client) Version(ctx context.Context) (Version, error) {
 // session subscribes to list-sa like to any event: govici's reader hands
 // every list-sa event to the channel before it reads the response, so all
 // of them are in the channel when Call returns. The channel is sized from
-// charon's IKE SA count (stats), and the listing is repeated (three times
-// at most) if it came back short, in case events were dropped.
+// charon's IKE SA count (stats); a listing shorter than that count is
+// repeated, and after three short ones ListSAsRaw fails rather than
+// return a partial list.
 func (c *Client) ListSAsRaw(ctx context.Context) ([]*govici.Message, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -214,7 +215,7 @@ func (c *Client) ListSAsRaw(ctx context.Context) ([]*govici.Message, error) {
 		c.listSub = true
 	}
 	var out []*govici.Message
-	for try := 0; try < 3; try++ {
+	for try := 1; ; try++ {
 		total, err := c.ikeSATotal(ctx)
 		if err != nil {
 			return nil, err
@@ -244,12 +245,16 @@ func (c *Client) ListSAsRaw(ctx context.Context) ([]*govici.Message, error) {
 		if len(out) >= total {
 			break
 		}
+		// Short: an IKE SA went away meanwhile, or messages were lost.
 		after, err := c.ikeSATotal(ctx)
 		if err != nil {
 			return nil, err
 		}
 		if len(out) >= after {
 			break
+		}
+		if try == 3 {
+			return nil, fmt.Errorf("vici: list-sas returned %d IKE SAs, charon counts %d (three tries)", len(out), after)
 		}
 	}
 	return out, nil
