@@ -6,7 +6,6 @@ package vici_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	govici "github.com/strongswan/govici/vici"
-	"golang.org/x/sys/unix"
 
 	"github.com/mpsa/mpsa/internal/nettest"
 	"github.com/mpsa/mpsa/test/charon"
@@ -100,21 +98,20 @@ func listSAs(t *testing.T, socket string) []vici.IKESA {
 	return sas
 }
 
-var families = []struct {
-	name string
-	opts charon.LabOptions
-}{
-	{"v4-over-v4", charon.LabOptions{Members: 2}},
-	{"v6-over-v6", charon.LabOptions{Members: 2, Underlay6: true, Control6: true}},
-	{"v4-over-v6", charon.LabOptions{Members: 2, Underlay6: true}},
-}
-
 // TestControlChildren: two members establish IKE and the control child with
 // the controller; the controller's watcher (started before any member)
 // sees both with the right addresses, identities and SPIs, and a UDP
 // datagram from each member's control address reaches the controller's
 // control port through the control child.
 func TestControlChildren(t *testing.T) {
+	families := []struct {
+		name string
+		opts charon.LabOptions
+	}{
+		{"v4-over-v4", charon.LabOptions{Members: 2}},
+		{"v6-over-v6", charon.LabOptions{Members: 2, Underlay6: true, Control6: true}},
+		{"v4-over-v6", charon.LabOptions{Members: 2, Underlay6: true}},
+	}
 	for _, fam := range families {
 		t.Run(fam.name, func(t *testing.T) {
 			lab := charon.NewLab(t, fam.opts)
@@ -122,8 +119,10 @@ func TestControlChildren(t *testing.T) {
 			ctl := charon.Start(t, lab.Controller.NS, charon.Config{SwanctlConf: g.ControllerConf()})
 			w, rec := startWatcher(t, ctl.SocketPath())
 			var capture *rawCapture
-			if fam.name == "v4-over-v4" {
+			suffix := map[string]string{"v4-over-v4": "", "v6-over-v6": "-v6"}
+			if sfx, ok := suffix[fam.name]; ok && (sfx == "" || os.Getenv("MPSA_VICI_CAPTURE") != "") {
 				capture = startCapture(t, ctl.SocketPath())
+				capture.suffix = sfx
 			}
 			var members []*charon.Instance
 			for i, m := range lab.Members {
@@ -153,20 +152,10 @@ func TestControlChildren(t *testing.T) {
 					t.Errorf("member %d: child %+v: want ESP tunnel in UDP with SPIs", i, child)
 				}
 
-				// The member's own view must agree.
-				msas := listSAs(t, members[i].SocketPath())
-				var mine []vici.Control
-				for _, sa := range msas {
-					if sa.State != vici.IKEEstablished {
-						continue
-					}
-					s := vici.Snapshot{IKESAs: []vici.IKESA{sa}}
-					mine = append(mine, s.Controls(g.ConnName(), g.ChildName())...)
-				}
-				if len(mine) != 1 {
-					t.Fatalf("member %d sees %d control children: %+v", i, len(mine), msas)
-				}
-				mc := mine[0]
+				// The member's own view must agree (the responder
+				// installs the child before the initiator has read the
+				// IKE_AUTH response, so wait for the member).
+				mc := memberControl(t, members[i].SocketPath(), g)
 				if !mc.IKE.Initiator || !mc.IKE.MatchSPIs(ike.InitiatorSPI, ike.ResponderSPI) {
 					t.Errorf("member %d: IKE SPIs %016x_i %016x_r (initiator=%v), controller has %016x_i %016x_r",
 						i, mc.IKE.InitiatorSPI, mc.IKE.ResponderSPI, mc.IKE.Initiator, ike.InitiatorSPI, ike.ResponderSPI)
@@ -179,7 +168,7 @@ func TestControlChildren(t *testing.T) {
 					t.Errorf("member %d: its control addresses %v..%v", i, mc.Local, mc.Remote)
 				}
 				if capture != nil && i == 0 {
-					capture.listSA(t, "list-sa-member.json", members[i].SocketPath())
+					capture.listSA(t, "list-sa-member"+capture.suffix+".json", members[i].SocketPath())
 				}
 			}
 
@@ -202,8 +191,9 @@ func TestControlChildren(t *testing.T) {
 			}
 
 			// Datagrams through the control child.
+			l := charon.ListenUDP(t, lab.Controller.NS, netip.AddrPortFrom(g.Controller.Control, controlPort))
 			for i, m := range lab.Members {
-				src, ifname := controlDatagram(t, lab.Controller.NS, g.Controller.Control, m.NS, m.Peer.Control, true)
+				src, ifname := controlDatagram(t, l, g.Controller.Control, m.NS, m.Peer.Control)
 				t.Logf("member %d, socket bound to %v: datagram arrived from %v on %s", i, m.Peer.Control, src, ifname)
 				if src.Addr() != m.Peer.Control || ifname != "ipsec0" {
 					t.Errorf("member %d: datagram from %v on %s, want from %v on ipsec0", i, src, ifname, m.Peer.Control)
@@ -211,16 +201,34 @@ func TestControlChildren(t *testing.T) {
 				if _, ok := w.Snapshot().FindControl(g.ConnName(), g.ChildName(), src.Addr()); !ok {
 					t.Errorf("member %d: FindControl(source %v) found nothing", i, src.Addr())
 				}
-				src, ifname = controlDatagram(t, lab.Controller.NS, g.Controller.Control, m.NS, netip.Addr{}, false)
+				src, ifname = controlDatagram(t, l, g.Controller.Control, m.NS, netip.Addr{})
 				t.Logf("member %d, unbound socket: datagram arrived from %v on %s", i, src, ifname)
 				if src.Addr() != m.Peer.Control || ifname != "ipsec0" {
 					t.Errorf("member %d: unbound datagram from %v on %s, want from %v on ipsec0", i, src, ifname, m.Peer.Control)
 				}
 			}
 			if capture != nil {
-				capture.listSA(t, "list-sa-controller.json", ctl.SocketPath())
+				capture.listSA(t, "list-sa-controller"+capture.suffix+".json", ctl.SocketPath())
 			}
 		})
+	}
+}
+
+// memberControl polls a member's charon until it reports exactly one
+// control child, and returns it.
+func memberControl(t *testing.T, socket string, g charon.Group) vici.Control {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for {
+		sas := listSAs(t, socket)
+		c := (vici.Snapshot{IKESAs: sas}).Controls(g.ConnName(), g.ChildName())
+		if len(c) == 1 {
+			return c[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("member %s has %d control children: %+v", socket, len(c), sas)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -391,10 +399,12 @@ func waitSameState(t *testing.T, w *vici.Watcher, socket string) {
 		}
 		return b.String()
 	}
-	deadline := time.Now().Add(patience)
+	start := time.Now()
+	deadline := start.Add(patience)
 	for {
 		a, b := norm(w.Snapshot().IKESAs), norm(listSAs(t, socket))
 		if a == b {
+			t.Logf("watcher state equals list-sas after %v", time.Since(start).Round(time.Millisecond))
 			return
 		}
 		if time.Now().After(deadline) {
@@ -404,145 +414,34 @@ func waitSameState(t *testing.T, w *vici.Watcher, socket string) {
 	}
 }
 
-// controlDatagram sends UDP datagrams from the member namespace (from
-// bound, if valid) to the controller's control address and port until one
-// arrives, and returns its source and the name of the interface it arrived
-// on.
-func controlDatagram(t *testing.T, ctlNS *nettest.NS, ctlAddr netip.Addr, memberNS *nettest.NS, from netip.Addr, bind bool) (netip.AddrPort, string) {
+// controlDatagram sends UDP datagrams from the member namespace (bound to
+// from if valid) to the controller's control address and port until one
+// arrives, and returns its source and the interface it arrived on.
+func controlDatagram(t *testing.T, l *charon.UDPListener, ctlAddr netip.Addr, memberNS *nettest.NS, from netip.Addr) (netip.AddrPort, string) {
 	t.Helper()
-	var conn *net.UDPConn
-	var ifnames map[int]string
-	err := ctlNS.Do(func() error {
-		var err error
-		conn, err = listenPktinfo(netip.AddrPortFrom(ctlAddr, controlPort))
-		if err != nil {
-			return err
-		}
-		ifs, err := net.Interfaces()
-		if err != nil {
-			return err
-		}
-		ifnames = map[int]string{}
-		for _, i := range ifs {
-			ifnames[i.Index] = i.Name
-		}
-		return nil
-	})
+	to := netip.AddrPortFrom(ctlAddr, controlPort)
+	s := charon.DialUDP(t, memberNS, from, to)
+	d, err := charon.Exchange(s, l, []byte("mpsa control test"), patience)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("to %v: %v", to, err)
 	}
-	defer conn.Close()
-	var out *net.UDPConn
-	err = memberNS.Do(func() error {
-		var laddr *net.UDPAddr
-		if bind {
-			laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(from, 0))
-		}
-		var err error
-		out, err = net.DialUDP("udp", laddr, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ctlAddr, controlPort)))
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	deadline := time.Now().Add(patience)
-	payload := []byte("mpsa control test")
-	buf := make([]byte, 1500)
-	oob := make([]byte, 512)
-	for time.Now().Before(deadline) {
-		if _, err := out.Write(payload); err != nil {
-			t.Fatalf("send: %v", err)
-		}
-		conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		n, oobn, _, src, err := conn.ReadMsgUDPAddrPort(buf, oob)
-		if err != nil {
-			continue
-		}
-		if string(buf[:n]) != string(payload) {
-			t.Fatalf("received %q", buf[:n])
-		}
-		idx, err := pktinfoIfindex(oob[:oobn])
-		if err != nil {
-			t.Fatal(err)
-		}
-		name := ifnames[idx]
-		if name == "" {
-			name = fmt.Sprintf("ifindex %d", idx)
-		}
-		return netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), name
-	}
-	t.Fatalf("no datagram to %v:%d arrived", ctlAddr, controlPort)
-	return netip.AddrPort{}, ""
-}
-
-// listenPktinfo opens a UDP socket on ap that reports the arrival
-// interface of each datagram.
-func listenPktinfo(ap netip.AddrPort) (*net.UDPConn, error) {
-	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
-	if err != nil {
-		return nil, err
-	}
-	raw, err := conn.SyscallConn()
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	var serr error
-	err = raw.Control(func(fd uintptr) {
-		if ap.Addr().Is4() {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
-		} else {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
-		}
-	})
-	if err == nil {
-		err = serr
-	}
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return conn, nil
-}
-
-func pktinfoIfindex(oob []byte) (int, error) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return 0, err
-	}
-	for _, m := range msgs {
-		switch {
-		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO:
-			var pi unix.Inet4Pktinfo
-			if len(m.Data) < unix.SizeofInet4Pktinfo {
-				break
-			}
-			pi.Ifindex = int32(uint32(m.Data[0]) | uint32(m.Data[1])<<8 | uint32(m.Data[2])<<16 | uint32(m.Data[3])<<24)
-			return int(pi.Ifindex), nil
-		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO:
-			if len(m.Data) < unix.SizeofInet6Pktinfo {
-				break
-			}
-			d := m.Data[16:20]
-			return int(uint32(d[0]) | uint32(d[1])<<8 | uint32(d[2])<<16 | uint32(d[3])<<24), nil
-		}
-	}
-	return 0, fmt.Errorf("no pktinfo in %d control messages", len(msgs))
+	return d.Src, d.IfName
 }
 
 // rawCapture records raw VICI messages from real charon; with
-// MPSA_VICI_CAPTURE=1 it writes them to testdata/ for the parser tests.
+// MPSA_VICI_CAPTURE=DIR it writes them to DIR, from where they can be
+// copied to testdata/ for the parser tests.
 type rawCapture struct {
 	mu     sync.Mutex
 	files  map[string][]byte
 	events chan govici.Event
-	s      *govici.Session
+	s      *vici.Client
+	suffix string // added to file names
 }
 
 func startCapture(t *testing.T, socket string) *rawCapture {
 	t.Helper()
-	s, err := govici.NewSession(govici.WithSocketPath(socket))
+	s, err := vici.Dial(t.Context(), socket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -563,18 +462,16 @@ func (rc *rawCapture) listSA(t *testing.T, name, socket string) {
 	if os.Getenv("MPSA_VICI_CAPTURE") == "" {
 		return
 	}
-	s, err := govici.NewSession(govici.WithSocketPath(socket))
+	c, err := vici.Dial(t.Context(), socket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	for m, err := range s.CallStreaming(context.Background(), "list-sas", "list-sa", nil) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc.put(t, name, m)
-		return // the first IKE SA
+	defer c.Close()
+	msgs, err := c.ListSAsRaw(t.Context())
+	if err != nil || len(msgs) == 0 {
+		t.Fatalf("list-sas: %d messages, %v", len(msgs), err)
 	}
+	rc.put(t, name, msgs[0]) // the first IKE SA
 }
 
 func (rc *rawCapture) put(t *testing.T, name string, m *govici.Message) {
@@ -611,7 +508,7 @@ drain:
 			if strings.HasSuffix(ev.Name, "rekey") {
 				dir = "controller"
 			}
-			rc.put(t, ev.Name+"-"+dir+".json", ev.Message)
+			rc.put(t, ev.Name+"-"+dir+rc.suffix+".json", ev.Message)
 		default:
 			break drain
 		}
@@ -619,9 +516,51 @@ drain:
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	for name, data := range rc.files {
-		if err := os.WriteFile(filepath.Join("testdata", name), append(data, '\n'), 0o644); err != nil {
+		p := filepath.Join(os.Getenv("MPSA_VICI_CAPTURE"), name)
+		if err := os.WriteFile(p, append(data, '\n'), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("captured testdata/%s", name)
+		t.Logf("captured %s", p)
 	}
+}
+
+// TestWatcherDroppedEvents: with an event buffer of one, govici drops
+// events when members come up together; the watcher notices the full
+// channel, resynchronises, and still ends with charon's true state.
+func TestWatcherDroppedEvents(t *testing.T) {
+	lab := charon.NewLab(t, charon.LabOptions{Members: 3})
+	g := lab.Group
+	ctl := charon.Start(t, lab.Controller.NS, charon.Config{SwanctlConf: g.ControllerConf()})
+	rec := &recorder{}
+	w := vici.NewWatcher(vici.WatcherOptions{
+		Socket:      ctl.SocketPath(),
+		EventBuffer: 1,
+		OnUpdate: func(u vici.Update) {
+			rec.add(u)
+			time.Sleep(20 * time.Millisecond) // a slow consumer
+		},
+		Logger: testLogger(t),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if _, err := w.Wait(t.Context(), func(s vici.Snapshot) bool { return s.Connected }); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range lab.Members {
+		charon.Start(t, m.NS, charon.Config{SwanctlConf: g.MemberConf(i)})
+	}
+	waitControls(t, w, g, 3)
+	waitSameState(t, w, ctl.SocketPath())
+	resyncs := 0
+	for _, u := range rec.all() {
+		if u.Cause == vici.CauseResync {
+			resyncs++
+		}
+	}
+	if resyncs < 2 {
+		t.Errorf("%d resyncs, want more than the initial one (the channel was full)", resyncs)
+	}
+	t.Logf("%d updates, %d of them resyncs", len(rec.all()), resyncs)
 }

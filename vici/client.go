@@ -25,6 +25,7 @@ type Client struct {
 
 	mu      sync.Mutex // serialises commands
 	s       *govici.Session
+	gc      *gateConn
 	listSub bool // subscribed to list-sa
 }
 
@@ -35,17 +36,31 @@ func Dial(ctx context.Context, socket string) (*Client, error) {
 		socket = DefaultSocket
 	}
 	var d net.Dialer
+	return newClient(socket, func(network, addr string) (net.Conn, error) {
+		return d.DialContext(ctx, network, addr)
+	})
+}
+
+// newClient opens a session over the connection dial returns.
+func newClient(socket string, dial func(network, addr string) (net.Conn, error)) (*Client, error) {
+	var gc *gateConn
 	s, err := govici.NewSession(
 		govici.WithSocketPath(socket),
-		// govici dials with context.Background(); bind the attempt to ctx.
+		// govici dials with context.Background(); dial binds the
+		// attempt to the caller's context.
 		govici.WithDialContext(func(_ context.Context, network, addr string) (net.Conn, error) {
-			return d.DialContext(ctx, network, addr)
+			c, err := dial(network, addr)
+			if err != nil {
+				return nil, err
+			}
+			gc = newGateConn(c)
+			return gc, nil
 		}),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("vici: connect %s: %w", socket, err)
 	}
-	return &Client{socket: socket, s: s}, nil
+	return &Client{socket: socket, s: s, gc: gc}, nil
 }
 
 // Backoff is an exponential backoff between connection attempts.
@@ -133,8 +148,29 @@ func (c *Client) Socket() string { return c.socket }
 func (c *Client) Close() error { return c.s.Close() }
 
 // Session is the underlying govici session, for commands this package does
-// not wrap. Do not use it concurrently with the Client's own methods.
+// not wrap. Do not use it concurrently with the Client's own methods, and
+// subscribe through Client.Subscribe, not Session().Subscribe (see
+// gateConn).
 func (c *Client) Session() *govici.Session { return c.s }
+
+// Subscribe registers the session for the named events; receive them with
+// NotifyEvents. Events that arrive while the registration is in progress
+// are held back and delivered after it, in order.
+func (c *Client) Subscribe(events ...string) error {
+	c.gc.hold()
+	defer c.gc.release()
+	if err := c.s.Subscribe(events...); err != nil {
+		return fmt.Errorf("vici: subscribe %v: %w", events, err)
+	}
+	return nil
+}
+
+// NotifyEvents has govici write every subscribed event to ch; it drops
+// events when ch is full and closes ch when the session ends.
+func (c *Client) NotifyEvents(ch chan<- govici.Event) { c.s.NotifyEvents(ch) }
+
+// StopEvents stops writing events to ch.
+func (c *Client) StopEvents(ch chan<- govici.Event) { c.s.StopEvents(ch) }
 
 // Version is charon's answer to the version command.
 type Version struct {
@@ -163,19 +199,23 @@ func (c *Client) Version(ctx context.Context) (Version, error) {
 // session subscribes to list-sa like to any event: govici's reader hands
 // every list-sa event to the channel before it reads the response, so all
 // of them are in the channel when Call returns. The channel is sized from
-// charon's IKE SA count (stats), and the listing is repeated (three times
-// at most) if it came back short, in case events were dropped.
+// charon's IKE SA count (stats); a listing shorter than that count is
+// repeated, and after three short ones ListSAsRaw fails rather than
+// return a partial list.
 func (c *Client) ListSAsRaw(ctx context.Context) ([]*govici.Message, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.listSub {
-		if err := c.s.Subscribe("list-sa"); err != nil {
+		c.gc.hold()
+		err := c.s.Subscribe("list-sa")
+		c.gc.release()
+		if err != nil {
 			return nil, fmt.Errorf("vici: subscribe list-sa: %w", err)
 		}
 		c.listSub = true
 	}
 	var out []*govici.Message
-	for try := 0; try < 3; try++ {
+	for try := 1; ; try++ {
 		total, err := c.ikeSATotal(ctx)
 		if err != nil {
 			return nil, err
@@ -205,12 +245,16 @@ func (c *Client) ListSAsRaw(ctx context.Context) ([]*govici.Message, error) {
 		if len(out) >= total {
 			break
 		}
+		// Short: an IKE SA went away meanwhile, or messages were lost.
 		after, err := c.ikeSATotal(ctx)
 		if err != nil {
 			return nil, err
 		}
 		if len(out) >= after {
 			break
+		}
+		if try == 3 {
+			return nil, fmt.Errorf("vici: list-sas returned %d IKE SAs, charon counts %d (three tries)", len(out), after)
 		}
 	}
 	return out, nil

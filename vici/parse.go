@@ -236,7 +236,13 @@ func ParseTS(s string) ([]netip.Prefix, error) {
 	if err != nil {
 		return nil, fmt.Errorf("traffic selector %q: %w", s, err)
 	}
-	return []netip.Prefix{netip.PrefixFrom(p.Addr().Unmap(), p.Bits()).Masked()}, nil
+	if a := p.Addr(); a.Is4In6() {
+		if p.Bits() < 96 {
+			return nil, fmt.Errorf("traffic selector %q: IPv4-mapped prefix shorter than /96", s)
+		}
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	return []netip.Prefix{p.Masked()}, nil
 }
 
 // RangePrefixes returns the shortest list of prefixes that covers exactly
@@ -317,15 +323,21 @@ const (
 	ChildRekey
 )
 
-var eventKindNames = map[EventKind]string{
-	IKEUp: "ike-up", IKEDown: "ike-down", ChildUp: "child-up",
-	ChildDown: "child-down", IKERekey: "ike-rekey", ChildRekey: "child-rekey",
-}
-
 // String names the kind.
 func (k EventKind) String() string {
-	if s, ok := eventKindNames[k]; ok {
-		return s
+	switch k {
+	case IKEUp:
+		return "ike-up"
+	case IKEDown:
+		return "ike-down"
+	case ChildUp:
+		return "child-up"
+	case ChildDown:
+		return "child-down"
+	case IKERekey:
+		return "ike-rekey"
+	case ChildRekey:
+		return "child-rekey"
 	}
 	return "event(" + strconv.Itoa(int(k)) + ")"
 }

@@ -2,7 +2,6 @@ package vici
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -63,6 +62,12 @@ type WatcherOptions struct {
 	// ResyncInterval is the period of a full list-sas even without
 	// events; 0 means 60 s, negative disables it.
 	ResyncInterval time.Duration
+	// RekeySettle is how long after a rekey event the watcher lists the
+	// SAs again: charon keeps a rekeyed CHILD SA listed for
+	// charon.delete_rekeyed_delay (5 s by default) and removes it without
+	// an event, so a resync in that window would bring it back until the
+	// next one. 0 means 10 s; negative disables it.
+	RekeySettle time.Duration
 	// EventBuffer is the capacity of the event channel handed to govici
 	// (which drops events when it is full); 0 means 1024.
 	EventBuffer int
@@ -90,6 +95,9 @@ func NewWatcher(o WatcherOptions) *Watcher {
 	}
 	if o.ResyncInterval == 0 {
 		o.ResyncInterval = 60 * time.Second
+	}
+	if o.RekeySettle == 0 {
+		o.RekeySettle = 10 * time.Second
 	}
 	if o.EventBuffer <= 0 {
 		o.EventBuffer = 1024
@@ -175,14 +183,36 @@ func (w *Watcher) publish(u Update) {
 // Run connects (retrying with backoff), resynchronises, follows events and
 // reconnects whenever the session ends, until ctx is done; it then returns
 // ctx's error.
+//
+// A session that ends before its first resync (charon accepts connections
+// but fails them) is retried with the same backoff as the connection.
 func (w *Watcher) Run(ctx context.Context) error {
+	b := w.o.Backoff.withDefaults()
+	var delay time.Duration
 	for {
+		seq := w.Last().Seq
 		err := w.connected(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		w.log.Warn("VICI session ended, reconnecting", "err", err)
-		w.publish(Update{Cause: CauseDisconnected, Snapshot: Snapshot{}})
+		if w.Last().Seq > seq && w.Last().Cause != CauseDisconnected {
+			delay = 0 // it worked for a while
+		} else {
+			delay = b.next(delay)
+		}
+		if w.Last().Snapshot.Connected {
+			w.publish(Update{Cause: CauseDisconnected, Snapshot: Snapshot{}})
+		}
+		if delay > 0 {
+			t := time.NewTimer(jitter(delay))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
 	}
 }
 
@@ -265,8 +295,6 @@ func (st state) apply(ev Event) bool {
 	return true
 }
 
-var subscribed = []string{EventIKEUpdown, EventChildUpdown, EventIKERekey, EventChildRekey}
-
 // connected opens two sessions, one for events and one for list-sas
 // (whose list-sa events charon sends only to the session that asked), and
 // follows them until either ends or ctx is done.
@@ -286,10 +314,10 @@ func (w *Watcher) connected(ctx context.Context) error {
 	// Register the channel before subscribing so that no event is lost
 	// between the two, and subscribe before the resync so that every
 	// change after the snapshot arrives as an event.
-	ec.s.NotifyEvents(events)
-	defer ec.s.StopEvents(events)
-	if err := ec.s.Subscribe(subscribed...); err != nil {
-		return fmt.Errorf("vici: subscribe: %w", err)
+	ec.NotifyEvents(events)
+	defer ec.StopEvents(events)
+	if err := ec.Subscribe(EventIKEUpdown, EventChildUpdown, EventIKERekey, EventChildRekey); err != nil {
+		return err
 	}
 	st := state{}
 	resync := func() error {
@@ -315,6 +343,9 @@ func (w *Watcher) connected(ctx context.Context) error {
 		defer t.Stop()
 		tick = t.C
 	}
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
+	defer settle.Stop()
 	pending := false // a resync is due once the channel is drained
 	for {
 		if pending && len(events) == 0 {
@@ -330,14 +361,20 @@ func (w *Watcher) connected(ctx context.Context) error {
 			if err := resync(); err != nil {
 				return err
 			}
+		case <-settle.C:
+			if err := resync(); err != nil {
+				return err
+			}
 		case ve, ok := <-events:
 			if !ok {
 				return errSessionClosed
 			}
 			if len(events) >= cap(events)-1 {
 				// The channel was full: govici may have dropped
-				// events since.
-				w.log.Warn("VICI event channel full, events may have been dropped; resynchronising", "capacity", cap(events))
+				// events since. One warning per resync.
+				if !pending {
+					w.log.Warn("VICI event channel full, events may have been dropped; resynchronising", "capacity", cap(events))
+				}
 				pending = true
 			}
 			ev, err := ParseEvent(ve.Name, ve.Message)
@@ -350,6 +387,9 @@ func (w *Watcher) connected(ctx context.Context) error {
 			if !st.apply(ev) {
 				pending = true
 				continue
+			}
+			if (ev.Kind == IKERekey || ev.Kind == ChildRekey) && w.o.RekeySettle > 0 {
+				settle.Reset(w.o.RekeySettle)
 			}
 			w.publish(Update{Cause: CauseEvent, Event: &ev, Snapshot: st.snapshot()})
 		}

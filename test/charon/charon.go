@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,13 +33,15 @@ import (
 // DefaultBinary is where Debian installs the charon daemon.
 const DefaultBinary = "/usr/lib/ipsec/charon"
 
-// DefaultPlugins is the plugin load list of the generated strongswan.conf:
-// enough for PSK and certificates with the usual algorithms, with
-// kernel-libipsec ahead of kernel-netlink.
-var DefaultPlugins = []string{
-	"random", "nonce", "openssl", "pem", "pkcs1", "pkcs8", "x509", "pubkey",
-	"kdf", "hmac", "sha1", "sha2", "aes", "gcm", "curve25519", "gmp",
-	"kernel-libipsec", "kernel-netlink", "socket-default", "vici",
+// DefaultPlugins returns the plugin load list of the generated
+// strongswan.conf: enough for PSK and certificates with the usual
+// algorithms, with kernel-libipsec ahead of kernel-netlink.
+func DefaultPlugins() []string {
+	return []string{
+		"random", "nonce", "openssl", "pem", "pkcs1", "pkcs8", "x509", "pubkey",
+		"kdf", "hmac", "sha1", "sha2", "aes", "gcm", "curve25519", "gmp",
+		"kernel-libipsec", "kernel-netlink", "socket-default", "vici",
+	}
 }
 
 // Config describes one charon instance.
@@ -53,7 +56,7 @@ type Config struct {
 	Dir string
 	// Binary is the charon executable; DefaultBinary if empty.
 	Binary string
-	// Plugins overrides DefaultPlugins.
+	// Plugins overrides DefaultPlugins().
 	Plugins []string
 	// SwanctlConf is the content of swanctl/swanctl.conf, loaded with
 	// `swanctl --load-all` once charon answers. Empty: nothing is loaded.
@@ -93,7 +96,7 @@ func Launch(ctx context.Context, cfg Config) (*Instance, error) {
 		cfg.Binary = DefaultBinary
 	}
 	if cfg.Plugins == nil {
-		cfg.Plugins = DefaultPlugins
+		cfg.Plugins = DefaultPlugins()
 	}
 	if cfg.LogLevel == 0 {
 		cfg.LogLevel = 1
@@ -259,16 +262,26 @@ func (in *Instance) start(ctx context.Context) error {
 	cmd.Stdout = stderr
 	cmd.Stderr = stderr
 	// Its own process group: a ^C to the test does not hit it first, and
-	// Stop decides the order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("charon: start in %s: %w", in.cfg.NetNS, err)
-	}
+	// Stop decides the order. If this process dies without stopping it
+	// (a test timeout skips cleanups), charon gets SIGTERM.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	// The parent-death signal fires when the forking *thread* ends, so
+	// fork from a locked thread that lives exactly as long as charon.
 	done := make(chan struct{})
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		_ = cmd.Wait()
 		close(done)
 	}()
+	if err := <-started; err != nil {
+		return fmt.Errorf("charon: start in %s: %w", in.cfg.NetNS, err)
+	}
 	in.cmd, in.done = cmd, done
 	in.log.Info("charon started", "pid", cmd.Process.Pid)
 
