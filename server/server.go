@@ -531,7 +531,7 @@ func (s *Server) Rekey(ctx context.Context, group string) (string, error) {
 	if cerr := s.callCtx(ctx, func() {
 		for _, g := range s.ctls {
 			if g.cfg.Name == group {
-				spi, err = g.rekey(s, s.now(), "operator")
+				spi, err = g.rekey(s, s.now(), metrics.RekeyManual)
 				return
 			}
 		}

@@ -9,6 +9,9 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -144,6 +147,7 @@ mpsa {
     control_interface = ipsec0
     status_socket = %s
     log_level = debug
+    metrics_listen = 127.0.0.1:9474
     groups {
         lab {
             connection = %s
@@ -183,6 +187,7 @@ mpsa {
     control_interface = ipsec0
     status_socket = %s
     log_level = debug
+    metrics_listen = 127.0.0.1:9474
     groups {
         lab {
             connection = %s
@@ -196,6 +201,49 @@ mpsa {
     }
 }
 `, m.dir, m.sock(), e.lab.Group.ConnName(), e.lab.Group.ChildName(), m.lan, routes.String())
+}
+
+// scrape fetches the node's Prometheus metrics (served on 127.0.0.1:9474
+// inside its namespace).
+func (n *node) scrape(t *testing.T) string {
+	t.Helper()
+	var body []byte
+	err := n.ns.Do(func() error {
+		// Dial here, on the thread inside the namespace: http.Client
+		// would dial from another goroutine, outside it.
+		conn, err := net.DialTimeout("tcp", "127.0.0.1:9474", 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:9474/metrics", nil)
+		if err := req.Write(conn); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, err = io.ReadAll(resp.Body)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("scrape metrics on %s: %v", n.name, err)
+	}
+	return string(body)
+}
+
+// metricLine reports whether the exposition has a series line starting
+// with prefix (name and labels) and the value.
+func metricLine(body, prefix, value string) bool {
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, prefix) && strings.TrimSpace(strings.TrimPrefix(l, prefix)) == value {
+			return true
+		}
+	}
+	return false
 }
 
 // startNode starts charon with conf (swanctl.conf and the mpsa section in

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"crypto/rand"
 	"io"
 	"net"
@@ -176,6 +177,25 @@ func TestRekeyForcedUnderTraffic(t *testing.T) {
 	cs := e.ctl.status(t).Groups[0]
 	if cs.Rekeys != 1 || cs.PreviousSPI == "" {
 		t.Errorf("controller after a forced rekey: %d rekeys, previous %q", cs.Rekeys, cs.PreviousSPI)
+	}
+	// The same facts through Prometheus.
+	body := e.ctl.scrape(t)
+	for _, want := range [][2]string{
+		{`mpsa_rekeys_total{group="lab",reason="manual"}`, "1"},
+		{`mpsa_group_members{group="lab"}`, "3"},
+		{`mpsa_group_sa_age_seconds{group="lab",spi="` + cs.SPI + `"}`, ""},
+	} {
+		if want[1] == "" {
+			if !strings.Contains(body, want[0]) {
+				t.Errorf("controller metrics lack %s", want[0])
+			}
+		} else if !metricLine(body, want[0], want[1]) {
+			t.Errorf("controller metrics lack %s %s", want[0], want[1])
+		}
+	}
+	mb := e.mems[0].scrape(t)
+	if !strings.Contains(mb, `mpsa_sa_packets_total{direction="out",group="lab",spi="`+cs.SPI+`"}`) {
+		t.Errorf("member metrics lack per-SPI packet counters for %s", cs.SPI)
 	}
 }
 
