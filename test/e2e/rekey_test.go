@@ -2,11 +2,11 @@ package e2e
 
 import (
 	"context"
-	"strings"
 	"crypto/rand"
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
