@@ -8,15 +8,8 @@ if [ "$(id -u)" != 0 ]; then
   echo "make demo needs root (network namespaces, TUN devices, charon): run it with sudo" >&2
   exit 1
 fi
-need=()
-for p in strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins iproute2 iputils-ping tcpdump; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]} ..."
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+. scripts/deps.d/lib.sh
+install_missing strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins iproute2 iputils-ping tcpdump >/dev/null
 echo "building mpsad and mpsactl ..."
 make -s build
 exec go run ./test/demo --bin bin

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 for s in scripts/deps.d/*.sh; do
   [ -e "$s" ] || continue
+  [ "$(basename "$s")" = lib.sh ] && continue
   echo "deps: $s"
   bash "$s"
 done

@@ -77,8 +77,8 @@ func (t *Transport) LocalPort() uint16 { return uint16(t.l4.LocalAddr().(*net.UD
 // owns the Datagram's Data.
 func (t *Transport) Run(ctx context.Context, deliver func(Datagram)) error {
 	errc := make(chan error, 2)
-	go func() { errc <- t.read4(deliver) }()
-	go func() { errc <- t.read6(deliver) }()
+	go func() { errc <- readLoop("IPv4", t.read4, deliver) }()
+	go func() { errc <- readLoop("IPv6", t.read6, deliver) }()
 	select {
 	case <-ctx.Done():
 		t.Close()
@@ -92,41 +92,40 @@ func (t *Transport) Run(ctx context.Context, deliver func(Datagram)) error {
 	}
 }
 
-func (t *Transport) read4(deliver func(Datagram)) error {
-	for {
-		b := make([]byte, maxDatagram)
-		n, cm, src, err := t.c4.ReadFrom(b)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("receive on the IPv4 control port: %w", err)
-		}
-		d := Datagram{Src: src.(*net.UDPAddr).AddrPort(), Data: b[:n]}
-		d.Src = netip.AddrPortFrom(d.Src.Addr().Unmap(), d.Src.Port())
-		if cm != nil {
-			d.IfIndex = cm.IfIndex
-			d.Dst, _ = netip.AddrFromSlice(cm.Dst.To4())
-		}
-		deliver(d)
+// readFunc reads one datagram: its length, source, destination and
+// arrival interface.
+type readFunc func(b []byte) (n int, src net.Addr, dst net.IP, ifindex int, err error)
+
+func (t *Transport) read4(b []byte) (int, net.Addr, net.IP, int, error) {
+	n, cm, src, err := t.c4.ReadFrom(b)
+	if cm == nil {
+		return n, src, nil, 0, err
 	}
+	return n, src, cm.Dst.To4(), cm.IfIndex, err
 }
 
-func (t *Transport) read6(deliver func(Datagram)) error {
+func (t *Transport) read6(b []byte) (int, net.Addr, net.IP, int, error) {
+	n, cm, src, err := t.c6.ReadFrom(b)
+	if cm == nil {
+		return n, src, nil, 0, err
+	}
+	return n, src, cm.Dst, cm.IfIndex, err
+}
+
+// readLoop delivers datagrams read with read until the socket is closed.
+func readLoop(family string, read readFunc, deliver func(Datagram)) error {
 	for {
 		b := make([]byte, maxDatagram)
-		n, cm, src, err := t.c6.ReadFrom(b)
+		n, src, dst, ifindex, err := read(b)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			return fmt.Errorf("receive on the IPv6 control port: %w", err)
+			return fmt.Errorf("receive on the %s control port: %w", family, err)
 		}
-		d := Datagram{Src: src.(*net.UDPAddr).AddrPort(), Data: b[:n]}
-		if cm != nil {
-			d.IfIndex = cm.IfIndex
-			d.Dst, _ = netip.AddrFromSlice(cm.Dst)
-		}
+		sa := src.(*net.UDPAddr).AddrPort()
+		d := Datagram{Src: netip.AddrPortFrom(sa.Addr().Unmap(), sa.Port()), IfIndex: ifindex, Data: b[:n]}
+		d.Dst, _ = netip.AddrFromSlice(dst)
 		deliver(d)
 	}
 }

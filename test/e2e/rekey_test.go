@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
-	"net"
-	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -25,36 +23,14 @@ type stream struct {
 
 func startStream(t *testing.T, a, b *node) *stream {
 	t.Helper()
-	var ln net.Listener
-	if err := b.ns.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", netip.AddrPortFrom(b.lanAddr(), 0).String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	conn, srv := connectLAN(t, a, b)
 	s := &stream{done: make(chan error, 2), stop: make(chan struct{})}
 	go func() {
-		c, err := ln.Accept()
-		ln.Close()
-		if err != nil {
-			s.done <- err
-			return
-		}
-		defer c.Close()
-		n, err := io.Copy(io.Discard, c)
+		defer srv.Close()
+		n, err := io.Copy(io.Discard, srv)
 		s.recv.Store(n)
 		s.done <- err
 	}()
-	var conn net.Conn
-	if err := a.ns.Do(func() error {
-		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(a.lanAddr(), 0)), Timeout: 10 * time.Second}
-		var err error
-		conn, err = d.Dial("tcp", ln.Addr().String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
 	go func() {
 		buf := make([]byte, 32<<10)
 		rand.Read(buf)

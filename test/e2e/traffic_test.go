@@ -16,9 +16,9 @@ import (
 	"time"
 )
 
-// transferTCP sends size random octets over TCP from a's LAN address to
-// b's and checks that they arrive intact.
-func transferTCP(t *testing.T, a, b *node, size int) {
+// connectLAN opens a TCP connection from a's LAN address to b's and
+// returns both ends.
+func connectLAN(t *testing.T, a, b *node) (client, server net.Conn) {
 	t.Helper()
 	var ln net.Listener
 	if err := b.ns.Do(func() error {
@@ -29,32 +29,43 @@ func transferTCP(t *testing.T, a, b *node, size int) {
 		t.Fatalf("listen on %s: %v", b.name, err)
 	}
 	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	if err := a.ns.Do(func() error {
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(a.lanAddr(), 0)), Timeout: 10 * time.Second}
+		var err error
+		client, err = d.Dial("tcp", ln.Addr().String())
+		return err
+	}); err != nil {
+		t.Fatalf("TCP %s -> %s: %v", a.name, b.name, err)
+	}
+	server = <-accepted
+	if server == nil {
+		t.Fatalf("TCP %s -> %s: accept failed", a.name, b.name)
+	}
+	return client, server
+}
+
+// transferTCP sends size random octets over TCP from a's LAN address to
+// b's and checks that they arrive intact.
+func transferTCP(t *testing.T, a, b *node, size int) {
+	t.Helper()
+	conn, srv := connectLAN(t, a, b)
 	got := make(chan [32]byte, 1)
 	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- [32]byte{}
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(time.Minute))
+		defer srv.Close()
+		srv.SetDeadline(time.Now().Add(time.Minute))
 		h := sha256.New()
-		io.Copy(h, c)
+		io.Copy(h, srv)
 		var sum [32]byte
 		h.Sum(sum[:0])
 		got <- sum
 	}()
 	data := make([]byte, size)
 	rand.Read(data)
-	var conn net.Conn
-	if err := a.ns.Do(func() error {
-		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(a.lanAddr(), 0)), Timeout: 10 * time.Second}
-		var err error
-		conn, err = d.Dial("tcp", ln.Addr().String())
-		return err
-	}); err != nil {
-		t.Fatalf("TCP %s -> %s: %v", a.name, b.name, err)
-	}
 	conn.SetDeadline(time.Now().Add(time.Minute))
 	if _, err := io.Copy(conn, bytes.NewReader(data)); err != nil {
 		t.Fatalf("TCP %s -> %s: %v", a.name, b.name, err)
