@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -199,5 +200,26 @@ func TestForgedControlDatagrams(t *testing.T) {
 	}
 	if ms.Drops["not_protected"] < m1Drops+1 {
 		t.Errorf("member1 counted %d drops for the wrong interface; want the forged MPSA_PUT counted: %v", ms.Drops["not_protected"], ms.Drops)
+	}
+}
+
+// TestShutdownCleansUp: SIGTERM makes a member's mpsad remove its TUN
+// device and the routes through it; the other member's SA is untouched.
+func TestShutdownCleansUp(t *testing.T) {
+	e := newEnv(t, envOptions{members: 2})
+	spi := e.waitSPI(e.mems...)
+	m1 := e.mems[0]
+	if out := m1.ns.Run(t, "ip", "route", "show", "dev", "mpsa0"); !strings.Contains(out, e.mems[1].lan.String()) {
+		t.Fatalf("no route to member2's LAN through mpsa0 before the stop: %q", out)
+	}
+	e.stopMPSAD(m1)
+	if out, err := m1.ns.Command("ip", "link", "show", "mpsa0").CombinedOutput(); err == nil {
+		t.Fatalf("mpsa0 still exists after mpsad stopped: %s", out)
+	}
+	if out := m1.ns.Run(t, "ip", "route", "show"); strings.Contains(out, e.mems[1].lan.String()) {
+		t.Fatalf("a route to member2's LAN survived the stop:\n%s", out)
+	}
+	if g := e.mems[1].status(t).Groups[0]; g.OutboundSPI != spi {
+		t.Fatalf("member2 changed: %+v", g)
 	}
 }
