@@ -317,6 +317,9 @@ func TestEngineRetransmitsUntilInstalled(t *testing.T) {
 	if !strings.Contains(b.logs.String(), "simulated netlink failure") {
 		t.Fatal("the data-plane failure was not logged")
 	}
+	if ms, _ := b.memStatus(); ms.DataPlaneError != "simulated netlink failure" {
+		t.Fatalf("status does not show the data-plane failure: %q", ms.DataPlaneError)
+	}
 }
 
 // TestEngineLostDatagrams: the controller's first push and the member's

@@ -267,6 +267,7 @@ func (g *memGroup) status(ctx context.Context) GroupStatus {
 	st := GroupStatus{
 		Name: g.cfg.Name, SPI: spiString(g.life.Outbound()), OutboundSPI: spiString(g.life.Outbound()),
 		InboundSPIs: []string{}, SAs: []SAStatus{}, Peers: []Peer{}, Drops: g.drops.snapshot(),
+		DataPlaneError: g.lastErr,
 	}
 	for _, sa := range g.life.SAs() {
 		st.InboundSPIs = append(st.InboundSPIs, spiString(sa.SPI))

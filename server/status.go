@@ -43,6 +43,10 @@ type GroupStatus struct {
 	Controller  *PeerLink  `json:"controller,omitempty"`
 	Peers       []Peer     `json:"peers,omitzero"`
 	Counters    []Counter  `json:"counters,omitzero"`
+	// DataPlaneError is the last error of the member's data plane, if
+	// any (an SA that could not be installed, a backend that could not
+	// start).
+	DataPlaneError string `json:"dataplane_error,omitempty"`
 	// Drops counts control datagrams dropped, by reason.
 	Drops map[string]uint64 `json:"drops,omitempty"`
 }

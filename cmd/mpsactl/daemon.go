@@ -156,6 +156,9 @@ func printStatus(w io.Writer, st server.Status) {
 				fmt.Fprintf(w, "  controller %s: %s\n", g.Controller.Address, g.Controller.State)
 			}
 			fmt.Fprintf(w, "  outbound %s, inbound %s\n", orDash(g.OutboundSPI), orDash(strings.Join(g.InboundSPIs, " ")))
+			if g.DataPlaneError != "" {
+				fmt.Fprintf(w, "  last data plane error: %s\n", g.DataPlaneError)
+			}
 			var tables strings.Builder
 			if len(g.SAs) > 0 {
 				tw := tabwriter.NewWriter(&tables, 0, 0, 2, ' ', 0)
