@@ -40,7 +40,7 @@ type batchIO struct {
 	iovs  []unix.Iovec
 	lens  []int // inner packet length of each queued message
 	n     int   // messages to send or received
-	done  int // result of the last syscall
+	done  int   // result of the last syscall
 	errno syscall.Errno
 	fn    func(fd uintptr) bool
 }
