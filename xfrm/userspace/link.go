@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 )
@@ -23,7 +24,7 @@ func (b *Backend) removeLeftover() error {
 		}
 		return fmt.Errorf("userspace data plane: look up link %s: %w", b.cfg.TUNName, err)
 	}
-	if l.Type() != "tun" || l.Attrs().Alias != tunAlias {
+	if l.Type() != "tuntap" || l.Attrs().Alias != tunAlias {
 		return fmt.Errorf("userspace data plane: link %s exists and is not a leftover of this data plane (type %s, alias %q); choose another TUN name", b.cfg.TUNName, l.Type(), l.Attrs().Alias)
 	}
 	if err := b.nl.LinkDel(l); err != nil {
@@ -49,6 +50,12 @@ func (b *Backend) createTUN() error {
 	b.index = l.Attrs().Index
 	if err := b.nl.LinkSetAlias(l, tunAlias); err != nil {
 		return fmt.Errorf("userspace data plane: set alias of TUN %s: %w", b.name, err)
+	}
+	// No IPv6 link-local address on the TUN: it would only make the
+	// kernel send router solicitations and MLD reports into it, which no
+	// peer prefix covers.
+	if err := b.nl.LinkSetIP6AddrGenMode(l, nl.IN6_ADDR_GEN_MODE_NONE); err != nil {
+		b.log.Debug("cannot turn off IPv6 address generation on the TUN", "err", err)
 	}
 	if err := b.nl.LinkSetUp(l); err != nil {
 		return fmt.Errorf("userspace data plane: bring TUN %s up: %w", b.name, err)
