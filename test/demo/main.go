@@ -24,10 +24,6 @@ import (
 
 const members = 3
 
-// quiet drops the charon harness's own progress lines: the demo says what
-// happens in its own words.
-var quiet = slog.New(slog.DiscardHandler)
-
 func main() {
 	bin := flag.String("bin", "bin", "directory holding mpsad and mpsactl")
 	flag.Parse()
@@ -140,7 +136,9 @@ func (d *demo) run(ctx context.Context) error {
 		if i > 0 {
 			conf = group.MemberConf(i-1) + d.memberMPSA(n)
 		}
-		in, err := charon.Launch(ctx, charon.Config{NetNS: n.ns, Dir: n.dir, SwanctlConf: conf, Logger: quiet})
+		in, err := charon.Launch(ctx, charon.Config{NetNS: n.ns, Dir: n.dir, SwanctlConf: conf,
+			// the demo says what happens in its own words
+			Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			return fmt.Errorf("charon on %s: %w", n.name, err)
 		}
