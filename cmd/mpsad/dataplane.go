@@ -26,6 +26,7 @@ func newDataPlane(ctx context.Context, g *swanctl.Group, local netip.Addr, log *
 		dp, err = kernel.New(ctx, kernel.Config{
 			Underlay:         []netip.Addr{local},
 			ReqID:            groupReqID(g.Name),
+			Priority:         groupPriority(g.Name),
 			Interface:        g.XFRMInterface,
 			IfID:             g.IfID,
 			AllowCounterMode: g.AllowCounterMode,
@@ -38,6 +39,15 @@ func newDataPlane(ctx context.Context, g *swanctl.Group, local netip.Addr, log *
 		return nil, fmt.Errorf("group %s: %w", g.Name, err)
 	}
 	return dp, nil
+}
+
+// groupPriority gives each group its own pair of policy priorities
+// (the backend uses the priority and the one after it), so that a group's
+// start-up clean-up never takes another group's block policies for its own.
+func groupPriority(name string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	return kernel.DefaultPriority + 2*(h.Sum32()&0x3f)
 }
 
 // groupReqID gives each group its own reqid, stable across restarts, so

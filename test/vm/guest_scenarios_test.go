@@ -509,9 +509,10 @@ func TestLeftoversRemovedOnStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	states, policies := ns.xfrmCounts(t)
-	// Ours: 2 inbound + 2 outbound (+2 inbound of rb); 2 prefix pairs x 3 policies.
-	if states != 7 || policies != 7 {
-		t.Fatalf("before restart: %d states, %d policies; want 7 and 7", states, policies)
+	// Ours: 2 inbound + 2 outbound (+2 inbound of rb); 2 prefix pairs x 3
+	// policies and a fallback block policy per peer prefix.
+	if states != 7 || policies != 9 {
+		t.Fatalf("before restart: %d states, %d policies; want 7 and 9", states, policies)
 	}
 
 	restarted, err := kernel.New(ctx, cfg)
@@ -618,8 +619,8 @@ func TestRemoveOutboundBlocks(t *testing.T) {
 		t.Errorf("counters after removal: %+v, %v; want none", cs, err)
 	}
 	states, policies := a.ns.xfrmCounts(t)
-	if states != 0 || policies != 3 {
-		t.Errorf("after removal: %d states, %d policies; want 0 states and the 3 policies (out blocking)", states, policies)
+	if states != 0 || policies != 4 {
+		t.Errorf("after removal: %d states, %d policies; want 0 states and the 4 policies (out blocking, and the fallback)", states, policies)
 	}
 	if err := bs[0].SetPeers(ctx, nil, nil); err != nil {
 		t.Fatal(err)
@@ -727,4 +728,58 @@ func TestCaptureSeesPlaintext(t *testing.T) {
 	if e := sn.esp.Load(); e != 0 {
 		t.Errorf("capture counted %d ESP frames without any SA", e)
 	}
+}
+
+// TestHostTrafficNotLeaked: traffic a member originates from an address
+// outside its local prefixes (its underlay address) towards a peer's LAN
+// matches no LAN-to-LAN policy; the fallback block policy drops it instead
+// of letting it leave in plaintext, while LAN-to-LAN traffic flows.
+func TestHostTrafficNotLeaked(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ms := topology(t, "host", 2)
+	sa := newSA(t, 0x70001, "aes256-sha256")
+	bs := backends(t, ctx, ms, func(m *member) kernel.Config {
+		return kernel.Config{Underlay: []netip.Addr{m.ul4, m.ul6}}
+	})
+	inner := []bool{false, true}
+	for j, m := range ms {
+		if err := bs[j].InstallInbound(ctx, sa); err != nil {
+			t.Fatal(err)
+		}
+		if err := bs[j].SetPeers(ctx, []netip.Prefix{m.lanPrefix(false), m.lanPrefix(true)}, peersOf(ms, m, inner, false)); err != nil {
+			t.Fatal(err)
+		}
+		if err := bs[j].SetOutbound(ctx, sa.SPI); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := ms[0], ms[1]
+	sn := a.ns.sniff(t, "ul0", lanWatch)
+	for _, v6 := range inner {
+		if n, err := a.ns.ping(a.lan(v6), b.lan(v6), 2); err != nil || n != 2 {
+			t.Errorf("LAN to LAN (v6=%v): %d of 2 answered, %v", v6, n, err)
+		}
+		n, err := a.ns.ping(a.underlay(v6), b.lan(v6), 2)
+		if n != 0 {
+			t.Errorf("from the underlay address to a peer LAN (v6=%v): %d answered; want the fallback policy to block it", v6, n)
+		}
+		t.Logf("from %s to %s: %v", a.underlay(v6), b.lan(v6), err)
+	}
+	sn.close()
+	if d := sn.drops.Load(); d != 0 {
+		t.Errorf("the capture dropped %d frames", d)
+	}
+	if p := sn.plain.Load(); p != 0 {
+		t.Errorf("%d plaintext frames to or from a LAN left member 1, first: %v", p, sn.first.Load())
+	}
+	if sn.esp.Load() == 0 {
+		t.Error("no ESP left member 1")
+	}
+	for _, b := range bs {
+		if err := b.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+	checkClean(t, ms)
 }

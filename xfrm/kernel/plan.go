@@ -75,6 +75,12 @@ type plan struct {
 // inbound SPI is accepted during a rollover). With no local prefixes, the
 // local side is any address of the peer prefix's family. Peers whose
 // underlay is one of ours (this member itself) are skipped.
+//
+// With local prefixes, every peer prefix also gets an out policy from any
+// source of its family that blocks, at priority Priority+1 (less preferred
+// than the policies above): traffic the member originates from an address
+// outside its local prefixes (its underlay address, say) to a peer's LAN
+// is dropped instead of leaving in plaintext.
 func (b *Backend) planFor(local []netip.Prefix, peers []xfrm.Peer, outSPI uint32) (plan, error) {
 	p := plan{policies: map[policyKey]netlink.XfrmPolicy{}, out: map[outKey]netip.Addr{}}
 	ifid := b.cfg.IfID
@@ -116,6 +122,13 @@ func (b *Backend) planFor(local []netip.Prefix, peers []xfrm.Peer, outSPI uint32
 				return plan{}, fmt.Errorf("prefix %s is announced by two peers with different underlays", r)
 			}
 			p.policies[ok] = out
+			fb := policyKey{netlink.XFRM_DIR_OUT, anyPrefix(r.Addr()), r, ifid}
+			if _, exists := p.policies[fb]; !exists && len(local) > 0 {
+				p.policies[fb] = netlink.XfrmPolicy{
+					Src: ipNet(fb.src), Dst: ipNet(r), Dir: netlink.XFRM_DIR_OUT,
+					Priority: int(b.cfg.Priority) + 1, Ifid: int(ifid), Action: netlink.XFRM_POLICY_BLOCK,
+				}
+			}
 			for _, dir := range []netlink.Dir{netlink.XFRM_DIR_IN, netlink.XFRM_DIR_FWD} {
 				p.policies[policyKey{dir, r, l, ifid}] = netlink.XfrmPolicy{
 					Src: ipNet(r), Dst: ipNet(l), Dir: dir,
@@ -148,9 +161,16 @@ func (b *Backend) underlayFor(peer netip.Addr) (netip.Addr, bool) {
 // ours reports whether a policy in the kernel is one this backend (or an
 // earlier run with the same configuration) installed: its priority is the
 // configured one, its if_id the configured one, and either every template
-// carries the configured reqid or, with no template, it is a block policy.
+// carries the configured reqid or, with no template, it is a block policy;
+// or it is a fallback block policy at the configured priority plus one.
 func (b *Backend) ours(p netlink.XfrmPolicy) bool {
-	if p.Priority != int(b.cfg.Priority) || p.Ifid != int(b.cfg.IfID) {
+	if p.Ifid != int(b.cfg.IfID) {
+		return false
+	}
+	if p.Priority == int(b.cfg.Priority)+1 {
+		return len(p.Tmpls) == 0 && p.Action == netlink.XFRM_POLICY_BLOCK
+	}
+	if p.Priority != int(b.cfg.Priority) {
 		return false
 	}
 	if len(p.Tmpls) == 0 {

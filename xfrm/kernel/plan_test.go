@@ -36,9 +36,17 @@ func TestPlanPoliciesAndStates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Three prefix pairs of matching family, three policies each.
-	if got := len(p.policies); got != 9 {
-		t.Fatalf("got %d policies, want 9: %v", got, sortedKeys(p.policies))
+	// Three prefix pairs of matching family, three policies each, and a
+	// fallback block policy for each of the three peer prefixes.
+	if got := len(p.policies); got != 12 {
+		t.Fatalf("got %d policies, want 12: %v", got, sortedKeys(p.policies))
+	}
+	fb, ok := p.policies[policyKey{netlink.XFRM_DIR_OUT, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("10.3.0.0/24"), 0}]
+	if !ok || fb.Action != netlink.XFRM_POLICY_BLOCK || fb.Priority != DefaultPriority+1 || len(fb.Tmpls) != 0 {
+		t.Fatalf("fallback block policy for 10.3.0.0/24: %v %+v", ok, fb)
+	}
+	if !b.ours(fb) {
+		t.Error("the backend does not recognise its own fallback policy")
 	}
 	if got := len(p.out); got != 2 {
 		t.Fatalf("got %d outbound states, want 2 (one per peer underlay): %v", got, p.out)
