@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/mpsa/mpsa/mpsa"
 	"github.com/mpsa/mpsa/xfrm"
 	"github.com/mpsa/mpsa/xfrm/esp"
 )
@@ -120,5 +121,26 @@ func TestOpenBatchNoAllocs(t *testing.T) {
 	}
 	if !bytes.Equal(wbufs[0][inOff:], inner) {
 		t.Fatal("inner packet not at inOff")
+	}
+}
+
+// TestDefaultMTUFits: an inner packet of DefaultMTU bytes fits a 1500-byte
+// underlay in every supported suite over outer IPv6, and one byte more
+// does not in the worst suite.
+func TestDefaultMTUFits(t *testing.T) {
+	worst := 0
+	for _, integ := range []mpsa.IntegID{mpsa.IntegHMACSHA1_96, mpsa.IntegHMACSHA2_256, mpsa.IntegHMACSHA2_384, mpsa.IntegHMACSHA2_512} {
+		s := mpsa.Suite{Encr: mpsa.EncrAESCBC, KeyBits: 256, Integ: integ, PRF: mpsa.PRFHMACSHA2_256}
+		sa, err := esp.NewSA(1, s, make([]byte, s.EncrKeyBytes()), make([]byte, s.IntegKeyBytes()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := 40 + DefaultMTU + sa.Overhead(DefaultMTU); n > 1500 {
+			t.Errorf("%s: %d-byte inner packet makes a %d-byte outer IPv6 packet", s, DefaultMTU, n)
+		}
+		worst = max(worst, 40+DefaultMTU+1+sa.Overhead(DefaultMTU+1))
+	}
+	if worst <= 1500 {
+		t.Errorf("DefaultMTU %d could be larger (worst case at +1 is %d bytes)", DefaultMTU, worst)
 	}
 }
