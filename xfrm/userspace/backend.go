@@ -196,6 +196,12 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		}
 	}
 	b.peers.Store(&peerTable{})
+	// The TUN reports link events on a small channel; drain it so that
+	// its listeners never block. It is closed when the TUN is.
+	go func(ev <-chan tun.Event) {
+		for range ev {
+		}
+	}(b.dev.Events())
 	b.wg.Add(1 + len(b.socks))
 	go b.outboundLoop()
 	for i, s := range b.socks {
