@@ -3,6 +3,9 @@
 # the same pair of network namespaces joined by a veth, with iperf3 (TCP, 1
 # and 4 streams). Prints Mbit/s and packets/s (frames leaving the sender's
 # underlay veth) for each, and the ratio userspace/wireguard-go.
+# packets/s is the inner packet rate (throughput / MTU); frames/s counts
+# what leaves the sender's veth, where wireguard-go's UDP GSO super-frames
+# count once each while every ESP packet of the userspace backend counts.
 #
 # Needs root, iperf3, wg (wireguard-tools; installed here if missing on
 # Debian) and Go. wireguard-go is built from the Go module proxy at the
@@ -27,7 +30,7 @@ fi
 work=$(mktemp -d /tmp/mpsa-bench.XXXXXX)
 nsA="mpsab-$$-a"
 nsB="mpsab-$$-b"
-pids=()
+pids=() # started by this script; `ip netns exec` execs, so these are the programs' own PIDs
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -73,7 +76,8 @@ run() {
   after=$(txpackets)
   mbps=$(echo "$out" | awk '/receiver/ { v = $(NF-2) } END { print v }')
   pps=$(( (after - before) / DURATION ))
-  printf "%-14s %d stream(s)  %8s Mbit/s  %8d packets/s\n" "$label" "$streams" "$mbps" "$pps"
+  inpps=$(awk -v m="$mbps" -v mtu="$MTU" 'BEGIN { printf "%d", m * 1e6 / 8 / mtu }')
+  printf "%-14s %d stream(s)  %8s Mbit/s  %8d packets/s (inner, MTU-sized)  %8d frames/s on the veth\n" "$label" "$streams" "$mbps" "$inpps" "$pps"
 }
 
 wait_ping() {
@@ -102,10 +106,10 @@ case "$SUITE" in
 esac
 printf "%s %s\n" "$ek" "$ik" >"$work/keys"
 chmod 600 "$work/keys"
-A "$work/usnode" -mtu "$MTU" -suite "$SUITE" -keyfile "$work/keys" -local 192.168.77.1 \
+ip netns exec "$nsA" "$work/usnode" -mtu "$MTU" -suite "$SUITE" -keyfile "$work/keys" -local 192.168.77.1 \
   -lan 10.77.1.0/24 -peer 10.77.2.0/24=192.168.77.2 2>"$work/usA.log" &
 usA=$!; pids+=("$usA")
-B "$work/usnode" -mtu "$MTU" -suite "$SUITE" -keyfile "$work/keys" -local 192.168.77.2 \
+ip netns exec "$nsB" "$work/usnode" -mtu "$MTU" -suite "$SUITE" -keyfile "$work/keys" -local 192.168.77.2 \
   -lan 10.77.2.0/24 -peer 10.77.1.0/24=192.168.77.1 2>"$work/usB.log" &
 usB=$!; pids+=("$usB")
 wait_ping userspace
@@ -118,18 +122,22 @@ kill "$usA" "$usB"; wait "$usA" "$usB" || true
 grep -h "^spi\|^drops" "$work/usA.log" "$work/usB.log" | sed 's/^/  /'
 
 # --- wireguard-go ---
+umask 077
 wg genkey >"$work/wgA.key"; wg pubkey <"$work/wgA.key" >"$work/wgA.pub"
 wg genkey >"$work/wgB.key"; wg pubkey <"$work/wgB.key" >"$work/wgB.pub"
-A env LOG_LEVEL=error "$work/wireguard-go" -f wg0 >/dev/null 2>&1 &
+# Distinct names: wireguard-go's UAPI socket, /var/run/wireguard/NAME.sock,
+# is shared by all namespaces.
+ip netns exec "$nsA" env LOG_LEVEL=error "$work/wireguard-go" -f wgA >"$work/wgA.log" 2>&1 &
 wgA=$!; pids+=("$wgA")
-B env LOG_LEVEL=error "$work/wireguard-go" -f wg0 >/dev/null 2>&1 &
+ip netns exec "$nsB" env LOG_LEVEL=error "$work/wireguard-go" -f wgB >"$work/wgB.log" 2>&1 &
 wgB=$!; pids+=("$wgB")
-for _ in $(seq 1 50); do A ip link show wg0 >/dev/null 2>&1 && B ip link show wg0 >/dev/null 2>&1 && break; sleep 0.1; done
-A wg set wg0 private-key "$work/wgA.key" listen-port 51820 peer "$(cat "$work/wgB.pub")" allowed-ips 10.77.2.0/24 endpoint 192.168.77.2:51820
-B wg set wg0 private-key "$work/wgB.key" listen-port 51820 peer "$(cat "$work/wgA.pub")" allowed-ips 10.77.1.0/24 endpoint 192.168.77.1:51820
-for x in A B; do $x ip link set wg0 mtu "$MTU" up; done
-A ip route add 10.77.2.0/24 dev wg0 src 10.77.1.1
-B ip route add 10.77.1.0/24 dev wg0 src 10.77.2.1
+for _ in $(seq 1 50); do A ip link show wgA >/dev/null 2>&1 && B ip link show wgB >/dev/null 2>&1 && break; sleep 0.1; done
+A wg set wgA private-key "$work/wgA.key" listen-port 51820 peer "$(cat "$work/wgB.pub")" allowed-ips 10.77.2.0/24 endpoint 192.168.77.2:51820
+B wg set wgB private-key "$work/wgB.key" listen-port 51820 peer "$(cat "$work/wgA.pub")" allowed-ips 10.77.1.0/24 endpoint 192.168.77.1:51820
+A ip link set wgA mtu "$MTU" up
+B ip link set wgB mtu "$MTU" up
+A ip route add 10.77.2.0/24 dev wgA src 10.77.1.1
+B ip route add 10.77.1.0/24 dev wgB src 10.77.2.1
 wait_ping wireguard-go
 echo "wireguard-go ($wgver, MTU $MTU):"
 for s in 1 4; do

@@ -35,9 +35,11 @@ import (
 // Defaults of Config.
 const (
 	DefaultTUNName = "mpsa0"
-	// DefaultMTU leaves room for an outer IPv6 header and the largest
-	// ESP overhead (HMAC-SHA2-512) within a 1500-byte underlay MTU.
-	DefaultMTU = 1400
+	// DefaultMTU is the largest inner MTU whose ESP packets fit a
+	// 1500-byte underlay MTU in the worst case: outer IPv6 (40), ESP
+	// header and IV (24), padding to 16 bytes with the trailer, and the
+	// HMAC-SHA2-512 ICV (32).
+	DefaultMTU = 1390
 )
 
 // tunAlias is set as the TUN's interface alias; a leftover link carrying
@@ -194,6 +196,12 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		}
 	}
 	b.peers.Store(&peerTable{})
+	// The TUN reports link events on a small channel; drain it so that
+	// its listeners never block. It is closed when the TUN is.
+	go func(ev <-chan tun.Event) {
+		for range ev {
+		}
+	}(b.dev.Events())
 	b.wg.Add(1 + len(b.socks))
 	go b.outboundLoop()
 	for i, s := range b.socks {
@@ -208,7 +216,8 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 // Name returns the TUN device's name.
 func (b *Backend) Name() string { return b.name }
 
-// InstallInbound implements xfrm.DataPlane.
+// InstallInbound implements xfrm.DataPlane. The keys are copied; the
+// caller may zero sa afterwards.
 func (b *Backend) InstallInbound(ctx context.Context, sa xfrm.SA) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -112,7 +112,6 @@ func (b *Backend) inboundLoop(idx int, s *espSocket) {
 	}
 	bufs := make([][]byte, batch)
 	wbufs := make([][]byte, 0, batch)
-	single := make([][]byte, 1)
 	sizes := make([]int, batch)
 	for i := range bufs {
 		bufs[i] = make([]byte, inOff+maxPacket+esp.MaxTrailerLen)
@@ -127,22 +126,8 @@ func (b *Backend) inboundLoop(idx int, s *espSocket) {
 			continue
 		}
 		wbufs = b.openBatch(idx, s.local.Is4(), bufs[:n], sizes[:n], recvOff, wbufs[:0])
-		// UDP datagrams are written one at a time, so that the TUN
-		// does not coalesce them (UDP GRO): with it, this test machine's
-		// kernel (6.18) occasionally failed the UDP checksum of an IPv6
-		// datagram that had passed ESP's integrity check and carried a
-		// valid checksum. TCP keeps GRO, which carries the throughput.
-		tcp := wbufs[:0]
-		for _, p := range wbufs {
-			if !isUDP(p[inOff:]) {
-				tcp = append(tcp, p)
-				continue
-			}
-			single[0] = p
-			b.writeTUN(single)
-		}
-		if len(tcp) > 0 {
-			b.writeTUN(tcp)
+		if len(wbufs) > 0 {
+			b.writeTUN(wbufs)
 		}
 	}
 }
@@ -152,18 +137,6 @@ func (b *Backend) writeTUN(bufs [][]byte) {
 		b.drops.tunWrite.Add(1)
 		b.log.Debug("TUN write", "err", err)
 	}
-}
-
-// isUDP reports whether an IP packet is UDP (without IPv6 extension
-// headers, as GRO requires too).
-func isUDP(pkt []byte) bool {
-	switch pkt[0] >> 4 {
-	case 4:
-		return len(pkt) >= 20 && pkt[9] == 17
-	case 6:
-		return len(pkt) >= 40 && pkt[6] == 17
-	}
-	return false
 }
 
 // openBatch authenticates and decrypts received ESP packets in place and

@@ -1,10 +1,13 @@
 package userspace
 
 import (
+	"bytes"
 	"net/netip"
 	"testing"
 
+	"github.com/mpsa/mpsa/mpsa"
 	"github.com/mpsa/mpsa/xfrm"
+	"github.com/mpsa/mpsa/xfrm/esp"
 )
 
 func TestPeerTableLongestPrefix(t *testing.T) {
@@ -66,5 +69,78 @@ func TestPeerTableNoAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("route lookup allocates %.1f times", allocs)
+	}
+}
+
+// TestOpenBatchNoAllocs: the inbound path from received ESP to the batch
+// handed to the TUN allocates nothing per packet.
+func TestOpenBatchNoAllocs(t *testing.T) {
+	s := testSuite
+	sa, err := esp.NewSA(0x42, s, make([]byte, s.EncrKeyBytes()), make([]byte, s.IntegKeyBytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &saEntry{sa: sa, crypters: []*esp.Crypter{sa.NewCrypter(nil), sa.NewCrypter(nil)}}
+	b := &Backend{}
+	b.sas.Store(&saSet{entries: []*saEntry{e}})
+	tbl, err := newPeerTable([]netip.Prefix{netip.MustParsePrefix("fd01::/64")},
+		[]xfrm.Peer{{Prefix: netip.MustParsePrefix("fd02::/64"), Underlay: netip.MustParseAddr("fd50::2")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.peers.Store(tbl)
+	inner := make([]byte, 1280)
+	inner[0] = 0x60
+	inner[6] = 6
+	inner[8], inner[9], inner[23] = 0xfd, 0x02, 1
+	inner[24], inner[25], inner[39] = 0xfd, 0x01, 1
+	pkt, err := e.crypters[0].AppendSeal(nil, inner, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 16
+	recvOff := inOff - esp.HeaderLen - esp.IVLen
+	bufs := make([][]byte, n)
+	sizes := make([]int, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, inOff+2048)
+		sizes[i] = len(pkt)
+	}
+	wbufs := make([][]byte, 0, n)
+	allocs := testing.AllocsPerRun(50, func() {
+		for i := range bufs {
+			copy(bufs[i][recvOff:], pkt)
+		}
+		wbufs = b.openBatch(0, false, bufs, sizes, recvOff, wbufs[:0])
+		if len(wbufs) != n {
+			t.Fatalf("%d of %d packets accepted", len(wbufs), n)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("openBatch allocates %.1f times per batch", allocs)
+	}
+	if !bytes.Equal(wbufs[0][inOff:], inner) {
+		t.Fatal("inner packet not at inOff")
+	}
+}
+
+// TestDefaultMTUFits: an inner packet of DefaultMTU bytes fits a 1500-byte
+// underlay in every supported suite over outer IPv6, and one byte more
+// does not in the worst suite.
+func TestDefaultMTUFits(t *testing.T) {
+	worst := 0
+	for _, integ := range []mpsa.IntegID{mpsa.IntegHMACSHA1_96, mpsa.IntegHMACSHA2_256, mpsa.IntegHMACSHA2_384, mpsa.IntegHMACSHA2_512} {
+		s := mpsa.Suite{Encr: mpsa.EncrAESCBC, KeyBits: 256, Integ: integ, PRF: mpsa.PRFHMACSHA2_256}
+		sa, err := esp.NewSA(1, s, make([]byte, s.EncrKeyBytes()), make([]byte, s.IntegKeyBytes()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := 40 + DefaultMTU + sa.Overhead(DefaultMTU); n > 1500 {
+			t.Errorf("%s: %d-byte inner packet makes a %d-byte outer IPv6 packet", s, DefaultMTU, n)
+		}
+		worst = max(worst, 40+DefaultMTU+1+sa.Overhead(DefaultMTU+1))
+	}
+	if worst <= 1500 {
+		t.Errorf("DefaultMTU %d could be larger (worst case at +1 is %d bytes)", DefaultMTU, worst)
 	}
 }

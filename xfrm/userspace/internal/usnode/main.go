@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,6 +51,7 @@ func run() error {
 		suiteFlag           = flag.String("suite", "aes256-sha256", "ESP proposal (strongSwan keywords)")
 		keyFile             = flag.String("keyfile", "", "file with the hex encryption and integrity keys")
 		verbose             = flag.Bool("v", false, "debug logging")
+		cpuProfile          = flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	)
 	flag.Var(&locals, "local", "local underlay address (repeatable)")
 	flag.Var(&lans, "lan", "local prefix (repeatable)")
@@ -118,6 +120,17 @@ func run() error {
 		table = append(table, xfrm.Peer{Prefix: p, Underlay: u})
 	}
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	// The backend outlives the signal so that its counters can be read.
