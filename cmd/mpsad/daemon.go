@@ -44,7 +44,7 @@ func runDaemon(configPath string, stderr io.Writer) int {
 	opts := server.Options{Config: cfg, Logger: log, NewDataPlane: newDataPlane, Metrics: m}
 	if interval, err := daemon.SdWatchdogEnabled(false); err == nil && interval > 0 {
 		opts.Watchdog = func() { daemon.SdNotify(false, daemon.SdNotifyWatchdog) }
-		opts.WatchdogInterval = interval / 3
+		opts.WatchdogInterval = interval / 2
 	}
 	srv, err := server.New(opts)
 	if err != nil {
