@@ -55,17 +55,7 @@ func TestInteropUserspace(t *testing.T) {
 			dps := []xfrm.DataPlane{kb, ub}
 			inner := []bool{tc.inner6}
 			sa := newSA(t, uint32(0x30000+i), tc.proposal)
-			for j, m := range ms {
-				if err := dps[j].InstallInbound(ctx, sa); err != nil {
-					t.Fatalf("member %d: %v", m.i, err)
-				}
-				if err := dps[j].SetPeers(ctx, []netip.Prefix{m.lanPrefix(tc.inner6)}, peersOf(ms, m, inner, tc.outer6)); err != nil {
-					t.Fatalf("member %d: %v", m.i, err)
-				}
-				if err := dps[j].SetOutbound(ctx, sa.SPI); err != nil {
-					t.Fatalf("member %d: %v", m.i, err)
-				}
-			}
+			installEverywhere(t, ctx, ms, dps, sa, inner, tc.outer6)
 			sn := kern.ns.sniff(t, "ul0", lanWatch)
 			checkTraffic(t, ctx, ms, inner)
 			sn.close()

@@ -168,6 +168,28 @@ func checkTraffic(t *testing.T, ctx context.Context, ms []*member, inner []bool)
 	}
 }
 
+// installEverywhere installs sa in every member's data plane, inbound and
+// as the outbound SA, with the member's LAN prefixes of the inner families
+// as local prefixes and the other members as peers over outer6.
+func installEverywhere[D xfrm.DataPlane](t *testing.T, ctx context.Context, ms []*member, dps []D, sa xfrm.SA, inner []bool, outer6 bool) {
+	t.Helper()
+	for j, m := range ms {
+		if err := dps[j].InstallInbound(ctx, sa); err != nil {
+			t.Fatalf("member %d: %v", m.i, err)
+		}
+		var local []netip.Prefix
+		for _, v6 := range inner {
+			local = append(local, m.lanPrefix(v6))
+		}
+		if err := dps[j].SetPeers(ctx, local, peersOf(ms, m, inner, outer6)); err != nil {
+			t.Fatalf("member %d: %v", m.i, err)
+		}
+		if err := dps[j].SetOutbound(ctx, sa.SPI); err != nil {
+			t.Fatalf("member %d: %v", m.i, err)
+		}
+	}
+}
+
 func checkClean(t *testing.T, ms []*member) {
 	t.Helper()
 	for _, m := range ms {
@@ -581,17 +603,7 @@ func TestRemoveOutboundBlocks(t *testing.T) {
 	bs := backends(t, ctx, ms, func(m *member) kernel.Config {
 		return kernel.Config{Underlay: []netip.Addr{m.ul4}}
 	})
-	for j, m := range ms {
-		if err := bs[j].InstallInbound(ctx, sa); err != nil {
-			t.Fatal(err)
-		}
-		if err := bs[j].SetPeers(ctx, []netip.Prefix{m.lanPrefix(false)}, peersOf(ms, m, []bool{false}, false)); err != nil {
-			t.Fatal(err)
-		}
-		if err := bs[j].SetOutbound(ctx, sa.SPI); err != nil {
-			t.Fatal(err)
-		}
-	}
+	installEverywhere(t, ctx, ms, bs, sa, []bool{false}, false)
 	a, b := ms[0], ms[1]
 	if n, err := a.ns.ping(a.lan4, b.lan4, 1); err != nil || n != 1 {
 		t.Fatalf("ping before removal: %d answered, %v", n, err)
@@ -647,17 +659,7 @@ func TestTamperedESPCounted(t *testing.T) {
 	bs := backends(t, ctx, ms, func(m *member) kernel.Config {
 		return kernel.Config{Underlay: []netip.Addr{m.ul4}}
 	})
-	for j, m := range ms {
-		if err := bs[j].InstallInbound(ctx, sa); err != nil {
-			t.Fatal(err)
-		}
-		if err := bs[j].SetPeers(ctx, []netip.Prefix{m.lanPrefix(false)}, peersOf(ms, m, []bool{false}, false)); err != nil {
-			t.Fatal(err)
-		}
-		if err := bs[j].SetOutbound(ctx, sa.SPI); err != nil {
-			t.Fatal(err)
-		}
-	}
+	installEverywhere(t, ctx, ms, bs, sa, []bool{false}, false)
 	a, b := ms[0], ms[1]
 	const forged = 5
 	var c net.PacketConn
@@ -743,17 +745,7 @@ func TestHostTrafficNotLeaked(t *testing.T) {
 		return kernel.Config{Underlay: []netip.Addr{m.ul4, m.ul6}}
 	})
 	inner := []bool{false, true}
-	for j, m := range ms {
-		if err := bs[j].InstallInbound(ctx, sa); err != nil {
-			t.Fatal(err)
-		}
-		if err := bs[j].SetPeers(ctx, []netip.Prefix{m.lanPrefix(false), m.lanPrefix(true)}, peersOf(ms, m, inner, false)); err != nil {
-			t.Fatal(err)
-		}
-		if err := bs[j].SetOutbound(ctx, sa.SPI); err != nil {
-			t.Fatal(err)
-		}
-	}
+	installEverywhere(t, ctx, ms, bs, sa, inner, false)
 	a, b := ms[0], ms[1]
 	sn := a.ns.sniff(t, "ul0", lanWatch)
 	for _, v6 := range inner {
