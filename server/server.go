@@ -433,6 +433,10 @@ func (s *Server) reload(ctx context.Context, cfg *swanctl.Config) error {
 	case cfg.VICI != old.VICI || cfg.StatusSocket != old.StatusSocket:
 		return fmt.Errorf("vici or status_socket changed: restart mpsad to apply")
 	}
+	if cfg.MetricsListen != old.MetricsListen {
+		s.log.Warn("metrics_listen changed; it takes effect at the next restart", "running", old.MetricsListen, "configured", cfg.MetricsListen)
+		cfg.MetricsListen = old.MetricsListen
+	}
 	s.cfg = cfg
 	s.resolveControlInterface()
 	keepC := s.ctls[:0]
