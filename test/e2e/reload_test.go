@@ -53,4 +53,18 @@ func TestReload(t *testing.T) {
 		t.Fatalf("a refused reload changed the member: %+v", g)
 	}
 	pingOK(t, m1, e.mems[1])
+
+	// Another change (the TUN's name) rebuilds the group: the old device
+	// goes, the new one comes, and the member gets the SA again.
+	os.WriteFile(conf, []byte(strings.Replace(string(orig), "tun = mpsa0", "tun = mpsa1", 1)), 0o600)
+	m1.mpsad.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "member1 to rebuild its group on mpsa1", func() (bool, string) {
+		g := m1.status(t).Groups[0]
+		_, err := m1.ns.Command("ip", "link", "show", "mpsa1").CombinedOutput()
+		return err == nil && g.OutboundSPI == spi && len(g.Peers) == 2, g.OutboundSPI
+	})
+	if out, err := m1.ns.Command("ip", "link", "show", "mpsa0").CombinedOutput(); err == nil {
+		t.Errorf("mpsa0 survived the rebuild: %s", out)
+	}
+	pingOK(t, m1, e.mems[2])
 }
