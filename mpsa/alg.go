@@ -112,57 +112,55 @@ type PRFInfo struct {
 	OutBytes int
 }
 
-var encrTable = []EncrInfo{
-	{ID: EncrAESCBC, Name: "aes", KeyLengths: []int{128, 192, 256}, BlockBytes: 16, IVBytes: 16, XFRM: "cbc(aes)"},
-	{ID: EncrAESCTR, Name: "aesctr", KeyLengths: []int{128, 192, 256}, SaltBytes: 4, BlockBytes: 16, IVBytes: 8, CounterMode: true, XFRM: "rfc3686(ctr(aes))"},
-	{ID: EncrAESGCM8, Name: "aesgcm8", KeyLengths: []int{128, 192, 256}, SaltBytes: 4, AEAD: true, ICVBits: 64, BlockBytes: 4, IVBytes: 8, CounterMode: true, XFRM: "rfc4106(gcm(aes))"},
-	{ID: EncrAESGCM12, Name: "aesgcm12", KeyLengths: []int{128, 192, 256}, SaltBytes: 4, AEAD: true, ICVBits: 96, BlockBytes: 4, IVBytes: 8, CounterMode: true, XFRM: "rfc4106(gcm(aes))"},
-	{ID: EncrAESGCM16, Name: "aesgcm16", KeyLengths: []int{128, 192, 256}, SaltBytes: 4, AEAD: true, ICVBits: 128, BlockBytes: 4, IVBytes: 8, CounterMode: true, XFRM: "rfc4106(gcm(aes))"},
-	{ID: EncrChaCha20Poly1305, Name: "chacha20poly1305", FixedKeyBits: 256, SaltBytes: 4, AEAD: true, ICVBits: 128, BlockBytes: 4, IVBytes: 8, CounterMode: true, XFRM: "rfc7539esp(chacha20,poly1305)"},
-}
-
-var integTable = []IntegInfo{
-	{ID: IntegHMACSHA1_96, Name: "sha1", KeyBytes: 20, ICVBytes: 12, XFRM: "hmac(sha1)", PRF: PRFHMACSHA1},
-	{ID: IntegAESXCBC96, Name: "aesxcbc", KeyBytes: 16, ICVBytes: 12, XFRM: "xcbc(aes)", PRF: PRFAES128XCBC},
-	{ID: IntegHMACSHA2_256, Name: "sha256", KeyBytes: 32, ICVBytes: 16, XFRM: "hmac(sha256)", PRF: PRFHMACSHA2_256},
-	{ID: IntegHMACSHA2_384, Name: "sha384", KeyBytes: 48, ICVBytes: 24, XFRM: "hmac(sha384)", PRF: PRFHMACSHA2_384},
-	{ID: IntegHMACSHA2_512, Name: "sha512", KeyBytes: 64, ICVBytes: 32, XFRM: "hmac(sha512)", PRF: PRFHMACSHA2_512},
-}
-
-var prfTable = []PRFInfo{
-	{ID: PRFHMACSHA1, Name: "prfsha1", KeyBytes: 20, OutBytes: 20},
-	{ID: PRFAES128XCBC, Name: "prfaesxcbc", KeyBytes: 16, OutBytes: 16},
-	{ID: PRFHMACSHA2_256, Name: "prfsha256", KeyBytes: 32, OutBytes: 32},
-	{ID: PRFHMACSHA2_384, Name: "prfsha384", KeyBytes: 48, OutBytes: 48},
-	{ID: PRFHMACSHA2_512, Name: "prfsha512", KeyBytes: 64, OutBytes: 64},
-}
-
 // LookupEncr returns the description of an encryption transform ID.
 func LookupEncr(id EncrID) (EncrInfo, bool) {
-	for _, e := range encrTable {
-		if e.ID == id {
-			return e, true
-		}
+	switch id {
+	case EncrAESCBC:
+		return EncrInfo{ID: EncrAESCBC, Name: "aes", KeyLengths: []int{128, 192, 256}, BlockBytes: 16, IVBytes: 16, XFRM: "cbc(aes)"}, true
+	case EncrAESCTR:
+		return EncrInfo{ID: EncrAESCTR, Name: "aesctr", KeyLengths: []int{128, 192, 256}, SaltBytes: 4, BlockBytes: 16, IVBytes: 8, CounterMode: true, XFRM: "rfc3686(ctr(aes))"}, true
+	case EncrAESGCM8:
+		return EncrInfo{ID: EncrAESGCM8, Name: "aesgcm8", KeyLengths: []int{128, 192, 256}, SaltBytes: 4, AEAD: true, ICVBits: 64, BlockBytes: 4, IVBytes: 8, CounterMode: true, XFRM: "rfc4106(gcm(aes))"}, true
+	case EncrAESGCM12:
+		return EncrInfo{ID: EncrAESGCM12, Name: "aesgcm12", KeyLengths: []int{128, 192, 256}, SaltBytes: 4, AEAD: true, ICVBits: 96, BlockBytes: 4, IVBytes: 8, CounterMode: true, XFRM: "rfc4106(gcm(aes))"}, true
+	case EncrAESGCM16:
+		return EncrInfo{ID: EncrAESGCM16, Name: "aesgcm16", KeyLengths: []int{128, 192, 256}, SaltBytes: 4, AEAD: true, ICVBits: 128, BlockBytes: 4, IVBytes: 8, CounterMode: true, XFRM: "rfc4106(gcm(aes))"}, true
+	case EncrChaCha20Poly1305:
+		return EncrInfo{ID: EncrChaCha20Poly1305, Name: "chacha20poly1305", FixedKeyBits: 256, SaltBytes: 4, AEAD: true, ICVBits: 128, BlockBytes: 4, IVBytes: 8, CounterMode: true, XFRM: "rfc7539esp(chacha20,poly1305)"}, true
 	}
 	return EncrInfo{}, false
 }
 
 // LookupInteg returns the description of an integrity transform ID.
 func LookupInteg(id IntegID) (IntegInfo, bool) {
-	for _, e := range integTable {
-		if e.ID == id {
-			return e, true
-		}
+	switch id {
+	case IntegHMACSHA1_96:
+		return IntegInfo{ID: IntegHMACSHA1_96, Name: "sha1", KeyBytes: 20, ICVBytes: 12, XFRM: "hmac(sha1)", PRF: PRFHMACSHA1}, true
+	case IntegAESXCBC96:
+		return IntegInfo{ID: IntegAESXCBC96, Name: "aesxcbc", KeyBytes: 16, ICVBytes: 12, XFRM: "xcbc(aes)", PRF: PRFAES128XCBC}, true
+	case IntegHMACSHA2_256:
+		return IntegInfo{ID: IntegHMACSHA2_256, Name: "sha256", KeyBytes: 32, ICVBytes: 16, XFRM: "hmac(sha256)", PRF: PRFHMACSHA2_256}, true
+	case IntegHMACSHA2_384:
+		return IntegInfo{ID: IntegHMACSHA2_384, Name: "sha384", KeyBytes: 48, ICVBytes: 24, XFRM: "hmac(sha384)", PRF: PRFHMACSHA2_384}, true
+	case IntegHMACSHA2_512:
+		return IntegInfo{ID: IntegHMACSHA2_512, Name: "sha512", KeyBytes: 64, ICVBytes: 32, XFRM: "hmac(sha512)", PRF: PRFHMACSHA2_512}, true
 	}
 	return IntegInfo{}, false
 }
 
 // LookupPRF returns the description of a PRF transform ID.
 func LookupPRF(id PRFID) (PRFInfo, bool) {
-	for _, e := range prfTable {
-		if e.ID == id {
-			return e, true
-		}
+	switch id {
+	case PRFHMACSHA1:
+		return PRFInfo{ID: PRFHMACSHA1, Name: "prfsha1", KeyBytes: 20, OutBytes: 20}, true
+	case PRFAES128XCBC:
+		return PRFInfo{ID: PRFAES128XCBC, Name: "prfaesxcbc", KeyBytes: 16, OutBytes: 16}, true
+	case PRFHMACSHA2_256:
+		return PRFInfo{ID: PRFHMACSHA2_256, Name: "prfsha256", KeyBytes: 32, OutBytes: 32}, true
+	case PRFHMACSHA2_384:
+		return PRFInfo{ID: PRFHMACSHA2_384, Name: "prfsha384", KeyBytes: 48, OutBytes: 48}, true
+	case PRFHMACSHA2_512:
+		return PRFInfo{ID: PRFHMACSHA2_512, Name: "prfsha512", KeyBytes: 64, OutBytes: 64}, true
 	}
 	return PRFInfo{}, false
 }
