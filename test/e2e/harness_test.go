@@ -138,11 +138,12 @@ func (n *node) lanAddr() netip.Addr { return n.lan.Addr().Next() }
 
 func (n *node) sock() string { return filepath.Join(n.dir, "mpsad.sock") }
 
-func (e *env) controllerMPSA() string {
-	tm := e.timers
+// mpsaSection is the mpsa { } section of node n with one group "lab" on
+// the lab's connection; group holds the group's other settings.
+func (e *env) mpsaSection(n *node, role, group string) string {
 	return fmt.Sprintf(`
 mpsa {
-    role = controller
+    role = %s
     vici = unix://%s/charon.vici
     control_interface = ipsec0
     status_socket = %s
@@ -152,17 +153,22 @@ mpsa {
         lab {
             connection = %s
             control_child = %s
-            esp_proposal = aes256-sha256
+%s        }
+    }
+}
+`, role, n.dir, n.sock(), e.lab.Group.ConnName(), e.lab.Group.ChildName(), group)
+}
+
+func (e *env) controllerMPSA() string {
+	tm := e.timers
+	return e.mpsaSection(e.ctl, "controller", fmt.Sprintf(`            esp_proposal = aes256-sha256
             lifetime = %s
             rekey_time = %s
             rollover1 = %s
             rollover2 = %s
-            rekey_on_leave = %v
-            rekey_on_join = %v
-        }
-    }
-}
-`, e.ctl.dir, e.ctl.sock(), e.lab.Group.ConnName(), e.lab.Group.ChildName(), tm.Lifetime, tm.RekeyTime, tm.Rollover1, tm.Rollover2, yes(tm.RekeyOnLeave), yes(tm.RekeyOnJoin))
+            rekey_on_leave = %s
+            rekey_on_join = %s
+`, tm.Lifetime, tm.RekeyTime, tm.Rollover1, tm.Rollover2, yes(tm.RekeyOnLeave), yes(tm.RekeyOnJoin)))
 }
 
 func yes(b bool) string {
@@ -180,27 +186,12 @@ func (e *env) memberMPSA(i int) string {
 			fmt.Fprintf(&routes, "                m%d {\n                    prefixes = %s\n                    peer = %s\n                }\n", j+1, o.lan, o.peer.Underlay)
 		}
 	}
-	return fmt.Sprintf(`
-mpsa {
-    role = member
-    vici = unix://%s/charon.vici
-    control_interface = ipsec0
-    status_socket = %s
-    log_level = debug
-    metrics_listen = 127.0.0.1:9474
-    groups {
-        lab {
-            connection = %s
-            control_child = %s
-            dataplane = userspace
+	return e.mpsaSection(m, "member", fmt.Sprintf(`            dataplane = userspace
             tun = mpsa0
             local_ts = %s
             routes {
 %s            }
-        }
-    }
-}
-`, m.dir, m.sock(), e.lab.Group.ConnName(), e.lab.Group.ChildName(), m.lan, routes.String())
+`, m.lan, routes.String()))
 }
 
 // scrape fetches the node's Prometheus metrics (served on 127.0.0.1:9474
