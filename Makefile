@@ -1,6 +1,9 @@
 # mpsa build, test and lint entry points. `make help` lists them.
-GO        ?= go
+# Go from PATH, else the standard install location (sudo often drops it from PATH).
+GO        ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 GOBIN     := $(shell $(GO) env GOPATH)/bin
+# Tests run go themselves (to build binaries for namespaces and the guest).
+export PATH := $(dir $(GO)):$(PATH)
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X github.com/mpsa/mpsa/internal/version.Version=$(VERSION) \

@@ -12,4 +12,5 @@ fi
 install_missing strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins iproute2 iputils-ping tcpdump >/dev/null
 echo "building mpsad and mpsactl ..."
 make -s build
-exec go run ./test/demo --bin bin
+GO=$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+exec "$GO" run ./test/demo --bin bin
