@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -38,7 +39,7 @@ type ctlMember struct {
 	pending uint32
 }
 
-func newCtlGroup(cfg *swanctl.Group, rnd io.Reader, now time.Time, b mpsa.Backoff, log *slog.Logger) (*ctlGroup, error) {
+func newCtlGroup(cfg *swanctl.Group, rnd io.Reader, now time.Time, b mpsa.Backoff, log *slog.Logger, drops *dropLog, m *metrics.Metrics) (*ctlGroup, error) {
 	g, err := mpsa.NewGroup(mpsa.GroupParams{
 		Suite:              cfg.Suite,
 		NonceLen:           cfg.NonceLength,
@@ -54,7 +55,8 @@ func newCtlGroup(cfg *swanctl.Group, rnd io.Reader, now time.Time, b mpsa.Backof
 	if err != nil {
 		return nil, err
 	}
-	cg := &ctlGroup{cfg: cfg, log: log, group: g, backoff: b, members: map[netip.Addr]*ctlMember{}, drops: newDropLog(log, 10*time.Second)}
+	cg := &ctlGroup{cfg: cfg, log: log, group: g, backoff: b, members: map[netip.Addr]*ctlMember{}, drops: drops, metrics: m}
+	m.SetGroupSA(cfg.Name, g.Current().SPI(), g.Current().Created)
 	cg.log.Info("generated group SA", "spi", spiString(g.Current().SPI()), "suite", cfg.Suite.String(), "next_rekey", g.NextRekey().Format(time.RFC3339))
 	return cg, nil
 }
@@ -67,12 +69,14 @@ const membershipHoldDown = 2 * time.Second
 // (they join once they say hello), vanished ones leave.
 func (g *ctlGroup) onSnapshot(s *Server, snap vici.Snapshot) {
 	now := s.now()
-	seen := map[netip.Addr]bool{}
+	// One control per member address: Controls is ordered by IKE unique
+	// id, so when a member has two IKE SAs during a reconnect the newest
+	// one is the one kept.
+	seen := map[netip.Addr]vici.Control{}
 	for _, c := range snap.Controls(g.cfg.Connection, g.cfg.ControlChild) {
-		// FindControl picks the newest IKE SA when a member has two
-		// during a reconnect.
-		c, _ = snap.FindControl(g.cfg.Connection, g.cfg.ControlChild, c.Remote)
-		seen[c.Remote] = true
+		seen[c.Remote] = c
+	}
+	for _, c := range seen {
 		m := g.members[c.Remote]
 		id := mpsa.SessionID{SPIi: c.IKE.InitiatorSPI, SPIr: c.IKE.ResponderSPI}
 		if m == nil {
@@ -99,7 +103,7 @@ func (g *ctlGroup) onSnapshot(s *Server, snap vici.Snapshot) {
 		}
 	}
 	for addr, m := range g.members {
-		if seen[addr] {
+		if _, ok := seen[addr]; ok {
 			continue
 		}
 		m.sess.Close()
@@ -250,15 +254,13 @@ func (g *ctlGroup) status() GroupStatus {
 	if p := g.group.Previous(); p != nil {
 		st.PreviousSPI = spiString(p.SPI())
 	}
-	for _, m := range g.members {
+	for _, addr := range slices.SortedFunc(maps.Keys(g.members), netip.Addr.Compare) {
+		m := g.members[addr]
 		st.Members = append(st.Members, MemberStatus{
-			ID: m.ctl.IKE.RemoteID, Address: m.ctl.Remote.String(), AckedSPI: spiString(m.acked),
+			ID: m.ctl.IKE.RemoteID, Address: addr.String(), AckedSPI: spiString(m.acked),
 			PendingSPI: spiString(m.pending), Retransmits: m.sess.Attempts(), IKE: m.ctl.IKE.UniqueID, IKESPIs: ikeSPIs(m.ctl.IKE),
 		})
 	}
-	slices.SortFunc(st.Members, func(a, b MemberStatus) int {
-		return netip.MustParseAddr(a.Address).Compare(netip.MustParseAddr(b.Address))
-	})
 	return st
 }
 

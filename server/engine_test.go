@@ -430,3 +430,26 @@ func (b *bench) checkNoKeysInLogs(puts ...*mpsa.Put) {
 		}
 	}
 }
+
+// TestEngineReconnectKeepsOneMember: while a member reconnects, charon
+// has two IKE SAs with its control address; the controller keeps one
+// member, on the newer IKE SA, and never counts a leave.
+func TestEngineReconnectKeepsOneMember(t *testing.T) {
+	b := newBench(t)
+	b.up()
+	old := snapshot(ctlAddr, memAddr, false, 0x1111, 0x2222).IKESAs[0]
+	newer := snapshot(ctlAddr, memAddr, false, 0x3333, 0x4444).IKESAs[0]
+	newer.UniqueID = old.UniqueID + 1
+	b.ctl.onUpdate(b.ctx, vici.Update{Snapshot: vici.Snapshot{Connected: true, IKESAs: []vici.IKESA{old, newer}}})
+	g := b.ctlGroup()
+	if len(g.members) != 1 {
+		t.Fatalf("%d members for one control address", len(g.members))
+	}
+	m := g.members[memAddr]
+	if m.sess.ID() != (mpsa.SessionID{SPIi: 0x3333, SPIr: 0x4444}) || m.ctl.IKE.UniqueID != newer.UniqueID {
+		t.Fatalf("member on IKE SA %d (%v), want the newer one", m.ctl.IKE.UniqueID, m.sess.ID())
+	}
+	if next := g.group.NextRekey(); !next.Equal(g.group.Current().RekeyAt) {
+		t.Fatalf("a reconnect scheduled a rekey at %v (the SA's own is at %v)", next, g.group.Current().RekeyAt)
+	}
+}

@@ -33,8 +33,8 @@ type memGroup struct {
 	lastErr string
 }
 
-func newMemGroup(cfg *swanctl.Group, b mpsa.Backoff, log *slog.Logger) *memGroup {
-	return &memGroup{cfg: cfg, log: log, backoff: b, life: mpsa.NewMember(), drops: newDropLog(log, 10*time.Second)}
+func newMemGroup(cfg *swanctl.Group, b mpsa.Backoff, log *slog.Logger, drops *dropLog, m *metrics.Metrics) *memGroup {
+	return &memGroup{cfg: cfg, log: log, backoff: b, life: mpsa.NewMember(), drops: drops, metrics: m}
 }
 
 // onSnapshot follows the control child to the controller: when it comes up

@@ -57,10 +57,11 @@ type Server struct {
 	log  *slog.Logger
 	now  func() time.Time
 
-	cfg       *swanctl.Config
-	snap      vici.Snapshot
-	connected bool
-	ctlIf     int // arrival interface required for control datagrams, 0 = any
+	cfg         *swanctl.Config
+	snap        vici.Snapshot
+	connected   bool
+	ctlIf       int       // cached index of cfg.ControlInterface, 0 when not known
+	ctlIfLookup time.Time // when ctlIf was last looked up
 
 	tr *Transport
 	// out sends control datagrams: the transport, or a test's pipe.
@@ -150,9 +151,12 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	s.out = s.tr
-	if err := s.resolveControlInterface(); err != nil {
-		s.tr.Close()
-		return err
+	if name := s.cfg.ControlInterface; name != "" {
+		if _, err := net.InterfaceByName(name); err != nil {
+			// charon's TUN may not exist yet; looked up at every
+			// datagram until it does.
+			s.log.Warn("control interface not found yet", "interface", name, "err", err)
+		}
 	}
 	if err := s.applyConfig(ctx, s.cfg); err != nil {
 		s.tr.Close()
@@ -200,37 +204,25 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
-// resolveControlInterface looks up the index of the control interface.
-// charon recreates its TUN device when it restarts, with a new index, so a
-// datagram from an unknown index triggers a new look-up.
-func (s *Server) resolveControlInterface() error {
-	s.ctlIf = 0
-	if s.cfg.ControlInterface == "" {
-		return nil
-	}
-	ifi, err := net.InterfaceByName(s.cfg.ControlInterface)
-	if err != nil {
-		// charon's TUN may not exist yet; looked up again at every
-		// datagram until it does.
-		s.log.Warn("control interface not found yet", "interface", s.cfg.ControlInterface, "err", err)
-		s.ctlIf = -1
-		return nil
-	}
-	s.ctlIf = ifi.Index
-	return nil
-}
-
 // fromControlInterface reports whether a datagram arrived on the control
-// interface (always true when none is configured).
-func (s *Server) fromControlInterface(ifindex int) bool {
-	if s.cfg.ControlInterface == "" {
+// interface (always true when none is configured). The index is cached;
+// charon recreates its TUN device with a new index when it restarts, so an
+// index that does not match makes it look the name up again, at most once
+// a second (a look-up dumps every link, and forged datagrams must not be
+// able to make mpsad do that at their rate; the peer retransmits anyway).
+func (s *Server) fromControlInterface(now time.Time, ifindex int) bool {
+	if s.cfg.ControlInterface == "" || (s.ctlIf != 0 && s.ctlIf == ifindex) {
 		return true
 	}
-	if s.ctlIf == ifindex {
-		return true
+	if now.Sub(s.ctlIfLookup) < time.Second {
+		return false
 	}
-	s.resolveControlInterface()
-	return s.ctlIf == ifindex
+	s.ctlIfLookup = now
+	s.ctlIf = 0
+	if ifi, err := net.InterfaceByName(s.cfg.ControlInterface); err == nil {
+		s.ctlIf = ifi.Index
+	}
+	return s.ctlIf != 0 && s.ctlIf == ifindex
 }
 
 // deliver runs on the transport's goroutines.
@@ -322,7 +314,7 @@ func (s *Server) onUpdate(ctx context.Context, u vici.Update) {
 
 func (s *Server) onDatagram(ctx context.Context, d Datagram) {
 	now := s.now()
-	if !s.fromControlInterface(d.IfIndex) {
+	if !s.fromControlInterface(now, d.IfIndex) {
 		s.drops.drop(now, metrics.DropNotProtected, "src", d.Src, "ifindex", d.IfIndex, "want_interface", s.cfg.ControlInterface)
 		return
 	}
@@ -391,25 +383,19 @@ func (s *Server) addGroup(ctx context.Context, g *swanctl.Group) error {
 	log := s.log.With("group", g.Name)
 	s.opts.Metrics.AddGroup(g.Name)
 	if s.cfg.Role == swanctl.RoleController {
-		cg, err := newCtlGroup(g, s.opts.Rand, s.now(), s.opts.Backoff, log)
+		cg, err := newCtlGroup(g, s.opts.Rand, s.now(), s.opts.Backoff, log, s.newDropLog(log), s.opts.Metrics)
 		if err != nil {
 			s.opts.Metrics.RemoveGroup(g.Name)
 			return fmt.Errorf("group %s: %w", g.Name, err)
 		}
-		cg.metrics = s.opts.Metrics
-		cg.drops = s.newDropLog(log)
-		cg.metrics.SetGroupSA(g.Name, cg.group.Current().SPI(), cg.group.Current().Created)
 		s.ctls = append(s.ctls, cg)
 		if s.connected {
 			cg.onSnapshot(s, s.snap)
 		}
 		return nil
 	}
-	mg := newMemGroup(g, s.opts.Backoff, log)
-	mg.metrics = s.opts.Metrics
-	mg.drops = s.newDropLog(log)
-	name := g.Name
-	mg.metrics.SetTrafficSource(name, func(ctx context.Context) ([]xfrm.Counters, error) {
+	mg := newMemGroup(g, s.opts.Backoff, log, s.newDropLog(log), s.opts.Metrics)
+	mg.metrics.SetTrafficSource(g.Name, func(ctx context.Context) ([]xfrm.Counters, error) {
 		var dp xfrm.DataPlane
 		if err := s.callCtx(ctx, func() { dp = mg.dp }); err != nil || dp == nil {
 			return nil, err
@@ -438,7 +424,7 @@ func (s *Server) reload(ctx context.Context, cfg *swanctl.Config) error {
 		cfg.MetricsListen = old.MetricsListen
 	}
 	s.cfg = cfg
-	s.resolveControlInterface()
+	s.ctlIf, s.ctlIfLookup = 0, time.Time{} // control_interface may have changed
 	keepC := s.ctls[:0]
 	for _, g := range s.ctls {
 		if n := cfg.Group(g.cfg.Name); n != nil && sameGroup(g.cfg, n) {
