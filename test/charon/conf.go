@@ -139,3 +139,57 @@ func (g Group) writeSecrets(b *strings.Builder) {
 	fmt.Fprintf(b, "    secret = %q\n", g.PSK)
 	b.WriteString("  }\n}\n")
 }
+
+// MPSA describes the mpsa { } section that mpsad reads from the same
+// swanctl.conf as charon's connections (swanctl ignores it): one group,
+// "lab", on this Group's connection and control child.
+type MPSA struct {
+	// Role is "controller" or "member".
+	Role string
+	// Dir is the charon instance directory: the VICI socket is
+	// Dir/charon.vici.
+	Dir string
+	// StatusSocket is mpsad's status socket.
+	StatusSocket string
+	// Globals are further settings of the mpsa section, one per line.
+	Globals []string
+	// Settings are the group's settings after connection and
+	// control_child, one per line (nested sections included).
+	Settings []string
+}
+
+// MPSASection renders m for this group. Control datagrams are accepted
+// only from ipsec0, as charon runs kernel-libipsec here.
+func (g Group) MPSASection(m MPSA) string {
+	var b strings.Builder
+	b.WriteString("\nmpsa {\n")
+	fmt.Fprintf(&b, "    role = %s\n    vici = unix://%s/charon.vici\n", m.Role, m.Dir)
+	b.WriteString("    control_interface = ipsec0     # charon runs kernel-libipsec here\n")
+	fmt.Fprintf(&b, "    status_socket = %s\n", m.StatusSocket)
+	for _, l := range m.Globals {
+		fmt.Fprintf(&b, "    %s\n", l)
+	}
+	fmt.Fprintf(&b, "    groups {\n        lab {\n            connection = %s\n            control_child = %s\n", g.ConnName(), g.ChildName())
+	for _, l := range m.Settings {
+		fmt.Fprintf(&b, "            %s\n", l)
+	}
+	b.WriteString("        }\n    }\n}\n")
+	return b.String()
+}
+
+// RoutesSection renders a routes { } section, one route per peer, as
+// MPSA.Settings lines.
+func RoutesSection(routes []Route) []string {
+	lines := []string{"routes {"}
+	for _, r := range routes {
+		lines = append(lines, fmt.Sprintf("    %s { prefixes = %s", r.Name, r.Prefix), fmt.Sprintf("        peer = %s }", r.Peer))
+	}
+	return append(lines, "}")
+}
+
+// Route is one static route of a member: a peer's LAN and its underlay.
+type Route struct {
+	Name   string
+	Prefix netip.Prefix
+	Peer   netip.Addr
+}

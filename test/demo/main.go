@@ -132,9 +132,9 @@ func (d *demo) run(ctx context.Context) error {
 
 	step("1. charon (strongSwan, kernel-libipsec) in every namespace; each CPE runs IKEv2 to the controller")
 	for i, n := range d.nodes {
-		conf := group.ControllerConf() + d.controllerMPSA(n)
+		conf := group.ControllerConf() + d.controllerMPSA(group, n)
 		if i > 0 {
-			conf = group.MemberConf(i-1) + d.memberMPSA(n)
+			conf = group.MemberConf(i-1) + d.memberMPSA(group, n)
 		}
 		in, err := charon.Launch(ctx, charon.Config{NetNS: n.ns, Dir: n.dir, SwanctlConf: conf,
 			// the demo says what happens in its own words
@@ -210,54 +210,25 @@ func (d *demo) run(ctx context.Context) error {
 	return nil
 }
 
-func (d *demo) controllerMPSA(n *node) string {
-	return fmt.Sprintf(`
-mpsa {
-    role = controller
-    vici = unix://%s/charon.vici
-    control_interface = ipsec0     # charon runs kernel-libipsec here
-    status_socket = %s
-    groups {
-        lab {
-            connection = mpsa
-            control_child = mpsa-ctl
-            esp_proposal = aes256-sha256
-            lifetime = 1h
-            rekey_time = 50m
-            rollover1 = 2s
-            rollover2 = 4s
-        }
-    }
-}
-`, n.dir, n.sock())
+func (d *demo) controllerMPSA(g charon.Group, n *node) string {
+	return g.MPSASection(charon.MPSA{Role: "controller", Dir: n.dir, StatusSocket: n.sock(), Settings: []string{
+		"esp_proposal = aes256-sha256", "lifetime = 1h", "rekey_time = 50m", "rollover1 = 2s", "rollover2 = 4s",
+	}})
 }
 
-func (d *demo) memberMPSA(n *node) string {
-	var routes strings.Builder
+func (d *demo) memberMPSA(g charon.Group, n *node) string {
+	var routes []charon.Route
 	for _, o := range d.nodes[1:] {
 		if o != n {
-			fmt.Fprintf(&routes, "                %s { prefixes = %s\n                    peer = %s }\n", o.name, o.lan, o.peer.Underlay)
+			routes = append(routes, charon.Route{Name: o.name, Prefix: o.lan, Peer: o.peer.Underlay})
 		}
 	}
-	return fmt.Sprintf(`
-mpsa {
-    role = member
-    vici = unix://%s/charon.vici
-    control_interface = ipsec0
-    status_socket = %s
-    groups {
-        lab {
-            connection = mpsa
-            control_child = mpsa-ctl
-            dataplane = userspace          # this machine's kernel has no ESP
-            tun = mpsa0
-            local_ts = %s
-            routes {
-%s            }
-        }
-    }
-}
-`, n.dir, n.sock(), n.lan, routes.String())
+	settings := append([]string{
+		"dataplane = userspace          # this machine's kernel has no ESP",
+		"tun = mpsa0",
+		"local_ts = " + n.lan.String(),
+	}, charon.RoutesSection(routes)...)
+	return g.MPSASection(charon.MPSA{Role: "member", Dir: n.dir, StatusSocket: n.sock(), Settings: settings})
 }
 
 func (d *demo) startMPSAD(n *node) error {

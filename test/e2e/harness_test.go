@@ -138,37 +138,21 @@ func (n *node) lanAddr() netip.Addr { return n.lan.Addr().Next() }
 
 func (n *node) sock() string { return filepath.Join(n.dir, "mpsad.sock") }
 
-// mpsaSection is the mpsa { } section of node n with one group "lab" on
-// the lab's connection; group holds the group's other settings.
-func (e *env) mpsaSection(n *node, role, group string) string {
-	return fmt.Sprintf(`
-mpsa {
-    role = %s
-    vici = unix://%s/charon.vici
-    control_interface = ipsec0
-    status_socket = %s
-    log_level = debug
-    metrics_listen = 127.0.0.1:9474
-    groups {
-        lab {
-            connection = %s
-            control_child = %s
-%s        }
-    }
-}
-`, role, n.dir, n.sock(), e.lab.Group.ConnName(), e.lab.Group.ChildName(), group)
+// mpsaSection is the mpsa { } section of node n, with debug logs and
+// metrics, and the group settings given.
+func (e *env) mpsaSection(n *node, role string, settings []string) string {
+	return e.lab.Group.MPSASection(charon.MPSA{Role: role, Dir: n.dir, StatusSocket: n.sock(),
+		Globals: []string{"log_level = debug", "metrics_listen = 127.0.0.1:9474"}, Settings: settings})
 }
 
 func (e *env) controllerMPSA() string {
 	tm := e.timers
-	return e.mpsaSection(e.ctl, "controller", fmt.Sprintf(`            esp_proposal = aes256-sha256
-            lifetime = %s
-            rekey_time = %s
-            rollover1 = %s
-            rollover2 = %s
-            rekey_on_leave = %s
-            rekey_on_join = %s
-`, tm.Lifetime, tm.RekeyTime, tm.Rollover1, tm.Rollover2, yes(tm.RekeyOnLeave), yes(tm.RekeyOnJoin)))
+	return e.mpsaSection(e.ctl, "controller", []string{
+		"esp_proposal = aes256-sha256",
+		"lifetime = " + tm.Lifetime, "rekey_time = " + tm.RekeyTime,
+		"rollover1 = " + tm.Rollover1, "rollover2 = " + tm.Rollover2,
+		"rekey_on_leave = " + yes(tm.RekeyOnLeave), "rekey_on_join = " + yes(tm.RekeyOnJoin),
+	})
 }
 
 func yes(b bool) string {
@@ -180,18 +164,14 @@ func yes(b bool) string {
 
 func (e *env) memberMPSA(i int) string {
 	m := e.mems[i]
-	var routes strings.Builder
+	var routes []charon.Route
 	for j, o := range e.mems {
 		if j != i {
-			fmt.Fprintf(&routes, "                m%d {\n                    prefixes = %s\n                    peer = %s\n                }\n", j+1, o.lan, o.peer.Underlay)
+			routes = append(routes, charon.Route{Name: fmt.Sprintf("m%d", j+1), Prefix: o.lan, Peer: o.peer.Underlay})
 		}
 	}
-	return e.mpsaSection(m, "member", fmt.Sprintf(`            dataplane = userspace
-            tun = mpsa0
-            local_ts = %s
-            routes {
-%s            }
-`, m.lan, routes.String()))
+	return e.mpsaSection(m, "member", append([]string{"dataplane = userspace", "tun = mpsa0", "local_ts = " + m.lan.String()},
+		charon.RoutesSection(routes)...))
 }
 
 // scrape fetches the node's Prometheus metrics (served on 127.0.0.1:9474
