@@ -190,6 +190,18 @@ func installEverywhere[D xfrm.DataPlane](t *testing.T, ctx context.Context, ms [
 	}
 }
 
+// closeAndCheckClean closes every member's backend and checks that no
+// state or policy is left.
+func closeAndCheckClean(t *testing.T, ms []*member, bs []*kernel.Backend) {
+	t.Helper()
+	for j, b := range bs {
+		if err := b.Close(); err != nil {
+			t.Errorf("member %d: close: %v", ms[j].i, err)
+		}
+	}
+	checkClean(t, ms)
+}
+
 func checkClean(t *testing.T, ms []*member) {
 	t.Helper()
 	for _, m := range ms {
@@ -266,12 +278,7 @@ func TestSharedSA(t *testing.T) {
 				}
 				t.Logf("member %d: %d ESP frames out; SPI %08x in %d pkts, out %d pkts", m.i, sniffers[j].esp.Load(), spi, cs[0].InPackets, cs[0].OutPackets)
 			}
-			for j, b := range bs {
-				if err := b.Close(); err != nil {
-					t.Errorf("member %d: close: %v", ms[j].i, err)
-				}
-			}
-			checkClean(t, ms)
+			closeAndCheckClean(t, ms, bs)
 		})
 	}
 }
@@ -407,12 +414,7 @@ func TestRollover(t *testing.T) {
 			t.Errorf("member %d: counters after the last rollover: %+v, want only %08x", m.i, cs, last.SPI)
 		}
 	}
-	for _, b := range bs {
-		if err := b.Close(); err != nil {
-			t.Error(err)
-		}
-	}
-	checkClean(t, ms)
+	closeAndCheckClean(t, ms, bs)
 }
 
 // TestRouteBased uses an XFRM interface in every member: the LAN routes to
@@ -466,12 +468,7 @@ func TestRouteBased(t *testing.T) {
 			t.Errorf("member %d: XFRM interface statistics %+v, want packets both ways", m.i, st)
 		}
 	}
-	for _, b := range bs {
-		if err := b.Close(); err != nil {
-			t.Error(err)
-		}
-	}
-	checkClean(t, ms)
+	closeAndCheckClean(t, ms, bs)
 	for _, m := range ms {
 		if _, err := m.ns.h.LinkByName(ifname); err == nil {
 			t.Errorf("member %d: %s still there after Close", m.i, ifname)
@@ -640,12 +637,7 @@ func TestRemoveOutboundBlocks(t *testing.T) {
 	if states, policies := a.ns.xfrmCounts(t); states != 0 || policies != 0 {
 		t.Errorf("after emptying the peer table: %d states, %d policies", states, policies)
 	}
-	for _, b := range bs {
-		if err := b.Close(); err != nil {
-			t.Error(err)
-		}
-	}
-	checkClean(t, ms)
+	closeAndCheckClean(t, ms, bs)
 }
 
 // TestTamperedESPCounted sends ESP packets with the shared SPI but a wrong
@@ -699,12 +691,7 @@ func TestTamperedESPCounted(t *testing.T) {
 	if cs[0].InPackets == 0 {
 		t.Errorf("counters %+v, want the real packets counted", cs)
 	}
-	for _, b := range bs {
-		if err := b.Close(); err != nil {
-			t.Error(err)
-		}
-	}
-	checkClean(t, ms)
+	closeAndCheckClean(t, ms, bs)
 }
 
 // TestCaptureSeesPlaintext is the control for every "no plaintext" check:
@@ -768,10 +755,5 @@ func TestHostTrafficNotLeaked(t *testing.T) {
 	if sn.esp.Load() == 0 {
 		t.Error("no ESP left member 1")
 	}
-	for _, b := range bs {
-		if err := b.Close(); err != nil {
-			t.Error(err)
-		}
-	}
-	checkClean(t, ms)
+	closeAndCheckClean(t, ms, bs)
 }
