@@ -22,10 +22,8 @@ MTU=${MTU:-1420}
 
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces)" >&2; exit 1; }
 command -v iperf3 >/dev/null || { echo "bench: iperf3 missing (scripts/install-deps.sh)" >&2; exit 1; }
-if ! command -v wg >/dev/null; then
-  echo "bench: installing wireguard-tools for wg"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wireguard-tools
-fi
+. scripts/deps.d/lib.sh   # the working directory is the repository root (above)
+install_missing wireguard-tools
 
 work=$(mktemp -d /tmp/mpsa-bench.XXXXXX)
 nsA="mpsab-$$-a"
