@@ -1,16 +1,15 @@
 package charon
 
 import (
-	"encoding/binary"
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/mpsa/mpsa/internal/nettest"
+	"github.com/mpsa/mpsa/server"
 )
 
 // Datagram is a UDP datagram received by a UDPListener.
@@ -25,72 +24,67 @@ type Datagram struct {
 	Payload []byte
 }
 
-// UDPListener is a UDP socket in a namespace that reports the arrival
-// interface of each datagram (IP_PKTINFO / IPV6_RECVPKTINFO).
+// UDPListener receives UDP datagrams in a namespace through mpsad's own
+// control transport (server.Transport), which reports the arrival
+// interface of each datagram.
 type UDPListener struct {
-	ns      *nettest.NS
-	conn    *net.UDPConn
-	ifnames map[int]string
+	ns   *nettest.NS
+	addr netip.Addr
+	in   chan server.Datagram
 }
 
-// ListenUDP opens a UDPListener on ap inside ns, closed when the test ends.
+// ListenUDP listens on ap's port inside ns and keeps the datagrams sent to
+// ap's address (any address if it is not valid); it stops when the test
+// ends.
 func ListenUDP(t testing.TB, ns *nettest.NS, ap netip.AddrPort) *UDPListener {
 	t.Helper()
-	l := &UDPListener{ns: ns, ifnames: map[int]string{}}
-	err := ns.Do(func() error {
-		conn, err := listenPktinfo(ap)
-		if err != nil {
-			return err
-		}
-		l.conn = conn
-		ifs, err := net.Interfaces()
-		if err != nil {
-			return err
-		}
-		for _, i := range ifs {
-			l.ifnames[i.Index] = i.Name
-		}
-		return nil
-	})
-	if err != nil {
+	ctx, cancel := context.WithCancel(context.Background())
+	var tr *server.Transport
+	if err := ns.Do(func() (err error) {
+		tr, err = server.Listen(ctx, ap.Port())
+		return err
+	}); err != nil {
+		cancel()
 		t.Fatalf("listen %v in %s: %v", ap, ns.Name, err)
 	}
-	t.Cleanup(func() { l.conn.Close() })
+	l := &UDPListener{ns: ns, addr: ap.Addr(), in: make(chan server.Datagram, 64)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tr.Run(ctx, func(d server.Datagram) {
+			if !l.addr.IsValid() || d.Dst == l.addr {
+				select {
+				case l.in <- d:
+				default: // the test is not reading; drop
+				}
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
 	return l
 }
 
 // Receive waits up to timeout for one datagram.
 func (l *UDPListener) Receive(timeout time.Duration) (Datagram, error) {
-	buf := make([]byte, 65536)
-	oob := make([]byte, 512)
-	if err := l.conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-		return Datagram{}, err
-	}
-	n, oobn, _, src, err := l.conn.ReadMsgUDPAddrPort(buf, oob)
-	if err != nil {
-		return Datagram{}, err
-	}
-	idx, err := pktinfoIfindex(oob[:oobn])
-	if err != nil {
-		return Datagram{}, err
-	}
-	name, ok := l.ifnames[idx]
-	if !ok { // an interface made after ListenUDP (charon restarted)
-		_ = l.ns.Do(func() error {
-			ifi, err := net.InterfaceByIndex(idx)
+	select {
+	case d := <-l.in:
+		var name string
+		// Looked up now: charon recreates ipsec0 with a new index when
+		// it restarts.
+		err := l.ns.Do(func() error {
+			ifi, err := net.InterfaceByIndex(d.IfIndex)
 			if err == nil {
 				name = ifi.Name
-				l.ifnames[idx] = name
 			}
 			return err
 		})
+		return Datagram{Src: d.Src, IfIndex: d.IfIndex, IfName: name, Payload: d.Data}, err
+	case <-time.After(timeout):
+		return Datagram{}, fmt.Errorf("no datagram within %v", timeout)
 	}
-	return Datagram{
-		Src:     netip.AddrPortFrom(src.Addr().Unmap(), src.Port()),
-		IfIndex: idx,
-		IfName:  name,
-		Payload: append([]byte(nil), buf[:n]...),
-	}, nil
 }
 
 // UDPSender is a connected UDP socket in a namespace.
@@ -142,52 +136,4 @@ func Exchange(s *UDPSender, l *UDPListener, payload []byte, patience time.Durati
 		}
 	}
 	return Datagram{}, fmt.Errorf("no datagram arrived within %v (last error: %v)", patience, last)
-}
-
-// listenPktinfo opens a UDP socket on ap that reports the arrival
-// interface of each datagram.
-func listenPktinfo(ap netip.AddrPort) (*net.UDPConn, error) {
-	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
-	if err != nil {
-		return nil, err
-	}
-	raw, err := conn.SyscallConn()
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	var serr error
-	err = raw.Control(func(fd uintptr) {
-		if ap.Addr().Is4() {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
-			return
-		}
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
-	})
-	if err == nil {
-		err = serr
-	}
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return conn, nil
-}
-
-func pktinfoIfindex(oob []byte) (int, error) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return 0, err
-	}
-	for _, m := range msgs {
-		switch {
-		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= unix.SizeofInet4Pktinfo:
-			// struct in_pktinfo { int ipi_ifindex; ... }, host order
-			return int(int32(binary.NativeEndian.Uint32(m.Data[0:4]))), nil
-		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= unix.SizeofInet6Pktinfo:
-			// struct in6_pktinfo { struct in6_addr; unsigned ifindex; }
-			return int(binary.NativeEndian.Uint32(m.Data[16:20])), nil
-		}
-	}
-	return 0, fmt.Errorf("no pktinfo in %d control messages", len(msgs))
 }
