@@ -22,9 +22,9 @@ type memGroup struct {
 	backoff mpsa.Backoff
 	life    *mpsa.Member
 	dp      xfrm.DataPlane
-	// ctl is the control child to the controller; valid while up.
+	// ctl is the control child to the controller, and sess the control
+	// session over it; sess is nil while the control child is down.
 	ctl     vici.Control
-	up      bool
 	sess    *mpsa.Session
 	hello   bool // hello answered
 	drops   *dropLog
@@ -43,10 +43,10 @@ func newMemGroup(cfg *swanctl.Group, b mpsa.Backoff, log *slog.Logger, drops *dr
 func (g *memGroup) onSnapshot(ctx context.Context, s *Server, snap vici.Snapshot) {
 	cs := snap.Controls(g.cfg.Connection, g.cfg.ControlChild)
 	if len(cs) == 0 {
-		if g.up {
+		if g.sess != nil {
 			g.log.Warn("control child to the controller is down; keeping the shared SA until it expires", "outbound_spi", spiString(g.life.Outbound()))
 			g.sess.Close()
-			g.up, g.sess, g.hello = false, nil, false
+			g.sess, g.hello = nil, false
 		}
 		return
 	}
@@ -56,13 +56,13 @@ func (g *memGroup) onSnapshot(ctx context.Context, s *Server, snap vici.Snapshot
 	}
 	id := mpsa.SessionID{SPIi: c.IKE.InitiatorSPI, SPIr: c.IKE.ResponderSPI}
 	g.ctl = c
-	if g.up && g.sess.ID() == id {
+	if g.sess != nil && g.sess.ID() == id {
 		return
 	}
 	if g.sess != nil {
 		g.sess.Close()
 	}
-	g.up, g.hello = true, false
+	g.hello = false
 	g.sess = mpsa.NewSession(id, c.IKE.Initiator, g.backoff)
 	g.log.Info("control child to the controller is up; saying hello", "controller", c.Remote, "ike_sa", c.IKE.UniqueID)
 	b, err := g.sess.Request(s.now(), mpsa.MPSAVendorID())
@@ -119,7 +119,7 @@ func (g *memGroup) applyPeers(ctx context.Context) {
 }
 
 func (g *memGroup) claims(d Datagram) bool {
-	return g.up && d.Src.Addr() == g.ctl.Remote && d.Dst == g.ctl.Local
+	return g.sess != nil && d.Src.Addr() == g.ctl.Remote && d.Dst == g.ctl.Local
 }
 
 func (g *memGroup) onDatagram(ctx context.Context, s *Server, now time.Time, d Datagram) {
@@ -283,7 +283,7 @@ func (g *memGroup) status(ctx context.Context) GroupStatus {
 		st.SAs = append(st.SAs, ss)
 	}
 	link := &PeerLink{State: "down"}
-	if g.up {
+	if g.sess != nil {
 		link = &PeerLink{Address: g.ctl.Remote.String(), State: "hello", IKE: g.ctl.IKE.UniqueID, IKESPIs: ikeSPIs(g.ctl.IKE)}
 		if g.hello {
 			link.State = "up"
