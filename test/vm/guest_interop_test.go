@@ -100,9 +100,14 @@ func TestInteropUserspace(t *testing.T) {
 			}
 			settle()
 			for k, s := range streams {
-				sent, got := s.finish(300 * time.Millisecond)
+				sent, got := s.finish(5 * time.Second)
 				if sent < 200 || got != sent {
 					t.Errorf("stream %d across the rollover: sent %d, received %d", k, sent, got)
+					for j, m := range ms {
+						cs, _ := dps[j].Counters(ctx)
+						t.Logf("member %d: counters %+v; non-zero kernel counters:\n%s", m.i, cs, m.ns.netStats())
+					}
+					t.Logf("userspace drops: %+v", ub.Drops())
 				}
 				t.Logf("stream %d: %d of %d datagrams across the rollover", k, got, sent)
 			}

@@ -13,7 +13,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -435,14 +437,16 @@ type udpStream struct {
 	mu   sync.Mutex
 	got  map[uint64]bool
 	stop chan struct{}
-	wg   sync.WaitGroup
-	rc   net.PacketConn
-	sc   net.Conn
+	// sendDone is closed when the sender has stopped.
+	sendDone chan struct{}
+	wg       sync.WaitGroup
+	rc       net.PacketConn
+	sc       net.Conn
 }
 
 func startUDPStream(t *testing.T, from *guestNS, src netip.Addr, to *guestNS, dst netip.AddrPort, interval time.Duration) *udpStream {
 	t.Helper()
-	u := &udpStream{got: map[uint64]bool{}, stop: make(chan struct{})}
+	u := &udpStream{got: map[uint64]bool{}, stop: make(chan struct{}), sendDone: make(chan struct{})}
 	if err := to.do(func() (err error) {
 		u.rc, err = net.ListenPacket("udp", dst.String())
 		return err
@@ -475,6 +479,7 @@ func startUDPStream(t *testing.T, from *guestNS, src netip.Addr, to *guestNS, ds
 	}()
 	go func() {
 		defer u.wg.Done()
+		defer close(u.sendDone)
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
 		msg := make([]byte, 200)
@@ -497,14 +502,20 @@ func startUDPStream(t *testing.T, from *guestNS, src netip.Addr, to *guestNS, ds
 	return u
 }
 
-// finish stops the sender, waits drain for late datagrams and returns the
-// numbers sent and received.
-func (u *udpStream) finish(drain time.Duration) (sent, received int) {
+// finish stops the sender, waits until every datagram sent has arrived or
+// maxWait has passed (a software-emulated guest on a busy host can hold a
+// datagram for a while; one that never comes is still missing), and
+// returns the numbers sent and received.
+func (u *udpStream) finish(maxWait time.Duration) (sent, received int) {
 	select {
 	case <-u.stop:
 	default:
 		close(u.stop)
-		time.Sleep(drain)
+		<-u.sendDone
+		deadline := time.Now().Add(maxWait)
+		for u.received() < int(u.sent.Load()) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
 		u.sc.Close()
 		u.rc.Close()
 		u.wg.Wait()
@@ -531,4 +542,42 @@ func waitFor(ctx context.Context, cond func() bool) error {
 		}
 	}
 	return nil
+}
+
+// netStats returns the non-zero counters of the namespace's IP, UDP and
+// XFRM statistics (/proc/net/snmp, snmp6 and xfrm_stat seen from inside
+// it), for diagnosing a lost packet.
+func (n *guestNS) netStats() string {
+	var b strings.Builder
+	err := n.do(func() error {
+		for _, f := range []string{"snmp6", "xfrm_stat"} {
+			data, err := os.ReadFile("/proc/thread-self/net/" + f)
+			if err != nil {
+				fmt.Fprintf(&b, "%s: %v\n", f, err)
+				continue
+			}
+			for _, l := range strings.Split(string(data), "\n") {
+				if fs := strings.Fields(l); len(fs) == 2 && fs[1] != "0" {
+					fmt.Fprintf(&b, "%s %s\n", fs[0], fs[1])
+				}
+			}
+		}
+		data, err := os.ReadFile("/proc/thread-self/net/snmp")
+		if err == nil {
+			lines := strings.Split(string(data), "\n")
+			for i := 0; i+1 < len(lines); i += 2 {
+				h, v := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+				for j := 1; j < len(h) && j < len(v); j++ {
+					if v[j] != "0" {
+						fmt.Fprintf(&b, "%s%s %s\n", h[0], h[j], v[j])
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		fmt.Fprintf(&b, "reading counters in %s: %v\n", n.name, err)
+	}
+	return b.String()
 }

@@ -389,7 +389,7 @@ func TestRollover(t *testing.T) {
 	}
 	last := sas[rounds]
 	for i, s := range streams {
-		sent, got := s.finish(300 * time.Millisecond)
+		sent, got := s.finish(5 * time.Second)
 		t.Logf("stream %d: sent %d, received %d, send errors %d", i, sent, got, s.sendErrs.Load())
 		if e := s.sendErrs.Load(); e != 0 {
 			t.Errorf("stream %d: %d send errors, first: %v", i, e, s.firstErr.Load())
