@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/net/bpf"
 	"golang.org/x/net/icmp"
@@ -434,9 +435,11 @@ type udpStream struct {
 	sendErrs atomic.Int64
 	firstErr atomic.Value
 
-	mu   sync.Mutex
-	got  map[uint64]bool
-	stop chan struct{}
+	mu  sync.Mutex
+	got map[uint64]bool
+	// sentAt holds the time each datagram was sent, indexed by number.
+	sentAt []time.Time
+	stop   chan struct{}
 	// sendDone is closed when the sender has stopped.
 	sendDone chan struct{}
 	wg       sync.WaitGroup
@@ -490,6 +493,9 @@ func startUDPStream(t *testing.T, from *guestNS, src netip.Addr, to *guestNS, ds
 			case <-tick.C:
 			}
 			binary.BigEndian.PutUint64(msg, seq)
+			u.mu.Lock()
+			u.sentAt = append(u.sentAt, time.Now())
+			u.mu.Unlock()
 			if _, err := u.sc.Write(msg); err != nil {
 				if u.sendErrs.Add(1) == 1 {
 					u.firstErr.Store(err.Error())
@@ -530,6 +536,20 @@ func (u *udpStream) received() int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return len(u.got)
+}
+
+// missing describes the datagrams sent but not received: each number
+// with the time it was sent.
+func (u *udpStream) missing() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var out []string
+	for seq, at := range u.sentAt {
+		if !u.got[uint64(seq)] {
+			out = append(out, fmt.Sprintf("#%d sent %s", seq, at.Format("15:04:05.000000")))
+		}
+	}
+	return out
 }
 
 // waitFor polls cond until it holds or ctx ends.
@@ -580,4 +600,96 @@ func (n *guestNS) netStats() string {
 		fmt.Fprintf(&b, "reading counters in %s: %v\n", n.name, err)
 	}
 	return b.String()
+}
+
+// growStateHash makes the kernel grow the namespace's XFRM state hash
+// table to 16 buckets or more before a scenario starts, and fails the test
+// if it does not.
+//
+// Linux starts every namespace with 8 buckets and grows the table, in a
+// work item, when an insert finds more states than buckets and a
+// collision. A bundle lookup that runs while the table is rehashed gets
+// EAGAIN from xfrm_state_find and, with the default
+// net.core.xfrm_larval_drop=1, its packet is dropped and counted as
+// XfrmOutNoStates (docs/kernel-dataplane.md, "The state hash grows under
+// traffic"). A rollover between three members peaks at 8 states, which is
+// the first growth; it would race the outbound switch and cost about one
+// run in twenty-five a datagram that has nothing to do with the order in
+// which the backend switches. Growing the table first, with 9 throw-away
+// states, keeps that kernel race out of the scenarios, which check the
+// backend's own ordering.
+func (n *guestNS) growStateHash(t *testing.T) {
+	t.Helper()
+	const reqid = 0x7e57
+	dst := net.ParseIP("192.0.2.254")
+	before, err := n.stateHashBuckets()
+	if err != nil {
+		t.Fatalf("%s: %v", n.name, err)
+	}
+	var added []*netlink.XfrmState
+	defer func() {
+		for _, st := range added {
+			if err := n.h.XfrmStateDel(st); err != nil {
+				t.Errorf("%s: delete throw-away state %08x: %v", n.name, st.Spi, err)
+			}
+		}
+	}()
+	for i := range 9 {
+		st := &netlink.XfrmState{
+			Src: net.IPv4zero, Dst: dst, Proto: netlink.XFRM_PROTO_ESP, Mode: netlink.XFRM_MODE_TUNNEL,
+			Spi: 0x7e570000 + i, Reqid: reqid,
+			Crypt: &netlink.XfrmStateAlgo{Name: "cbc(aes)", Key: make([]byte, 16)},
+			Auth:  &netlink.XfrmStateAlgo{Name: "hmac(sha256)", Key: make([]byte, 32), TruncateLen: 128},
+		}
+		if err := n.h.XfrmStateAdd(st); err != nil {
+			t.Fatalf("%s: add throw-away state %08x: %v", n.name, st.Spi, err)
+		}
+		added = append(added, st)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		buckets, err := n.stateHashBuckets()
+		if err != nil {
+			t.Fatalf("%s: %v", n.name, err)
+		}
+		if buckets >= 16 {
+			t.Logf("%s: XFRM state hash grown from %d to %d buckets", n.name, before, buckets)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the XFRM state hash still has %d buckets after 9 colliding states", n.name, buckets)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// stateHashBuckets returns the size of the namespace's XFRM state hash
+// table (XFRM_MSG_GETSADINFO, what `ip -s xfrm state count` prints).
+func (n *guestNS) stateHashBuckets() (int, error) {
+	var buckets int
+	err := n.do(func() error {
+		req := nl.NewNetlinkRequest(nl.XFRM_MSG_GETSADINFO, 0)
+		req.AddRawData(make([]byte, 4)) // u32 flags
+		msgs, err := req.Execute(unix.NETLINK_XFRM, nl.XFRM_MSG_NEWSADINFO)
+		if err != nil {
+			return fmt.Errorf("XFRM_MSG_GETSADINFO: %w", err)
+		}
+		for _, m := range msgs {
+			if len(m) < 4 {
+				continue
+			}
+			attrs, err := nl.ParseRouteAttr(m[4:])
+			if err != nil {
+				return fmt.Errorf("XFRM_MSG_NEWSADINFO: %w", err)
+			}
+			for _, a := range attrs {
+				// XFRMA_SAD_HINFO: struct xfrmu_sadhinfo { u32 sadhcnt; u32 sadhmcnt; }
+				if a.Attr.Type == 2 && len(a.Value) >= 4 {
+					buckets = int(nl.NativeEndian().Uint32(a.Value))
+				}
+			}
+		}
+		return nil
+	})
+	return buckets, err
 }

@@ -93,6 +93,7 @@ func topology(t *testing.T, label string, n int) []*member {
 		ns.addRoute(t, "fd00::/8", "ul0")
 		ns.echoServer(t, netip.AddrPortFrom(m.lan4, 7))
 		ns.echoServer(t, netip.AddrPortFrom(m.lan6, 7))
+		ns.growStateHash(t)
 		ms = append(ms, m)
 	}
 	return ms
@@ -348,16 +349,19 @@ func TestRollover(t *testing.T) {
 			t.Fatalf("streams stalled: %v", err)
 		}
 	}
+	var tl timeline
 	progress(100)
 	for r := 1; r <= rounds; r++ {
 		old, next := sas[r-1], sas[r]
-		for j := range ms {
+		for j, m := range ms {
+			tl.mark("round %d: member %d: install inbound %08x", r, m.i, next.SPI)
 			if err := bs[j].InstallInbound(ctx, next); err != nil {
 				t.Fatal(err)
 			}
 		}
 		progress(30)
-		for j := range ms {
+		for j, m := range ms {
+			tl.mark("round %d: member %d: outbound %08x", r, m.i, next.SPI)
 			if err := bs[j].SetOutbound(ctx, next.SPI); err != nil {
 				t.Fatal(err)
 			}
@@ -378,6 +382,7 @@ func TestRollover(t *testing.T) {
 			if s, _ := m.ns.xfrmCounts(t); s != 8 {
 				t.Errorf("round %d: member %d: %d states before removing the old SA, want 8", r, m.i, s)
 			}
+			tl.mark("round %d: member %d: remove %08x", r, m.i, old.SPI)
 			if err := bs[j].Remove(ctx, old.SPI); err != nil {
 				t.Fatal(err)
 			}
@@ -387,7 +392,9 @@ func TestRollover(t *testing.T) {
 		}
 		progress(30)
 	}
+	tl.mark("rollovers done")
 	last := sas[rounds]
+	lost := false
 	for i, s := range streams {
 		sent, got := s.finish(5 * time.Second)
 		t.Logf("stream %d: sent %d, received %d, send errors %d", i, sent, got, s.sendErrs.Load())
@@ -395,7 +402,14 @@ func TestRollover(t *testing.T) {
 			t.Errorf("stream %d: %d send errors, first: %v", i, e, s.firstErr.Load())
 		}
 		if got != sent {
-			t.Errorf("stream %d: sent %d datagrams, received %d: %d lost during the rollovers", i, sent, got, sent-got)
+			t.Errorf("stream %d: sent %d datagrams, received %d: %d lost during the rollovers: %v", i, sent, got, sent-got, s.missing())
+			lost = true
+		}
+	}
+	if lost {
+		t.Logf("steps:\n%s", tl.String())
+		for _, m := range ms {
+			t.Logf("member %d: non-zero kernel counters:\n%s", m.i, m.ns.netStats())
 		}
 	}
 	for j, m := range ms {

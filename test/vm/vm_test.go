@@ -224,6 +224,9 @@ func TestKernelVM(t *testing.T) {
 	if run := os.Getenv("MPSA_VM_RUN"); run != "" {
 		guestArgs = append(guestArgs, "-test.run="+run)
 	}
+	if n := os.Getenv("MPSA_VM_COUNT"); n != "" {
+		guestArgs = append(guestArgs, "-test.count="+n)
+	}
 	cmd := exec.Command(qemu,
 		"-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "2",
 		"-nographic", "-no-reboot", "-net", "none",
