@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Data-plane throughput: the userspace ESP backend against wireguard-go, on
+# Data-plane throughput: the userspace ESP backend, with raw ESP and with ESP
+# in UDP (UDP GSO/GRO), against wireguard-go, on
 # the same pair of network namespaces joined by a veth, with iperf3 (TCP, 1
 # and 4 streams). Prints Mbit/s and packets/s (frames leaving the sender's
 # underlay veth) for each, and the ratio userspace/wireguard-go.
@@ -104,20 +105,26 @@ case "$SUITE" in
 esac
 printf "%s %s\n" "$ek" "$ik" >"$work/keys"
 chmod 600 "$work/keys"
-ip netns exec "$nsA" "$work/usnode" -mtu "$MTU" -suite "$SUITE" -keyfile "$work/keys" -local 192.168.77.1 \
-  -lan 10.77.1.0/24 -peer 10.77.2.0/24=192.168.77.2 2>"$work/usA.log" &
-usA=$!; pids+=("$usA")
-ip netns exec "$nsB" "$work/usnode" -mtu "$MTU" -suite "$SUITE" -keyfile "$work/keys" -local 192.168.77.2 \
-  -lan 10.77.2.0/24 -peer 10.77.1.0/24=192.168.77.1 2>"$work/usB.log" &
-usB=$!; pids+=("$usB")
-wait_ping userspace
-echo "userspace ESP ($SUITE, MTU $MTU):"
-for s in 1 4; do
-  run userspace "$s"
-  result[us$s]=$mbps; result[uspps$s]=$pps
-done
-kill "$usA" "$usB"; wait "$usA" "$usB" || true
-grep -h "^spi\|^drops" "$work/usA.log" "$work/usB.log" | sed 's/^/  /'
+# userspace MODE PORT: both usnode processes, raw ESP (PORT 0) or ESP in UDP.
+userspace() {
+  local mode=$1 port=$2
+  ip netns exec "$nsA" "$work/usnode" -mtu "$MTU" -suite "$SUITE" -keyfile "$work/keys" -local 192.168.77.1 \
+    -udp-port "$port" -lan 10.77.1.0/24 -peer 10.77.2.0/24=192.168.77.2 2>"$work/usA.log" &
+  usA=$!; pids+=("$usA")
+  ip netns exec "$nsB" "$work/usnode" -mtu "$MTU" -suite "$SUITE" -keyfile "$work/keys" -local 192.168.77.2 \
+    -udp-port "$port" -lan 10.77.2.0/24 -peer 10.77.1.0/24=192.168.77.1 2>"$work/usB.log" &
+  usB=$!; pids+=("$usB")
+  wait_ping "$mode"
+  echo "$mode ($SUITE, MTU $MTU):"
+  for s in 1 4; do
+    run "$mode" "$s"
+    result[$mode$s]=$mbps; result[${mode}pps$s]=$pps
+  done
+  kill "$usA" "$usB"; wait "$usA" "$usB" || true
+  grep -h "^spi\|^drops" "$work/usA.log" "$work/usB.log" | sed 's/^/  /'
+}
+userspace esp 0
+userspace esp-in-udp 4501
 
 # --- wireguard-go ---
 umask 077
@@ -145,7 +152,9 @@ done
 
 echo
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), $("$GO" env GOVERSION)"
-for s in 1 4; do
-  awk -v u="${result[us$s]}" -v w="${result[wg$s]}" -v s="$s" \
-    'BEGIN { printf "ratio userspace/wireguard-go, %d stream(s): %.2f (%s vs %s Mbit/s)\n", s, (w > 0 ? u / w : 0), u, w }'
+for mode in esp esp-in-udp; do
+  for s in 1 4; do
+    awk -v u="${result[$mode$s]}" -v w="${result[wg$s]}" -v s="$s" -v m="$mode" \
+      'BEGIN { printf "ratio userspace %s/wireguard-go, %d stream(s): %.2f (%s vs %s Mbit/s)\n", m, s, (w > 0 ? u / w : 0), u, w }'
+  done
 done

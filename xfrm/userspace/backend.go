@@ -2,6 +2,10 @@
 // the inner packets, xfrm/esp protects them, and raw IP sockets for
 // protocol 50 carry ESP to and from the peers, so that a member without ESP
 // in its kernel interoperates with members that use the kernel's XFRM.
+// Optionally (Config.ESPInUDPPort) UDP sockets carry ESP in UDP instead
+// (RFC 3948), for groups whose members all run this data plane: the kernel
+// then segments a run of ESP packets to one peer as one send (UDP GSO) and
+// coalesces received ones (UDP GRO), which raw IP sockets cannot do.
 //
 // Outbound, one goroutine reads batches from the TUN (with TSO super-packets
 // split by golang.zx2c4.com/wireguard/tun), finds each destination's peer by
@@ -61,6 +65,12 @@ type Config struct {
 	// BatchSize is the number of packets per batched read or write
 	// (128 if 0).
 	BatchSize int
+	// ESPInUDPPort, when not 0, carries ESP in UDP (RFC 3948) from and to
+	// this port on every underlay address instead of as IP protocol 50,
+	// so that the kernel can segment and coalesce it (UDP GSO and GRO).
+	// Every member of a group must use the same encapsulation and port;
+	// kernel (XFRM) members send plain ESP.
+	ESPInUDPPort uint16
 }
 
 // Drops counts packets dropped before an SA could be charged for them.
@@ -111,15 +121,16 @@ func (s *saSet) find(spi uint32) *saEntry {
 
 // Backend is the userspace data plane. It implements xfrm.DataPlane.
 type Backend struct {
-	cfg   Config
-	log   *slog.Logger
-	nl    *netlink.Handle
-	dev   tun.Device
-	name  string
-	index int
-	socks []*espSocket
-	sock4 *espSocket // first IPv4 socket, for sending
-	sock6 *espSocket
+	cfg    Config
+	log    *slog.Logger
+	nl     *netlink.Handle
+	dev    tun.Device
+	name   string
+	index  int
+	socks  []*espSocket // raw ESP, one per underlay address
+	usocks []*udpSocket // ESP in UDP instead, with Config.ESPInUDPPort
+	// tx4 and tx6 are the first socket of each family, for sending.
+	tx4, tx6 sender
 
 	mu       sync.Mutex // serializes control operations
 	sas      atomic.Pointer[saSet]
@@ -182,18 +193,8 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if err := b.createTUN(); err != nil {
 		return nil, err
 	}
-	for _, a := range cfg.Local {
-		s, err := openESPSocket(a.Unmap(), cfg.BatchSize)
-		if err != nil {
-			return nil, fmt.Errorf("userspace data plane: %w", err)
-		}
-		b.socks = append(b.socks, s)
-		if a.Unmap().Is4() && b.sock4 == nil {
-			b.sock4 = s
-		}
-		if !a.Unmap().Is4() && b.sock6 == nil {
-			b.sock6 = s
-		}
+	if err := b.openSockets(); err != nil {
+		return nil, err
 	}
 	b.peers.Store(&peerTable{})
 	// The TUN reports link events on a small channel; drain it so that
@@ -202,15 +203,56 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		for range ev {
 		}
 	}(b.dev.Events())
-	b.wg.Add(1 + len(b.socks))
+	b.wg.Add(1 + len(b.socks) + len(b.usocks))
 	go b.outboundLoop()
 	for i, s := range b.socks {
 		go b.inboundLoop(i, s)
 	}
+	for i, s := range b.usocks {
+		go b.inboundLoopUDP(i, s)
+	}
 	b.stopCtx = context.AfterFunc(ctx, func() { _ = b.Close() })
 	ok = true
-	b.log.Info("userspace data plane started", "mtu", cfg.MTU, "local", cfg.Local, "batch", b.dev.BatchSize())
+	encap := "ESP (IP protocol 50)"
+	if cfg.ESPInUDPPort != 0 {
+		encap = fmt.Sprintf("ESP in UDP, port %d", cfg.ESPInUDPPort)
+		for _, s := range b.usocks {
+			b.log.Info("ESP-in-UDP socket", "local", s.local, "gso", s.gso.Load(), "gro", s.gro)
+		}
+	}
+	b.log.Info("userspace data plane started", "mtu", cfg.MTU, "local", cfg.Local, "batch", b.dev.BatchSize(), "encapsulation", encap)
 	return b, nil
+}
+
+// openSockets opens one raw ESP socket, or one ESP-in-UDP socket, per
+// local underlay address.
+func (b *Backend) openSockets() error {
+	for _, a := range b.cfg.Local {
+		a = a.Unmap()
+		var tx sender
+		if b.cfg.ESPInUDPPort != 0 {
+			s, err := openUDPSocket(a, b.cfg.ESPInUDPPort, b.cfg.BatchSize, b.log)
+			if err != nil {
+				return fmt.Errorf("userspace data plane: %w", err)
+			}
+			b.usocks = append(b.usocks, s)
+			tx = s
+		} else {
+			s, err := openESPSocket(a, b.cfg.BatchSize)
+			if err != nil {
+				return fmt.Errorf("userspace data plane: %w", err)
+			}
+			b.socks = append(b.socks, s)
+			tx = s
+		}
+		if a.Is4() && b.tx4 == nil {
+			b.tx4 = tx
+		}
+		if a.Is6() && b.tx6 == nil {
+			b.tx6 = tx
+		}
+	}
+	return nil
 }
 
 // Name returns the TUN device's name.
@@ -233,7 +275,7 @@ func (b *Backend) InstallInbound(ctx context.Context, sa xfrm.SA) error {
 		return fmt.Errorf("install inbound SA %08x: %w", sa.SPI, err)
 	}
 	e := &saEntry{sa: s}
-	for range 1 + len(b.socks) {
+	for range 1 + len(b.socks) + len(b.usocks) {
 		e.crypters = append(e.crypters, s.NewCrypter(nil))
 	}
 	next := &saSet{}
@@ -292,7 +334,7 @@ func (b *Backend) SetPeers(ctx context.Context, local []netip.Prefix, peers []xf
 	if b.isClosed() {
 		return errors.New("set peers: data plane closed")
 	}
-	t, err := newPeerTable(local, peers)
+	t, err := newPeerTable(local, peers, b.cfg.ESPInUDPPort)
 	if err != nil {
 		return fmt.Errorf("set peers: %w", err)
 	}
@@ -372,6 +414,11 @@ func (b *Backend) teardown() error {
 	for _, s := range b.socks {
 		if err := s.close(); err != nil {
 			errs = append(errs, fmt.Errorf("close ESP socket %s: %w", s.local, err))
+		}
+	}
+	for _, s := range b.usocks {
+		if err := s.close(); err != nil {
+			errs = append(errs, fmt.Errorf("close ESP-in-UDP socket %s: %w", s.local, err))
 		}
 	}
 	if b.dev != nil {

@@ -103,14 +103,23 @@ func markedPayload(n int) []byte {
 // TestGroupConnectivity: three members, ping and TCP between every pair
 // in both directions, inner IPv4 and IPv6 each over outer IPv4 and IPv6;
 // ESP of the expected families leaves every veth and no plaintext does.
+// Both encapsulations; in UDP, the TCP transfers leave as UDP GSO frames of
+// several ESP packets each.
 func TestGroupConnectivity(t *testing.T) {
-	g := newGroup(t, 3)
+	for _, enc := range encapsulations {
+		t.Run(enc.name, func(t *testing.T) { testGroupConnectivity(t, enc.port) })
+	}
+}
+
+func testGroupConnectivity(t *testing.T, udpPort uint16) {
+	g := newGroup(t, 3, udpPort)
 	sa := g.newSA(0x1000_0001, testSuite)
 	g.install(sa)
 	g.setOutbound(sa.SPI)
 	for _, m := range g.members {
-		m.cap = startCapture(t, m, g.key)
+		m.cap = startCapture(t, m, udpPort, g.key)
 	}
+	gsoFrames := 0
 	payload := markedPayload(512 << 10)
 	for _, phase := range []struct{ out4, out6 int }{{4, 6}, {6, 4}} {
 		t.Run(fmt.Sprintf("inner4-over-%d_inner6-over-%d", phase.out4, phase.out6), func(t *testing.T) {
@@ -132,7 +141,8 @@ func TestGroupConnectivity(t *testing.T) {
 			}
 			for _, m := range g.members {
 				m.cap.sync(t, m, g.members[m.i%len(g.members)].u4)
-				counts, bad, mk := m.cap.snapshot()
+				counts, bad, mk, gso := m.cap.snapshot()
+				gsoFrames += gso
 				if mk != 0 {
 					t.Errorf("member %d: %d frames with the plaintext marker left u0", m.i, mk)
 				}
@@ -166,6 +176,13 @@ func TestGroupConnectivity(t *testing.T) {
 		if c.InPackets == 0 || c.OutPackets == 0 || c.InBytes < uint64(4*len(payload)) || c.OutBytes < uint64(4*len(payload)) {
 			t.Errorf("member %d: counters too low for the traffic sent: %+v", m.i, c)
 		}
+	}
+	t.Logf("frames with more than one ESP packet (UDP GSO): %d", gsoFrames)
+	switch {
+	case udpPort != 0 && gsoFrames == 0:
+		t.Errorf("no UDP GSO frame left any member: the sends were not coalesced")
+	case udpPort == 0 && gsoFrames != 0:
+		t.Errorf("%d frames carried several ESP packets in raw ESP mode", gsoFrames)
 	}
 }
 
@@ -292,9 +309,16 @@ func progress(t *testing.T, flows []*udpFlow, what string) {
 // TestRolloverUnderTraffic: UDP flows between all members in both
 // directions while the group moves to a new SA as MPSA does it (install
 // inbound everywhere, switch outbound everywhere, remove the old one): not
-// one datagram is lost, and both SPIs carried traffic.
+// one datagram is lost, and both SPIs carried traffic. Both
+// encapsulations.
 func TestRolloverUnderTraffic(t *testing.T) {
-	g := newGroup(t, 3)
+	for _, enc := range encapsulations {
+		t.Run(enc.name, func(t *testing.T) { testRolloverUnderTraffic(t, enc.port) })
+	}
+}
+
+func testRolloverUnderTraffic(t *testing.T, udpPort uint16) {
+	g := newGroup(t, 3, udpPort)
 	g.setPeers(4, 6)
 	old := g.newSA(0x2000_0001, testSuite)
 	g.install(old)
@@ -436,12 +460,19 @@ func ipv4UDP(src, dst netip.Addr, port uint16, payload []byte) []byte {
 	return p
 }
 
-// TestRejectsForgedTamperedTruncated injects ESP with a raw socket from
-// one member's namespace to another over outer IPv4 and IPv6: a packet
-// sealed with the group's keys is delivered, and tampered, truncated,
-// unknown-SPI and policy-violating packets are dropped and counted.
+// TestRejectsForgedTamperedTruncated injects ESP from one member's
+// namespace to another over outer IPv4 and IPv6, with a raw socket or, for
+// ESP in UDP, a UDP socket: a packet sealed with the group's keys is
+// delivered, and tampered, truncated, unknown-SPI and policy-violating
+// packets are dropped and counted.
 func TestRejectsForgedTamperedTruncated(t *testing.T) {
-	g := newGroup(t, 2)
+	for _, enc := range encapsulations {
+		t.Run(enc.name, func(t *testing.T) { testRejectsForged(t, enc.port) })
+	}
+}
+
+func testRejectsForged(t *testing.T, udpPort uint16) {
+	g := newGroup(t, 2, udpPort)
 	g.setPeers(4, 4)
 	sa := g.newSA(0x3000_0001, testSuite)
 	g.install(sa)
@@ -483,13 +514,17 @@ func TestRejectsForgedTamperedTruncated(t *testing.T) {
 	for _, outer := range []int{4, 6} {
 		t.Run(fmt.Sprintf("outer-ipv%d", outer), func(t *testing.T) {
 			var fd int
-			dst := unix.Sockaddr(&unix.SockaddrInet4{Addr: m2.u4.As4()})
+			dst := unix.Sockaddr(&unix.SockaddrInet4{Addr: m2.u4.As4(), Port: int(udpPort)})
+			typ, proto := unix.SOCK_RAW, unix.IPPROTO_ESP
+			if udpPort != 0 {
+				typ, proto = unix.SOCK_DGRAM, unix.IPPROTO_UDP
+			}
 			if err := m1.ns.Do(func() (err error) {
 				if outer == 4 {
-					fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ESP)
+					fd, err = unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, proto)
 				} else {
-					fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ESP)
-					dst = &unix.SockaddrInet6{Addr: m2.u6.As16()}
+					fd, err = unix.Socket(unix.AF_INET6, typ|unix.SOCK_CLOEXEC, proto)
+					dst = &unix.SockaddrInet6{Addr: m2.u6.As16(), Port: int(udpPort)}
 				}
 				return err
 			}); err != nil {
@@ -602,5 +637,48 @@ func TestContextEndsBackend(t *testing.T) {
 	waitFor(t, "the TUN to go away", func() bool { return ns.Command("ip", "link", "show", "mpsa7").Run() != nil })
 	if err := be.SetPeers(context.Background(), nil, nil); err == nil {
 		t.Fatal("SetPeers on a closed backend succeeded")
+	}
+}
+
+// TestESPInUDPSegmentsOverMTU: with an underlay MTU below the ESP
+// packets, the kernel refuses a segmented ESP-in-UDP send (EMSGSIZE or
+// EINVAL); that message goes again one datagram per packet, which the
+// kernel fragments, and segmentation stays on for later sends. TCP gets
+// through both ways over both families, and no packet counts as an error.
+func TestESPInUDPSegmentsOverMTU(t *testing.T) {
+	g := newGroup(t, 2, 4501)
+	m1, m2 := g.members[0], g.members[1]
+	m1.ns.Run(t, "ip", "link", "set", "u0", "mtu", "1300")
+	g.setPeers(4, 6)
+	sa := g.newSA(0x4000_0001, testSuite)
+	g.install(sa)
+	g.setOutbound(sa.SPI)
+	m1.cap = startCapture(t, m1, 4501, g.key)
+	payload := markedPayload(256 << 10)
+	tcpTransfer(t, m1, m2, 4, payload)
+	tcpTransfer(t, m1, m2, 6, payload)
+	m1.cap.sync(t, m1, m2.u4)
+	frags := m1.cap.fragmentCount()
+	_, bad, mk, gso := m1.cap.snapshot()
+	t.Logf("fragments %d, GSO frames %d", frags, gso)
+	if bad != 0 || mk != 0 {
+		t.Errorf("%d ESP frames that do not open, %d with the plaintext marker", bad, mk)
+	}
+	if frags < 400 {
+		t.Errorf("%d IP fragments left m1, want at least 400: the full-size ESP packets should leave fragmented", frags)
+	}
+	if gso != 0 {
+		t.Errorf("%d GSO frames left m1, want none: every segmented send of full-size packets should have been refused", gso)
+	}
+	for i, s := range m1.be.usocks {
+		if !s.gso.Load() {
+			t.Errorf("socket %d (%s): segmentation turned off, want it kept for packets that fit", i, s.local)
+		}
+	}
+	if c := g.counters(m1, sa.SPI); c.OutErrors != 0 || c.OutPackets < 200 {
+		t.Errorf("m1 counters %+v: want no OutErrors and the transfers counted", c)
+	}
+	if c := g.counters(m2, sa.SPI); c.InErrors != 0 {
+		t.Errorf("m2 counters %+v: want no InErrors", c)
 	}
 }

@@ -63,9 +63,9 @@ func (b *Backend) sendBatch(bufs [][]byte, sizes []int) {
 			b.drops.noRoute.Add(1)
 			continue
 		}
-		s := b.sock4
+		s := b.tx4
 		if d.family6 {
-			s = b.sock6
+			s = b.tx6
 		}
 		if s == nil {
 			b.drops.noRoute.Add(1)
@@ -81,18 +81,17 @@ func (b *Backend) sendBatch(bufs [][]byte, sizes []int) {
 			b.flush(out, s)
 		}
 	}
-	if b.sock4 != nil && b.sock4.tx.n > 0 {
-		b.flush(out, b.sock4)
-	}
-	if b.sock6 != nil && b.sock6.tx.n > 0 {
-		b.flush(out, b.sock6)
+	for _, s := range []sender{b.tx4, b.tx6} {
+		if s != nil && s.pending() {
+			b.flush(out, s)
+		}
 	}
 	if sealErrs > 0 {
 		out.outErrors.Add(sealErrs)
 	}
 }
 
-func (b *Backend) flush(e *saEntry, s *espSocket) {
+func (b *Backend) flush(e *saEntry, s sender) {
 	sent, bytes, failed := s.flush()
 	e.outPackets.Add(uint64(sent))
 	e.outBytes.Add(uint64(bytes))
@@ -128,6 +127,67 @@ func (b *Backend) inboundLoop(idx int, s *espSocket) {
 		wbufs = b.openBatch(idx, s.local.Is4(), bufs[:n], sizes[:n], recvOff, wbufs[:0])
 		if len(wbufs) > 0 {
 			b.writeTUN(wbufs)
+		}
+	}
+}
+
+// inboundLoopUDP receives ESP in UDP on s. A received message can hold
+// many ESP packets coalesced by GRO; each is copied to its own buffer,
+// where openBatch decrypts it in place, so that the TUN write can coalesce
+// the inner packets again.
+func (b *Backend) inboundLoopUDP(idx int, s *udpSocket) {
+	defer b.wg.Done()
+	rbufs := make([][]byte, len(s.rx.msgs))
+	sizes := make([]int, len(rbufs))
+	segs := make([]int, len(rbufs))
+	for i := range rbufs {
+		rbufs[i] = make([]byte, maxPacket)
+	}
+	recvOff := inOff - esp.HeaderLen - esp.IVLen
+	tbufs := make([][]byte, b.cfg.BatchSize)
+	tsizes := make([]int, len(tbufs))
+	for i := range tbufs {
+		tbufs[i] = make([]byte, inOff+maxPacket+esp.MaxTrailerLen)
+	}
+	wbufs := make([][]byte, 0, len(tbufs))
+	k := 0
+	deliver := func() {
+		wbufs = b.openBatch(idx, false, tbufs[:k], tsizes[:k], recvOff, wbufs[:0])
+		if len(wbufs) > 0 {
+			b.writeTUN(wbufs)
+		}
+		k = 0
+	}
+	for {
+		n, err := s.recv(rbufs, 0, sizes, segs)
+		if err != nil {
+			if errors.Is(err, errClosed) || b.isClosed() {
+				return
+			}
+			b.log.Debug("ESP-in-UDP receive", "err", err)
+			continue
+		}
+		for i := 0; i < n; i++ {
+			if sizes[i] <= 0 {
+				b.drops.malformed.Add(1)
+				continue
+			}
+			data := rbufs[i][:sizes[i]]
+			seg := segs[i]
+			if seg <= 0 {
+				seg = len(data)
+			}
+			for len(data) > 0 {
+				l := min(seg, len(data))
+				tsizes[k] = copy(tbufs[k][recvOff:], data[:l])
+				data = data[l:]
+				if k++; k == len(tbufs) {
+					deliver()
+				}
+			}
+		}
+		if k > 0 {
+			deliver()
 		}
 	}
 }

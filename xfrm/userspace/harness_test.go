@@ -43,7 +43,9 @@ func (m *member) host6() netip.Addr { return m.lan6.Addr().Next() }
 
 // group is a set of members on one bridge.
 type group struct {
-	t       *testing.T
+	t *testing.T
+	// udpPort is the ESP-in-UDP port of every member, 0 for raw ESP.
+	udpPort uint16
 	members []*member
 	keysMu  sync.Mutex
 	keys    map[uint32]xfrm.SA // for decrypting captures and forging packets
@@ -64,12 +66,20 @@ func quietLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// newGroup builds n members and starts a backend in each.
-func newGroup(t *testing.T, n int) *group {
+// encapsulations are the two ways the backend carries ESP: as IP
+// protocol 50 and in UDP.
+var encapsulations = []struct {
+	name string
+	port uint16
+}{{"esp", 0}, {"udp", 4501}}
+
+// newGroup builds n members and starts a backend in each; udpPort not 0
+// carries ESP in UDP on that port.
+func newGroup(t *testing.T, n int, udpPort uint16) *group {
 	t.Helper()
 	testenv.NeedRoot(t)
 	testenv.NeedFile(t, "/dev/net/tun")
-	g := &group{t: t, keys: map[uint32]xfrm.SA{}}
+	g := &group{t: t, keys: map[uint32]xfrm.SA{}, udpPort: udpPort}
 	hub := nettest.NewNS(t, "hub")
 	nettest.Bridge(t, hub, "br0")
 	for i := 1; i <= n; i++ {
@@ -96,9 +106,10 @@ func newGroup(t *testing.T, n int) *group {
 		nettest.AddrAdd(t, ns, "lan0", m.host6().String()+"/64")
 		err := ns.Do(func() error {
 			be, err := New(context.Background(), Config{
-				TUNName: "mpsa0",
-				Local:   []netip.Addr{m.u4, m.u6},
-				Logger:  quietLogger(t).With("member", i),
+				TUNName:      "mpsa0",
+				Local:        []netip.Addr{m.u4, m.u6},
+				Logger:       quietLogger(t).With("member", i),
+				ESPInUDPPort: udpPort,
 			})
 			m.be = be
 			return err
@@ -223,11 +234,19 @@ func eventually(cond func() bool) bool {
 
 // capture counts the frames leaving a member's underlay veth: ESP by outer
 // and inner family (decrypted with the test's copy of the keys), and any
-// frame that carries the plaintext marker.
+// frame that carries the plaintext marker. With udpPort it counts ESP in
+// UDP to that port instead of IP protocol 50, and splits UDP GSO frames
+// (which the socket sees unsegmented, with the segment size in the
+// virtio-net header it asks for) into their ESP packets.
 type capture struct {
-	fd   int
-	stop chan struct{}
-	done chan struct{}
+	fd      int
+	udpPort uint16
+	stop    chan struct{}
+	done    chan struct{}
+	// gsoFrames counts frames that carried more than one ESP packet.
+	gsoFrames int
+	// fragments counts IP fragments, which are not decoded.
+	fragments int
 
 	mu         sync.Mutex
 	esp        map[[2]int]int // {outer, inner} -> frames
@@ -265,9 +284,9 @@ func (c *capture) sync(t *testing.T, m *member, to netip.Addr) {
 
 var marker = []byte("MPSA-PLAINTEXT-MARKER")
 
-func startCapture(t *testing.T, m *member, keyOf func(uint32) (xfrm.SA, bool)) *capture {
+func startCapture(t *testing.T, m *member, udpPort uint16, keyOf func(uint32) (xfrm.SA, bool)) *capture {
 	t.Helper()
-	c := &capture{stop: make(chan struct{}), done: make(chan struct{}), esp: map[[2]int]int{}, keyOf: keyOf, syncSeen: map[string]bool{}, crypters: map[uint32]*esp.Crypter{}, markerText: marker}
+	c := &capture{udpPort: udpPort, stop: make(chan struct{}), done: make(chan struct{}), esp: map[[2]int]int{}, keyOf: keyOf, syncSeen: map[string]bool{}, crypters: map[uint32]*esp.Crypter{}, markerText: marker}
 	err := m.ns.Do(func() error {
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
 		if err != nil {
@@ -288,6 +307,10 @@ func startCapture(t *testing.T, m *member, keyOf func(uint32) (xfrm.SA, bool)) *
 			return err
 		}
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("PACKET_VNET_HDR: %w", err)
+		}
 		c.fd = fd
 		return nil
 	})
@@ -342,14 +365,61 @@ func (c *capture) run() {
 			continue
 		}
 		ll, ok := from.(*unix.SockaddrLinklayer)
-		if !ok || ll.Pkttype != unix.PACKET_OUTGOING || n < 14 {
+		// struct virtio_net_hdr (10 bytes) precedes the frame;
+		// gso_size is at offset 4, little endian.
+		const vnet = 10
+		if !ok || ll.Pkttype != unix.PACKET_OUTGOING || n < vnet+14 {
 			continue
 		}
-		c.frame(bytes.Clone(buf[14:n]), binary.BigEndian.Uint16(buf[12:14]))
+		gso := int(binary.LittleEndian.Uint16(buf[4:6]))
+		c.frame(bytes.Clone(buf[vnet+14:n]), binary.BigEndian.Uint16(buf[vnet+12:vnet+14]), gso)
 	}
 }
 
-func (c *capture) frame(pkt []byte, ethertype uint16) {
+// espPayloads returns the ESP packets in a frame's IP packet and the outer
+// family, or nil: IP protocol 50, or UDP to the ESP-in-UDP port, split at
+// gso bytes when the frame is a GSO super-frame.
+func (c *capture) espPayloads(pkt []byte, ethertype uint16, gso int) (outer int, esps [][]byte) {
+	var proto byte
+	var l4 []byte
+	switch {
+	case ethertype == 0x0800 && len(pkt) >= 20:
+		outer, proto, l4 = 4, pkt[9], pkt[int(pkt[0]&0xf)*4:]
+		if binary.BigEndian.Uint16(pkt[6:8])&0x3fff != 0 { // MF or an offset
+			c.fragments++
+			return 0, nil
+		}
+	case ethertype == 0x86dd && len(pkt) >= 40:
+		outer, proto, l4 = 6, pkt[6], pkt[40:]
+		if proto == 44 { // fragment header
+			c.fragments++
+			return 0, nil
+		}
+	default:
+		return 0, nil
+	}
+	if c.udpPort == 0 {
+		if proto != 50 {
+			return 0, nil
+		}
+		return outer, [][]byte{l4}
+	}
+	if proto != 17 || len(l4) < 8 || binary.BigEndian.Uint16(l4[2:4]) != c.udpPort {
+		return 0, nil
+	}
+	payload := l4[8:]
+	if gso <= 0 || gso >= len(payload) {
+		return outer, [][]byte{payload}
+	}
+	for len(payload) > 0 {
+		k := min(gso, len(payload))
+		esps = append(esps, payload[:k])
+		payload = payload[k:]
+	}
+	return outer, esps
+}
+
+func (c *capture) frame(pkt []byte, ethertype uint16, gso int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if bytes.Contains(pkt, c.markerText) {
@@ -359,15 +429,18 @@ func (c *capture) frame(pkt []byte, ethertype uint16) {
 		c.syncSeen[string(pkt[i:])] = true
 		return
 	}
-	outer, payload := 0, []byte(nil)
-	switch {
-	case ethertype == 0x0800 && len(pkt) >= 20 && pkt[9] == 50:
-		outer, payload = 4, pkt[int(pkt[0]&0xf)*4:]
-	case ethertype == 0x86dd && len(pkt) >= 40 && pkt[6] == 50:
-		outer, payload = 6, pkt[40:]
-	default:
-		return
+	outer, esps := c.espPayloads(pkt, ethertype, gso)
+	if len(esps) > 1 {
+		c.gsoFrames++
 	}
+	for _, payload := range esps {
+		c.espPacket(outer, payload)
+	}
+}
+
+// espPacket opens one ESP packet seen on the wire and counts it by outer
+// and inner family. The caller holds c.mu.
+func (c *capture) espPacket(outer int, payload []byte) {
 	spi, _ := esp.PeekSPI(payload)
 	cr := c.crypters[spi]
 	if cr == nil {
@@ -393,10 +466,17 @@ func (c *capture) frame(pkt []byte, ethertype uint16) {
 }
 
 // snapshot returns the counts so far and resets them.
-func (c *capture) snapshot() (espCounts map[[2]int]int, bad, marker int) {
+func (c *capture) snapshot() (espCounts map[[2]int]int, bad, marker, gsoFrames int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	espCounts, bad, marker = c.esp, c.espBad, c.marker
-	c.esp, c.espBad, c.marker = map[[2]int]int{}, 0, 0
-	return espCounts, bad, marker
+	espCounts, bad, marker, gsoFrames = c.esp, c.espBad, c.marker, c.gsoFrames
+	c.esp, c.espBad, c.marker, c.gsoFrames, c.fragments = map[[2]int]int{}, 0, 0, 0, 0
+	return espCounts, bad, marker, gsoFrames
+}
+
+// fragmentCount returns the IP fragments seen since the last snapshot.
+func (c *capture) fragmentCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fragments
 }

@@ -13,7 +13,7 @@ import (
 )
 
 // dest is where ESP for one peer prefix goes: the peer's underlay address
-// as a ready-made socket address.
+// (and, for ESP in UDP, the port) as a ready-made socket address.
 type dest struct {
 	addr    netip.Addr
 	sa      [unix.SizeofSockaddrInet6]byte // RawSockaddrInet4 or RawSockaddrInet6
@@ -21,17 +21,22 @@ type dest struct {
 	family6 bool
 }
 
-func newDest(a netip.Addr) dest {
+// newDest makes the socket address of a, with port (0 for raw ESP).
+func newDest(a netip.Addr, port uint16) dest {
 	d := dest{addr: a}
+	// The port field is in network byte order.
+	nport := port<<8 | port>>8
 	if a.Is4() {
 		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&d.sa[0]))
 		sa.Family = unix.AF_INET
+		sa.Port = nport
 		sa.Addr = a.As4()
 		d.saLen = unix.SizeofSockaddrInet4
 		return d
 	}
 	sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&d.sa[0]))
 	sa.Family = unix.AF_INET6
+	sa.Port = nport
 	sa.Addr = a.As16()
 	d.saLen = unix.SizeofSockaddrInet6
 	d.family6 = true
@@ -82,7 +87,9 @@ type peerTable struct {
 	v4, v6 lpm
 }
 
-func newPeerTable(local []netip.Prefix, peers []xfrm.Peer) (*peerTable, error) {
+// newPeerTable builds the table; port is the ESP-in-UDP port of the peers,
+// 0 for raw ESP.
+func newPeerTable(local []netip.Prefix, peers []xfrm.Peer, port uint16) (*peerTable, error) {
 	t := &peerTable{}
 	for _, p := range local {
 		if !p.IsValid() {
@@ -102,7 +109,7 @@ func newPeerTable(local []netip.Prefix, peers []xfrm.Peer) (*peerTable, error) {
 		seen[pfx] = true
 		under := p.Underlay.Unmap()
 		t.peers = append(t.peers, xfrm.Peer{Prefix: pfx, Underlay: under})
-		t.dests = append(t.dests, newDest(under))
+		t.dests = append(t.dests, newDest(under, port))
 		if pfx.Addr().Is4() {
 			t.v4.add(pfx, len(t.dests)-1)
 		} else {

@@ -18,7 +18,7 @@ func TestPeerTableLongestPrefix(t *testing.T) {
 		{Prefix: p("10.2.0.0/16"), Underlay: a("192.0.2.2")},
 		{Prefix: p("10.2.3.0/24"), Underlay: a("2001:db8::3")},
 		{Prefix: p("fd02::/64"), Underlay: a("::ffff:192.0.2.4")},
-	})
+	}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func TestPeerTableLongestPrefix(t *testing.T) {
 	if tbl.accepts(a("172.16.0.1"), a("10.1.0.7")) {
 		t.Error("policy accepted a packet from outside every peer prefix")
 	}
-	if _, err := newPeerTable(nil, []xfrm.Peer{{Prefix: p("10.0.0.0/8"), Underlay: a("192.0.2.1")}, {Prefix: p("10.0.0.0/8"), Underlay: a("192.0.2.2")}}); err == nil {
+	if _, err := newPeerTable(nil, []xfrm.Peer{{Prefix: p("10.0.0.0/8"), Underlay: a("192.0.2.1")}, {Prefix: p("10.0.0.0/8"), Underlay: a("192.0.2.2")}}, 0); err == nil {
 		t.Error("duplicate prefix accepted")
 	}
 }
@@ -54,7 +54,7 @@ func TestPeerTableNoAllocs(t *testing.T) {
 	tbl, err := newPeerTable(nil, []xfrm.Peer{
 		{Prefix: netip.MustParsePrefix("10.2.0.0/16"), Underlay: netip.MustParseAddr("192.0.2.2")},
 		{Prefix: netip.MustParsePrefix("fd02::/48"), Underlay: netip.MustParseAddr("192.0.2.2")},
-	})
+	}, 4501)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestOpenBatchNoAllocs(t *testing.T) {
 	b := &Backend{}
 	b.sas.Store(&saSet{entries: []*saEntry{e}})
 	tbl, err := newPeerTable([]netip.Prefix{netip.MustParsePrefix("fd01::/64")},
-		[]xfrm.Peer{{Prefix: netip.MustParsePrefix("fd02::/64"), Underlay: netip.MustParseAddr("fd50::2")}})
+		[]xfrm.Peer{{Prefix: netip.MustParsePrefix("fd02::/64"), Underlay: netip.MustParseAddr("fd50::2")}}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

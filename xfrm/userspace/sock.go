@@ -140,6 +140,22 @@ func (s *espSocket) queue(pkt []byte, d *dest, inner int) {
 
 func (s *espSocket) full() bool { return s.tx.n == len(s.tx.msgs) }
 
+// pending reports whether packets are queued.
+func (s *espSocket) pending() bool { return s.tx.n > 0 }
+
+// sender is the send side of a raw ESP or an ESP-in-UDP socket, used only
+// by the outbound goroutine.
+type sender interface {
+	// queue adds pkt, an ESP packet for d carrying an inner packet of
+	// inner bytes, to the batch.
+	queue(pkt []byte, d *dest, inner int)
+	full() bool
+	pending() bool
+	// flush sends the batch and returns the ESP packets sent, the inner
+	// bytes they carried and the packets that failed.
+	flush() (sent, bytes, failed int)
+}
+
 // flush sends the queued batch and returns how many packets were sent,
 // the inner bytes they carried, and how many failed. A packet the kernel
 // refuses (no route, too big) is skipped and counted as failed.

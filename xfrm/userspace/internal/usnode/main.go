@@ -52,6 +52,7 @@ func run() error {
 		keyFile             = flag.String("keyfile", "", "file with the hex encryption and integrity keys")
 		verbose             = flag.Bool("v", false, "debug logging")
 		cpuProfile          = flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
+		udpPort             = flag.Uint("udp-port", 0, "carry ESP in UDP on this port (0: raw ESP)")
 	)
 	flag.Var(&locals, "local", "local underlay address (repeatable)")
 	flag.Var(&lans, "lan", "local prefix (repeatable)")
@@ -87,7 +88,10 @@ func run() error {
 		return fmt.Errorf("-keyfile %s: integrity key: %w", *keyFile, err)
 	}
 	defer sa.Zero()
-	cfg := userspace.Config{TUNName: *tunName, MTU: *mtu, Logger: log}
+	if *udpPort > 65535 {
+		return fmt.Errorf("-udp-port %d: not a port", *udpPort)
+	}
+	cfg := userspace.Config{TUNName: *tunName, MTU: *mtu, Logger: log, ESPInUDPPort: uint16(*udpPort)}
 	for _, s := range locals {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
