@@ -29,7 +29,7 @@ func groupKeys() []string {
 		"connection", "control_child", "esp_proposal", "allow_counter_mode",
 		"lifetime", "rekey_time", "rekey_jitter", "rollover1", "rollover2",
 		"rekey_on_join", "rekey_on_leave", "nonce_length",
-		"dataplane", "tun", "mtu", "if_id", "xfrm_interface", "underlay", "local_ts",
+		"dataplane", "tun", "mtu", "encap", "encap_port", "if_id", "xfrm_interface", "underlay", "local_ts",
 	}
 }
 
@@ -238,7 +238,7 @@ func controllerOnly() []string {
 
 // memberOnly are the group settings only a member uses.
 func memberOnly() []string {
-	return []string{"dataplane", "tun", "mtu", "if_id", "xfrm_interface", "underlay", "local_ts", "routes"}
+	return []string{"dataplane", "tun", "mtu", "encap", "encap_port", "if_id", "xfrm_interface", "underlay", "local_ts", "routes"}
 }
 
 // warnIgnored warns about settings the role does not use: a member gets
@@ -333,9 +333,22 @@ func decodeDataplane(r *sectionReader, g *Group) {
 				r.errorf(r.pos("tun"), "tun = %s: %v", g.TUN, err)
 			}
 		}
+		g.Encap = r.boolean("encap", DefaultEncap)
+		port := uint16(r.uinteger("encap_port", DefaultEncapPort, 1, 65535))
+		switch {
+		case g.Encap:
+			g.EncapPort = port
+		case r.get("encap_port") != nil:
+			r.errorf(r.pos("encap_port"), "encap_port needs encap = yes; write encap = yes or remove encap_port")
+		}
 	case BackendXFRM:
 		if r.get("tun") != nil {
 			r.errorf(r.pos("tun"), "tun applies to dataplane = userspace only; remove it or write dataplane = userspace")
+		}
+		for _, k := range []string{"encap", "encap_port"} {
+			if r.get(k) != nil {
+				r.errorf(r.pos(k), "%s applies to dataplane = userspace only: the kernel data plane sends plain ESP (IP protocol 50); remove it or write dataplane = userspace", k)
+			}
 		}
 		switch {
 		case g.IfID != 0:
@@ -472,9 +485,13 @@ func (r *sectionReader) routePos(rt Route) Pos {
 
 // checkAcrossGroups reports what groups may not share: the control
 // connection (a control datagram carries no group ID, so the IKE SA names
-// the group), the TUN device, the XFRM if_id, and routed prefixes.
+// the group), the TUN device, the ESP-in-UDP port (which may not be the
+// control port either), the XFRM if_id, and routed prefixes.
 func checkAcrossGroups(cfg *Config, errs *Errors) {
 	for i, g := range cfg.Groups {
+		if g.EncapPort != 0 && g.EncapPort == cfg.ControlPort {
+			errs.add(g.Pos, "mpsa.groups.%s: encap_port %d is the control_port; write a different encap_port", g.Name, g.EncapPort)
+		}
 		for _, o := range cfg.Groups[:i] {
 			path := "mpsa.groups." + g.Name
 			if g.Connection != "" && g.Connection == o.Connection && g.ControlChild == o.ControlChild {
@@ -485,6 +502,9 @@ func checkAcrossGroups(cfg *Config, errs *Errors) {
 			}
 			if g.XFRMInterface != "" && g.XFRMInterface == o.XFRMInterface {
 				errs.add(g.Pos, "%s: xfrm_interface %s is already used by group %s; write a different xfrm_interface = NAME", path, g.XFRMInterface, o.Name)
+			}
+			if g.EncapPort != 0 && g.EncapPort == o.EncapPort {
+				errs.add(g.Pos, "%s: encap_port %d is already used by group %s; write a different encap_port", path, g.EncapPort, o.Name)
 			}
 			if g.IfID != 0 && g.IfID == o.IfID {
 				errs.add(g.Pos, "%s: if_id %d is already used by group %s; write a different if_id", path, g.IfID, o.Name)

@@ -263,6 +263,17 @@ func TestDecodeErrors(t *testing.T) {
 			f + "11: mpsa.groups.g: if_id applies to dataplane = xfrm only; remove it or write dataplane = xfrm",
 			f + "13: mpsa.groups.g: mtu = 1000 is below 1280, the minimum for IPv6 traffic; write mtu = 1280 or more",
 		}},
+		{"encap options", group("member", append(slices.Clone(memberOK), "dataplane = userspace", "encap_port = 4503", "encap = maybe")...), []string{
+			f + "10: mpsa.groups.g: encap_port needs encap = yes; write encap = yes or remove encap_port",
+			f + "11: mpsa.groups.g: encap = maybe is not a boolean; write yes or no",
+		}},
+		{"encap with the kernel data plane", group("member", append(slices.Clone(memberOK), "encap = yes", "encap_port = 4600")...), []string{
+			f + "9: mpsa.groups.g: encap applies to dataplane = userspace only: the kernel data plane sends plain ESP (IP protocol 50); remove it or write dataplane = userspace",
+			f + "10: mpsa.groups.g: encap_port applies to dataplane = userspace only: the kernel data plane sends plain ESP (IP protocol 50); remove it or write dataplane = userspace",
+		}},
+		{"encap port is the control port", group("member", append(slices.Clone(memberOK), "dataplane = userspace", "encap = yes", "encap_port = 4501")...), []string{
+			f + "4: mpsa.groups.g: encap_port 4501 is the control_port; write a different encap_port",
+		}},
 		{"default tun name too long", strings.Replace(group("member", append(slices.Clone(memberOK), "dataplane = userspace")...), " g {", " group-with-a-long-name {", 1), []string{
 			f + "4: mpsa.groups.group-with-a-long-name: the default TUN device name \"mpsa-group-with-a-long-name\": longer than 15 characters, the Linux limit; write tun = NAME",
 		}},
@@ -280,5 +291,34 @@ func TestDecodeErrors(t *testing.T) {
 				t.Errorf("config returned with errors: %+v", cfg)
 			}
 		})
+	}
+}
+
+// TestAcrossGroups checks what two member groups may not share: the
+// control connection, the TUN, the ESP-in-UDP port, the XFRM interface
+// and if_id, and overlapping routes.
+func TestAcrossGroups(t *testing.T) {
+	body := func(name, conn, extra string, route string) string {
+		return "        " + name + " {\n connection = " + conn + "\n local_ts = 10.1.0.0/24\n" + extra +
+			" routes { r { prefixes = " + route + "\n peer = 192.0.2.2 } }\n }\n"
+	}
+	src := "mpsa {\n    role = member\n    groups {\n" +
+		body("a", "c", " dataplane = userspace\n tun = t0\n encap = yes\n", "10.2.0.0/16") +
+		body("b", "c", " dataplane = userspace\n tun = t0\n encap = yes\n", "10.2.3.0/24") +
+		body("x", "d", " if_id = 5\n xfrm_interface = x0\n", "10.3.0.0/24") +
+		body("y", "e", " if_id = 5\n xfrm_interface = x0\n", "10.4.0.0/24") +
+		"    }\n}\n"
+	_, got := load(t, src)
+	const f = "etc/swanctl.conf:"
+	want := []string{
+		f + "13: mpsa.groups.b: connection c with control_child c is already used by group a: the control exchange identifies a group by its IKE SA; give each group its own connection or control_child",
+		f + "13: mpsa.groups.b: tun t0 is already used by group a; write a different tun = NAME",
+		f + "13: mpsa.groups.b: encap_port 4502 is already used by group a; write a different encap_port",
+		f + "19: mpsa.groups.b: route r: prefix 10.2.3.0/24 overlaps 10.2.0.0/16 of route r in group a: each destination must map to one group and peer; remove or narrow one of them",
+		f + "30: mpsa.groups.y: xfrm_interface x0 is already used by group x; write a different xfrm_interface = NAME",
+		f + "30: mpsa.groups.y: if_id 5 is already used by group x; write a different if_id",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("errors\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
 	}
 }

@@ -65,6 +65,10 @@ func (g *Group) formatDataplane(w *writer) {
 	w.kv("dataplane", string(g.Dataplane))
 	if g.Dataplane == BackendUserspace {
 		w.kv("tun", g.TUN)
+		w.kv("encap", yesNo(g.Encap))
+		if g.Encap {
+			w.kv("encap_port", fmt.Sprint(g.EncapPort))
+		}
 	} else {
 		w.kv("if_id", fmt.Sprint(g.IfID))
 		if g.IfID != 0 {

@@ -48,6 +48,8 @@ const (
 	DefaultNonceLength   = 32
 	DefaultDataplane     = BackendXFRM
 	DefaultMTU           = 1400
+	DefaultEncap         = false
+	DefaultEncapPort     = 4502
 	DefaultBGPPort       = 179
 	DefaultConfigFile    = "/etc/swanctl/swanctl.conf"
 	defaultTUNPrefix     = "mpsa-"
@@ -141,6 +143,12 @@ type Group struct {
 	// IfID is the XFRM interface ID of route-based mode; 0 means
 	// policy-based mode.
 	IfID uint32 `json:"if_id"`
+	// Encap carries the userspace data plane's ESP in UDP (RFC 3948)
+	// instead of as IP protocol 50, so that the kernel segments and
+	// coalesces it (UDP GSO/GRO). Every member of the group must agree.
+	Encap bool `json:"encap,omitempty"`
+	// EncapPort is the UDP port of ESP in UDP, with Encap.
+	EncapPort uint16 `json:"encap_port,omitempty"`
 	// XFRMInterface is the XFRM interface that mpsad creates with IfID in
 	// route-based mode (empty in policy-based mode); the operator routes
 	// the peers' prefixes into it.

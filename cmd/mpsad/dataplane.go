@@ -21,7 +21,7 @@ func newDataPlane(ctx context.Context, g *swanctl.Group, local netip.Addr, log *
 	)
 	switch g.Dataplane {
 	case swanctl.BackendUserspace:
-		dp, err = userspace.New(ctx, userspace.Config{TUNName: g.TUN, MTU: g.MTU, Local: []netip.Addr{local}, Logger: log})
+		dp, err = userspace.New(ctx, userspace.Config{TUNName: g.TUN, MTU: g.MTU, Local: []netip.Addr{local}, Logger: log, ESPInUDPPort: g.EncapPort})
 	case swanctl.BackendXFRM:
 		dp, err = kernel.New(ctx, kernel.Config{
 			Underlay:         []netip.Addr{local},

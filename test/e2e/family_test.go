@@ -41,3 +41,32 @@ func TestAddressFamilies(t *testing.T) {
 		})
 	}
 }
+
+// TestESPInUDP: with encap = yes the members carry the shared SA in UDP
+// to port 4502 (and, through the controller, get it over the same control
+// exchange): ping and TCP both ways, UDP from port 4502 to port 4502
+// between their underlay addresses, and no plain ESP.
+func TestESPInUDP(t *testing.T) {
+	e := newEnv(t, envOptions{members: 2, encap: true})
+	e.waitSPI(e.mems...)
+	a, b := e.mems[0], e.mems[1]
+	cp := startCapture(t, a, "udp port 4502 or ip proto 50 or ip6 proto 50")
+	pingOK(t, a, b)
+	pingOK(t, b, a)
+	transferTCP(t, a, b, 512<<10)
+	transferTCP(t, b, a, 512<<10)
+	lines := cp.stop()
+	want := fmt.Sprintf("%s.4502 > %s.4502: UDP", a.peer.Underlay, b.peer.Underlay)
+	n := 0
+	for _, l := range lines {
+		if strings.Contains(l, "ESP(") {
+			t.Fatalf("plain ESP on %s's link with encap = yes: %s", a.name, l)
+		}
+		if strings.Contains(l, want) {
+			n++
+		}
+	}
+	if n < 10 {
+		t.Errorf("%d datagrams %q on %s's link; want the traffic there:\n%s", n, want, a.name, strings.Join(lines[:min(len(lines), 5)], "\n"))
+	}
+}

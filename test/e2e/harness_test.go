@@ -66,6 +66,7 @@ type env struct {
 	lab    *charon.Lab
 	timers groupTimers
 	v6     bool // IPv6 member LANs
+	encap  bool // ESP in UDP between the members
 	ctl    *node
 	mems   []*node
 }
@@ -90,6 +91,8 @@ type envOptions struct {
 	timers    groupTimers
 	// late lists members (1-based) that are set up but not started.
 	late map[int]bool
+	// encap carries the members' ESP in UDP (encap = yes).
+	encap bool
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -100,7 +103,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		o.timers = defaultTimers()
 	}
 	lab := charon.NewLab(t, charon.LabOptions{Members: o.members, Underlay6: o.underlay6, Control6: o.control6})
-	e := &env{t: t, lab: lab, timers: o.timers, v6: o.lan6}
+	e := &env{t: t, lab: lab, timers: o.timers, v6: o.lan6, encap: o.encap}
 	mk := func(name string, n charon.Node) *node {
 		dir, err := os.MkdirTemp("", "mpsa-e2e-")
 		if err != nil {
@@ -170,8 +173,11 @@ func (e *env) memberMPSA(i int) string {
 			routes = append(routes, charon.Route{Name: fmt.Sprintf("m%d", j+1), Prefix: o.lan, Peer: o.peer.Underlay})
 		}
 	}
-	return e.mpsaSection(m, "member", append([]string{"dataplane = userspace", "tun = mpsa0", "local_ts = " + m.lan.String()},
-		charon.RoutesSection(routes)...))
+	settings := []string{"dataplane = userspace", "tun = mpsa0", "local_ts = " + m.lan.String()}
+	if e.encap {
+		settings = append(settings, "encap = yes")
+	}
+	return e.mpsaSection(m, "member", append(settings, charon.RoutesSection(routes)...))
 }
 
 // scrape fetches the node's Prometheus metrics (served on 127.0.0.1:9474
