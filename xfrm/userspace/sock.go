@@ -46,52 +46,10 @@ type batchIO struct {
 }
 
 func openESPSocket(local netip.Addr, batch int) (*espSocket, error) {
-	family := unix.AF_INET6
-	if local.Is4() {
-		family = unix.AF_INET
-	}
-	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_ESP)
+	f, rc, err := openSocket(local, 0, unix.SOCK_RAW, unix.IPPROTO_ESP, "raw ESP socket")
 	if err != nil {
-		return nil, fmt.Errorf("raw ESP socket for %s: %w", local, err)
+		return nil, err
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			unix.Close(fd)
-		}
-	}()
-	var sa unix.Sockaddr
-	if local.Is4() {
-		sa = &unix.SockaddrInet4{Addr: local.As4()}
-		// Let the kernel fragment ESP larger than the path MTU rather
-		// than drop it.
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); err != nil {
-			return nil, fmt.Errorf("raw ESP socket for %s: IP_MTU_DISCOVER: %w", local, err)
-		}
-	} else {
-		sa = &unix.SockaddrInet6{Addr: local.As16()}
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DONT); err != nil {
-			return nil, fmt.Errorf("raw ESP socket for %s: IPV6_MTU_DISCOVER: %w", local, err)
-		}
-	}
-	if err := unix.Bind(fd, sa); err != nil {
-		return nil, fmt.Errorf("bind raw ESP socket to %s: %w", local, err)
-	}
-	// Large buffers absorb bursts from TSO super-packets; FORCE works
-	// with CAP_NET_ADMIN, the plain option is the fallback.
-	for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
-		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[0], 8<<20) != nil {
-			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[1], 8<<20)
-		}
-	}
-	f := os.NewFile(uintptr(fd), "esp:"+local.String())
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		ok = true
-		return nil, fmt.Errorf("raw ESP socket for %s: %w", local, err)
-	}
-	ok = true
 	s := &espSocket{local: local, file: f, rc: rc}
 	s.tx = newBatchIO(batch)
 	s.rx = newBatchIO(batch)
@@ -103,15 +61,63 @@ func openESPSocket(local netip.Addr, batch int) (*espSocket, error) {
 		s.tx.done, s.tx.errno = int(r), e
 		return true
 	}
-	s.rx.fn = func(fd uintptr) bool {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&s.rx.msgs[0])), uintptr(s.rx.n), unix.MSG_DONTWAIT, 0, 0)
-		if e == unix.EAGAIN {
-			return false
-		}
-		s.rx.done, s.rx.errno = int(r), e
-		return true
-	}
+	s.rx.fn = s.rx.recvmmsg
 	return s, nil
+}
+
+// openSocket opens a non-blocking socket of type typ and protocol proto
+// bound to local and port, with fragmentation allowed (an ESP packet over
+// the path MTU is fragmented rather than dropped) and 8 MiB buffers; what
+// names it in errors.
+func openSocket(local netip.Addr, port uint16, typ, proto int, what string) (*os.File, syscall.RawConn, error) {
+	family := unix.AF_INET6
+	if local.Is4() {
+		family = unix.AF_INET
+	}
+	where := local.String()
+	if port != 0 {
+		where = netip.AddrPortFrom(local, port).String()
+	}
+	fd, err := unix.Socket(family, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %s: %w", what, where, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			unix.Close(fd)
+		}
+	}()
+	var sa unix.Sockaddr
+	if local.Is4() {
+		sa = &unix.SockaddrInet4{Addr: local.As4(), Port: int(port)}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); err != nil {
+			return nil, nil, fmt.Errorf("%s %s: IP_MTU_DISCOVER: %w", what, where, err)
+		}
+	} else {
+		sa = &unix.SockaddrInet6{Addr: local.As16(), Port: int(port)}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DONT); err != nil {
+			return nil, nil, fmt.Errorf("%s %s: IPV6_MTU_DISCOVER: %w", what, where, err)
+		}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return nil, nil, fmt.Errorf("bind %s to %s: %w", what, where, err)
+	}
+	// Large buffers absorb bursts from TSO super-packets; FORCE works
+	// with CAP_NET_ADMIN, the plain option is the fallback.
+	for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[0], 8<<20) != nil {
+			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[1], 8<<20)
+		}
+	}
+	f := os.NewFile(uintptr(fd), what+" "+where)
+	ok = true // f owns fd now
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s %s: %w", what, where, err)
+	}
+	return f, rc, nil
 }
 
 func newBatchIO(n int) batchIO {
@@ -121,6 +127,33 @@ func newBatchIO(n int) batchIO {
 		b.msgs[i].hdr.SetIovlen(1)
 	}
 	return b
+}
+
+// recvmmsg is the RawConn callback of a receive batch.
+func (b *batchIO) recvmmsg(fd uintptr) bool {
+	r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(b.n), unix.MSG_DONTWAIT, 0, 0)
+	if e == unix.EAGAIN {
+		return false
+	}
+	b.done, b.errno = int(r), e
+	return true
+}
+
+// receive waits for and receives the batch's first b.n messages; the
+// socket is named by local in errors.
+func (b *batchIO) receive(rc syscall.RawConn, local netip.Addr) error {
+	for {
+		if err := rc.Read(b.fn); err != nil {
+			return errClosed
+		}
+		if b.errno == 0 {
+			return nil
+		}
+		if b.errno == unix.EINTR || b.errno == unix.ENOBUFS {
+			continue
+		}
+		return fmt.Errorf("recvmmsg on %s: %w", local, b.errno)
+	}
 }
 
 // errClosed reports that the socket was closed under a blocked call.
@@ -195,17 +228,8 @@ func (s *espSocket) recv(bufs [][]byte, off int, sizes []int) (int, error) {
 		s.rx.msgs[i].hdr.Flags = 0
 	}
 	s.rx.n = n
-	for {
-		if err := s.rc.Read(s.rx.fn); err != nil {
-			return 0, errClosed
-		}
-		if s.rx.errno == 0 {
-			break
-		}
-		if s.rx.errno == unix.EINTR || s.rx.errno == unix.ENOBUFS {
-			continue
-		}
-		return 0, fmt.Errorf("recvmmsg on %s: %w", s.local, s.rx.errno)
+	if err := s.rx.receive(s.rc, s.local); err != nil {
+		return 0, err
 	}
 	for i := 0; i < s.rx.done; i++ {
 		sizes[i] = int(s.rx.msgs[i].n)

@@ -78,67 +78,34 @@ type udpMsg struct {
 	closed  bool
 }
 
-// cmsgSegSpace is the control buffer of one UDP_SEGMENT message.
-var cmsgSegSpace = unix.CmsgSpace(2)
+// cmsgSegSpace is the size of the control buffer of one UDP_SEGMENT
+// message (a u16).
+func cmsgSegSpace() int { return unix.CmsgSpace(2) }
 
-// cmsgGROSpace is the control buffer for the UDP_GRO size on receive.
-var cmsgGROSpace = unix.CmsgSpace(4)
+// cmsgGROSpace is the size of the control buffer for the UDP_GRO size on
+// receive (an int).
+func cmsgGROSpace() int { return unix.CmsgSpace(4) }
 
 func openUDPSocket(local netip.Addr, port uint16, batch int, log *slog.Logger) (*udpSocket, error) {
-	family := unix.AF_INET6
-	if local.Is4() {
-		family = unix.AF_INET
-	}
-	where := netip.AddrPortFrom(local, port)
-	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	f, rc, err := openSocket(local, port, unix.SOCK_DGRAM, unix.IPPROTO_UDP, "ESP-in-UDP socket")
 	if err != nil {
-		return nil, fmt.Errorf("ESP-in-UDP socket %s: %w", where, err)
+		return nil, err
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			unix.Close(fd)
-		}
-	}()
-	var sa unix.Sockaddr
-	if local.Is4() {
-		sa = &unix.SockaddrInet4{Addr: local.As4(), Port: int(port)}
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); err != nil {
-			return nil, fmt.Errorf("ESP-in-UDP socket %s: IP_MTU_DISCOVER: %w", where, err)
-		}
-	} else {
-		sa = &unix.SockaddrInet6{Addr: local.As16(), Port: int(port)}
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DONT); err != nil {
-			return nil, fmt.Errorf("ESP-in-UDP socket %s: IPV6_MTU_DISCOVER: %w", where, err)
-		}
-	}
-	if err := unix.Bind(fd, sa); err != nil {
-		return nil, fmt.Errorf("bind ESP-in-UDP socket to %s: %w", where, err)
-	}
-	for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
-		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[0], 8<<20) != nil {
-			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[1], 8<<20)
-		}
-	}
-	s := &udpSocket{local: local, log: log}
-	// A kernel that knows UDP_SEGMENT answers getsockopt for it.
-	_, err = unix.GetsockoptInt(fd, solUDP, udpSegment)
-	s.gso.Store(err == nil)
-	s.gro = unix.SetsockoptInt(fd, solUDP, udpGRO, 1) == nil
-	f := os.NewFile(uintptr(fd), "esp-in-udp:"+where.String())
-	rc, err := f.SyscallConn()
+	s := &udpSocket{local: local, log: log, file: f, rc: rc}
+	err = rc.Control(func(fd uintptr) {
+		// A kernel that knows UDP_SEGMENT answers getsockopt for it.
+		_, gsoErr := unix.GetsockoptInt(int(fd), solUDP, udpSegment)
+		s.gso.Store(gsoErr == nil)
+		s.gro = unix.SetsockoptInt(int(fd), solUDP, udpGRO, 1) == nil
+	})
 	if err != nil {
 		f.Close()
-		ok = true
-		return nil, fmt.Errorf("ESP-in-UDP socket %s: %w", where, err)
+		return nil, fmt.Errorf("ESP-in-UDP socket %s: %w", netip.AddrPortFrom(local, port), err)
 	}
-	ok = true
-	s.file, s.rc = f, rc
-
 	s.tx = udpTx{
 		msgs:  make([]mmsghdr, batch),
 		iovs:  make([]unix.Iovec, batch),
-		oob:   make([]byte, batch*cmsgSegSpace),
+		oob:   make([]byte, batch*cmsgSegSpace()),
 		meta:  make([]udpMsg, batch),
 		spare: make([]udpMsg, batch),
 	}
@@ -151,15 +118,8 @@ func openUDPSocket(local netip.Addr, port uint16, batch int, log *slog.Logger) (
 		return true
 	}
 	s.rx = newBatchIO(s.rxMessages(batch))
-	s.rxOOB = make([]byte, len(s.rx.msgs)*cmsgGROSpace)
-	s.rx.fn = func(fd uintptr) bool {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&s.rx.msgs[0])), uintptr(s.rx.n), unix.MSG_DONTWAIT, 0, 0)
-		if e == unix.EAGAIN {
-			return false
-		}
-		s.rx.done, s.rx.errno = int(r), e
-		return true
-	}
+	s.rxOOB = make([]byte, len(s.rx.msgs)*cmsgGROSpace())
+	s.rx.fn = s.rx.recvmmsg
 	return s, nil
 }
 
@@ -270,14 +230,14 @@ func (s *udpSocket) prepare(i int) {
 	h.Control = nil
 	h.SetControllen(0)
 	if m.count > 1 {
-		oob := t.oob[i*cmsgSegSpace : (i+1)*cmsgSegSpace]
+		oob := t.oob[i*cmsgSegSpace() : (i+1)*cmsgSegSpace()]
 		c := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
 		c.Level = solUDP
 		c.Type = udpSegment
 		c.SetLen(unix.CmsgLen(2))
 		*(*uint16)(unsafe.Pointer(&oob[unix.CmsgLen(0)])) = uint16(m.segSize)
 		h.Control = &oob[0]
-		h.SetControllen(cmsgSegSpace)
+		h.SetControllen(cmsgSegSpace())
 	}
 }
 
@@ -319,22 +279,13 @@ func (s *udpSocket) recv(bufs [][]byte, off int, sizes, segs []int) (int, error)
 		h := &s.rx.msgs[i].hdr
 		h.Flags = 0
 		if s.gro {
-			h.Control = &s.rxOOB[i*cmsgGROSpace]
-			h.SetControllen(cmsgGROSpace)
+			h.Control = &s.rxOOB[i*cmsgGROSpace()]
+			h.SetControllen(cmsgGROSpace())
 		}
 	}
 	s.rx.n = n
-	for {
-		if err := s.rc.Read(s.rx.fn); err != nil {
-			return 0, errClosed
-		}
-		if s.rx.errno == 0 {
-			break
-		}
-		if s.rx.errno == unix.EINTR || s.rx.errno == unix.ENOBUFS {
-			continue
-		}
-		return 0, fmt.Errorf("recvmmsg on %s: %w", s.local, s.rx.errno)
+	if err := s.rx.receive(s.rc, s.local); err != nil {
+		return 0, err
 	}
 	for i := 0; i < s.rx.done; i++ {
 		h := &s.rx.msgs[i].hdr
@@ -345,7 +296,7 @@ func (s *udpSocket) recv(bufs [][]byte, off int, sizes, segs []int) (int, error)
 			continue
 		}
 		if s.gro && h.Controllen > 0 {
-			segs[i] = groSize(s.rxOOB[i*cmsgGROSpace : i*cmsgGROSpace+int(h.Controllen)])
+			segs[i] = groSize(s.rxOOB[i*cmsgGROSpace() : i*cmsgGROSpace()+int(h.Controllen)])
 		}
 	}
 	return s.rx.done, nil
