@@ -5,8 +5,10 @@
 # and 4 streams). Prints Mbit/s and packets/s (frames leaving the sender's
 # underlay veth) for each, and the ratio userspace/wireguard-go.
 # packets/s is the inner packet rate (throughput / MTU); frames/s counts
-# what leaves the sender's veth, where wireguard-go's UDP GSO super-frames
-# count once each while every ESP packet of the userspace backend counts.
+# what leaves the sender's veth: with raw ESP every ESP packet counts once,
+# while the UDP GSO super-frames of ESP in UDP and of wireguard-go count
+# once each, however many packets they carry. ESP in UDP uses port 4502,
+# mpsad's default encap_port (4501 is its control port).
 #
 # Needs root, iperf3, wg (wireguard-tools; installed here if missing on
 # Debian) and Go. wireguard-go is built from the Go module proxy at the
@@ -124,7 +126,7 @@ userspace() {
   grep -h "^spi\|^drops" "$work/usA.log" "$work/usB.log" | sed 's/^/  /'
 }
 userspace esp 0
-userspace esp-in-udp 4501
+userspace esp-in-udp 4502
 
 # --- wireguard-go ---
 umask 077

@@ -78,7 +78,6 @@ var (
 // that send or receive with it. The outbound sequence number lives here.
 type SA struct {
 	spi      uint32
-	suite    mpsa.Suite
 	block    cipher.Block
 	newHash  func() hash.Hash
 	integKey []byte
@@ -123,7 +122,6 @@ func NewSA(spi uint32, suite mpsa.Suite, encrKey, integKey []byte) (*SA, error) 
 	}
 	return &SA{
 		spi:      spi,
-		suite:    suite,
 		block:    block,
 		newHash:  nh,
 		integKey: append([]byte(nil), integKey...),
@@ -133,9 +131,6 @@ func NewSA(spi uint32, suite mpsa.Suite, encrKey, integKey []byte) (*SA, error) 
 
 // SPI returns the SA's SPI.
 func (sa *SA) SPI() uint32 { return sa.spi }
-
-// Suite returns the SA's algorithms.
-func (sa *SA) Suite() mpsa.Suite { return sa.suite }
 
 // ICVLen is the length of the truncated ICV that ends every packet.
 func (sa *SA) ICVLen() int { return sa.icvLen }
@@ -168,8 +163,8 @@ func paddedLen(innerLen int) int {
 // safe for concurrent use; make one per goroutine.
 type Crypter struct {
 	sa    *SA
-	enc   cipher.BlockMode
-	dec   cipher.BlockMode
+	enc   cbcMode
+	dec   cbcMode
 	mac   hash.Hash
 	sum   [64]byte
 	rand  io.Reader
@@ -177,7 +172,22 @@ type Crypter struct {
 	ivPos int
 }
 
-type ivSetter interface{ SetIV([]byte) }
+// cbcMode is a CBC encrypter or decrypter whose IV can be reset, as the
+// standard library's are: every packet has its own IV.
+type cbcMode interface {
+	cipher.BlockMode
+	SetIV([]byte)
+}
+
+// asCBCMode returns m's SetIV-capable view. It is asserted once, when a
+// Crypter is made, so that Seal and Open do not assert per packet.
+func asCBCMode(m cipher.BlockMode) cbcMode {
+	c, ok := m.(cbcMode)
+	if !ok {
+		panic(fmt.Sprintf("esp: CBC mode %T cannot set its IV", m))
+	}
+	return c
+}
 
 // NewCrypter makes a Crypter for sa. IVs are drawn from random, or from
 // crypto/rand when random is nil, in chunks of 1 KiB.
@@ -188,17 +198,14 @@ func (sa *SA) NewCrypter(random io.Reader) *Crypter {
 	var zeroIV [IVLen]byte
 	c := &Crypter{
 		sa:    sa,
-		enc:   cipher.NewCBCEncrypter(sa.block, zeroIV[:]),
-		dec:   cipher.NewCBCDecrypter(sa.block, zeroIV[:]),
+		enc:   asCBCMode(cipher.NewCBCEncrypter(sa.block, zeroIV[:])),
+		dec:   asCBCMode(cipher.NewCBCDecrypter(sa.block, zeroIV[:])),
 		mac:   hmac.New(sa.newHash, sa.integKey),
 		rand:  random,
 		ivPos: len(Crypter{}.ivBuf),
 	}
 	return c
 }
-
-// SA returns the SA the Crypter works for.
-func (c *Crypter) SA() *SA { return c.sa }
 
 func (c *Crypter) nextIV(iv []byte) error {
 	if c.ivPos+IVLen > len(c.ivBuf) {
@@ -259,7 +266,7 @@ func (c *Crypter) Seal(buf []byte, off, n int, seq uint32) ([]byte, error) {
 	}
 	payload[plen-2] = byte(padLen)
 	payload[plen-1] = nh
-	c.enc.(ivSetter).SetIV(iv)
+	c.enc.SetIV(iv)
 	c.enc.CryptBlocks(payload, payload)
 	authLen := HeaderLen + IVLen + plen
 	copy(pkt[authLen:], c.icv(pkt[:authLen]))
@@ -303,7 +310,7 @@ func (c *Crypter) Open(pkt []byte) (inner []byte, seq uint32, err error) {
 	if !hmac.Equal(c.icv(pkt[:authLen]), pkt[authLen:]) {
 		return nil, 0, ErrAuth
 	}
-	c.dec.(ivSetter).SetIV(pkt[HeaderLen : HeaderLen+IVLen])
+	c.dec.SetIV(pkt[HeaderLen : HeaderLen+IVLen])
 	c.dec.CryptBlocks(ct, ct)
 	nh := ct[len(ct)-1]
 	padLen := int(ct[len(ct)-2])

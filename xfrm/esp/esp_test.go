@@ -208,7 +208,7 @@ func sealRaw(t *testing.T, c *Crypter, plain []byte) []byte {
 	}
 	ct := buf[HeaderLen+IVLen : HeaderLen+IVLen+len(plain)]
 	copy(ct, plain)
-	c.enc.(ivSetter).SetIV(buf[HeaderLen : HeaderLen+IVLen])
+	c.enc.SetIV(buf[HeaderLen : HeaderLen+IVLen])
 	c.enc.CryptBlocks(ct, ct)
 	n := HeaderLen + IVLen + len(plain)
 	copy(buf[n:], c.icv(buf[:n]))
@@ -334,6 +334,28 @@ func runOpenSSL(t *testing.T, stdin []byte, args ...string) []byte {
 		t.Fatalf("openssl %s: %v: %s", strings.Join(args, " "), err, stderr.String())
 	}
 	return out
+}
+
+// noIVMode is a cipher.BlockMode whose IV cannot be reset.
+type noIVMode struct{}
+
+func (noIVMode) BlockSize() int              { return 16 }
+func (noIVMode) CryptBlocks(dst, src []byte) {}
+
+// TestCBCModeAssertedOnce: the Crypter holds its CBC modes as SetIV-capable
+// values, checked when it is made; a mode without SetIV is refused there,
+// not in Seal or Open.
+func TestCBCModeAssertedOnce(t *testing.T) {
+	c := newSA(t, 0x8000, suites()[0]).NewCrypter(nil)
+	if c.enc == nil || c.dec == nil {
+		t.Fatal("Crypter without CBC modes")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("asCBCMode accepted a mode without SetIV")
+		}
+	}()
+	asCBCMode(noIVMode{})
 }
 
 func TestSealOpenNoAllocs(t *testing.T) {

@@ -73,7 +73,8 @@ type Config struct {
 	ESPInUDPPort uint16
 }
 
-// Drops counts packets dropped before an SA could be charged for them.
+// Drops counts packets dropped before an SA could be charged for them,
+// and failed writes to the TUN.
 type Drops struct {
 	// NoOutbound counts packets from the TUN while no outbound SA is set.
 	NoOutbound uint64
@@ -85,21 +86,32 @@ type Drops struct {
 	// Malformed counts ESP packets too short for an SPI or with a bad
 	// outer header.
 	Malformed uint64
-	// TUNWriteErrors counts failed writes of inner packets to the TUN.
+	// TUNWriteErrors counts failed batched writes to the TUN: each is one
+	// write of up to a batch of inner packets, some of which may have been
+	// written. It counts writes, not packets.
 	TUNWriteErrors uint64
 }
 
 // saEntry is one installed SA with its counters and per-goroutine
 // Crypters: index 0 is the outbound goroutine, 1+i the inbound goroutine of
 // socket i.
+//
+// The fields fall in three groups: sa and crypters, read by every
+// goroutine and never written; the inbound counters, written by the
+// inbound goroutines; and the outbound counters, written by the outbound
+// goroutine. A full cache line (64 bytes) of padding between the groups
+// keeps any two of them off a common line wherever the allocator places
+// the entry, so that counting in one direction does not invalidate the
+// line the other direction reads or writes.
 type saEntry struct {
 	sa       *esp.SA
 	crypters []*esp.Crypter
 
+	_                            [64]byte
 	inPackets, inBytes, inErrors atomic.Uint64
-	_                            [40]byte // keep the directions on separate cache lines
-	outPackets, outBytes         atomic.Uint64
-	outErrors                    atomic.Uint64
+
+	_                               [64]byte
+	outPackets, outBytes, outErrors atomic.Uint64
 }
 
 // saSet is the immutable set of installed SAs that the data path reads.
@@ -121,16 +133,18 @@ func (s *saSet) find(spi uint32) *saEntry {
 
 // Backend is the userspace data plane. It implements xfrm.DataPlane.
 type Backend struct {
-	cfg    Config
-	log    *slog.Logger
-	nl     *netlink.Handle
-	dev    tun.Device
-	name   string
-	index  int
-	socks  []*espSocket // raw ESP, one per underlay address
-	usocks []*udpSocket // ESP in UDP instead, with Config.ESPInUDPPort
-	// tx4 and tx6 are the first socket of each family, for sending.
-	tx4, tx6 sender
+	cfg   Config
+	log   *slog.Logger
+	nl    *netlink.Handle
+	dev   tun.Device
+	name  string
+	index int
+	// socks has one socket per underlay address: raw ESP, or ESP in UDP
+	// with Config.ESPInUDPPort.
+	socks []*espSocket
+	// tx4 and tx6 are the send sides of the first socket of each
+	// family.
+	tx4, tx6 *sendQueue
 
 	mu       sync.Mutex // serializes control operations
 	sas      atomic.Pointer[saSet]
@@ -151,7 +165,7 @@ type Backend struct {
 
 var _ xfrm.DataPlane = (*Backend)(nil)
 
-// New creates the TUN device and the raw ESP sockets in the calling
+// New creates the TUN device and the ESP sockets in the calling
 // thread's network namespace and starts the data path. It first removes a
 // leftover TUN of the configured name that carries this backend's alias
 // (from a crash) and refuses to touch a link of that name that does not.
@@ -203,21 +217,22 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		for range ev {
 		}
 	}(b.dev.Events())
-	b.wg.Add(1 + len(b.socks) + len(b.usocks))
+	b.wg.Add(1 + len(b.socks))
 	go b.outboundLoop()
 	for i, s := range b.socks {
-		go b.inboundLoop(i, s)
-	}
-	for i, s := range b.usocks {
-		go b.inboundLoopUDP(i, s)
+		if s.udp {
+			go b.inboundLoopUDP(i, s)
+		} else {
+			go b.inboundLoop(i, s)
+		}
 	}
 	b.stopCtx = context.AfterFunc(ctx, func() { _ = b.Close() })
 	ok = true
 	encap := "ESP (IP protocol 50)"
 	if cfg.ESPInUDPPort != 0 {
 		encap = fmt.Sprintf("ESP in UDP, port %d", cfg.ESPInUDPPort)
-		for _, s := range b.usocks {
-			b.log.Info("ESP-in-UDP socket", "local", s.local, "gso", s.gso.Load(), "gro", s.gro)
+		for _, s := range b.socks {
+			b.log.Info("ESP-in-UDP socket", "local", s.local, "gso", s.tx.gso.Load(), "gro", s.gro)
 		}
 	}
 	b.log.Info("userspace data plane started", "mtu", cfg.MTU, "local", cfg.Local, "batch", b.dev.BatchSize(), "encapsulation", encap)
@@ -229,27 +244,16 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 func (b *Backend) openSockets() error {
 	for _, a := range b.cfg.Local {
 		a = a.Unmap()
-		var tx sender
-		if b.cfg.ESPInUDPPort != 0 {
-			s, err := openUDPSocket(a, b.cfg.ESPInUDPPort, b.cfg.BatchSize, b.log)
-			if err != nil {
-				return fmt.Errorf("userspace data plane: %w", err)
-			}
-			b.usocks = append(b.usocks, s)
-			tx = s
-		} else {
-			s, err := openESPSocket(a, b.cfg.BatchSize)
-			if err != nil {
-				return fmt.Errorf("userspace data plane: %w", err)
-			}
-			b.socks = append(b.socks, s)
-			tx = s
+		s, err := openESPSocket(a, b.cfg.ESPInUDPPort != 0, b.cfg.ESPInUDPPort, b.cfg.BatchSize, b.log)
+		if err != nil {
+			return fmt.Errorf("userspace data plane: %w", err)
 		}
+		b.socks = append(b.socks, s)
 		if a.Is4() && b.tx4 == nil {
-			b.tx4 = tx
+			b.tx4 = &s.tx
 		}
 		if a.Is6() && b.tx6 == nil {
-			b.tx6 = tx
+			b.tx6 = &s.tx
 		}
 	}
 	return nil
@@ -275,7 +279,7 @@ func (b *Backend) InstallInbound(ctx context.Context, sa xfrm.SA) error {
 		return fmt.Errorf("install inbound SA %08x: %w", sa.SPI, err)
 	}
 	e := &saEntry{sa: s}
-	for range 1 + len(b.socks) + len(b.usocks) {
+	for range 1 + len(b.socks) {
 		e.crypters = append(e.crypters, s.NewCrypter(nil))
 	}
 	next := &saSet{}
@@ -413,12 +417,7 @@ func (b *Backend) teardown() error {
 	var errs []error
 	for _, s := range b.socks {
 		if err := s.close(); err != nil {
-			errs = append(errs, fmt.Errorf("close ESP socket %s: %w", s.local, err))
-		}
-	}
-	for _, s := range b.usocks {
-		if err := s.close(); err != nil {
-			errs = append(errs, fmt.Errorf("close ESP-in-UDP socket %s: %w", s.local, err))
+			errs = append(errs, fmt.Errorf("close %s: %w", s.file.Name(), err))
 		}
 	}
 	if b.dev != nil {

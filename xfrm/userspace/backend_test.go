@@ -177,12 +177,12 @@ func testGroupConnectivity(t *testing.T, udpPort uint16) {
 			t.Errorf("member %d: counters too low for the traffic sent: %+v", m.i, c)
 		}
 	}
-	t.Logf("frames with more than one ESP packet (UDP GSO): %d", gsoFrames)
+	t.Logf("GSO frames (virtio-net gso_size set): %d", gsoFrames)
 	switch {
 	case udpPort != 0 && gsoFrames == 0:
 		t.Errorf("no UDP GSO frame left any member: the sends were not coalesced")
 	case udpPort == 0 && gsoFrames != 0:
-		t.Errorf("%d frames carried several ESP packets in raw ESP mode", gsoFrames)
+		t.Errorf("%d GSO frames left the members in raw ESP mode, which cannot segment", gsoFrames)
 	}
 }
 
@@ -361,7 +361,8 @@ func testRolloverUnderTraffic(t *testing.T, udpPort uint16) {
 	// with a valid checksum, and wrote to the TUN, and counts it in
 	// Udp6InCsumErrors; see docs/performance.md, "Known issue". Such a
 	// loss is not the rollover's: it is accepted only when the receiving
-	// namespace's checksum-error counter grew by as many datagrams as are
+	// namespace's UDP checksum-error counters (UdpInCsumErrors and
+	// Udp6InCsumErrors summed) grew by at least as many as datagrams are
 	// missing there, and the data plane itself counted no drop or error
 	// (checked below).
 	missingAt := map[*member]int{}
@@ -646,14 +647,14 @@ func TestContextEndsBackend(t *testing.T) {
 // kernel fragments, and segmentation stays on for later sends. TCP gets
 // through both ways over both families, and no packet counts as an error.
 func TestESPInUDPSegmentsOverMTU(t *testing.T) {
-	g := newGroup(t, 2, 4501)
+	g := newGroup(t, 2, testESPInUDPPort)
 	m1, m2 := g.members[0], g.members[1]
 	m1.ns.Run(t, "ip", "link", "set", "u0", "mtu", "1300")
 	g.setPeers(4, 6)
 	sa := g.newSA(0x4000_0001, testSuite)
 	g.install(sa)
 	g.setOutbound(sa.SPI)
-	m1.cap = startCapture(t, m1, 4501, g.key)
+	m1.cap = startCapture(t, m1, testESPInUDPPort, g.key)
 	payload := markedPayload(256 << 10)
 	tcpTransfer(t, m1, m2, 4, payload)
 	tcpTransfer(t, m1, m2, 6, payload)
@@ -670,8 +671,8 @@ func TestESPInUDPSegmentsOverMTU(t *testing.T) {
 	if gso != 0 {
 		t.Errorf("%d GSO frames left m1, want none: every segmented send of full-size packets should have been refused", gso)
 	}
-	for i, s := range m1.be.usocks {
-		if !s.gso.Load() {
+	for i, s := range m1.be.socks {
+		if !s.tx.gso.Load() {
 			t.Errorf("socket %d (%s): segmentation turned off, want it kept for packets that fit", i, s.local)
 		}
 	}

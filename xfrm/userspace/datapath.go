@@ -41,7 +41,8 @@ func (b *Backend) outboundLoop() {
 	}
 }
 
-// sendBatch seals and sends the packets read from the TUN.
+// sendBatch seals and sends the packets read from the TUN. Counters are
+// summed over the batch and added once.
 func (b *Backend) sendBatch(bufs [][]byte, sizes []int) {
 	out := b.outbound.Load()
 	if out == nil {
@@ -49,55 +50,70 @@ func (b *Backend) sendBatch(bufs [][]byte, sizes []int) {
 		return
 	}
 	tbl := b.peers.Load()
-	c := out.crypters[0]
-	var sealErrs uint64
+	sa, c := out.sa, out.crypters[0]
+	var malformed, noRoute, sealErrs uint64
+	var t outTally
 	for i := range bufs {
 		pkt := bufs[i][outOff : outOff+sizes[i]]
 		_, dst, ok := addrs(pkt)
 		if !ok {
-			b.drops.malformed.Add(1)
+			malformed++
 			continue
 		}
 		d, ok := tbl.route(dst)
 		if !ok {
-			b.drops.noRoute.Add(1)
+			noRoute++
 			continue
 		}
-		s := b.tx4
+		q := b.tx4
 		if d.family6 {
-			s = b.tx6
+			q = b.tx6
 		}
-		if s == nil {
-			b.drops.noRoute.Add(1)
+		if q == nil {
+			noRoute++
 			continue
 		}
-		espPkt, err := c.Seal(bufs[i], outOff, sizes[i], out.sa.NextSeq())
+		espPkt, err := c.Seal(bufs[i], outOff, sizes[i], sa.NextSeq())
 		if err != nil {
 			sealErrs++
 			continue
 		}
-		s.queue(espPkt, d, sizes[i])
-		if s.full() {
-			b.flush(out, s)
+		q.queue(espPkt, d, sizes[i])
+		if q.full() {
+			t.flush(q)
 		}
 	}
-	for _, s := range []sender{b.tx4, b.tx6} {
-		if s != nil && s.pending() {
-			b.flush(out, s)
+	for _, q := range [2]*sendQueue{b.tx4, b.tx6} {
+		if q != nil && q.pending() {
+			t.flush(q)
 		}
 	}
-	if sealErrs > 0 {
-		out.outErrors.Add(sealErrs)
+	if t.packets > 0 {
+		out.outPackets.Add(t.packets)
+		out.outBytes.Add(t.bytes)
+	}
+	if n := t.errors + sealErrs; n > 0 {
+		out.outErrors.Add(n)
+	}
+	if malformed > 0 {
+		b.drops.malformed.Add(malformed)
+	}
+	if noRoute > 0 {
+		b.drops.noRoute.Add(noRoute)
 	}
 }
 
-func (b *Backend) flush(e *saEntry, s sender) {
-	sent, bytes, failed := s.flush()
-	e.outPackets.Add(uint64(sent))
-	e.outBytes.Add(uint64(bytes))
-	if failed > 0 {
-		e.outErrors.Add(uint64(failed))
-	}
+// outTally sums what the flushes of one outbound batch sent and failed.
+type outTally struct {
+	packets, bytes, errors uint64
+}
+
+// flush sends q's batch and counts the result.
+func (t *outTally) flush(q *sendQueue) {
+	sent, bytes, failed := q.flush()
+	t.packets += uint64(sent)
+	t.bytes += uint64(bytes)
+	t.errors += uint64(failed)
 }
 
 func (b *Backend) inboundLoop(idx int, s *espSocket) {
@@ -112,11 +128,12 @@ func (b *Backend) inboundLoop(idx int, s *espSocket) {
 	bufs := make([][]byte, batch)
 	wbufs := make([][]byte, 0, batch)
 	sizes := make([]int, batch)
+	segs := make([]int, batch) // always 0: a raw socket has no GRO
 	for i := range bufs {
 		bufs[i] = make([]byte, inOff+maxPacket+esp.MaxTrailerLen)
 	}
 	for {
-		n, err := s.recv(bufs, recvOff, sizes)
+		n, err := s.recv(bufs, recvOff, sizes, segs)
 		if err != nil {
 			if errors.Is(err, errClosed) || b.isClosed() {
 				return
@@ -135,7 +152,7 @@ func (b *Backend) inboundLoop(idx int, s *espSocket) {
 // many ESP packets coalesced by GRO; each is copied to its own buffer,
 // where openBatch decrypts it in place, so that the TUN write can coalesce
 // the inner packets again.
-func (b *Backend) inboundLoopUDP(idx int, s *udpSocket) {
+func (b *Backend) inboundLoopUDP(idx int, s *espSocket) {
 	defer b.wg.Done()
 	rbufs := make([][]byte, len(s.rx.msgs))
 	sizes := make([]int, len(rbufs))
@@ -167,9 +184,10 @@ func (b *Backend) inboundLoopUDP(idx int, s *udpSocket) {
 			b.log.Debug("ESP-in-UDP receive", "err", err)
 			continue
 		}
+		var malformed uint64
 		for i := 0; i < n; i++ {
 			if sizes[i] <= 0 {
-				b.drops.malformed.Add(1)
+				malformed++
 				continue
 			}
 			data := rbufs[i][:sizes[i]]
@@ -189,9 +207,14 @@ func (b *Backend) inboundLoopUDP(idx int, s *udpSocket) {
 		if k > 0 {
 			deliver()
 		}
+		if malformed > 0 {
+			b.drops.malformed.Add(malformed)
+		}
 	}
 }
 
+// writeTUN writes a batch of inner packets to the TUN; a failed write
+// counts once in Drops.TUNWriteErrors, however many packets it held.
 func (b *Backend) writeTUN(bufs [][]byte) {
 	if _, err := b.dev.Write(bufs, inOff); err != nil && !b.isClosed() {
 		b.drops.tunWrite.Add(1)
@@ -200,13 +223,16 @@ func (b *Backend) writeTUN(bufs [][]byte) {
 }
 
 // openBatch authenticates and decrypts received ESP packets in place and
-// appends the inner packets, moved to start at inOff, to wbufs.
+// appends the inner packets, moved to start at inOff, to wbufs. Counters
+// are summed over the batch and added once (per SA for the SA's).
 func (b *Backend) openBatch(idx int, v4 bool, bufs [][]byte, sizes []int, recvOff int, wbufs [][]byte) [][]byte {
 	set := b.sas.Load()
 	tbl := b.peers.Load()
+	var malformed, unknownSPI uint64
+	var t inTally
 	for i := range bufs {
 		if sizes[i] < 0 {
-			b.drops.malformed.Add(1)
+			malformed++
 			continue
 		}
 		pkt := bufs[i][recvOff : recvOff+sizes[i]]
@@ -214,7 +240,7 @@ func (b *Backend) openBatch(idx int, v4 bool, bufs [][]byte, sizes []int, recvOf
 		if v4 {
 			hl, ok := ipv4HeaderLen(pkt)
 			if !ok {
-				b.drops.malformed.Add(1)
+				malformed++
 				continue
 			}
 			pkt = pkt[hl:]
@@ -222,30 +248,68 @@ func (b *Backend) openBatch(idx int, v4 bool, bufs [][]byte, sizes []int, recvOf
 		}
 		spi, ok := esp.PeekSPI(pkt)
 		if !ok {
-			b.drops.malformed.Add(1)
+			malformed++
 			continue
 		}
 		e := set.find(spi)
 		if e == nil {
-			b.drops.unknownSPI.Add(1)
+			unknownSPI++
 			continue
 		}
+		t.charge(e)
 		inner, _, err := e.crypters[1+idx].Open(pkt)
 		if err != nil {
-			e.inErrors.Add(1)
+			t.errors++
 			continue
 		}
 		src, dst, ok := addrs(inner)
 		if !ok || !tbl.accepts(src, dst) {
-			e.inErrors.Add(1)
+			t.errors++
 			continue
 		}
 		if start+esp.HeaderLen+esp.IVLen != inOff {
 			copy(bufs[i][inOff:], inner)
 		}
-		e.inPackets.Add(1)
-		e.inBytes.Add(uint64(len(inner)))
+		t.packets++
+		t.bytes += uint64(len(inner))
 		wbufs = append(wbufs, bufs[i][:inOff+len(inner)])
 	}
+	t.flush()
+	if malformed > 0 {
+		b.drops.malformed.Add(malformed)
+	}
+	if unknownSPI > 0 {
+		b.drops.unknownSPI.Add(unknownSPI)
+	}
 	return wbufs
+}
+
+// inTally sums the inbound counters of one SA over a run of packets of an
+// inbound batch.
+type inTally struct {
+	e                      *saEntry
+	packets, bytes, errors uint64
+}
+
+// charge makes e the SA being counted; what was counted for another SA
+// before is added to that SA's counters first.
+func (t *inTally) charge(e *saEntry) {
+	if e != t.e {
+		t.flush()
+		t.e = e
+	}
+}
+
+// flush adds what was counted to the SA's counters and starts over.
+func (t *inTally) flush() {
+	if t.e != nil {
+		if t.packets > 0 {
+			t.e.inPackets.Add(t.packets)
+			t.e.inBytes.Add(t.bytes)
+		}
+		if t.errors > 0 {
+			t.e.inErrors.Add(t.errors)
+		}
+	}
+	*t = inTally{}
 }

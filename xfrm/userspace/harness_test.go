@@ -66,12 +66,16 @@ func quietLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
+// testESPInUDPPort is the ESP-in-UDP port of the tests: mpsad's default
+// (encap_port), not its control port.
+const testESPInUDPPort = 4502
+
 // encapsulations are the two ways the backend carries ESP: as IP
 // protocol 50 and in UDP.
 var encapsulations = []struct {
 	name string
 	port uint16
-}{{"esp", 0}, {"udp", 4501}}
+}{{"esp", 0}, {"udp", testESPInUDPPort}}
 
 // newGroup builds n members and starts a backend in each; udpPort not 0
 // carries ESP in UDP on that port.
@@ -233,17 +237,19 @@ func eventually(cond func() bool) bool {
 }
 
 // capture counts the frames leaving a member's underlay veth: ESP by outer
-// and inner family (decrypted with the test's copy of the keys), and any
-// frame that carries the plaintext marker. With udpPort it counts ESP in
-// UDP to that port instead of IP protocol 50, and splits UDP GSO frames
-// (which the socket sees unsegmented, with the segment size in the
+// and inner family (decrypted with the test's copy of the keys), any frame
+// that carries the plaintext marker, and GSO frames. With udpPort it counts
+// ESP in UDP to that port instead of IP protocol 50, and splits UDP GSO
+// frames (which the socket sees unsegmented, with the segment size in the
 // virtio-net header it asks for) into their ESP packets.
 type capture struct {
 	fd      int
 	udpPort uint16
 	stop    chan struct{}
 	done    chan struct{}
-	// gsoFrames counts frames that carried more than one ESP packet.
+	// gsoFrames counts GSO frames: frames whose virtio-net header has a
+	// gso_size, in either encapsulation, since a frame the kernel will
+	// segment is one whatever it carries.
 	gsoFrames int
 	// fragments counts IP fragments, which are not decoded.
 	fragments int
@@ -429,10 +435,10 @@ func (c *capture) frame(pkt []byte, ethertype uint16, gso int) {
 		c.syncSeen[string(pkt[i:])] = true
 		return
 	}
-	outer, esps := c.espPayloads(pkt, ethertype, gso)
-	if len(esps) > 1 {
+	if gso > 0 {
 		c.gsoFrames++
 	}
+	outer, esps := c.espPayloads(pkt, ethertype, gso)
 	for _, payload := range esps {
 		c.espPacket(outer, payload)
 	}

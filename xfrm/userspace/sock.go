@@ -3,6 +3,7 @@ package userspace
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"syscall"
@@ -18,51 +19,79 @@ type mmsghdr struct {
 	_   [4]byte
 }
 
-// espSocket is a raw IP socket for protocol 50 bound to one local underlay
-// address. The kernel adds and, for IPv6, strips the outer header; a raw
-// IPv4 socket delivers the IPv4 header with the packet.
+// espSocket carries ESP from and to one local underlay address: a raw IP
+// socket for protocol 50 or a UDP socket for ESP in UDP (RFC 3948). For
+// raw ESP the kernel adds and, for IPv6, strips the outer header; a raw
+// IPv4 socket delivers the IPv4 header with the packet. A UDP socket
+// receives datagrams that the kernel coalesced (UDP_GRO) and reports their
+// segment size; where UDP_GRO cannot be set, every message is one
+// datagram.
 type espSocket struct {
 	local netip.Addr
-	file  *os.File
-	rc    syscall.RawConn
-	// tx is the batch being built for sendmmsg, used only by the
-	// outbound goroutine.
-	tx batchIO
+	// udp is set for ESP in UDP, clear for raw ESP.
+	udp  bool
+	file *os.File
+	rc   syscall.RawConn
+	// gro is set when UDP_GRO is on: a received message can hold many
+	// ESP packets.
+	gro bool
+	// tx is the send side, used only by the outbound goroutine.
+	tx sendQueue
 	// rx is the batch for recvmmsg, used only by this socket's inbound
-	// goroutine.
-	rx batchIO
+	// goroutine; rxOOB holds, with gro, one control buffer per message
+	// for the UDP_GRO segment size.
+	rx    recvBatch
+	rxOOB []byte
 }
 
-// batchIO holds preallocated mmsghdr and iovec arrays and the closures
-// handed to RawConn, made once so that a syscall does not allocate.
-type batchIO struct {
-	msgs  []mmsghdr
-	iovs  []unix.Iovec
-	lens  []int // inner packet length of each queued message
-	n     int   // messages to send or received
-	done  int   // result of the last syscall
-	errno syscall.Errno
-	fn    func(fd uintptr) bool
-}
-
-func openESPSocket(local netip.Addr, batch int) (*espSocket, error) {
-	f, rc, err := openSocket(local, 0, unix.SOCK_RAW, unix.IPPROTO_ESP, "raw ESP socket")
+// openESPSocket opens a raw ESP socket on local or, with udp, an
+// ESP-in-UDP socket on local and port (0: any), with batches of batch
+// packets.
+func openESPSocket(local netip.Addr, udp bool, port uint16, batch int, log *slog.Logger) (*espSocket, error) {
+	typ, proto, what := unix.SOCK_RAW, unix.IPPROTO_ESP, "raw ESP socket"
+	if udp {
+		typ, proto, what = unix.SOCK_DGRAM, unix.IPPROTO_UDP, "ESP-in-UDP socket"
+	} else {
+		port = 0
+	}
+	f, rc, err := openSocket(local, port, typ, proto, what)
 	if err != nil {
 		return nil, err
 	}
-	s := &espSocket{local: local, file: f, rc: rc}
-	s.tx = newBatchIO(batch)
-	s.rx = newBatchIO(batch)
-	s.tx.fn = func(fd uintptr) bool {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.tx.msgs[0])), uintptr(s.tx.n), unix.MSG_DONTWAIT, 0, 0)
-		if e == unix.EAGAIN {
-			return false
+	s := &espSocket{local: local, udp: udp, file: f, rc: rc}
+	gso := false
+	if udp {
+		err = rc.Control(func(fd uintptr) {
+			// A kernel that knows UDP_SEGMENT answers getsockopt for it.
+			_, gsoErr := unix.GetsockoptInt(int(fd), solUDP, udpSegment)
+			gso = gsoErr == nil
+			s.gro = unix.SetsockoptInt(int(fd), solUDP, udpGRO, 1) == nil
+		})
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s %s: %w", what, netip.AddrPortFrom(local, port), err)
 		}
-		s.tx.done, s.tx.errno = int(r), e
-		return true
 	}
-	s.rx.fn = s.rx.recvmmsg
+	s.tx.init(rc, local, log, batch, udp)
+	s.tx.gso.Store(gso)
+	s.rx.init(s.rxMessages(batch))
+	if s.gro {
+		s.rxOOB = make([]byte, len(s.rx.msgs)*cmsgGROSpace())
+		for i := range s.rx.msgs {
+			s.rx.msgs[i].hdr.Control = &s.rxOOB[i*cmsgGROSpace()]
+		}
+	}
 	return s, nil
+}
+
+// rxMessages is how many messages one receive asks for: with GRO each can
+// hold up to maxGSOSegments ESP packets, so a few fill a batch of the
+// TUN's size.
+func (s *espSocket) rxMessages(batch int) int {
+	if s.gro {
+		return max(1, batch/maxGSOSegments)
+	}
+	return batch
 }
 
 // openSocket opens a non-blocking socket of type typ and protocol proto
@@ -120,17 +149,29 @@ func openSocket(local netip.Addr, port uint16, typ, proto int, what string) (*os
 	return f, rc, nil
 }
 
-func newBatchIO(n int) batchIO {
-	b := batchIO{msgs: make([]mmsghdr, n), iovs: make([]unix.Iovec, n), lens: make([]int, n)}
+// recvBatch holds preallocated mmsghdr and iovec arrays for recvmmsg and
+// the closure handed to RawConn, made once so that a syscall does not
+// allocate.
+type recvBatch struct {
+	msgs  []mmsghdr
+	iovs  []unix.Iovec
+	n     int // messages to receive
+	done  int // result of the last syscall
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
+}
+
+func (b *recvBatch) init(n int) {
+	b.msgs, b.iovs = make([]mmsghdr, n), make([]unix.Iovec, n)
 	for i := range b.msgs {
 		b.msgs[i].hdr.Iov = &b.iovs[i]
 		b.msgs[i].hdr.SetIovlen(1)
 	}
-	return b
+	b.fn = b.recvmmsg
 }
 
 // recvmmsg is the RawConn callback of a receive batch.
-func (b *batchIO) recvmmsg(fd uintptr) bool {
+func (b *recvBatch) recvmmsg(fd uintptr) bool {
 	r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(b.n), unix.MSG_DONTWAIT, 0, 0)
 	if e == unix.EAGAIN {
 		return false
@@ -141,7 +182,7 @@ func (b *batchIO) recvmmsg(fd uintptr) bool {
 
 // receive waits for and receives the batch's first b.n messages; the
 // socket is named by local in errors.
-func (b *batchIO) receive(rc syscall.RawConn, local netip.Addr) error {
+func (b *recvBatch) receive(rc syscall.RawConn, local netip.Addr) error {
 	for {
 		if err := rc.Read(b.fn); err != nil {
 			return errClosed
@@ -159,85 +200,40 @@ func (b *batchIO) receive(rc syscall.RawConn, local netip.Addr) error {
 // errClosed reports that the socket was closed under a blocked call.
 var errClosed = errors.New("socket closed")
 
-// queue adds one packet for the destination d to the send batch; inner
-// is the length of the inner packet it carries, for the byte counters.
-func (s *espSocket) queue(pkt []byte, d *dest, inner int) {
-	i := s.tx.n
-	s.tx.lens[i] = inner
-	s.tx.iovs[i].Base = &pkt[0]
-	s.tx.iovs[i].SetLen(len(pkt))
-	s.tx.msgs[i].hdr.Name = &d.sa[0]
-	s.tx.msgs[i].hdr.Namelen = d.saLen
-	s.tx.n++
-}
-
-func (s *espSocket) full() bool { return s.tx.n == len(s.tx.msgs) }
-
-// pending reports whether packets are queued.
-func (s *espSocket) pending() bool { return s.tx.n > 0 }
-
-// sender is the send side of a raw ESP or an ESP-in-UDP socket, used only
-// by the outbound goroutine.
-type sender interface {
-	// queue adds pkt, an ESP packet for d carrying an inner packet of
-	// inner bytes, to the batch.
-	queue(pkt []byte, d *dest, inner int)
-	full() bool
-	pending() bool
-	// flush sends the batch and returns the ESP packets sent, the inner
-	// bytes they carried and the packets that failed.
-	flush() (sent, bytes, failed int)
-}
-
-// flush sends the queued batch and returns how many packets were sent,
-// the inner bytes they carried, and how many failed. A packet the kernel
-// refuses (no route, too big) is skipped and counted as failed.
-func (s *espSocket) flush() (sent, bytes, failed int) {
-	msgs := s.tx.msgs
-	total := s.tx.n
-	off := 0
-	for off < total {
-		s.tx.msgs = msgs[off:]
-		s.tx.n = total - off
-		if err := s.rc.Write(s.tx.fn); err != nil {
-			failed += total - off
-			break
-		}
-		if s.tx.errno != 0 {
-			failed++
-			off++
-			continue
-		}
-		for _, l := range s.tx.lens[off : off+s.tx.done] {
-			bytes += l
-		}
-		sent += s.tx.done
-		off += s.tx.done
-	}
-	s.tx.msgs, s.tx.n = msgs, 0
-	return sent, bytes, failed
-}
-
-// recv fills bufs[i][off:] with up to len(bufs) packets and sets sizes.
-func (s *espSocket) recv(bufs [][]byte, off int, sizes []int) (int, error) {
-	n := min(len(bufs), len(s.rx.msgs))
+// recv receives up to len(s.rx.msgs) messages into bufs[i][off:] and sets
+// sizes[i] (-1 for a truncated message) and segs[i], the UDP_GRO segment
+// size (0: one ESP packet, always so for raw ESP).
+func (s *espSocket) recv(bufs [][]byte, off int, sizes, segs []int) (int, error) {
+	r := &s.rx
+	n := min(len(bufs), len(r.msgs))
 	for i := 0; i < n; i++ {
-		s.rx.iovs[i].Base = &bufs[i][off]
-		s.rx.iovs[i].SetLen(len(bufs[i]) - off)
-		s.rx.msgs[i].n = 0
-		s.rx.msgs[i].hdr.Flags = 0
+		r.iovs[i].Base = &bufs[i][off]
+		r.iovs[i].SetLen(len(bufs[i]) - off)
+		r.msgs[i].n = 0
+		h := &r.msgs[i].hdr
+		h.Flags = 0
+		if s.gro {
+			// The Control pointer was set at open.
+			h.SetControllen(cmsgGROSpace())
+		}
 	}
-	s.rx.n = n
-	if err := s.rx.receive(s.rc, s.local); err != nil {
+	r.n = n
+	if err := r.receive(s.rc, s.local); err != nil {
 		return 0, err
 	}
-	for i := 0; i < s.rx.done; i++ {
-		sizes[i] = int(s.rx.msgs[i].n)
-		if s.rx.msgs[i].hdr.Flags&unix.MSG_TRUNC != 0 {
+	for i := 0; i < r.done; i++ {
+		h := &r.msgs[i].hdr
+		sizes[i] = int(r.msgs[i].n)
+		segs[i] = 0
+		if h.Flags&unix.MSG_TRUNC != 0 {
 			sizes[i] = -1
+			continue
+		}
+		if s.gro && h.Controllen > 0 {
+			segs[i] = groSize(s.rxOOB[i*cmsgGROSpace() : i*cmsgGROSpace()+int(h.Controllen)])
 		}
 	}
-	return s.rx.done, nil
+	return r.done, nil
 }
 
 func (s *espSocket) close() error { return s.file.Close() }
