@@ -13,8 +13,9 @@
 // $MPSA_KERNEL_DIR when set). Without it, or without qemu-system-x86_64 and
 // modprobe, the test skips with the reason, and fails under CI=true.
 //
-// Inside the guest the binary runs as PID 1: it mounts /proc, /sys and
-// /dev, loads the modules listed in /modules.list in order, runs the tests
+// Inside the guest the binary runs as PID 1: it mounts /proc, /sys, /dev,
+// and tmpfs on /tmp and /run (where the named network namespaces live),
+// loads the modules listed in /modules.list in order, runs the tests
 // with the arguments given after "--" on the kernel command line, prints a
 // result line starting with ResultMarker and powers the machine off.
 package vm

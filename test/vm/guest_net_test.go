@@ -29,6 +29,8 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
+
+	"github.com/mpsa/mpsa/internal/nettest"
 )
 
 // guestNS is a named network namespace in the guest (/run/netns/NAME)
@@ -93,29 +95,12 @@ func newNS(t *testing.T, name string) *guestNS {
 }
 
 // do runs fn on a thread inside the namespace; sockets fn opens stay there.
+// It is nettest's (*NS).Do, which needs no `ip` binary, only
+// /proc/thread-self/ns/net and the namespace's file /run/netns/NAME, both
+// of which the guest has (setupGuest mounts /proc and /run, and newNS
+// creates the file).
 func (n *guestNS) do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(n.ns); err != nil {
-			errc <- fmt.Errorf("enter %s: %w", n.name, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("leave %s: %w", n.name, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return (&nettest.NS{Name: n.name}).Do(fn)
 }
 
 func (n *guestNS) link(t *testing.T, name string) netlink.Link {
@@ -184,8 +169,10 @@ func (n *guestNS) xfrmCounts(t *testing.T) (states, policies int) {
 	return len(s), len(p)
 }
 
-// ping sends ICMP echo requests from src to dst inside n until one is
-// answered (at most tries), and returns how many were answered.
+// ping sends count ICMP echo requests from src to dst inside n, one after
+// the other, each waiting up to 3 s for its answer, and returns how many
+// were answered. The error reports a socket that could not be opened or a
+// request that could not be sent, which ends the pings.
 func (n *guestNS) ping(src, dst netip.Addr, count int) (int, error) {
 	network, proto := "ip4:icmp", 1
 	var typ, reply icmp.Type = ipv4.ICMPTypeEcho, ipv4.ICMPTypeEchoReply
@@ -298,18 +285,19 @@ func (n *guestNS) tcpEcho(ctx context.Context, src netip.Addr, dst netip.AddrPor
 // sniffer counts the frames leaving one interface: ESP frames, and IP
 // frames in plaintext whose addresses are inside the watched prefixes.
 type sniffer struct {
-	fd    int
-	esp   atomic.Int64
-	plain atomic.Int64
-	drops atomic.Int64 // frames the socket dropped: the counts are incomplete
-	stop  chan struct{}
-	done  chan struct{}
-	first atomic.Value // description of the first plaintext frame
+	ifname string
+	fd     int
+	esp    atomic.Int64
+	plain  atomic.Int64
+	drops  atomic.Int64 // frames the socket dropped: the counts are incomplete
+	stop   chan struct{}
+	done   chan struct{}
+	first  atomic.Value // description of the first plaintext frame
 }
 
 func (n *guestNS) sniff(t *testing.T, ifname string, watch []netip.Prefix) *sniffer {
 	t.Helper()
-	s := &sniffer{stop: make(chan struct{}), done: make(chan struct{})}
+	s := &sniffer{ifname: ifname, stop: make(chan struct{}), done: make(chan struct{})}
 	idx := n.link(t, ifname).Attrs().Index
 	if err := n.do(func() error {
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
@@ -406,6 +394,31 @@ func (s *sniffer) close() {
 	close(s.stop)
 	<-s.done
 	unix.Close(s.fd)
+}
+
+// checkComplete closes the capture and fails the test if the socket
+// dropped frames, which would make every count incomplete. who names the
+// member in the messages.
+func (s *sniffer) checkComplete(t *testing.T, who string) {
+	t.Helper()
+	s.close()
+	if d := s.drops.Load(); d != 0 {
+		t.Errorf("%s: the capture on %s dropped %d frames; the plaintext check is incomplete", who, s.ifname, d)
+	}
+}
+
+// check closes the capture and fails the test if it dropped frames or
+// counted a plaintext frame to or from a watched prefix, and, with
+// wantESP, if no ESP frame left the interface.
+func (s *sniffer) check(t *testing.T, who string, wantESP bool) {
+	t.Helper()
+	s.checkComplete(t, who)
+	if n := s.plain.Load(); n != 0 {
+		t.Errorf("%s: %d plaintext LAN frames left %s, first: %v", who, n, s.ifname, s.first.Load())
+	}
+	if wantESP && s.esp.Load() == 0 {
+		t.Errorf("%s: no ESP frame left %s", who, s.ifname)
+	}
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/mpsa/mpsa/mpsa"
 	"github.com/mpsa/mpsa/xfrm"
@@ -238,37 +240,24 @@ func TestSharedSA(t *testing.T) {
 			bs := backends(t, ctx, ms, func(m *member) kernel.Config {
 				return kernel.Config{Underlay: []netip.Addr{m.underlay(tc.outer6)}, AllowCounterMode: tc.counterMode}
 			})
+			inner := []bool{tc.inner6}
+			installEverywhere(t, ctx, ms, bs, sa, inner, tc.outer6)
 			var sniffers []*sniffer
-			for j, m := range ms {
-				if err := bs[j].InstallInbound(ctx, sa); err != nil {
-					t.Fatalf("member %d: %v", m.i, err)
-				}
-				inner := []bool{tc.inner6}
-				if err := bs[j].SetPeers(ctx, []netip.Prefix{m.lanPrefix(tc.inner6)}, peersOf(ms, m, inner, tc.outer6)); err != nil {
-					t.Fatalf("member %d: %v", m.i, err)
-				}
-				if err := bs[j].SetOutbound(ctx, spi); err != nil {
-					t.Fatalf("member %d: %v", m.i, err)
-				}
+			for _, m := range ms {
 				sniffers = append(sniffers, m.ns.sniff(t, "ul0", lanWatch))
 			}
-			checkTraffic(t, ctx, ms, []bool{tc.inner6})
+			checkTraffic(t, ctx, ms, inner)
 			for j, m := range ms {
-				sniffers[j].close()
-				if d := sniffers[j].drops.Load(); d != 0 {
-					t.Errorf("member %d: the capture on ul0 dropped %d frames; the plaintext check is incomplete", m.i, d)
-				}
-				if n := sniffers[j].plain.Load(); n != 0 {
-					t.Errorf("member %d: %d plaintext LAN frames left ul0, first: %v", m.i, n, sniffers[j].first.Load())
-				}
-				if sniffers[j].esp.Load() == 0 {
-					t.Errorf("member %d: no ESP frame left ul0", m.i)
-				}
+				sniffers[j].check(t, fmt.Sprintf("member %d", m.i), true)
 				cs, err := bs[j].Counters(ctx)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if len(cs) != 1 || cs[0].SPI != spi || cs[0].InPackets == 0 || cs[0].OutPackets == 0 || cs[0].InBytes == 0 || cs[0].OutBytes == 0 {
+				if len(cs) != 1 {
+					t.Errorf("member %d: counters %+v, want traffic both ways on %08x", m.i, cs, spi)
+					continue
+				}
+				if cs[0].SPI != spi || cs[0].InPackets == 0 || cs[0].OutPackets == 0 || cs[0].InBytes == 0 || cs[0].OutBytes == 0 {
 					t.Errorf("member %d: counters %+v, want traffic both ways on %08x", m.i, cs, spi)
 				}
 				if esp := sniffers[j].esp.Load(); uint64(esp) != cs[0].OutPackets {
@@ -423,13 +412,7 @@ func TestRollover(t *testing.T) {
 		}
 	}
 	for j, m := range ms {
-		sniffers[j].close()
-		if d := sniffers[j].drops.Load(); d != 0 {
-			t.Errorf("member %d: the capture on ul0 dropped %d frames; the plaintext check is incomplete", m.i, d)
-		}
-		if n := sniffers[j].plain.Load(); n != 0 {
-			t.Errorf("member %d: %d plaintext LAN frames left ul0, first: %v", m.i, n, sniffers[j].first.Load())
-		}
+		sniffers[j].check(t, fmt.Sprintf("member %d", m.i), true)
 		cs, err := bs[j].Counters(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -453,20 +436,14 @@ func TestRouteBased(t *testing.T) {
 		return kernel.Config{Underlay: []netip.Addr{m.ul4}, Interface: ifname, IfID: ifid}
 	})
 	inner := []bool{false, true}
-	var sniffers []*sniffer
 	for j, m := range ms {
 		if name, idx := bs[j].Interface(); name != ifname || idx == 0 {
 			t.Fatalf("member %d: Interface() = %q, %d", m.i, name, idx)
 		}
-		if err := bs[j].InstallInbound(ctx, sa); err != nil {
-			t.Fatal(err)
-		}
-		if err := bs[j].SetPeers(ctx, []netip.Prefix{m.lanPrefix(false), m.lanPrefix(true)}, peersOf(ms, m, inner, false)); err != nil {
-			t.Fatal(err)
-		}
-		if err := bs[j].SetOutbound(ctx, sa.SPI); err != nil {
-			t.Fatal(err)
-		}
+	}
+	installEverywhere(t, ctx, ms, bs, sa, inner, false)
+	var sniffers []*sniffer
+	for _, m := range ms {
 		for _, o := range ms {
 			if o != m {
 				m.ns.addRoute(t, o.lanPrefix(false).String(), ifname)
@@ -477,16 +454,7 @@ func TestRouteBased(t *testing.T) {
 	}
 	checkTraffic(t, ctx, ms, inner)
 	for j, m := range ms {
-		sniffers[j].close()
-		if d := sniffers[j].drops.Load(); d != 0 {
-			t.Errorf("member %d: the capture on ul0 dropped %d frames; the plaintext check is incomplete", m.i, d)
-		}
-		if n := sniffers[j].plain.Load(); n != 0 {
-			t.Errorf("member %d: %d plaintext LAN frames left ul0, first: %v", m.i, n, sniffers[j].first.Load())
-		}
-		if sniffers[j].esp.Load() == 0 {
-			t.Errorf("member %d: no ESP frame left ul0", m.i)
-		}
+		sniffers[j].check(t, fmt.Sprintf("member %d", m.i), true)
 		st := m.ns.link(t, ifname).Attrs().Statistics
 		if st == nil || st.RxPackets == 0 || st.TxPackets == 0 {
 			t.Errorf("member %d: XFRM interface statistics %+v, want packets both ways", m.i, st)
@@ -614,8 +582,9 @@ func TestMissingAlgorithmNamed(t *testing.T) {
 }
 
 // TestRemoveOutboundBlocks removes the outbound SA at one member: from then
-// on its traffic for the peers is blocked, never sent in plaintext; the
-// peer table emptied removes the policies, Close the rest.
+// on its traffic for the peers is blocked (sends fail with EPERM), never
+// sent in plaintext; the peer table emptied removes the policies, Close the
+// rest.
 func TestRemoveOutboundBlocks(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -638,16 +607,13 @@ func TestRemoveOutboundBlocks(t *testing.T) {
 		t.Errorf("%d pings answered after the outbound SA was removed", n)
 	}
 	t.Logf("ping after removal: %v", err)
+	if !errors.Is(err, unix.EPERM) {
+		t.Errorf("ping after removal: %v; want the block policy to refuse the send with EPERM", err)
+	}
 	if err := a.ns.tcpEcho(ctx, a.lan4, netip.AddrPortFrom(b.lan4, 7), 1000); err == nil {
 		t.Error("TCP worked after the outbound SA was removed")
 	}
-	sn.close()
-	if d := sn.drops.Load(); d != 0 {
-		t.Errorf("the capture dropped %d frames", d)
-	}
-	if p := sn.plain.Load(); p != 0 {
-		t.Errorf("%d plaintext LAN frames left member 1 after removal, first: %v", p, sn.first.Load())
-	}
+	sn.check(t, "member 1 after removal", false)
 	if cs, err := bs[0].Counters(ctx); err != nil || len(cs) != 0 {
 		t.Errorf("counters after removal: %+v, %v; want none", cs, err)
 	}
@@ -704,12 +670,21 @@ func TestTamperedESPCounted(t *testing.T) {
 	// Decryption may complete asynchronously: wait until the errors are
 	// counted (or the deadline passes), then check the exact figure.
 	var cs []xfrm.Counters
-	_ = waitFor(ctx, func() bool {
-		var err error
-		cs, err = bs[0].Counters(ctx)
-		return err != nil || (len(cs) == 1 && cs[0].InErrors >= forged)
+	var cerr error
+	werr := waitFor(ctx, func() bool {
+		cs, cerr = bs[0].Counters(ctx)
+		return cerr != nil || (len(cs) == 1 && cs[0].InErrors >= forged)
 	})
-	if len(cs) != 1 || cs[0].InErrors != forged {
+	if cerr != nil {
+		t.Fatalf("counters: %v", cerr)
+	}
+	if werr != nil {
+		t.Errorf("waiting for %d inbound errors on %08x: %v; counters %+v", forged, sa.SPI, werr, cs)
+	}
+	if len(cs) != 1 {
+		t.Fatalf("counters %+v, want %d inbound errors on %08x", cs, forged, sa.SPI)
+	}
+	if cs[0].InErrors != forged {
 		t.Errorf("counters %+v, want %d inbound errors on %08x", cs, forged, sa.SPI)
 	}
 	if cs[0].InPackets == 0 {
@@ -731,10 +706,7 @@ func TestCaptureSeesPlaintext(t *testing.T) {
 	if n, err := a.ns.ping(a.lan4, b.lan4, 2); err != nil || n != 2 {
 		t.Fatalf("plaintext ping %s -> %s: %d of 2 answered, %v", a.lan4, b.lan4, n, err)
 	}
-	sn.close()
-	if sn.drops.Load() != 0 {
-		t.Errorf("capture dropped %d frames", sn.drops.Load())
-	}
+	sn.checkComplete(t, "member 1")
 	if p := sn.plain.Load(); p < 2 {
 		t.Errorf("capture counted %d plaintext frames, want at least the two echo requests", p)
 	}
@@ -769,15 +741,6 @@ func TestHostTrafficNotLeaked(t *testing.T) {
 		}
 		t.Logf("from %s to %s: %v", a.underlay(v6), b.lan(v6), err)
 	}
-	sn.close()
-	if d := sn.drops.Load(); d != 0 {
-		t.Errorf("the capture dropped %d frames", d)
-	}
-	if p := sn.plain.Load(); p != 0 {
-		t.Errorf("%d plaintext frames to or from a LAN left member 1, first: %v", p, sn.first.Load())
-	}
-	if sn.esp.Load() == 0 {
-		t.Error("no ESP left member 1")
-	}
+	sn.check(t, "member 1", true)
 	closeAndCheckClean(t, ms, bs)
 }

@@ -15,6 +15,12 @@
 //     outbound SPI, and in and fwd policies p -> l whose template accepts
 //     any of the installed inbound SPIs. Until an outbound SA is set, the
 //     out policies block, so nothing for a peer leaves in plaintext.
+//   - when L is not empty, for every peer prefix p with a prefix of its
+//     family in L: a fallback out policy from any source of p's family to
+//     p that blocks, at priority Priority+1 (less preferred than the
+//     policies above). Traffic the member originates from an address
+//     outside L (its underlay address, say) to a peer's LAN is dropped
+//     instead of leaving in plaintext.
 //
 // In route-based mode (Config.Interface set) the backend also creates an
 // XFRM interface with Config.IfID and puts that if_id on every state and
@@ -25,7 +31,9 @@
 //
 // Every state carries Config.ReqID (default DefaultReqID) and every policy
 // has priority Config.Priority (default DefaultPriority) and either
-// templates with that reqid or, for the blocking out policies, no template.
+// templates with that reqid or, for the blocking out policies, no template;
+// the fallback block policies have priority Config.Priority+1 and no
+// template.
 // On start the backend deletes the states and policies that match these
 // marks (and the configured if_id), which are what an earlier run left
 // behind after a crash, and nothing else. Two backends in one network
@@ -115,7 +123,7 @@ type Backend struct {
 
 	mu     sync.Mutex
 	closed bool
-	sas    map[uint32]xfrm.SA // installed SAs, keys copied
+	sas    map[uint32]installed // installed SAs, keys copied
 	outSPI uint32
 	local  []netip.Prefix
 	peers  []xfrm.Peer
@@ -177,7 +185,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	xs := &xfrmSocket{sockets: map[int]*nl.SocketHandle{unix.NETLINK_XFRM: {Socket: sock}}}
 	b := &Backend{
 		cfg: cfg, log: log, h: h, xs: xs,
-		sas: map[uint32]xfrm.SA{},
+		sas: map[uint32]installed{},
 		cur: plan{policies: map[policyKey]netlink.XfrmPolicy{}, out: map[outKey]netip.Addr{}},
 	}
 	if err := b.removeLeftovers(ctx); err != nil {
@@ -217,10 +225,11 @@ func (b *Backend) removeLeftovers(ctx context.Context) error {
 		return fmt.Errorf("kernel data plane: list states: %w", err)
 	}
 	for _, s := range states {
-		if s.Reqid != int(b.cfg.ReqID) || s.Proto != netlink.XFRM_PROTO_ESP || s.Ifid != int(b.cfg.IfID) {
+		if !b.ownState(s) {
 			continue
 		}
-		if err := b.delState(s.Dst, s.Spi, s.Ifid); err != nil {
+		dst, _ := netip.AddrFromSlice(s.Dst)
+		if err := b.delState(dst.Unmap(), uint32(s.Spi)); err != nil {
 			return fmt.Errorf("kernel data plane: remove leftover state %08x to %s: %w", uint32(s.Spi), s.Dst, err)
 		}
 		n++
@@ -286,22 +295,18 @@ func (b *Backend) InstallInbound(ctx context.Context, sa xfrm.SA) error {
 	if sa.Suite.CounterMode() && !b.cfg.AllowCounterMode {
 		return fmt.Errorf("install inbound SA %08x: %s is a counter mode; with one key shared by many senders the kernel can repeat a nonce (RFC 6054), so it is refused; use AES-CBC with HMAC-SHA2", sa.SPI, sa.Suite)
 	}
-	if _, _, _, err := algorithms(sa); err != nil {
+	own, err := newInstalled(sa)
+	if err != nil {
 		return fmt.Errorf("install inbound SA %08x: %w", sa.SPI, err)
 	}
-	own := xfrm.SA{SPI: sa.SPI, Suite: sa.Suite, EncrKey: slices.Clone(sa.EncrKey), IntegKey: slices.Clone(sa.IntegKey)}
 	var added []netip.Addr
 	for _, u := range b.cfg.Underlay {
-		st, err := b.state(own, zeroOf(u), u)
-		if err != nil {
-			return err
-		}
-		if err := b.xs.addState(st); err != nil {
+		if err := b.xs.addState(b.state(own, zeroOf(u), u)); err != nil {
 			err = b.explain(own, u, err)
 			for _, a := range added {
-				_ = b.delState(net.IP(a.AsSlice()), int(sa.SPI), int(b.cfg.IfID))
+				_ = b.delState(a, sa.SPI)
 			}
-			own.Zero()
+			own.sa.Zero()
 			return fmt.Errorf("install inbound SA %08x on %s: %w", sa.SPI, u, err)
 		}
 		added = append(added, u)
@@ -337,7 +342,7 @@ func (b *Backend) Remove(ctx context.Context, spi uint32) error {
 	if b.closed {
 		return errors.New("kernel data plane: closed")
 	}
-	sa, ok := b.sas[spi]
+	in, ok := b.sas[spi]
 	if !ok {
 		return fmt.Errorf("remove SA %08x: not installed", spi)
 	}
@@ -352,18 +357,14 @@ func (b *Backend) Remove(ctx context.Context, spi uint32) error {
 		if k.spi != spi {
 			continue
 		}
-		if err := b.delState(net.IP(k.peer.AsSlice()), int(k.spi), int(b.cfg.IfID)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+		if err := b.delState(k.peer, k.spi); err != nil {
 			errs = append(errs, fmt.Errorf("remove outbound SA %08x to %s: %w", spi, k.peer, err))
 			continue
 		}
 		delete(b.cur.out, k)
 	}
-	for _, u := range b.cfg.Underlay {
-		if err := b.delState(net.IP(u.AsSlice()), int(spi), int(b.cfg.IfID)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("remove inbound SA %08x on %s: %w", spi, u, err))
-		}
-	}
-	sa.Zero()
+	errs = append(errs, b.removeInbound(spi)...)
+	in.sa.Zero()
 	delete(b.sas, spi)
 	b.log.InfoContext(ctx, "removed SA", "spi", fmt.Sprintf("%08x", spi))
 	return errors.Join(errs...)
@@ -405,7 +406,7 @@ func (b *Backend) apply(ctx context.Context, local []netip.Prefix, peers []xfrm.
 	var addedOut []outKey
 	undo := func() {
 		for _, k := range addedOut {
-			_ = b.delState(net.IP(k.peer.AsSlice()), int(k.spi), int(b.cfg.IfID))
+			_ = b.delState(k.peer, k.spi)
 			delete(b.cur.out, k)
 		}
 	}
@@ -413,14 +414,10 @@ func (b *Backend) apply(ctx context.Context, local []netip.Prefix, peers []xfrm.
 		if _, have := b.cur.out[k]; have {
 			continue
 		}
-		st, err := b.state(b.sas[k.spi], src, k.peer)
-		if err != nil {
+		in := b.sas[k.spi]
+		if err := b.xs.addState(b.state(in, src, k.peer)); err != nil {
 			undo()
-			return err
-		}
-		if err := b.xs.addState(st); err != nil {
-			undo()
-			return fmt.Errorf("install outbound SA %08x to %s: %w", k.spi, k.peer, b.explain(b.sas[k.spi], src, err))
+			return fmt.Errorf("install outbound SA %08x to %s: %w", k.spi, k.peer, b.explain(in, src, err))
 		}
 		addedOut = append(addedOut, k)
 		b.cur.out[k] = src
@@ -472,10 +469,10 @@ func (b *Backend) apply(ctx context.Context, local []netip.Prefix, peers []xfrm.
 		if _, keep := want.out[k]; keep {
 			continue
 		}
-		if _, installed := b.sas[k.spi]; installed && peersLeft[k.peer] {
+		if _, held := b.sas[k.spi]; held && peersLeft[k.peer] {
 			continue
 		}
-		if err := b.delState(net.IP(k.peer.AsSlice()), int(k.spi), int(b.cfg.IfID)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+		if err := b.delState(k.peer, k.spi); err != nil {
 			errs = append(errs, fmt.Errorf("delete outbound SA %08x to %s: %w", k.spi, k.peer, err))
 			continue
 		}
@@ -487,55 +484,67 @@ func (b *Backend) apply(ctx context.Context, local []netip.Prefix, peers []xfrm.
 	return errors.Join(errs...)
 }
 
-// state builds the XFRM state of sa from src to dst. An unspecified src
+// state builds the XFRM state of in from src to dst. An unspecified src
 // makes an inbound state that accepts any source.
-func (b *Backend) state(sa xfrm.SA, src, dst netip.Addr) (*netlink.XfrmState, error) {
-	crypt, auth, aead, err := algorithms(sa)
-	if err != nil {
-		return nil, fmt.Errorf("SA %08x: %w", sa.SPI, err)
-	}
+func (b *Backend) state(in installed, src, dst netip.Addr) *netlink.XfrmState {
 	return &netlink.XfrmState{
 		Src: net.IP(src.AsSlice()), Dst: net.IP(dst.AsSlice()),
 		Proto: netlink.XFRM_PROTO_ESP, Mode: netlink.XFRM_MODE_TUNNEL,
-		Spi: int(sa.SPI), Reqid: int(b.cfg.ReqID), ReplayWindow: 0,
-		Crypt: crypt, Auth: auth, Aead: aead,
+		Spi: int(in.sa.SPI), Reqid: int(b.cfg.ReqID), ReplayWindow: 0,
+		Crypt: in.algs.crypt, Auth: in.algs.auth, Aead: in.algs.aead,
 		Ifid: int(b.cfg.IfID),
 		// No selector: AF_UNSPEC, so one state carries IPv4 and IPv6.
-	}, nil
+	}
 }
 
-func (b *Backend) delState(dst net.IP, spi, ifid int) error {
-	return b.h.XfrmStateDel(&netlink.XfrmState{Dst: dst, Proto: netlink.XFRM_PROTO_ESP, Spi: spi, Ifid: ifid})
+// delState deletes the ESP state with destination dst and SPI spi (and the
+// configured if_id). A state that is already gone (ESRCH, ENOENT) counts
+// as deleted.
+func (b *Backend) delState(dst netip.Addr, spi uint32) error {
+	err := b.h.XfrmStateDel(&netlink.XfrmState{Dst: net.IP(dst.AsSlice()), Proto: netlink.XFRM_PROTO_ESP, Spi: int(spi), Ifid: int(b.cfg.IfID)})
+	if errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	return err
 }
 
-// explain turns the kernel's ENOSYS ("no such algorithm") into an error
-// that names the missing algorithm, found by probing the encryption
-// algorithm alone with a short-lived state (SPI probeSPI).
-func (b *Backend) explain(sa xfrm.SA, at netip.Addr, err error) error {
+// removeInbound deletes the inbound states of spi, one per underlay
+// address, going on after a failure, and returns the failures.
+func (b *Backend) removeInbound(spi uint32) []error {
+	var errs []error
+	for _, u := range b.cfg.Underlay {
+		if err := b.delState(u, spi); err != nil {
+			errs = append(errs, fmt.Errorf("delete inbound SA %08x on %s: %w", spi, u, err))
+		}
+	}
+	return errs
+}
+
+// explain turns the kernel's ENOSYS or ENOENT ("no such algorithm") into
+// an error that names the missing algorithm, found by probing the
+// encryption algorithm alone with a short-lived state (SPI probeSPI).
+func (b *Backend) explain(in installed, at netip.Addr, err error) error {
 	if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.ENOENT) {
 		return err
 	}
-	crypt, auth, aead, aerr := algorithms(sa)
-	if aerr != nil {
-		return err
-	}
-	if aead != nil {
-		return fmt.Errorf("the kernel lacks the ESP algorithm %s (%s); load its module: %w", aead.Name, sa.Suite, err)
+	a, suite := in.algs, in.sa.Suite
+	if a.aead != nil {
+		return fmt.Errorf("the kernel lacks the ESP algorithm %s (%s); load its module: %w", a.aead.Name, suite, err)
 	}
 	probe := &netlink.XfrmState{
 		Src: net.IP(zeroOf(at).AsSlice()), Dst: net.IP(at.AsSlice()),
 		Proto: netlink.XFRM_PROTO_ESP, Mode: netlink.XFRM_MODE_TUNNEL,
-		Spi: probeSPI, Reqid: int(b.cfg.ReqID), Crypt: crypt, Ifid: int(b.cfg.IfID),
+		Spi: probeSPI, Reqid: int(b.cfg.ReqID), Crypt: a.crypt, Ifid: int(b.cfg.IfID),
 	}
 	perr := b.xs.addState(probe)
 	if perr == nil {
-		_ = b.delState(probe.Dst, probeSPI, probe.Ifid)
-		return fmt.Errorf("the kernel lacks the ESP integrity algorithm %s (%s); load its module: %w", auth.Name, sa.Suite, err)
+		_ = b.delState(at, probeSPI)
+		return fmt.Errorf("the kernel lacks the ESP integrity algorithm %s (%s); load its module: %w", a.auth.Name, suite, err)
 	}
 	if errors.Is(perr, unix.ENOSYS) || errors.Is(perr, unix.ENOENT) {
-		return fmt.Errorf("the kernel lacks the ESP encryption algorithm %s (%s); load its module: %w", crypt.Name, sa.Suite, err)
+		return fmt.Errorf("the kernel lacks the ESP encryption algorithm %s (%s); load its module: %w", a.crypt.Name, suite, err)
 	}
-	return fmt.Errorf("the kernel lacks %s or %s (%s): %w", crypt.Name, auth.Name, sa.Suite, err)
+	return fmt.Errorf("the kernel lacks %s or %s (%s): %w", a.crypt.Name, a.auth.Name, suite, err)
 }
 
 // Counters implements xfrm.DataPlane. Inbound figures come from the
@@ -561,7 +570,7 @@ func (b *Backend) Counters(ctx context.Context) ([]xfrm.Counters, error) {
 	slices.Sort(spis)
 	for _, s := range states {
 		c, ok := byspi[uint32(s.Spi)]
-		if !ok || s.Reqid != int(b.cfg.ReqID) || s.Proto != netlink.XFRM_PROTO_ESP || s.Ifid != int(b.cfg.IfID) {
+		if !ok || !b.ownState(s) {
 			continue
 		}
 		if s.Src == nil || s.Src.IsUnspecified() {
@@ -590,24 +599,15 @@ func (b *Backend) Close() error {
 	}
 	b.closed = true
 	var errs []error
-	for _, k := range sortedKeys(b.cur.policies) {
-		p := b.cur.policies[k]
-		if err := b.h.XfrmPolicyDel(&p); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("delete policy %s: %w", k, err))
-		}
+	// The plan for no prefixes and no peers is empty: apply deletes every
+	// policy (step 3) and then every outbound state (step 4), going on
+	// after a failure.
+	if err := b.apply(context.Background(), nil, nil, 0); err != nil {
+		errs = append(errs, err)
 	}
-	for k := range b.cur.out {
-		if err := b.delState(net.IP(k.peer.AsSlice()), int(k.spi), int(b.cfg.IfID)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("delete outbound SA %08x to %s: %w", k.spi, k.peer, err))
-		}
-	}
-	for spi, sa := range b.sas {
-		for _, u := range b.cfg.Underlay {
-			if err := b.delState(net.IP(u.AsSlice()), int(spi), int(b.cfg.IfID)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
-				errs = append(errs, fmt.Errorf("delete inbound SA %08x on %s: %w", spi, u, err))
-			}
-		}
-		sa.Zero()
+	for spi, in := range b.sas {
+		errs = append(errs, b.removeInbound(spi)...)
+		in.sa.Zero()
 	}
 	if b.link != nil {
 		if err := b.h.LinkDel(b.link); err != nil {

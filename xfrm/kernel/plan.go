@@ -5,7 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"sort"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 
@@ -19,11 +19,11 @@ import (
 const probeSPI = 0xff
 
 // policyKey identifies a policy the way the kernel does when it inserts
-// one: direction, selector and if_id.
+// one: direction and selector. The kernel also tells policies apart by
+// if_id, but every policy of a backend has the same one (Config.IfID).
 type policyKey struct {
 	dir      netlink.Dir
 	src, dst netip.Prefix
-	ifid     uint32
 }
 
 func (k policyKey) String() string {
@@ -58,6 +58,31 @@ func algorithms(sa xfrm.SA) (crypt, auth, aead *netlink.XfrmStateAlgo, err error
 		nil, nil
 }
 
+// algs are the kernel's descriptions of an SA's algorithms, as algorithms
+// returns them: crypt and auth, or aead alone.
+type algs struct {
+	crypt, auth, aead *netlink.XfrmStateAlgo
+}
+
+// installed is an SA the backend holds: its own copy of the keys, and the
+// descriptions of its algorithms, computed once and sharing those keys.
+type installed struct {
+	sa   xfrm.SA
+	algs algs
+}
+
+// newInstalled copies the keys of sa and computes its algorithms from the
+// copy; the error is that of algorithms.
+func newInstalled(sa xfrm.SA) (installed, error) {
+	own := xfrm.SA{SPI: sa.SPI, Suite: sa.Suite, EncrKey: slices.Clone(sa.EncrKey), IntegKey: slices.Clone(sa.IntegKey)}
+	crypt, auth, aead, err := algorithms(own)
+	if err != nil {
+		own.Zero()
+		return installed{}, err
+	}
+	return installed{sa: own, algs: algs{crypt: crypt, auth: auth, aead: aead}}, nil
+}
+
 // plan is what the backend wants in the kernel for a given configuration:
 // its policies and its outbound states.
 type plan struct {
@@ -76,8 +101,9 @@ type plan struct {
 // local side is any address of the peer prefix's family. Peers whose
 // underlay is one of ours (this member itself) are skipped.
 //
-// With local prefixes, every peer prefix also gets an out policy from any
-// source of its family that blocks, at priority Priority+1 (less preferred
+// With local prefixes, every peer prefix that some local prefix of its
+// family pairs with also gets an out policy from any source of its family
+// that blocks, at priority Priority+1 (less preferred
 // than the policies above): traffic the member originates from an address
 // outside its local prefixes (its underlay address, say) to a peer's LAN
 // is dropped instead of leaving in plaintext.
@@ -99,11 +125,14 @@ func (b *Backend) planFor(local []netip.Prefix, peers []xfrm.Peer, outSPI uint32
 		if len(locals) == 0 {
 			locals = []netip.Prefix{anyPrefix(peer.Prefix.Addr())}
 		}
+		r := peer.Prefix.Masked()
+		paired := false // a local prefix of r's family exists
 		for _, l := range locals {
-			if l.Addr().Is4() != peer.Prefix.Addr().Is4() {
+			if l.Addr().Is4() != r.Addr().Is4() {
 				continue
 			}
-			l, r := l.Masked(), peer.Prefix.Masked()
+			paired = true
+			l := l.Masked()
 			out := netlink.XfrmPolicy{
 				Src: ipNet(l), Dst: ipNet(r), Dir: netlink.XFRM_DIR_OUT,
 				Priority: int(b.cfg.Priority), Ifid: int(ifid),
@@ -117,20 +146,13 @@ func (b *Backend) planFor(local []netip.Prefix, peers []xfrm.Peer, outSPI uint32
 					Spi: int(outSPI), Reqid: int(b.cfg.ReqID),
 				}}
 			}
-			ok := policyKey{netlink.XFRM_DIR_OUT, l, r, ifid}
-			if prev, dup := p.policies[ok]; dup && !sameTmpls(prev, out) {
+			key := policyKey{netlink.XFRM_DIR_OUT, l, r}
+			if prev, dup := p.policies[key]; dup && !sameTmpls(prev, out) {
 				return plan{}, fmt.Errorf("prefix %s is announced by two peers with different underlays", r)
 			}
-			p.policies[ok] = out
-			fb := policyKey{netlink.XFRM_DIR_OUT, anyPrefix(r.Addr()), r, ifid}
-			if _, exists := p.policies[fb]; !exists && len(local) > 0 {
-				p.policies[fb] = netlink.XfrmPolicy{
-					Src: ipNet(fb.src), Dst: ipNet(r), Dir: netlink.XFRM_DIR_OUT,
-					Priority: int(b.cfg.Priority) + 1, Ifid: int(ifid), Action: netlink.XFRM_POLICY_BLOCK,
-				}
-			}
+			p.policies[key] = out
 			for _, dir := range []netlink.Dir{netlink.XFRM_DIR_IN, netlink.XFRM_DIR_FWD} {
-				p.policies[policyKey{dir, r, l, ifid}] = netlink.XfrmPolicy{
+				p.policies[policyKey{dir, r, l}] = netlink.XfrmPolicy{
 					Src: ipNet(r), Dst: ipNet(l), Dir: dir,
 					Priority: int(b.cfg.Priority), Ifid: int(ifid),
 					Tmpls: []netlink.XfrmPolicyTmpl{{
@@ -142,6 +164,13 @@ func (b *Backend) planFor(local []netip.Prefix, peers []xfrm.Peer, outSPI uint32
 						Reqid: int(b.cfg.ReqID),
 					}},
 				}
+			}
+		}
+		fb := policyKey{netlink.XFRM_DIR_OUT, anyPrefix(r.Addr()), r}
+		if _, exists := p.policies[fb]; !exists && paired && len(local) > 0 {
+			p.policies[fb] = netlink.XfrmPolicy{
+				Src: ipNet(fb.src), Dst: ipNet(r), Dir: netlink.XFRM_DIR_OUT,
+				Priority: int(b.cfg.Priority) + 1, Ifid: int(ifid), Action: netlink.XFRM_POLICY_BLOCK,
 			}
 		}
 	}
@@ -184,6 +213,13 @@ func (b *Backend) ours(p netlink.XfrmPolicy) bool {
 	return true
 }
 
+// ownState reports whether a state in the kernel is one this backend (or
+// an earlier run with the same configuration) installed: an ESP state with
+// the configured reqid and if_id.
+func (b *Backend) ownState(s netlink.XfrmState) bool {
+	return s.Reqid == int(b.cfg.ReqID) && s.Proto == netlink.XFRM_PROTO_ESP && s.Ifid == int(b.cfg.IfID)
+}
+
 func sameTmpls(a, b netlink.XfrmPolicy) bool {
 	if a.Action != b.Action || len(a.Tmpls) != len(b.Tmpls) {
 		return false
@@ -216,13 +252,23 @@ func zeroOf(a netip.Addr) netip.Addr {
 	return netip.IPv6Unspecified()
 }
 
-// sortedKeys returns the keys of m in a stable order, out policies first,
-// so that changes are applied in a predictable sequence.
+// sortedKeys returns the keys of m in a stable order, so that changes are
+// applied in a predictable sequence: ordered by their text (String), which
+// puts the fwd policies first, then in, then out, and within a direction
+// orders by source, then destination prefix as text.
 func sortedKeys(m map[policyKey]netlink.XfrmPolicy) []policyKey {
-	keys := make([]policyKey, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+	type keyText struct {
+		k policyKey
+		s string
 	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
+	kts := make([]keyText, 0, len(m))
+	for k := range m {
+		kts = append(kts, keyText{k, k.String()})
+	}
+	slices.SortFunc(kts, func(a, b keyText) int { return strings.Compare(a.s, b.s) })
+	keys := make([]policyKey, len(kts))
+	for i, kt := range kts {
+		keys[i] = kt.k
+	}
 	return keys
 }

@@ -41,7 +41,7 @@ func TestPlanPoliciesAndStates(t *testing.T) {
 	if got := len(p.policies); got != 12 {
 		t.Fatalf("got %d policies, want 12: %v", got, sortedKeys(p.policies))
 	}
-	fb, ok := p.policies[policyKey{netlink.XFRM_DIR_OUT, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("10.3.0.0/24"), 0}]
+	fb, ok := p.policies[policyKey{netlink.XFRM_DIR_OUT, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("10.3.0.0/24")}]
 	if !ok || fb.Action != netlink.XFRM_POLICY_BLOCK || fb.Priority != DefaultPriority+1 || len(fb.Tmpls) != 0 {
 		t.Fatalf("fallback block policy for 10.3.0.0/24: %v %+v", ok, fb)
 	}
@@ -54,7 +54,7 @@ func TestPlanPoliciesAndStates(t *testing.T) {
 	if src := p.out[outKey{0x1234, netip.MustParseAddr("2001:db8::3")}]; src != netip.MustParseAddr("2001:db8::1") {
 		t.Errorf("outbound state to 2001:db8::3 has source %s, want 2001:db8::1", src)
 	}
-	k := policyKey{netlink.XFRM_DIR_OUT, netip.MustParsePrefix("fd00:1::/64"), netip.MustParsePrefix("fd00:2::/64"), 0}
+	k := policyKey{netlink.XFRM_DIR_OUT, netip.MustParsePrefix("fd00:1::/64"), netip.MustParsePrefix("fd00:2::/64")}
 	out, ok := p.policies[k]
 	if !ok {
 		t.Fatalf("no out policy %s", k)
@@ -66,7 +66,7 @@ func TestPlanPoliciesAndStates(t *testing.T) {
 	if tm.Spi != 0x1234 || tm.Reqid != DefaultReqID || tm.Dst.String() != "192.0.2.2" || tm.Src.String() != "192.0.2.1" || tm.Mode != netlink.XFRM_MODE_TUNNEL {
 		t.Errorf("out template %v", tm)
 	}
-	in, ok := p.policies[policyKey{netlink.XFRM_DIR_IN, netip.MustParsePrefix("10.3.0.0/24"), netip.MustParsePrefix("10.1.0.0/24"), 0}]
+	in, ok := p.policies[policyKey{netlink.XFRM_DIR_IN, netip.MustParsePrefix("10.3.0.0/24"), netip.MustParsePrefix("10.1.0.0/24")}]
 	if !ok {
 		t.Fatal("no in policy 10.3.0.0/24 -> 10.1.0.0/24")
 	}
@@ -89,7 +89,7 @@ func TestPlanBlocksWithoutOutboundSA(t *testing.T) {
 	if len(p.out) != 0 {
 		t.Errorf("outbound states without an outbound SA: %v", p.out)
 	}
-	out := p.policies[policyKey{netlink.XFRM_DIR_OUT, netip.MustParsePrefix("10.1.0.0/24"), netip.MustParsePrefix("10.2.0.0/24"), 0}]
+	out := p.policies[policyKey{netlink.XFRM_DIR_OUT, netip.MustParsePrefix("10.1.0.0/24"), netip.MustParsePrefix("10.2.0.0/24")}]
 	if out.Action != netlink.XFRM_POLICY_BLOCK || len(out.Tmpls) != 0 {
 		t.Errorf("out policy without outbound SA: action %v, %d templates; want block", out.Action, len(out.Tmpls))
 	}
@@ -112,7 +112,7 @@ func TestPlanAnyLocalWhenNoLocalPrefix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := p.policies[policyKey{netlink.XFRM_DIR_OUT, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("10.2.0.0/24"), 0}]; !ok {
+	if _, ok := p.policies[policyKey{netlink.XFRM_DIR_OUT, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("10.2.0.0/24")}]; !ok {
 		t.Errorf("want out policy 0.0.0.0/0 -> 10.2.0.0/24, have %v", sortedKeys(p.policies))
 	}
 }
@@ -165,5 +165,29 @@ func TestPlanSkipsSelf(t *testing.T) {
 	}
 	if len(p.out) != 1 || len(p.policies) != 3 {
 		t.Errorf("with self in the peer table: %d outbound states, %d policies; want 1 and 3", len(p.out), len(p.policies))
+	}
+}
+
+func TestSortedKeysOrder(t *testing.T) {
+	b := testBackend("192.0.2.1", "2001:db8::1")
+	local := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24"), netip.MustParsePrefix("fd00:1::/64")}
+	peers := []xfrm.Peer{peer("10.10.0.0/24", "192.0.2.2"), peer("10.2.0.0/24", "192.0.2.3"), peer("fd00:2::/64", "2001:db8::2")}
+	p, err := b.planFor(local, peers, 0x1234)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := sortedKeys(p.policies)
+	if len(keys) != len(p.policies) {
+		t.Fatalf("%d keys for %d policies", len(keys), len(p.policies))
+	}
+	rank := map[netlink.Dir]int{netlink.XFRM_DIR_FWD: 0, netlink.XFRM_DIR_IN: 1, netlink.XFRM_DIR_OUT: 2}
+	for i := 1; i < len(keys); i++ {
+		a, c := keys[i-1], keys[i]
+		if a.String() >= c.String() || rank[a.dir] > rank[c.dir] {
+			t.Errorf("keys out of order: %s before %s", a, c)
+		}
+	}
+	if first, last := keys[0], keys[len(keys)-1]; first.dir != netlink.XFRM_DIR_FWD || last.dir != netlink.XFRM_DIR_OUT {
+		t.Errorf("first key %s, last %s; want fwd first and out last", first, last)
 	}
 }

@@ -24,7 +24,7 @@ func TestInstallInboundRefusesBeforeTouchingTheKernel(t *testing.T) {
 		"already there":   {xfrm.SA{SPI: 0x2000, Suite: cbc, EncrKey: make([]byte, 16), IntegKey: make([]byte, 32)}, "already installed"},
 	} {
 		b := testBackend("192.0.2.1")
-		b.sas = map[uint32]xfrm.SA{0x2000: {}}
+		b.sas = map[uint32]installed{0x2000: {}}
 		err := b.InstallInbound(context.Background(), tc.sa)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want an error containing %q", name, err, tc.want)
@@ -34,7 +34,7 @@ func TestInstallInboundRefusesBeforeTouchingTheKernel(t *testing.T) {
 
 func TestSetOutboundNeedsInstalledSA(t *testing.T) {
 	b := testBackend("192.0.2.1")
-	b.sas = map[uint32]xfrm.SA{}
+	b.sas = map[uint32]installed{}
 	if err := b.SetOutbound(context.Background(), 0x1234); err == nil || !strings.Contains(err.Error(), "not installed") {
 		t.Errorf("got %v, want 'not installed'", err)
 	}
