@@ -2,6 +2,7 @@ package mpsa
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -74,10 +75,6 @@ type EncrInfo struct {
 	AEAD bool
 	// ICVBits is the ICV length of an AEAD cipher.
 	ICVBits int
-	// BlockBytes is the cipher block size (the ESP IV size of CBC).
-	BlockBytes int
-	// IVBytes is the size of the IV that ESP carries in each packet.
-	IVBytes int
 	// CounterMode is true for ciphers whose security depends on never
 	// repeating a counter under one key: a key shared by many senders
 	// risks exactly that (RFC 6054), so mpsa refuses them by default.
@@ -108,25 +105,23 @@ type PRFInfo struct {
 	// KeyBytes is the preferred key length, which is also the length of
 	// SK_d in MPSA_PUT.
 	KeyBytes int
-	// OutBytes is the output length of one PRF block.
-	OutBytes int
 }
 
 // LookupEncr returns the description of an encryption transform ID.
 func LookupEncr(id EncrID) (EncrInfo, bool) {
 	switch id {
 	case EncrAESCBC:
-		return EncrInfo{ID: EncrAESCBC, Name: "aes", KeyLengths: []int{128, 192, 256}, BlockBytes: 16, IVBytes: 16, XFRM: "cbc(aes)"}, true
+		return EncrInfo{ID: EncrAESCBC, Name: "aes", KeyLengths: []int{128, 192, 256}, XFRM: "cbc(aes)"}, true
 	case EncrAESCTR:
-		return EncrInfo{ID: EncrAESCTR, Name: "aesctr", KeyLengths: []int{128, 192, 256}, SaltBytes: 4, BlockBytes: 16, IVBytes: 8, CounterMode: true, XFRM: "rfc3686(ctr(aes))"}, true
+		return EncrInfo{ID: EncrAESCTR, Name: "aesctr", KeyLengths: []int{128, 192, 256}, SaltBytes: 4, CounterMode: true, XFRM: "rfc3686(ctr(aes))"}, true
 	case EncrAESGCM8:
-		return EncrInfo{ID: EncrAESGCM8, Name: "aesgcm8", KeyLengths: []int{128, 192, 256}, SaltBytes: 4, AEAD: true, ICVBits: 64, BlockBytes: 4, IVBytes: 8, CounterMode: true, XFRM: "rfc4106(gcm(aes))"}, true
+		return EncrInfo{ID: EncrAESGCM8, Name: "aesgcm8", KeyLengths: []int{128, 192, 256}, SaltBytes: 4, AEAD: true, ICVBits: 64, CounterMode: true, XFRM: "rfc4106(gcm(aes))"}, true
 	case EncrAESGCM12:
-		return EncrInfo{ID: EncrAESGCM12, Name: "aesgcm12", KeyLengths: []int{128, 192, 256}, SaltBytes: 4, AEAD: true, ICVBits: 96, BlockBytes: 4, IVBytes: 8, CounterMode: true, XFRM: "rfc4106(gcm(aes))"}, true
+		return EncrInfo{ID: EncrAESGCM12, Name: "aesgcm12", KeyLengths: []int{128, 192, 256}, SaltBytes: 4, AEAD: true, ICVBits: 96, CounterMode: true, XFRM: "rfc4106(gcm(aes))"}, true
 	case EncrAESGCM16:
-		return EncrInfo{ID: EncrAESGCM16, Name: "aesgcm16", KeyLengths: []int{128, 192, 256}, SaltBytes: 4, AEAD: true, ICVBits: 128, BlockBytes: 4, IVBytes: 8, CounterMode: true, XFRM: "rfc4106(gcm(aes))"}, true
+		return EncrInfo{ID: EncrAESGCM16, Name: "aesgcm16", KeyLengths: []int{128, 192, 256}, SaltBytes: 4, AEAD: true, ICVBits: 128, CounterMode: true, XFRM: "rfc4106(gcm(aes))"}, true
 	case EncrChaCha20Poly1305:
-		return EncrInfo{ID: EncrChaCha20Poly1305, Name: "chacha20poly1305", FixedKeyBits: 256, SaltBytes: 4, AEAD: true, ICVBits: 128, BlockBytes: 4, IVBytes: 8, CounterMode: true, XFRM: "rfc7539esp(chacha20,poly1305)"}, true
+		return EncrInfo{ID: EncrChaCha20Poly1305, Name: "chacha20poly1305", FixedKeyBits: 256, SaltBytes: 4, AEAD: true, ICVBits: 128, CounterMode: true, XFRM: "rfc7539esp(chacha20,poly1305)"}, true
 	}
 	return EncrInfo{}, false
 }
@@ -152,15 +147,15 @@ func LookupInteg(id IntegID) (IntegInfo, bool) {
 func LookupPRF(id PRFID) (PRFInfo, bool) {
 	switch id {
 	case PRFHMACSHA1:
-		return PRFInfo{ID: PRFHMACSHA1, Name: "prfsha1", KeyBytes: 20, OutBytes: 20}, true
+		return PRFInfo{ID: PRFHMACSHA1, Name: "prfsha1", KeyBytes: 20}, true
 	case PRFAES128XCBC:
-		return PRFInfo{ID: PRFAES128XCBC, Name: "prfaesxcbc", KeyBytes: 16, OutBytes: 16}, true
+		return PRFInfo{ID: PRFAES128XCBC, Name: "prfaesxcbc", KeyBytes: 16}, true
 	case PRFHMACSHA2_256:
-		return PRFInfo{ID: PRFHMACSHA2_256, Name: "prfsha256", KeyBytes: 32, OutBytes: 32}, true
+		return PRFInfo{ID: PRFHMACSHA2_256, Name: "prfsha256", KeyBytes: 32}, true
 	case PRFHMACSHA2_384:
-		return PRFInfo{ID: PRFHMACSHA2_384, Name: "prfsha384", KeyBytes: 48, OutBytes: 48}, true
+		return PRFInfo{ID: PRFHMACSHA2_384, Name: "prfsha384", KeyBytes: 48}, true
 	case PRFHMACSHA2_512:
-		return PRFInfo{ID: PRFHMACSHA2_512, Name: "prfsha512", KeyBytes: 64, OutBytes: 64}, true
+		return PRFInfo{ID: PRFHMACSHA2_512, Name: "prfsha512", KeyBytes: 64}, true
 	}
 	return PRFInfo{}, false
 }
@@ -203,11 +198,7 @@ func (s Suite) Validate() error {
 		return fmt.Errorf("unsupported encryption transform ID %d", s.Encr)
 	}
 	if len(e.KeyLengths) > 0 {
-		found := false
-		for _, k := range e.KeyLengths {
-			found = found || k == s.KeyBits
-		}
-		if !found {
+		if !slices.Contains(e.KeyLengths, s.KeyBits) {
 			return fmt.Errorf("key length %d bits is not valid for encryption transform %d (want one of %v)", s.KeyBits, s.Encr, e.KeyLengths)
 		}
 	} else if s.KeyBits != 0 && s.KeyBits != e.FixedKeyBits {

@@ -117,9 +117,6 @@ func (s *Session) Request(now time.Time, payloads ...Payload) ([]byte, error) {
 // Outstanding reports whether a request waits for its response.
 func (s *Session) Outstanding() bool { return s.out != nil }
 
-// Cancel forgets the outstanding request.
-func (s *Session) Cancel() { s.cancel() }
-
 func (s *Session) cancel() {
 	if s.out != nil {
 		clear(s.out.msg) // may hold key material
@@ -175,7 +172,11 @@ const (
 )
 
 func (k Kind) String() string {
-	return [...]string{"invalid", "new request", "repeated request", "repeated unanswered request", "response", "stale response"}[k]
+	names := [...]string{"invalid", "new request", "repeated request", "repeated unanswered request", "response", "stale response"}
+	if k >= 0 && int(k) < len(names) {
+		return names[k]
+	}
+	return fmt.Sprintf("kind(%d)", int(k))
 }
 
 // Incoming is what Receive made of a message.

@@ -12,13 +12,22 @@ func pair() (member, controller *Session) {
 	return NewSession(id, true, b), NewSession(id, false, b)
 }
 
-func mustParse(t *testing.T, b []byte) *Message {
-	t.Helper()
+func mustParse(tb testing.TB, b []byte) *Message {
+	tb.Helper()
 	m, err := ParseMessage(b)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return m
+}
+
+func mustMarshal(tb testing.TB, m *Message) []byte {
+	tb.Helper()
+	b, err := m.Marshal()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
 }
 
 // TestExchangeHelloAndPut runs the draft's flow between two sessions:
@@ -142,7 +151,7 @@ func TestExchangeReplaceOutstanding(t *testing.T) {
 func TestExchangePeerRestart(t *testing.T) {
 	_, ctl := pair()
 	for _, id := range []uint32{100, 101, 5} {
-		b, _ := (&Message{Header: Header{SPIi: 0x1111, SPIr: 0x2222, Exchange: 37, Flags: FlagInitiator, MessageID: id}, Payloads: []Payload{MPSAVendorID()}}).Marshal()
+		b := mustMarshal(t, &Message{Header: Header{SPIi: 0x1111, SPIr: 0x2222, Exchange: 37, Flags: FlagInitiator, MessageID: id}, Payloads: []Payload{MPSAVendorID()}})
 		if in := ctl.Receive(mustParse(t, b)); in.Kind != NewRequest {
 			t.Fatalf("id %d: %s", id, in.Kind)
 		}
@@ -192,5 +201,13 @@ func TestExchangeDiscard(t *testing.T) {
 	mem.Discard() // no effect once answered
 	if in := mem.Receive(pm); in.Kind != RepeatedRequest {
 		t.Fatalf("retransmission after the answer: %s", in.Kind)
+	}
+}
+
+func TestKindString(t *testing.T) {
+	for k, want := range map[Kind]string{0: "invalid", NewRequest: "new request", StaleResponse: "stale response", StaleResponse + 1: "kind(6)", -1: "kind(-1)"} {
+		if got := k.String(); got != want {
+			t.Errorf("Kind(%d): %q, want %q", int(k), got, want)
+		}
 	}
 }

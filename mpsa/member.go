@@ -231,20 +231,27 @@ func (m *Member) Advance(now time.Time) []Action {
 			}
 		case Remove:
 			if m.outbound == e.sa.SPI {
-				m.outbound = 0
-				for i := len(m.sas) - 1; i >= 0; i-- {
-					if s := m.sas[i]; s != e.sa {
-						m.outbound = s.SPI
-						s.ActivateAt = time.Time{}
-						acts = append(acts, Action{SetOutbound, s.SPI, e.at, "superseded outbound " + e.why})
-						break
-					}
-				}
+				acts = m.moveOutbound(acts, e.sa, e.at, "superseded outbound "+e.why)
 			}
 			m.drop(e.sa)
 			acts = append(acts, Action{Remove, e.sa.SPI, e.at, e.why})
 		}
 	}
+}
+
+// moveOutbound moves outbound off gone, the outbound SA that is about to
+// go, to the newest other SA, which stops waiting for its own switch, and
+// appends that SetOutbound to acts. With no other SA outbound becomes 0.
+func (m *Member) moveOutbound(acts []Action, gone *SAState, at time.Time, why string) []Action {
+	m.outbound = 0
+	for i := len(m.sas) - 1; i >= 0; i-- {
+		if s := m.sas[i]; s != gone {
+			m.outbound = s.SPI
+			s.ActivateAt = time.Time{}
+			return append(acts, Action{SetOutbound, s.SPI, at, why})
+		}
+	}
+	return acts
 }
 
 func (m *Member) index(spi uint32) int {
@@ -274,15 +281,7 @@ func (m *Member) Forget(now time.Time, spi uint32) []Action {
 	sa := m.sas[i]
 	var acts []Action
 	if m.outbound == spi {
-		m.outbound = 0
-		for j := len(m.sas) - 1; j >= 0; j-- {
-			if j != i {
-				m.outbound = m.sas[j].SPI
-				m.sas[j].ActivateAt = time.Time{}
-				acts = append(acts, Action{SetOutbound, m.outbound, now, "install failed"})
-				break
-			}
-		}
+		acts = m.moveOutbound(acts, sa, now, "install failed")
 	}
 	// the SA it would have retired keeps going until it expires
 	if i > 0 && i == len(m.sas)-1 {

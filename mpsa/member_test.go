@@ -301,3 +301,35 @@ func TestMemberForget(t *testing.T) {
 		t.Fatal("forget of unknown SPI did something")
 	}
 }
+
+// TestMemberForgetOutbound forgets a new SA that a zero rollover time 1
+// already made outbound: outbound falls back to the previous SA, which
+// then no longer has a removal pending.
+func TestMemberForgetOutbound(t *testing.T) {
+	m := NewMember()
+	m.Receive(at(0), info(0xa00, 1000, 30, 60))
+	_, acts, err := m.Receive(at(100), info(0xb00, 1000, 0, 60))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "t+100 install-inbound b00\nt+100 set-outbound b00\n"; render(acts) != want {
+		t.Fatalf("zero rollover1: actions\n%s\nwant\n%s", render(acts), want)
+	}
+	if m.Outbound() != 0xb00 {
+		t.Fatalf("outbound %x, want b00", m.Outbound())
+	}
+	acts = m.Forget(at(101), 0xb00)
+	if want := "t+101 set-outbound a00\n"; render(acts) != want {
+		t.Fatalf("forget outbound: actions\n%s\nwant\n%s", render(acts), want)
+	}
+	if acts[0].Reason != "install failed" {
+		t.Fatalf("reason %q", acts[0].Reason)
+	}
+	sas := m.SAs()
+	if len(sas) != 1 || sas[0].SPI != 0xa00 || !sas[0].RemoveAt.IsZero() || m.Outbound() != 0xa00 {
+		t.Fatalf("after forget: %+v outbound %x", sas, m.Outbound())
+	}
+	if d, ok := m.NextDeadline(); !ok || !d.Equal(at(1000)) {
+		t.Fatalf("next deadline %v %v, want expiry at t+1000", d, ok)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"slices"
 )
 
 // Transform attribute types of MPSA_PUT (RFC 7296 section 3.3.5 and draft
@@ -213,7 +214,7 @@ type putParser struct {
 	skdOff int
 }
 
-func parseProposal(d []byte, off int, notifySPI uint32) (*Put, error) {
+func parseProposal(d []byte, off int, notifySPI uint32) (_ *Put, err error) {
 	const pf = "MPSA_PUT proposal"
 	if len(d) < proposalHeaderLen+4 {
 		return nil, errAt(pf, off, "need at least %d octets, have %d", proposalHeaderLen+4, len(d))
@@ -248,6 +249,12 @@ func parseProposal(d []byte, off int, notifySPI uint32) (*Put, error) {
 	}
 	pp := &putParser{seen: make(map[uint8]int)}
 	pp.p.SPI = spi
+	// Once copied, the Nonce and SK_d must not outlive a rejected Put.
+	defer func() {
+		if err != nil {
+			pp.p.Zero()
+		}
+	}()
 	pos := proposalHeaderLen + 4
 	for i := 0; i < numT; i++ {
 		tf := fmt.Sprintf("MPSA_PUT transform[%d]", i)
@@ -342,8 +349,12 @@ func (pp *putParser) transform(t []byte, off int, tf string) error {
 		return errAt(tf+" attributes", off+transformHeaderLen, "%d attributes, want exactly one", len(attrs))
 	}
 	a := attrs[0]
-	if a.tv || (a.typ != attrTypes[0] && (len(attrTypes) == 1 || a.typ != attrTypes[1])) {
-		return errAt(tf+" attribute type", a.off, "%d (%s), want TLV %d", a.typ, map[bool]string{true: "TV", false: "TLV"}[a.tv], attrTypes[0])
+	if a.tv || !slices.Contains(attrTypes, a.typ) {
+		format := "TLV"
+		if a.tv {
+			format = "TV"
+		}
+		return errAt(tf+" attribute type", a.off, "%d (%s), want TLV %d", a.typ, format, attrTypes[0])
 	}
 	switch typ {
 	case TransformNONCE:
@@ -380,20 +391,16 @@ func (pp *putParser) finish(off int) (*Put, error) {
 		if typ == TransformINTEG && enc.AEAD {
 			continue
 		}
-		pp.p.Zero()
 		return nil, errAt("MPSA_PUT proposal transforms", off+7, "missing %s transform", transformName(typ))
 	}
 	if enc.AEAD && pp.p.Suite.Integ != IntegNone {
-		pp.p.Zero()
 		return nil, errAt("MPSA_PUT transform (INTEG) ID", pp.seen[TransformINTEG]+6, "%d with the AEAD cipher %d, want none", pp.p.Suite.Integ, enc.ID)
 	}
 	if err := pp.p.Suite.Validate(); err != nil {
-		pp.p.Zero()
 		return nil, errAt("MPSA_PUT transform (ENCR)", pp.seen[TransformENCR], "%v", err)
 	}
 	prf, _ := LookupPRF(pp.p.Suite.PRF)
 	if len(pp.p.SKd) != prf.KeyBytes {
-		pp.p.Zero()
 		return nil, errAt("MPSA_PUT transform (SKD) attribute length", pp.skdOff, "SK_d of %d octets, PRF %s wants %d", len(pp.p.SKd), prf.Name, prf.KeyBytes)
 	}
 	p := pp.p

@@ -2,8 +2,11 @@ package mpsa
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -128,14 +131,8 @@ func TestRoundTripAllSuites(t *testing.T) {
 					Header:   Header{SPIi: 0x0102030405060708, SPIr: 0x1112131415161718, Exchange: ExchangeInformational, Flags: FlagInitiator, MessageID: 7},
 					Payloads: []Payload{MPSAVendorID(), mustNotify(t, p)},
 				}
-				b, err := msg.Marshal()
-				if err != nil {
-					t.Fatal(err)
-				}
-				m, err := ParseMessage(b)
-				if err != nil {
-					t.Fatal(err)
-				}
+				b := mustMarshal(t, msg)
+				m := mustParse(t, b)
 				if !m.HasMPSAVendorID() {
 					t.Error("V(MPSA) lost")
 				}
@@ -150,7 +147,7 @@ func TestRoundTripAllSuites(t *testing.T) {
 				if got.String() != p.String() || !got.SameSA(p) {
 					t.Fatalf("round trip: got %v, want %v", got, p)
 				}
-				b2, _ := (&Message{Header: m.Header, Payloads: m.Payloads}).Marshal()
+				b2 := mustMarshal(t, &Message{Header: m.Header, Payloads: m.Payloads})
 				if !bytes.Equal(b, b2) {
 					t.Fatal("re-encoding a decoded message changed its bytes")
 				}
@@ -276,10 +273,7 @@ func addAttr(b []byte) []byte {
 
 func TestParseMessageErrors(t *testing.T) {
 	msg := &Message{Header: Header{SPIi: 1, SPIr: 2, Exchange: ExchangeInformational}, Payloads: []Payload{MPSAVendorID()}}
-	good, err := msg.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
+	good := mustMarshal(t, msg)
 	for _, tc := range []struct {
 		name   string
 		b      []byte
@@ -287,18 +281,18 @@ func TestParseMessageErrors(t *testing.T) {
 		offset int
 	}{
 		{"short", good[:20], "IKE header", 0},
-		{"version 1", func() []byte { b := clone(good); b[17] = 0x10; return b }(), "IKE header version", 17},
-		{"length mismatch", func() []byte { b := clone(good); b[27]++; return b }(), "IKE header length", 24},
-		{"payload past end", func() []byte { b := clone(good); b[31] = 0x40; return b }(), "payload[0] length", 30},
-		{"payload shorter than header", func() []byte { b := clone(good); b[31] = 2; return b }(), "payload[0] length", 30},
-		{"chain claims more", func() []byte { b := clone(good); b[28] = PayloadVendorID; return b }(), "payload[1] header", len(good)},
+		{"version 1", func() []byte { b := bytes.Clone(good); b[17] = 0x10; return b }(), "IKE header version", 17},
+		{"length mismatch", func() []byte { b := bytes.Clone(good); b[27]++; return b }(), "IKE header length", 24},
+		{"payload past end", func() []byte { b := bytes.Clone(good); b[31] = 0x40; return b }(), "payload[0] length", 30},
+		{"payload shorter than header", func() []byte { b := bytes.Clone(good); b[31] = 2; return b }(), "payload[0] length", 30},
+		{"chain claims more", func() []byte { b := bytes.Clone(good); b[28] = PayloadVendorID; return b }(), "payload[1] header", len(good)},
 		{"trailing octets", func() []byte {
-			b := append(clone(good), 0, 0)
+			b := append(bytes.Clone(good), 0, 0)
 			b[27] += 2
 			return b
 		}(), "payload chain", len(good)},
 		{"critical unknown", func() []byte {
-			b, _ := (&Message{Payloads: []Payload{&UnknownPayload{PayloadType: 99, Critical: true}}}).Marshal()
+			b := mustMarshal(t, &Message{Payloads: []Payload{&UnknownPayload{PayloadType: 99, Critical: true}}})
 			return b
 		}(), "payload[0] critical flag", 29},
 	} {
@@ -315,18 +309,9 @@ func TestParseMessageErrors(t *testing.T) {
 	}
 }
 
-func clone(b []byte) []byte { return append([]byte(nil), b...) }
-
 func TestUnknownNonCriticalPayloadKept(t *testing.T) {
 	msg := &Message{Payloads: []Payload{&UnknownPayload{PayloadType: 99, Body: []byte{1, 2, 3}}, MPSAVendorID()}}
-	b, err := msg.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := ParseMessage(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := mustParse(t, mustMarshal(t, msg))
 	if u, ok := m.Payloads[0].(*UnknownPayload); !ok || u.PayloadType != 99 || !bytes.Equal(u.Body, []byte{1, 2, 3}) || !m.HasMPSAVendorID() {
 		t.Fatalf("payloads %+v", m.Payloads)
 	}
@@ -355,5 +340,37 @@ func TestPutValidateAndRedaction(t *testing.T) {
 	p.Zero()
 	if !bytes.Equal(p.SKd, make([]byte, 20)) || !bytes.Equal(p.Nonce, make([]byte, 16)) {
 		t.Fatal("Zero left key material")
+	}
+}
+
+// TestPutLogValueJSON logs a Put through slog's JSON handler: LogValue is
+// used (the SPI and suite appear) and neither the Nonce nor SK_d appears in
+// any encoding, nor under any key naming them.
+func TestPutLogValueJSON(t *testing.T) {
+	p := goldenPut()
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("sending", "put", p)
+	out := buf.String()
+	var rec struct {
+		Put map[string]any `json:"put"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
+		t.Fatalf("log line %q: %v", out, err)
+	}
+	if rec.Put["spi"] != "0x1234abcd" || rec.Put["suite"] != p.Suite.String() || rec.Put["lifetime"] != float64(28800) {
+		t.Fatalf("LogValue not used: %s", out)
+	}
+	lower := strings.ToLower(out)
+	for _, secret := range [][]byte{goldenNonce, goldenSKd} {
+		for _, enc := range []string{hex.EncodeToString(secret), base64.StdEncoding.EncodeToString(secret), base64.RawStdEncoding.EncodeToString(secret)} {
+			if strings.Contains(lower, strings.ToLower(enc)) {
+				t.Fatalf("log line leaks key material %s: %s", enc, out)
+			}
+		}
+	}
+	for _, key := range []string{"nonce", "skd", "sk_d"} {
+		if strings.Contains(lower, key) {
+			t.Fatalf("log line names %s: %s", key, out)
+		}
 	}
 }
