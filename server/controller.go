@@ -1,7 +1,6 @@
 package server
 
 import (
-	"fmt"
 	"io"
 	"log/slog"
 	"maps"
@@ -78,7 +77,7 @@ func (g *ctlGroup) onSnapshot(s *Server, snap vici.Snapshot) {
 	}
 	for _, c := range seen {
 		m := g.members[c.Remote]
-		id := mpsa.SessionID{SPIi: c.IKE.InitiatorSPI, SPIr: c.IKE.ResponderSPI}
+		id := sessionID(c.IKE)
 		if m == nil {
 			m = &ctlMember{ctl: c}
 			g.members[c.Remote] = m
@@ -116,29 +115,23 @@ func (g *ctlGroup) onSnapshot(s *Server, snap vici.Snapshot) {
 	}
 }
 
-// claims reports whether d comes from one of this group's members: its
-// source is the remote control address of a member's control child and it
-// is addressed to the local control address.
-func (g *ctlGroup) claims(d Datagram) bool {
-	m := g.members[d.Src.Addr()]
-	return m != nil && m.ctl.Local == d.Dst
+// claim returns the member d comes from, nil when it is none of this
+// group's: its source is the remote control address of a member's control
+// child and it is addressed to the local control address.
+func (g *ctlGroup) claim(d Datagram) *ctlMember {
+	if m := g.members[d.Src.Addr()]; m != nil && m.ctl.Local == d.Dst {
+		return m
+	}
+	return nil
 }
 
-func (g *ctlGroup) onDatagram(s *Server, now time.Time, d Datagram) {
-	m := g.members[d.Src.Addr()]
-	msg, err := mpsa.ParseMessage(d.Data)
-	if err != nil {
-		g.drops.drop(now, metrics.DropMalformed, "member", m.ctl.IKE.RemoteID, "err", err)
+// onDatagram handles a datagram from m, the member claim found for it.
+func (g *ctlGroup) onDatagram(s *Server, now time.Time, d Datagram, m *ctlMember) {
+	msg, kind, ok := s.receive(now, d, m.sess, m.ctl, g.drops, "member", m.ctl.IKE.RemoteID)
+	if !ok {
 		return
 	}
-	if r := m.sess.CheckHeader(msg.Header); r != "" {
-		g.drops.drop(now, headerDropReason(r), "member", m.ctl.IKE.RemoteID, "detail", r)
-		return
-	}
-	in := m.sess.Receive(msg)
-	switch in.Kind {
-	case mpsa.RepeatedRequest:
-		s.send(in.Reply, m.ctl.Local, m.ctl.Remote)
+	switch kind {
 	case mpsa.NewRequest:
 		if !msg.HasMPSAVendorID() {
 			m.sess.Discard()
@@ -161,7 +154,8 @@ func (g *ctlGroup) onDatagram(s *Server, now time.Time, d Datagram) {
 			g.metrics.SetMembers(g.cfg.Name, g.ackedMembers())
 		}
 	case mpsa.StaleResponse, mpsa.RepeatedUnanswered:
-		// a late answer to a request we replaced; nothing to do
+		// a late answer to a request we replaced, or a request still
+		// being handled; nothing to do
 	}
 }
 
@@ -176,8 +170,13 @@ func (g *ctlGroup) joined(now time.Time, m *ctlMember) {
 	}
 }
 
-// push sends the current group SA to a member that said hello.
-func (g *ctlGroup) push(s *Server, now time.Time, m *ctlMember) {
+// push sends the current group SA to members. The N(MPSA_PUT) is the same
+// for all of them and is encoded once; each request around it has the
+// member's own IKE SPIs and message ID.
+func (g *ctlGroup) push(s *Server, now time.Time, ms ...*ctlMember) {
+	if len(ms) == 0 {
+		return
+	}
 	p := g.group.PutAt(now)
 	defer p.Zero()
 	n, err := p.Notify()
@@ -185,16 +184,18 @@ func (g *ctlGroup) push(s *Server, now time.Time, m *ctlMember) {
 		g.log.Error("encode MPSA_PUT", "err", err)
 		return
 	}
-	b, err := m.sess.Request(now, n)
-	clear(n.Data)
-	if err != nil {
-		g.log.Error("encode MPSA_PUT", "err", err)
-		return
+	defer clear(n.Data)
+	for _, m := range ms {
+		b, err := m.sess.Request(now, n)
+		if err != nil {
+			g.log.Error("encode MPSA_PUT", "err", err)
+			continue
+		}
+		m.pending = p.SPI
+		s.send(b, m.ctl.Local, m.ctl.Remote)
+		clear(b)
+		g.log.Debug("pushed group SA", "member", m.ctl.IKE.RemoteID, "put", p)
 	}
-	m.pending = p.SPI
-	s.send(b, m.ctl.Local, m.ctl.Remote)
-	clear(b)
-	g.log.Debug("pushed group SA", "member", m.ctl.IKE.RemoteID, "put", p)
 }
 
 func (g *ctlGroup) rekey(s *Server, now time.Time, reason string) (string, error) {
@@ -208,9 +209,7 @@ func (g *ctlGroup) rekey(s *Server, now time.Time, reason string) (string, error
 	g.metrics.Rekeyed(g.cfg.Name, reason)
 	g.metrics.SetGroupSA(g.cfg.Name, sa.SPI(), sa.Created)
 	g.log.Info("rekeyed group SA", "reason", reason, "spi", spiString(sa.SPI()), "next_rekey", g.group.NextRekey().Format(time.RFC3339), "members", len(g.members))
-	for _, m := range g.members {
-		g.push(s, now, m)
-	}
+	g.push(s, now, slices.Collect(maps.Values(g.members))...)
 	return spiString(sa.SPI()), nil
 }
 
@@ -220,7 +219,7 @@ func (g *ctlGroup) onTimer(s *Server, now time.Time) {
 		if now.Before(g.group.Current().RekeyAt) {
 			reason = metrics.RekeyMemberLeave
 			if g.joinWait {
-				reason = "member_join"
+				reason = metrics.RekeyMemberJoin
 			}
 		}
 		g.rekey(s, now, reason)
@@ -258,7 +257,7 @@ func (g *ctlGroup) status() GroupStatus {
 		m := g.members[addr]
 		st.Members = append(st.Members, MemberStatus{
 			ID: m.ctl.IKE.RemoteID, Address: addr.String(), AckedSPI: spiString(m.acked),
-			PendingSPI: spiString(m.pending), Retransmits: m.sess.Attempts(), IKE: m.ctl.IKE.UniqueID, IKESPIs: ikeSPIs(m.ctl.IKE),
+			PendingSPI: spiString(m.pending), Retransmits: m.sess.Attempts(), IKE: m.ctl.IKE.UniqueID, IKESPIs: m.sess.ID().String(),
 		})
 	}
 	return st
@@ -271,8 +270,9 @@ func (g *ctlGroup) close() {
 	g.group.Close()
 }
 
-func ikeSPIs(sa vici.IKESA) string {
-	return fmt.Sprintf("%016x_i %016x_r", sa.InitiatorSPI, sa.ResponderSPI)
+// sessionID names the control session that runs under an IKE SA.
+func sessionID(sa vici.IKESA) mpsa.SessionID {
+	return mpsa.SessionID{SPIi: sa.InitiatorSPI, SPIr: sa.ResponderSPI}
 }
 
 // ackedMembers counts members that acknowledged an SA.
@@ -284,12 +284,4 @@ func (g *ctlGroup) ackedMembers() int {
 		}
 	}
 	return n
-}
-
-// headerDropReason maps a Session.CheckHeader reason to a metrics reason.
-func headerDropReason(r string) string {
-	if r == "IKE SPIs" {
-		return metrics.DropSPIMismatch
-	}
-	return metrics.DropMalformed
 }

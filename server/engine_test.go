@@ -54,8 +54,7 @@ func (p port) Send(b []byte, src netip.Addr, dst netip.AddrPort) error {
 	return nil
 }
 
-func (w *wire) drain(ctx context.Context) int {
-	n := 0
+func (w *wire) drain(ctx context.Context) {
 	for len(w.queue) > 0 {
 		d := w.queue[0]
 		w.queue = w.queue[1:]
@@ -63,9 +62,7 @@ func (w *wire) drain(ctx context.Context) int {
 			continue
 		}
 		d.to.onDatagram(ctx, d.d)
-		n++
 	}
-	return n
 }
 
 // recorder is a data plane that records what it is told.
@@ -153,6 +150,9 @@ const (
     routes { m2 { prefixes = 10.1.2.0/24
                   peer = 192.0.2.12 } } } } }`
 )
+
+// peersCall is the member's peer table of memConf as the recorder shows it.
+const peersCall = "peers [10.1.1.0/24] [10.1.2.0/24 via 192.0.2.12]"
 
 var (
 	ctlAddr = netip.MustParseAddr("10.98.0.1")
@@ -254,7 +254,7 @@ func TestEngineDistributesAndRekeys(t *testing.T) {
 	b.up()
 	first := b.ctlGroup().group.Current().SPI()
 	b.expectCalls(
-		"peers [10.1.1.0/24] [10.1.2.0/24 via 192.0.2.12]",
+		peersCall,
 		fmt.Sprintf("install %08x", first),
 		fmt.Sprintf("outbound %08x", first),
 	)
@@ -264,7 +264,7 @@ func TestEngineDistributesAndRekeys(t *testing.T) {
 	if got := b.dp.keys[first]; !bytes.Equal(got.EncrKey, want.Encr) || !bytes.Equal(got.IntegKey, want.Integ) || got.Suite != put.Suite {
 		t.Fatal("the member installed other keys than KEYMAT of the controller's SA")
 	}
-	st, _ := b.ctlStatus()
+	st := b.ctlStatus()
 	if len(st.Members) != 1 || st.Members[0].AckedSPI != spiString(first) || st.Members[0].ID != "member1" {
 		t.Fatalf("controller status %+v", st.Members)
 	}
@@ -286,7 +286,7 @@ func TestEngineDistributesAndRekeys(t *testing.T) {
 	b.expectCalls(fmt.Sprintf("outbound %08x", second))
 	b.advance(time.Second)
 	b.expectCalls(fmt.Sprintf("remove %08x", first))
-	if ms, _ := b.memStatus(); ms.OutboundSPI != spiString(second) || len(ms.InboundSPIs) != 1 {
+	if ms := b.memStatus(); ms.OutboundSPI != spiString(second) || len(ms.InboundSPIs) != 1 {
 		t.Fatalf("member status %+v", ms)
 	}
 	b.checkNoKeysInLogs(put)
@@ -301,23 +301,23 @@ func TestEngineRetransmitsUntilInstalled(t *testing.T) {
 	b.dp.failNext, b.dp.failures = errors.New("simulated netlink failure"), 2
 	b.up()
 	spi := b.ctlGroup().group.Current().SPI()
-	if c := b.dp.take(); len(c) != 1 || !strings.HasPrefix(c[0], "peers") {
+	if c := b.dp.take(); len(c) != 1 || c[0] != peersCall {
 		t.Fatalf("after a failed install: %v", c)
 	}
-	st, _ := b.ctlStatus()
+	st := b.ctlStatus()
 	if st.Members[0].AckedSPI != "" || st.Members[0].PendingSPI != spiString(spi) {
 		t.Fatalf("member acknowledged an SA it failed to install: %+v", st.Members[0])
 	}
 	b.advance(time.Second) // the controller's first retransmission
 	b.expectCalls(fmt.Sprintf("install %08x", spi), fmt.Sprintf("outbound %08x", spi))
-	st, _ = b.ctlStatus()
+	st = b.ctlStatus()
 	if st.Members[0].AckedSPI != spiString(spi) {
 		t.Fatalf("after the retransmission: %+v", st.Members[0])
 	}
 	if !strings.Contains(b.logs.String(), "simulated netlink failure") {
 		t.Fatal("the data-plane failure was not logged")
 	}
-	if ms, _ := b.memStatus(); ms.DataPlaneError != "simulated netlink failure" {
+	if ms := b.memStatus(); ms.DataPlaneError != "simulated netlink failure" {
 		t.Fatalf("status does not show the data-plane failure: %q", ms.DataPlaneError)
 	}
 }
@@ -336,13 +336,18 @@ func TestEngineLostDatagrams(t *testing.T) {
 		return false
 	}
 	b.up()
-	b.expectCalls("peers [10.1.1.0/24] [10.1.2.0/24 via 192.0.2.12]")
+	b.expectCalls(peersCall)
+	// Both requests wait for their first retransmission, 1 s on the
+	// injected clock (not on the wall clock).
+	if c, m := b.ctl.nextDeadline(), b.mem.nextDeadline(); c != time.Second || m != time.Second {
+		t.Fatalf("next deadlines: controller %v, member %v; want 1s", c, m)
+	}
 	b.advance(time.Second)
 	spi := b.ctlGroup().group.Current().SPI()
 	b.expectCalls(fmt.Sprintf("install %08x", spi), fmt.Sprintf("outbound %08x", spi))
 	b.advance(time.Minute)
 	b.expectCalls()
-	st, _ := b.ctlStatus()
+	st := b.ctlStatus()
 	if st.Members[0].AckedSPI != spiString(spi) || st.Members[0].PendingSPI != "" {
 		t.Fatalf("controller: %+v", st.Members[0])
 	}
@@ -365,7 +370,12 @@ func TestEngineDropsForeignDatagrams(t *testing.T) {
 		{Src: netip.AddrPortFrom(memAddr, 4501), Dst: ctlAddr, Data: []byte("garbage")},
 		{Src: netip.AddrPortFrom(memAddr, 4501), Dst: netip.MustParseAddr("10.98.0.2"), Data: hello(0x1111)},
 	} {
-		b.ctl.onDatagram(b.ctx, d)
+		// A datagram from a member's control address goes to its group
+		// (which drops it); the others match no group.
+		claimed := d.Src.Addr() == memAddr && d.Dst == ctlAddr
+		if got := b.ctl.onDatagram(b.ctx, d); got != claimed {
+			t.Errorf("datagram from %s to %s: handled by a group %v, want %v", d.Src, d.Dst, got, claimed)
+		}
 	}
 	if n := len(b.w.queue); n != 0 {
 		t.Fatalf("%d answers to foreign datagrams", n)
@@ -391,7 +401,7 @@ func TestEngineCounterModeRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.up()
-	if c := b.dp.take(); len(c) != 1 {
+	if c := b.dp.take(); len(c) != 1 || c[0] != peersCall {
 		t.Fatalf("member installed a counter-mode SA without allow_counter_mode: %v", c)
 	}
 	if !strings.Contains(b.logs.String(), "counter-mode SA refused") {
@@ -399,9 +409,9 @@ func TestEngineCounterModeRefused(t *testing.T) {
 	}
 }
 
-func (b *bench) ctlStatus() (GroupStatus, error) { return b.ctlGroup().status(), nil }
+func (b *bench) ctlStatus() GroupStatus { return b.ctlGroup().status() }
 
-func (b *bench) memStatus() (GroupStatus, error) { return b.mem.mems[0].status(b.ctx), nil }
+func (b *bench) memStatus() GroupStatus { return b.mem.mems[0].status(b.ctx) }
 
 // checkNoKeysInLogs: no nonce, SK_d or derived key appears in the debug
 // log, in hex, base64 or as a Go byte slice.

@@ -51,10 +51,8 @@ func (g *memGroup) onSnapshot(ctx context.Context, s *Server, snap vici.Snapshot
 		return
 	}
 	c := cs[len(cs)-1] // the newest IKE SA
-	if g.dp == nil {
-		g.ensureDataPlane(ctx, s, c.IKE.LocalHost)
-	}
-	id := mpsa.SessionID{SPIi: c.IKE.InitiatorSPI, SPIr: c.IKE.ResponderSPI}
+	g.ensureDataPlane(ctx, s, c.IKE.LocalHost)
+	id := sessionID(c.IKE)
 	g.ctl = c
 	if g.sess != nil && g.sess.ID() == id {
 		return
@@ -123,19 +121,11 @@ func (g *memGroup) claims(d Datagram) bool {
 }
 
 func (g *memGroup) onDatagram(ctx context.Context, s *Server, now time.Time, d Datagram) {
-	msg, err := mpsa.ParseMessage(d.Data)
-	if err != nil {
-		g.drops.drop(now, metrics.DropMalformed, "err", err)
+	msg, kind, ok := s.receive(now, d, g.sess, g.ctl, g.drops)
+	if !ok {
 		return
 	}
-	if r := g.sess.CheckHeader(msg.Header); r != "" {
-		g.drops.drop(now, headerDropReason(r), "detail", r)
-		return
-	}
-	in := g.sess.Receive(msg)
-	switch in.Kind {
-	case mpsa.RepeatedRequest:
-		s.send(in.Reply, g.ctl.Local, g.ctl.Remote)
+	switch kind {
 	case mpsa.Response:
 		if !g.hello {
 			g.hello = true
@@ -264,8 +254,9 @@ func (g *memGroup) nextDeadline() (time.Time, bool) {
 }
 
 func (g *memGroup) status(ctx context.Context) GroupStatus {
+	out := spiString(g.life.Outbound())
 	st := GroupStatus{
-		Name: g.cfg.Name, SPI: spiString(g.life.Outbound()), OutboundSPI: spiString(g.life.Outbound()),
+		Name: g.cfg.Name, SPI: out, OutboundSPI: out,
 		InboundSPIs: []string{}, SAs: []SAStatus{}, Peers: []Peer{}, Drops: g.drops.snapshot(),
 		DataPlaneError: g.lastErr,
 	}
@@ -284,7 +275,7 @@ func (g *memGroup) status(ctx context.Context) GroupStatus {
 	}
 	link := &PeerLink{State: "down"}
 	if g.sess != nil {
-		link = &PeerLink{Address: g.ctl.Remote.String(), State: "hello", IKE: g.ctl.IKE.UniqueID, IKESPIs: ikeSPIs(g.ctl.IKE)}
+		link = &PeerLink{Address: g.ctl.Remote.String(), State: "hello", IKE: g.ctl.IKE.UniqueID, IKESPIs: g.sess.ID().String()}
 		if g.hello {
 			link.State = "up"
 		}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"log/slog"
+	"maps"
 	"time"
 )
 
@@ -40,11 +41,7 @@ func (d *dropLog) drop(now time.Time, reason string, attrs ...any) {
 
 func (d *dropLog) snapshot() map[string]uint64 {
 	if len(d.counts) == 0 {
-		return nil
+		return nil // nothing dropped
 	}
-	m := make(map[string]uint64, len(d.counts))
-	for k, v := range d.counts {
-		m[k] = v
-	}
-	return m
+	return maps.Clone(d.counts)
 }

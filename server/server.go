@@ -152,10 +152,12 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.out = s.tr
 	if name := s.cfg.ControlInterface; name != "" {
-		if _, err := net.InterfaceByName(name); err != nil {
-			// charon's TUN may not exist yet; looked up at every
-			// datagram until it does.
+		if ifi, err := net.InterfaceByName(name); err != nil {
+			// charon's TUN may not exist yet; looked up when the
+			// first datagram arrives (see fromControlInterface).
 			s.log.Warn("control interface not found yet", "interface", name, "err", err)
+		} else {
+			s.ctlIf, s.ctlIfLookup = ifi.Index, s.now()
 		}
 	}
 	if err := s.applyConfig(ctx, s.cfg); err != nil {
@@ -268,7 +270,15 @@ func (s *Server) loop(ctx context.Context, errc <-chan error) error {
 		defer t.Stop()
 		watchdog = t.C
 	}
+	timer.Reset(s.nextDeadline())
 	for {
+		// Timers run when the timer fires. Other events may set or
+		// move a deadline (a request sent or answered, an SA received,
+		// a group added), so the timer is re-armed after them; not
+		// after a dropped datagram or a watchdog tick, which change
+		// nothing, so that datagrams nobody claims cost no walk over
+		// every member.
+		rearm := true
 		select {
 		case <-ctx.Done():
 			return nil
@@ -279,15 +289,18 @@ func (s *Server) loop(ctx context.Context, errc <-chan error) error {
 				s.onUpdate(ctx, u)
 			}
 		case d := <-s.datagrams:
-			s.onDatagram(ctx, d)
+			rearm = s.onDatagram(ctx, d)
 		case fn := <-s.calls:
 			fn()
 		case <-timer.C:
+			s.onTimers(ctx)
 		case <-watchdog:
 			s.opts.Watchdog()
+			rearm = false
 		}
-		s.onTimers(ctx)
-		timer.Reset(s.nextDeadline())
+		if rearm {
+			timer.Reset(s.nextDeadline())
+		}
 	}
 }
 
@@ -312,29 +325,32 @@ func (s *Server) onUpdate(ctx context.Context, u vici.Update) {
 	}
 }
 
-func (s *Server) onDatagram(ctx context.Context, d Datagram) {
+// onDatagram hands a datagram to the group it belongs to, or drops it. It
+// reports whether a group handled it (and so may have moved a deadline).
+func (s *Server) onDatagram(ctx context.Context, d Datagram) bool {
 	now := s.now()
 	if !s.fromControlInterface(now, d.IfIndex) {
 		s.drops.drop(now, metrics.DropNotProtected, "src", d.Src, "ifindex", d.IfIndex, "want_interface", s.cfg.ControlInterface)
-		return
+		return false
 	}
 	if !s.connected {
 		s.drops.drop(now, metrics.DropNoIKESA, "src", d.Src, "detail", "not connected to charon")
-		return
+		return false
 	}
 	for _, g := range s.ctls {
-		if g.claims(d) {
-			g.onDatagram(s, now, d)
-			return
+		if m := g.claim(d); m != nil {
+			g.onDatagram(s, now, d, m)
+			return true
 		}
 	}
 	for _, g := range s.mems {
 		if g.claims(d) {
 			g.onDatagram(ctx, s, now, d)
-			return
+			return true
 		}
 	}
 	s.drops.drop(now, metrics.DropNoControlChild, "src", d.Src, "dst", d.Dst, "detail", "not the address of an installed control child")
+	return false
 }
 
 func (s *Server) onTimers(ctx context.Context) {
@@ -347,8 +363,11 @@ func (s *Server) onTimers(ctx context.Context) {
 	}
 }
 
+// nextDeadline is how long until the earliest timer of any group, at most
+// a minute, at least a millisecond. It is measured on the server's clock.
 func (s *Server) nextDeadline() time.Duration {
-	next := s.now().Add(time.Minute)
+	now := s.now()
+	next := now.Add(time.Minute)
 	for _, g := range s.ctls {
 		if t := g.nextDeadline(); t.Before(next) {
 			next = t
@@ -359,13 +378,45 @@ func (s *Server) nextDeadline() time.Duration {
 			next = t
 		}
 	}
-	return max(time.Until(next), time.Millisecond)
+	return max(next.Sub(now), time.Millisecond)
 }
 
 func (s *Server) send(b []byte, src netip.Addr, dst netip.Addr) {
 	if err := s.out.Send(b, src, netip.AddrPortFrom(dst, s.cfg.ControlPort)); err != nil {
 		s.log.Warn("send control datagram", "dst", dst, "err", err)
 	}
+}
+
+// receive decodes a datagram claimed by the control session sess over the
+// control child ctl and checks that its header belongs to the session; if
+// not, it is dropped with a counted reason (attrs go into the log line). A
+// retransmitted request is answered at once from the session's cache. It
+// returns the message and its kind, and false when nothing more is to be
+// done with it.
+func (s *Server) receive(now time.Time, d Datagram, sess *mpsa.Session, ctl vici.Control, drops *dropLog, attrs ...any) (*mpsa.Message, mpsa.Kind, bool) {
+	msg, err := mpsa.ParseMessage(d.Data)
+	if err != nil {
+		drops.drop(now, metrics.DropMalformed, append(attrs, "err", err)...)
+		return nil, 0, false
+	}
+	if r := sess.CheckHeader(msg.Header); r != "" {
+		drops.drop(now, headerDropReason(r), append(attrs, "detail", r)...)
+		return nil, 0, false
+	}
+	in := sess.Receive(msg)
+	if in.Kind == mpsa.RepeatedRequest {
+		s.send(in.Reply, ctl.Local, ctl.Remote)
+		return msg, in.Kind, false
+	}
+	return msg, in.Kind, true
+}
+
+// headerDropReason maps a Session.CheckHeader reason to a metrics reason.
+func headerDropReason(r string) string {
+	if r == "IKE SPIs" {
+		return metrics.DropSPIMismatch
+	}
+	return metrics.DropMalformed
 }
 
 // applyConfig builds the groups of cfg (at start).
@@ -536,9 +587,11 @@ func (s *Server) Rekey(ctx context.Context, group string) (string, error) {
 	return spi, err
 }
 
+// spiString formats an SPI for logs and status as the metrics do; the
+// empty string for 0, no SPI.
 func spiString(spi uint32) string {
 	if spi == 0 {
 		return ""
 	}
-	return fmt.Sprintf("0x%08x", spi)
+	return metrics.SPIString(spi)
 }

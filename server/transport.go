@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -113,9 +114,11 @@ func (t *Transport) read6(b []byte) (int, net.Addr, net.IP, int, error) {
 }
 
 // readLoop delivers datagrams read with read until the socket is closed.
+// It reads into one buffer of its own and hands deliver a copy of each
+// datagram's octets.
 func readLoop(family string, read readFunc, deliver func(Datagram)) error {
+	b := make([]byte, maxDatagram)
 	for {
-		b := make([]byte, maxDatagram)
 		n, src, dst, ifindex, err := read(b)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
@@ -124,7 +127,7 @@ func readLoop(family string, read readFunc, deliver func(Datagram)) error {
 			return fmt.Errorf("receive on the %s control port: %w", family, err)
 		}
 		sa := src.(*net.UDPAddr).AddrPort()
-		d := Datagram{Src: netip.AddrPortFrom(sa.Addr().Unmap(), sa.Port()), IfIndex: ifindex, Data: b[:n]}
+		d := Datagram{Src: netip.AddrPortFrom(sa.Addr().Unmap(), sa.Port()), IfIndex: ifindex, Data: bytes.Clone(b[:n])}
 		d.Dst, _ = netip.AddrFromSlice(dst)
 		deliver(d)
 	}
@@ -133,9 +136,8 @@ func readLoop(family string, read readFunc, deliver func(Datagram)) error {
 // Send sends b from the local address src (the local control address; the
 // zero Addr lets the kernel choose) to dst.
 func (t *Transport) Send(b []byte, src netip.Addr, dst netip.AddrPort) error {
-	ua := net.UDPAddrFromAddrPort(dst)
-	if dst.Addr().Unmap().Is4() {
-		ua = net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()))
+	if a := dst.Addr().Unmap(); a.Is4() {
+		ua := net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, dst.Port()))
 		var cm *ipv4.ControlMessage
 		if src.IsValid() {
 			cm = &ipv4.ControlMessage{Src: src.Unmap().AsSlice()}
@@ -149,7 +151,7 @@ func (t *Transport) Send(b []byte, src netip.Addr, dst netip.AddrPort) error {
 	if src.IsValid() {
 		cm = &ipv6.ControlMessage{Src: src.AsSlice()}
 	}
-	if _, err := t.c6.WriteTo(b, cm, ua); err != nil {
+	if _, err := t.c6.WriteTo(b, cm, net.UDPAddrFromAddrPort(dst)); err != nil {
 		return fmt.Errorf("send to %s: %w", dst, err)
 	}
 	return nil

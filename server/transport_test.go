@@ -93,3 +93,28 @@ func TestTransportSourceAddress(t *testing.T) {
 		}
 	}
 }
+
+// TestReadLoopCopiesDatagrams: readLoop reuses its buffer, so each
+// delivered datagram must be a copy that the next read does not overwrite.
+func TestReadLoopCopiesDatagrams(t *testing.T) {
+	msgs := []string{"first datagram", "second"}
+	src := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4501}
+	read := func(b []byte) (int, net.Addr, net.IP, int, error) {
+		if len(msgs) == 0 {
+			return 0, nil, nil, 0, net.ErrClosed
+		}
+		n := copy(b, msgs[0])
+		msgs = msgs[1:]
+		return n, src, net.IPv4(192, 0, 2, 2).To4(), 3, nil
+	}
+	var got []Datagram
+	if err := readLoop("IPv4", read, func(d Datagram) { got = append(got, d) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || string(got[0].Data) != "first datagram" || string(got[1].Data) != "second" {
+		t.Fatalf("delivered %+v", got)
+	}
+	if d := got[0]; d.Src != netip.MustParseAddrPort("192.0.2.1:4501") || d.Dst != netip.MustParseAddr("192.0.2.2") || d.IfIndex != 3 {
+		t.Fatalf("datagram %+v", d)
+	}
+}

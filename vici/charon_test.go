@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,7 +176,10 @@ func TestControlChildren(t *testing.T) {
 			// Updates: the first one is the resync of an empty charon,
 			// then events only.
 			ups := rec.all()
-			if len(ups) == 0 || ups[0].Cause != vici.CauseResync || len(ups[0].Snapshot.IKESAs) != 0 {
+			if len(ups) == 0 {
+				t.Fatal("no update, want a resync with no SA first")
+			}
+			if ups[0].Cause != vici.CauseResync || len(ups[0].Snapshot.IKESAs) != 0 {
 				t.Errorf("first update %+v, want a resync with no SA", ups[0])
 			}
 			var kinds []string
@@ -524,20 +528,33 @@ drain:
 	}
 }
 
-// TestWatcherDroppedEvents: with an event buffer of one, govici drops
-// events when members come up together; the watcher notices the full
-// channel, resynchronises, and still ends with charon's true state.
+// TestWatcherDroppedEvents makes govici drop events and checks that the
+// watcher recovers: the watcher is held in OnUpdate at its first update
+// after the members start, while charon sends the events of three members
+// coming up; govici keeps only EventBuffer of them for the watcher and
+// drops the rest (a second session with a large channel counts what charon
+// sent). Once released, the watcher finds its channel full, resynchronises,
+// and ends with charon's true state.
 func TestWatcherDroppedEvents(t *testing.T) {
+	const buffer = 2
 	lab := charon.NewLab(t, charon.LabOptions{Members: 3})
 	g := lab.Group
 	ctl := charon.Start(t, lab.Controller.NS, charon.Config{SwanctlConf: g.ControllerConf()})
 	rec := &recorder{}
+	var hold atomic.Bool
+	held := make(chan uint64, 1) // the Seq of the update the watcher is held at
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unhold := func() { releaseOnce.Do(func() { close(release) }) }
 	w := vici.NewWatcher(vici.WatcherOptions{
 		Socket:      ctl.SocketPath(),
-		EventBuffer: 1,
+		EventBuffer: buffer,
 		OnUpdate: func(u vici.Update) {
 			rec.add(u)
-			time.Sleep(20 * time.Millisecond) // a slow consumer
+			if hold.CompareAndSwap(true, false) {
+				held <- u.Seq
+				<-release
+			}
 		},
 		Logger: testLogger(t),
 	})
@@ -545,22 +562,67 @@ func TestWatcherDroppedEvents(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(unhold) // runs first: a failed test must not leave Run held
 	if _, err := w.Wait(t.Context(), func(s vici.Snapshot) bool { return s.Connected }); err != nil {
 		t.Fatal(err)
 	}
+
+	// A second session counts the events charon sends.
+	counter, err := vici.Dial(t.Context(), ctl.SocketPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer counter.Close()
+	sent := make(chan govici.Event, 1024)
+	counter.NotifyEvents(sent)
+	if err := counter.Subscribe(vici.EventIKEUpdown, vici.EventChildUpdown, vici.EventIKERekey, vici.EventChildRekey); err != nil {
+		t.Fatal(err)
+	}
+
+	hold.Store(true)
 	for i, m := range lab.Members {
 		charon.Start(t, m.NS, charon.Config{SwanctlConf: g.MemberConf(i)})
 	}
+	var heldAt uint64
+	select {
+	case heldAt = <-held:
+	case <-time.After(patience):
+		t.Fatal("the watcher delivered no update after the members started")
+	}
+	// Every member sends at least ike-up and child-up; wait for all of
+	// them while the watcher is held.
+	want := 2 * len(lab.Members)
+	nsent := 0
+	for deadline := time.After(patience); nsent < want; {
+		select {
+		case <-sent:
+			nsent++
+		case <-deadline:
+			t.Fatalf("charon sent %d events, want %d", nsent, want)
+		}
+	}
+	if nsent <= buffer+1 {
+		t.Fatalf("only %d events while the watcher was held: nothing to drop", nsent)
+	}
+	unhold()
+
 	waitControls(t, w, g, 3)
 	waitSameState(t, w, ctl.SocketPath())
-	resyncs := 0
+	applied, resyncs := 0, 0
 	for _, u := range rec.all() {
-		if u.Cause == vici.CauseResync {
+		switch {
+		case u.Seq < heldAt:
+		case u.Cause == vici.CauseEvent:
+			applied++
+		case u.Cause == vici.CauseResync && u.Seq > heldAt:
 			resyncs++
 		}
 	}
-	if resyncs < 2 {
-		t.Errorf("%d resyncs, want more than the initial one (the channel was full)", resyncs)
+	t.Logf("charon sent %d events while the watcher was held at update %d; the watcher applied %d and resynchronised %d times", nsent, heldAt, applied, resyncs)
+	if applied >= nsent {
+		t.Errorf("the watcher applied %d of %d events: none was dropped", applied, nsent)
 	}
-	t.Logf("%d updates, %d of them resyncs", len(rec.all()), resyncs)
+	if resyncs == 0 {
+		t.Error("no resync after events were dropped")
+	}
 }

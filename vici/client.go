@@ -1,6 +1,7 @@
 package vici
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,8 +22,6 @@ const DefaultSocket = "/var/run/charon.vici"
 // Client is one VICI session with charon. Its methods may be called from
 // several goroutines; calls are serialised.
 type Client struct {
-	socket string
-
 	mu      sync.Mutex // serialises commands
 	s       *govici.Session
 	gc      *gateConn
@@ -60,7 +59,7 @@ func newClient(socket string, dial func(network, addr string) (net.Conn, error))
 	if err != nil {
 		return nil, fmt.Errorf("vici: connect %s: %w", socket, err)
 	}
-	return &Client{socket: socket, s: s, gc: gc}, nil
+	return &Client{s: s, gc: gc}, nil
 }
 
 // Backoff is an exponential backoff between connection attempts.
@@ -141,17 +140,8 @@ func DialRetry(ctx context.Context, socket string, b Backoff, log *slog.Logger) 
 	}
 }
 
-// Socket is the socket path the client is connected to.
-func (c *Client) Socket() string { return c.socket }
-
 // Close ends the session.
 func (c *Client) Close() error { return c.s.Close() }
-
-// Session is the underlying govici session, for commands this package does
-// not wrap. Do not use it concurrently with the Client's own methods, and
-// subscribe through Client.Subscribe, not Session().Subscribe (see
-// gateConn).
-func (c *Client) Session() *govici.Session { return c.s }
 
 // Subscribe registers the session for the named events; receive them with
 // NotifyEvents. Events that arrive while the registration is in progress
@@ -206,11 +196,8 @@ func (c *Client) ListSAsRaw(ctx context.Context) ([]*govici.Message, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.listSub {
-		c.gc.hold()
-		err := c.s.Subscribe("list-sa")
-		c.gc.release()
-		if err != nil {
-			return nil, fmt.Errorf("vici: subscribe list-sa: %w", err)
+		if err := c.Subscribe("list-sa"); err != nil {
+			return nil, err
 		}
 		c.listSub = true
 	}
@@ -299,5 +286,5 @@ func (c *Client) ikeSATotal(ctx context.Context) (int, error) {
 }
 
 func sortIKE(sas []IKESA) {
-	slices.SortFunc(sas, func(a, b IKESA) int { return cmpUint32(a.UniqueID, b.UniqueID) })
+	slices.SortFunc(sas, func(a, b IKESA) int { return cmp.Compare(a.UniqueID, b.UniqueID) })
 }

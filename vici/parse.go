@@ -1,6 +1,7 @@
 package vici
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -178,7 +179,7 @@ func parseIKE(conn string, m *govici.Message, children bool) (IKESA, error) {
 	default:
 		return IKESA{}, fmt.Errorf("vici: %s: child-sas is a %T, not a section", f.ctx, v)
 	}
-	slices.SortFunc(sa.Children, func(a, b ChildSA) int { return cmpUint32(a.UniqueID, b.UniqueID) })
+	sortChildren(sa.Children)
 	return sa, nil
 }
 
@@ -299,14 +300,9 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return a
 }
 
-func cmpUint32(a, b uint32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+// sortChildren orders CHILD SAs by unique id.
+func sortChildren(cs []ChildSA) {
+	slices.SortFunc(cs, func(a, b ChildSA) int { return cmp.Compare(a.UniqueID, b.UniqueID) })
 }
 
 // EventKind says which VICI event an Event came from and in which

@@ -131,19 +131,8 @@ func (w *Watcher) Last() Update {
 // Wait blocks until cond holds for the latest snapshot (checked now and
 // after every update) or ctx is done, and returns that snapshot.
 func (w *Watcher) Wait(ctx context.Context, cond func(Snapshot) bool) (Snapshot, error) {
-	for {
-		w.mu.Lock()
-		s, ch := w.last.Snapshot, w.changed
-		w.mu.Unlock()
-		if cond(s) {
-			return s, nil
-		}
-		select {
-		case <-ctx.Done():
-			return s, ctx.Err()
-		case <-ch:
-		}
-	}
+	u, err := w.wait(ctx, func(u Update) bool { return cond(u.Snapshot) })
+	return u.Snapshot, err
 }
 
 // WaitUpdate blocks until an update with Seq > after satisfies cond, or ctx
@@ -153,11 +142,17 @@ func (w *Watcher) WaitUpdate(ctx context.Context, after uint64, cond func(Update
 	// Updates are not queued: a condition that holds only between two
 	// updates in quick succession can be missed, so cond should describe
 	// a state (or the latest update's cause), not a transient.
+	return w.wait(ctx, func(u Update) bool { return u.Seq > after && cond(u) })
+}
+
+// wait blocks until ok holds for the latest update (checked now and after
+// every update) or ctx is done, and returns that update.
+func (w *Watcher) wait(ctx context.Context, ok func(Update) bool) (Update, error) {
 	for {
 		w.mu.Lock()
 		u, ch := w.last, w.changed
 		w.mu.Unlock()
-		if u.Seq > after && cond(u) {
+		if ok(u) {
 			return u, nil
 		}
 		select {
@@ -258,7 +253,7 @@ func (st state) apply(ev Event) bool {
 			return c.UniqueID == ev.OldChild.UniqueID || c.UniqueID == ev.IKE.Children[0].UniqueID
 		})
 		kids = append(kids, ev.IKE.Children[0])
-		slices.SortFunc(kids, func(a, b ChildSA) int { return cmpUint32(a.UniqueID, b.UniqueID) })
+		sortChildren(kids)
 		sa.Children = kids
 		st[id] = sa
 	case IKEUp:
@@ -279,7 +274,7 @@ func (st state) apply(ev Event) bool {
 		kids = slices.DeleteFunc(slices.Clone(kids), func(c ChildSA) bool { return c.UniqueID == child.UniqueID })
 		if ev.Kind == ChildUp {
 			kids = append(kids, child)
-			slices.SortFunc(kids, func(a, b ChildSA) int { return cmpUint32(a.UniqueID, b.UniqueID) })
+			sortChildren(kids)
 		}
 		sa.Children = kids
 		if ev.Kind == ChildDown && sa.State != IKEEstablished {

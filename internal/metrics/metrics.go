@@ -12,6 +12,7 @@ package metrics
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -35,24 +36,26 @@ const (
 	// RekeyMemberLeave is a rekey because a member left and
 	// rekey_on_leave is set.
 	RekeyMemberLeave = "member_leave"
-	// RekeyReload is a rekey because a reload changed the group's SA
-	// parameters (proposal, lifetimes).
-	RekeyReload = "reload"
+	// RekeyMemberJoin is a rekey because a member joined and
+	// rekey_on_join is set.
+	RekeyMemberJoin = "member_join"
 )
 
 // RekeyReasons lists the predefined rekey reasons.
 func RekeyReasons() []string {
-	return []string{RekeyLifetime, RekeyManual, RekeyMemberLeave, RekeyReload}
+	return []string{RekeyLifetime, RekeyManual, RekeyMemberLeave, RekeyMemberJoin}
 }
 
 // Reasons for dropping a control datagram, the values of the reason label
 // of mpsa_control_dropped_total.
 const (
-	// DropNoIKESA: the source is not the remote control address of an
-	// ESTABLISHED IKE SA of a group's connection.
+	// DropNoIKESA: mpsad is not connected to charon's VICI socket, so it
+	// knows no IKE SA to take the datagram for.
 	DropNoIKESA = "no_ike_sa"
-	// DropNoControlChild: the IKE SA exists but its control child is not
-	// INSTALLED.
+	// DropNoControlChild: the source and destination are not the remote
+	// and local control addresses of an INSTALLED control child of any
+	// group (there is no IKE SA with that peer, or its control child is
+	// not installed, or the member's session with the controller is down).
 	DropNoControlChild = "no_control_child"
 	// DropSPIMismatch: the IKE header's SPIs do not match that IKE SA.
 	DropSPIMismatch = "spi_mismatch"
@@ -118,7 +121,7 @@ func New(opts Options) (*Metrics, error) {
 		}, []string{"group"}),
 		rekeys: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "rekeys_total",
-			Help: "Rekeys of the group SA, by reason (lifetime, manual, member_leave, reload).",
+			Help: "Rekeys of the group SA, by reason (lifetime, manual, member_leave, member_join).",
 		}, []string{"group", "reason"}),
 		putRetransmissions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "put_retransmissions_total",
@@ -334,10 +337,7 @@ func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
 		age := now.Sub(sa.created).Seconds()
 		ch <- prometheus.MustNewConstMetric(c.ageDesc, prometheus.GaugeValue, max(age, 0), group, SPIString(sa.spi))
 	}
-	sources := make(map[string]CountersFunc, len(c.sources))
-	for g, fn := range c.sources {
-		sources[g] = fn
-	}
+	sources := maps.Clone(c.sources)
 	c.mu.Unlock()
 
 	for group, fn := range sources {

@@ -147,8 +147,8 @@ func TestScrapeExposesDaemonSeries(t *testing.T) {
 	wantSeries(t, mfs, "mpsa_rekeys_total",
 		"group=branch,reason=lifetime 2",
 		"group=branch,reason=manual 1",
-		"group=branch,reason=member_leave 0",
-		"group=branch,reason=reload 0")
+		"group=branch,reason=member_join 0",
+		"group=branch,reason=member_leave 0")
 	wantSeries(t, mfs, "mpsa_put_retransmissions_total", "group=branch 1")
 	wantSeries(t, mfs, "mpsa_control_dropped_total",
 		"reason=malformed 1", "reason=no_control_child 0", "reason=no_ike_sa 2",
