@@ -62,7 +62,7 @@ func Decode(root *Section) (*Config, error) {
 	sec := root.Section("mpsa")
 	if sec == nil {
 		for _, s := range root.Sections {
-			if editDistance(strings.ToLower(s.Name), "mpsa") <= 2 && len(s.Name) >= 3 {
+			if len(s.Name) >= 3 && suggest(s.Name, []string{"mpsa"}) != "" {
 				errs.add(s.Pos, "unknown section %q and no mpsa { } section; did you mean mpsa?", s.Name)
 				return nil, errs
 			}
@@ -100,10 +100,11 @@ func decodeGlobal(r *sectionReader) *Config {
 		MetricsListen:    r.str("metrics_listen", ""),
 		Pos:              r.sec.Pos,
 	}
-	if r.get("role") == nil && r.sec.Key("role") == nil {
+	switch kv := r.sec.Key("role"); {
+	case kv == nil:
 		r.errorf(r.sec.Pos, "role is not set; write role = controller or role = member")
-	} else if r.get("role") == nil {
-		r.errorf(r.pos("role"), "role is empty; write role = controller or role = member")
+	case strings.TrimSpace(kv.Value) == "":
+		r.errorf(kv.Pos, "role is empty; write role = controller or role = member")
 	}
 	if err := checkVICI(cfg.VICI); err != nil {
 		r.errorf(r.pos("vici"), "vici = %s: %v", cfg.VICI, err)
@@ -131,8 +132,7 @@ func decodeGlobal(r *sectionReader) *Config {
 	}
 	checkOnlySections(groups, "groups { NAME { connection = ... } }")
 	for _, gs := range groups.sec.Sections {
-		gr := &sectionReader{sec: gs, path: groups.path + "." + gs.Name, errs: r.errs, warns: r.warns}
-		cfg.Groups = append(cfg.Groups, decodeGroup(gr, cfg.Role))
+		cfg.Groups = append(cfg.Groups, decodeGroup(groups.child(gs), cfg.Role))
 	}
 	return cfg
 }
@@ -170,34 +170,31 @@ func checkListen(hostport string) error {
 	return nil
 }
 
+// decodeGroup decodes one group. Settings that the role does not use are
+// not decoded, only warned about, and the group holds their defaults; with
+// no valid role, every setting is decoded.
 func decodeGroup(r *sectionReader, role Role) *Group {
 	r.checkNames(groupKeys(), groupSections())
 	g := &Group{
 		Name:             r.sec.Name,
 		Connection:       r.str("connection", ""),
 		AllowCounterMode: r.boolean("allow_counter_mode", false),
-		Lifetime:         r.duration("lifetime", DefaultLifetime),
-		RekeyTime:        r.duration("rekey_time", DefaultRekeyTime),
-		RekeyJitter:      r.duration("rekey_jitter", DefaultRekeyJitter),
-		Rollover1:        r.duration("rollover1", DefaultRollover1),
-		Rollover2:        r.duration("rollover2", DefaultRollover2),
-		RekeyOnJoin:      r.boolean("rekey_on_join", DefaultRekeyOnJoin),
-		RekeyOnLeave:     r.boolean("rekey_on_leave", DefaultRekeyOnLeave),
-		NonceLength:      int(r.uinteger("nonce_length", DefaultNonceLength, minNonceLength, maxNonceLength)),
-		Dataplane:        Backend(r.enum("dataplane", string(DefaultDataplane), string(BackendXFRM), string(BackendUserspace))),
-		IfID:             uint32(r.uinteger("if_id", 0, 0, 0xffffffff)),
-		Underlay:         r.addr("underlay"),
-		LocalTS:          r.prefixes("local_ts"),
 		Pos:              r.sec.Pos,
 	}
 	g.ControlChild = r.str("control_child", g.Connection)
 	if g.Connection == "" {
 		r.errorf(r.pos("connection"), "connection is not set; write connection = NAME, the swanctl connection between %s and %s", peerWord(role, true), peerWord(role, false))
 	}
-	decodeProposal(r, g, role)
-	decodeDataplane(r, g)
-	if rs := r.sub("routes"); rs != nil {
-		g.Routes = decodeRoutes(rs)
+	switch role {
+	case RoleController:
+		decodeSA(r, g, role)
+		g.Dataplane, g.MTU = DefaultDataplane, DefaultMTU
+	case RoleMember:
+		defaultSA(g)
+		decodeMember(r, g)
+	default:
+		decodeSA(r, g, role)
+		decodeMember(r, g)
 	}
 	if bs := r.sub("bgp"); bs != nil {
 		g.BGP = decodeBGP(bs)
@@ -216,6 +213,43 @@ func decodeGroup(r *sectionReader, role Role) *Group {
 		}
 	}
 	return g
+}
+
+// decodeSA decodes the settings of the shared SA, which only a controller
+// uses.
+func decodeSA(r *sectionReader, g *Group, role Role) {
+	decodeProposal(r, g, role)
+	g.Lifetime = r.duration("lifetime", DefaultLifetime)
+	g.RekeyTime = r.duration("rekey_time", DefaultRekeyTime)
+	g.RekeyJitter = r.duration("rekey_jitter", DefaultRekeyJitter)
+	g.Rollover1 = r.duration("rollover1", DefaultRollover1)
+	g.Rollover2 = r.duration("rollover2", DefaultRollover2)
+	g.RekeyOnJoin = r.boolean("rekey_on_join", DefaultRekeyOnJoin)
+	g.RekeyOnLeave = r.boolean("rekey_on_leave", DefaultRekeyOnLeave)
+	g.NonceLength = int(r.uinteger("nonce_length", DefaultNonceLength, minNonceLength, maxNonceLength))
+}
+
+// defaultSA fills in the defaults of the settings decodeSA decodes.
+func defaultSA(g *Group) {
+	g.Suite, _ = mpsa.ParseProposal(DefaultESPProposal)
+	g.ESPProposal = g.Suite.String()
+	g.Lifetime, g.RekeyTime, g.RekeyJitter = DefaultLifetime, DefaultRekeyTime, DefaultRekeyJitter
+	g.Rollover1, g.Rollover2 = DefaultRollover1, DefaultRollover2
+	g.RekeyOnJoin, g.RekeyOnLeave = DefaultRekeyOnJoin, DefaultRekeyOnLeave
+	g.NonceLength = DefaultNonceLength
+}
+
+// decodeMember decodes the settings only a member uses: its data plane,
+// its addresses and its routes.
+func decodeMember(r *sectionReader, g *Group) {
+	g.Dataplane = Backend(r.enum("dataplane", string(DefaultDataplane), string(BackendXFRM), string(BackendUserspace)))
+	g.IfID = uint32(r.uinteger("if_id", 0, 0, 0xffffffff))
+	g.Underlay = r.addr("underlay")
+	g.LocalTS = r.prefixes("local_ts")
+	decodeDataplane(r, g)
+	if rs := r.sub("routes"); rs != nil {
+		g.Routes = decodeRoutes(rs)
+	}
 }
 
 // peerWord names the two ends of the group's connection.
@@ -256,12 +290,12 @@ func warnIgnored(r *sectionReader, role Role) {
 		return
 	}
 	for _, kv := range r.sec.Keys {
-		if contains(ignored, kv.Name) {
+		if slices.Contains(ignored, kv.Name) {
 			r.warnf(kv.Pos, "%s is ignored in role %s (%s); remove it", kv.Name, role, why)
 		}
 	}
 	for _, s := range r.sec.Sections {
-		if contains(ignored, s.Name) {
+		if slices.Contains(ignored, s.Name) {
 			r.warnf(s.Pos, "%s is ignored in role %s (%s); remove it", s.Name, role, why)
 		}
 	}
@@ -312,11 +346,7 @@ func checkTimers(r *sectionReader, g *Group) {
 }
 
 func decodeDataplane(r *sectionReader, g *Group) {
-	g.MTU = DefaultMTU
-	mtuKV := r.get("mtu")
-	if mtuKV != nil {
-		g.MTU = int(r.uinteger("mtu", DefaultMTU, minMTU, maxMTU))
-	}
+	g.MTU = int(r.uinteger("mtu", DefaultMTU, minMTU, maxMTU))
 	switch g.Dataplane {
 	case BackendUserspace:
 		if r.get("if_id") != nil {
@@ -325,14 +355,7 @@ func decodeDataplane(r *sectionReader, g *Group) {
 		if r.get("xfrm_interface") != nil {
 			r.errorf(r.pos("xfrm_interface"), "xfrm_interface applies to dataplane = xfrm only; remove it or write dataplane = xfrm")
 		}
-		g.TUN = r.str("tun", defaultTUNPrefix+g.Name)
-		if err := checkIfName(g.TUN); err != nil {
-			if r.get("tun") == nil {
-				r.errorf(r.sec.Pos, "the default TUN device name %q: %v; write tun = NAME", g.TUN, err)
-			} else {
-				r.errorf(r.pos("tun"), "tun = %s: %v", g.TUN, err)
-			}
-		}
+		g.TUN = r.ifName("tun", "TUN device")
 		g.Encap = r.boolean("encap", DefaultEncap)
 		port := uint16(r.uinteger("encap_port", DefaultEncapPort, 1, 65535))
 		switch {
@@ -352,21 +375,29 @@ func decodeDataplane(r *sectionReader, g *Group) {
 		}
 		switch {
 		case g.IfID != 0:
-			g.XFRMInterface = r.str("xfrm_interface", defaultTUNPrefix+g.Name)
-			if err := checkIfName(g.XFRMInterface); err != nil {
-				if r.get("xfrm_interface") == nil {
-					r.errorf(r.sec.Pos, "the default XFRM interface name %q: %v; write xfrm_interface = NAME", g.XFRMInterface, err)
-				} else {
-					r.errorf(r.pos("xfrm_interface"), "xfrm_interface = %s: %v", g.XFRMInterface, err)
-				}
-			}
+			g.XFRMInterface = r.ifName("xfrm_interface", "XFRM interface")
 		case r.get("xfrm_interface") != nil:
 			r.errorf(r.pos("xfrm_interface"), "xfrm_interface needs route-based mode; write if_id = N (not 0) or remove xfrm_interface")
 		}
 	}
-	if mtuKV != nil && g.MTU < minMTUIPv6 && anyIPv6(g) {
-		r.errorf(mtuKV.Pos, "mtu = %d is below %d, the minimum for IPv6 traffic; write mtu = %d or more", g.MTU, minMTUIPv6, minMTUIPv6)
+	if g.MTU < minMTUIPv6 && anyIPv6(g) {
+		r.errorf(r.pos("mtu"), "mtu = %d is below %d, the minimum for IPv6 traffic; write mtu = %d or more", g.MTU, minMTUIPv6, minMTUIPv6)
 	}
+}
+
+// ifName returns the interface name of key, by default mpsa- and the
+// group's name, and reports a name Linux would refuse; what names the
+// interface in messages.
+func (r *sectionReader) ifName(key, what string) string {
+	name := r.str(key, defaultTUNPrefix+r.sec.Name)
+	if err := checkIfName(name); err != nil {
+		if r.get(key) == nil {
+			r.errorf(r.sec.Pos, "the default %s name %q: %v; write %s = NAME", what, name, err, key)
+		} else {
+			r.errorf(r.pos(key), "%s = %s: %v", key, name, err)
+		}
+	}
+	return name
 }
 
 func anyIPv6(g *Group) bool {
@@ -395,7 +426,7 @@ func decodeRoutes(r *sectionReader) []Route {
 	checkOnlySections(r, "routes { NAME { prefixes = PREFIX[, PREFIX]  peer = ADDRESS } }; strongSwan names may not contain . or :, so a prefix cannot be a key")
 	var routes []Route
 	for _, rs := range r.sec.Sections {
-		rr := &sectionReader{sec: rs, path: r.path + "." + rs.Name, errs: r.errs, warns: r.warns}
+		rr := r.child(rs)
 		rr.checkNames(routeKeys(), nil)
 		rt := Route{Name: rs.Name, Prefixes: rr.prefixes("prefixes"), Peer: rr.addr("peer"), Pos: rs.Pos}
 		if rr.get("prefixes") == nil {
@@ -445,17 +476,17 @@ func checkPrefixes(r *sectionReader, g *Group) {
 	var all []seen
 	for _, rt := range g.Routes {
 		if g.Underlay.IsValid() && rt.Peer.IsValid() && g.Underlay.Is4() != rt.Peer.Is4() {
-			r.errorf(r.routePeerPos(rt), "route %s: peer %s and underlay %s are of different address families: ESP cannot travel between them; write a peer address of the underlay's family", rt.Name, rt.Peer, g.Underlay)
+			r.errorf(r.routeKeyPos(rt, "peer"), "route %s: peer %s and underlay %s are of different address families: ESP cannot travel between them; write a peer address of the underlay's family", rt.Name, rt.Peer, g.Underlay)
 		}
 		for _, p := range rt.Prefixes {
 			for _, l := range g.LocalTS {
 				if p.Overlaps(l) {
-					r.errorf(r.routePos(rt), "route %s: prefix %s overlaps local_ts %s: traffic for this member's own LAN would be sent to a peer; remove one of them", rt.Name, p, l)
+					r.errorf(r.routeKeyPos(rt, "prefixes"), "route %s: prefix %s overlaps local_ts %s: traffic for this member's own LAN would be sent to a peer; remove one of them", rt.Name, p, l)
 				}
 			}
 			for _, s := range all {
 				if p.Overlaps(s.p) {
-					r.errorf(r.routePos(rt), "route %s: prefix %s overlaps %s of route %s: each destination must map to exactly one peer; remove or narrow one of them", rt.Name, p, s.p, s.route)
+					r.errorf(r.routeKeyPos(rt, "prefixes"), "route %s: prefix %s overlaps %s of route %s: each destination must map to exactly one peer; remove or narrow one of them", rt.Name, p, s.p, s.route)
 				}
 			}
 			all = append(all, seen{p, rt.Name})
@@ -463,20 +494,11 @@ func checkPrefixes(r *sectionReader, g *Group) {
 	}
 }
 
-// routePeerPos is where a route's peer is written.
-func (r *sectionReader) routePeerPos(rt Route) Pos {
+// routeKeyPos is where the setting key of a route is written, or where
+// the route starts.
+func (r *sectionReader) routeKeyPos(rt Route, key string) Pos {
 	if rs := r.sec.Lookup("routes", rt.Name); rs != nil {
-		if kv := rs.Key("peer"); kv != nil {
-			return kv.Pos
-		}
-	}
-	return rt.Pos
-}
-
-// routePos is where a route's prefixes are written.
-func (r *sectionReader) routePos(rt Route) Pos {
-	if rs := r.sec.Lookup("routes", rt.Name); rs != nil {
-		if kv := rs.Key("prefixes"); kv != nil {
+		if kv := rs.Key(key); kv != nil {
 			return kv.Pos
 		}
 	}
@@ -527,9 +549,7 @@ func checkAcrossGroups(cfg *Config, errs *Errors) {
 // checkOnlySections reports settings in a section that holds only named
 // subsections, showing the form to write.
 func checkOnlySections(r *sectionReader, form string) {
-	if len(r.sec.Refs) > 0 {
-		r.errorf(r.sec.RefsPos, "section references (%s : %s) are not supported in mpsa { }; write the settings out in full", r.sec.Name, strings.Join(r.sec.Refs, ", "))
-	}
+	r.checkRefs()
 	for _, kv := range r.sec.Keys {
 		r.errorf(kv.Pos, "unexpected setting %q: %s holds only named sections; write %s", kv.Name, r.sec.Name, form)
 	}

@@ -1,6 +1,7 @@
 package swanctl
 
 import (
+	"fmt"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -143,6 +144,54 @@ func TestDecodeWarnings(t *testing.T) {
 	}
 }
 
+// TestDecodeIgnoresOtherRole checks that settings the role does not use
+// draw only the warning that they are ignored, even when their values
+// would be wrong in the other role, and that the configuration holds
+// their defaults.
+func TestDecodeIgnoresOtherRole(t *testing.T) {
+	why := map[Role]string{RoleController: "a controller has no data plane", RoleMember: "a member receives it from its controller in MPSA_PUT"}
+	for _, tt := range []struct {
+		role    Role
+		src     string
+		ignored []string // "line group setting"
+	}{
+		{RoleController, "mpsa {\n    role = controller\n    groups {\n        g {\n connection = c\n" +
+			" tun = t0\n mtu = 1x\n dataplane = kernel\n if_id = -1\n xfrm_interface = a/b\n encap = maybe\n encap_port = 0\n underlay = host.example\n local_ts = 10.1.0.1/24\n routes { r { prefixes = bogus } }\n }\n" +
+			"        h {\n connection = d\n tun = t0\n routes { r { prefixes = 10.0.0.0/8\n peer = 192.0.2.1 } }\n }\n    }\n}\n",
+			[]string{"6 g tun", "7 g mtu", "8 g dataplane", "9 g if_id", "10 g xfrm_interface", "11 g encap", "12 g encap_port", "13 g underlay", "14 g local_ts", "15 g routes", "19 h tun", "20 h routes"}},
+		{RoleMember, group("member", append(slices.Clone(memberOK), "esp_proposal = blowfish", "lifetime = 1x", "rekey_time = 9h", "rekey_jitter = -1", "rollover1 = 2m", "rollover2 = 1m", "rekey_on_join = maybe", "rekey_on_leave = 2", "nonce_length = 8")...),
+			[]string{"9 g esp_proposal", "10 g lifetime", "11 g rekey_time", "12 g rekey_jitter", "13 g rollover1", "14 g rollover2", "15 g rekey_on_join", "16 g rekey_on_leave", "17 g nonce_length"}},
+	} {
+		t.Run(string(tt.role), func(t *testing.T) {
+			cfg, errs := load(t, tt.src)
+			if errs != nil {
+				t.Fatalf("errors: %q", errs)
+			}
+			var want []string
+			for _, ig := range tt.ignored {
+				f := strings.Fields(ig)
+				want = append(want, fmt.Sprintf("etc/swanctl.conf:%s: mpsa.groups.%s: %s is ignored in role %s (%s); remove it", f[0], f[1], f[2], tt.role, why[tt.role]))
+			}
+			if got := errorStrings(t, cfg.Warnings); !slices.Equal(got, want) {
+				t.Errorf("warnings\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+			}
+			g := cfg.Groups[0]
+			suite, _ := mpsa.ParseProposal(DefaultESPProposal)
+			switch tt.role {
+			case RoleController:
+				if g.Dataplane != DefaultDataplane || g.MTU != DefaultMTU || g.TUN != "" || g.IfID != 0 || g.XFRMInterface != "" || g.Encap || g.EncapPort != 0 || g.Underlay.IsValid() || g.LocalTS != nil || g.Routes != nil {
+					t.Errorf("controller group holds member settings: %+v", g)
+				}
+			case RoleMember:
+				if g.Suite != suite || g.ESPProposal != suite.String() || g.Lifetime != DefaultLifetime || g.RekeyTime != DefaultRekeyTime || g.RekeyJitter != DefaultRekeyJitter ||
+					g.Rollover1 != DefaultRollover1 || g.Rollover2 != DefaultRollover2 || g.RekeyOnJoin != DefaultRekeyOnJoin || g.RekeyOnLeave != DefaultRekeyOnLeave || g.NonceLength != DefaultNonceLength {
+					t.Errorf("member group does not hold the controller defaults: %+v", g)
+				}
+			}
+		})
+	}
+}
+
 func TestDecodeErrors(t *testing.T) {
 	const f = "etc/swanctl.conf:"
 	tests := []struct {
@@ -257,6 +306,10 @@ func TestDecodeErrors(t *testing.T) {
 			f + "10: mpsa.groups.g: tun applies to dataplane = userspace only; remove it or write dataplane = userspace",
 			f + "11: mpsa.groups.g: if_id = -1 is out of range; write a whole number from 0 to 4294967295",
 			f + "12: mpsa.groups.g: mtu = 100 is out of range; write a whole number from 576 to 9000",
+		}},
+		{"whole numbers are decimal", group("member", append(slices.Clone(memberOK), "if_id = 0x10", "mtu = 1_400")...), []string{
+			f + "9: mpsa.groups.g: if_id = 0x10 is not a decimal number; write if_id = 16",
+			f + "10: mpsa.groups.g: mtu = 1_400 is not a decimal number; write mtu = 1400",
 		}},
 		{"userspace options", group("member", append(slices.Clone(memberOK), "dataplane = userspace", "tun = a-very-long-tun-name", "if_id = 7", "local_ts = 2001:db8::/64", "mtu = 1000")...), []string{
 			f + "10: mpsa.groups.g: tun = a-very-long-tun-name: longer than 15 characters, the Linux limit",

@@ -98,14 +98,21 @@ type writer struct {
 
 func (w *writer) indent() { w.b.WriteString(strings.Repeat("    ", w.depth)) }
 
-func (w *writer) open(name string) {
+// open starts the section name, which references refs (`name : a, b {`).
+func (w *writer) open(name string, refs ...string) {
 	w.indent()
+	// A blank after "include" would make the line read as an include
+	// statement ("include {", "include : a {"), so that name gets none.
+	sep := " "
 	if name == "include" {
-		// "include {" would read as an include statement.
-		w.b.WriteString("include{\n")
-	} else {
-		w.b.WriteString(name + " {\n")
+		sep = ""
 	}
+	w.b.WriteString(name)
+	if len(refs) > 0 {
+		w.b.WriteString(sep + ": " + strings.Join(refs, ", "))
+		sep = " "
+	}
+	w.b.WriteString(sep + "{\n")
 	w.depth++
 }
 

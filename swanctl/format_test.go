@@ -2,6 +2,7 @@ package swanctl
 
 import (
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -45,5 +46,29 @@ func clearPos(c *Config) {
 		if g.BGP != nil {
 			g.BGP.Pos = Pos{}
 		}
+	}
+}
+
+// TestSectionFormatInclude checks that sections named include, with and
+// without references, print as sections and not as include statements.
+func TestSectionFormatInclude(t *testing.T) {
+	src := "s {\n include: a, b.c { k = v }\n}\ninclude{ x = 1 }\nt { include{ y = 2 } }\n"
+	rd := Reader{FS: mapFS(nil)}
+	root, err := rd.Parse("etc/a.conf", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `s@1{ include:a,b.c@2{ k="v"@2 } } include@4{ x="1"@4 } t@5{ include@5{ y="2"@5 } }`
+	if got := render(root); got != want {
+		t.Fatalf("tree\n got %s\nwant %s", got, want)
+	}
+	text := root.Format()
+	again, err := rd.Parse("etc/b.conf", []byte(text))
+	if err != nil {
+		t.Fatalf("formatted tree does not read back: %v\n%s", err, text)
+	}
+	strip := func(s string) string { return regexp.MustCompile(`@\d+`).ReplaceAllString(s, "") }
+	if got := render(again); strip(got) != strip(want) {
+		t.Errorf("formatted tree reads back as\n%s\nwant\n%s\nfrom\n%s", got, want, text)
 	}
 }

@@ -17,6 +17,7 @@ func FuzzRead(f *testing.F) {
 		"include inc/*.conf\n",
 		"mpsa { role = member\n groups { g { connection = c\n local_ts = 10.1.0.0/24\n routes { r { prefixes = 10.2.0.0/24\n peer = 192.0.2.2 } } } } }",
 		"s : a, b.c { }",
+		"include: a { k = v }\ninclude{ }",
 	} {
 		f.Add([]byte(seed))
 	}

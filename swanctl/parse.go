@@ -15,6 +15,9 @@ const (
 // lexer allows any other byte in names.
 const nameSpecial = "#{}:.,=\"\r\n\t "
 
+// nameRule is nameSpecial for messages.
+const nameRule = "names may not contain . , : = { } \" # or blanks"
+
 // syntaxError stops the parse of all files: like strongSwan, the reader
 // does not try to recover from a syntax error.
 type syntaxError struct{ err *Error }
@@ -131,7 +134,7 @@ func (p *parser) parseBody(sec *Section, open *Pos, depth int) error {
 		case '"':
 			return p.fail(p.pos(), "unexpected string: quotes are allowed in values and include patterns only")
 		case '.', ',', ':':
-			return p.fail(p.pos(), "unexpected %q: names may not contain . , : = { } \" # or blanks", c)
+			return p.fail(p.pos(), "unexpected %q: %s", c, nameRule)
 		}
 		if p.isInclude() {
 			if err := p.parseInclude(sec, depth); err != nil {
@@ -153,7 +156,7 @@ func (p *parser) parseStatement(sec *Section, depth int) error {
 	p.skipBlank()
 	switch c := p.peek(); {
 	case c == '{':
-		return p.parseSection(sec, name, pos, depth)
+		return p.parseSectionBody(sec.open(name, pos), depth)
 	case c == ':':
 		p.next()
 		refs, refsPos, err := p.parseRefs(name)
@@ -173,7 +176,7 @@ func (p *parser) parseStatement(sec *Section, depth int) error {
 		sec.set(name, value, pos)
 		return nil
 	case c == '.' || c == ',':
-		return p.fail(p.pos(), "unexpected %q in name %q: names may not contain . , : = { } \" # or blanks; put addresses and prefixes in values", c, name+string(c))
+		return p.fail(p.pos(), "unexpected %q in name %q: %s; put addresses and prefixes in values", c, name+string(c), nameRule)
 	case p.eof():
 		return p.fail(p.pos(), "unexpected end of file after %q; write %s = VALUE or %s { ... }", name, name, name)
 	default:
@@ -181,11 +184,8 @@ func (p *parser) parseStatement(sec *Section, depth int) error {
 	}
 }
 
-// parseSection parses `{ ... }` after a section name.
-func (p *parser) parseSection(sec *Section, name string, pos Pos, depth int) error {
-	return p.parseSectionBody(sec.open(name, pos), depth)
-}
-
+// parseSectionBody parses `{ ... }` after a section's name (and
+// references) into child.
 func (p *parser) parseSectionBody(child *Section, depth int) error {
 	if depth+1 > maxSectionDepth {
 		return p.fail(p.pos(), "sections nested more than %d deep", maxSectionDepth)
@@ -222,7 +222,7 @@ func (p *parser) parseRefs(name string) ([]string, Pos, error) {
 		case '{':
 			return refs, pos, nil
 		case ':', '=':
-			return nil, pos, p.fail(p.pos(), "unexpected %q after %q: names may not contain . , : = { } \" # or blanks; put addresses and prefixes in values", p.peek(), name+":"+strings.Join(refs, ","))
+			return nil, pos, p.fail(p.pos(), "unexpected %q after %q: %s; put addresses and prefixes in values", p.peek(), name+":"+strings.Join(refs, ","), nameRule)
 		default:
 			return nil, pos, p.fail(p.pos(), "section %q: expected , or { after reference %q", name, ref)
 		}

@@ -2,12 +2,12 @@ package swanctl
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // Reader reads files in strongSwan's settings syntax. The zero Reader reads
@@ -45,7 +45,7 @@ func (rd Reader) ReadFile(name string) (*Section, error) {
 		r.errs.add(Pos{File: name}, "cannot read configuration: %v", unwrapPath(err))
 		return root, r.errs.err()
 	}
-	r.parse(root, name, data, 0)
+	r.parse(root, name, r.fs.clean(name), data, 0)
 	return root, r.errs.err()
 }
 
@@ -54,7 +54,7 @@ func (rd Reader) ReadFile(name string) (*Section, error) {
 func (rd Reader) Parse(name string, src []byte) (*Section, error) {
 	r := rd.newReader()
 	root := &Section{Pos: Pos{File: name}}
-	r.parse(root, name, src, 0)
+	r.parse(root, name, r.fs.clean(name), src, 0)
 	return root, r.errs.err()
 }
 
@@ -73,19 +73,18 @@ type reader struct {
 	stop  bool     // a syntax error ended the parse
 }
 
-// parse parses one file's contents into sec.
-func (r *reader) parse(sec *Section, name string, src []byte, depth int) {
-	r.stack = append(r.stack, r.fs.clean(name))
+// parse parses one file's contents into sec; canon is the file's name in
+// canonical form (fileSystem.clean).
+func (r *reader) parse(sec *Section, name, canon string, src []byte, depth int) {
+	r.stack = append(r.stack, canon)
 	defer func() { r.stack = r.stack[:len(r.stack)-1] }()
 	p := &parser{r: r, file: name, src: src, line: 1}
 	if err := p.parseBody(sec, nil, depth); err != nil {
+		// The error is a syntaxError, or a syntaxStop after one that is
+		// recorded already.
 		var se syntaxError
-		switch {
-		case errors.As(err, &se):
+		if errors.As(err, &se) {
 			r.errs = append(r.errs, se.err)
-		case errors.Is(err, syntaxStop{}):
-		default:
-			r.errs.add(p.pos(), "%v", err)
 		}
 		r.stop = true
 	}
@@ -113,8 +112,9 @@ func (r *reader) include(sec *Section, from, pattern string, pos Pos, depth int)
 	for _, name := range names {
 		data, err := r.fs.readFile(name)
 		if err != nil {
+			var dir dirError
 			switch {
-			case hasMeta(pattern) && r.fs.isDir(name):
+			case hasMeta(pattern) && errors.As(err, &dir):
 				continue
 			case errors.Is(err, fs.ErrNotExist):
 				r.errs.add(pos, "include %s: file %s does not exist; fix the path, or use a glob pattern (conf.d/*.conf) if the file is optional", pattern, name)
@@ -123,11 +123,12 @@ func (r *reader) include(sec *Section, from, pattern string, pos Pos, depth int)
 			}
 			continue
 		}
-		if cycle := r.cycle(name); cycle != "" {
+		canon := r.fs.clean(name)
+		if cycle := r.cycle(canon); cycle != "" {
 			r.errs.add(pos, "include cycle: %s; remove one of these includes", cycle)
 			continue
 		}
-		r.parse(sec, name, data, depth)
+		r.parse(sec, name, canon, data, depth)
 		if r.stop {
 			return syntaxStop{}
 		}
@@ -141,12 +142,12 @@ type syntaxStop struct{}
 
 func (syntaxStop) Error() string { return "stopped at a syntax error" }
 
-// cycle describes the include chain if name is being parsed already.
-func (r *reader) cycle(name string) string {
-	c := r.fs.clean(name)
+// cycle describes the include chain if the file canon (in canonical form)
+// is being parsed already.
+func (r *reader) cycle(canon string) string {
 	for i, s := range r.stack {
-		if s == c {
-			chain := append(append([]string{}, r.stack[i:]...), c)
+		if s == canon {
+			chain := append(append([]string{}, r.stack[i:]...), canon)
 			return strings.Join(chain, " includes ")
 		}
 	}
@@ -169,11 +170,17 @@ func unwrapPath(err error) error {
 	return err
 }
 
+// dirError is the error of fileSystem.readFile for a directory.
+type dirError struct{ name string }
+
+func (e dirError) Error() string { return e.name + " is a directory" }
+
 // fileSystem is what the reader needs from a file system.
 type fileSystem interface {
+	// readFile returns the contents of a file, or dirError for a
+	// directory.
 	readFile(name string) ([]byte, error)
 	glob(pattern string) ([]string, error)
-	isDir(name string) bool
 	// join resolves pattern relative to the directory of file from.
 	join(from, pattern string) string
 	// clean is the canonical form of a name, for cycle detection.
@@ -183,18 +190,14 @@ type fileSystem interface {
 type osFS struct{}
 
 func (osFS) readFile(name string) ([]byte, error) {
-	if st, err := os.Stat(name); err == nil && st.IsDir() {
-		return nil, fmt.Errorf("%s is a directory", name)
+	data, err := os.ReadFile(name)
+	if errors.Is(err, syscall.EISDIR) {
+		return nil, dirError{name}
 	}
-	return os.ReadFile(name)
+	return data, err
 }
 
 func (osFS) glob(pattern string) ([]string, error) { return filepath.Glob(pattern) }
-
-func (osFS) isDir(name string) bool {
-	st, err := os.Stat(name)
-	return err == nil && st.IsDir()
-}
 
 func (osFS) join(from, pattern string) string {
 	if filepath.IsAbs(pattern) {
@@ -216,24 +219,22 @@ func (osFS) clean(name string) string {
 // ioFS reads through an fs.FS with slash-separated paths.
 type ioFS struct{ fsys fs.FS }
 
+// readFile reads name; clean makes it a valid fs.FS path. A file system
+// may fail to read a directory in any way, so it stats a name it could not
+// read.
 func (f ioFS) readFile(name string) ([]byte, error) {
 	n := f.clean(name)
-	if !fs.ValidPath(n) {
-		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	data, err := fs.ReadFile(f.fsys, n)
+	if err != nil {
+		if st, serr := fs.Stat(f.fsys, n); serr == nil && st.IsDir() {
+			return nil, dirError{name}
+		}
 	}
-	if st, err := fs.Stat(f.fsys, n); err == nil && st.IsDir() {
-		return nil, fmt.Errorf("%s is a directory", name)
-	}
-	return fs.ReadFile(f.fsys, n)
+	return data, err
 }
 
 func (f ioFS) glob(pattern string) ([]string, error) {
 	return fs.Glob(f.fsys, f.clean(pattern))
-}
-
-func (f ioFS) isDir(name string) bool {
-	st, err := fs.Stat(f.fsys, f.clean(name))
-	return err == nil && st.IsDir()
 }
 
 func (ioFS) join(from, pattern string) string {

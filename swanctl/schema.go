@@ -96,7 +96,10 @@ type Config struct {
 }
 
 // Group is one MPSA group: one shared SA among a controller and its
-// members.
+// members. Settings that the role does not use are not read from the file
+// (they draw a warning): a member's group holds the defaults of the
+// proposal and the timers, and a controller's group the default dataplane
+// and mtu, and no other data-plane setting, address or route.
 type Group struct {
 	// Name is the group's section name under groups { }.
 	Name string `json:"name"`

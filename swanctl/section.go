@@ -3,6 +3,7 @@ package swanctl
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -33,13 +34,11 @@ func (r *sectionReader) errorf(pos Pos, format string, args ...any) {
 // checkNames reports keys and subsections that the schema does not know,
 // and section references, which mpsa does not support.
 func (r *sectionReader) checkNames(keys, sections []string) {
-	if len(r.sec.Refs) > 0 {
-		r.errorf(r.sec.RefsPos, "section references (%s : %s) are not supported in mpsa { }; write the settings out in full", r.sec.Name, strings.Join(r.sec.Refs, ", "))
-	}
+	r.checkRefs()
 	for _, kv := range r.sec.Keys {
 		switch {
-		case contains(keys, kv.Name):
-		case contains(sections, kv.Name):
+		case slices.Contains(keys, kv.Name):
+		case slices.Contains(sections, kv.Name):
 			r.errorf(kv.Pos, "%s is a section, not a setting; write %s { ... }", kv.Name, kv.Name)
 		default:
 			r.errorf(kv.Pos, "unknown setting %q; %s", kv.Name, unknownHint(kv.Name, keys))
@@ -47,8 +46,8 @@ func (r *sectionReader) checkNames(keys, sections []string) {
 	}
 	for _, s := range r.sec.Sections {
 		switch {
-		case contains(sections, s.Name):
-		case contains(keys, s.Name):
+		case slices.Contains(sections, s.Name):
+		case slices.Contains(keys, s.Name):
 			r.errorf(s.Pos, "%s is a setting, not a section; write %s = VALUE", s.Name, s.Name)
 		case len(sections) == 0:
 			r.errorf(s.Pos, "unexpected section %q; no subsections are allowed here", s.Name)
@@ -58,22 +57,24 @@ func (r *sectionReader) checkNames(keys, sections []string) {
 	}
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
+// checkRefs reports section references, which mpsa does not support.
+func (r *sectionReader) checkRefs() {
+	if len(r.sec.Refs) > 0 {
+		r.errorf(r.sec.RefsPos, "section references (%s : %s) are not supported in mpsa { }; write the settings out in full", r.sec.Name, strings.Join(r.sec.Refs, ", "))
 	}
-	return false
+}
+
+// child returns a reader for sec, a subsection of r's section.
+func (r *sectionReader) child(sec *Section) *sectionReader {
+	return &sectionReader{sec: sec, path: r.path + "." + sec.Name, errs: r.errs, warns: r.warns}
 }
 
 // sub returns a reader for the subsection name, or nil if it is absent.
 func (r *sectionReader) sub(name string) *sectionReader {
-	s := r.sec.Section(name)
-	if s == nil {
-		return nil
+	if s := r.sec.Section(name); s != nil {
+		return r.child(s)
 	}
-	return &sectionReader{sec: s, path: r.path + "." + name, errs: r.errs, warns: r.warns}
+	return nil
 }
 
 // get returns the setting key, or nil when it is absent or empty: an empty
@@ -130,13 +131,20 @@ func (r *sectionReader) duration(key string, def Duration) Duration {
 	return v
 }
 
-// uinteger returns the integer value of key within [lo, hi], or def.
+// uinteger returns the decimal integer value of key within [lo, hi], or
+// def.
 func (r *sectionReader) uinteger(key string, def, lo, hi uint64) uint64 {
 	kv := r.get(key)
 	if kv == nil {
 		return def
 	}
-	v, err := strconv.ParseUint(strings.TrimSpace(kv.Value), 0, 64)
+	s := strings.TrimSpace(kv.Value)
+	v, err := strconv.ParseUint(s, 10, 64)
+	if n, err0 := strconv.ParseUint(s, 0, 64); err != nil && err0 == nil && n >= lo && n <= hi {
+		// 0x10, 0o17, 1_000: Go's forms, which strongSwan does not read.
+		r.errorf(kv.Pos, "%s = %s is not a decimal number; write %s = %d", key, kv.Value, key, n)
+		return def
+	}
 	if err != nil || v < lo || v > hi {
 		r.errorf(kv.Pos, "%s = %s is out of range; write a whole number from %d to %d", key, kv.Value, lo, hi)
 		return def
@@ -151,7 +159,7 @@ func (r *sectionReader) enum(key, def string, allowed ...string) string {
 		return def
 	}
 	v := strings.ToLower(strings.TrimSpace(kv.Value))
-	if !contains(allowed, v) {
+	if !slices.Contains(allowed, v) {
 		r.errorf(kv.Pos, "%s = %s is not valid; write %s", key, kv.Value, orList(allowed))
 		return def
 	}

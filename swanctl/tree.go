@@ -1,7 +1,5 @@
 package swanctl
 
-import "strings"
-
 // KeyValue is one setting, `key = value`. When a key is set more than once
 // in a section, the last value wins and Pos is where it was set.
 type KeyValue struct {
@@ -35,33 +33,30 @@ type Section struct {
 
 // Key returns the setting name of s, or nil.
 func (s *Section) Key(name string) *KeyValue {
-	if s.keyIdx != nil && len(s.keyIdx) == len(s.Keys) {
-		if i, ok := s.keyIdx[name]; ok && s.Keys[i].Name == name {
-			return s.Keys[i]
-		} else if !ok {
-			return nil
-		}
-	}
-	for _, kv := range s.Keys {
-		if kv.Name == name {
-			return kv
-		}
-	}
-	return nil
+	return find(s.Keys, s.keyIdx, name, func(kv *KeyValue) string { return kv.Name })
 }
 
 // Section returns the subsection name of s, or nil.
 func (s *Section) Section(name string) *Section {
-	if s.secIdx != nil && len(s.secIdx) == len(s.Sections) {
-		if i, ok := s.secIdx[name]; ok && s.Sections[i].Name == name {
-			return s.Sections[i]
-		} else if !ok {
+	return find(s.Sections, s.secIdx, name, func(c *Section) string { return c.Name })
+}
+
+// find returns the entry of list called name, or nil. It trusts idx, the
+// reader's index into list, only while idx covers every entry and agrees
+// with the entry it points at; otherwise it searches list.
+func find[T any](list []*T, idx map[string]int, name string, nameOf func(*T) string) *T {
+	if idx != nil && len(idx) == len(list) {
+		i, ok := idx[name]
+		if !ok {
 			return nil
 		}
+		if nameOf(list[i]) == name {
+			return list[i]
+		}
 	}
-	for _, c := range s.Sections {
-		if c.Name == name {
-			return c
+	for _, e := range list {
+		if nameOf(e) == name {
+			return e
 		}
 	}
 	return nil
@@ -121,11 +116,7 @@ func (s *Section) formatBody(w *writer) {
 		w.kv(kv.Name, kv.Value)
 	}
 	for _, c := range s.Sections {
-		name := c.Name
-		if len(c.Refs) > 0 {
-			name += " : " + strings.Join(c.Refs, ", ")
-		}
-		w.open(name)
+		w.open(c.Name, c.Refs...)
 		c.formatBody(w)
 		w.close()
 	}

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -12,11 +10,8 @@ import (
 	"time"
 
 	"github.com/mpsa/mpsa/server"
+	"github.com/mpsa/mpsa/swanctl"
 )
-
-// defaultSocket is where mpsad serves its status unless configured
-// otherwise (mpsa.status_socket).
-const defaultSocket = "/run/mpsad/mpsad.sock"
 
 // runDaemonCmd runs status, members, peers and rekey against a daemon.
 func runDaemonCmd(cmd string, args []string, stdout, stderr io.Writer) int {
@@ -27,14 +22,11 @@ func runDaemonCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 		"rekey":   "rekey GROUP [--socket PATH]",
 	}[cmd]
 	fs := newFlagSet(cmd, help, stderr)
-	socket := fs.String("socket", defaultSocket, "path of mpsad's status socket")
+	socket := fs.String("socket", swanctl.DefaultStatusSocket, "path of mpsad's status socket")
 	asJSON := fs.Bool("json", false, "print JSON instead of tables")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	pos, code, ok := parseArgs(fs, args, stdout)
+	if !ok {
+		return code
 	}
 	wantArgs := 1
 	if cmd == "status" {

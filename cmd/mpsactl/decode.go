@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -44,12 +43,9 @@ func runDecode(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := newFlagSet("decode", "decode [--hex] [--show-keys] [FILE|-]", stderr)
 	asHex := fs.Bool("hex", false, "the input is hex text (whitespace, colons and a 0x prefix are ignored)")
 	showKeys := fs.Bool("show-keys", false, "include the Nonce and SK_d (secret) in the output")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	pos, code, ok := parseArgs(fs, args, stdout)
+	if !ok {
+		return code
 	}
 	if len(pos) > 1 {
 		fmt.Fprintln(stderr, "mpsactl decode: at most one input file")

@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/hex"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 
@@ -16,20 +14,17 @@ func runKeymat(args []string, stdout, stderr io.Writer) int {
 	prfName := fs.String("prf", "", "PRF keyword, e.g. prfsha256; by default it follows the integrity algorithm (sha256 gives prfsha256)")
 	skdHex := fs.String("sk-d", "", "SK_d as hex (required)")
 	nonceHex := fs.String("nonce", "", "Nonce as hex (required)")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	pos, code, ok := parseArgs(fs, args, stdout)
+	if !ok {
+		return code
 	}
 	if len(pos) > 0 {
 		fmt.Fprintf(stderr, "mpsactl keymat: unexpected argument %q\n", pos[0])
 		return 2
 	}
-	for name, v := range map[string]string{"--proposal": *proposal, "--sk-d": *skdHex, "--nonce": *nonceHex} {
-		if v == "" {
-			fmt.Fprintf(stderr, "mpsactl keymat: %s is required\n", name)
+	for _, req := range []struct{ name, value string }{{"--proposal", *proposal}, {"--sk-d", *skdHex}, {"--nonce", *nonceHex}} {
+		if req.value == "" {
+			fmt.Fprintf(stderr, "mpsactl keymat: %s is required\n", req.name)
 			return 2
 		}
 	}

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -84,12 +85,37 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// newFlagSet returns the flag set of a command; help is its synopsis
+// without "mpsactl". Its Usage prints to the flag set's output, stderr.
 func newFlagSet(name, help string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("mpsactl "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: mpsactl %s\n\n", help)
+		fmt.Fprintf(fs.Output(), "usage: mpsactl %s\n\n", help)
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+// parseArgs parses a command's arguments (parseInterleaved) and returns
+// the positional ones. When the command should not run, ok is false and
+// code is its exit status: 0 after printing the usage to stdout for
+// --help, 2 after a bad flag, with the usage on stderr.
+func parseArgs(fs *flag.FlagSet, args []string, stdout io.Writer) (pos []string, code int, ok bool) {
+	usage := fs.Usage
+	fs.Usage = func() {} // flag would print it to stderr for --help too
+	pos, err := parseInterleaved(fs, args)
+	fs.Usage = usage
+	switch {
+	case err == nil:
+		return pos, 0, true
+	case errors.Is(err, flag.ErrHelp):
+		stderr := fs.Output()
+		fs.SetOutput(stdout)
+		fs.Usage()
+		fs.SetOutput(stderr)
+		return nil, 0, false
+	}
+	fs.Usage()
+	return nil, 2, false
 }

@@ -179,6 +179,7 @@ func TestKeymatErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"--sk-d", "00", "--nonce", "00"}, 2, "--proposal is required"},
+		{nil, 2, "mpsactl keymat: --proposal is required\n"},
 		{[]string{"--proposal", "aes256-sha256", "--nonce", "00"}, 2, "--sk-d is required"},
 		{[]string{"--proposal", "blowfish-sha256", "--sk-d", "00", "--nonce", "00"}, 1, `unknown or unsupported keyword "blowfish"`},
 		{[]string{"--proposal", "aes256-sha256", "--sk-d", "xyz", "--nonce", "00"}, 1, "--sk-d: not hex"},
@@ -205,5 +206,20 @@ func TestUsageAndVersion(t *testing.T) {
 	}
 	if code, out, _ := mpsactl(t, nil, "--version"); code != 0 || !strings.HasPrefix(out, "mpsactl ") {
 		t.Fatalf("--version: %d %q", code, out)
+	}
+}
+
+// TestCommandHelp: a command's --help goes to stdout once; a bad flag
+// prints the usage to stderr.
+func TestCommandHelp(t *testing.T) {
+	for _, cmd := range []string{"status", "members", "peers", "rekey", "decode", "keymat"} {
+		code, out, errs := mpsactl(t, nil, cmd, "--help")
+		if code != 0 || strings.Count(out, "usage: mpsactl "+cmd) != 1 || !strings.Contains(out, "-") || errs != "" {
+			t.Errorf("%s --help: exit %d, stdout %q, stderr %q", cmd, code, out, errs)
+		}
+		code, out, errs = mpsactl(t, nil, cmd, "--bogus")
+		if code != 2 || out != "" || !strings.HasPrefix(errs, "flag provided but not defined: -bogus\nusage: mpsactl "+cmd) {
+			t.Errorf("%s --bogus: exit %d, stdout %q, stderr %q", cmd, code, out, errs)
+		}
 	}
 }

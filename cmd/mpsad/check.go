@@ -15,15 +15,12 @@ import (
 func runCheck(path string, asJSON bool, stdout, stderr io.Writer) int {
 	cfg, err := swanctl.LoadMPSA(path)
 	if err != nil {
-		var list swanctl.Errors
-		if errors.As(err, &list) {
-			for _, e := range list {
-				fmt.Fprintln(stderr, e.Error())
-			}
-			fmt.Fprintf(stderr, "mpsad: %s: %d %s in the configuration\n", path, len(list), plural(len(list), "error", "errors"))
-		} else {
-			fmt.Fprintf(stderr, "mpsad: %s: %v\n", path, err)
+		var list swanctl.Errors // what LoadMPSA returns
+		errors.As(err, &list)
+		for _, e := range list {
+			fmt.Fprintln(stderr, e.Error())
 		}
+		fmt.Fprintf(stderr, "mpsad: %s: %d %s in the configuration\n", path, len(list), plural(len(list), "error", "errors"))
 		return exitInvalid
 	}
 	for _, w := range cfg.Warnings {

@@ -23,18 +23,14 @@ import (
 // RELOADING=1/READY=1 around a reload, STOPPING=1 at the end, and sends
 // watchdog keep-alives from its main loop when WatchdogSec is set.
 func runDaemon(configPath string, stderr io.Writer) int {
-	cfg, err := swanctl.LoadMPSA(configPath)
+	level := new(slog.LevelVar)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg, err := loadConfig(configPath, level, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "mpsad: %s has errors:\n%v\n", configPath, err)
 		// EX_CONFIG: the unit's RestartPreventExitStatus stops a restart
 		// loop on a broken configuration.
 		return exitConfig
-	}
-	level := new(slog.LevelVar)
-	level.Set(cfg.SlogLevel())
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	for _, w := range cfg.Warnings {
-		log.Warn("configuration", "warning", w.Error())
 	}
 	m, err := metrics.New(metrics.Options{Version: version.Version, Commit: version.Commit})
 	if err != nil {
@@ -84,17 +80,34 @@ func runDaemon(configPath string, stderr io.Writer) int {
 	}
 }
 
-func reload(ctx context.Context, srv *server.Server, path string, level *slog.LevelVar, log *slog.Logger) {
+// loadConfig loads the configuration at path. When it is valid, it sets
+// level to the configured log level and logs the configuration's warnings.
+func loadConfig(path string, level *slog.LevelVar, log *slog.Logger) (*swanctl.Config, error) {
 	cfg, err := swanctl.LoadMPSA(path)
+	if err != nil {
+		return nil, err
+	}
+	level.Set(cfg.SlogLevel())
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration", "warning", w.Error())
+	}
+	return cfg, nil
+}
+
+// reload loads the configuration at path again and applies it. The log
+// level changes only when the server accepts the new configuration.
+func reload(ctx context.Context, srv *server.Server, path string, level *slog.LevelVar, log *slog.Logger) {
+	running := level.Level()
+	cfg, err := loadConfig(path, level, log)
 	if err != nil {
 		log.Error("reload: configuration has errors; keeping the running one", "file", path, "errors", err.Error())
 		return
 	}
 	if err := srv.Reload(ctx, cfg); err != nil {
+		level.Set(running)
 		log.Error("reload", "err", err)
 		return
 	}
-	level.Set(cfg.SlogLevel())
 	log.Info("reloaded configuration", "file", path, "groups", len(cfg.Groups))
 }
 

@@ -45,16 +45,21 @@ func newDataPlane(ctx context.Context, g *swanctl.Group, local netip.Addr, log *
 // (the backend uses the priority and the one after it), so that a group's
 // start-up clean-up never takes another group's block policies for its own.
 func groupPriority(name string) uint32 {
-	h := fnv.New32a()
-	h.Write([]byte(name))
-	return kernel.DefaultPriority + 2*(h.Sum32()&0x3f)
+	return kernel.DefaultPriority + 2*(nameHash(name)&0x3f)
 }
 
 // groupReqID gives each group its own reqid, stable across restarts, so
 // that a kernel backend recognises (and removes) the leftovers of its own
 // group after a crash and never touches another group's states.
 func groupReqID(name string) uint32 {
+	return kernel.DefaultReqID + nameHash(name)&0xfff
+}
+
+// nameHash is the 32-bit FNV-1a hash of a group's name. The reqids and
+// priorities derived from it identify a group's leftovers in the kernel,
+// so it may never change.
+func nameHash(name string) uint32 {
 	h := fnv.New32a()
 	h.Write([]byte(name))
-	return kernel.DefaultReqID + h.Sum32()&0xfff
+	return h.Sum32()
 }

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -57,7 +58,9 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mpsad", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprintf(stderr, usageText, swanctl.DefaultConfigFile) }
+	// The usage is printed below: to stdout for --help, to stderr after a
+	// bad flag. flag would print it to stderr in both cases.
+	fs.Usage = func() {}
 	var (
 		config   = fs.String("config", swanctl.DefaultConfigFile, "configuration file")
 		check    = fs.Bool("check", false, "validate the configuration and exit")
@@ -65,11 +68,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		showVers = fs.Bool("version", false, "print the version and exit")
 	)
 	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			fs.SetOutput(stdout)
+		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stdout, usageText, swanctl.DefaultConfigFile)
 			return exitOK
 		}
+		fmt.Fprintf(stderr, usageText, swanctl.DefaultConfigFile)
 		return exitUsage
 	}
 	if fs.NArg() > 0 {

@@ -59,14 +59,14 @@ func TestCheckExamples(t *testing.T) {
 func TestCheckErrors(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "swanctl.conf")
-	src := "include conf.d/*.conf\nmpsa {\n  role = member\n  groups {\n    g {\n      connection = c\n      lifetime = 1x\n    }\n  }\n}\n"
+	src := "include conf.d/*.conf\nmpsa {\n  role = member\n  groups {\n    g {\n      connection = c\n      dataplane = kernel\n    }\n  }\n}\n"
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	code, out, errs := runMpsad("--check", "--config", path)
 	want := path + ":5: mpsa.groups.g: member group has no local_ts; write local_ts = the prefixes behind this member (10.1.0.0/24)\n" +
 		path + ":5: mpsa.groups.g: member group has no way to learn its peers; add routes { NAME { prefixes = ...  peer = ... } } or an enabled bgp { } section\n" +
-		path + ":7: mpsa.groups.g: lifetime = 1x is not a time value; write a whole number with s, m, h or d (for example 8h)\n" +
+		path + ":7: mpsa.groups.g: dataplane = kernel is not valid; write xfrm or userspace\n" +
 		"mpsad: " + path + ": 3 errors in the configuration\n"
 	if code != 1 || out != "" || errs != want {
 		t.Errorf("exit %d, stdout %q, stderr\n%s\nwant\n%s", code, out, errs, want)
@@ -91,14 +91,34 @@ func TestCheckWarnings(t *testing.T) {
 	}
 }
 
+// TestCheckIgnoresOtherRole: settings of the other role only draw
+// warnings, whatever their values.
+func TestCheckIgnoresOtherRole(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "swanctl.conf")
+	src := "mpsa {\n role = controller\n groups {\n  a { connection = a\n   tun = t0\n   mtu = 1x\n  }\n  b { connection = b\n   tun = t0\n  }\n }\n}\n"
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runMpsad("--check", "--config", path)
+	const why = " is ignored in role controller (a controller has no data plane); remove it\n"
+	want := path + ":5: warning: mpsa.groups.a: tun" + why + path + ":6: warning: mpsa.groups.a: mtu" + why + path + ":9: warning: mpsa.groups.b: tun" + why
+	if code != 0 || errs != want || strings.Contains(out, "tun") {
+		t.Errorf("exit %d, stderr\n%s\nwant\n%s\nstdout\n%s", code, errs, want, out)
+	}
+}
+
 func TestFlags(t *testing.T) {
 	code, out, errs := runMpsad("--version")
 	if code != 0 || out != "mpsad dev (commit unknown)\n" || errs != "" {
 		t.Errorf("--version: %d %q %q", code, out, errs)
 	}
-	code, out, _ = runMpsad("--help")
-	if code != 0 || !strings.Contains(out, "Usage: mpsad [--config FILE] [--check [--json]]") || !strings.Contains(out, "/etc/swanctl/swanctl.conf") {
-		t.Errorf("--help: %d %q", code, out)
+	// The help text goes to stdout once on request, and to stderr once
+	// after a bad flag.
+	for _, help := range []string{"--help", "-h"} {
+		code, out, errs = runMpsad(help)
+		if code != 0 || strings.Count(out, "Usage: mpsad [--config FILE] [--check [--json]]") != 1 || !strings.Contains(out, "/etc/swanctl/swanctl.conf") || errs != "" {
+			t.Errorf("%s: %d, stdout %q, stderr %q", help, code, out, errs)
+		}
 	}
 	// The daemon refuses to start on a configuration it cannot load, with
 	// EX_CONFIG so that systemd does not restart it in a loop.
@@ -114,8 +134,8 @@ func TestFlags(t *testing.T) {
 	if code != 2 || errs != "mpsad: unexpected argument \"extra\"; see mpsad --help\n" {
 		t.Errorf("extra argument: %d %q", code, errs)
 	}
-	code, _, _ = runMpsad("--bogus")
-	if code != 2 {
-		t.Errorf("unknown flag: exit %d", code)
+	code, out, errs = runMpsad("--bogus")
+	if code != 2 || out != "" || !strings.HasPrefix(errs, "flag provided but not defined: -bogus\nUsage: mpsad ") || strings.Count(errs, "Usage: mpsad") != 1 {
+		t.Errorf("unknown flag: exit %d, stdout %q, stderr %q", code, out, errs)
 	}
 }
