@@ -10,6 +10,7 @@ LDFLAGS   := -s -w -X github.com/mpsa/mpsa/internal/version.Version=$(VERSION) \
              -X github.com/mpsa/mpsa/internal/version.Commit=$(COMMIT)
 # How long `make test` runs each fuzz target.
 FUZZTIME  ?= 8s
+# Installed by `make deps` (scripts/deps.d/20-go-tools.sh reads it here).
 STATICCHECK_VERSION ?= 2026.2.2
 
 .PHONY: all build test unit fuzz lint deps demo bench package clean help
@@ -41,7 +42,7 @@ fuzz:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@$(GOBIN)/staticcheck -version 2>/dev/null | grep -qF '$(STATICCHECK_VERSION)' || { echo "staticcheck $(STATICCHECK_VERSION) is not in $(GOBIN): run make deps"; exit 1; }
 	$(GOBIN)/staticcheck ./...
 
 deps:

@@ -9,7 +9,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 . scripts/deps.d/lib.sh
-install_missing strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins iproute2 iputils-ping tcpdump >/dev/null
+install_missing "${netns_packages[@]}" "${charon_packages[@]}" >/dev/null
 echo "building mpsad and mpsactl ..."
 make -s build
 GO=$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)

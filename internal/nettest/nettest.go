@@ -1,16 +1,17 @@
 // Package nettest builds throw-away network namespaces and veth links for
-// tests, and removes them when the test ends, whether it passed or not.
+// tests, and removes them when the test ends, whether it passed or not. It
+// takes a testenv.TB, so the demo (test/demo) uses it too.
 package nettest
 
 import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
-	"testing"
 
 	"golang.org/x/sys/unix"
 
@@ -25,7 +26,7 @@ type NS struct {
 
 // NewNS creates a namespace whose name starts with "mpsat-" and the given
 // label, brings its loopback up, and removes it when the test ends.
-func NewNS(t testing.TB, label string) *NS {
+func NewNS(t testenv.TB, label string) *NS {
 	t.Helper()
 	testenv.NeedRoot(t)
 	testenv.NeedCommand(t, "ip")
@@ -61,7 +62,7 @@ func (n *NS) Command(name string, args ...string) *exec.Cmd {
 
 // Run runs a command inside the namespace and fails the test if it fails.
 // It returns the combined output.
-func (n *NS) Run(t testing.TB, name string, args ...string) string {
+func (n *NS) Run(t testenv.TB, name string, args ...string) string {
 	t.Helper()
 	out, err := n.Command(name, args...).CombinedOutput()
 	if err != nil {
@@ -109,18 +110,40 @@ func (n *NS) Do(fn func() error) error {
 
 // Veth joins two namespaces with a veth pair named aName (in a) and bName
 // (in b), both up. The pair goes away with the namespaces.
-func Veth(t testing.TB, a *NS, aName string, b *NS, bName string) {
+func Veth(t testenv.TB, a *NS, aName string, b *NS, bName string) {
 	t.Helper()
-	tmp := "mvt" + randSuffix()
-	a.Run(t, "ip", "link", "add", tmp, "type", "veth", "peer", "name", bName, "netns", b.Name)
-	a.Run(t, "ip", "link", "set", tmp, "name", aName)
+	a.Run(t, "ip", "link", "add", aName, "type", "veth", "peer", "name", bName, "netns", b.Name)
 	a.Run(t, "ip", "link", "set", aName, "up")
 	b.Run(t, "ip", "link", "set", bName, "up")
 }
 
+// LAN gives ns a stand-in LAN: a veth pair name and name+"p" inside ns
+// (some kernels have no dummy interfaces), both up, with cidr on name.
+func LAN(t testenv.TB, ns *NS, name, cidr string) {
+	t.Helper()
+	ns.Run(t, "ip", "link", "add", name, "type", "veth", "peer", "name", name+"p")
+	ns.Run(t, "ip", "link", "set", name, "up")
+	ns.Run(t, "ip", "link", "set", name+"p", "up")
+	AddrAdd(t, ns, name, cidr)
+}
+
+// Ping sends count pings from src to dst inside ns, one every interval
+// seconds ("0.01"), and returns how many were sent and answered. It does
+// not need a test, so it can run on any goroutine.
+func Ping(ns *NS, src, dst netip.Addr, count int, interval string) (sent, received int, err error) {
+	out, _ := ns.Command("ping", "-n", "-q", "-c", fmt.Sprint(count), "-i", interval, "-W", "2",
+		"-I", src.String(), dst.String()).CombinedOutput()
+	for _, l := range strings.Split(string(out), "\n") {
+		if _, err := fmt.Sscanf(l, "%d packets transmitted, %d received", &sent, &received); err == nil {
+			return sent, received, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("ping %s -> %s in %s: no summary in %q", src, dst, ns.Name, out)
+}
+
 // Bridge creates a bridge named name in ns, up, for joining several
 // namespaces on one segment.
-func Bridge(t testing.TB, ns *NS, name string) {
+func Bridge(t testenv.TB, ns *NS, name string) {
 	t.Helper()
 	ns.Run(t, "ip", "link", "add", name, "type", "bridge")
 	ns.Run(t, "ip", "link", "set", name, "up")
@@ -128,7 +151,7 @@ func Bridge(t testing.TB, ns *NS, name string) {
 
 // AddrAdd assigns an address (CIDR form) to a link in ns. IPv6 addresses
 // are added with nodad so that they are usable at once.
-func AddrAdd(t testing.TB, ns *NS, link, cidr string) {
+func AddrAdd(t testenv.TB, ns *NS, link, cidr string) {
 	t.Helper()
 	args := []string{"addr", "add", cidr, "dev", link}
 	if strings.Contains(cidr, ":") {

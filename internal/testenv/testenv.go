@@ -8,7 +8,21 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 )
+
+// TB is the part of testing.TB that this package, internal/nettest and
+// test/charon's Lab use. testing.TB satisfies it; a program that builds
+// namespaces with them (test/demo) supplies its own.
+type TB interface {
+	Helper()
+	Errorf(format string, args ...any)
+	Fatalf(format string, args ...any)
+	Skipf(format string, args ...any)
+	Cleanup(func())
+}
+
+var _ TB = testing.TB(nil)
 
 // InCI reports whether the tests run under CI (the environment variable CI
 // is "true" or "1"), where every dependency must be present.
@@ -19,7 +33,7 @@ func InCI() bool {
 
 // Unavailable stops the test because something it needs is missing: it
 // fails in CI and skips elsewhere, giving the reason either way.
-func Unavailable(t testing.TB, format string, args ...any) {
+func Unavailable(t TB, format string, args ...any) {
 	t.Helper()
 	if InCI() {
 		t.Fatalf("required by this test but unavailable in CI: "+format, args...)
@@ -28,7 +42,7 @@ func Unavailable(t testing.TB, format string, args ...any) {
 }
 
 // NeedRoot stops the test unless it runs as root.
-func NeedRoot(t testing.TB) {
+func NeedRoot(t TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		Unavailable(t, "needs root for network namespaces")
@@ -37,7 +51,7 @@ func NeedRoot(t testing.TB) {
 
 // NeedCommand returns the path of an executable, or stops the test if it is
 // not installed.
-func NeedCommand(t testing.TB, name string) string {
+func NeedCommand(t TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
@@ -47,9 +61,28 @@ func NeedCommand(t testing.TB, name string) string {
 }
 
 // NeedFile stops the test unless path exists.
-func NeedFile(t testing.TB, path string) {
+func NeedFile(t TB, path string) {
 	t.Helper()
 	if _, err := os.Stat(path); err != nil {
 		Unavailable(t, "file %s not found", path)
+	}
+}
+
+// WaitFor polls cond every 100 ms until it holds, and fails the test if it
+// does not within timeout, with what it waited for and the description of
+// the state that cond returned last. cond runs on the test's goroutine, so
+// it may fail the test itself.
+func WaitFor(t TB, timeout time.Duration, what string, cond func() (ok bool, state string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s; last seen:\n%s", timeout, what, state)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

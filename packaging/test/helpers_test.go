@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,57 +53,70 @@ func runErr(name string, args ...string) (string, error) {
 	return string(out), err
 }
 
-// binaries builds mpsactl and mpsad into a temporary directory, stamped
-// with version, and returns their paths. When the tree has no cmd/mpsad
-// yet, mpsad is the PLACEHOLDER in testdata/mpsad-placeholder (the test
-// log says so).
-func binaries(t *testing.T, version string) (mpsad, mpsactl string) {
-	t.Helper()
-	root := repoRoot(t)
-	dir := t.TempDir()
-	ldflags := fmt.Sprintf("-X github.com/mpsa/mpsa/internal/version.Version=%s -X github.com/mpsa/mpsa/internal/version.Commit=test", version)
-	build := func(out, pkg string) {
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", out, pkg)
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-		}
-	}
-	mpsactl = filepath.Join(dir, "mpsactl")
-	build(mpsactl, "./cmd/mpsactl")
-	mpsad = filepath.Join(dir, "mpsad")
-	if _, err := os.Stat(filepath.Join(root, "cmd", "mpsad")); err == nil {
-		build(mpsad, "./cmd/mpsad")
-	} else {
-		t.Logf("cmd/mpsad is not in this tree: packaging the PLACEHOLDER packaging/test/testdata/mpsad-placeholder")
-		build(mpsad, "./packaging/test/testdata/mpsad-placeholder")
-	}
-	return mpsad, mpsactl
+// TestMain gives the tests a directory shared between them (binaries and
+// the 0.1.0 package set are built once per run) and removes it at the end.
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
 }
 
-// examplesDir returns packaging/examples when it holds both examples, or
-// else a temporary directory with PLACEHOLDER examples (logged).
-func examplesDir(t *testing.T) string {
+func runMain(m *testing.M) int {
+	d, err := os.MkdirTemp("", "mpsa-packaging-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(d)
+	sharedDir = d
+	return m.Run()
+}
+
+var (
+	// sharedDir holds what several tests use; see TestMain.
+	sharedDir string
+	// built caches the binaries by version and name: path, or the build
+	// error.
+	builtMu sync.Mutex
+	built   = map[string]buildResult{}
+	// shared is the 0.1.0 package set that tests only read.
+	sharedOnce sync.Once
+	shared     pkgbuild.Result
+	sharedErr  error
+)
+
+type buildResult struct {
+	path string
+	err  error
+}
+
+// binary builds cmd/NAME once per version, stamped with that version, and
+// returns its path.
+func binary(t *testing.T, version, name string) string {
 	t.Helper()
-	dir := filepath.Join(repoRoot(t), "packaging", "examples")
-	ok := true
-	for _, e := range []string{"controller.conf", "member.conf"} {
-		if _, err := os.Stat(filepath.Join(dir, e)); err != nil {
-			ok = false
+	builtMu.Lock()
+	defer builtMu.Unlock()
+	key := version + "/" + name
+	r, ok := built[key]
+	if !ok {
+		r.path = filepath.Join(sharedDir, "bin-"+version, name)
+		ldflags := fmt.Sprintf("-X github.com/mpsa/mpsa/internal/version.Version=%s -X github.com/mpsa/mpsa/internal/version.Commit=test", version)
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", r.path, "./cmd/"+name)
+		cmd.Dir = repoRoot(t)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			r.err = fmt.Errorf("go build ./cmd/%s: %v\n%s", name, err, b)
 		}
+		built[key] = r
 	}
-	if ok {
-		return dir
+	if r.err != nil {
+		t.Fatal(r.err)
 	}
-	t.Logf("packaging/examples is not complete in this tree: packaging PLACEHOLDER examples")
-	dir = t.TempDir()
-	for _, e := range []string{"controller.conf", "member.conf"} {
-		if err := os.WriteFile(filepath.Join(dir, e), []byte("# PLACEHOLDER "+e+" for the packaging tests\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
+	return r.path
+}
+
+// binaries returns mpsad and mpsactl built for version (see binary).
+func binaries(t *testing.T, version string) (mpsad, mpsactl string) {
+	t.Helper()
+	return binary(t, version, "mpsad"), binary(t, version, "mpsactl")
 }
 
 // pkgOptions vary a test build.
@@ -114,17 +128,7 @@ type pkgOptions struct {
 // buildPackages builds the .deb and .rpm into a temporary directory.
 func buildPackages(t *testing.T, o pkgOptions) pkgbuild.Result {
 	t.Helper()
-	if o.version == "" {
-		o.version = "0.1.0"
-	}
-	mpsad, mpsactl := binaries(t, o.version)
-	in := pkgbuild.Inputs{
-		Mpsad: mpsad, Mpsactl: mpsactl,
-		SourceDir:   repoRoot(t),
-		ExamplesDir: examplesDir(t),
-		Version:     o.version,
-		Date:        time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC),
-	}
+	in := inputs(t, o)
 	if o.conffile != "" {
 		in.Conffile = filepath.Join(t.TempDir(), "mpsa.conf")
 		if err := os.WriteFile(in.Conffile, []byte(o.conffile), 0o644); err != nil {
@@ -136,6 +140,36 @@ func buildPackages(t *testing.T, o pkgOptions) pkgbuild.Result {
 		t.Fatalf("building packages: %v", err)
 	}
 	return res
+}
+
+// sharedPackages is the 0.1.0 package set with the repository's conffile,
+// built once for the tests that only read it.
+func sharedPackages(t *testing.T) pkgbuild.Result {
+	t.Helper()
+	in := inputs(t, pkgOptions{})
+	sharedOnce.Do(func() {
+		shared, sharedErr = pkgbuild.Build(context.Background(), in, filepath.Join(sharedDir, "pkg-0.1.0"))
+	})
+	if sharedErr != nil {
+		t.Fatalf("building packages: %v", sharedErr)
+	}
+	return shared
+}
+
+// inputs are the pkgbuild inputs of o, without its conffile. The examples
+// come from packaging/examples, pkgbuild's default.
+func inputs(t *testing.T, o pkgOptions) pkgbuild.Inputs {
+	t.Helper()
+	if o.version == "" {
+		o.version = "0.1.0"
+	}
+	mpsad, mpsactl := binaries(t, o.version)
+	return pkgbuild.Inputs{
+		Mpsad: mpsad, Mpsactl: mpsactl,
+		SourceDir: repoRoot(t),
+		Version:   o.version,
+		Date:      time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC),
+	}
 }
 
 // commonFiles are the files both packages install.

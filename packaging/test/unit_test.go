@@ -103,7 +103,7 @@ func TestUnitSettings(t *testing.T) {
 func TestUnitVerifies(t *testing.T) {
 	sa := testenv.NeedCommand(t, "systemd-analyze")
 	testenv.NeedFile(t, "/usr/lib/systemd/system/strongswan.service") // from charon-systemd
-	mpsad, _ := binaries(t, "0.1.0")
+	mpsad := binary(t, "0.1.0", "mpsad")
 	src, err := os.ReadFile(unitPath(t))
 	if err != nil {
 		t.Fatal(err)

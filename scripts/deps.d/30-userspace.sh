@@ -4,4 +4,4 @@
 # 10-debian.sh.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-install_missing wireguard-tools iperf3
+install_missing wireguard-tools

@@ -12,10 +12,16 @@ set -euo pipefail
 cache=${MPSA_KERNEL_CACHE:-/var/cache/mpsa-test/kernel}
 mkdir -p "$cache"
 
-pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1)
+# kernel_package prints the versioned package behind linux-image-amd64, or
+# nothing when apt does not know it (yet).
+kernel_package() {
+  apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1
+}
+
+pkg=$(kernel_package)
 if [ -z "$pkg" ]; then
   apt-get update -qq
-  pkg=$(apt-cache depends linux-image-amd64 | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1)
+  pkg=$(kernel_package)
 fi
 if [ -z "$pkg" ]; then
   echo "40-kernel: cannot resolve the package behind linux-image-amd64" >&2

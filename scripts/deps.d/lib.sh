@@ -1,6 +1,12 @@
 # Sourced by the deps scripts (install-deps.sh runs only *.sh files that
 # are not this one).
 
+# Debian packages that both the tests (10-debian.sh) and the demo
+# (scripts/demo.sh) need: namespaces and their tools, and charon with
+# kernel-libipsec and swanctl.
+netns_packages=(iproute2 iputils-ping tcpdump)
+charon_packages=(strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins)
+
 # install_missing installs the Debian packages given that are not
 # installed yet, with one apt-get update first when there are any.
 install_missing() {

@@ -2,30 +2,20 @@ package charon_test
 
 import (
 	"net/netip"
-
-	"github.com/mpsa/mpsa/internal/nettest"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mpsa/mpsa/internal/nettest"
+	"github.com/mpsa/mpsa/internal/testenv"
 	"github.com/mpsa/mpsa/test/charon"
 )
 
-// waitFor polls cond every 50 ms until it holds or the (generous) deadline
-// passes.
+// waitFor polls cond until it holds or the (generous) deadline passes.
 func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
-		var ok bool
-		if ok, last = cond(); ok {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s; last state:\n%s", what, last)
+	testenv.WaitFor(t, 30*time.Second, what, cond)
 }
 
 func TestLabMembersEstablish(t *testing.T) {
@@ -61,8 +51,8 @@ func TestLabMembersEstablish(t *testing.T) {
 // TestControlTrafficPath records what the daemon's sender check relies on:
 // through the control child a member's datagram arrives on ipsec0 from the
 // member's control address, while a stranger on the underlay that forges
-// that same source address reaches the control port in the clear on eth0
-// (or not at all), never on ipsec0.
+// that same source address reaches the control port in the clear on eth0,
+// never on ipsec0.
 func TestControlTrafficPath(t *testing.T) {
 	lab := charon.NewLab(t, charon.LabOptions{Members: 1})
 	ctlCharon, members := lab.StartCharons(t)
@@ -101,18 +91,25 @@ func TestControlTrafficPath(t *testing.T) {
 	stranger := lab.AddHost(t, "x")
 	nettest.AddrAdd(t, stranger.NS, "lo", netip.PrefixFrom(member.Peer.Control, 32).String())
 	stranger.NS.Run(t, "ip", "route", "add", ctl.Peer.Control.String()+"/32", "via", ctl.Peer.Underlay.String())
+	// rp_filter = 0 is a new namespace's default; set it anyway, so that a
+	// host whose namespaces inherit its own setting
+	// (net.core.devconf_inherit_init_net) does not change what is measured.
+	ctl.NS.Run(t, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.eth0.rp_filter=0")
 	rp := strings.TrimSpace(ctl.NS.Run(t, "sysctl", "-n", "net.ipv4.conf.all.rp_filter"))
 	s := charon.DialUDP(t, stranger.NS, member.Peer.Control, to)
-	if f, err := charon.Exchange(s, l, []byte("forged"), 3*time.Second); err != nil {
-		t.Logf("forged datagram did not arrive (controller rp_filter=%s): %v", rp, err)
-	} else {
-		t.Logf("forged datagram: from %v on %s (ifindex %d), controller rp_filter=%s", f.Src, f.IfName, f.IfIndex, rp)
-		if f.IfIndex == ipsec0 || f.IfName == "ipsec0" {
-			t.Errorf("forged plaintext datagram arrived on ipsec0")
-		}
-		if f.Src.Addr() != member.Peer.Control {
-			t.Errorf("forged datagram from %v, want the forged source %v", f.Src, member.Peer.Control)
-		}
+	f, err := charon.Exchange(s, l, []byte("forged"), 3*time.Second)
+	if err != nil {
+		t.Fatalf("forged datagram did not arrive (controller rp_filter=%s): %v", rp, err)
+	}
+	t.Logf("forged datagram: from %v on %s (ifindex %d), controller rp_filter=%s", f.Src, f.IfName, f.IfIndex, rp)
+	if f.IfIndex == ipsec0 || f.IfName == "ipsec0" {
+		t.Errorf("forged plaintext datagram arrived on ipsec0")
+	}
+	if f.IfName != "eth0" {
+		t.Errorf("forged datagram arrived on %q, want eth0", f.IfName)
+	}
+	if f.Src.Addr() != member.Peer.Control {
+		t.Errorf("forged datagram from %v, want the forged source %v", f.Src, member.Peer.Control)
 	}
 
 	// charon restarts: ipsec0 is a new device with a new index, so

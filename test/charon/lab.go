@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/mpsa/mpsa/internal/nettest"
+	"github.com/mpsa/mpsa/internal/testenv"
 )
 
 // LabOptions shapes a Lab.
@@ -49,7 +50,7 @@ type Lab struct {
 
 // NewLab builds the namespaces and addresses; everything goes away when
 // the test ends.
-func NewLab(t testing.TB, o LabOptions) *Lab {
+func NewLab(t testenv.TB, o LabOptions) *Lab {
 	t.Helper()
 	Need(t)
 	if o.Members < 1 {
@@ -74,14 +75,14 @@ func NewLab(t testing.TB, o LabOptions) *Lab {
 // AddHost adds one more namespace on the bridge, numbered after the
 // members (underlay .10+i, control 10.98.i.1 on lo, identity hostI), that
 // is not part of Group: a stranger, or a member to add later.
-func (l *Lab) AddHost(t testing.TB, label string) Node {
+func (l *Lab) AddHost(t testenv.TB, label string) Node {
 	t.Helper()
 	l.extra++
 	return l.node(t, len(l.Members)+l.extra, label)
 }
 
 // node makes namespace i: 0 is the controller, 1..n the members.
-func (l *Lab) node(t testing.TB, i int, label string) Node {
+func (l *Lab) node(t testenv.TB, i int, label string) Node {
 	t.Helper()
 	o := l.opts
 	ns := nettest.NewNS(t, label)
@@ -122,8 +123,7 @@ func (l *Lab) node(t testing.TB, i int, label string) Node {
 }
 
 // StartCharons starts charon in the controller's namespace, then in every
-// member's (members initiate the control child at load unless
-// Group.NoStart). The instances stop when the test ends.
+// member's (members initiate the control child at load). The instances stop when the test ends.
 func (l *Lab) StartCharons(t testing.TB) (controller *Instance, members []*Instance) {
 	t.Helper()
 	controller = Start(t, l.Controller.NS, Config{SwanctlConf: l.Group.ControllerConf()})

@@ -13,7 +13,7 @@ import (
 
 // Need stops the test (skip outside CI, fail in CI) unless root, charon,
 // swanctl, unshare and the kernel-libipsec plugin are available.
-func Need(t testing.TB) {
+func Need(t testenv.TB) {
 	t.Helper()
 	testenv.NeedRoot(t)
 	testenv.NeedFile(t, DefaultBinary)
@@ -42,7 +42,7 @@ func Start(t testing.TB, ns *nettest.NS, cfg Config) *Instance {
 	}
 	t.Cleanup(func() {
 		if t.Failed() || os.Getenv("MPSA_CHARON_LOG") != "" {
-			t.Logf("charon in %s (%s):\n%s", ns.Name, in.Dir(), in.Log())
+			t.Logf("charon in %s (%s):\n%s", ns.Name, in.cfg.Dir, in.Log())
 		}
 		if err := in.Close(); err != nil {
 			t.Errorf("stop charon in %s: %v", ns.Name, err)

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mpsa/mpsa/internal/nettest"
 	"github.com/mpsa/mpsa/server"
 	"github.com/mpsa/mpsa/test/charon"
 )
@@ -39,12 +40,13 @@ func main() {
 }
 
 type node struct {
-	name, ns string
-	peer     charon.Peer
-	lan      netip.Prefix
-	dir      string
-	charon   *charon.Instance
-	mpsad    *exec.Cmd
+	name   string
+	ns     *nettest.NS
+	peer   charon.Peer
+	lan    netip.Prefix
+	dir    string
+	charon *charon.Instance
+	mpsad  *exec.Cmd
 }
 
 func (n *node) lanAddr() netip.Addr { return n.lan.Addr().Next() }
@@ -52,81 +54,65 @@ func (n *node) sock() string        { return filepath.Join(n.dir, "mpsad.sock") 
 
 type demo struct {
 	bin   string
-	nss   []string
+	setup setup
 	nodes []*node // controller first
+}
+
+// setup is the testenv.TB the demo hands to test/charon's Lab and
+// internal/nettest: a failure panics with a setupError, which run turns
+// into its error, and cleanups (the namespaces) run at the end, last
+// first.
+type setup struct{ cleanups []func() }
+
+type setupError struct{ error }
+
+func (s *setup) Helper() {}
+func (s *setup) Errorf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "demo: "+format+"\n", args...)
+}
+func (s *setup) Fatalf(format string, args ...any) { panic(setupError{fmt.Errorf(format, args...)}) }
+func (s *setup) Skipf(format string, args ...any)  { s.Fatalf(format, args...) }
+func (s *setup) Cleanup(f func())                  { s.cleanups = append(s.cleanups, f) }
+
+func (s *setup) cleanup() {
+	for i := len(s.cleanups) - 1; i >= 0; i-- {
+		s.cleanups[i]()
+	}
+	s.cleanups = nil
 }
 
 func say(format string, args ...any) { fmt.Printf(format+"\n", args...) }
 
 func step(format string, args ...any) { fmt.Printf("\n== "+format+"\n", args...) }
 
-func (d *demo) ip(args ...string) error {
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return nil
-}
-
-func (d *demo) in(ns string, args ...string) error {
-	return d.ip(append([]string{"netns", "exec", ns}, args...)...)
-}
-
-func (d *demo) addNS(name string) error {
-	exec.Command("ip", "netns", "del", name).Run() // a leftover of an interrupted demo
-	if err := d.ip("netns", "add", name); err != nil {
-		return err
-	}
-	d.nss = append(d.nss, name)
-	return d.in(name, "ip", "link", "set", "lo", "up")
-}
-
-func (d *demo) run(ctx context.Context) error {
+func (d *demo) run(ctx context.Context) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			e, ok := r.(setupError)
+			if !ok {
+				panic(r)
+			}
+			err = e.error
+		}
+	}()
 	step("mpsa demo: one controller and %d CPEs, each in its own network namespace", members)
 	say("   underlay 192.0.2.0/24 on a bridge; control addresses 10.98.N.1 on lo; CPE LANs 10.1.N.0/24")
-	if err := d.addNS("mpsa-demo-sw"); err != nil {
-		return err
-	}
-	if err := d.in("mpsa-demo-sw", "ip", "link", "add", "br0", "type", "bridge"); err != nil {
-		return err
-	}
-	d.in("mpsa-demo-sw", "ip", "link", "set", "br0", "up")
-	group := charon.Group{PSK: "mpsa-demo-psk-0123456789"}
-	for i := 0; i <= members; i++ {
-		n := &node{name: "controller", ns: "mpsa-demo-ctl"}
-		under := netip.AddrFrom4([4]byte{192, 0, 2, 1})
+	// test/charon's Lab: the namespaces on a bridge, their underlay and
+	// control addresses, and the PSK group over them.
+	lab := charon.NewLab(&d.setup, charon.LabOptions{Members: members, PSK: "mpsa-demo-psk-0123456789"})
+	group := lab.Group
+	for i, ln := range append([]charon.Node{lab.Controller}, lab.Members...) {
+		n := &node{name: "controller", ns: ln.NS, peer: ln.Peer}
 		if i > 0 {
-			n.name, n.ns = fmt.Sprintf("cpe%d", i), fmt.Sprintf("mpsa-demo-cpe%d", i)
-			under = netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)})
+			n.name = fmt.Sprintf("cpe%d", i)
 			n.lan = netip.MustParsePrefix(fmt.Sprintf("10.1.%d.0/24", i))
-		}
-		n.peer = charon.Peer{ID: n.name + ".mpsa.demo", Underlay: under, Control: netip.AddrFrom4([4]byte{10, 98, byte(i), 1})}
-		if err := d.addNS(n.ns); err != nil {
-			return err
-		}
-		port := fmt.Sprintf("p%d", i)
-		if err := d.in("mpsa-demo-sw", "ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", n.ns); err != nil {
-			return err
-		}
-		d.in("mpsa-demo-sw", "ip", "link", "set", port, "master", "br0", "up")
-		d.in(n.ns, "ip", "link", "set", "eth0", "up")
-		d.in(n.ns, "ip", "addr", "add", under.String()+"/24", "dev", "eth0")
-		d.in(n.ns, "ip", "addr", "add", n.peer.Control.String()+"/32", "dev", "lo")
-		if n.lan.IsValid() {
-			d.in(n.ns, "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p")
-			d.in(n.ns, "ip", "link", "set", "lan0", "up")
-			d.in(n.ns, "ip", "link", "set", "lan0p", "up")
-			d.in(n.ns, "ip", "addr", "add", n.lanAddr().String()+"/24", "dev", "lan0")
+			nettest.LAN(&d.setup, n.ns, "lan0", netip.PrefixFrom(n.lanAddr(), n.lan.Bits()).String())
 		}
 		dir, err := os.MkdirTemp("", "mpsa-demo-")
 		if err != nil {
 			return err
 		}
 		n.dir = dir
-		if i == 0 {
-			group.Controller = n.peer
-		} else {
-			group.Members = append(group.Members, n.peer)
-		}
 		d.nodes = append(d.nodes, n)
 	}
 
@@ -136,7 +122,7 @@ func (d *demo) run(ctx context.Context) error {
 		if i > 0 {
 			conf = group.MemberConf(i-1) + d.memberMPSA(group, n)
 		}
-		in, err := charon.Launch(ctx, charon.Config{NetNS: n.ns, Dir: n.dir, SwanctlConf: conf,
+		in, err := charon.Launch(ctx, charon.Config{NetNS: n.ns.Name, Dir: n.dir, SwanctlConf: conf,
 			// the demo says what happens in its own words
 			Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
@@ -161,26 +147,35 @@ func (d *demo) run(ctx context.Context) error {
 	}
 
 	step("3. traffic between CPE LANs goes straight from CPE to CPE as ESP with that SPI")
-	capt := exec.Command("ip", "netns", "exec", d.nodes[1].ns, "tcpdump", "-p", "-n", "-l", "-c", "4", "-i", "eth0", "ip proto 50")
-	out := &strings.Builder{}
-	capt.Stdout = out
-	capt.Start()
-	ctlCapt := exec.Command("ip", "netns", "exec", d.nodes[0].ns, "tcpdump", "-p", "-n", "-l", "-i", "eth0", "ip proto 50")
-	ctlOut := &strings.Builder{}
-	ctlCapt.Stdout = ctlOut
-	ctlCapt.Start()
+	const wantESP = 4
+	capt, out, err := capture(d.nodes[1], "-c", fmt.Sprint(wantESP))
+	if err != nil {
+		return err
+	}
+	ctlCapt, ctlOut, err := capture(d.nodes[0])
+	if err != nil {
+		stop(capt, 0)
+		return err
+	}
 	time.Sleep(time.Second)
 	for _, pair := range [][2]int{{1, 2}, {2, 3}, {3, 1}} {
 		a, b := d.nodes[pair[0]], d.nodes[pair[1]]
-		s, r := d.ping(a, b, 5, "0.2")
+		s, r, err := nettest.Ping(a.ns, a.lanAddr(), b.lanAddr(), 5, "0.2")
+		if err != nil {
+			say("   %v", err)
+		}
 		say("   ping %s (%s LAN) -> %s (%s LAN): %d/%d answered", a.lanAddr(), a.name, b.lanAddr(), b.name, r, s)
 	}
-	capt.Wait()
-	ctlCapt.Process.Signal(syscall.SIGINT)
-	ctlCapt.Wait()
+	// tcpdump -c stops by itself after wantESP packets; if fewer came, it
+	// is stopped after a grace time and prints what it has.
+	stop(capt, 5*time.Second)
+	stop(ctlCapt, 0)
 	say("   on cpe1's wire (tcpdump -i eth0 'ip proto 50'):")
 	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
 		say("      %s", l)
+	}
+	if n := strings.Count(out.String(), "ESP("); n < wantESP {
+		say("   (only %d ESP packets captured of the %d expected)", n, wantESP)
 	}
 	say("   on the controller's wire in the same time: %d ESP packets (the controller carries no CPE traffic)", strings.Count(ctlOut.String(), "ESP("))
 
@@ -190,9 +185,16 @@ func (d *demo) run(ctx context.Context) error {
 	d.mpsactl(d.nodes[1], "status")
 
 	step("6. rekey with traffic running: cpe1 pings cpe3 every 10 ms while the controller rekeys")
-	type result struct{ s, r int }
+	type result struct {
+		s, r int
+		err  error
+	}
 	res := make(chan result, 1)
-	go func() { s, r := d.ping(d.nodes[1], d.nodes[3], 1000, "0.01"); res <- result{s, r} }()
+	go func() {
+		a, b := d.nodes[1], d.nodes[3]
+		s, r, err := nettest.Ping(a.ns, a.lanAddr(), b.lanAddr(), 1000, "0.01")
+		res <- result{s, r, err}
+	}()
 	time.Sleep(2 * time.Second)
 	say("   $ mpsactl rekey lab")
 	d.mpsactl(d.nodes[0], "rekey", "lab")
@@ -202,12 +204,47 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	say("   every CPE moved from %s to %s (new SA inbound at once, outbound after rollover1, old one removed after rollover2)", spi, newSPI)
 	r := <-res
+	if r.err != nil {
+		return r.err
+	}
 	say("   %d pings sent, %d answered: %d lost", r.s, r.r, r.s-r.r)
 	if r.s != r.r {
 		return fmt.Errorf("%d packets lost across the rekey", r.s-r.r)
 	}
 	step("7. done: stopping mpsad and charon, removing the namespaces")
 	return nil
+}
+
+// capture starts tcpdump for ESP on n's eth0 with the extra arguments
+// given; its output goes to the builder returned.
+func capture(n *node, args ...string) (*exec.Cmd, *strings.Builder, error) {
+	out := &strings.Builder{}
+	cmd := n.ns.Command("tcpdump", append([]string{"-p", "-n", "-l", "-i", "eth0"}, append(args, "ip proto 50")...)...)
+	cmd.Stdout = out
+	if err := cmd.Start(); err != nil {
+		return nil, nil, fmt.Errorf("tcpdump on %s: %w", n.name, err)
+	}
+	return cmd, out, nil
+}
+
+// stop waits up to grace for cmd to exit, then interrupts it (tcpdump
+// prints what it captured and exits), and kills it if that does not
+// help within 5 s.
+func stop(cmd *exec.Cmd, grace time.Duration) {
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-time.After(grace):
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
 }
 
 func (d *demo) controllerMPSA(g charon.Group, n *node) string {
@@ -237,7 +274,7 @@ func (d *demo) startMPSAD(n *node) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command("ip", "netns", "exec", n.ns, filepath.Join(d.bin, "mpsad"), "--config", filepath.Join(n.charon.SwanctlDir(), "swanctl.conf"))
+	cmd := n.ns.Command(filepath.Join(d.bin, "mpsad"), "--config", filepath.Join(n.charon.SwanctlDir(), "swanctl.conf"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -282,17 +319,6 @@ func (d *demo) commonSPI(ctx context.Context) (string, bool) {
 	return spi, true
 }
 
-func (d *demo) ping(a, b *node, count int, interval string) (sent, recv int) {
-	out, _ := exec.Command("ip", "netns", "exec", a.ns, "ping", "-n", "-q", "-c", fmt.Sprint(count), "-i", interval, "-W", "2",
-		"-I", a.lanAddr().String(), b.lanAddr().String()).CombinedOutput()
-	for _, l := range strings.Split(string(out), "\n") {
-		if _, err := fmt.Sscanf(l, "%d packets transmitted, %d received", &sent, &recv); err == nil {
-			return sent, recv
-		}
-	}
-	return 0, 0
-}
-
 func (d *demo) mpsactl(n *node, args ...string) {
 	cmd := exec.Command(filepath.Join(d.bin, "mpsactl"), append(args, "--socket", n.sock())...)
 	out, err := cmd.CombinedOutput()
@@ -326,7 +352,5 @@ func (d *demo) cleanup() {
 			os.RemoveAll(n.dir)
 		}
 	}
-	for i := len(d.nss) - 1; i >= 0; i-- {
-		exec.Command("ip", "netns", "del", d.nss[i]).Run()
-	}
+	d.setup.cleanup()
 }

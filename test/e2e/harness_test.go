@@ -120,12 +120,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		} else {
 			nd.lan = netip.MustParsePrefix(fmt.Sprintf("10.1.%d.0/24", i+1))
 		}
-		// the LAN: a veth pair inside the namespace (this kernel has no
-		// dummy interfaces)
-		nd.ns.Run(t, "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p")
-		nd.ns.Run(t, "ip", "link", "set", "lan0", "up")
-		nd.ns.Run(t, "ip", "link", "set", "lan0p", "up")
-		nettest.AddrAdd(t, nd.ns, "lan0", netip.PrefixFrom(nd.lanAddr(), nd.lan.Bits()).String())
+		nettest.LAN(t, nd.ns, "lan0", netip.PrefixFrom(nd.lanAddr(), nd.lan.Bits()).String())
 		e.mems = append(e.mems, nd)
 	}
 	e.startNode(e.ctl, lab.Group.ControllerConf()+e.controllerMPSA())
@@ -276,32 +271,21 @@ func (e *env) stopMPSAD(n *node) {
 	n.mpsad = nil
 }
 
+// status is tryStatus that fails the test on an error.
 func (n *node) status(t *testing.T) server.Status {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := server.NewClient(n.sock()).Status(ctx)
+	st, err := n.tryStatus()
 	if err != nil {
 		t.Fatalf("status of %s: %v", n.name, err)
 	}
 	return st
 }
 
-// waitFor polls cond every 100 ms for up to a minute; it fails the test
-// with what's last seen if the condition never holds.
+// waitFor polls cond for up to a minute; it fails the test with what's
+// last seen if the condition never holds.
 func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, s := cond()
-		if ok {
-			return
-		}
-		last = s
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s; last seen: %s", what, last)
+	testenv.WaitFor(t, time.Minute, what, cond)
 }
 
 // tryStatus is status without failing, for polling while a daemon starts.
@@ -315,13 +299,27 @@ func (n *node) tryStatus() (server.Status, error) {
 // controller's current one, and returns it.
 func (e *env) waitSPI(members ...*node) string {
 	e.t.Helper()
+	return e.waitSPINot("", members...)
+}
+
+// waitSPINot is waitSPI for an SPI other than not (any SPI if not is
+// empty): after a rekey, waitSPINot(old, ...) waits for the new one.
+func (e *env) waitSPINot(not string, members ...*node) string {
+	e.t.Helper()
+	what := "every member to send with the controller's SPI"
+	if not != "" {
+		what += ", a new one instead of " + not
+	}
 	var spi string
-	waitFor(e.t, "every member to send with the controller's SPI", func() (bool, string) {
+	waitFor(e.t, what, func() (bool, string) {
 		cs, err := e.ctl.tryStatus()
 		if err != nil || len(cs.Groups) != 1 {
 			return false, fmt.Sprint("controller: ", err)
 		}
 		spi = cs.Groups[0].SPI
+		if spi == not {
+			return false, "controller still on " + not
+		}
 		var seen []string
 		for _, m := range members {
 			ms, err := m.tryStatus()
@@ -339,17 +337,18 @@ func (e *env) waitSPI(members ...*node) string {
 }
 
 // ping sends count pings from a's LAN address to b's at interval and
-// returns how many were answered.
+// returns how many were answered; it fails the test if ping prints no
+// summary.
 func ping(t *testing.T, a, b *node, count int, interval string) (sent, received int) {
 	t.Helper()
-	out, _ := a.ns.Command("ping", "-n", "-q", "-c", fmt.Sprint(count), "-i", interval, "-W", "2",
-		"-I", a.lanAddr().String(), b.lanAddr().String()).CombinedOutput()
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
-	for sc.Scan() {
-		if _, err := fmt.Sscanf(sc.Text(), "%d packets transmitted, %d received", &sent, &received); err == nil {
-			return sent, received
-		}
+	sent, received, err := tryPing(a, b, count, interval)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("ping %s -> %s: no summary in %q", a.name, b.name, out)
-	return 0, 0
+	return sent, received
+}
+
+// tryPing is ping without a test, for use off the test's goroutine.
+func tryPing(a, b *node, count int, interval string) (sent, received int, err error) {
+	return nettest.Ping(a.ns, a.lanAddr(), b.lanAddr(), count, interval)
 }

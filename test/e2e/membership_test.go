@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -29,7 +30,7 @@ func TestJoinAndLeave(t *testing.T) {
 	spi := e.waitSPI(first...)
 	before := map[string]string{}
 	for _, m := range first {
-		before[m.name] = joinSPIs(m.status(t).Groups[0].InboundSPIs)
+		before[m.name] = fmt.Sprint(m.status(t).Groups[0].InboundSPIs)
 	}
 	m4 := e.mems[3]
 	e.startNode(m4, e.lab.Group.MemberConf(3)+e.memberMPSA(3))
@@ -37,7 +38,7 @@ func TestJoinAndLeave(t *testing.T) {
 		t.Fatalf("joining changed the SPI from %s to %s (rekey_on_join is off)", spi, got)
 	}
 	for _, m := range first {
-		if now := joinSPIs(m.status(t).Groups[0].InboundSPIs); now != before[m.name] {
+		if now := fmt.Sprint(m.status(t).Groups[0].InboundSPIs); now != before[m.name] {
 			t.Errorf("%s changed when member4 joined: %s -> %s", m.name, before[m.name], now)
 		}
 		pingOK(t, m4, m)
@@ -46,11 +47,7 @@ func TestJoinAndLeave(t *testing.T) {
 
 	// member4 leaves: its IKE SA is torn down.
 	m4.charon.MustSwanctl(t, "--terminate", "--ike", e.lab.Group.ConnName())
-	var newSPI string
-	waitFor(t, "the others to move to a new SPI", func() (bool, string) {
-		newSPI = e.waitSPI(first...)
-		return newSPI != spi, newSPI
-	})
+	newSPI := e.waitSPINot(spi, first...)
 	g4 := m4.status(t).Groups[0]
 	if slices.Contains(g4.InboundSPIs, newSPI) || g4.OutboundSPI == newSPI {
 		t.Fatalf("the departed member received the new SPI %s: %+v", newSPI, g4)
@@ -107,9 +104,10 @@ func TestCharonRestart(t *testing.T) {
 	})
 	// member1 came back on a new IKE SA with the same control address: a
 	// reconnect, not a leave, so the SA in force stays; every member has it.
-	got := e.waitSPI(e.mems...)
+	if got := e.waitSPI(e.mems...); got != spi {
+		t.Errorf("member1's charon restart changed the SPI from %s to %s; a reconnect is no leave", spi, got)
+	}
 	pingOK(t, e.mems[0], e.mems[1])
-	t.Logf("after member charon restart: SPI %s (was %s)", got, spi)
 
 	if err := e.ctl.charon.Restart(ctx); err != nil {
 		t.Fatal(err)
@@ -138,10 +136,8 @@ func TestForgedControlDatagrams(t *testing.T) {
 	e := newEnv(t, envOptions{members: 2})
 	spi := e.waitSPI(e.mems...)
 	// The attacker sits on the same bridge as everyone else.
-	att := nettest.NewNS(t, "att")
-	nettest.Veth(t, e.lab.Switch, "patt", att, "eth0")
-	e.lab.Switch.Run(t, "ip", "link", "set", "patt", "master", "br0")
-	nettest.AddrAdd(t, att, "eth0", "192.0.2.99/24")
+	attacker := e.lab.AddHost(t, "att")
+	att := attacker.NS
 	att.Run(t, "ip", "route", "add", "10.98.0.0/16", "via", e.ctl.peer.Underlay.String())
 	m1 := e.mems[0]
 	// Allow spoofed sources to reach mpsad, so that mpsad's own check is
@@ -149,8 +145,7 @@ func TestForgedControlDatagrams(t *testing.T) {
 	for _, n := range []*node{e.ctl, m1} {
 		n.ns.Run(t, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.eth0.rp_filter=0")
 	}
-	m1.ns.Run(t, "ip", "route", "add", "10.98.99.0/24", "via", "192.0.2.99")
-	att.Run(t, "ip", "addr", "add", m1.peer.Control.String()+"/32", "dev", "lo")
+	nettest.AddrAdd(t, att, "lo", m1.peer.Control.String()+"/32")
 
 	hello, _ := (&mpsa.Message{Header: mpsa.Header{SPIi: 1, SPIr: 2, Exchange: 37, Flags: mpsa.FlagInitiator}, Payloads: []mpsa.Payload{mpsa.MPSAVendorID()}}).Marshal()
 	put := &mpsa.Put{SPI: 0x0badcafe, Suite: mpsa.Suite{Encr: mpsa.EncrAESCBC, KeyBits: 256, PRF: mpsa.PRFHMACSHA2_256, Integ: mpsa.IntegHMACSHA2_256},
@@ -162,14 +157,14 @@ func TestForgedControlDatagrams(t *testing.T) {
 	m1Drops := m1.status(t).Drops["not_protected"]
 	var answers int
 	if err := att.Do(func() error {
-		for _, src := range []string{"192.0.2.99", m1.peer.Control.String()} {
-			c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(src), 4501)))
+		ctl := net.UDPAddrFromAddrPort(netip.AddrPortFrom(e.ctl.peer.Control, 4501))
+		// The member's control address is local here: send to its underlay.
+		mem := net.UDPAddrFromAddrPort(netip.AddrPortFrom(m1.peer.Underlay, 4501))
+		for _, src := range []netip.Addr{attacker.Peer.Underlay, m1.peer.Control} {
+			c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 4501)))
 			if err != nil {
 				return err
 			}
-			ctl := net.UDPAddrFromAddrPort(netip.AddrPortFrom(e.ctl.peer.Control, 4501))
-			mem := net.UDPAddrFromAddrPort(netip.AddrPortFrom(m1.peer.Control, 4501))
-			mem.IP = net.ParseIP(m1.peer.Underlay.String()) // the member's control address is local here
 			c.WriteToUDP(hello, ctl)
 			c.WriteToUDP(forgedPut, ctl)
 			c.WriteToUDP(forgedPut, mem)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"strings"
 	"sync/atomic"
@@ -75,12 +76,20 @@ func (s *stream) finish(t *testing.T) {
 	t.Logf("TCP stream carried %d octets across the rekey", s.recv.Load())
 }
 
-// pingBackground pings every 10 ms for count pings and reports the result.
-func pingBackground(t *testing.T, a, b *node, count int) <-chan [2]int {
-	res := make(chan [2]int, 1)
+// pingResult is what a background ping reports.
+type pingResult struct {
+	sent, received int
+	err            error
+}
+
+// pingBackground pings every 10 ms for count pings and reports the result;
+// the caller fails the test on its error (a goroutine cannot).
+func pingBackground(a, b *node, count int) <-chan pingResult {
+	res := make(chan pingResult, 1)
 	go func() {
-		s, r := ping(t, a, b, count, "0.01")
-		res <- [2]int{s, r}
+		var r pingResult
+		r.sent, r.received, r.err = tryPing(a, b, count, "0.01")
+		res <- r
 	}()
 	return res
 }
@@ -93,31 +102,35 @@ func checkRekey(t *testing.T, e *env, trigger func(old string)) {
 	m1, m2, m3 := e.mems[0], e.mems[1], e.mems[2]
 	// 2000 pings every 10 ms: 20 s of traffic, across the rekey and both
 	// rollover times.
-	pings := pingBackground(t, m1, m2, 2000)
+	pings := pingBackground(m1, m2, 2000)
 	tcp := startStream(t, m2, m3)
 	time.Sleep(time.Second)
 	trigger(old)
-	var now string
-	waitFor(t, "a new SPI on every member", func() (bool, string) {
-		now = e.waitSPI(e.mems...)
-		return now != old, now
-	})
+	now := e.waitSPINot(old, e.mems...)
 	// After rollover time 2 (4 s), the old SA is gone everywhere.
 	waitFor(t, "the old SPI to be removed", func() (bool, string) {
 		for _, m := range e.mems {
 			g := m.status(t).Groups[0]
 			if len(g.InboundSPIs) != 1 || g.InboundSPIs[0] != now {
-				return false, m.name + ": " + g.OutboundSPI + " in " + joinSPIs(g.InboundSPIs)
+				return false, m.name + ": " + g.OutboundSPI + " in " + fmt.Sprint(g.InboundSPIs)
 			}
 		}
 		return true, ""
 	})
-	r := <-pings
-	tcp.finish(t)
-	if r[0] == 0 || r[1] != r[0] {
-		t.Errorf("ping every 10 ms across the rekey: %d of %d answered", r[1], r[0])
+	var r pingResult
+	select {
+	case r = <-pings:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the background ping did not finish within 2 minutes")
 	}
-	t.Logf("rekey %s -> %s: %d of %d pings answered", old, now, r[1], r[0])
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	tcp.finish(t)
+	if r.sent == 0 || r.received != r.sent {
+		t.Errorf("ping every 10 ms across the rekey: %d of %d answered", r.received, r.sent)
+	}
+	t.Logf("rekey %s -> %s: %d of %d pings answered", old, now, r.received, r.sent)
 	for _, m := range e.mems {
 		for _, c := range m.status(t).Groups[0].Counters {
 			if c.InErrors != 0 {
@@ -125,17 +138,6 @@ func checkRekey(t *testing.T, e *env, trigger func(old string)) {
 			}
 		}
 	}
-}
-
-func joinSPIs(s []string) string {
-	out := "["
-	for i, x := range s {
-		if i > 0 {
-			out += " "
-		}
-		out += x
-	}
-	return out + "]"
 }
 
 // TestRekeyForcedUnderTraffic: mpsactl rekey with pings every 10 ms and a

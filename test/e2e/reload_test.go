@@ -23,11 +23,15 @@ func TestReload(t *testing.T) {
 
 	// Drop member3 from member1's routes.
 	start := strings.Index(string(orig), "                m3 {")
-	end := start + strings.Index(string(orig)[start:], "}\n") + 2
-	if start < 0 || end < start {
+	if start < 0 {
 		t.Fatalf("no m3 route in\n%s", orig)
 	}
-	os.WriteFile(conf, []byte(string(orig[:start])+string(orig[end:])), 0o600)
+	n := strings.Index(string(orig[start:]), "}\n")
+	if n < 0 {
+		t.Fatalf("m3 route does not end in\n%s", orig)
+	}
+	end := start + n + 2
+	writeConf(t, conf, string(orig[:start])+string(orig[end:]))
 	m1.mpsad.Process.Signal(syscall.SIGHUP)
 	waitFor(t, "member1 to apply its new peer table", func() (bool, string) {
 		g := m1.status(t).Groups[0]
@@ -43,7 +47,7 @@ func TestReload(t *testing.T) {
 	}
 
 	// A broken configuration is refused; the running one stays.
-	os.WriteFile(conf, append(orig, []byte("\nmpsa { colour = blue }\n")...), 0o600)
+	writeConf(t, conf, string(orig)+"\nmpsa { colour = blue }\n")
 	m1.mpsad.Process.Signal(syscall.SIGHUP)
 	waitFor(t, "member1 to log the refused reload", func() (bool, string) {
 		b, _ := os.ReadFile(filepath.Join(m1.dir, "mpsad.log"))
@@ -56,7 +60,7 @@ func TestReload(t *testing.T) {
 
 	// Another change (the TUN's name) rebuilds the group: the old device
 	// goes, the new one comes, and the member gets the SA again.
-	os.WriteFile(conf, []byte(strings.Replace(string(orig), "tun = mpsa0", "tun = mpsa1", 1)), 0o600)
+	writeConf(t, conf, strings.Replace(string(orig), "tun = mpsa0", "tun = mpsa1", 1))
 	m1.mpsad.Process.Signal(syscall.SIGHUP)
 	waitFor(t, "member1 to rebuild its group on mpsa1", func() (bool, string) {
 		g := m1.status(t).Groups[0]
@@ -67,4 +71,11 @@ func TestReload(t *testing.T) {
 		t.Errorf("mpsa0 survived the rebuild: %s", out)
 	}
 	pingOK(t, m1, e.mems[2])
+}
+
+func writeConf(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -82,26 +82,12 @@ func Render(p Page) ([]byte, error) {
 	}
 	b.WriteString(".SH DESCRIPTION\n")
 	if !hasDescription(rest) {
-		for i, para := range paragraphs(p.Description) {
-			if i > 0 {
-				b.WriteString(".PP\n")
-			}
-			for _, l := range para {
-				b.WriteString(line(l))
-			}
-		}
+		writeParagraphs(&b, p.Description)
 	}
 	renderBody(&b, rest)
 	for _, s := range p.Extra {
 		fmt.Fprintf(&b, ".SH %s\n", escape(strings.ToUpper(s.Title)))
-		for i, para := range paragraphs(s.Text) {
-			if i > 0 {
-				b.WriteString(".PP\n")
-			}
-			for _, l := range para {
-				b.WriteString(line(l))
-			}
-		}
+		writeParagraphs(&b, s.Text)
 		for _, it := range s.Items {
 			b.WriteString(".TP\n")
 			b.WriteString(term(it.Term))
@@ -227,6 +213,19 @@ func line(t string) string {
 // options).
 func escape(s string) string {
 	return strings.NewReplacer(`\`, `\e`, "-", `\-`).Replace(s)
+}
+
+// writeParagraphs renders text's paragraphs as running text separated by
+// .PP.
+func writeParagraphs(b *strings.Builder, text string) {
+	for i, para := range paragraphs(text) {
+		if i > 0 {
+			b.WriteString(".PP\n")
+		}
+		for _, l := range para {
+			b.WriteString(line(l))
+		}
+	}
 }
 
 // paragraphs splits text at blank lines into paragraphs of trimmed lines.

@@ -41,9 +41,9 @@ func PackageVersion(describe string, commits int) (string, error) {
 			return "", err
 		}
 		v = fmt.Sprintf("%s+git%s.g%s", base, m[2], m[3])
-	case hashRE.MatchString(d) && len(d) >= 7:
-		// git describe --always abbreviates to at least 7 digits; a
-		// release tag has dots.
+	case hashRE.MatchString(d):
+		// git describe --always abbreviates to at least 7 digits (hashRE
+		// wants 7 to 40); a release tag has dots.
 		v = fmt.Sprintf("0.0.0~git%d.g%s", commits, d)
 	default:
 		base, err := tagVersion(d)
