@@ -19,7 +19,7 @@ func runDaemonCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 		"status":  "status [--json] [--socket PATH]",
 		"members": "members GROUP [--json] [--socket PATH]",
 		"peers":   "peers GROUP [--json] [--socket PATH]",
-		"rekey":   "rekey GROUP [--socket PATH]",
+		"rekey":   "rekey GROUP [--json] [--socket PATH]",
 	}[cmd]
 	fs := newFlagSet(cmd, help, stderr)
 	socket := fs.String("socket", swanctl.DefaultStatusSocket, "path of mpsad's status socket")
@@ -44,6 +44,12 @@ func runDaemonCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			fmt.Fprintf(stderr, "mpsactl rekey: %v\n", err)
 			return 1
+		}
+		if *asJSON {
+			return printJSON(stdout, struct {
+				Group string `json:"group"`
+				SPI   string `json:"spi"`
+			}{pos[0], spi})
 		}
 		fmt.Fprintf(stdout, "group %s rekeyed: new SPI %s\n", pos[0], spi)
 		return 0

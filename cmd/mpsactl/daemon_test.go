@@ -92,6 +92,11 @@ func TestStatusJSONController(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "new SPI 0x0000beef") || len(api.rekeys) != 1 {
 		t.Fatalf("rekey: %d %q %v", code, out, api.rekeys)
 	}
+	code, out, _ = mpsactl(t, nil, "rekey", "branch", "--json", "--socket", sock)
+	var rk map[string]string
+	if err := json.Unmarshal([]byte(out), &rk); code != 0 || err != nil || rk["group"] != "branch" || rk["spi"] != "0x0000beef" {
+		t.Fatalf("rekey --json: %d %q (%v)", code, out, err)
+	}
 	code, _, errs = mpsactl(t, nil, "rekey", "nope", "--socket", sock)
 	if code != 1 || !strings.Contains(errs, `group "nope": no such group`) {
 		t.Fatalf("rekey of unknown group: %d %q", code, errs)
