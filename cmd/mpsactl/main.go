@@ -20,7 +20,7 @@ Talking to mpsad (through its status socket, --socket PATH, default
   status [--json]         the daemon, its groups, SPIs, timers and counters
   members GROUP [--json]  a controller's members and the SA each acknowledged
   peers GROUP [--json]    a member's peer prefixes and their underlay addresses
-  rekey GROUP             make the controller rekey GROUP now
+  rekey GROUP [--json]    make the controller rekey GROUP now; print its new SPI
 
 Offline tools:
   decode [--hex] [--show-keys] [FILE|-]
