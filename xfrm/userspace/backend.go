@@ -7,15 +7,17 @@
 // then segments a run of ESP packets to one peer as one send (UDP GSO) and
 // coalesces received ones (UDP GRO), which raw IP sockets cannot do.
 //
-// Outbound, one goroutine reads batches from the TUN (with TSO super-packets
-// split by golang.zx2c4.com/wireguard/tun), finds each destination's peer by
-// longest prefix match, seals the packet in place with the outbound SA and
-// sends the batch with sendmmsg. Inbound, one goroutine per local underlay
-// address receives batches with recvmmsg, finds the SA by SPI (two during a
-// rollover), opens the packet in place, checks that the inner source is a
-// peer prefix and the destination a local prefix, and writes the batch to
-// the TUN (coalesced by GRO). Buffers are allocated once; the per-packet
-// path does not allocate.
+// Outbound, a pipeline like wireguard-go's (outbound.go): one goroutine
+// reads batches from the TUN (with TSO super-packets split by
+// golang.zx2c4.com/wireguard/tun), finds each destination's peer by longest
+// prefix match and numbers the packets; several goroutines seal batches in
+// place with the outbound SA, in parallel; one goroutine sends the batches
+// with sendmmsg in the order they were read. Inbound, one goroutine per
+// local underlay address receives batches with recvmmsg, finds the SA by
+// SPI (two during a rollover), opens the packet in place, checks that the
+// inner source is a peer prefix and the destination a local prefix, and
+// writes the batch to the TUN (coalesced by GRO). Buffers are allocated
+// once; the per-packet path does not allocate.
 package userspace
 
 import (
@@ -24,9 +26,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -71,7 +75,21 @@ type Config struct {
 	// Every member of a group must use the same encapsulation and port;
 	// kernel (XFRM) members send plain ESP.
 	ESPInUDPPort uint16
+	// Sealers is the number of goroutines that encrypt outbound batches
+	// in parallel (if 0: runtime.GOMAXPROCS(0), at most DefaultMaxSealers):
+	// AES-CBC encryption is serial within a packet, so a member seals on
+	// several cores only by sealing several batches at once. Packets leave
+	// in the order they were read whatever the number. Each installed SA
+	// keeps one Crypter per sealer, and each sealer three batches of
+	// buffers (3 x 128 x 64 KiB of address space, mostly never touched).
+	Sealers int
 }
+
+// DefaultMaxSealers caps the default number of sealers: one sender
+// goroutine sends what they seal, and eight sealers already outpace it
+// (a sealer seals about 9 Gbit/s of AES-256-CBC with HMAC-SHA-256 on the
+// machine of docs/performance.md), while each costs buffer space.
+const DefaultMaxSealers = 8
 
 // Drops counts packets dropped before an SA could be charged for them,
 // and failed writes to the TUN.
@@ -93,25 +111,69 @@ type Drops struct {
 }
 
 // saEntry is one installed SA with its counters and per-goroutine
-// Crypters: index 0 is the outbound goroutine, 1+i the inbound goroutine of
+// Crypters (a Crypter is not safe for concurrent use): seal[w] is outbound
+// sealer w's (Config.Sealers of them), open[i] the inbound goroutine's of
 // socket i.
 //
-// The fields fall in three groups: sa and crypters, read by every
-// goroutine and never written; the inbound counters, written by the
-// inbound goroutines; and the outbound counters, written by the outbound
-// goroutine. A full cache line (64 bytes) of padding between the groups
-// keeps any two of them off a common line wherever the allocator places
-// the entry, so that counting in one direction does not invalidate the
-// line the other direction reads or writes.
+// The fields fall in four groups: sa, the Crypters and removed, read by
+// every goroutine and not written (removed only once, by Remove); users,
+// written by the sealers and the inbound goroutines once per batch; the
+// inbound counters, written by the inbound goroutines; and the outbound
+// counters, written by the outbound sender goroutine. A full cache line
+// (64 bytes) of padding between the groups keeps any two of them off a
+// common line wherever the allocator places the entry, so that counting in
+// one direction does not invalidate the line the other direction reads or
+// writes.
 type saEntry struct {
-	sa       *esp.SA
-	crypters []*esp.Crypter
+	sa         *esp.SA
+	seal, open []*esp.Crypter
+	// removed is set by Remove, before it waits for users to drop to 0
+	// and zeroes the keys: acquire fails from then on, and the sender
+	// drops batches sealed before but not yet sent (see sendElem).
+	removed atomic.Bool
+
+	_ [64]byte
+	// users counts the goroutines that use the SA's keys right now,
+	// between acquire and release: a sealer on one batch, an inbound
+	// goroutine on a run of packets of one batch.
+	users atomic.Int64
 
 	_                            [64]byte
 	inPackets, inBytes, inErrors atomic.Uint64
 
 	_                               [64]byte
 	outPackets, outBytes, outErrors atomic.Uint64
+}
+
+// acquire marks the SA's keys as in use by the caller until release. It
+// fails once Remove has begun retiring the SA; the caller must then not
+// use the keys (count the packets as errors instead). Between acquire and
+// release the caller must not block (no I/O), since Remove waits for it.
+func (e *saEntry) acquire() bool {
+	e.users.Add(1)
+	if e.removed.Load() {
+		e.users.Add(-1)
+		return false
+	}
+	return true
+}
+
+// release ends a successful acquire.
+func (e *saEntry) release() { e.users.Add(-1) }
+
+// retire zeroes the SA's keys once no goroutine uses them; Remove calls
+// it after unpublishing the entry. Zeroing keys under a running Seal or
+// Open could send a packet encrypted with a half-wiped AES key schedule
+// (esp.SA.Zero leaves that to the caller). Sequentially consistent atomics
+// make the handshake with acquire safe: either acquire sees removed and
+// backs off, or retire sees its user and waits for the release, which
+// comes within one batch's crypto.
+func (e *saEntry) retire() {
+	e.removed.Store(true)
+	for e.users.Load() != 0 {
+		time.Sleep(20 * time.Microsecond)
+	}
+	e.sa.Zero()
 }
 
 // saSet is the immutable set of installed SAs that the data path reads.
@@ -184,6 +246,12 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Sealers < 0 {
+		return nil, fmt.Errorf("userspace data plane: %d sealers", cfg.Sealers)
+	}
+	if cfg.Sealers == 0 {
+		cfg.Sealers = min(max(1, runtime.GOMAXPROCS(0)), DefaultMaxSealers)
+	}
 	if cfg.MTU < 576 || cfg.MTU > 65535-esp.HeaderLen-esp.IVLen-esp.MaxTrailerLen-60 {
 		return nil, fmt.Errorf("userspace data plane: MTU %d out of range", cfg.MTU)
 	}
@@ -217,8 +285,8 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		for range ev {
 		}
 	}(b.dev.Events())
-	b.wg.Add(1 + len(b.socks))
-	go b.outboundLoop()
+	b.startOutbound()
+	b.wg.Add(len(b.socks))
 	for i, s := range b.socks {
 		if s.udp {
 			go b.inboundLoopUDP(i, s)
@@ -235,7 +303,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 			b.log.Info("ESP-in-UDP socket", "local", s.local, "gso", s.tx.gso.Load(), "gro", s.gro)
 		}
 	}
-	b.log.Info("userspace data plane started", "mtu", cfg.MTU, "local", cfg.Local, "batch", b.dev.BatchSize(), "encapsulation", encap)
+	b.log.Info("userspace data plane started", "mtu", cfg.MTU, "local", cfg.Local, "batch", b.dev.BatchSize(), "sealers", cfg.Sealers, "encapsulation", encap)
 	return b, nil
 }
 
@@ -279,8 +347,11 @@ func (b *Backend) InstallInbound(ctx context.Context, sa xfrm.SA) error {
 		return fmt.Errorf("install inbound SA %08x: %w", sa.SPI, err)
 	}
 	e := &saEntry{sa: s}
-	for range 1 + len(b.socks) {
-		e.crypters = append(e.crypters, s.NewCrypter(nil))
+	for range b.cfg.Sealers {
+		e.seal = append(e.seal, s.NewCrypter(nil))
+	}
+	for range b.socks {
+		e.open = append(e.open, s.NewCrypter(nil))
 	}
 	next := &saSet{}
 	if cur != nil {
@@ -324,7 +395,13 @@ func (b *Backend) Remove(ctx context.Context, spi uint32) error {
 		}
 	}
 	b.sas.Store(next)
-	e.sa.Zero()
+	// Batches in flight and inbound goroutines may still hold e. From
+	// here on the sealers and the inbound goroutines count its packets
+	// as errors instead of using the keys, and the sender drops batches
+	// sealed before, so that nothing more leaves with the SA (up to a
+	// batch being sent at this very moment). The keys are zeroed once
+	// the last user is done.
+	e.retire()
 	b.log.Info("removed SA", "spi", fmt.Sprintf("%08x", spi))
 	return nil
 }

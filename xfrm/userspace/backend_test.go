@@ -161,6 +161,9 @@ func testGroupConnectivity(t *testing.T, udpPort uint16) {
 						t.Errorf("member %d: %d ESP frames of inner IPv%d over outer IPv%d, which this phase does not route", m.i, n, k[1], k[0])
 					}
 				}
+				if _, n, ex := m.cap.order(); n != 0 {
+					t.Errorf("member %d: %d ESP packets left out of order: %v", m.i, n, ex)
+				}
 				c := g.counters(m, sa.SPI)
 				if c.InErrors != 0 || c.OutErrors != 0 {
 					t.Errorf("member %d: errors %+v", m.i, c)

@@ -2,7 +2,6 @@ package userspace
 
 import (
 	"errors"
-	"os"
 
 	"github.com/mpsa/mpsa/xfrm/esp"
 )
@@ -19,102 +18,6 @@ const (
 	// super-packet or a GRO-coalesced write.
 	maxPacket = 65535
 )
-
-func (b *Backend) outboundLoop() {
-	defer b.wg.Done()
-	batch := b.dev.BatchSize()
-	bufs := make([][]byte, batch)
-	sizes := make([]int, batch)
-	for i := range bufs {
-		bufs[i] = make([]byte, outOff+maxPacket+esp.MaxTrailerLen)
-	}
-	for {
-		n, err := b.dev.Read(bufs, sizes, outOff)
-		if err != nil {
-			if b.isClosed() || errors.Is(err, os.ErrClosed) {
-				return
-			}
-			b.log.Debug("TUN read", "err", err)
-			continue
-		}
-		b.sendBatch(bufs[:n], sizes[:n])
-	}
-}
-
-// sendBatch seals and sends the packets read from the TUN. Counters are
-// summed over the batch and added once.
-func (b *Backend) sendBatch(bufs [][]byte, sizes []int) {
-	out := b.outbound.Load()
-	if out == nil {
-		b.drops.noOutbound.Add(uint64(len(bufs)))
-		return
-	}
-	tbl := b.peers.Load()
-	sa, c := out.sa, out.crypters[0]
-	var malformed, noRoute, sealErrs uint64
-	var t outTally
-	for i := range bufs {
-		pkt := bufs[i][outOff : outOff+sizes[i]]
-		_, dst, ok := addrs(pkt)
-		if !ok {
-			malformed++
-			continue
-		}
-		d, ok := tbl.route(dst)
-		if !ok {
-			noRoute++
-			continue
-		}
-		q := b.tx4
-		if d.family6 {
-			q = b.tx6
-		}
-		if q == nil {
-			noRoute++
-			continue
-		}
-		espPkt, err := c.Seal(bufs[i], outOff, sizes[i], sa.NextSeq())
-		if err != nil {
-			sealErrs++
-			continue
-		}
-		q.queue(espPkt, d, sizes[i])
-		if q.full() {
-			t.flush(q)
-		}
-	}
-	for _, q := range [2]*sendQueue{b.tx4, b.tx6} {
-		if q != nil && q.pending() {
-			t.flush(q)
-		}
-	}
-	if t.packets > 0 {
-		out.outPackets.Add(t.packets)
-		out.outBytes.Add(t.bytes)
-	}
-	if n := t.errors + sealErrs; n > 0 {
-		out.outErrors.Add(n)
-	}
-	if malformed > 0 {
-		b.drops.malformed.Add(malformed)
-	}
-	if noRoute > 0 {
-		b.drops.noRoute.Add(noRoute)
-	}
-}
-
-// outTally sums what the flushes of one outbound batch sent and failed.
-type outTally struct {
-	packets, bytes, errors uint64
-}
-
-// flush sends q's batch and counts the result.
-func (t *outTally) flush(q *sendQueue) {
-	sent, bytes, failed := q.flush()
-	t.packets += uint64(sent)
-	t.bytes += uint64(bytes)
-	t.errors += uint64(failed)
-}
 
 func (b *Backend) inboundLoop(idx int, s *espSocket) {
 	defer b.wg.Done()
@@ -256,8 +159,11 @@ func (b *Backend) openBatch(idx int, v4 bool, bufs [][]byte, sizes []int, recvOf
 			unknownSPI++
 			continue
 		}
-		t.charge(e)
-		inner, _, err := e.crypters[1+idx].Open(pkt)
+		if !t.charge(e) {
+			t.errors++ // the SA is being removed
+			continue
+		}
+		inner, _, err := e.open[idx].Open(pkt)
 		if err != nil {
 			t.errors++
 			continue
@@ -285,22 +191,27 @@ func (b *Backend) openBatch(idx int, v4 bool, bufs [][]byte, sizes []int, recvOf
 }
 
 // inTally sums the inbound counters of one SA over a run of packets of an
-// inbound batch.
+// inbound batch, and holds the SA's keys (saEntry.acquire) for that run.
 type inTally struct {
 	e                      *saEntry
+	held                   bool
 	packets, bytes, errors uint64
 }
 
-// charge makes e the SA being counted; what was counted for another SA
-// before is added to that SA's counters first.
-func (t *inTally) charge(e *saEntry) {
+// charge makes e the SA being counted and acquires its keys; what was
+// counted for another SA before is added to that SA's counters first,
+// and that SA released. It reports whether the keys may be used: not once
+// Remove has begun retiring e.
+func (t *inTally) charge(e *saEntry) bool {
 	if e != t.e {
 		t.flush()
-		t.e = e
+		t.e, t.held = e, e.acquire()
 	}
+	return t.held
 }
 
-// flush adds what was counted to the SA's counters and starts over.
+// flush adds what was counted to the SA's counters, releases the SA and
+// starts over.
 func (t *inTally) flush() {
 	if t.e != nil {
 		if t.packets > 0 {
@@ -309,6 +220,9 @@ func (t *inTally) flush() {
 		}
 		if t.errors > 0 {
 			t.e.inErrors.Add(t.errors)
+		}
+		if t.held {
+			t.e.release()
 		}
 	}
 	*t = inTally{}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -81,8 +82,16 @@ var encapsulations = []struct {
 // carries ESP in UDP on that port.
 func newGroup(t *testing.T, n int, udpPort uint16) *group {
 	t.Helper()
+	return newGroupConfig(t, n, Config{ESPInUDPPort: udpPort})
+}
+
+// newGroupConfig is newGroup with a backend configuration: each member's
+// is cfg with the TUN name, local addresses and logger set.
+func newGroupConfig(t *testing.T, n int, cfg Config) *group {
+	t.Helper()
 	testenv.NeedRoot(t)
 	testenv.NeedFile(t, "/dev/net/tun")
+	udpPort := cfg.ESPInUDPPort
 	g := &group{t: t, keys: map[uint32]xfrm.SA{}, udpPort: udpPort}
 	hub := nettest.NewNS(t, "hub")
 	nettest.Bridge(t, hub, "br0")
@@ -109,12 +118,11 @@ func newGroup(t *testing.T, n int, udpPort uint16) *group {
 		nettest.AddrAdd(t, ns, "lan0", m.host4().String()+"/24")
 		nettest.AddrAdd(t, ns, "lan0", m.host6().String()+"/64")
 		err := ns.Do(func() error {
-			be, err := New(context.Background(), Config{
-				TUNName:      "mpsa0",
-				Local:        []netip.Addr{m.u4, m.u6},
-				Logger:       quietLogger(t).With("member", i),
-				ESPInUDPPort: udpPort,
-			})
+			c := cfg
+			c.TUNName = "mpsa0"
+			c.Local = []netip.Addr{m.u4, m.u6}
+			c.Logger = quietLogger(t).With("member", i)
+			be, err := New(context.Background(), c)
 			m.be = be
 			return err
 		})
@@ -238,7 +246,11 @@ func eventually(cond func() bool) bool {
 
 // capture counts the frames leaving a member's underlay veth: ESP by outer
 // and inner family (decrypted with the test's copy of the keys), any frame
-// that carries the plaintext marker, and GSO frames. With udpPort it counts
+// that carries the plaintext marker, and GSO frames. It also checks that
+// the sequence numbers of each SA and outer family leave strictly
+// increasing: the backend numbers packets in the order it reads them and
+// must send them in that order (each outer family has its own socket, so
+// only within one family is the order defined). With udpPort it counts
 // ESP in UDP to that port instead of IP protocol 50, and splits UDP GSO
 // frames (which the socket sees unsegmented, with the segment size in the
 // virtio-net header it asks for) into their ESP packets.
@@ -262,6 +274,13 @@ type capture struct {
 	crypters   map[uint32]*esp.Crypter
 	markerText []byte
 	syncSeen   map[string]bool
+	// lastSeq is the last sequence number seen per {SPI, outer family};
+	// seqChecked counts the ESP packets compared with it, reorders
+	// describes those that did not follow it (the first few).
+	lastSeq    map[[2]uint32]uint32
+	seqChecked int
+	reorders   []string
+	reordered  int
 }
 
 // sync sends a datagram with a unique text out of u0 (to the underlay
@@ -292,7 +311,7 @@ var marker = []byte("MPSA-PLAINTEXT-MARKER")
 
 func startCapture(t *testing.T, m *member, udpPort uint16, keyOf func(uint32) (xfrm.SA, bool)) *capture {
 	t.Helper()
-	c := &capture{udpPort: udpPort, stop: make(chan struct{}), done: make(chan struct{}), esp: map[[2]int]int{}, keyOf: keyOf, syncSeen: map[string]bool{}, crypters: map[uint32]*esp.Crypter{}, markerText: marker}
+	c := &capture{udpPort: udpPort, stop: make(chan struct{}), done: make(chan struct{}), esp: map[[2]int]int{}, keyOf: keyOf, syncSeen: map[string]bool{}, crypters: map[uint32]*esp.Crypter{}, markerText: marker, lastSeq: map[[2]uint32]uint32{}}
 	err := m.ns.Do(func() error {
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
 		if err != nil {
@@ -463,12 +482,33 @@ func (c *capture) espPacket(outer int, payload []byte) {
 		cr = sa.NewCrypter(nil)
 		c.crypters[spi] = cr
 	}
-	inner, _, err := cr.Open(payload)
+	inner, seq, err := cr.Open(payload)
 	if err != nil {
 		c.espBad++
 		return
 	}
 	c.esp[[2]int{outer, int(inner[0] >> 4)}]++
+	k := [2]uint32{spi, uint32(outer)}
+	if last, ok := c.lastSeq[k]; ok {
+		c.seqChecked++
+		if seq <= last {
+			c.reordered++
+			if len(c.reorders) < 10 {
+				c.reorders = append(c.reorders, fmt.Sprintf("SPI %08x over IPv%d: sequence number %d after %d", spi, outer, seq, last))
+			}
+		}
+	}
+	c.lastSeq[k] = seq
+}
+
+// order returns how many ESP packets had their sequence number compared
+// with the one before them (same SA, same outer family), how many of them
+// did not follow it, and a description of the first few; since the
+// capture started.
+func (c *capture) order() (checked, reordered int, examples []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seqChecked, c.reordered, slices.Clone(c.reorders)
 }
 
 // snapshot returns the counts so far and resets them.

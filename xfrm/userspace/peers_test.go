@@ -80,7 +80,7 @@ func TestOpenBatchNoAllocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &saEntry{sa: sa, crypters: []*esp.Crypter{sa.NewCrypter(nil), sa.NewCrypter(nil)}}
+	e := &saEntry{sa: sa, seal: []*esp.Crypter{sa.NewCrypter(nil)}, open: []*esp.Crypter{sa.NewCrypter(nil)}}
 	b := &Backend{}
 	b.sas.Store(&saSet{entries: []*saEntry{e}})
 	tbl, err := newPeerTable([]netip.Prefix{netip.MustParsePrefix("fd01::/64")},
@@ -94,7 +94,7 @@ func TestOpenBatchNoAllocs(t *testing.T) {
 	inner[6] = 6
 	inner[8], inner[9], inner[23] = 0xfd, 0x02, 1
 	inner[24], inner[25], inner[39] = 0xfd, 0x01, 1
-	pkt, err := e.crypters[0].AppendSeal(nil, inner, 1)
+	pkt, err := e.seal[0].AppendSeal(nil, inner, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

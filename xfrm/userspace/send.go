@@ -12,7 +12,7 @@ import (
 )
 
 // sendQueue is the send side of an ESP socket, raw or UDP, used only by
-// the outbound goroutine: a batch of messages for sendmmsg, each one or
+// the outbound sender goroutine: a batch of messages for sendmmsg, each one or
 // more iovecs (one per ESP packet) taken in order from iovs.
 //
 // A raw ESP socket sends one ESP packet per message. An ESP-in-UDP socket
@@ -30,7 +30,7 @@ type sendQueue struct {
 	// gso lets queue coalesce packets into UDP_SEGMENT messages. It is
 	// never set for raw ESP; for ESP in UDP it is cleared, for good, the
 	// first time a segmented send fails with EIO. Only the outbound
-	// goroutine writes it.
+	// sender goroutine writes it.
 	gso atomic.Bool
 
 	msgs []mmsghdr

@@ -35,7 +35,7 @@ type espSocket struct {
 	// gro is set when UDP_GRO is on: a received message can hold many
 	// ESP packets.
 	gro bool
-	// tx is the send side, used only by the outbound goroutine.
+	// tx is the send side, used only by the outbound sender goroutine.
 	tx sendQueue
 	// rx is the batch for recvmmsg, used only by this socket's inbound
 	// goroutine; rxOOB holds, with gro, one control buffer per message
