@@ -125,7 +125,7 @@ func testGroupConnectivity(t *testing.T, udpPort uint16) {
 		t.Run(fmt.Sprintf("inner4-over-%d_inner6-over-%d", phase.out4, phase.out6), func(t *testing.T) {
 			g.setPeers(phase.out4, phase.out6)
 			for _, m := range g.members {
-				m.cap.sync(t, m, g.members[m.i%len(g.members)].u4)
+				m.cap.syncThrough(t, m, g.members[m.i%len(g.members)])
 				m.cap.snapshot()
 			}
 			for _, a := range g.members {
@@ -140,7 +140,7 @@ func testGroupConnectivity(t *testing.T, udpPort uint16) {
 				}
 			}
 			for _, m := range g.members {
-				m.cap.sync(t, m, g.members[m.i%len(g.members)].u4)
+				m.cap.syncThrough(t, m, g.members[m.i%len(g.members)])
 				counts, bad, mk, gso := m.cap.snapshot()
 				gsoFrames += gso
 				if mk != 0 {

@@ -288,9 +288,29 @@ type capture struct {
 // left before is then counted.
 func (c *capture) sync(t *testing.T, m *member, to netip.Addr) {
 	t.Helper()
+	c.syncVia(t, m, netip.Addr{}, to)
+}
+
+// syncThrough sends the unique datagram through the tunnel instead, from
+// m's LAN host to to's, and waits until the capture has seen it leave as
+// ESP. The outbound pipeline sends packets in the order it read them from
+// the TUN, so every packet m's backend read before (and routed with the
+// peer table of its time) has left by then: a barrier for tests that
+// change the peer table.
+func (c *capture) syncThrough(t *testing.T, m, to *member) {
+	t.Helper()
+	c.syncVia(t, m, m.host4(), to.host4())
+}
+
+func (c *capture) syncVia(t *testing.T, m *member, from, to netip.Addr) {
+	t.Helper()
 	text := fmt.Sprintf("MPSA-CAPTURE-SYNC-%d-%d", m.i, time.Now().UnixNano())
 	if err := m.ns.Do(func() error {
-		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(to, 9)))
+		var laddr *net.UDPAddr
+		if from.IsValid() {
+			laddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(from, 0))
+		}
+		conn, err := net.DialUDP("udp", laddr, net.UDPAddrFromAddrPort(netip.AddrPortFrom(to, 9)))
 		if err != nil {
 			return err
 		}
@@ -485,6 +505,11 @@ func (c *capture) espPacket(outer int, payload []byte) {
 	inner, seq, err := cr.Open(payload)
 	if err != nil {
 		c.espBad++
+		return
+	}
+	if i := bytes.Index(inner, []byte("MPSA-CAPTURE-SYNC-")); i >= 0 {
+		// syncThrough's datagram: a barrier, not traffic to count.
+		c.syncSeen[string(inner[i:])] = true
 		return
 	}
 	c.esp[[2]int{outer, int(inner[0] >> 4)}]++

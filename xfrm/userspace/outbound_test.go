@@ -404,7 +404,7 @@ func TestOutboundOrderOnWire(t *testing.T) {
 			}
 			progress(t, flows, "transfers done")
 			for _, m := range g.members {
-				m.cap.sync(t, m, g.members[m.i%2].u4)
+				m.cap.syncThrough(t, m, g.members[m.i%2])
 				checked, reordered, ex := m.cap.order()
 				_, bad, _, _ := m.cap.snapshot()
 				t.Logf("member %d: %d sequence numbers checked", m.i, checked)
