@@ -28,6 +28,20 @@
 #define DEC8(off) MOVOU off(R10), X8; AESDEC X8, X0; AESDEC X8, X1; AESDEC X8, X2; AESDEC X8, X3; AESDEC X8, X4; AESDEC X8, X5; AESDEC X8, X6; AESDEC X8, X7
 #define DEC8LAST(off) MOVOU off(R10), X8; AESDECLAST X8, X0; AESDECLAST X8, X1; AESDECLAST X8, X2; AESDECLAST X8, X3; AESDECLAST X8, X4; AESDECLAST X8, X5; AESDECLAST X8, X6; AESDECLAST X8, X7
 
+// ROUNDS runs the rounds after the first key's XOR: R(off) is one round
+// with the key at off(R10), RLAST(off) the last one. R10 starts at the
+// second round key; AES-256 runs four rounds and AES-192 two before the
+// ten every key size has, moving R10 on so that those ten always find
+// their keys at the same offsets. L10 and L12 are labels for the jumps,
+// unique within the function.
+#define ROUNDS(R, RLAST, L10, L12) \
+	LEAQ 16(AX), R10; CMPQ CX, $12; JB L10; JE L12; \
+	R(0); R(16); ADDQ $32, R10; \
+L12: \
+	R(0); R(16); ADDQ $32, R10; \
+L10: \
+	R(0); R(16); R(32); R(48); R(64); R(80); R(96); R(112); R(128); RLAST(144)
+
 // func encryptCBC(nr int, xk *byte, iv *byte, dst *byte, src *byte, nblocks int)
 TEXT ·encryptCBC(SB), NOSPLIT, $0-48
 	MOVQ nr+0(FP), CX
@@ -44,26 +58,7 @@ loop:
 	MOVOU (SI), X10
 	PXOR X10, X0
 	PXOR X9, X0
-	LEAQ 16(AX), R10
-	CMPQ CX, $12
-	JB   r10
-	JE   r12
-	ENC1(0); ENC1(16)
-	ADDQ $32, R10
-r12:
-	ENC1(0); ENC1(16)
-	ADDQ $32, R10
-r10:
-	ENC1(0)
-	ENC1(16)
-	ENC1(32)
-	ENC1(48)
-	ENC1(64)
-	ENC1(80)
-	ENC1(96)
-	ENC1(112)
-	ENC1(128)
-	ENC1LAST(144)
+	ROUNDS(ENC1, ENC1LAST, r10, r12)
 	MOVOU X0, (DI)
 	ADDQ $16, SI
 	ADDQ $16, DI
@@ -110,26 +105,7 @@ loop:
 	MOVOU (R9)(R8*1), X10
 	PXOR X10, X3
 	PXOR X9, X3
-	LEAQ 16(AX), R10
-	CMPQ CX, $12
-	JB   r10
-	JE   r12
-	ENC4(0); ENC4(16)
-	ADDQ $32, R10
-r12:
-	ENC4(0); ENC4(16)
-	ADDQ $32, R10
-r10:
-	ENC4(0)
-	ENC4(16)
-	ENC4(32)
-	ENC4(48)
-	ENC4(64)
-	ENC4(80)
-	ENC4(96)
-	ENC4(112)
-	ENC4(128)
-	ENC4LAST(144)
+	ROUNDS(ENC4, ENC4LAST, r10, r12)
 	MOVQ 64(DX), R9
 	MOVOU X0, (R9)(R8*1)
 	MOVQ 72(DX), R9
@@ -206,26 +182,7 @@ loop:
 	MOVOU (R9)(R8*1), X10
 	PXOR X10, X7
 	PXOR X9, X7
-	LEAQ 16(AX), R10
-	CMPQ CX, $12
-	JB   r10
-	JE   r12
-	ENC8(0); ENC8(16)
-	ADDQ $32, R10
-r12:
-	ENC8(0); ENC8(16)
-	ADDQ $32, R10
-r10:
-	ENC8(0)
-	ENC8(16)
-	ENC8(32)
-	ENC8(48)
-	ENC8(64)
-	ENC8(80)
-	ENC8(96)
-	ENC8(112)
-	ENC8(128)
-	ENC8LAST(144)
+	ROUNDS(ENC8, ENC8LAST, r10, r12)
 	MOVQ 64(DX), R9
 	MOVOU X0, (R9)(R8*1)
 	MOVQ 72(DX), R9
@@ -281,26 +238,7 @@ loop8:
 	PXOR X8, X5
 	PXOR X8, X6
 	PXOR X8, X7
-	LEAQ 16(AX), R10
-	CMPQ CX, $12
-	JB   gr10
-	JE   gr12
-	DEC8(0); DEC8(16)
-	ADDQ $32, R10
-gr12:
-	DEC8(0); DEC8(16)
-	ADDQ $32, R10
-gr10:
-	DEC8(0)
-	DEC8(16)
-	DEC8(32)
-	DEC8(48)
-	DEC8(64)
-	DEC8(80)
-	DEC8(96)
-	DEC8(112)
-	DEC8(128)
-	DEC8LAST(144)
+	ROUNDS(DEC8, DEC8LAST, gr10, gr12)
 	PXOR X9, X0
 	MOVOU 0(SI), X10
 	PXOR X10, X1
@@ -336,26 +274,7 @@ tail:
 	MOVO X0, X10
 	MOVOU (AX), X8
 	PXOR X8, X0
-	LEAQ 16(AX), R10
-	CMPQ CX, $12
-	JB   tr10
-	JE   tr12
-	DEC1(0); DEC1(16)
-	ADDQ $32, R10
-tr12:
-	DEC1(0); DEC1(16)
-	ADDQ $32, R10
-tr10:
-	DEC1(0)
-	DEC1(16)
-	DEC1(32)
-	DEC1(48)
-	DEC1(64)
-	DEC1(80)
-	DEC1(96)
-	DEC1(112)
-	DEC1(128)
-	DEC1LAST(144)
+	ROUNDS(DEC1, DEC1LAST, tr10, tr12)
 	PXOR X9, X0
 	MOVO X10, X9
 	MOVOU X0, (DI)
