@@ -19,6 +19,7 @@ import (
 	govici "github.com/strongswan/govici/vici"
 
 	"github.com/mpsa/mpsa/internal/nettest"
+	"github.com/mpsa/mpsa/internal/testenv"
 	"github.com/mpsa/mpsa/test/charon"
 	"github.com/mpsa/mpsa/vici"
 )
@@ -222,18 +223,13 @@ func TestControlChildren(t *testing.T) {
 // control child, and returns it.
 func memberControl(t *testing.T, socket string, g charon.Group) vici.Control {
 	t.Helper()
-	deadline := time.Now().Add(patience)
-	for {
+	var c []vici.Control
+	testenv.WaitFor(t, patience, "one control child at member "+socket, func() (bool, string) {
 		sas := listSAs(t, socket)
-		c := (vici.Snapshot{IKESAs: sas}).Controls(g.ConnName(), g.ChildName())
-		if len(c) == 1 {
-			return c[0]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("member %s has %d control children: %+v", socket, len(c), sas)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		c = (vici.Snapshot{IKESAs: sas}).Controls(g.ConnName(), g.ChildName())
+		return len(c) == 1, fmt.Sprintf("%d control children: %+v", len(c), sas)
+	})
+	return c[0]
 }
 
 func countOf(s []string, v string) int {
@@ -404,18 +400,11 @@ func waitSameState(t *testing.T, w *vici.Watcher, socket string) {
 		return b.String()
 	}
 	start := time.Now()
-	deadline := start.Add(patience)
-	for {
+	testenv.WaitFor(t, patience, "the watcher's state to equal list-sas", func() (bool, string) {
 		a, b := norm(w.Snapshot().IKESAs), norm(listSAs(t, socket))
-		if a == b {
-			t.Logf("watcher state equals list-sas after %v", time.Since(start).Round(time.Millisecond))
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("watcher state differs from list-sas:\nwatcher:\n%s\nlist-sas:\n%s", a, b)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return a == b, fmt.Sprintf("watcher:\n%s\nlist-sas:\n%s", a, b)
+	})
+	t.Logf("watcher state equals list-sas after %v", time.Since(start).Round(time.Millisecond))
 }
 
 // controlDatagram sends UDP datagrams from the member namespace (bound to

@@ -201,12 +201,12 @@ func (c *Client) ListSAsRaw(ctx context.Context) ([]*govici.Message, error) {
 		}
 		c.listSub = true
 	}
+	total, err := c.ikeSATotal(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var out []*govici.Message
 	for try := 1; ; try++ {
-		total, err := c.ikeSATotal(ctx)
-		if err != nil {
-			return nil, err
-		}
 		ch := make(chan govici.Event, 2*total+64)
 		c.s.NotifyEvents(ch)
 		_, err = c.s.Call(ctx, "list-sas", nil)
@@ -233,15 +233,15 @@ func (c *Client) ListSAsRaw(ctx context.Context) ([]*govici.Message, error) {
 			break
 		}
 		// Short: an IKE SA went away meanwhile, or messages were lost.
-		after, err := c.ikeSATotal(ctx)
-		if err != nil {
+		// The count taken now also sizes the next try.
+		if total, err = c.ikeSATotal(ctx); err != nil {
 			return nil, err
 		}
-		if len(out) >= after {
+		if len(out) >= total {
 			break
 		}
 		if try == 3 {
-			return nil, fmt.Errorf("vici: list-sas returned %d IKE SAs, charon counts %d (three tries)", len(out), after)
+			return nil, fmt.Errorf("vici: list-sas returned %d IKE SAs, charon counts %d (three tries)", len(out), total)
 		}
 	}
 	return out, nil

@@ -227,10 +227,16 @@ func TestApplyEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	st = state{sa.UniqueID: sa}
+	// Snapshots share the state's Children slices, so apply must never
+	// change a stored one in place.
+	before, kidsBefore := st.snapshot(), slices.Clone(sa.Children)
 	crk := up(EventChildRekey, "child-rekey-controller.json")
 	crk.OldChild.UniqueID = sa.Children[0].UniqueID // captured in another run: same ids
 	if !st.apply(crk) {
 		t.Fatal("child rekey not applied")
+	}
+	if !reflect.DeepEqual(before.IKESAs[0].Children, kidsBefore) {
+		t.Fatalf("child rekey changed an earlier snapshot: %+v, was %+v", before.IKESAs[0].Children, kidsBefore)
 	}
 	if kids := st[2].Children; len(kids) != 1 || kids[0].UniqueID != 3 || kids[0].State != ChildInstalled {
 		t.Fatalf("after child rekey: %+v", kids)

@@ -211,15 +211,16 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 }
 
-// state is the watcher's working copy, keyed by IKE SA unique id.
+// state is the watcher's working copy, keyed by IKE SA unique id. A
+// Children slice stored in it is never modified afterwards (apply builds a
+// new one for every change), so snapshots share them with the state
+// instead of copying every IKE SA's children at every event.
 type state map[uint32]IKESA
 
 func (st state) snapshot() Snapshot {
 	s := Snapshot{Connected: true, IKESAs: make([]IKESA, 0, len(st))}
 	for _, id := range slices.Sorted(maps.Keys(st)) {
-		sa := st[id]
-		sa.Children = slices.Clone(sa.Children)
-		s.IKESAs = append(s.IKESAs, sa)
+		s.IKESAs = append(s.IKESAs, st[id])
 	}
 	return s
 }

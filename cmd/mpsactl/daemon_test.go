@@ -36,21 +36,20 @@ func serve(t *testing.T, api server.API) string {
 	path := filepath.Join(t.TempDir(), "run", "mpsad.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- server.ServeStatus(ctx, path, api, nil) }()
+	// up reports when the socket listens: from then on connections queue
+	// until the server accepts them, so no polling is needed.
+	up := make(chan error, 1)
+	go func() { done <- server.ServeStatus(ctx, path, api, up) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("ServeStatus: %v", err)
 		}
 	})
-	for range 100 {
-		if _, err := server.NewClient(path).Status(ctx); err == nil {
-			return path
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := <-up; err != nil {
+		t.Fatalf("status socket: %v", err)
 	}
-	t.Fatal("status socket never answered")
-	return ""
+	return path
 }
 
 func TestStatusJSONController(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/mpsa/mpsa/internal/testenv"
 	"github.com/mpsa/mpsa/xfrm"
 )
 
@@ -28,6 +29,16 @@ type fakeClock struct {
 
 func (c *fakeClock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *fakeClock) Set(t time.Time) { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
+
+// newMetrics is New that fails the test on an error.
+func newMetrics(t *testing.T, opts Options) *Metrics {
+	t.Helper()
+	m, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
 
 // serve starts a real HTTP server on 127.0.0.1 for m and returns its base
 // URL; the server is shut down, and Serve's result checked, at cleanup.
@@ -114,10 +125,7 @@ func wantSeries(t *testing.T, mfs map[string]*dto.MetricFamily, name string, wan
 
 func TestScrapeExposesDaemonSeries(t *testing.T) {
 	clock := &fakeClock{t: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
-	m, err := New(Options{Version: "1.2.3", Commit: "abc1234", Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := newMetrics(t, Options{Version: "1.2.3", Commit: "abc1234", Now: clock.Now})
 	base := serve(t, m)
 
 	m.AddGroup("branch")
@@ -187,10 +195,7 @@ func TestScrapeExposesDaemonSeries(t *testing.T) {
 }
 
 func TestFailingDataPlaneDoesNotFailScrape(t *testing.T) {
-	m, err := New(Options{NoRuntimeCollectors: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := newMetrics(t, Options{NoRuntimeCollectors: true})
 	base := serve(t, m)
 	m.SetMembers("a", 1)
 	m.SetTrafficSource("a", func(context.Context) ([]xfrm.Counters, error) {
@@ -206,10 +211,7 @@ func TestFailingDataPlaneDoesNotFailScrape(t *testing.T) {
 }
 
 func TestSlowDataPlaneIsCutOffAtScrapeTimeout(t *testing.T) {
-	m, err := New(Options{NoRuntimeCollectors: true, ScrapeTimeout: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := newMetrics(t, Options{NoRuntimeCollectors: true, ScrapeTimeout: 50 * time.Millisecond})
 	base := serve(t, m)
 	m.SetTrafficSource("slow", func(ctx context.Context) ([]xfrm.Counters, error) {
 		<-ctx.Done()
@@ -224,10 +226,7 @@ func TestSlowDataPlaneIsCutOffAtScrapeTimeout(t *testing.T) {
 }
 
 func TestRemoveGroupDropsItsSeries(t *testing.T) {
-	m, err := New(Options{NoRuntimeCollectors: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := newMetrics(t, Options{NoRuntimeCollectors: true})
 	base := serve(t, m)
 	for _, g := range []string{"keep", "gone"} {
 		m.AddGroup(g)
@@ -273,10 +272,7 @@ func TestNilMetricsIsANoOp(t *testing.T) {
 }
 
 func TestServeOnAddressAndShutdown(t *testing.T) {
-	m, err := New(Options{NoRuntimeCollectors: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := newMetrics(t, Options{NoRuntimeCollectors: true})
 	// Find a free port, then let Serve listen on it by address, as mpsad
 	// does with metrics_listen.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -286,20 +282,14 @@ func TestServeOnAddressAndShutdown(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- Serve(ctx, addr, m.Registry()) }()
 	var resp *http.Response
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	testenv.WaitFor(t, 5*time.Second, "the server on "+addr+" to answer", func() (bool, string) {
 		resp, err = http.Get("http://" + addr + "/")
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		cancel()
-		t.Fatalf("server on %s never answered: %v", addr, err)
-	}
+		return err == nil, fmt.Sprint(err)
+	})
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if !strings.Contains(string(body), `href="/metrics"`) {
@@ -324,10 +314,7 @@ func TestServeOnAddressAndShutdown(t *testing.T) {
 }
 
 func TestServeReportsListenError(t *testing.T) {
-	m, err := New(Options{NoRuntimeCollectors: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := newMetrics(t, Options{NoRuntimeCollectors: true})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
