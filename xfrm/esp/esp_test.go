@@ -407,21 +407,32 @@ func TestSealOpenNoAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("Seal+Open allocate %.1f times per packet, want 0", allocs)
 	}
-	ps := make([]Sealing, 64)
-	bufs := make([][]byte, len(ps))
-	for i := range bufs {
-		bufs[i] = make([]byte, 64+len(inner)+MaxTrailerLen)
-	}
-	tx.SealBatch(ps) // the first batch sizes the Crypter's lists
+	// AllocsPerRun's warm-up run sizes the Crypter's lists.
+	ps, fill := newSealBatch(sa, inner, 64)
 	allocs = testing.AllocsPerRun(50, func() {
-		for i := range ps {
-			copy(bufs[i][64:], inner)
-			ps[i] = Sealing{Buf: bufs[i], Off: 64, N: len(inner), Seq: sa.NextSeq()}
-		}
+		fill()
 		tx.SealBatch(ps)
 	})
 	if allocs != 0 {
 		t.Fatalf("SealBatch of 64 packets allocates %.1f times, want 0", allocs)
+	}
+}
+
+// newSealBatch returns a batch of n packets for SealBatch, each in its
+// own buffer at offset 64, and fill, which copies inner into every buffer
+// and numbers the packets from sa, as is needed before each SealBatch
+// since it seals in place.
+func newSealBatch(sa *SA, inner []byte, n int) (ps []Sealing, fill func()) {
+	ps = make([]Sealing, n)
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, 64+len(inner)+MaxTrailerLen)
+	}
+	return ps, func() {
+		for i := range ps {
+			copy(bufs[i][64:], inner)
+			ps[i] = Sealing{Buf: bufs[i], Off: 64, N: len(inner), Seq: sa.NextSeq()}
+		}
 	}
 }
 
@@ -463,18 +474,11 @@ func BenchmarkSealBatch(b *testing.B) {
 				sa := newSA(b, 1, s)
 				c := sa.NewCrypter(nil)
 				inner := ipv4Packet(n, 0)
-				ps := make([]Sealing, 64)
-				bufs := make([][]byte, len(ps))
-				for i := range bufs {
-					bufs[i] = make([]byte, 64+n+MaxTrailerLen)
-				}
+				ps, fill := newSealBatch(sa, inner, 64)
 				b.SetBytes(int64(n * len(ps)))
 				b.ReportAllocs()
 				for b.Loop() {
-					for i := range ps {
-						copy(bufs[i][64:], inner)
-						ps[i] = Sealing{Buf: bufs[i], Off: 64, N: n, Seq: sa.NextSeq()}
-					}
+					fill()
 					c.SealBatch(ps)
 					if ps[0].Err != nil {
 						b.Fatal(ps[0].Err)

@@ -188,17 +188,14 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		sas: map[uint32]installed{},
 		cur: plan{policies: map[policyKey]netlink.XfrmPolicy{}, out: map[outKey]netip.Addr{}},
 	}
-	if err := b.removeLeftovers(ctx); err != nil {
+	err = b.removeLeftovers(ctx)
+	if err == nil && cfg.Interface != "" {
+		err = b.createInterface()
+	}
+	if err != nil {
 		h.Close()
 		xs.close()
 		return nil, err
-	}
-	if cfg.Interface != "" {
-		if err := b.createInterface(); err != nil {
-			h.Close()
-			xs.close()
-			return nil, err
-		}
 	}
 	return b, nil
 }
@@ -461,15 +458,15 @@ func (b *Backend) apply(ctx context.Context, local []netip.Prefix, peers []xfrm.
 	// whose route was looked up just before the policy update may still be
 	// on its way through the old state, and the kernel drops it (EINVAL)
 	// if that state is gone. States of peers that left go now.
-	peersLeft := map[netip.Addr]bool{}
+	stillPeer := map[netip.Addr]bool{}
 	for k := range want.out {
-		peersLeft[k.peer] = true
+		stillPeer[k.peer] = true
 	}
 	for k := range b.cur.out {
 		if _, keep := want.out[k]; keep {
 			continue
 		}
-		if _, held := b.sas[k.spi]; held && peersLeft[k.peer] {
+		if _, held := b.sas[k.spi]; held && stillPeer[k.peer] {
 			continue
 		}
 		if err := b.delState(k.peer, k.spi); err != nil {

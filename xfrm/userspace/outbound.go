@@ -53,10 +53,8 @@ type outElem struct {
 	out *saEntry
 	// sealing describes each routed packet to esp.Crypter.SealBatch:
 	// the reader sets its buffer, length and sequence number, the sealer
-	// its ESP packet (Packet, nil where sealing failed). sealErrs counts
-	// the failures; the sealer sets it.
-	sealing  []esp.Sealing
-	sealErrs uint64
+	// its ESP packet (Packet) or why sealing failed (Err).
+	sealing []esp.Sealing
 	// dests and queues are each routed packet's peer and send queue, set
 	// by the reader.
 	dests  []*dest
@@ -203,44 +201,27 @@ func (b *Backend) routeBatch(e *outElem, n int) bool {
 
 // sealLoop is sealer w: it seals whole elements with its own Crypter of
 // each element's SA until the reader closes the work queue. An SA that
-// Remove has begun retiring since the batch was read is not used: its
-// packets count as outbound errors of the SA, as a Seal on the zeroed SA
-// would (esp.ErrZeroed).
+// Remove has begun retiring since the batch was read is not used, and the
+// element is left unsealed: acquire fails only once removed is set, so
+// sendElem, which locks sealed after this unlocks it, sees removed too and
+// counts every packet as an outbound error of the SA, as a Seal on the
+// zeroed SA would (esp.ErrZeroed).
 func (b *Backend) sealLoop(w int, work <-chan *outElem) {
 	defer b.wg.Done()
 	for e := range work {
 		if e.out.acquire() {
 			e.seal(e.out.seal[w])
 			e.out.release()
-		} else {
-			e.fail()
 		}
 		e.sealed.Unlock()
 	}
 }
 
-// fail marks every packet of e as failed to seal.
-func (e *outElem) fail() {
-	for i := range e.sealing[:e.n] {
-		e.sealing[i].Packet, e.sealing[i].Err = nil, esp.ErrZeroed
-	}
-	e.sealErrs = uint64(e.n)
-}
-
 // seal seals e's packets in place with c, all in one SealBatch, which
-// encrypts several packets side by side; a packet it refuses counts as an
-// outbound error of the SA.
+// encrypts several packets side by side; sendElem counts a packet it
+// refuses (Err set) as an outbound error of the SA.
 func (e *outElem) seal(c *esp.Crypter) {
-	ps := e.sealing[:e.n]
-	c.SealBatch(ps)
-	var errs uint64
-	for i := range ps {
-		if ps[i].Err != nil {
-			ps[i].Packet = nil
-			errs++
-		}
-	}
-	e.sealErrs = errs
+	c.SealBatch(e.sealing[:e.n])
 }
 
 // sendLoop is the sender: it sends the elements in read order, each once
@@ -274,7 +255,8 @@ func (b *Backend) sendElem(e *outElem) {
 	var t outTally
 	for i := range e.n {
 		p := &e.sealing[i]
-		if p.Packet == nil {
+		if p.Err != nil {
+			t.errors++
 			continue
 		}
 		q := e.queues[i]
@@ -292,8 +274,8 @@ func (b *Backend) sendElem(e *outElem) {
 		e.out.outPackets.Add(t.packets)
 		e.out.outBytes.Add(t.bytes)
 	}
-	if n := t.errors + e.sealErrs; n > 0 {
-		e.out.outErrors.Add(n)
+	if t.errors > 0 {
+		e.out.outErrors.Add(t.errors)
 	}
 	e.reset()
 }
@@ -308,7 +290,8 @@ func (e *outElem) reset() {
 	e.n = 0
 }
 
-// outTally sums what the flushes of one outbound batch sent and failed.
+// outTally sums what one outbound batch sent and what failed, in sealing
+// or in the flushes.
 type outTally struct {
 	packets, bytes, errors uint64
 }

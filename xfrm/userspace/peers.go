@@ -24,19 +24,18 @@ type dest struct {
 // newDest makes the socket address of a, with port (0 for raw ESP).
 func newDest(a netip.Addr, port uint16) dest {
 	d := dest{addr: a}
-	// The port field is in network byte order.
-	nport := port<<8 | port>>8
+	// The port follows the 16-bit family in both layouts, in network
+	// byte order whatever the host's.
+	binary.BigEndian.PutUint16(d.sa[2:4], port)
 	if a.Is4() {
 		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&d.sa[0]))
 		sa.Family = unix.AF_INET
-		sa.Port = nport
 		sa.Addr = a.As4()
 		d.saLen = unix.SizeofSockaddrInet4
 		return d
 	}
 	sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&d.sa[0]))
 	sa.Family = unix.AF_INET6
-	sa.Port = nport
 	sa.Addr = a.As16()
 	d.saLen = unix.SizeofSockaddrInet6
 	d.family6 = true
