@@ -444,13 +444,13 @@ func attachOutgoingFilter(fd int) error {
 // udpStream sends numbered datagrams from src to dst inside n every
 // interval until stopped; the receiver counts the distinct numbers.
 type udpStream struct {
-	sent     atomic.Int64
 	sendErrs atomic.Int64
 	firstErr atomic.Value
 
 	mu  sync.Mutex
 	got map[uint64]bool
-	// sentAt holds the time each datagram was sent, indexed by number.
+	// sentAt holds the time each datagram was sent, indexed by number;
+	// its length is the number sent.
 	sentAt []time.Time
 	stop   chan struct{}
 	// sendDone is closed when the sender has stopped.
@@ -514,7 +514,6 @@ func startUDPStream(t *testing.T, from *guestNS, src netip.Addr, to *guestNS, ds
 					u.firstErr.Store(err.Error())
 				}
 			}
-			u.sent.Add(1)
 		}
 	}()
 	t.Cleanup(func() { u.finish(0) })
@@ -532,7 +531,8 @@ func (u *udpStream) finish(maxWait time.Duration) (sent, received int) {
 		close(u.stop)
 		<-u.sendDone
 		deadline := time.Now().Add(maxWait)
-		for u.received() < int(u.sent.Load()) && time.Now().Before(deadline) {
+		// After sendDone, sentAt no longer grows.
+		for u.received() < len(u.sentAt) && time.Now().Before(deadline) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		u.sc.Close()
@@ -541,7 +541,7 @@ func (u *udpStream) finish(maxWait time.Duration) (sent, received int) {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return int(u.sent.Load()), len(u.got)
+	return len(u.sentAt), len(u.got)
 }
 
 // received returns how many distinct datagrams have arrived so far.

@@ -202,11 +202,6 @@ func closeAndCheckClean(t *testing.T, ms []*member, bs []*kernel.Backend) {
 			t.Errorf("member %d: close: %v", ms[j].i, err)
 		}
 	}
-	checkClean(t, ms)
-}
-
-func checkClean(t *testing.T, ms []*member) {
-	t.Helper()
 	for _, m := range ms {
 		if s, p := m.ns.xfrmCounts(t); s != 0 || p != 0 {
 			t.Errorf("member %d: %d states and %d policies left after Close", m.i, s, p)

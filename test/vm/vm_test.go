@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -238,8 +237,8 @@ func TestKernelVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd.Stderr = cmd.Stdout
+	// Only the reader below writes console; it is read after done closes.
 	var console bytes.Buffer
-	var mu sync.Mutex
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start qemu: %v", err)
@@ -258,10 +257,8 @@ func TestKernelVM(t *testing.T) {
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			mu.Lock()
 			console.WriteString(sc.Text())
 			console.WriteByte('\n')
-			mu.Unlock()
 			if testing.Verbose() && os.Getenv("MPSA_VM_ECHO") != "" {
 				fmt.Fprintln(os.Stderr, "guest:", sc.Text())
 			}
@@ -277,9 +274,7 @@ func TestKernelVM(t *testing.T) {
 	werr := cmd.Wait()
 	waited = true
 	elapsed := time.Since(start)
-	mu.Lock()
 	out := console.String()
-	mu.Unlock()
 	t.Logf("qemu ran %.1fs (kernel %s)", elapsed.Seconds(), k.version)
 
 	results, verdict := parseGuest(out)
