@@ -148,16 +148,15 @@ func (d *demo) run(ctx context.Context) (err error) {
 
 	step("3. traffic between CPE LANs goes straight from CPE to CPE as ESP with that SPI")
 	const wantESP = 4
-	capt, out, err := capture(d.nodes[1], "-c", fmt.Sprint(wantESP))
+	capt, err := nettest.StartCapture(d.nodes[1].ns, "eth0", "-c", fmt.Sprint(wantESP), "ip proto 50")
 	if err != nil {
 		return err
 	}
-	ctlCapt, ctlOut, err := capture(d.nodes[0])
+	ctlCapt, err := nettest.StartCapture(d.nodes[0].ns, "eth0", "ip proto 50")
 	if err != nil {
-		stop(capt, 0)
+		capt.Stop(0)
 		return err
 	}
-	time.Sleep(time.Second)
 	for _, pair := range [][2]int{{1, 2}, {2, 3}, {3, 1}} {
 		a, b := d.nodes[pair[0]], d.nodes[pair[1]]
 		s, r, err := nettest.Ping(a.ns, a.lanAddr(), b.lanAddr(), 5, "0.2")
@@ -168,16 +167,16 @@ func (d *demo) run(ctx context.Context) (err error) {
 	}
 	// tcpdump -c stops by itself after wantESP packets; if fewer came, it
 	// is stopped after a grace time and prints what it has.
-	stop(capt, 5*time.Second)
-	stop(ctlCapt, 0)
+	out := strings.Join(capt.Stop(5*time.Second), "\n")
+	ctlOut := strings.Join(ctlCapt.Stop(0), "\n")
 	say("   on cpe1's wire (tcpdump -i eth0 'ip proto 50'):")
-	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+	for _, l := range strings.Split(out, "\n") {
 		say("      %s", l)
 	}
-	if n := strings.Count(out.String(), "ESP("); n < wantESP {
+	if n := strings.Count(out, "ESP("); n < wantESP {
 		say("   (only %d ESP packets captured of the %d expected)", n, wantESP)
 	}
-	say("   on the controller's wire in the same time: %d ESP packets (the controller carries no CPE traffic)", strings.Count(ctlOut.String(), "ESP("))
+	say("   on the controller's wire in the same time: %d ESP packets (the controller carries no CPE traffic)", strings.Count(ctlOut, "ESP("))
 
 	step("4. mpsactl status on the controller")
 	d.mpsactl(d.nodes[0], "status")
@@ -213,38 +212,6 @@ func (d *demo) run(ctx context.Context) (err error) {
 	}
 	step("7. done: stopping mpsad and charon, removing the namespaces")
 	return nil
-}
-
-// capture starts tcpdump for ESP on n's eth0 with the extra arguments
-// given; its output goes to the builder returned.
-func capture(n *node, args ...string) (*exec.Cmd, *strings.Builder, error) {
-	out := &strings.Builder{}
-	cmd := n.ns.Command("tcpdump", append([]string{"-p", "-n", "-l", "-i", "eth0"}, append(args, "ip proto 50")...)...)
-	cmd.Stdout = out
-	if err := cmd.Start(); err != nil {
-		return nil, nil, fmt.Errorf("tcpdump on %s: %w", n.name, err)
-	}
-	return cmd, out, nil
-}
-
-// stop waits up to grace for cmd to exit, then interrupts it (tcpdump
-// prints what it captured and exits), and kills it if that does not
-// help within 5 s.
-func stop(cmd *exec.Cmd, grace time.Duration) {
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-		return
-	case <-time.After(grace):
-	}
-	cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		cmd.Process.Kill()
-		<-done
-	}
 }
 
 func (d *demo) controllerMPSA(g charon.Group, n *node) string {

@@ -58,7 +58,7 @@ func trafficCaptured(t *testing.T, a, b *node, filter string) []string {
 	pingOK(t, b, a)
 	transferTCP(t, a, b, 512<<10)
 	transferTCP(t, b, a, 512<<10)
-	return cp.stop()
+	return cp.Stop(0)
 }
 
 // countContaining counts the lines that contain s.

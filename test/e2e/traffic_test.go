@@ -8,12 +8,11 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os/exec"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mpsa/mpsa/internal/nettest"
 )
 
 // connectLAN opens a TCP connection from a's LAN address to b's and
@@ -76,73 +75,16 @@ func transferTCP(t *testing.T, a, b *node, size int) {
 	}
 }
 
-// capture runs tcpdump on a node's underlay link (not promiscuous, so it
-// sees only frames addressed to that node) until stop is called, which
-// returns the lines it printed.
-type capture struct {
-	cmd   *exec.Cmd
-	mu    sync.Mutex
-	lines []string
-	done  chan struct{}
-}
-
-func startCapture(t *testing.T, n *node, filter string) *capture {
+// startCapture runs tcpdump with filter on n's underlay link until the
+// test ends or Stop is called.
+func startCapture(t *testing.T, n *node, filter string) *nettest.Capture {
 	t.Helper()
-	cmd := n.ns.Command("tcpdump", "-p", "-n", "-l", "-i", "eth0", filter)
-	out, err := cmd.StdoutPipe()
+	c, err := nettest.StartCapture(n.ns, "eth0", filter)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("capture on %s: %v", n.name, err)
 	}
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("tcpdump on %s: %v", n.name, err)
-	}
-	c := &capture{cmd: cmd, done: make(chan struct{})}
-	// tcpdump says "listening on" once the capture is open.
-	ready := make(chan struct{})
-	go func() {
-		buf := make([]byte, 512)
-		once := sync.Once{}
-		for {
-			k, err := stderr.Read(buf)
-			if strings.Contains(string(buf[:k]), "listening on") {
-				once.Do(func() { close(ready) })
-			}
-			if err != nil {
-				once.Do(func() { close(ready) })
-				return
-			}
-		}
-	}()
-	go func() {
-		defer close(c.done)
-		b, _ := io.ReadAll(out)
-		c.mu.Lock()
-		for _, l := range strings.Split(string(b), "\n") {
-			if l != "" {
-				c.lines = append(c.lines, l)
-			}
-		}
-		c.mu.Unlock()
-	}()
-	t.Cleanup(func() { c.stop() })
-	select {
-	case <-ready:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("tcpdump on %s did not start", n.name)
-	}
+	t.Cleanup(func() { c.Stop(0) })
 	return c
-}
-
-func (c *capture) stop() []string {
-	if c.cmd.Process != nil && c.cmd.ProcessState == nil {
-		c.cmd.Process.Signal(syscall.SIGINT)
-		<-c.done
-		c.cmd.Wait()
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.lines
 }
 
 // TestSharedSA: every member gets the same SPI; ping and TCP between every
@@ -152,7 +94,7 @@ func TestSharedSA(t *testing.T) {
 	e := newEnv(t, envOptions{members: 3})
 	spi := e.waitSPI(e.mems...)
 	t.Logf("group SPI %s", spi)
-	var caps []*capture
+	var caps []*nettest.Capture
 	for _, m := range e.mems {
 		caps = append(caps, startCapture(t, m, "ip proto 50"))
 	}
@@ -168,9 +110,9 @@ func TestSharedSA(t *testing.T) {
 			transferTCP(t, a, b, 1<<20)
 		}
 	}
-	ctlLines := ctlCap.stop()
+	ctlLines := ctlCap.Stop(0)
 	for i, c := range caps {
-		lines := c.stop()
+		lines := c.Stop(0)
 		m := e.mems[i]
 		toOthers := 0
 		for _, l := range lines {
