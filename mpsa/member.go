@@ -105,6 +105,9 @@ type SAState struct {
 	// RemoveAt is when a newer SA retires it (rollover time 2); zero
 	// when it is the newest.
 	RemoveAt time.Time
+	// digest identifies the keys it came with (PutInfo.Digest), to tell
+	// a duplicate from a conflict.
+	digest [32]byte
 }
 
 // Member is the member side of the SA lifecycle (draft sections 3.3.2 and
@@ -132,13 +135,12 @@ type SAState struct {
 // A Member is not safe for concurrent use.
 type Member struct {
 	sas      []*SAState // oldest first
-	digests  map[uint32][32]byte
 	outbound uint32
 }
 
 // NewMember returns a member lifecycle with no SA.
 func NewMember() *Member {
-	return &Member{digests: make(map[uint32][32]byte)}
+	return &Member{}
 }
 
 // Receive handles an MPSA_PUT arriving at now. Timers due by now fire first,
@@ -148,9 +150,9 @@ func (m *Member) Receive(now time.Time, p PutInfo) (Received, []Action, error) {
 		return 0, nil, fmt.Errorf("MPSA_PUT for SPI %08x has lifetime 0", p.SPI)
 	}
 	acts := m.Advance(now)
-	if d, known := m.digests[p.SPI]; known {
+	if i := m.index(p.SPI); i >= 0 {
 		switch {
-		case d != p.Digest:
+		case m.sas[i].digest != p.Digest:
 			return Conflict, acts, nil
 		case m.sas[len(m.sas)-1].SPI == p.SPI:
 			return Duplicate, acts, nil
@@ -158,7 +160,7 @@ func (m *Member) Receive(now time.Time, p PutInfo) (Received, []Action, error) {
 			return Stale, acts, nil
 		}
 	}
-	n := &SAState{SPI: p.SPI, Received: now, Expires: now.Add(p.Lifetime)}
+	n := &SAState{SPI: p.SPI, Received: now, Expires: now.Add(p.Lifetime), digest: p.Digest}
 	acts = append(acts, Action{InstallInbound, p.SPI, now, "new SA"})
 	if len(m.sas) == 0 {
 		m.outbound = p.SPI
@@ -170,7 +172,6 @@ func (m *Member) Receive(now time.Time, p PutInfo) (Received, []Action, error) {
 		}
 	}
 	m.sas = append(m.sas, n)
-	m.digests[p.SPI] = p.Digest
 	// Zero rollover times take effect at once.
 	acts = append(acts, m.Advance(now)...)
 	return Accepted, acts, nil
@@ -266,7 +267,6 @@ func (m *Member) index(spi uint32) int {
 func (m *Member) drop(sa *SAState) {
 	i := m.index(sa.SPI)
 	m.sas = append(m.sas[:i], m.sas[i+1:]...)
-	delete(m.digests, sa.SPI)
 }
 
 // Forget drops the SA with this SPI without any action, for when the data
