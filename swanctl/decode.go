@@ -125,9 +125,8 @@ func decodeGlobal(r *sectionReader) *Config {
 	groups := r.sub("groups")
 	if groups == nil || len(groups.sec.Sections) == 0 {
 		r.errorf(r.sec.Pos, "no groups; add groups { NAME { connection = ... } }")
-		if groups != nil {
-			checkOnlySections(groups, "groups { NAME { connection = ... } }")
-		}
+	}
+	if groups == nil {
 		return cfg
 	}
 	checkOnlySections(groups, "groups { NAME { connection = ... } }")

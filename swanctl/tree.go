@@ -25,8 +25,10 @@ type Section struct {
 	Sections []*Section
 
 	// Indexes into Keys and Sections, kept by the reader so that large
-	// sections stay fast. Lookups trust them only while they cover every
-	// entry, so a Section built or changed by hand still works.
+	// sections stay fast. Lookups trust them only while their size matches
+	// the entries': a Section built by hand, or one the reader made and
+	// code then appended to, still works. One whose entries were removed
+	// and others added by hand can miss a name; build a new Section then.
 	keyIdx map[string]int
 	secIdx map[string]int
 }

@@ -33,8 +33,9 @@ func ParseDuration(s string) (Duration, error) {
 	case 'd':
 		unit, num = 24*time.Hour, s[:len(s)-1]
 	}
+	// ParseUint takes no sign, so "+1s" and "-1s" are refused here.
 	n, err := strconv.ParseUint(num, 10, 32)
-	if err != nil || strings.HasPrefix(num, "+") {
+	if err != nil {
 		return 0, fmt.Errorf("%q is not a time value", s)
 	}
 	if n > uint64(math.MaxInt64/int64(unit)) {
