@@ -370,20 +370,34 @@ func integKeyword(kw string) (IntegID, bool) {
 	return 0, false
 }
 
+// prfIDs are the PRFs known to mpsa, in the order PRFKeywords lists them.
+var prfIDs = []PRFID{PRFHMACSHA1, PRFHMACSHA2_256, PRFHMACSHA2_384, PRFHMACSHA2_512, PRFAES128XCBC}
+
 func prfKeyword(kw string) (PRFID, bool) {
-	switch kw {
-	case "prfsha1":
-		return PRFHMACSHA1, true
-	case "prfsha256":
-		return PRFHMACSHA2_256, true
-	case "prfsha384":
-		return PRFHMACSHA2_384, true
-	case "prfsha512":
-		return PRFHMACSHA2_512, true
-	case "prfaesxcbc":
-		return PRFAES128XCBC, true
+	for _, id := range prfIDs {
+		if p, _ := LookupPRF(id); p.Name == kw {
+			return id, true
+		}
 	}
 	return 0, false
+}
+
+// LookupPRFKeyword returns the PRF that a strongSwan PRF keyword
+// ("prfsha256") names; case is ignored, as in ParseProposal. Other
+// keywords, integrity algorithms ("sha256") among them, are not PRFs.
+func LookupPRFKeyword(kw string) (PRFID, bool) {
+	return prfKeyword(strings.ToLower(strings.TrimSpace(kw)))
+}
+
+// PRFKeywords lists the strongSwan PRF keywords that LookupPRFKeyword and
+// ParseProposal know.
+func PRFKeywords() []string {
+	var kws []string
+	for _, id := range prfIDs {
+		p, _ := LookupPRF(id)
+		kws = append(kws, p.Name)
+	}
+	return kws
 }
 
 func isDHKeyword(kw string) bool {

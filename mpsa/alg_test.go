@@ -98,3 +98,21 @@ func TestRegistryXFRMNames(t *testing.T) {
 		t.Errorf("CBC: %+v", e)
 	}
 }
+
+func TestLookupPRFKeyword(t *testing.T) {
+	kws := PRFKeywords()
+	if strings.Join(kws, ",") != "prfsha1,prfsha256,prfsha384,prfsha512,prfaesxcbc" {
+		t.Fatalf("PRFKeywords %v", kws)
+	}
+	for _, kw := range kws {
+		id, ok := LookupPRFKeyword(strings.ToUpper(kw))
+		if p, _ := LookupPRF(id); !ok || p.Name != kw {
+			t.Errorf("%s: %d %v", kw, id, ok)
+		}
+	}
+	for _, kw := range []string{"sha256", "sha1", "aes256", "prfmd5", "", "prfsha256-sha1"} {
+		if id, ok := LookupPRFKeyword(kw); ok {
+			t.Errorf("%q taken for PRF %d", kw, id)
+		}
+	}
+}

@@ -41,8 +41,8 @@ func FuzzParseMessage(f *testing.F) {
 // FuzzParseNotifyPayload: the MPSA_PUT decoder never panics on a bare
 // payload; a Put it accepts encodes and decodes to the same SA.
 func FuzzParseNotifyPayload(f *testing.F) {
-	f.Add(goldenNotify("40 03", "40 04"))
-	f.Add(goldenNotify("40 02", "40 02"))
+	f.Add(goldenNotify("40 03", "40 04", "00"))
+	f.Add(goldenNotify("40 02", "40 02", "03"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		n, err := ParseNotifyPayload(b)
 		if err != nil {
@@ -79,7 +79,7 @@ func checkPut(t *testing.T, n *Notify) {
 }
 
 func goldenMessage(tb testing.TB) []byte {
-	n, err := ParseNotifyPayload(goldenNotify("40 03", "40 04"))
+	n, err := ParseNotifyPayload(goldenNotify("40 03", "40 04", "00"))
 	if err != nil {
 		tb.Fatal(err)
 	}

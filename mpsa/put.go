@@ -209,9 +209,16 @@ func ParsePut(n *Notify) (*Put, error) {
 
 type putParser struct {
 	p    Put
-	seen map[uint8]int // transform type -> offset
+	seen map[uint8]seenTransform
 	// where the SK_d attribute value starts, checked once the PRF is known
 	skdOff int
+}
+
+// seenTransform is where a transform was found, and its name in errors
+// ("MPSA_PUT transform[2] (INTEG)").
+type seenTransform struct {
+	off   int
+	field string
 }
 
 func parseProposal(d []byte, off int, notifySPI uint32) (_ *Put, err error) {
@@ -222,9 +229,12 @@ func parseProposal(d []byte, off int, notifySPI uint32) (_ *Put, err error) {
 	switch d[0] {
 	case lastSubstruc:
 	case moreProposals:
-		return nil, errAt(pf+" last substruc", off, "2 announces a further proposal; MPSA_PUT carries exactly one")
+		// RFC 7296 3.3.1 and the drafts' field description allow 2
+		// ("more proposals follow"), but MPSA_PUT has one proposal and
+		// none can follow it (docs/protocol.md).
+		return nil, errAt(pf+" last substruc", off, "2 announces another proposal, MPSA_PUT carries exactly one; write 0")
 	default:
-		return nil, errAt(pf+" last substruc", off, "%d, want 0 (last)", d[0])
+		return nil, errAt(pf+" last substruc", off, "%d, want 0 (the last and only proposal)", d[0])
 	}
 	plen := int(binary.BigEndian.Uint16(d[2:]))
 	if plen != len(d) {
@@ -247,7 +257,7 @@ func parseProposal(d []byte, off int, notifySPI uint32) (_ *Put, err error) {
 	if spi < MinSPI {
 		return nil, errAt(pf+" SPI", off+8, "0x%08x is reserved (0-255)", spi)
 	}
-	pp := &putParser{seen: make(map[uint8]int)}
+	pp := &putParser{seen: make(map[uint8]seenTransform)}
 	pp.p.SPI = spi
 	// Once copied, the Nonce and SK_d must not outlive a rejected Put.
 	defer func() {
@@ -261,12 +271,12 @@ func parseProposal(d []byte, off int, notifySPI uint32) (_ *Put, err error) {
 		if len(d)-pos < transformHeaderLen {
 			return nil, errAt(tf, off+pos, "need %d octets, %d left in the proposal (number of transforms is %d)", transformHeaderLen, len(d)-pos, numT)
 		}
-		want := uint8(moreTransforms)
-		if i == numT-1 {
-			want = lastSubstruc
-		}
-		if d[pos] != want {
-			return nil, errAt(tf+" last substruc", off+pos, "%d, want %d (transform %d of %d)", d[pos], want, i+1, numT)
+		// 3 on every transform but the last, 0 on the last (RFC 7296
+		// section 3.3.2). The drafts' figures draw 3 on the last one
+		// too; the proposal's transform count already says where the
+		// list ends, so that 3 is accepted, as the figure's 16386 is.
+		if last := i == numT-1; !(d[pos] == moreTransforms || last && d[pos] == lastSubstruc) {
+			return nil, errAt(tf+" last substruc", off+pos, "%s", lastSubstrucReason(d[pos], last, i, numT))
 		}
 		tlen := int(binary.BigEndian.Uint16(d[pos+2:]))
 		if tlen < transformHeaderLen || tlen > len(d)-pos {
@@ -287,10 +297,10 @@ func (pp *putParser) transform(t []byte, off int, tf string) error {
 	typ := t[4]
 	id := binary.BigEndian.Uint16(t[6:])
 	if prev, dup := pp.seen[typ]; dup {
-		return errAt(tf+" type", off+4, "duplicate %s transform (first at offset %d)", transformName(typ), prev)
+		return errAt(tf+" type", off+4, "duplicate %s transform (first at offset %d)", transformName(typ), prev.off)
 	}
-	pp.seen[typ] = off
 	tf = fmt.Sprintf("%s (%s)", tf, transformName(typ))
+	pp.seen[typ] = seenTransform{off: off, field: tf}
 	attrs, err := parseAttrs(t[transformHeaderLen:], off+transformHeaderLen, tf)
 	if err != nil {
 		return err
@@ -308,7 +318,11 @@ func (pp *putParser) transform(t []byte, off int, tf string) error {
 		if len(attrs) != 1 || attrs[0].typ != AttrKeyLength || !attrs[0].tv {
 			return errAt(tf+" attributes", off+transformHeaderLen, "want exactly one TV Key Length attribute (type 14)")
 		}
-		pp.p.Suite.KeyBits = int(attrs[0].tvValue)
+		bits := int(attrs[0].tvValue)
+		if !slices.Contains(e.KeyLengths, bits) {
+			return errAt(tf+" key length", attrs[0].off+2, "%d bits, want one of %v", bits, e.KeyLengths)
+		}
+		pp.p.Suite.KeyBits = bits
 		return nil
 	case TransformPRF:
 		if _, ok := LookupPRF(PRFID(id)); !ok {
@@ -335,7 +349,8 @@ func (pp *putParser) transform(t []byte, off int, tf string) error {
 	case TransformLIFE:
 		attrTypes = []uint16{AttrLifetime}
 	case TransformROLL1:
-		// The draft's example figure shows 16386 here by mistake.
+		// The draft's example figure shows 16386 here by mistake
+		// (docs/protocol.md).
 		attrTypes = []uint16{AttrRollover1, AttrLifetime}
 	case TransformROLL2:
 		attrTypes = []uint16{AttrRollover2, AttrLifetime}
@@ -350,11 +365,7 @@ func (pp *putParser) transform(t []byte, off int, tf string) error {
 	}
 	a := attrs[0]
 	if a.tv || !slices.Contains(attrTypes, a.typ) {
-		format := "TLV"
-		if a.tv {
-			format = "TV"
-		}
-		return errAt(tf+" attribute type", a.off, "%d (%s), want TLV %d", a.typ, format, attrTypes[0])
+		return errAt(tf+" attribute type", a.off, "%d (%s), want TLV %d", a.typ, attrFormat(a.tv), attrTypes[0])
 	}
 	switch typ {
 	case TransformNONCE:
@@ -393,15 +404,22 @@ func (pp *putParser) finish(off int) (*Put, error) {
 		}
 		return nil, errAt("MPSA_PUT proposal transforms", off+7, "missing %s transform", transformName(typ))
 	}
-	if enc.AEAD && pp.p.Suite.Integ != IntegNone {
-		return nil, errAt("MPSA_PUT transform (INTEG) ID", pp.seen[TransformINTEG]+6, "%d with the AEAD cipher %d, want none", pp.p.Suite.Integ, enc.ID)
+	integ := pp.seen[TransformINTEG]
+	switch {
+	case enc.AEAD && pp.p.Suite.Integ != IntegNone:
+		return nil, errAt(integ.field+" ID", integ.off+6, "%d with the AEAD cipher %d, want 0 (none)", pp.p.Suite.Integ, enc.ID)
+	case !enc.AEAD && pp.p.Suite.Integ == IntegNone:
+		return nil, errAt(integ.field+" ID", integ.off+6, "0 (none), but the encryption algorithm %d is not AEAD and needs an integrity algorithm", enc.ID)
 	}
+	// Every check of Suite.Validate was made above, each at its field;
+	// this one only guards against the two drifting apart.
 	if err := pp.p.Suite.Validate(); err != nil {
-		return nil, errAt("MPSA_PUT transform (ENCR)", pp.seen[TransformENCR], "%v", err)
+		encr := pp.seen[TransformENCR]
+		return nil, errAt(encr.field, encr.off, "%v", err)
 	}
 	prf, _ := LookupPRF(pp.p.Suite.PRF)
 	if len(pp.p.SKd) != prf.KeyBytes {
-		return nil, errAt("MPSA_PUT transform (SKD) attribute length", pp.skdOff, "SK_d of %d octets, PRF %s wants %d", len(pp.p.SKd), prf.Name, prf.KeyBytes)
+		return nil, errAt(pp.seen[TransformSKD].field+" attribute length", pp.skdOff, "SK_d of %d octets, PRF %s wants %d", len(pp.p.SKd), prf.Name, prf.KeyBytes)
 	}
 	p := pp.p
 	return &p, nil
@@ -423,6 +441,11 @@ func parseAttrs(b []byte, off int, tf string) ([]attr, error) {
 		}
 		raw := binary.BigEndian.Uint16(b[pos:])
 		a := attr{typ: raw &^ attrTV, tv: raw&attrTV != 0, off: off + pos}
+		// An attribute of a known type with the wrong format bit is
+		// reported at its type, before its length is read the wrong way.
+		if tv, known := attrFormatTV(a.typ); known && tv != a.tv {
+			return nil, errAt(tf+" attribute type", a.off, "%d as %s, but attribute %d is %s", a.typ, attrFormat(a.tv), a.typ, attrFormat(tv))
+		}
 		if a.tv {
 			a.tvValue = binary.BigEndian.Uint16(b[pos+2:])
 			pos += 4
@@ -437,6 +460,37 @@ func parseAttrs(b []byte, off int, tf string) ([]attr, error) {
 		as = append(as, a)
 	}
 	return as, nil
+}
+
+// attrFormatTV reports whether an attribute type known to MPSA_PUT is TV
+// (Key Length, RFC 7296 3.3.5) or TLV (the draft's 16384-16388).
+func attrFormatTV(typ uint16) (tv, known bool) {
+	switch typ {
+	case AttrKeyLength:
+		return true, true
+	case AttrNonce, AttrSKd, AttrLifetime, AttrRollover1, AttrRollover2:
+		return false, true
+	}
+	return false, false
+}
+
+func attrFormat(tv bool) string {
+	if tv {
+		return "TV"
+	}
+	return "TLV"
+}
+
+// lastSubstrucReason explains a wrong Last Substruc of transform i (from
+// 0) of numT.
+func lastSubstrucReason(got uint8, last bool, i, numT int) string {
+	switch {
+	case last:
+		return fmt.Sprintf("%d, want 0 (or 3, as the draft's figure draws it) on the last of the %d transforms", got, numT)
+	case got == lastSubstruc:
+		return fmt.Sprintf("0 marks the last transform, but this is transform %d of the %d the proposal states", i+1, numT)
+	}
+	return fmt.Sprintf("%d, want 3 (transform %d of %d, more follow)", got, i+1, numT)
 }
 
 func noAttrs(as []attr, tf string) error {

@@ -36,9 +36,14 @@ func mustHex(s string) []byte {
 // goldenNotify is the draft's example N(MPSA_PUT) (section 3.2.2: ESP,
 // AES-CBC 256, PRF HMAC-SHA1, HMAC-SHA1-96), written out by hand from the
 // figure and the text, with SPI 0x1234abcd, lifetime 28800 s, rollover
-// times 30 s and 60 s. roll is the attribute type of ROLL1 and ROLL2 as a
-// two-octet hex string: the text's "4003"/"4004", or the figure's "4002".
-func goldenNotify(roll1, roll2 string) []byte {
+// times 30 s and 60 s. roll1 and roll2 are the attribute types of ROLL1 and
+// ROLL2 as two-octet hex strings: the text's "40 03"/"40 04", or the
+// figure's "40 02" in both. last is the Last Substruc of ROLL2, the last
+// transform: "00" as RFC 7296 section 3.3.2 and the drafts' field
+// description ("0 (last) or 3") say, or "03" as both drafts' figures draw
+// it. mpsa sends the text's types and 0; it accepts the figure's variants
+// (docs/protocol.md).
+func goldenNotify(roll1, roll2, last string) []byte {
 	return mustHex(`
 		00 00 00 a0          Notify: next payload 0, C=0, length 160
 		03 04 a0 00          protocol ESP, SPI size 4, MPSA_PUT (40960)
@@ -55,7 +60,7 @@ func goldenNotify(roll1, roll2 string) []byte {
 		a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3
 		03 00 00 10 f3 00 00 01 40 02 00 04 00 00 70 80   LIFE 28800
 		03 00 00 10 f4 00 00 01 ` + roll1 + ` 00 04 00 00 00 1e   ROLL1 30
-		00 00 00 10 f5 00 00 01 ` + roll2 + ` 00 04 00 00 00 3c   ROLL2 60
+		` + last + ` 00 00 10 f5 00 00 01 ` + roll2 + ` 00 04 00 00 00 3c   ROLL2 60
 	`)
 }
 
@@ -80,19 +85,21 @@ func TestGoldenEncode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := goldenNotify("40 03", "40 04")
+	want := goldenNotify("40 03", "40 04", "00")
 	if !bytes.Equal(got, want) {
 		t.Fatalf("encoded MPSA_PUT differs from the draft's example\n got %x\nwant %x", got, want)
 	}
 }
 
 func TestGoldenDecode(t *testing.T) {
-	for _, tc := range []struct{ name, roll1, roll2 string }{
-		{"text attribute types", "40 03", "40 04"},
-		{"figure's 16386 in ROLL1 and ROLL2", "40 02", "40 02"},
+	for _, tc := range []struct{ name, roll1, roll2, last string }{
+		{"text attribute types", "40 03", "40 04", "00"},
+		{"figure's 16386 in ROLL1 and ROLL2", "40 02", "40 02", "00"},
+		{"figure's 3 on the last transform", "40 03", "40 04", "03"},
+		{"figure as drawn", "40 02", "40 02", "03"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			n, err := ParseNotifyPayload(goldenNotify(tc.roll1, tc.roll2))
+			n, err := ParseNotifyPayload(goldenNotify(tc.roll1, tc.roll2, tc.last))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -105,6 +112,52 @@ func TestGoldenDecode(t *testing.T) {
 				t.Fatalf("decoded %v nonce %x skd %x, want %v", p, p.Nonce, p.SKd, want)
 			}
 		})
+	}
+}
+
+// TestLastTransformSubstruc: the last transform may have 0 or 3 (the
+// figure's), nothing else.
+func TestLastTransformSubstruc(t *testing.T) {
+	const roll2 = 144
+	for _, v := range []uint8{1, 2, 4, 255} {
+		b := goldenNotify("40 03", "40 04", "00")
+		if b[roll2+4] != TransformROLL2 {
+			t.Fatalf("offset %d is not ROLL2's last substruc", roll2)
+		}
+		b[roll2] = v
+		n, err := ParseNotifyPayload(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ParsePut(n)
+		var de *DecodeError
+		if !errors.As(err, &de) {
+			t.Fatalf("last substruc %d: want a *DecodeError, got %v", v, err)
+		}
+		if de.Field != "MPSA_PUT transform[7] last substruc" || de.Offset != roll2 || !strings.Contains(de.Reason, "want 0 (or 3") {
+			t.Fatalf("last substruc %d: error %q, want MPSA_PUT transform[7] last substruc at offset %d asking for 0 or 3", v, err, roll2)
+		}
+	}
+}
+
+// TestBareNotifyNextPayloadIgnored: a Notify cut out of a longer message
+// keeps the Next Payload of its place there; decoded on its own, that
+// field is ignored.
+func TestBareNotifyNextPayloadIgnored(t *testing.T) {
+	for _, next := range []uint8{PayloadVendorID, PayloadNotify, 99} {
+		b := goldenNotify("40 03", "40 04", "00")
+		b[0] = next
+		n, err := ParseNotifyPayload(b)
+		if err != nil {
+			t.Fatalf("next payload %d: %v", next, err)
+		}
+		p, err := ParsePut(n)
+		if err != nil {
+			t.Fatalf("next payload %d: %v", next, err)
+		}
+		if p.String() != goldenPut().String() {
+			t.Fatalf("next payload %d: decoded %v", next, p)
+		}
 	}
 }
 
@@ -168,10 +221,18 @@ func mustNotify(t *testing.T, p *Put) *Notify {
 // TestDecodeErrors damages the golden notify one field at a time and checks
 // that the error names the field and its offset.
 func TestDecodeErrors(t *testing.T) {
-	golden := goldenNotify("40 03", "40 04")
+	golden := goldenNotify("40 03", "40 04", "00")
 	// Offsets in the golden notify: payload header 0, notify body 4,
 	// SPI 8, proposal 12, transforms from 24: ENCR 24, PRF 36, INTEG 44,
 	// NONCE 52, SKD 80, LIFE 112, ROLL1 128, ROLL2 144.
+	// reasons holds, by case name, a part of the reason where it matters.
+	reasons := map[string]string{
+		"proposal last 2":         "2 announces another proposal, MPSA_PUT carries exactly one; write 0",
+		"INTEG none with AES-CBC": "needs an integrity algorithm",
+		"INTEG with AES-GCM":      "AEAD",
+		"NONCE as TV":             "16384 as TV",
+		"key length as TLV":       "14 as TLV",
+	}
 	for _, tc := range []struct {
 		name   string
 		mutate func(b []byte) []byte
@@ -189,7 +250,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"proposal protocol", func(b []byte) []byte { b[17] = 1; return b }, "MPSA_PUT proposal protocol ID", 17},
 		{"proposal SPI size", func(b []byte) []byte { b[18] = 8; return b }, "MPSA_PUT proposal SPI size", 18},
 		{"too many transforms", func(b []byte) []byte { b[19] = 9; return b }, "MPSA_PUT transform[7] last substruc", 144},
-		{"too few transforms", func(b []byte) []byte { b[19] = 7; return b }, "MPSA_PUT transform[6] last substruc", 128},
+		{"too few transforms", func(b []byte) []byte { b[19] = 7; return b }, "MPSA_PUT proposal number of transforms", 19},
 		{"transforms after the last", func(b []byte) []byte { b[19] = 7; b[128] = 0; return b }, "MPSA_PUT proposal number of transforms", 19},
 		{"transform length past end", func(b []byte) []byte { b[147] = 0x20; return b }, "MPSA_PUT transform[7] length", 146},
 		{"transform length short", func(b []byte) []byte { b[39] = 4; return b }, "MPSA_PUT transform[1] length", 38},
@@ -199,15 +260,17 @@ func TestDecodeErrors(t *testing.T) {
 		{"missing INTEG", func(b []byte) []byte { return removeTransform(b, 44, 8) }, "MPSA_PUT proposal transforms", 19},
 		{"missing NONCE", func(b []byte) []byte { return removeTransform(b, 52, 28) }, "MPSA_PUT proposal transforms", 19},
 		{"unknown ENCR", func(b []byte) []byte { b[31] = 3; return b }, "MPSA_PUT transform[0] (ENCR) ID", 30},
-		{"bad key length", func(b []byte) []byte { b[34], b[35] = 0, 100; return b }, "MPSA_PUT transform (ENCR)", 24},
-		{"key length as TLV", func(b []byte) []byte { b[32] = 0; return b }, "MPSA_PUT transform[0] (ENCR) attribute length", 34},
+		{"bad key length", func(b []byte) []byte { b[34], b[35] = 0, 100; return b }, "MPSA_PUT transform[0] (ENCR) key length", 34},
+		{"key length as TLV", func(b []byte) []byte { b[32] = 0; return b }, "MPSA_PUT transform[0] (ENCR) attribute type", 32},
+		{"INTEG none with AES-CBC", func(b []byte) []byte { b[51] = 0; return b }, "MPSA_PUT transform[2] (INTEG) ID", 50},
+		{"INTEG with AES-GCM", func(b []byte) []byte { b[31] = 20; return b }, "MPSA_PUT transform[2] (INTEG) ID", 50},
 		{"unknown PRF", func(b []byte) []byte { b[43] = 99; return b }, "MPSA_PUT transform[1] (PRF) ID", 42},
 		{"NONCE ID 2", func(b []byte) []byte { b[59] = 2; return b }, "MPSA_PUT transform[3] (NONCE) ID", 58},
-		{"NONCE as TV", func(b []byte) []byte { b[60] |= 0x80; return b }, "MPSA_PUT transform[3] (NONCE) attribute length", 66},
+		{"NONCE as TV", func(b []byte) []byte { b[60] |= 0x80; return b }, "MPSA_PUT transform[3] (NONCE) attribute type", 60},
 		{"NONCE wrong type", func(b []byte) []byte { b[61] = 5; return b }, "MPSA_PUT transform[3] (NONCE) attribute type", 60},
 		{"nonce too short", shortenNonce, "MPSA_PUT transform[3] (NONCE) attribute length", 62},
 		{"attribute length past end", func(b []byte) []byte { b[63] = 0x11; return b }, "MPSA_PUT transform[3] (NONCE) attribute length", 62},
-		{"SK_d too short", shortenSKd, "MPSA_PUT transform (SKD) attribute length", 90},
+		{"SK_d too short", shortenSKd, "MPSA_PUT transform[4] (SKD) attribute length", 90},
 		{"LIFE length 3", func(b []byte) []byte { b[123] = 3; b[115] = 0x0f; return b }, "MPSA_PUT transform[5] (LIFE) attribute length", 122},
 		{"ROLL1 with SK_d type", func(b []byte) []byte { b[137] = 0x01; return b }, "MPSA_PUT transform[6] (ROLL1) attribute type", 136},
 		{"ROLL2 two attributes", func(b []byte) []byte { return addAttr(b) }, "MPSA_PUT transform[7] (ROLL2) attributes", 152},
@@ -229,6 +292,9 @@ func TestDecodeErrors(t *testing.T) {
 			}
 			if de.Field != tc.field || de.Offset != tc.offset {
 				t.Fatalf("error %q: field %q offset %d, want field %q offset %d", err, de.Field, de.Offset, tc.field, tc.offset)
+			}
+			if r := reasons[tc.name]; !strings.Contains(de.Reason, r) {
+				t.Fatalf("error %q: want the reason to say %q", err, r)
 			}
 		})
 	}

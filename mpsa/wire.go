@@ -251,7 +251,9 @@ func ParseMessage(b []byte) (*Message, error) {
 }
 
 // ParseNotifyPayload decodes a bare Notify payload (generic header
-// included) that fills b exactly, as captured on its own.
+// included) that fills b exactly, as captured on its own. Its Next Payload
+// field is ignored: a payload cut out of a longer message still names the
+// one that followed it there, and no other payload follows here.
 func ParseNotifyPayload(b []byte) (*Notify, error) {
 	if len(b) < genericHeaderLen {
 		return nil, errAt("payload header", 0, "need %d octets, have %d", genericHeaderLen, len(b))
@@ -259,59 +261,68 @@ func ParseNotifyPayload(b []byte) (*Notify, error) {
 	if l := int(binary.BigEndian.Uint16(b[2:])); l != len(b) {
 		return nil, errAt("payload length", 2, "states %d octets, input has %d", l, len(b))
 	}
-	ps, err := parsePayloads(b, 0, PayloadNotify)
+	p, _, _, err := parsePayload(b, 0, 0, PayloadNotify)
 	if err != nil {
 		return nil, err
 	}
-	return ps[0].(*Notify), nil
+	return p.(*Notify), nil
 }
 
 func parsePayloads(b []byte, off int, next uint8) ([]Payload, error) {
 	var ps []Payload
 	for i := 0; next != PayloadNone; i++ {
-		field := fmt.Sprintf("payload[%d]", i)
-		if len(b)-off < genericHeaderLen {
-			return nil, errAt(field+" header", off, "need %d octets, have %d", genericHeaderLen, len(b)-off)
+		p, n, plen, err := parsePayload(b, off, i, next)
+		if err != nil {
+			return nil, err
 		}
-		typ := next
-		next = b[off]
-		critical := b[off+1]&payloadCritical != 0
-		plen := int(binary.BigEndian.Uint16(b[off+2:]))
-		if plen < genericHeaderLen {
-			return nil, errAt(field+" length", off+2, "%d is shorter than the %d-octet generic header", plen, genericHeaderLen)
-		}
-		if plen > len(b)-off {
-			return nil, errAt(field+" length", off+2, "%d octets run past the end of the input (%d left)", plen, len(b)-off)
-		}
-		body := b[off+genericHeaderLen : off+plen]
-		switch typ {
-		case PayloadVendorID:
-			ps = append(ps, &VendorID{Data: body})
-		case PayloadNotify:
-			if len(body) < 4 {
-				return nil, errAt(field+" (Notify) length", off+2, "%d octets, a Notify needs at least 8", plen)
-			}
-			spiSize := int(body[1])
-			if 4+spiSize > len(body) {
-				return nil, errAt(field+" (Notify) SPI size", off+5, "%d octets run past the payload end", spiSize)
-			}
-			ps = append(ps, &Notify{
-				Protocol:   body[0],
-				NotifyType: binary.BigEndian.Uint16(body[2:]),
-				SPI:        body[4 : 4+spiSize],
-				Data:       body[4+spiSize:],
-				Offset:     off,
-			})
-		default:
-			if critical {
-				return nil, errAt(field+" critical flag", off+1, "unsupported critical payload type %d", typ)
-			}
-			ps = append(ps, &UnknownPayload{PayloadType: typ, Critical: critical, Body: body})
-		}
+		ps = append(ps, p)
+		next = n
 		off += plen
 	}
 	if off != len(b) {
 		return nil, errAt("payload chain", off, "%d octets after the last payload", len(b)-off)
 	}
 	return ps, nil
+}
+
+// parsePayload decodes the i-th payload of a chain, of type typ, at off.
+// It returns the payload, its Next Payload field and its length.
+func parsePayload(b []byte, off, i int, typ uint8) (Payload, uint8, int, error) {
+	field := fmt.Sprintf("payload[%d]", i)
+	if len(b)-off < genericHeaderLen {
+		return nil, 0, 0, errAt(field+" header", off, "need %d octets, have %d", genericHeaderLen, len(b)-off)
+	}
+	next := b[off]
+	critical := b[off+1]&payloadCritical != 0
+	plen := int(binary.BigEndian.Uint16(b[off+2:]))
+	if plen < genericHeaderLen {
+		return nil, 0, 0, errAt(field+" length", off+2, "%d is shorter than the %d-octet generic header", plen, genericHeaderLen)
+	}
+	if plen > len(b)-off {
+		return nil, 0, 0, errAt(field+" length", off+2, "%d octets run past the end of the input (%d left)", plen, len(b)-off)
+	}
+	body := b[off+genericHeaderLen : off+plen]
+	switch typ {
+	case PayloadVendorID:
+		return &VendorID{Data: body}, next, plen, nil
+	case PayloadNotify:
+		if len(body) < 4 {
+			return nil, 0, 0, errAt(field+" (Notify) length", off+2, "%d octets, a Notify needs at least 8", plen)
+		}
+		spiSize := int(body[1])
+		if 4+spiSize > len(body) {
+			return nil, 0, 0, errAt(field+" (Notify) SPI size", off+5, "%d octets run past the payload end", spiSize)
+		}
+		return &Notify{
+			Protocol:   body[0],
+			NotifyType: binary.BigEndian.Uint16(body[2:]),
+			SPI:        body[4 : 4+spiSize],
+			Data:       body[4+spiSize:],
+			Offset:     off,
+		}, next, plen, nil
+	}
+	if critical {
+		return nil, 0, 0, errAt(field+" critical flag", off+1, "unsupported critical payload type %d", typ)
+	}
+	return &UnknownPayload{PayloadType: typ, Critical: critical, Body: body}, next, plen, nil
 }

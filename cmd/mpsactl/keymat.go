@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/mpsa/mpsa/mpsa"
 )
@@ -11,7 +12,7 @@ import (
 func runKeymat(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("keymat", "keymat --proposal PROPOSAL [--prf PRF] --sk-d HEX --nonce HEX", stderr)
 	proposal := fs.String("proposal", "", "ESP proposal in strongSwan keywords, e.g. aes256-sha256 (required)")
-	prfName := fs.String("prf", "", "PRF keyword, e.g. prfsha256; by default it follows the integrity algorithm (sha256 gives prfsha256)")
+	prfName := fs.String("prf", "", "PRF keyword: "+strings.Join(mpsa.PRFKeywords(), ", ")+"; by default it follows the integrity algorithm (sha256 gives prfsha256)")
 	skdHex := fs.String("sk-d", "", "SK_d as hex (required)")
 	nonceHex := fs.String("nonce", "", "Nonce as hex (required)")
 	pos, code, ok := parseArgs(fs, args, stdout)
@@ -30,6 +31,13 @@ func runKeymat(args []string, stdout, stderr io.Writer) int {
 	}
 	p := *proposal
 	if *prfName != "" {
+		// Only a PRF keyword: appended to the proposal, any other
+		// keyword would be taken for what it names there ("sha256" as
+		// a second integrity algorithm, or as the only one).
+		if _, ok := mpsa.LookupPRFKeyword(*prfName); !ok {
+			fmt.Fprintf(stderr, "mpsactl keymat: --prf: %q is not a PRF keyword (%s)\n", *prfName, strings.Join(mpsa.PRFKeywords(), ", "))
+			return 1
+		}
 		p += "-" + *prfName
 	}
 	suite, err := mpsa.ParseProposal(p)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -123,11 +124,14 @@ func TestDecodeMalformed(t *testing.T) {
 		args []string
 		want string
 	}{
-		"bad attribute":   {bad, nil, "MPSA_PUT transform[7] (ROLL2) attribute length at offset 154"},
-		"truncated":       {good[:30], nil, "payload length at offset 2"},
-		"empty":           {nil, nil, "payload header at offset 0"},
-		"not hex":         {[]byte("zz"), []string{"--hex"}, `invalid character 'z'`},
-		"message damaged": {func() []byte { n, _ := testPut().Notify(); b := testMessageBytes(t, n); b[28+4+1] = 8; return b }(), nil, "Notify SPI size at offset 33"},
+		"bad attribute":       {bad, nil, "MPSA_PUT transform[7] (ROLL2) attribute length at offset 154"},
+		"truncated":           {good[:30], nil, "stdin: payload length at offset 2: states 160 octets, input has 30\n"},
+		"not MPSA_PUT":        {append([]byte{0, 0, 0, 30}, make([]byte, 26)...), nil, "stdin: Notify message type at offset 6: 0, want MPSA_PUT (40960)\n"},
+		"short, not MPSA_PUT": {[]byte{0, 0, 0, 8, 3, 0, 0, 1}, nil, "stdin: Notify message type at offset 6: 1, want MPSA_PUT (40960)\n"},
+		"neither":             {make([]byte, 30), nil, "stdin: neither an IKEv2 message (IKE header version at offset 17: major version 0, want 2) nor a Notify payload: payload length at offset 2"},
+		"empty":               {nil, nil, "payload header at offset 0"},
+		"not hex":             {[]byte("zz"), []string{"--hex"}, `invalid character 'z'`},
+		"message damaged":     {func() []byte { n, _ := testPut().Notify(); b := testMessageBytes(t, n); b[28+4+1] = 8; return b }(), nil, "Notify SPI size at offset 33"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			code, out, errs := mpsactl(t, c.in, append([]string{"decode"}, c.args...)...)
@@ -147,27 +151,119 @@ func TestDecodeMalformed(t *testing.T) {
 	}
 }
 
-// TestKeymat: expected keys from Python's hmac module:
-//
-//	python3 -c "import hmac,hashlib; k=bytes.fromhex('ab'*32); s=bytes.fromhex('00112233445566778899aabbccddeeff'); ..."
-//
-// (prf+ as in RFC 7296 2.13, first 64 octets split 32/32).
-func TestKeymat(t *testing.T) {
-	nonce := "00112233445566778899aabbccddeeff"
-	for _, c := range []struct {
-		args []string
+// TestDecodeMalformedMessage: a whole message damaged in its header or
+// cut short is reported as a message, naming the IKE header field, not
+// read as a bare Notify whose fields are not there.
+func TestDecodeMalformedMessage(t *testing.T) {
+	n, _ := testPut().Notify()
+	good := testMessageBytes(t, mpsa.MPSAVendorID(), n)
+	if len(good) <= 150 {
+		t.Fatalf("test message of %d octets, want more than 150", len(good))
+	}
+	for name, c := range map[string]struct {
+		in   []byte
 		want string
 	}{
-		{[]string{"--proposal", "aes256-sha256", "--sk-d", strings.Repeat("ab", 32), "--nonce", nonce},
-			"encr_key=f32b7c80364849621f002f1e1eb24e8c417be2b6003b75ee355da9a0d950d45e\ninteg_key=97e1bd16bbc69b94b9e9d37c199212b52ffc31b8f2c7b6cf856c4cafde39b7f6\n"},
-		{[]string{"--proposal", "aes256gcm16", "--prf", "prfsha256", "--sk-d", strings.Repeat("ab", 32), "--nonce", nonce},
-			"encr_key=f32b7c80364849621f002f1e1eb24e8c417be2b6003b75ee355da9a0d950d45e97e1bd16\ninteg_key=\n"},
-		{[]string{"--proposal", "aes128-sha1", "--sk-d", strings.Repeat("cd", 20), "--nonce", nonce},
-			"encr_key=0691ee9ef62d0841b7048289b2f66ede\ninteg_key=20d14dea7e322047af70618a902cbb7ec90feb6a\n"},
+		"header length off by one": {func() []byte { b := bytes.Clone(good); b[27]++; return b }(),
+			fmt.Sprintf("IKE header length at offset 24: states %d octets, message has %d", len(good)+1, len(good))},
+		"truncated capture": {bytes.Clone(good[:150]),
+			fmt.Sprintf("IKE header length at offset 24: states %d octets, message has 150", len(good))},
+		"two trailing octets": {append(bytes.Clone(good), 0, 0),
+			fmt.Sprintf("IKE header length at offset 24: states %d octets, message has %d", len(good), len(good)+2)},
+		"version 1": {func() []byte { b := bytes.Clone(good); b[17] = 0x10; return b }(),
+			"IKE header version at offset 17: major version 1, want 2"},
+		// The IKE SPI's octets 2-3 state the input's length as a bare
+		// payload would, and the bare reading fails early (at the
+		// Notify type, offset 6); the message reading got further.
+		"resembles both": {func() []byte {
+			b := testMessageBytes(t, n)
+			b[2], b[3] = byte(len(b)>>8), byte(len(b))
+			b[len(b)-5] = 0x99 // ROLL2 attribute length
+			return b
+		}(), "MPSA_PUT transform[7] (ROLL2) attribute length at offset 182: 153 octets run past the transform end (4 left)"},
 	} {
-		code, out, errs := mpsactl(t, nil, append([]string{"keymat"}, c.args...)...)
-		if code != 0 || out != c.want {
-			t.Errorf("%v: exit %d\n%s%s\nwant\n%s", c.args, code, out, errs, c.want)
+		t.Run(name, func(t *testing.T) {
+			code, out, errs := mpsactl(t, c.in, "decode")
+			if code != 1 || out != "" {
+				t.Fatalf("exit %d, stdout %q", code, out)
+			}
+			if errs != "mpsactl decode: stdin: "+c.want+"\n" {
+				t.Fatalf("stderr %q, want the line %q", errs, c.want)
+			}
+		})
+	}
+}
+
+// TestDecodeBareNotifyCutFromMessage: a Notify cut out of a message keeps
+// the Next Payload of its place there, which a bare payload ignores.
+func TestDecodeBareNotifyCutFromMessage(t *testing.T) {
+	n, _ := testPut().Notify()
+	msg := testMessageBytes(t, n, mpsa.MPSAVendorID())
+	notify := msg[mpsa.HeaderLen : len(msg)-4-len(mpsa.VendorMPSA)]
+	if notify[0] != mpsa.PayloadVendorID {
+		t.Fatalf("cut %x, want a Notify whose Next Payload is V", notify[:4])
+	}
+	code, out, errs := mpsactl(t, notify, "decode")
+	want := `{"spi":"0x1234abcd","encr":{"id":12,"key_length":256},"prf":2,"integ":2,"lifetime":28800,"rollover1":30,"rollover2":60}` + "\n"
+	if code != 0 || out != want {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want %s", code, out, errs, want)
+	}
+}
+
+// TestDecodeFixedLengthCipher: ChaCha20-Poly1305 has no Key Length
+// attribute on the wire, so its encr has no key_length, and --help says so.
+func TestDecodeFixedLengthCipher(t *testing.T) {
+	p := testPut()
+	p.Suite = mpsa.Suite{Encr: mpsa.EncrChaCha20Poly1305, PRF: mpsa.PRFHMACSHA1}
+	n, err := p.Notify()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := mpsa.AppendPayload(nil, n)
+	code, out, errs := mpsactl(t, b, "decode")
+	want := `{"spi":"0x1234abcd","encr":{"id":28},"prf":2,"integ":0,"lifetime":28800,"rollover1":30,"rollover2":60}` + "\n"
+	if code != 0 || out != want {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want %s", code, out, errs, want)
+	}
+	_, help, _ := mpsactl(t, nil, "decode", "--help")
+	if !strings.Contains(help, "chacha20poly1305 (id 28, a 256-bit key) it is absent") {
+		t.Fatalf("decode --help does not explain the missing key_length:\n%s", help)
+	}
+}
+
+// keymatKAT is the output of testdata/gen_keymat.py, verbatim: prf+ and
+// KEYMAT computed with Python's hmac and hashlib, independent of mpsa's
+// code. Regenerate and compare with
+//
+//	cd cmd/mpsactl/testdata && python3 gen_keymat.py
+//
+// Each case is three lines: the mpsactl keymat arguments, then the two
+// lines it must print.
+const keymatKAT = `--proposal aes256-sha256 --sk-d abababababababababababababababababababababababababababababababab --nonce 00112233445566778899aabbccddeeff
+encr_key=f32b7c80364849621f002f1e1eb24e8c417be2b6003b75ee355da9a0d950d45e
+integ_key=97e1bd16bbc69b94b9e9d37c199212b52ffc31b8f2c7b6cf856c4cafde39b7f6
+--proposal aes256gcm16 --prf prfsha256 --sk-d abababababababababababababababababababababababababababababababab --nonce 00112233445566778899aabbccddeeff
+encr_key=f32b7c80364849621f002f1e1eb24e8c417be2b6003b75ee355da9a0d950d45e97e1bd16
+integ_key=
+--proposal aes128-sha1 --sk-d cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd --nonce 00112233445566778899aabbccddeeff
+encr_key=0691ee9ef62d0841b7048289b2f66ede
+integ_key=20d14dea7e322047af70618a902cbb7ec90feb6a
+--proposal aes256-sha512 --prf prfsha1 --sk-d efefefefefefefefefefefefefefefefefefefef --nonce 00112233445566778899aabbccddeeff
+encr_key=e8712c4d1173053ff2e992cdfa5c746f28163abcc5c7161d35b9b7efb0553bcb
+integ_key=2ded84a9eaf8eff9255074e87952cb63491774f30b80297f6647efc1d52b9dc21702e1621b296aa9e7241dd4332cd767796a7c9b2fe4fd695585ed74de45dd96
+`
+
+func TestKeymat(t *testing.T) {
+	lines := strings.Split(strings.TrimSuffix(keymatKAT, "\n"), "\n")
+	if len(lines) == 0 || len(lines)%3 != 0 {
+		t.Fatalf("keymatKAT has %d lines, want cases of 3", len(lines))
+	}
+	for i := 0; i < len(lines); i += 3 {
+		args := strings.Fields(lines[i])
+		want := lines[i+1] + "\n" + lines[i+2] + "\n"
+		code, out, errs := mpsactl(t, nil, append([]string{"keymat"}, args...)...)
+		if code != 0 || out != want || errs != "" {
+			t.Errorf("%v: exit %d\n%s%s\nwant\n%s", args, code, out, errs, want)
 		}
 	}
 }
@@ -184,6 +280,13 @@ func TestKeymatErrors(t *testing.T) {
 		{[]string{"--proposal", "blowfish-sha256", "--sk-d", "00", "--nonce", "00"}, 1, `unknown or unsupported keyword "blowfish"`},
 		{[]string{"--proposal", "aes256-sha256", "--sk-d", "xyz", "--nonce", "00"}, 1, "--sk-d: not hex"},
 		{[]string{"--proposal", "aes256-sha256-prfsha1", "--prf", "prfsha256", "--sk-d", "00", "--nonce", "00"}, 1, "more than one PRF"},
+		// --prf takes PRF keywords only: appended to the proposal, sha256
+		// would have made aes256 a valid proposal, and sha1 a second
+		// integrity algorithm.
+		{[]string{"--proposal", "aes256", "--prf", "sha256", "--sk-d", "00", "--nonce", "00"}, 1,
+			`mpsactl keymat: --prf: "sha256" is not a PRF keyword (prfsha1, prfsha256, prfsha384, prfsha512, prfaesxcbc)` + "\n"},
+		{[]string{"--proposal", "aes256-sha256", "--prf", "sha1", "--sk-d", "00", "--nonce", "00"}, 1, `--prf: "sha1" is not a PRF keyword`},
+		{[]string{"--proposal", "aes256-sha256", "--prf", "aes128", "--sk-d", "00", "--nonce", "00"}, 1, `--prf: "aes128" is not a PRF keyword`},
 	} {
 		code, _, errs := mpsactl(t, nil, append([]string{"keymat"}, c.args...)...)
 		if code != c.code || !strings.Contains(errs, c.want) {
