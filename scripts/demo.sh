@@ -9,7 +9,25 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 . scripts/deps.d/lib.sh
-install_missing "${netns_packages[@]}" "${charon_packages[@]}" >/dev/null
+# Say what is missing and why before apt-get runs, which can take a while
+# on a fresh machine; apt's own output goes to a file, shown only if it
+# fails.
+missing=()
+for p in "${netns_packages[@]}" "${charon_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} with apt-get (a minute or two) ..."
+  echo "  the demo runs strongSwan's charon with kernel-libipsec and swanctl in network namespaces (iproute2), and shows the traffic with ping and tcpdump"
+  aptlog=$(mktemp /tmp/mpsa-demo-apt.XXXXXX)
+  if ! install_missing "${missing[@]}" >"$aptlog" 2>&1; then
+    echo "installing the packages failed; apt-get said:" >&2
+    tail -n 20 "$aptlog" >&2
+    rm -f "$aptlog"
+    exit 1
+  fi
+  rm -f "$aptlog"
+fi
 echo "building mpsad and mpsactl ..."
 make -s build
 GO=$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)

@@ -1,10 +1,14 @@
 package server
 
 import (
+	"crypto/rand"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
+	"math/big"
 	"net/netip"
+	"reflect"
 	"slices"
 	"time"
 
@@ -16,9 +20,17 @@ import (
 
 // ctlGroup is one group on the controller: its group SA and its members.
 type ctlGroup struct {
-	cfg     *swanctl.Group
-	log     *slog.Logger
-	group   *mpsa.Group
+	cfg   *swanctl.Group
+	log   *slog.Logger
+	group *mpsa.Group
+	rnd   io.Reader
+	// want are the parameters of cfg, running those group runs with.
+	// They differ after a reload changed only timers (see update) until
+	// the next rekey, which builds the new SA with want.
+	want, running mpsa.GroupParams
+	// prevSPI is the SA the current one replaced when group cannot tell
+	// (the new SA came from a fresh mpsa.Group, see newSA).
+	prevSPI uint32
 	backoff mpsa.Backoff
 	// members by control address: a member keeps its record across IKE
 	// SA rekeys and reconnects, which change SPIs but not the address.
@@ -38,8 +50,12 @@ type ctlMember struct {
 	pending uint32
 }
 
-func newCtlGroup(cfg *swanctl.Group, rnd io.Reader, now time.Time, b mpsa.Backoff, log *slog.Logger, drops *dropLog, m *metrics.Metrics) (*ctlGroup, error) {
-	g, err := mpsa.NewGroup(mpsa.GroupParams{
+// groupParams are the parameters of the group SA of cfg. The membership
+// flags are always on: whether a join or a leave asks for a rekey is
+// decided from cfg (see joined and onSnapshot), so that a reload can
+// change them without a new group SA.
+func groupParams(cfg *swanctl.Group) mpsa.GroupParams {
+	return mpsa.GroupParams{
 		Suite:              cfg.Suite,
 		NonceLen:           cfg.NonceLength,
 		Lifetime:           cfg.Lifetime.Std(),
@@ -47,14 +63,19 @@ func newCtlGroup(cfg *swanctl.Group, rnd io.Reader, now time.Time, b mpsa.Backof
 		RekeyJitter:        cfg.RekeyJitter.Std(),
 		Rollover1:          cfg.Rollover1.Std(),
 		Rollover2:          cfg.Rollover2.Std(),
-		RekeyOnJoin:        cfg.RekeyOnJoin,
-		RekeyOnLeave:       cfg.RekeyOnLeave,
+		RekeyOnJoin:        true,
+		RekeyOnLeave:       true,
 		MembershipHoldDown: membershipHoldDown,
-	}, rnd, now)
+	}
+}
+
+func newCtlGroup(cfg *swanctl.Group, rnd io.Reader, now time.Time, b mpsa.Backoff, log *slog.Logger, drops *dropLog, m *metrics.Metrics) (*ctlGroup, error) {
+	params := groupParams(cfg)
+	g, err := mpsa.NewGroup(params, rnd, now)
 	if err != nil {
 		return nil, err
 	}
-	cg := &ctlGroup{cfg: cfg, log: log, group: g, backoff: b, members: map[netip.Addr]*ctlMember{}, drops: drops, metrics: m}
+	cg := &ctlGroup{cfg: cfg, log: log, group: g, rnd: rnd, want: params, running: params, backoff: b, members: map[netip.Addr]*ctlMember{}, drops: drops, metrics: m}
 	m.SetGroupSA(cfg.Name, g.Current().SPI(), g.Current().Created)
 	cg.log.Info("generated group SA", "spi", spiString(g.Current().SPI()), "suite", cfg.Suite.String(), "next_rekey", g.NextRekey().Format(time.RFC3339))
 	return cg, nil
@@ -109,7 +130,7 @@ func (g *ctlGroup) onSnapshot(s *Server, snap vici.Snapshot) {
 		delete(g.members, addr)
 		g.log.Info("member left", "member", m.ctl.IKE.RemoteID, "address", addr)
 		g.metrics.SetMembers(g.cfg.Name, g.ackedMembers())
-		if g.group.MemberLeft(now) {
+		if g.cfg.RekeyOnLeave && g.group.MemberLeft(now) {
 			g.log.Info("rekey scheduled: member left", "at", g.group.NextRekey().Format(time.RFC3339Nano))
 		}
 	}
@@ -198,8 +219,86 @@ func (g *ctlGroup) push(s *Server, now time.Time, ms ...*ctlMember) {
 	}
 }
 
+// sameSA reports whether a reload from a to b leaves a controller group's
+// SA valid: they differ at most in the settings update applies to the
+// running group (the timers of the coming rekeys, the membership flags,
+// allow_counter_mode, which with an unchanged proposal changes nothing).
+// Any other change (connection, control_child, esp_proposal, lifetime,
+// nonce_length) needs a new group SA.
+func sameSA(a, b *swanctl.Group) bool {
+	ca, cb := comparable(a), comparable(b)
+	for _, c := range []*swanctl.Group{&ca, &cb} {
+		c.RekeyTime, c.RekeyJitter, c.Rollover1, c.Rollover2 = 0, 0, 0, 0
+		c.RekeyOnJoin, c.RekeyOnLeave, c.AllowCounterMode = false, false, false
+	}
+	return reflect.DeepEqual(ca, cb)
+}
+
+// update applies n, which sameSA accepts, to the running group without a
+// new group SA: rekey_on_join and rekey_on_leave hold for the next join
+// or leave; a new rekey_time or rekey_jitter reschedules the current SA's
+// rekey (creation + rekey_time - a new jitter, at once if that has
+// passed); rollover1 and rollover2 go with the next SA pushed (the current
+// SA's pushes keep the values its members already have).
+func (g *ctlGroup) update(n *swanctl.Group) {
+	o := g.cfg
+	var changed []string
+	for _, c := range []struct {
+		key  string
+		diff bool
+	}{
+		{"rekey_time", o.RekeyTime != n.RekeyTime}, {"rekey_jitter", o.RekeyJitter != n.RekeyJitter},
+		{"rollover1", o.Rollover1 != n.Rollover1}, {"rollover2", o.Rollover2 != n.Rollover2},
+		{"rekey_on_join", o.RekeyOnJoin != n.RekeyOnJoin}, {"rekey_on_leave", o.RekeyOnLeave != n.RekeyOnLeave},
+		{"allow_counter_mode", o.AllowCounterMode != n.AllowCounterMode},
+	} {
+		if c.diff {
+			changed = append(changed, c.key)
+		}
+	}
+	g.cfg, g.want = n, groupParams(n)
+	if o.RekeyTime != n.RekeyTime || o.RekeyJitter != n.RekeyJitter {
+		cur := g.group.Current()
+		jitter := time.Duration(0)
+		if j := n.RekeyJitter.Std(); j > 0 {
+			if r, err := rand.Int(g.rnd, big.NewInt(int64(j))); err == nil {
+				jitter = time.Duration(r.Int64())
+			}
+		}
+		cur.RekeyAt = cur.Created.Add(n.RekeyTime.Std() - jitter)
+	}
+	g.log.Info("group settings changed; applied to the running group SA, no rekey", "changed", changed,
+		"spi", spiString(g.group.Current().SPI()), "next_rekey", g.group.NextRekey().Format(time.RFC3339))
+}
+
+// newSA replaces the group SA at now. The running mpsa.Group makes it
+// unless a reload changed the timers since it was built: then a fresh
+// mpsa.Group with the configured parameters makes it, with an SPI other
+// than the current one.
+func (g *ctlGroup) newSA(now time.Time) (*mpsa.GroupSA, error) {
+	if g.want == g.running {
+		g.prevSPI = 0
+		return g.group.Rekey(now)
+	}
+	old := g.group.Current().SPI()
+	for range 10 {
+		ng, err := mpsa.NewGroup(g.want, g.rnd, now)
+		if err != nil {
+			return nil, err
+		}
+		if ng.Current().SPI() == old {
+			ng.Close()
+			continue
+		}
+		g.group.Close()
+		g.group, g.running, g.prevSPI = ng, g.want, old
+		return ng.Current(), nil
+	}
+	return nil, fmt.Errorf("generate SPI: the same as the current one ten times (broken random source?)")
+}
+
 func (g *ctlGroup) rekey(s *Server, now time.Time, reason string) (string, error) {
-	sa, err := g.group.Rekey(now)
+	sa, err := g.newSA(now)
 	if err != nil {
 		g.log.Error("rekey failed", "reason", reason, "err", err)
 		return "", err
@@ -252,6 +351,8 @@ func (g *ctlGroup) status() GroupStatus {
 	}
 	if p := g.group.Previous(); p != nil {
 		st.PreviousSPI = spiString(p.SPI())
+	} else {
+		st.PreviousSPI = spiString(g.prevSPI)
 	}
 	for _, addr := range slices.SortedFunc(maps.Keys(g.members), netip.Addr.Compare) {
 		m := g.members[addr]

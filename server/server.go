@@ -79,9 +79,21 @@ type Server struct {
 
 	readyOnce sync.Once
 	ready     chan struct{}
-	// overload counts datagrams dropped because the loop was behind.
-	overload atomic.Uint64
+	// overload counts datagrams dropped because the loop was behind; it
+	// is written by the transport's goroutines. The loop hands what is new
+	// of it to drops (noteOverload), which logs it like any other reason.
+	overload     atomic.Uint64
+	overloadSeen uint64
+	// flushDue is set when the daemon's drop log held back a line that
+	// a flush must write later: the timer must be re-armed for it.
+	flushDue bool
 }
+
+// dropOverload is the drop reason of datagrams the transport could not
+// hand to the loop because the loop was behind. It is logged and shown in
+// the status like the other reasons, but not exported as a metrics reason
+// (metrics.DropReasons does not list it).
+const dropOverload = "overload"
 
 // New checks the options and prepares a server; nothing runs until Run.
 func New(opts Options) (*Server, error) {
@@ -277,7 +289,9 @@ func (s *Server) loop(ctx context.Context, errc <-chan error) error {
 		// a group added), so the timer is re-armed after them; not
 		// after a dropped datagram or a watchdog tick, which change
 		// nothing, so that datagrams nobody claims cost no walk over
-		// every member.
+		// every member (except for the first drop of a reason held
+		// back by the rate-limited log, at most once per reason and
+		// interval, which schedules its flush).
 		rearm := true
 		select {
 		case <-ctx.Done():
@@ -289,7 +303,7 @@ func (s *Server) loop(ctx context.Context, errc <-chan error) error {
 				s.onUpdate(ctx, u)
 			}
 		case d := <-s.datagrams:
-			rearm = s.onDatagram(ctx, d)
+			rearm = s.onDatagram(ctx, d) || s.flushDue
 		case fn := <-s.calls:
 			fn()
 		case <-timer.C:
@@ -299,6 +313,7 @@ func (s *Server) loop(ctx context.Context, errc <-chan error) error {
 			rearm = false
 		}
 		if rearm {
+			s.flushDue = false
 			timer.Reset(s.nextDeadline())
 		}
 	}
@@ -325,16 +340,34 @@ func (s *Server) onUpdate(ctx context.Context, u vici.Update) {
 	}
 }
 
+// noteOverload hands the datagrams dropped for overload since the last
+// call to the drop log.
+func (s *Server) noteOverload(now time.Time) {
+	n := s.overload.Load()
+	if n == s.overloadSeen {
+		return
+	}
+	delta := n - s.overloadSeen
+	s.overloadSeen = n
+	s.flushDue = s.drops.add(now, dropOverload, delta, "detail", "mpsad's loop was behind and its receive queue was full") || s.flushDue
+}
+
+// drop drops a datagram that no group claims (see dropLog.drop).
+func (s *Server) drop(now time.Time, reason string, attrs ...any) {
+	s.flushDue = s.drops.drop(now, reason, attrs...) || s.flushDue
+}
+
 // onDatagram hands a datagram to the group it belongs to, or drops it. It
 // reports whether a group handled it (and so may have moved a deadline).
 func (s *Server) onDatagram(ctx context.Context, d Datagram) bool {
 	now := s.now()
+	s.noteOverload(now)
 	if !s.fromControlInterface(now, d.IfIndex) {
-		s.drops.drop(now, metrics.DropNotProtected, "src", d.Src, "ifindex", d.IfIndex, "want_interface", s.cfg.ControlInterface)
+		s.drop(now, metrics.DropNotProtected, "src", d.Src, "ifindex", d.IfIndex, "want_interface", s.cfg.ControlInterface)
 		return false
 	}
 	if !s.connected {
-		s.drops.drop(now, metrics.DropNoIKESA, "src", d.Src, "detail", "not connected to charon")
+		s.drop(now, metrics.DropNoIKESA, "src", d.Src, "detail", "not connected to charon")
 		return false
 	}
 	for _, g := range s.ctls {
@@ -349,7 +382,7 @@ func (s *Server) onDatagram(ctx context.Context, d Datagram) bool {
 			return true
 		}
 	}
-	s.drops.drop(now, metrics.DropNoControlChild, "src", d.Src, "dst", d.Dst, "detail", "not the address of an installed control child")
+	s.drop(now, metrics.DropNoControlChild, "src", d.Src, "dst", d.Dst, "detail", "not the address of an installed control child")
 	return false
 }
 
@@ -361,6 +394,22 @@ func (s *Server) onTimers(ctx context.Context) {
 	for _, g := range s.mems {
 		g.onTimer(ctx, s, now)
 	}
+	s.noteOverload(now)
+	for _, d := range s.dropLogs() {
+		d.flush(now)
+	}
+}
+
+// dropLogs are the daemon's drop log and those of its groups.
+func (s *Server) dropLogs() []*dropLog {
+	ds := []*dropLog{s.drops}
+	for _, g := range s.ctls {
+		ds = append(ds, g.drops)
+	}
+	for _, g := range s.mems {
+		ds = append(ds, g.drops)
+	}
+	return ds
 }
 
 // nextDeadline is how long until the earliest timer of any group, at most
@@ -375,6 +424,11 @@ func (s *Server) nextDeadline() time.Duration {
 	}
 	for _, g := range s.mems {
 		if t, ok := g.nextDeadline(); ok && t.Before(next) {
+			next = t
+		}
+	}
+	for _, d := range s.dropLogs() {
+		if t, ok := d.nextFlush(); ok && t.Before(next) {
 			next = t
 		}
 	}
@@ -470,6 +524,19 @@ func (s *Server) reload(ctx context.Context, cfg *swanctl.Config) error {
 	case cfg.VICI != old.VICI || cfg.StatusSocket != old.StatusSocket:
 		return fmt.Errorf("vici or status_socket changed: restart mpsad to apply")
 	}
+	// Check the group SA parameters of every controller group that is
+	// added or changed before changing anything: a group the protocol
+	// core refuses must not cost the running one.
+	if cfg.Role == swanctl.RoleController {
+		for _, n := range cfg.Groups {
+			if g := s.ctlGroup(n.Name); g != nil && sameGroup(g.cfg, n) {
+				continue
+			}
+			if err := groupParams(n).Validate(); err != nil {
+				return fmt.Errorf("group %s: %w; keeping the running configuration", n.Name, err)
+			}
+		}
+	}
 	if cfg.MetricsListen != old.MetricsListen {
 		s.log.Warn("metrics_listen changed; it takes effect at the next restart", "running", old.MetricsListen, "configured", cfg.MetricsListen)
 		cfg.MetricsListen = old.MetricsListen
@@ -478,13 +545,20 @@ func (s *Server) reload(ctx context.Context, cfg *swanctl.Config) error {
 	s.ctlIf, s.ctlIfLookup = 0, time.Time{} // control_interface may have changed
 	keepC := s.ctls[:0]
 	for _, g := range s.ctls {
-		if n := cfg.Group(g.cfg.Name); n != nil && sameGroup(g.cfg, n) {
+		n := cfg.Group(g.cfg.Name)
+		switch {
+		case n != nil && sameGroup(g.cfg, n):
 			keepC = append(keepC, g)
-			continue
+		case n != nil && sameSA(g.cfg, n):
+			g.update(n)
+			keepC = append(keepC, g)
+		default:
+			// A new group SA: the group is built anew and pushes it
+			// to every member, who roll over to it as at a rekey.
+			s.log.Info("group removed, or changed in a setting that needs a new group SA; tearing it down", "group", g.cfg.Name)
+			g.close()
+			s.opts.Metrics.RemoveGroup(g.cfg.Name)
 		}
-		s.log.Info("group removed or changed; tearing it down", "group", g.cfg.Name)
-		g.close()
-		s.opts.Metrics.RemoveGroup(g.cfg.Name)
 	}
 	s.ctls = keepC
 	keepM := s.mems[:0]
@@ -517,6 +591,15 @@ func (s *Server) reload(ctx context.Context, cfg *swanctl.Config) error {
 	return errors.Join(errs...)
 }
 
+func (s *Server) ctlGroup(name string) *ctlGroup {
+	for _, g := range s.ctls {
+		if g.cfg.Name == name {
+			return g
+		}
+	}
+	return nil
+}
+
 func (s *Server) hasGroup(name string) bool {
 	for _, g := range s.ctls {
 		if g.cfg.Name == name {
@@ -544,22 +627,21 @@ func (s *Server) shutdown() {
 // Status implements API.
 func (s *Server) Status(ctx context.Context) (Status, error) {
 	var st Status
-	err := s.callCtx(ctx, func() {
-		st = Status{Role: string(s.cfg.Role), Version: version.Version, VICIConnected: s.connected, Drops: s.drops.snapshot(), Groups: []GroupStatus{}}
-		if n := s.overload.Load(); n > 0 {
-			if st.Drops == nil {
-				st.Drops = map[string]uint64{}
-			}
-			st.Drops["overload"] = n
-		}
-		for _, g := range s.ctls {
-			st.Groups = append(st.Groups, g.status())
-		}
-		for _, g := range s.mems {
-			st.Groups = append(st.Groups, g.status(ctx))
-		}
-	})
+	err := s.callCtx(ctx, func() { st = s.status(ctx) })
 	return st, err
+}
+
+// status is Status on the loop's goroutine.
+func (s *Server) status(ctx context.Context) Status {
+	s.noteOverload(s.now())
+	st := Status{Role: string(s.cfg.Role), Version: version.Version, VICIConnected: s.connected, Drops: s.drops.snapshot(), Groups: []GroupStatus{}}
+	for _, g := range s.ctls {
+		st.Groups = append(st.Groups, g.status())
+	}
+	for _, g := range s.mems {
+		st.Groups = append(st.Groups, g.status(ctx))
+	}
+	return st
 }
 
 // Rekey implements API: a controller group rekeys now and pushes the new SA

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +25,12 @@ import (
 )
 
 const members = 3
+
+// The group's rollover times: short, so that the demo sees a whole rekey.
+const (
+	rollover1 = 2 * time.Second
+	rollover2 = 4 * time.Second
+)
 
 func main() {
 	bin := flag.String("bin", "bin", "directory holding mpsad and mpsactl")
@@ -196,12 +203,19 @@ func (d *demo) run(ctx context.Context) (err error) {
 	}()
 	time.Sleep(2 * time.Second)
 	say("   $ mpsactl rekey lab")
+	rekeyed := time.Now()
 	d.mpsactl(d.nodes[0], "rekey", "lab")
 	newSPI, err := d.waitSPI(ctx, spi)
 	if err != nil {
 		return err
 	}
-	say("   every CPE moved from %s to %s (new SA inbound at once, outbound after rollover1, old one removed after rollover2)", spi, newSPI)
+	say("   every CPE took the new SA %s inbound at once and sends with it since rollover1 (%v)", newSPI, rollover1)
+	gone, err := d.waitGone(ctx, spi, rekeyed, rollover2, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	say("   %s (the old SA) left every CPE's inbound SPIs %.1f s after the rekey (rollover2 is %v); cpe1's mpsactl status now:", spi, gone.Seconds(), rollover2)
+	d.mpsactl(d.nodes[1], "status")
 	r := <-res
 	if r.err != nil {
 		return r.err
@@ -216,7 +230,8 @@ func (d *demo) run(ctx context.Context) (err error) {
 
 func (d *demo) controllerMPSA(g charon.Group, n *node) string {
 	return g.MPSASection(charon.MPSA{Role: "controller", Dir: n.dir, StatusSocket: n.sock(), Settings: []string{
-		"esp_proposal = aes256-sha256", "lifetime = 1h", "rekey_time = 50m", "rollover1 = 2s", "rollover2 = 4s",
+		"esp_proposal = aes256-sha256", "lifetime = 1h", "rekey_time = 50m",
+		fmt.Sprintf("rollover1 = %ds", rollover1/time.Second), fmt.Sprintf("rollover2 = %ds", rollover2/time.Second),
 	}})
 }
 
@@ -267,6 +282,57 @@ func (d *demo) waitSPI(ctx context.Context, not string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("the CPEs did not all receive the group SA within a minute; see the mpsad logs under /tmp/mpsa-demo-*")
+}
+
+// waitGone waits until no CPE has old among its inbound SPIs and returns
+// how long after rekeyed that was. It fails if that happens before roll2,
+// the group's rollover2 (a CPE would drop packets still in flight with
+// the old SA), or not within grace after it.
+func (d *demo) waitGone(ctx context.Context, old string, rekeyed time.Time, roll2, grace time.Duration) (time.Duration, error) {
+	deadline := rekeyed.Add(roll2 + grace)
+	for {
+		holders, err := d.inboundHolders(ctx, old)
+		elapsed := time.Since(rekeyed)
+		switch {
+		case err != nil:
+			// a status socket that does not answer is a failure too
+		case len(holders) == 0 && elapsed < roll2:
+			return 0, fmt.Errorf("the old SA %s was removed %.1f s after the rekey, before rollover2 (%v)", old, elapsed.Seconds(), roll2)
+		case len(holders) == 0:
+			return elapsed, nil
+		}
+		if time.Now().After(deadline) {
+			if err == nil {
+				err = fmt.Errorf("%s still receive with it", strings.Join(holders, ", "))
+			}
+			return 0, fmt.Errorf("the old SA %s is not gone %.1f s after the rekey (rollover2 is %v): %w", old, elapsed.Seconds(), roll2, err)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// inboundHolders names the CPEs that have spi among their inbound SPIs.
+func (d *demo) inboundHolders(ctx context.Context, spi string) ([]string, error) {
+	c, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var holders []string
+	for _, n := range d.nodes[1:] {
+		st, err := server.NewClient(n.sock()).Status(c)
+		if err != nil {
+			return nil, fmt.Errorf("status of %s: %w", n.name, err)
+		}
+		if len(st.Groups) == 0 {
+			return nil, fmt.Errorf("%s has no group", n.name)
+		}
+		if slices.Contains(st.Groups[0].InboundSPIs, spi) {
+			holders = append(holders, n.name)
+		}
+	}
+	return holders, nil
 }
 
 func (d *demo) commonSPI(ctx context.Context) (string, bool) {
