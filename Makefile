@@ -58,17 +58,20 @@ demo:
 bench:
 	scripts/bench.sh
 
-# `make package`: dist/mpsa_<version>-1_<arch>.deb and dist/mpsa-<version>-1.<arch>.rpm
-# from what `make build` wrote, by packaging/cmd/mkpkg (nfpm as a Go
-# library). The version comes from git describe (VERSION), made valid for
-# dpkg and rpm; file times and man page dates are the commit time.
+# `make package`: dist/mpsa_<version>-1_<arch>.deb and dist/mpsa-<version>-1.<arch>.rpm,
+# by packaging/cmd/mkpkg (nfpm as a Go library). It builds mpsad and mpsactl
+# itself, once per package: stamped with the package version (git describe
+# made valid for dpkg and rpm) and with the default swanctl.conf and VICI
+# socket of the distribution's strongSwan (internal/paths: Debian's for the
+# .deb, Fedora's for the .rpm). File times and man page dates are the commit
+# time.
 PKG_COMMITS       ?= $(shell git rev-list --count HEAD 2>/dev/null || echo 0)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 PKG_RELEASE       ?= 1
 
-package: build
-	$(GO) run ./packaging/cmd/mkpkg -bindir bin -out dist -src . \
-		-describe '$(VERSION)' -commits $(PKG_COMMITS) -date $(SOURCE_DATE_EPOCH) \
+package:
+	$(GO) run ./packaging/cmd/mkpkg -go $(GO) -out dist -src . \
+		-describe '$(VERSION)' -commit '$(COMMIT)' -commits $(PKG_COMMITS) -date $(SOURCE_DATE_EPOCH) \
 		-release $(PKG_RELEASE) -arch $(shell $(GO) env GOARCH)
 
 clean:

@@ -92,7 +92,7 @@ func decodeGlobal(r *sectionReader) *Config {
 	r.checkNames(globalKeys(), globalSections())
 	cfg := &Config{
 		Role:             Role(r.enum("role", "", string(RoleController), string(RoleMember))),
-		VICI:             r.str("vici", DefaultVICI),
+		VICI:             r.str("vici", DefaultVICI()),
 		ControlPort:      uint16(r.uinteger("control_port", DefaultControlPort, 1, 65535)),
 		ControlInterface: r.str("control_interface", ""),
 		StatusSocket:     r.str("status_socket", DefaultStatusSocket),

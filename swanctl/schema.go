@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/mpsa/mpsa/internal/paths"
 	"github.com/mpsa/mpsa/mpsa"
 )
 
@@ -31,9 +32,17 @@ const (
 	BackendUserspace Backend = "userspace"
 )
 
+// DefaultVICI is charon's VICI socket URI. It depends on the
+// distribution's strongSwan build and is set at link time in
+// internal/paths (Debian's by default; the .rpm's binaries have Fedora's).
+func DefaultVICI() string { return paths.VICI }
+
+// DefaultConfigFile is the swanctl.conf mpsad reads without --config; like
+// DefaultVICI it is the build's (internal/paths).
+func DefaultConfigFile() string { return paths.ConfigFile }
+
 // Defaults of the settings; docs/configuration.md documents each.
 const (
-	DefaultVICI          = "unix:///var/run/charon.vici"
 	DefaultControlPort   = 4501
 	DefaultStatusSocket  = "/run/mpsad/mpsad.sock"
 	DefaultLogLevel      = "info"
@@ -51,7 +60,6 @@ const (
 	DefaultEncap         = false
 	DefaultEncapPort     = 4502
 	DefaultBGPPort       = 179
-	DefaultConfigFile    = "/etc/swanctl/swanctl.conf"
 	defaultTUNPrefix     = "mpsa-"
 	maxInterfaceNameLen  = 15 // IFNAMSIZ - 1
 	minNonceLength       = 16

@@ -14,10 +14,14 @@ import (
 	"time"
 
 	govici "github.com/strongswan/govici/vici"
+
+	"github.com/mpsa/mpsa/internal/paths"
 )
 
-// DefaultSocket is charon's default VICI socket.
-const DefaultSocket = "/var/run/charon.vici"
+// DefaultSocket is charon's default VICI socket: the path of the build's
+// default VICI URI (internal/paths; Debian's /var/run/charon.vici unless
+// the binary was linked with another distribution's).
+func DefaultSocket() string { return paths.Current().SocketPath() }
 
 // Client is one VICI session with charon. Its methods may be called from
 // several goroutines; calls are serialised.
@@ -32,7 +36,7 @@ type Client struct {
 // empty). ctx bounds the connection attempt.
 func Dial(ctx context.Context, socket string) (*Client, error) {
 	if socket == "" {
-		socket = DefaultSocket
+		socket = DefaultSocket()
 	}
 	var d net.Dialer
 	return newClient(socket, func(network, addr string) (net.Conn, error) {

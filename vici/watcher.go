@@ -91,7 +91,7 @@ type Watcher struct {
 // NewWatcher returns a watcher; nothing happens until Run.
 func NewWatcher(o WatcherOptions) *Watcher {
 	if o.Socket == "" {
-		o.Socket = DefaultSocket
+		o.Socket = DefaultSocket()
 	}
 	if o.ResyncInterval == 0 {
 		o.ResyncInterval = 60 * time.Second

@@ -20,8 +20,10 @@ import (
 // runDaemon runs mpsad until SIGTERM or SIGINT. SIGHUP reloads the
 // configuration. Under systemd (Type=notify) it reports READY=1 once the
 // control port and status socket are open and charon answered over VICI,
-// RELOADING=1/READY=1 around a reload, STOPPING=1 at the end, and sends
-// watchdog keep-alives from its main loop when WatchdogSec is set.
+// RELOADING=1/READY=1 around a reload, STOPPING=1 as soon as the stop
+// signal arrives (before removing what it installed, which may take a
+// while), and sends watchdog keep-alives from its main loop when
+// WatchdogSec is set. sdnotify_test.go checks this against a real charon.
 func runDaemon(configPath string, stderr io.Writer) int {
 	level := new(slog.LevelVar)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
@@ -57,11 +59,20 @@ func runDaemon(configPath string, stderr io.Writer) int {
 	daemon.SdNotify(false, "STATUS=waiting for charon's VICI socket "+cfg.VICI)
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
-	readyAt := srv.Ready()
+	readyAt, stopSignal := srv.Ready(), ctx.Done()
+	stopping := false
 	for {
 		select {
+		case <-stopSignal:
+			// srv.Run sees the same ctx and is now cleaning up.
+			stopSignal, stopping = nil, true
+			daemon.SdNotify(false, daemon.SdNotifyStopping+"\nSTATUS=stopping: removing the SAs, policies and devices mpsad installed")
+			log.Info("stopping: removing what mpsad installed")
 		case err := <-done:
-			daemon.SdNotify(false, daemon.SdNotifyStopping)
+			if !stopping {
+				// The server ended on its own (an error).
+				daemon.SdNotify(false, daemon.SdNotifyStopping)
+			}
 			if err != nil {
 				log.Error("mpsad stopped", "err", err)
 				return 1
@@ -70,9 +81,15 @@ func runDaemon(configPath string, stderr io.Writer) int {
 			return exitOK
 		case <-readyAt:
 			readyAt = nil
+			if stopping {
+				continue
+			}
 			daemon.SdNotify(false, daemon.SdNotifyReady+"\nSTATUS="+statusLine(cfg))
 			log.Info("ready: connected to charon")
 		case <-hup:
+			if stopping {
+				continue // no READY=1 after STOPPING=1
+			}
 			daemon.SdNotify(false, daemon.SdNotifyReloading)
 			reload(ctx, srv, configPath, level, log)
 			daemon.SdNotify(false, daemon.SdNotifyReady)

@@ -30,12 +30,14 @@ mpsad runs beside strongSwan's charon and turns it into a multi-point VPN
 member of a group after IKEv2, and members then talk directly with it.
 
 Its settings are the mpsa { } section of swanctl.conf, in strongSwan's
-syntax; swanctl ignores that section. See mpsad(8), docs/configuration.md
-in the source and /usr/share/doc/mpsa/examples.
+syntax; swanctl ignores that section. Every setting and its default:
+docs/configuration.md in the source; annotated examples:
+/usr/share/doc/mpsa/examples; status, members and rekeys: mpsactl(8).
 
 Options:
-  --config FILE  read FILE and what it includes (default %s,
-                 which includes conf.d/*.conf)
+  --config FILE  read FILE and what it includes; the default,
+                 %s,
+                 includes conf.d/*.conf
   --check        load and validate the configuration, print the effective
                  configuration with every default filled in, and exit:
                  0 when valid, 1 with every problem listed on stderr
@@ -43,11 +45,21 @@ Options:
   --version      print the version and exit
   --help         print this help and exit
 
+mpsad connects to charon's VICI socket, by default
+%s (setting mpsa.vici).
+These two defaults are those of the strongSwan package this mpsad was
+built for.
+
 Without --check, mpsad runs until SIGTERM or SIGINT, removing the SAs it
 installed on the way out; SIGHUP reloads the configuration. Logs go to
 stderr (the journal under systemd). mpsactl talks to it through the status
 socket (mpsa.status_socket, default /run/mpsad/mpsad.sock).
 `
+
+// usage is the help text with this build's defaults.
+func usage() string {
+	return fmt.Sprintf(usageText, swanctl.DefaultConfigFile(), swanctl.DefaultVICI())
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -62,17 +74,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// bad flag. flag would print it to stderr in both cases.
 	fs.Usage = func() {}
 	var (
-		config   = fs.String("config", swanctl.DefaultConfigFile, "configuration file")
+		config   = fs.String("config", swanctl.DefaultConfigFile(), "configuration file")
 		check    = fs.Bool("check", false, "validate the configuration and exit")
 		asJSON   = fs.Bool("json", false, "with --check, print JSON")
 		showVers = fs.Bool("version", false, "print the version and exit")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stdout, usageText, swanctl.DefaultConfigFile)
+			fmt.Fprint(stdout, usage())
 			return exitOK
 		}
-		fmt.Fprintf(stderr, usageText, swanctl.DefaultConfigFile)
+		fmt.Fprint(stderr, usage())
 		return exitUsage
 	}
 	if fs.NArg() > 0 {

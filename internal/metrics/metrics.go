@@ -166,12 +166,15 @@ func (m *Metrics) Registry() *prometheus.Registry {
 }
 
 // AddGroup exports the group's counters and gauges at zero, so that they
-// exist before the first event. Calling it again for a known group changes
-// nothing.
+// exist before the first event: a controller group has
+// mpsa_group_members 0 until a member acknowledges its SA, rather than no
+// series at all. Calling it again for a known group changes nothing.
 func (m *Metrics) AddGroup(group string) {
 	if m == nil {
 		return
 	}
+	// WithLabelValues creates the series at 0, or returns it unchanged.
+	m.members.WithLabelValues(group)
 	for _, r := range RekeyReasons() {
 		m.rekeys.WithLabelValues(group, r)
 	}

@@ -194,6 +194,28 @@ func TestScrapeExposesDaemonSeries(t *testing.T) {
 	wantSeries(t, mfs, "mpsa_group_sa_age_seconds", "group=branch,spi=0x0badcafe 5")
 }
 
+// TestAddGroupExportsZeros: a group's series exist from the moment it is
+// configured, mpsa_group_members included (0 until a member acknowledges),
+// and adding a known group again resets nothing.
+func TestAddGroupExportsZeros(t *testing.T) {
+	m := newMetrics(t, Options{NoRuntimeCollectors: true})
+	base := serve(t, m)
+	m.AddGroup("new")
+	mfs := scrape(t, base)
+	wantSeries(t, mfs, "mpsa_group_members", "group=new 0")
+	wantSeries(t, mfs, "mpsa_put_retransmissions_total", "group=new 0")
+	wantSeries(t, mfs, "mpsa_rekeys_total", "group=new,reason=lifetime 0", "group=new,reason=manual 0",
+		"group=new,reason=member_join 0", "group=new,reason=member_leave 0")
+
+	m.SetMembers("new", 2)
+	m.Rekeyed("new", RekeyManual)
+	m.AddGroup("new")
+	mfs = scrape(t, base)
+	wantSeries(t, mfs, "mpsa_group_members", "group=new 2")
+	wantSeries(t, mfs, "mpsa_rekeys_total", "group=new,reason=lifetime 0", "group=new,reason=manual 1",
+		"group=new,reason=member_join 0", "group=new,reason=member_leave 0")
+}
+
 func TestFailingDataPlaneDoesNotFailScrape(t *testing.T) {
 	m := newMetrics(t, Options{NoRuntimeCollectors: true})
 	base := serve(t, m)

@@ -4,8 +4,10 @@
 package packaging_test
 
 import (
+	"compress/gzip"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mpsa/mpsa/internal/testenv"
 	"github.com/mpsa/mpsa/packaging/internal/pkgbuild"
 )
 
@@ -89,7 +92,8 @@ type buildResult struct {
 }
 
 // binary builds cmd/NAME once per version, stamped with that version, and
-// returns its path.
+// returns its path. The packages build their own (pkgbuild.Build); this one
+// is for the tests that need a binary outside a package.
 func binary(t *testing.T, version, name string) string {
 	t.Helper()
 	builtMu.Lock()
@@ -111,12 +115,6 @@ func binary(t *testing.T, version, name string) string {
 		t.Fatal(r.err)
 	}
 	return r.path
-}
-
-// binaries returns mpsad and mpsactl built for version (see binary).
-func binaries(t *testing.T, version string) (mpsad, mpsactl string) {
-	t.Helper()
-	return binary(t, version, "mpsad"), binary(t, version, "mpsactl")
 }
 
 // pkgOptions vary a test build.
@@ -157,25 +155,32 @@ func sharedPackages(t *testing.T) pkgbuild.Result {
 }
 
 // inputs are the pkgbuild inputs of o, without its conffile. The examples
-// come from packaging/examples, pkgbuild's default.
+// come from packaging/examples, pkgbuild's default; the binaries are
+// stamped with commit "test".
 func inputs(t *testing.T, o pkgOptions) pkgbuild.Inputs {
 	t.Helper()
 	if o.version == "" {
 		o.version = "0.1.0"
 	}
-	mpsad, mpsactl := binaries(t, o.version)
 	return pkgbuild.Inputs{
-		Mpsad: mpsad, Mpsactl: mpsactl,
 		SourceDir: repoRoot(t),
 		Version:   o.version,
+		Commit:    "test",
 		Date:      time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC),
 	}
 }
 
+// The conffile of each package: under the swanctl directory of the
+// distribution's strongSwan. Written out, not derived from pkgbuild, so
+// that a wrong path there fails the tests.
+const (
+	debConffile = "/etc/swanctl/conf.d/mpsa.conf"
+	rpmConffile = "/etc/strongswan/swanctl/conf.d/mpsa.conf"
+)
+
 // commonFiles are the files both packages install.
 func commonFiles() []string {
 	return []string{
-		"/etc/swanctl/conf.d/mpsa.conf",
 		"/usr/bin/mpsactl",
 		"/usr/lib/systemd/system/mpsad.service",
 		"/usr/sbin/mpsad",
@@ -188,10 +193,14 @@ func commonFiles() []string {
 }
 
 // debFiles is every file the .deb installs, sorted.
-func debFiles() []string { return sorted(append(commonFiles(), "/usr/share/doc/mpsa/copyright")) }
+func debFiles() []string {
+	return sorted(append(commonFiles(), debConffile, "/usr/share/doc/mpsa/copyright"))
+}
 
 // rpmFiles is every file the .rpm installs, sorted.
-func rpmFiles() []string { return sorted(append(commonFiles(), "/usr/share/licenses/mpsa/LICENSE")) }
+func rpmFiles() []string {
+	return sorted(append(commonFiles(), rpmConffile, "/usr/share/licenses/mpsa/LICENSE"))
+}
 
 func sorted(s []string) []string {
 	s = append([]string(nil), s...)
@@ -209,3 +218,116 @@ func lines(s string) []string {
 	}
 	return out
 }
+
+// distroPaths are what a package's files and binaries must name: its
+// distribution's paths, and never the other's (foreign).
+type distroPaths struct {
+	configFile, vici, socket, conffile string
+	foreign                            []string
+}
+
+// Written out rather than taken from internal/paths, so that a wrong path
+// there fails the tests.
+var (
+	debianPaths = distroPaths{
+		configFile: "/etc/swanctl/swanctl.conf", vici: "unix:///var/run/charon.vici",
+		socket: "/var/run/charon.vici", conffile: debConffile,
+		foreign: []string{"/etc/strongswan/", "/run/strongswan/"},
+	}
+	fedoraPaths = distroPaths{
+		configFile: "/etc/strongswan/swanctl/swanctl.conf", vici: "unix:///run/strongswan/charon.vici",
+		socket: "/run/strongswan/charon.vici", conffile: rpmConffile,
+		foreign: []string{"/etc/swanctl/", "/var/run/charon.vici", " /run/charon.vici"},
+	}
+)
+
+// builtPackage is one package of a pkgbuild.Result.
+type builtPackage struct {
+	format, path string
+	want         distroPaths
+}
+
+func packagesOf(res pkgbuild.Result) []builtPackage {
+	return []builtPackage{{"deb", res.Deb, debianPaths}, {"rpm", res.RPM, fedoraPaths}}
+}
+
+// extract unpacks a package's files into a new directory and returns it:
+// a .deb with dpkg-deb, an .rpm with rpm2archive and tar.
+func extract(t *testing.T, format, pkg string) string {
+	t.Helper()
+	root := t.TempDir()
+	switch format {
+	case "deb":
+		run(t, testenv.NeedCommand(t, "dpkg-deb"), "-x", pkg, root)
+	case "rpm":
+		r2a := testenv.NeedCommand(t, "rpm2archive")
+		tar := testenv.NeedCommand(t, "tar")
+		f, err := os.Open(pkg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		conv := exec.Command(r2a, "-")
+		conv.Stdin = f
+		untar := exec.Command(tar, "-xz", "-C", root)
+		pipe, err := conv.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		untar.Stdin = pipe
+		var stderr strings.Builder
+		conv.Stderr, untar.Stderr = &stderr, &stderr
+		if err := untar.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := conv.Run(); err != nil {
+			untar.Wait()
+			t.Fatalf("rpm2archive %s: %v\n%s", pkg, err, stderr.String())
+		}
+		if err := untar.Wait(); err != nil {
+			t.Fatalf("tar -xz of rpm2archive's output: %v\n%s", err, stderr.String())
+		}
+	default:
+		t.Fatalf("unknown format %q", format)
+	}
+	return root
+}
+
+// packagedBinary is the path of mpsad or mpsactl under an extracted root.
+func packagedBinary(root, name string) string {
+	if name == "mpsad" {
+		return filepath.Join(root, filepath.FromSlash(pkgbuild.MpsadPath))
+	}
+	return filepath.Join(root, filepath.FromSlash(pkgbuild.MpsactlPath))
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// gunzip returns the content of a gzipped file.
+func gunzip(t *testing.T, path string) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	b, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return b
+}
+
+// roffEscape is s as the man pages write it (a hyphen is \-).
+func roffEscape(s string) string { return strings.ReplaceAll(s, "-", `\-`) }

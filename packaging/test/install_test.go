@@ -66,7 +66,7 @@ func TestDebInstallUpgradeRemove(t *testing.T) {
 	)
 	v1 := buildPackages(t, pkgOptions{version: "0.1.0", conffile: v1conf})
 	v2 := buildPackages(t, pkgOptions{version: "0.2.0", conffile: v2conf})
-	conf := pkgbuild.ConffilePath
+	conf := debConffile
 	status := func() string {
 		out, _ := runErr(dpkgQuery, "-W", "-f=${Status} ${Version}", "mpsa")
 		return out
@@ -109,6 +109,9 @@ func TestDebInstallUpgradeRemove(t *testing.T) {
 	}
 	if out := run(t, pkgbuild.MpsadPath, "--version"); !strings.HasPrefix(out, "mpsad 0.1.0 ") {
 		t.Errorf("installed mpsad --version: %q", out)
+	}
+	if out := run(t, pkgbuild.MpsadPath, "--help"); !strings.Contains(out, "/etc/swanctl/swanctl.conf") || !strings.Contains(out, "unix:///var/run/charon.vici") {
+		t.Errorf("installed mpsad --help lacks Debian's swanctl.conf or VICI socket:\n%s", out)
 	}
 	// The installed unit, with its real ExecStart and man pages.
 	if out, err := runErr(sa, "verify", pkgbuild.UnitPath); err != nil || strings.TrimSpace(out) != "" {

@@ -2,8 +2,7 @@ package packaging_test
 
 import (
 	"bytes"
-	"compress/gzip"
-	"io"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,10 +32,15 @@ func TestRPMFilesAndDependencies(t *testing.T) {
 	if !slices.Equal(reqs, []string{"strongswan"}) {
 		t.Errorf("rpm -qpR (without rpmlib): %q, want [strongswan]", reqs)
 	}
+	// The one configuration file, under Fedora's swanctl directory
+	// (strongSwan there has sysconfdir /etc/strongswan).
+	if got := lines(run(t, rpm, "-qpc", res.RPM)); !slices.Equal(got, []string{rpmConffile}) {
+		t.Errorf("rpm -qpc: %q, want [%s]", got, rpmConffile)
+	}
 	// %config(noreplace): flags c (config) and n (noreplace).
 	flags := run(t, rpm, "-qp", "--qf", "[%{FILENAMES} %{FILEFLAGS:fflags} %{FILEMODES:perms}\n]", res.RPM)
 	for _, want := range []string{
-		"/etc/swanctl/conf.d/mpsa.conf cn -rw-------",
+		rpmConffile + " cn -rw-------",
 		"/usr/sbin/mpsad  -rwxr-xr-x",
 		"/usr/bin/mpsactl  -rwxr-xr-x",
 		"/usr/share/licenses/mpsa/LICENSE l -rw-r--r--",
@@ -83,7 +87,7 @@ func TestDebContents(t *testing.T) {
 	for f, want := range map[string]string{
 		"/usr/sbin/mpsad":               "-rwxr-xr-x root/root",
 		"/usr/bin/mpsactl":              "-rwxr-xr-x root/root",
-		"/etc/swanctl/conf.d/mpsa.conf": "-rw------- root/root",
+		debConffile:                     "-rw------- root/root",
 		"/usr/share/doc/mpsa/copyright": "-rw-r--r-- root/root",
 	} {
 		if modes[f] != want {
@@ -102,8 +106,8 @@ func TestDebContents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.TrimSpace(string(conffiles)); got != "/etc/swanctl/conf.d/mpsa.conf" {
-		t.Errorf("conffiles: %q, want only /etc/swanctl/conf.d/mpsa.conf", got)
+	if got := strings.TrimSpace(string(conffiles)); got != debConffile {
+		t.Errorf("conffiles: %q, want only %s", got, debConffile)
 	}
 	for _, s := range []string{"postinst", "prerm", "postrm"} {
 		if fi, err := os.Stat(filepath.Join(ctl, s)); err != nil || fi.Mode()&0o111 == 0 {
@@ -113,58 +117,112 @@ func TestDebContents(t *testing.T) {
 }
 
 // TestManPagesComeFromHelp checks that the packaged man pages are the
-// binaries' --help as roff: every option of --help is in the page.
+// packaged binaries' --help as roff: every option of --help is in the
+// page, and FILES names the paths of the package's distribution.
 func TestManPagesComeFromHelp(t *testing.T) {
-	dpkgDeb := testenv.NeedCommand(t, "dpkg-deb")
 	res := sharedPackages(t)
-	root := t.TempDir()
-	run(t, dpkgDeb, "-x", res.Deb, root)
 	optionRE := regexp.MustCompile(`(?m)^\s+(--[a-z][a-z-]*)`)
-	pages := map[string][]byte{}
-	for _, name := range []string{"mpsad", "mpsactl"} {
-		bin := filepath.Join(root, "usr", "bin", name)
-		if name == "mpsad" {
-			bin = filepath.Join(root, "usr", "sbin", name)
+	var pages [][]byte
+	for _, pkg := range packagesOf(res) {
+		root := extract(t, pkg.format, pkg.path)
+		for _, name := range []string{"mpsad", "mpsactl"} {
+			help := run(t, packagedBinary(root, name), "--help")
+			page := gunzip(t, filepath.Join(root, "usr", "share", "man", "man8", name+".8.gz"))
+			if !bytes.Contains(page, []byte(".TH "+strings.ToUpper(name)+" 8 \"2026-11-23\" \"mpsa 0.1.0\"")) {
+				t.Errorf("%s: %s.8: wrong or missing .TH line:\n%s", pkg.format, name, page)
+			}
+			opts := optionRE.FindAllStringSubmatch(help, -1)
+			if len(opts) == 0 {
+				t.Fatalf("%s: %s --help lists no options:\n%s", pkg.format, name, help)
+			}
+			for _, m := range opts {
+				if esc := strings.ReplaceAll(m[1], "-", `\-`); !bytes.Contains(page, []byte(esc)) {
+					t.Errorf("%s: %s.8 lacks option %s of --help", pkg.format, name, m[1])
+				}
+			}
+			pages = append(pages, page)
 		}
-		help, err := exec.Command(bin, "--help").Output()
-		if err != nil {
-			t.Fatalf("%s --help: %v", name, err)
-		}
-		f, err := os.Open(filepath.Join(root, "usr", "share", "man", "man8", name+".8.gz"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			t.Fatalf("%s.8.gz: %v", name, err)
-		}
-		page, err := io.ReadAll(zr)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Contains(page, []byte(".TH "+strings.ToUpper(name)+" 8 \"2026-11-23\" \"mpsa 0.1.0\"")) {
-			t.Errorf("%s.8: wrong or missing .TH line:\n%s", name, page)
-		}
-		opts := optionRE.FindAllStringSubmatch(string(help), -1)
-		if len(opts) == 0 {
-			t.Fatalf("%s --help lists no options:\n%s", name, help)
-		}
-		for _, m := range opts {
-			if esc := strings.ReplaceAll(m[1], "-", `\-`); !bytes.Contains(page, []byte(esc)) {
-				t.Errorf("%s.8 lacks option %s of --help", name, m[1])
+		mpsad8 := string(gunzip(t, filepath.Join(root, "usr", "share", "man", "man8", "mpsad.8.gz")))
+		for _, want := range []string{pkg.want.configFile, pkg.want.conffile, pkg.want.socket} {
+			if !strings.Contains(mpsad8, roffEscape(want)) {
+				t.Errorf("%s: mpsad.8 does not name %s:\n%s", pkg.format, want, mpsad8)
 			}
 		}
-		pages[name] = page
 	}
 	// Last, so that without groff (outside CI) the checks above still run.
 	groff := testenv.NeedCommand(t, "groff")
-	for _, name := range []string{"mpsad", "mpsactl"} {
+	for _, page := range pages {
 		cmd := exec.Command(groff, "-man", "-Tutf8", "-ww", "-z")
-		cmd.Stdin = bytes.NewReader(pages[name])
+		cmd.Stdin = bytes.NewReader(page)
 		if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
-			t.Errorf("groff warns about %s.8: %v\n%s", name, err, out)
+			t.Errorf("groff warns about a page: %v\n%s\n%s", err, out, page)
 		}
+	}
+}
+
+// TestPackagedBinaries runs the binaries each package holds: they report
+// the package's version, and mpsad's defaults (--help, and the vici
+// setting of an effective configuration) are those of the package's
+// distribution. The texts the package installs name that distribution's
+// paths and none of the other's (the README, which covers both, aside).
+func TestPackagedBinaries(t *testing.T) {
+	res := sharedPackages(t)
+	conf := filepath.Join(t.TempDir(), "swanctl.conf")
+	if err := os.WriteFile(conf, []byte("mpsa {\n  role = controller\n  groups { g { connection = c } }\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, pkg := range packagesOf(res) {
+		t.Run(pkg.format, func(t *testing.T) {
+			root := extract(t, pkg.format, pkg.path)
+			mpsad := packagedBinary(root, "mpsad")
+			for _, name := range []string{"mpsad", "mpsactl"} {
+				if got, want := run(t, packagedBinary(root, name), "--version"), name+" 0.1.0 (commit test)\n"; got != want {
+					t.Errorf("%s --version: %q, want %q (the package version)", name, got, want)
+				}
+			}
+			help := run(t, mpsad, "--help")
+			for _, want := range []string{"the default,\n                 " + pkg.want.configFile + ",\n", pkg.want.vici + " (setting mpsa.vici)"} {
+				if !strings.Contains(help, want) {
+					t.Errorf("mpsad --help lacks %q:\n%s", want, help)
+				}
+			}
+			var eff struct {
+				VICI string `json:"vici"`
+			}
+			if err := json.Unmarshal([]byte(run(t, mpsad, "--check", "--json", "--config", conf)), &eff); err != nil {
+				t.Fatal(err)
+			}
+			if eff.VICI != pkg.want.vici {
+				t.Errorf("mpsad --check --json: vici = %q, want %q", eff.VICI, pkg.want.vici)
+			}
+
+			conffile := readFile(t, filepath.Join(root, pkg.want.conffile))
+			if !strings.HasPrefix(conffile, "# "+pkg.want.conffile+":") || !strings.Contains(conffile, pkg.want.configFile) {
+				t.Errorf("%s does not name itself and %s:\n%s", pkg.want.conffile, pkg.want.configFile, conffile)
+			}
+			if ex := readFile(t, filepath.Join(root, "usr/share/doc/mpsa/examples/controller.conf")); !strings.Contains(ex, "vici = "+pkg.want.vici+"\n") {
+				t.Errorf("examples/controller.conf does not set vici = %s:\n%s", pkg.want.vici, ex)
+			}
+			texts := map[string]string{
+				pkg.want.conffile:                       conffile,
+				"/usr/lib/systemd/system/mpsad.service": readFile(t, filepath.Join(root, "usr/lib/systemd/system/mpsad.service")),
+			}
+			for _, e := range []string{"controller.conf", "member.conf"} {
+				p := "/usr/share/doc/mpsa/examples/" + e
+				texts[p] = readFile(t, filepath.Join(root, p))
+			}
+			for _, name := range []string{"mpsad", "mpsactl"} {
+				p := "/usr/share/man/man8/" + name + ".8.gz"
+				texts[p] = string(gunzip(t, filepath.Join(root, p)))
+			}
+			for p, text := range texts {
+				for _, foreign := range pkg.want.foreign {
+					if strings.Contains(text, foreign) || strings.Contains(text, roffEscape(foreign)) {
+						t.Errorf("%s names %s, a path of the other distribution", p, foreign)
+					}
+				}
+			}
+		})
 	}
 }
 

@@ -1,10 +1,13 @@
-// Command mkpkg builds mpsa's .deb and .rpm from the binaries `make build`
-// wrote (`make package` runs it):
+// Command mkpkg builds mpsa's .deb and .rpm from the source tree (`make
+// package` runs it):
 //
-//	mkpkg -bindir bin -out dist -describe "$(git describe --tags --always --dirty)" \
+//	mkpkg -out dist -describe "$(git describe --tags --always --dirty)" -commit "$(git rev-parse --short HEAD)" \
 //	      -commits "$(git rev-list --count HEAD)" -date "$(git log -1 --format=%ct)"
 //
-// It prints the path of each package it wrote.
+// It builds mpsad and mpsactl once per package, stamped with the package's
+// version and with the default paths of the distribution's strongSwan
+// (Debian's for the .deb, Fedora's for the .rpm), and prints the path of
+// each package it wrote.
 package main
 
 import (
@@ -13,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"runtime"
 	"time"
 
@@ -28,13 +30,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mkpkg", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		binDir   = fs.String("bindir", "bin", "directory with the built mpsad and mpsactl")
+		goCmd    = fs.String("go", "go", "the go command that builds the binaries")
 		outDir   = fs.String("out", "dist", "directory to write the packages into")
 		srcDir   = fs.String("src", ".", "repository root")
 		describe = fs.String("describe", "", "output of git describe --tags --always --dirty (required)")
+		commit   = fs.String("commit", "", "output of git rev-parse --short HEAD, stamped into the binaries")
 		commits  = fs.Int("commits", 0, "output of git rev-list --count HEAD, for versions before the first tag")
 		release  = fs.String("release", "1", "package release (deb revision, rpm release)")
-		arch     = fs.String("arch", runtime.GOARCH, "GOARCH the binaries were built for")
+		arch     = fs.String("arch", runtime.GOARCH, "GOARCH to build the binaries for (one this machine runs)")
 		epoch    = fs.Int64("date", 0, "commit time, seconds since 1970 (SOURCE_DATE_EPOCH); file times and man page dates (required)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -50,9 +53,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	res, err := pkgbuild.Build(ctx, pkgbuild.Inputs{
-		Mpsad:     filepath.Join(*binDir, "mpsad"),
-		Mpsactl:   filepath.Join(*binDir, "mpsactl"),
 		SourceDir: *srcDir,
+		Go:        *goCmd,
+		Commit:    *commit,
 		Version:   version,
 		Release:   *release,
 		Arch:      *arch,

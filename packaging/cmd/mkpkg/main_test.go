@@ -18,7 +18,8 @@ func TestRunErrors(t *testing.T) {
 		{"no date", []string{"-describe", "v1.0.0"}, 2, "-describe and -date are required"},
 		{"stray argument", []string{"-describe", "v1.0.0", "-date", "1", "extra"}, 2, "-describe and -date are required"},
 		{"tag that is no version", []string{"-describe", "release-one", "-date", "1"}, 1, `tag "release-one" is not a version`},
-		{"missing binaries", []string{"-describe", "v1.0.0", "-date", "1", "-bindir", "/nonexistent", "-src", t.TempDir()}, 1, "missing input: stat /nonexistent/mpsad"},
+		{"not a source tree", []string{"-describe", "v1.0.0", "-date", "1", "-src", "/nonexistent"}, 1, "missing input: stat /nonexistent/packaging/swanctl/mpsa.conf"},
+		{"commit with a blank", []string{"-describe", "v1.0.0", "-date", "1", "-commit", "abc def"}, 1, `"abc def": a version or commit with blanks`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

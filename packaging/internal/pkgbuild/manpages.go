@@ -1,11 +1,15 @@
 package pkgbuild
 
-import "github.com/mpsa/mpsa/packaging/internal/manpage"
+import (
+	"github.com/mpsa/mpsa/internal/paths"
+	"github.com/mpsa/mpsa/packaging/internal/manpage"
+)
 
 // manPages are the pages Build generates, without their help text: the
 // binaries' --help supplies NAME's neighbours SYNOPSIS, DESCRIPTION and
-// OPTIONS; these add what a man page has and --help does not.
-func manPages(in Inputs) []manpage.Page {
+// OPTIONS; these add what a man page has and --help does not. FILES names
+// the paths of distribution d, whose defaults the binaries have.
+func manPages(in *Inputs, d paths.Distro) []manpage.Page {
 	source := "mpsa " + in.Version
 	const manual = "System Manager's Manual"
 	return []manpage.Page{
@@ -19,10 +23,10 @@ func manPages(in Inputs) []manpage.Page {
 				}},
 				{Title: "Systemd", Text: "mpsad.service is Type=notify: mpsad reports READY=1 once it is connected to charon's VICI socket and has loaded its configuration, and sends watchdog keep-alives from its main loop (WatchdogSec=30s). It requires strongswan.service, the unit of charon-systemd. Logs: journalctl -u mpsad."},
 				{Title: "Files", Items: []manpage.Item{
-					{Term: "/etc/swanctl/swanctl.conf", Text: "read by default; includes conf.d/*.conf. mpsad reads its mpsa { } section."},
-					{Term: ConffilePath, Text: "the place for mpsa's settings and the connections they use; kept on upgrades."},
+					{Term: d.ConfigFile, Text: "read by default; includes conf.d/*.conf. mpsad reads its mpsa { } section."},
+					{Term: ConffilePath(d), Text: "the place for mpsa's settings and the connections they use; kept on upgrades."},
 					{Term: ExamplesDir + "/", Text: "annotated controller and member configurations."},
-					{Term: "/var/run/charon.vici", Text: "charon's VICI socket."},
+					{Term: d.SocketPath(), Text: "charon's VICI socket (the default of mpsa.vici)."},
 					{Term: "/run/mpsad/mpsad.sock", Text: "the status socket mpsactl talks to."},
 				}},
 				{Title: "See also", Text: "mpsactl(8), swanctl(8), swanctl.conf(5), charon-systemd(8), systemctl(1), journalctl(1)"},
