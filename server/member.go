@@ -284,6 +284,9 @@ func (g *memGroup) status(ctx context.Context) GroupStatus {
 	for _, p := range g.peers() {
 		st.Peers = append(st.Peers, Peer{Prefix: p.Prefix.String(), Underlay: p.Underlay.String()})
 	}
+	if dc, ok := g.dp.(dropCounter); ok {
+		st.DataPlaneDrops = dc.DropCounts()
+	}
 	if g.dp != nil {
 		if cs, err := g.dp.Counters(ctx); err == nil {
 			for _, c := range cs {
@@ -293,6 +296,12 @@ func (g *memGroup) status(ctx context.Context) GroupStatus {
 		}
 	}
 	return st
+}
+
+// dropCounter is a data plane that counts the packets it drops, by reason
+// (xfrm/userspace.Backend); its counts go into the member's status.
+type dropCounter interface {
+	DropCounts() map[string]uint64
 }
 
 func (g *memGroup) close() {

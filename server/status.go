@@ -36,7 +36,9 @@ type GroupStatus struct {
 	NextRekey   *time.Time     `json:"next_rekey,omitempty"`
 	Expires     *time.Time     `json:"expires,omitempty"`
 	Rekeys      uint64         `json:"rekeys,omitempty"`
-	// Member fields.
+	// Member fields. A member's group always has outbound_spi and
+	// inbound_spis in JSON, "" and [] when it has no SA (see
+	// MarshalJSON); a controller's never has them.
 	OutboundSPI string     `json:"outbound_spi,omitzero"`
 	InboundSPIs []string   `json:"inbound_spis,omitzero"`
 	SAs         []SAStatus `json:"sas,omitzero"`
@@ -47,8 +49,40 @@ type GroupStatus struct {
 	// any (an SA that could not be installed, a backend that could not
 	// start).
 	DataPlaneError string `json:"dataplane_error,omitempty"`
+	// DataPlaneDrops counts the packets the member's data plane dropped
+	// since it started, by reason, for a data plane that counts them
+	// (the userspace one: no_outbound_sa, no_route, unknown_spi,
+	// malformed, tun_write_errors, sa_in_errors, sa_out_errors; see
+	// xfrm/userspace.Backend.DropCounts). Absent otherwise.
+	DataPlaneDrops map[string]uint64 `json:"dataplane_drops,omitempty"`
 	// Drops counts control datagrams dropped, by reason.
 	Drops map[string]uint64 `json:"drops,omitempty"`
+}
+
+// IsMember reports whether g is a member's group: a member always reports
+// its link to the controller, a controller never.
+func (g GroupStatus) IsMember() bool { return g.Controller != nil }
+
+// MarshalJSON encodes g with its fields' tags, except that a member's
+// group always has outbound_spi and inbound_spis, "" and [] when it holds
+// no SA (before the first MPSA_PUT, after its SA expired), so that a reader
+// tells a member without an SA from a controller's group by the fields
+// present. A controller's group never has them.
+func (g GroupStatus) MarshalJSON() ([]byte, error) {
+	type plain GroupStatus // the fields without this method
+	if !g.IsMember() {
+		return json.Marshal(plain(g))
+	}
+	in := g.InboundSPIs
+	if in == nil {
+		in = []string{}
+	}
+	// The outer fields take the names from the embedded ones.
+	return json.Marshal(struct {
+		plain
+		OutboundSPI string   `json:"outbound_spi"`
+		InboundSPIs []string `json:"inbound_spis"`
+	}{plain(g), g.OutboundSPI, in})
 }
 
 // MemberStatus is one member as the controller sees it.

@@ -4,6 +4,7 @@
 package nettest
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -58,6 +59,13 @@ func randSuffix() string {
 // Command returns a command that runs inside the namespace.
 func (n *NS) Command(name string, args ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+}
+
+// CommandContext is Command killed when ctx is done. `ip netns exec`
+// executes the command in its own place, so the process killed is the
+// command itself.
+func (n *NS) CommandContext(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
 }
 
 // Run runs a command inside the namespace and fails the test if it fails.
@@ -131,8 +139,18 @@ func LAN(t testenv.TB, ns *NS, name, cidr string) {
 // seconds ("0.01"), and returns how many were sent and answered. It does
 // not need a test, so it can run on any goroutine.
 func Ping(ns *NS, src, dst netip.Addr, count int, interval string) (sent, received int, err error) {
-	out, _ := ns.Command("ping", "-n", "-q", "-c", fmt.Sprint(count), "-i", interval, "-W", "2",
+	return PingContext(context.Background(), ns, src, dst, count, interval)
+}
+
+// PingContext is Ping that kills ping when ctx is done (and then returns
+// an error): a test that gives up cancels ctx, so that no ping outlives
+// it.
+func PingContext(ctx context.Context, ns *NS, src, dst netip.Addr, count int, interval string) (sent, received int, err error) {
+	out, _ := ns.CommandContext(ctx, "ping", "-n", "-q", "-c", fmt.Sprint(count), "-i", interval, "-W", "2",
 		"-I", src.String(), dst.String()).CombinedOutput()
+	if err := ctx.Err(); err != nil {
+		return 0, 0, fmt.Errorf("ping %s -> %s in %s: %w", src, dst, ns.Name, err)
+	}
 	for _, l := range strings.Split(string(out), "\n") {
 		if _, err := fmt.Sscanf(l, "%d packets transmitted, %d received", &sent, &received); err == nil {
 			return sent, received, nil

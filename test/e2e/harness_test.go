@@ -8,6 +8,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -271,6 +273,16 @@ func (e *env) stopMPSAD(n *node) {
 	n.mpsad = nil
 }
 
+// logCount counts the lines of n's mpsad log that contain s.
+func (n *node) logCount(t *testing.T, s string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(n.dir, "mpsad.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), s)
+}
+
 // status is tryStatus that fails the test on an error.
 func (n *node) status(t *testing.T) server.Status {
 	t.Helper()
@@ -338,17 +350,103 @@ func (e *env) waitSPINot(not string, members ...*node) string {
 
 // ping sends count pings from a's LAN address to b's at interval and
 // returns how many were answered; it fails the test if ping prints no
-// summary.
+// summary. ping is killed if the test ends first.
 func ping(t *testing.T, a, b *node, count int, interval string) (sent, received int) {
 	t.Helper()
-	sent, received, err := tryPing(a, b, count, interval)
+	sent, received, err := tryPing(t.Context(), a, b, count, interval)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return sent, received
 }
 
-// tryPing is ping without a test, for use off the test's goroutine.
-func tryPing(a, b *node, count int, interval string) (sent, received int, err error) {
-	return nettest.Ping(a.ns, a.lanAddr(), b.lanAddr(), count, interval)
+// tryPing is ping without a test, for use off the test's goroutine; ping
+// is killed when ctx is done.
+func tryPing(ctx context.Context, a, b *node, count int, interval string) (sent, received int, err error) {
+	return nettest.PingContext(ctx, a.ns, a.lanAddr(), b.lanAddr(), count, interval)
+}
+
+// statusJSON runs `mpsactl status --json` against n and returns its
+// groups as generic objects, to see which fields are there.
+func (n *node) statusJSON(t *testing.T) []map[string]json.RawMessage {
+	t.Helper()
+	out, err := exec.CommandContext(t.Context(), filepath.Join(binDir, "mpsactl"), "status", "--json", "--socket", n.sock()).Output()
+	if err != nil {
+		t.Fatalf("mpsactl status --json on %s: %v", n.name, err)
+	}
+	var st struct {
+		Role   string
+		Groups []map[string]json.RawMessage
+	}
+	if err := json.Unmarshal(out, &st); err != nil || st.Role == "" {
+		t.Fatalf("mpsactl status --json on %s: %v\n%s", n.name, err, out)
+	}
+	return st.Groups
+}
+
+// netStats reads the kernel's SNMP counters in n's namespace
+// (/proc/net/snmp and /proc/net/netstat are per namespace), keyed
+// "Tcp:RetransSegs", "TcpExt:TCPLossProbes" and so on.
+func (n *node) netStats(t *testing.T) map[string]uint64 {
+	t.Helper()
+	st := map[string]uint64{}
+	for _, f := range []string{"/proc/net/snmp", "/proc/net/netstat"} {
+		lines := strings.Split(n.ns.Run(t, "cat", f), "\n")
+		// Each protocol has a line of names and then one of values.
+		for i := 0; i+1 < len(lines); i++ {
+			names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+			if len(names) < 2 || len(names) != len(values) || names[0] != values[0] || !strings.HasSuffix(names[0], ":") {
+				continue
+			}
+			for j := 1; j < len(names); j++ {
+				if v, err := strconv.ParseUint(values[j], 10, 64); err == nil {
+					st[names[0]+names[j]] = v
+				}
+			}
+			i++
+		}
+	}
+	if _, ok := st["Tcp:RetransSegs"]; !ok {
+		t.Fatalf("no Tcp RetransSegs in %s's /proc/net/snmp", n.name)
+	}
+	return st
+}
+
+// linkStat reads a statistics counter of a link in n's namespace
+// (ip netns exec mounts the namespace's own /sys).
+func (n *node) linkStat(t *testing.T, link, stat string) uint64 {
+	t.Helper()
+	out := n.ns.Run(t, "cat", "/sys/class/net/"+link+"/statistics/"+stat)
+	v, err := strconv.ParseUint(strings.TrimSpace(out), 10, 64)
+	if err != nil {
+		t.Fatalf("%s %s %s: %q", n.name, link, stat, out)
+	}
+	return v
+}
+
+// metricValue is the value of the series line starting with prefix (name
+// and labels), failing the test when there is none.
+func metricValue(t *testing.T, body, prefix string) float64 {
+	t.Helper()
+	for _, l := range strings.Split(body, "\n") {
+		if rest, ok := strings.CutPrefix(l, prefix+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err != nil {
+				t.Fatalf("metric %s: %q", prefix, l)
+			}
+			return v
+		}
+	}
+	t.Fatalf("no metric %s", prefix)
+	return 0
+}
+
+// duration parses a test timer setting.
+func duration(t *testing.T, s string) time.Duration {
+	t.Helper()
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }

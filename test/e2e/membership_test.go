@@ -7,11 +7,15 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mpsa/mpsa/internal/nettest"
 	"github.com/mpsa/mpsa/mpsa"
+	"github.com/mpsa/mpsa/server"
 )
 
 func pingOK(t *testing.T, a, b *node) {
@@ -82,6 +86,140 @@ func TestControllerAway(t *testing.T) {
 	pingOK(t, e.mems[0], e.mems[1])
 }
 
+// TestControllerIKEAway: the controller's charon stops, and with it every
+// member's IKE SA to the controller, while two members exchange pings
+// every 10 ms and a TCP stream: the members show the controller down and
+// lose no packet. When charon is back and the members' IKE SAs are up
+// again, they say hello again and receive a new group SA (rekey_on_leave:
+// the controller saw them leave), still without losing a packet.
+func TestControllerIKEAway(t *testing.T) {
+	e := newEnv(t, envOptions{members: 2})
+	spi := e.waitSPI(e.mems...)
+	m1, m2 := e.mems[0], e.mems[1]
+	hellos := map[*node]int{}
+	oldIKE := map[*node]string{}
+	for _, m := range e.mems {
+		hellos[m] = m.logCount(t, "saying hello")
+		oldIKE[m] = m.status(t).Groups[0].Controller.IKESPIs
+	}
+	stopPing := pingUntil(t, m1, m2)
+	tcp := startStream(t, m2, m1)
+	time.Sleep(500 * time.Millisecond)
+	w := e.startLossWindow(m2, m1)
+
+	// SIGTERM: charon deletes its IKE SAs, telling the members, and exits.
+	if err := e.ctl.charon.Stop(0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the members to see the controller down", func() (bool, string) {
+		var seen []string
+		for _, m := range e.mems {
+			c := m.status(t).Groups[0].Controller
+			seen = append(seen, m.name+": "+c.State)
+			if c.State != "down" {
+				return false, strings.Join(seen, ", ")
+			}
+		}
+		return true, ""
+	})
+	// The members keep the SA and keep talking while the controller is
+	// away: the traffic runs on for a while, through the SA in force.
+	away := map[*node]uint64{}
+	for _, m := range e.mems {
+		away[m] = outPackets(t, m, spi)
+	}
+	time.Sleep(2 * time.Second)
+	for _, m := range e.mems {
+		g := m.status(t).Groups[0]
+		if g.OutboundSPI != spi {
+			t.Fatalf("%s lost its SA while the controller's IKE SA was away: %+v", m.name, g)
+		}
+		if n := outPackets(t, m, spi) - away[m]; n < 100 {
+			t.Errorf("%s sent %d packets with %s in 2 s while the controller was away", m.name, n, spi)
+		}
+	}
+
+	// charon comes back; the members' IKE SAs are set up again (here by
+	// hand: this configuration has no DPD or close_action to do it).
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := e.ctl.charon.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Once the controller's mpsad has resynced with the restarted charon,
+	// it knows the members left.
+	waitFor(t, "the controller's mpsad to resync with its restarted charon", func() (bool, string) {
+		st, err := e.ctl.tryStatus()
+		if err != nil {
+			return false, err.Error()
+		}
+		return st.VICIConnected && len(st.Groups[0].Members) == 0, fmt.Sprintf("connected %v, %d members", st.VICIConnected, len(st.Groups[0].Members))
+	})
+	for _, m := range e.mems {
+		m.charon.MustSwanctl(t, "--initiate", "--child", e.lab.Group.ChildName())
+	}
+	waitFor(t, "the members to say hello on their new IKE SAs and be answered", func() (bool, string) {
+		var seen []string
+		for _, m := range e.mems {
+			c := m.status(t).Groups[0].Controller
+			seen = append(seen, fmt.Sprintf("%s: %s on %s", m.name, c.State, c.IKESPIs))
+			if c.State != "up" || c.IKESPIs == oldIKE[m] {
+				return false, strings.Join(seen, ", ")
+			}
+		}
+		return true, ""
+	})
+	for _, m := range e.mems {
+		if n := m.logCount(t, "saying hello"); n <= hellos[m] {
+			t.Errorf("%s logged %d hellos before the controller went away and %d now; want another", m.name, hellos[m], n)
+		}
+	}
+	got := e.waitSPINot(spi, e.mems...)
+	// The controller pushed it over the new IKE SAs, and each member
+	// acknowledged it.
+	waitFor(t, "every member to acknowledge the new group SA", func() (bool, string) {
+		ms := e.ctl.status(t).Groups[0].Members
+		if len(ms) != 2 {
+			return false, fmt.Sprintf("%d members", len(ms))
+		}
+		for _, m := range ms {
+			if m.AckedSPI != got {
+				return false, fmt.Sprintf("%s acked %q", m.ID, m.AckedSPI)
+			}
+		}
+		return true, ""
+	})
+	for _, m := range e.mems {
+		if c := m.status(t).Groups[0].Controller; c.IKESPIs == oldIKE[m] {
+			t.Errorf("%s still on the IKE SA %s", m.name, c.IKESPIs)
+		}
+	}
+	// Until the rollover is over on both sides.
+	time.Sleep(duration(t, e.timers.Rollover2) + time.Second)
+	r := stopPing()
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	tcp.finish(t)
+	if r.sent == 0 || r.received != r.sent {
+		t.Errorf("ping every 10 ms while the controller's IKE SA was away and back: %d of %d answered", r.received, r.sent)
+	}
+	t.Logf("controller's charon away and back, SPI %s -> %s: %d of %d pings answered", spi, got, r.received, r.sent)
+	w.check("the controller's absence")
+}
+
+// outPackets is how many packets m has sent with spi.
+func outPackets(t *testing.T, m *node, spi string) uint64 {
+	t.Helper()
+	for _, c := range m.status(t).Groups[0].Counters {
+		if c.SPI == spi {
+			return c.OutPackets
+		}
+	}
+	t.Fatalf("%s has no counters for %s", m.name, spi)
+	return 0
+}
+
 // TestCharonRestart: charon restarts under a member's mpsad and under the
 // controller's; mpsad reconnects, resyncs and carries on.
 func TestCharonRestart(t *testing.T) {
@@ -128,10 +266,13 @@ func TestCharonRestart(t *testing.T) {
 	pingOK(t, e.mems[1], e.mems[0])
 }
 
-// TestForgedControlDatagrams: a host without an IKE SA sends a forged
-// hello and a forged MPSA_PUT to the control port, with its own source and
-// with a member's control address as source: nothing answers, nothing
-// changes, and the drops are counted.
+// TestForgedControlDatagrams: a host without an IKE SA sends forged hellos
+// and MPSA_PUTs to the control port: to the controller with its own
+// source and with a member's control address as source, and to a member
+// with the controller's control address as source (and the real IKE SPIs
+// of the member's IKE SA, as anyone on the path can read them). Nothing
+// answers, on the wire or through the control children; nothing changes;
+// and each datagram is counted as dropped exactly once.
 func TestForgedControlDatagrams(t *testing.T) {
 	e := newEnv(t, envOptions{members: 2})
 	spi := e.waitSPI(e.mems...)
@@ -145,56 +286,171 @@ func TestForgedControlDatagrams(t *testing.T) {
 	for _, n := range []*node{e.ctl, m1} {
 		n.ns.Run(t, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.eth0.rp_filter=0")
 	}
-	nettest.AddrAdd(t, att, "lo", m1.peer.Control.String()+"/32")
 
 	hello, _ := (&mpsa.Message{Header: mpsa.Header{SPIi: 1, SPIr: 2, Exchange: 37, Flags: mpsa.FlagInitiator}, Payloads: []mpsa.Payload{mpsa.MPSAVendorID()}}).Marshal()
 	put := &mpsa.Put{SPI: 0x0badcafe, Suite: mpsa.Suite{Encr: mpsa.EncrAESCBC, KeyBits: 256, PRF: mpsa.PRFHMACSHA2_256, Integ: mpsa.IntegHMACSHA2_256},
 		Nonce: make([]byte, 32), SKd: make([]byte, 32), Lifetime: 3600, Rollover1: 1, Rollover2: 2}
 	n, _ := put.Notify()
 	forgedPut, _ := (&mpsa.Message{Header: mpsa.Header{SPIi: 1, SPIr: 2, Exchange: 37}, Payloads: []mpsa.Payload{n}}).Marshal()
+	// The same MPSA_PUT as the controller would send it to member1: a
+	// request from the IKE SA's responder, with its SPIs.
+	before1 := m1.status(t)
+	var ikeI, ikeR uint64
+	if _, err := fmt.Sscanf(before1.Groups[0].Controller.IKESPIs, "%x_i %x_r", &ikeI, &ikeR); err != nil {
+		t.Fatalf("member1's IKE SPIs %q: %v", before1.Groups[0].Controller.IKESPIs, err)
+	}
+	ctlPut, _ := (&mpsa.Message{Header: mpsa.Header{SPIi: ikeI, SPIr: ikeR, Exchange: 37, MessageID: 7}, Payloads: []mpsa.Payload{n}}).Marshal()
+	beforeCtl := e.ctl.status(t)
 
-	ctlDrops := e.ctl.status(t).Drops["not_protected"]
-	m1Drops := m1.status(t).Drops["not_protected"]
+	// What leaves the controller and member1 on the control port, on
+	// their link and through their control children (charon's ipsec0),
+	// and what arrives on their link.
+	type capture struct {
+		n    *node
+		link string
+		out  bool
+		c    *nettest.Capture
+	}
+	var caps []*capture
+	for _, n := range []*node{e.ctl, m1} {
+		for _, c := range []*capture{{n, "eth0", true, nil}, {n, "ipsec0", true, nil}, {n, "eth0", false, nil}} {
+			dir := "in"
+			if c.out {
+				dir = "out"
+			}
+			c.c = startCaptureOn(t, n, c.link, "-Q", dir, "udp port 4501")
+			caps = append(caps, c)
+		}
+	}
+
+	// Each forged datagram: from, to, message. The attacker sends from
+	// addresses it does not have with IP_TRANSPARENT.
+	att.Run(t, "ip", "route", "add", m1.peer.Control.String()+"/32", "via", m1.peer.Underlay.String())
+	forgeries := []struct {
+		src, dst netip.Addr
+		msg      []byte
+	}{
+		// From the attacker's own address, to the controller and to
+		// member1 (at its underlay address).
+		{attacker.Peer.Underlay, e.ctl.peer.Control, hello},
+		{attacker.Peer.Underlay, e.ctl.peer.Control, forgedPut},
+		{attacker.Peer.Underlay, m1.peer.Underlay, forgedPut},
+		// Spoofing member1 toward the controller. (Not toward member1
+		// itself: its kernel drops a packet from its own address
+		// before any socket sees it.)
+		{m1.peer.Control, e.ctl.peer.Control, hello},
+		{m1.peer.Control, e.ctl.peer.Control, forgedPut},
+		// Spoofing the controller toward member1's control address.
+		{e.ctl.peer.Control, m1.peer.Control, hello},
+		{e.ctl.peer.Control, m1.peer.Control, forgedPut},
+		{e.ctl.peer.Control, m1.peer.Control, ctlPut},
+	}
+	toCtl, toM1 := 0, 0
 	var answers int
 	if err := att.Do(func() error {
-		ctl := net.UDPAddrFromAddrPort(netip.AddrPortFrom(e.ctl.peer.Control, 4501))
-		// The member's control address is local here: send to its underlay.
-		mem := net.UDPAddrFromAddrPort(netip.AddrPortFrom(m1.peer.Underlay, 4501))
-		for _, src := range []netip.Addr{attacker.Peer.Underlay, m1.peer.Control} {
-			c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 4501)))
-			if err != nil {
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1) }); err != nil {
 				return err
 			}
-			c.WriteToUDP(hello, ctl)
-			c.WriteToUDP(forgedPut, ctl)
-			c.WriteToUDP(forgedPut, mem)
-			c.SetReadDeadline(time.Now().Add(2 * time.Second))
-			buf := make([]byte, 2048)
+			return serr
+		}}
+		socks := map[netip.Addr]*net.UDPConn{}
+		for _, f := range forgeries {
+			c := socks[f.src]
+			if c == nil {
+				pc, err := lc.ListenPacket(context.Background(), "udp4", netip.AddrPortFrom(f.src, 4501).String())
+				if err != nil {
+					return err
+				}
+				c = pc.(*net.UDPConn)
+				defer c.Close()
+				socks[f.src] = c
+			}
+			if _, err := c.WriteToUDPAddrPort(f.msg, netip.AddrPortFrom(f.dst, 4501)); err != nil {
+				return fmt.Errorf("send from %s to %s: %w", f.src, f.dst, err)
+			}
+			if f.dst == e.ctl.peer.Control {
+				toCtl++
+			} else {
+				toM1++
+			}
+		}
+		// An answer to the attacker's own address would come back
+		// here; answers to spoofed ones would go to their owners,
+		// which the captures see.
+		deadline := time.Now().Add(2 * time.Second)
+		buf := make([]byte, 2048)
+		for _, c := range socks {
+			c.SetReadDeadline(deadline)
 			if _, _, err := c.ReadFromUDP(buf); err == nil {
 				answers++
 			}
-			c.Close()
 		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
 	if answers != 0 {
-		t.Fatalf("forged datagrams got %d answers", answers)
+		t.Errorf("forged datagrams got %d answers", answers)
 	}
+
+	// Each datagram is dropped once, as not protected (it came in on
+	// eth0, not through charon's ipsec0): that check comes first, and
+	// nothing else is counted.
+	totals := func(st server.Status) (notProtected, all uint64) {
+		for _, ds := range []map[string]uint64{st.Drops, st.Groups[0].Drops} {
+			for r, v := range ds {
+				all += v
+				if r == "not_protected" {
+					notProtected += v
+				}
+			}
+		}
+		return notProtected, all
+	}
+	for _, c := range []struct {
+		n      *node
+		before server.Status
+		sent   int
+	}{{e.ctl, beforeCtl, toCtl}, {m1, before1, toM1}} {
+		np0, all0 := totals(c.before)
+		// Wait until all are counted (or 10 s), then a little longer
+		// for any counted twice.
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if np, _ := totals(c.n.status(t)); np-np0 >= uint64(c.sent) {
+				break
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+		np, all := totals(c.n.status(t))
+		if np-np0 != uint64(c.sent) || all-all0 != uint64(c.sent) {
+			t.Errorf("%s: %d datagrams sent to it; drops rose by %d as not_protected and by %d in all: %v", c.n.name, c.sent, np-np0, all-all0, c.n.status(t).Drops)
+		}
+	}
+
+	for _, c := range caps {
+		lines := c.c.Stop(0)
+		switch {
+		case c.out && len(lines) != 0:
+			t.Errorf("%s sent on %s from or to the control port while forged datagrams came in:\n%s", c.n.name, c.link, strings.Join(lines, "\n"))
+		case !c.out && c.n == e.ctl && len(lines) != toCtl, !c.out && c.n == m1 && len(lines) != toM1:
+			t.Errorf("%d datagrams for the control port arrived on %s's %s, want the %d sent:\n%s", len(lines), c.n.name, c.link, map[*node]int{e.ctl: toCtl, m1: toM1}[c.n], strings.Join(lines, "\n"))
+		}
+	}
+
 	cs := e.ctl.status(t)
-	if cs.Groups[0].SPI != spi || len(cs.Groups[0].Members) != 2 {
+	if cs.Groups[0].SPI != spi || len(cs.Groups[0].Members) != 2 || cs.Groups[0].Rekeys != beforeCtl.Groups[0].Rekeys {
 		t.Fatalf("the controller changed: %+v", cs.Groups[0])
 	}
-	if cs.Drops["not_protected"] < ctlDrops+2 {
-		t.Errorf("controller counted %d drops for the wrong interface (was %d); want the forged datagrams counted: %v", cs.Drops["not_protected"], ctlDrops, cs.Drops)
+	for i, m := range cs.Groups[0].Members {
+		if was := beforeCtl.Groups[0].Members[i]; m.AckedSPI != spi || m.PendingSPI != "" || m.IKESPIs != was.IKESPIs {
+			t.Errorf("the controller's member %s changed: %+v, was %+v", m.ID, m, was)
+		}
 	}
-	ms := m1.status(t)
-	if ms.Groups[0].OutboundSPI != spi || slices.Contains(ms.Groups[0].InboundSPIs, "0x0badcafe") {
-		t.Fatalf("member1 changed: %+v", ms.Groups[0])
-	}
-	if ms.Drops["not_protected"] < m1Drops+1 {
-		t.Errorf("member1 counted %d drops for the wrong interface; want the forged MPSA_PUT counted: %v", ms.Drops["not_protected"], ms.Drops)
+	g := m1.status(t).Groups[0]
+	if g.OutboundSPI != spi || !slices.Equal(g.InboundSPIs, []string{spi}) || g.Controller.State != "up" || g.Controller.IKESPIs != before1.Groups[0].Controller.IKESPIs {
+		t.Fatalf("member1 changed: %+v", g)
 	}
 }
 

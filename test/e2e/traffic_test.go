@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,8 +45,14 @@ func connectLAN(t *testing.T, a, b *node) (client, server net.Conn) {
 	}
 	server = <-accepted
 	if server == nil {
+		client.Close()
 		t.Fatalf("TCP %s -> %s: accept failed", a.name, b.name)
 	}
+	// Whatever the test does with them, they are closed when it ends.
+	t.Cleanup(func() {
+		client.Close()
+		server.Close()
+	})
 	return client, server
 }
 
@@ -54,7 +62,16 @@ func transferTCP(t *testing.T, a, b *node, size int) {
 	t.Helper()
 	conn, srv := connectLAN(t, a, b)
 	got := make(chan [32]byte, 1)
+	done := make(chan struct{})
+	// Should the test fail before the transfer ends, the receiver stops
+	// (connectLAN's cleanup, which runs after this one, closes srv too
+	// late to wait for it here).
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
 	go func() {
+		defer close(done)
 		defer srv.Close()
 		srv.SetDeadline(time.Now().Add(time.Minute))
 		h := sha256.New()
@@ -79,9 +96,16 @@ func transferTCP(t *testing.T, a, b *node, size int) {
 // test ends or Stop is called.
 func startCapture(t *testing.T, n *node, filter string) *nettest.Capture {
 	t.Helper()
-	c, err := nettest.StartCapture(n.ns, "eth0", filter)
+	return startCaptureOn(t, n, "eth0", filter)
+}
+
+// startCaptureOn runs tcpdump with args (options, then the filter) on
+// n's link until the test ends or Stop is called.
+func startCaptureOn(t *testing.T, n *node, link string, args ...string) *nettest.Capture {
+	t.Helper()
+	c, err := nettest.StartCapture(n.ns, link, args...)
 	if err != nil {
-		t.Fatalf("capture on %s: %v", n.name, err)
+		t.Fatalf("capture on %s's %s: %v", n.name, link, err)
 	}
 	t.Cleanup(func() { c.Stop(0) })
 	return c
@@ -150,6 +174,47 @@ func TestSharedSA(t *testing.T) {
 			t.Errorf("%s status: %+v", m.name, g)
 		}
 	}
+	// mpsactl status --json: a member's group has outbound_spi and
+	// inbound_spis (and its data plane's drops), a controller's has
+	// members and none of those.
+	for _, m := range e.mems {
+		g := m.statusJSON(t)[0]
+		var gspi, out string
+		var in []string
+		json.Unmarshal(g["spi"], &gspi)
+		json.Unmarshal(g["outbound_spi"], &out)
+		json.Unmarshal(g["inbound_spis"], &in)
+		if gspi != spi || out != spi || !slices.Equal(in, []string{spi}) {
+			t.Errorf("%s: status --json has spi %s, outbound_spi %s, inbound_spis %s; want %s", m.name, g["spi"], g["outbound_spi"], g["inbound_spis"], spi)
+		}
+		if _, has := g["dataplane_drops"]; !has {
+			t.Errorf("%s: status --json has no dataplane_drops", m.name)
+		}
+		if _, has := g["members"]; has {
+			t.Errorf("%s: status --json has members", m.name)
+		}
+	}
+	cg := e.ctl.statusJSON(t)[0]
+	var cspi string
+	json.Unmarshal(cg["spi"], &cspi)
+	if cspi != spi || cg["members"] == nil {
+		t.Errorf("controller: status --json has spi %s, members %s", cg["spi"], cg["members"])
+	}
+	for _, k := range []string{"outbound_spi", "inbound_spis", "dataplane_drops"} {
+		if _, has := cg[k]; has {
+			t.Errorf("controller: status --json has %s: %s", k, cg[k])
+		}
+	}
+	var members []map[string]any
+	if err := json.Unmarshal(cg["members"], &members); err != nil || len(members) != 3 {
+		t.Errorf("controller: status --json members %s (%v)", cg["members"], err)
+	}
+	for _, m := range members {
+		if id, _ := m["id"].(string); id == "" || m["address"] == nil || m["acked_spi"] != spi {
+			t.Errorf("controller: status --json member %v; want id, address and acked_spi %s", m, spi)
+		}
+	}
+
 	cs := e.ctl.status(t)
 	if len(cs.Groups[0].Members) != 3 {
 		t.Fatalf("controller lists %d members", len(cs.Groups[0].Members))

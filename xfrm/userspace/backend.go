@@ -110,13 +110,29 @@ type Drops struct {
 	TUNWriteErrors uint64
 }
 
+// Names of the drop reasons in DropCounts.
+const (
+	DropNoOutbound     = "no_outbound_sa"
+	DropNoRoute        = "no_route"
+	DropUnknownSPI     = "unknown_spi"
+	DropMalformed      = "malformed"
+	DropTUNWriteErrors = "tun_write_errors"
+	// DropSAInErrors and DropSAOutErrors are the inbound and outbound
+	// errors of every SA since the backend started, those of removed SAs
+	// included: the sum of Counters' InErrors and OutErrors, except that
+	// a removed SA's count stays in them.
+	DropSAInErrors  = "sa_in_errors"
+	DropSAOutErrors = "sa_out_errors"
+)
+
 // saEntry is one installed SA with its counters and per-goroutine
 // Crypters (a Crypter is not safe for concurrent use): seal[w] is outbound
 // sealer w's (Config.Sealers of them), open[i] the inbound goroutine's of
 // socket i.
 //
-// The fields fall in four groups: sa, the Crypters and removed, read by
-// every goroutine and not written (removed only once, by Remove); users,
+// The fields fall in four groups: sa, the Crypters, removed and totals,
+// read by every goroutine and not written (removed only once, by Remove;
+// what totals points to is written only when errors are counted); users,
 // written by the sealers and the inbound goroutines once per batch; the
 // inbound counters, written by the inbound goroutines; and the outbound
 // counters, written by the outbound sender goroutine. A full cache line
@@ -131,6 +147,9 @@ type saEntry struct {
 	// and zeroes the keys: acquire fails from then on, and the sender
 	// drops batches sealed before but not yet sent (see sendElem).
 	removed atomic.Bool
+	// totals, if set, are the backend's error counts over all SAs
+	// (Backend.DropCounts), which addInErrors and addOutErrors add to.
+	totals *saErrorTotals
 
 	_ [64]byte
 	// users counts the goroutines that use the SA's keys right now,
@@ -143,6 +162,28 @@ type saEntry struct {
 
 	_                               [64]byte
 	outPackets, outBytes, outErrors atomic.Uint64
+}
+
+// saErrorTotals count the errors of every SA of a backend, so that those
+// of a removed SA are not lost with it.
+type saErrorTotals struct {
+	in, out atomic.Uint64
+}
+
+// addInErrors counts n inbound errors of the SA.
+func (e *saEntry) addInErrors(n uint64) {
+	e.inErrors.Add(n)
+	if e.totals != nil {
+		e.totals.in.Add(n)
+	}
+}
+
+// addOutErrors counts n outbound errors of the SA.
+func (e *saEntry) addOutErrors(n uint64) {
+	e.outErrors.Add(n)
+	if e.totals != nil {
+		e.totals.out.Add(n)
+	}
 }
 
 // acquire marks the SA's keys as in use by the caller until release. It
@@ -217,6 +258,7 @@ type Backend struct {
 	drops struct {
 		noOutbound, noRoute, unknownSPI, malformed, tunWrite atomic.Uint64
 	}
+	saErrors saErrorTotals
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -346,7 +388,7 @@ func (b *Backend) InstallInbound(ctx context.Context, sa xfrm.SA) error {
 	if err != nil {
 		return fmt.Errorf("install inbound SA %08x: %w", sa.SPI, err)
 	}
-	e := &saEntry{sa: s}
+	e := &saEntry{sa: s, totals: &b.saErrors}
 	for range b.cfg.Sealers {
 		e.seal = append(e.seal, s.NewCrypter(nil))
 	}
@@ -460,6 +502,24 @@ func (b *Backend) Drops() Drops {
 		UnknownSPI:     b.drops.unknownSPI.Load(),
 		Malformed:      b.drops.malformed.Load(),
 		TUNWriteErrors: b.drops.tunWrite.Load(),
+	}
+}
+
+// DropCounts reports every packet the data plane dropped since it
+// started, by reason (the Drop constants, all present, 0 included): the
+// Drops, whose TUN write errors count failed writes rather than packets,
+// and the errors charged to SAs, removed ones included. A member's status
+// shows them.
+func (b *Backend) DropCounts() map[string]uint64 {
+	d := b.Drops()
+	return map[string]uint64{
+		DropNoOutbound:     d.NoOutbound,
+		DropNoRoute:        d.NoRoute,
+		DropUnknownSPI:     d.UnknownSPI,
+		DropMalformed:      d.Malformed,
+		DropTUNWriteErrors: d.TUNWriteErrors,
+		DropSAInErrors:     b.saErrors.in.Load(),
+		DropSAOutErrors:    b.saErrors.out.Load(),
 	}
 }
 

@@ -542,6 +542,7 @@ func testRejectsForged(t *testing.T, udpPort uint16) {
 			}
 			before := g.counters(m2, sa.SPI)
 			drops := m2.be.Drops()
+			counts := m2.be.DropCounts()
 			good := seal(ipv4UDP(m1.host4(), m2.host4(), 7000, []byte("forged-ok")))
 			send(good)
 			waitFor(t, "the sealed packet to be accepted", func() bool { return g.counters(m2, sa.SPI).InPackets == before.InPackets+1 })
@@ -573,6 +574,13 @@ func testRejectsForged(t *testing.T, udpPort uint16) {
 				d := m2.be.Drops()
 				return c.InErrors == before.InErrors+uint64(len(bad)) && d.Malformed == drops.Malformed+1 && d.UnknownSPI == drops.UnknownSPI+1
 			})
+			// DropCounts, which a member's status shows, has the same.
+			dc := m2.be.DropCounts()
+			for reason, want := range map[string]uint64{DropSAInErrors: uint64(len(bad)), DropMalformed: 1, DropUnknownSPI: 1, DropNoOutbound: 0, DropSAOutErrors: 0} {
+				if got := dc[reason] - counts[reason]; got != want {
+					t.Errorf("DropCounts %s rose by %d, want %d (%v)", reason, got, want, dc)
+				}
+			}
 			// A last good packet, behind the bad ones: when it arrives,
 			// nothing bad was delivered in between.
 			send(seal(ipv4UDP(m1.host4(), m2.host4(), 7000, []byte("forged-ok-2"))))

@@ -219,7 +219,7 @@ func (t *inTally) flush() {
 			t.e.inBytes.Add(t.bytes)
 		}
 		if t.errors > 0 {
-			t.e.inErrors.Add(t.errors)
+			t.e.addInErrors(t.errors)
 		}
 		if t.held {
 			t.e.release()

@@ -248,7 +248,7 @@ func (b *Backend) sendLoop(order <-chan *outElem, free chan<- *outElem) {
 // after it.
 func (b *Backend) sendElem(e *outElem) {
 	if e.out.removed.Load() {
-		e.out.outErrors.Add(uint64(e.n))
+		e.out.addOutErrors(uint64(e.n))
 		e.reset()
 		return
 	}
@@ -275,7 +275,7 @@ func (b *Backend) sendElem(e *outElem) {
 		e.out.outBytes.Add(t.bytes)
 	}
 	if t.errors > 0 {
-		e.out.outErrors.Add(t.errors)
+		e.out.addOutErrors(t.errors)
 	}
 	e.reset()
 }

@@ -315,6 +315,10 @@ func TestOutboundRemoveInFlight(t *testing.T) {
 			t.Fatalf("round %d: %d packets read; sent %d, failed %d, dropped without an SA %d", round, dev.yielded.Load(), e.outPackets.Load(), e.outErrors.Load(), p.b.Drops().NoOutbound)
 		}
 		t.Logf("round %d: %d packets read; sent %d, failed %d (sealed or sent after the removal), dropped %d", round, dev.yielded.Load(), e.outPackets.Load(), e.outErrors.Load(), p.b.Drops().NoOutbound)
+		// The removed SA's failures stay counted in DropCounts.
+		if dc := p.b.DropCounts(); dc[DropSAOutErrors] != e.outErrors.Load() || dc[DropNoOutbound] != p.b.Drops().NoOutbound {
+			t.Fatalf("round %d: DropCounts %v; want %s %d and %s %d", round, dc, DropSAOutErrors, e.outErrors.Load(), DropNoOutbound, p.b.Drops().NoOutbound)
+		}
 		closeWithin(t, fmt.Sprintf("round %d", round), p.b)
 	}
 }
