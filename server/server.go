@@ -507,6 +507,14 @@ func (s *Server) addGroup(ctx context.Context, g *swanctl.Group) error {
 		}
 		return dp.Counters(ctx)
 	})
+	mg.metrics.SetDropSource(g.Name, func(ctx context.Context) (map[string]uint64, error) {
+		var dc dropCounter
+		err := s.callCtx(ctx, func() { dc, _ = mg.dp.(dropCounter) })
+		if err != nil || dc == nil {
+			return nil, err
+		}
+		return dc.DropCounts(), nil
+	})
 	s.mems = append(s.mems, mg)
 	if s.connected {
 		mg.onSnapshot(ctx, s, s.snap)

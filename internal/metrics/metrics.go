@@ -80,6 +80,11 @@ func DropReasons() []string {
 // xfrm.DataPlane.Counters has this signature.
 type CountersFunc func(ctx context.Context) ([]xfrm.Counters, error)
 
+// DropsFunc returns the packets a group's data plane dropped since it
+// started, by reason (xfrm/userspace.Backend.DropCounts). It is called at
+// scrape time like a CountersFunc.
+type DropsFunc func(ctx context.Context) (map[string]uint64, error)
+
 // Options configure New. The zero value is usable.
 type Options struct {
 	// Version and Commit are exported as labels of mpsa_build_info.
@@ -256,17 +261,28 @@ func (m *Metrics) SetTrafficSource(group string, fn CountersFunc) {
 	m.groups.setSource(group, fn)
 }
 
+// SetDropSource makes the group's mpsa_dataplane_dropped_total series come
+// from fn, called at every scrape; nil removes the source. A data plane
+// that does not count its drops has none.
+func (m *Metrics) SetDropSource(group string, fn DropsFunc) {
+	if m == nil {
+		return
+	}
+	m.groups.setDrops(group, fn)
+}
+
 // groupCollector exports what is computed or fetched at scrape time: the
-// age of each group's SA and the data plane's per-SPI counters.
+// age of each group's SA, the data plane's per-SPI counters and its drops.
 type groupCollector struct {
 	now     func() time.Time
 	timeout time.Duration
 
-	ageDesc, packetsDesc, bytesDesc, errorsDesc, sourceErrDesc *prometheus.Desc
+	ageDesc, packetsDesc, bytesDesc, errorsDesc, sourceErrDesc, droppedDesc *prometheus.Desc
 
 	mu      sync.Mutex
 	sas     map[string]groupSA
 	sources map[string]CountersFunc
+	drops   map[string]DropsFunc
 }
 
 type groupSA struct {
@@ -289,9 +305,22 @@ func newGroupCollector(now func() time.Time, timeout time.Duration) *groupCollec
 			"Packets of the shared SA dropped: in, failed integrity, padding or length checks; out, could not be sent.", []string{"group", "spi", "direction"}, nil),
 		sourceErrDesc: prometheus.NewDesc(name("dataplane_scrape_error"),
 			"1 if reading the data plane's counters failed at this scrape, else 0.", []string{"group"}, nil),
+		droppedDesc: prometheus.NewDesc(name("dataplane_dropped_total"),
+			"Packets the member's data plane dropped, by reason (no_outbound_sa, no_route, unknown_spi, malformed, tun_write_errors, sa_in_errors, sa_out_errors).", []string{"group", "reason"}, nil),
 		sas:     make(map[string]groupSA),
 		sources: make(map[string]CountersFunc),
+		drops:   make(map[string]DropsFunc),
 	}
+}
+
+func (c *groupCollector) setDrops(group string, fn DropsFunc) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if fn == nil {
+		delete(c.drops, group)
+		return
+	}
+	c.drops[group] = fn
 }
 
 func (c *groupCollector) setSA(group string, spi uint32, created time.Time) {
@@ -321,11 +350,12 @@ func (c *groupCollector) remove(group string) {
 	defer c.mu.Unlock()
 	delete(c.sas, group)
 	delete(c.sources, group)
+	delete(c.drops, group)
 }
 
 // Describe implements prometheus.Collector.
 func (c *groupCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.ageDesc, c.packetsDesc, c.bytesDesc, c.errorsDesc, c.sourceErrDesc} {
+	for _, d := range []*prometheus.Desc{c.ageDesc, c.packetsDesc, c.bytesDesc, c.errorsDesc, c.sourceErrDesc, c.droppedDesc} {
 		ch <- d
 	}
 }
@@ -340,8 +370,20 @@ func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
 		age := now.Sub(sa.created).Seconds()
 		ch <- prometheus.MustNewConstMetric(c.ageDesc, prometheus.GaugeValue, max(age, 0), group, SPIString(sa.spi))
 	}
-	sources := maps.Clone(c.sources)
+	sources, drops := maps.Clone(c.sources), maps.Clone(c.drops)
 	c.mu.Unlock()
+
+	for group, fn := range drops {
+		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		counts, err := fn(ctx)
+		cancel()
+		if err != nil {
+			continue // mpsa_dataplane_scrape_error reports the data plane
+		}
+		for reason, n := range counts {
+			ch <- prometheus.MustNewConstMetric(c.droppedDesc, prometheus.CounterValue, float64(n), group, reason)
+		}
+	}
 
 	for group, fn := range sources {
 		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)

@@ -148,8 +148,13 @@ func TestScrapeExposesDaemonSeries(t *testing.T) {
 		}, nil
 	})
 
+	m.SetDropSource("branch", func(ctx context.Context) (map[string]uint64, error) {
+		return map[string]uint64{"no_outbound_sa": 4, "unknown_spi": 0}, nil
+	})
+
 	mfs := scrape(t, base)
 	wantSeries(t, mfs, "mpsa_build_info", "commit=abc1234,version=1.2.3 1")
+	wantSeries(t, mfs, "mpsa_dataplane_dropped_total", "group=branch,reason=no_outbound_sa 4", "group=branch,reason=unknown_spi 0")
 	wantSeries(t, mfs, "mpsa_group_sa_age_seconds", "group=branch,spi=0xc0ffee01 90")
 	wantSeries(t, mfs, "mpsa_group_members", "group=branch 3")
 	wantSeries(t, mfs, "mpsa_rekeys_total",
@@ -287,6 +292,7 @@ func TestNilMetricsIsANoOp(t *testing.T) {
 	m.PutRetransmitted("g")
 	m.ControlDropped(DropMalformed)
 	m.SetTrafficSource("g", nil)
+	m.SetDropSource("g", nil)
 	m.RemoveGroup("g")
 	if m.Registry() != nil {
 		t.Errorf("nil Metrics has a registry")

@@ -454,6 +454,13 @@ func TestRekeyForcedUnderTraffic(t *testing.T) {
 	if !strings.Contains(mb, `mpsa_sa_packets_total{direction="out",group="lab",spi="`+cs.SPI+`"}`) {
 		t.Errorf("member metrics lack per-SPI packet counters for %s", cs.SPI)
 	}
+	// The data plane's drops are exported (that they did not rise across
+	// the rekey is checked on the status above).
+	for _, reason := range []string{"unknown_spi", "no_outbound_sa"} {
+		if series := `mpsa_dataplane_dropped_total{group="lab",reason="` + reason + `"}`; !strings.Contains(mb, series) {
+			t.Errorf("member metrics lack %s", series)
+		}
+	}
 }
 
 // TestRekeyLifetimeUnderTraffic: the controller's own rekey before the
