@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -177,13 +179,12 @@ func printStatus(w io.Writer, st server.Status) {
 			}
 			writeIndented(w, tables.String())
 			fmt.Fprintf(w, "  %d peer prefixes\n", len(g.Peers))
-		}
-		if len(g.Drops) > 0 {
-			var parts []string
-			for r, n := range g.Drops {
-				parts = append(parts, fmt.Sprintf("%s=%d", r, n))
+			if c := counts(g.DataPlaneDrops); c != "" {
+				fmt.Fprintf(w, "  packets dropped by the data plane: %s\n", c)
 			}
-			fmt.Fprintf(w, "  dropped control datagrams: %s\n", strings.Join(parts, " "))
+		}
+		if c := counts(g.Drops); c != "" {
+			fmt.Fprintf(w, "  dropped control datagrams: %s\n", c)
 		}
 	}
 }
@@ -213,4 +214,16 @@ func writeIndented(w io.Writer, text string) {
 			io.WriteString(w, "  "+l)
 		}
 	}
+}
+
+// counts prints the non-zero counts of m as reason=n, sorted by reason; ""
+// when there are none.
+func counts(m map[string]uint64) string {
+	var parts []string
+	for _, r := range slices.Sorted(maps.Keys(m)) {
+		if m[r] != 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", r, m[r]))
+		}
+	}
+	return strings.Join(parts, " ")
 }

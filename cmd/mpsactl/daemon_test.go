@@ -110,14 +110,17 @@ func TestStatusMemberTables(t *testing.T) {
 	exp := time.Now().Add(time.Hour)
 	api := &staticAPI{st: server.Status{Role: "member", Version: "test", VICIConnected: false, Groups: []server.GroupStatus{{
 		Name: "branch", SPI: "0x00001111", OutboundSPI: "0x00001111", InboundSPIs: []string{"0x00001111", "0x00002222"},
-		SAs:        []server.SAStatus{{SPI: "0x00001111", Expires: exp}, {SPI: "0x00002222", Expires: exp}},
-		Controller: &server.PeerLink{Address: "10.98.0.1", State: "up"},
-		Peers:      []server.Peer{{Prefix: "10.2.0.0/24", Underlay: "192.0.2.2"}},
-		Counters:   []server.Counter{{SPI: "0x00001111", InPackets: 5, OutPackets: 7}},
+		SAs:            []server.SAStatus{{SPI: "0x00001111", Expires: exp}, {SPI: "0x00002222", Expires: exp}},
+		Controller:     &server.PeerLink{Address: "10.98.0.1", State: "up"},
+		Peers:          []server.Peer{{Prefix: "10.2.0.0/24", Underlay: "192.0.2.2"}},
+		Counters:       []server.Counter{{SPI: "0x00001111", InPackets: 5, OutPackets: 7}},
+		DataPlaneDrops: map[string]uint64{"unknown_spi": 3, "no_route": 0, "malformed": 1},
+		Drops:          map[string]uint64{"spi_mismatch": 2, "malformed": 1},
 	}}}}
 	sock := serve(t, api)
 	code, out, _ := mpsactl(t, nil, "status", "--socket", sock)
-	for _, want := range []string{"role member, charon NOT connected", "group branch: SPI 0x00001111", "controller 10.98.0.1: up", "inbound 0x00001111 0x00002222", "1 peer prefixes"} {
+	for _, want := range []string{"role member, charon NOT connected", "group branch: SPI 0x00001111", "controller 10.98.0.1: up", "inbound 0x00001111 0x00002222", "1 peer prefixes",
+		"packets dropped by the data plane: malformed=1 unknown_spi=3\n", "dropped control datagrams: malformed=1 spi_mismatch=2\n"} {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Fatalf("status output lacks %q:\n%s", want, out)
 		}
