@@ -46,13 +46,25 @@ func LoadMPSA(path string) (*Config, error) {
 	return Reader{}.LoadMPSA(path)
 }
 
-// LoadMPSA is the package-level LoadMPSA reading through rd.
+// LoadMPSA is the package-level LoadMPSA reading through rd. Problems with
+// includes (a missing file, a cycle) do not stop the reading, so the rest
+// is decoded and its problems reported with them, sorted by file and line;
+// after a syntax error, or when the file cannot be read, only the reader's
+// problems are reported.
 func (rd Reader) LoadMPSA(path string) (*Config, error) {
-	root, err := rd.ReadFile(path)
-	if err != nil {
-		return nil, err
+	root, readErrs, stopped := rd.read(path)
+	if stopped {
+		return nil, readErrs
 	}
-	return Decode(root)
+	cfg, err := Decode(root)
+	if len(readErrs) == 0 {
+		return cfg, err
+	}
+	var decodeErrs Errors
+	errors.As(err, &decodeErrs)
+	all := append(slices.Clone(readErrs), decodeErrs...)
+	sortByPos(all)
+	return nil, all
 }
 
 // Decode decodes and validates the mpsa section of a parsed configuration,
@@ -67,7 +79,8 @@ func Decode(root *Section) (*Config, error) {
 				return nil, errs
 			}
 		}
-		errs.add(root.Pos, "no mpsa { } section; add one with role and groups (examples: /usr/share/doc/mpsa/examples)")
+		// Line 1: the section may go anywhere in the file.
+		errs.add(Pos{File: root.Pos.File, Line: 1}, "no mpsa { } section; add one with role and groups (examples: /usr/share/doc/mpsa/examples)")
 		return nil, errs
 	}
 	r := &sectionReader{sec: sec, path: "mpsa", errs: &errs, warns: &warns}
@@ -111,23 +124,24 @@ func decodeGlobal(r *sectionReader) *Config {
 	}
 	if cfg.ControlInterface != "" {
 		if err := checkIfName(cfg.ControlInterface); err != nil {
-			r.errorf(r.pos("control_interface"), "control_interface = %s: %v", cfg.ControlInterface, err)
+			r.errorf(r.pos("control_interface"), "control_interface = %s: %v; write the name of charon's TUN device, such as ipsec0", cfg.ControlInterface, err)
 		}
 	}
 	if !filepath.IsAbs(cfg.StatusSocket) {
 		r.errorf(r.pos("status_socket"), "status_socket = %s is not an absolute path; write one such as %s", cfg.StatusSocket, DefaultStatusSocket)
 	}
 	if cfg.MetricsListen != "" {
-		if err := checkListen(cfg.MetricsListen); err != nil {
+		if err := checkListen(cfg.MetricsListen, "127.0.0.1:9474 or [::1]:9474"); err != nil {
 			r.errorf(r.pos("metrics_listen"), "metrics_listen = %s: %v", cfg.MetricsListen, err)
 		}
 	}
 	groups := r.sub("groups")
-	if groups == nil || len(groups.sec.Sections) == 0 {
-		r.errorf(r.sec.Pos, "no groups; add groups { NAME { connection = ... } }")
-	}
 	if groups == nil {
+		r.errorf(r.sec.Pos, "no groups; add groups { NAME { connection = ... } }")
 		return cfg
+	}
+	if len(groups.sec.Sections) == 0 {
+		r.errorf(groups.sec.Pos, "no groups; add groups { NAME { connection = ... } }")
 	}
 	checkOnlySections(groups, "groups { NAME { connection = ... } }")
 	for _, gs := range groups.sec.Sections {
@@ -148,7 +162,7 @@ func checkVICI(uri string) error {
 			return fmt.Errorf("a unix URI needs an absolute path; write unix:///var/run/charon.vici")
 		}
 	case "tcp":
-		if err := checkListen(u.Host); err != nil {
+		if err := checkListen(u.Host, "tcp://127.0.0.1:4502"); err != nil {
 			return err
 		}
 	default:
@@ -157,14 +171,15 @@ func checkVICI(uri string) error {
 	return nil
 }
 
-// checkListen validates HOST:PORT with a numeric port.
-func checkListen(hostport string) error {
+// checkListen validates HOST:PORT with a numeric port; example is what to
+// write instead.
+func checkListen(hostport, example string) error {
 	_, port, err := net.SplitHostPort(hostport)
 	if err != nil {
-		return fmt.Errorf("not HOST:PORT; write for example 127.0.0.1:9474 or [::1]:9474")
+		return fmt.Errorf("not HOST:PORT; write for example %s", example)
 	}
 	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
-		return fmt.Errorf("port %q is not a number from 1 to 65535", port)
+		return fmt.Errorf("port %q is not a number from 1 to 65535; write a port number, for example %s", port, example)
 	}
 	return nil
 }
@@ -184,9 +199,10 @@ func decodeGroup(r *sectionReader, role Role) *Group {
 	if g.Connection == "" {
 		r.errorf(r.pos("connection"), "connection is not set; write connection = NAME, the swanctl connection between %s and %s", peerWord(role, true), peerWord(role, false))
 	}
+	timersOK := true
 	switch role {
 	case RoleController:
-		decodeSA(r, g, role)
+		timersOK = decodeSA(r, g, role)
 		g.Dataplane, g.MTU = DefaultDataplane, DefaultMTU
 	case RoleMember:
 		defaultSA(g)
@@ -201,31 +217,47 @@ func decodeGroup(r *sectionReader, role Role) *Group {
 	warnIgnored(r, role)
 	switch role {
 	case RoleController:
-		checkTimers(r, g)
+		checkTimers(r, g, timersOK)
 	case RoleMember:
 		checkPrefixes(r, g)
 		if len(g.LocalTS) == 0 && r.get("local_ts") == nil {
 			r.errorf(r.sec.Pos, "member group has no local_ts; write local_ts = the prefixes behind this member (10.1.0.0/24)")
 		}
-		if !g.PeersLearned() {
-			r.errorf(r.sec.Pos, "member group has no way to learn its peers; add routes { NAME { prefixes = ...  peer = ... } } or an enabled bgp { } section")
+		switch {
+		case g.PeersLearned():
+		case g.BGP != nil && g.BGP.Enabled:
+			r.errorf(r.sec.Pos, "member group learns its peers only from bgp { }, which is reserved: mpsad does not speak BGP yet; add routes { NAME { prefixes = ...  peer = ... } } with the static peers")
+		default:
+			r.errorf(r.sec.Pos, "member group has no way to learn its peers; add routes { NAME { prefixes = ...  peer = ... } } with the static peers (bgp { } is reserved, mpsad does not speak BGP yet)")
 		}
 	}
 	return g
 }
 
 // decodeSA decodes the settings of the shared SA, which only a controller
-// uses.
-func decodeSA(r *sectionReader, g *Group, role Role) {
+// uses. It reports whether every timer is a valid time value.
+func decodeSA(r *sectionReader, g *Group, role Role) (timersOK bool) {
 	decodeProposal(r, g, role)
-	g.Lifetime = r.duration("lifetime", DefaultLifetime)
-	g.RekeyTime = r.duration("rekey_time", DefaultRekeyTime)
-	g.RekeyJitter = r.duration("rekey_jitter", DefaultRekeyJitter)
-	g.Rollover1 = r.duration("rollover1", DefaultRollover1)
-	g.Rollover2 = r.duration("rollover2", DefaultRollover2)
+	timersOK = true
+	for _, t := range []struct {
+		key string
+		def Duration
+		d   *Duration
+	}{
+		{"lifetime", DefaultLifetime, &g.Lifetime},
+		{"rekey_time", DefaultRekeyTime, &g.RekeyTime},
+		{"rekey_jitter", DefaultRekeyJitter, &g.RekeyJitter},
+		{"rollover1", DefaultRollover1, &g.Rollover1},
+		{"rollover2", DefaultRollover2, &g.Rollover2},
+	} {
+		var ok bool
+		*t.d, ok = r.duration(t.key, t.def)
+		timersOK = timersOK && ok
+	}
 	g.RekeyOnJoin = r.boolean("rekey_on_join", DefaultRekeyOnJoin)
 	g.RekeyOnLeave = r.boolean("rekey_on_leave", DefaultRekeyOnLeave)
 	g.NonceLength = int(r.uinteger("nonce_length", DefaultNonceLength, minNonceLength, maxNonceLength))
+	return timersOK
 }
 
 // defaultSA fills in the defaults of the settings decodeSA decodes.
@@ -313,25 +345,47 @@ func decodeProposal(r *sectionReader, g *Group, role Role) {
 	}
 }
 
-// checkTimers checks the relations between the SA timers.
-func checkTimers(r *sectionReader, g *Group) {
+// maxWireSeconds is the longest lifetime or rollover time MPSA_PUT can
+// carry: its LIFE, ROLL1 and ROLL2 attributes are 4-octet seconds.
+const maxWireSeconds = 1<<32 - 1
+
+// checkTimers checks the relations between the SA timers. When one of
+// them is zero, or (valid false) not a time value, that is reported
+// already and the relations are not checked: they would compare with a
+// value the operator did not mean.
+func checkTimers(r *sectionReader, g *Group, valid bool) {
 	for _, k := range []struct {
 		key string
 		d   Duration
-	}{{"lifetime", g.Lifetime}, {"rekey_time", g.RekeyTime}, {"rollover1", g.Rollover1}, {"rollover2", g.Rollover2}} {
-		if k.d <= 0 {
-			r.errorf(r.pos(k.key), "%s must be longer than 0s", k.key)
+		def Duration
+	}{{"lifetime", g.Lifetime, DefaultLifetime}, {"rekey_time", g.RekeyTime, DefaultRekeyTime}, {"rollover1", g.Rollover1, DefaultRollover1}, {"rollover2", g.Rollover2, DefaultRollover2}} {
+		switch {
+		case k.d <= 0:
+			r.errorf(r.pos(k.key), "%s must be longer than 0s; write %s = %s (the default) or another time above 0s", k.key, k.key, k.def)
+			valid = false
+		case k.d.Std() > maxWireSeconds*time.Second && k.key != "rekey_time":
+			r.errorf(r.pos(k.key), "%s = %s does not fit MPSA_PUT's 4-octet seconds (at most %d s, about 136 years); write %s = %s (the default) or another time below that", k.key, k.d, maxWireSeconds, k.key, k.def)
+			valid = false
 		}
+	}
+	if !valid {
+		return
 	}
 	if g.Rollover2 < g.Rollover1 {
 		r.errorf(r.pos("rollover2"), "rollover2 (%s) is shorter than rollover1 (%s): members would stop receiving with the old SA while others still send with it; write rollover2 = %s or more", g.Rollover2, g.Rollover1, g.Rollover1)
 	}
+	rollover := max(g.Rollover1, g.Rollover2)
 	if g.RekeyTime >= g.Lifetime {
-		r.errorf(r.pos("rekey_time"), "rekey_time (%s) is not below lifetime (%s): the SA would expire before it is replaced; write a rekey_time below %s, such as %s", g.RekeyTime, g.Lifetime, g.Lifetime, suggestRekey(g.Lifetime))
+		const what = "rekey_time (%s) is not below lifetime (%s): the SA would expire before it is replaced; "
+		if rekey := suggestRekey(g.Lifetime, rollover); rekey > 0 {
+			r.errorf(r.pos("rekey_time"), what+"write a rekey_time below %s, such as %s", g.RekeyTime, g.Lifetime, g.Lifetime, rekey)
+		} else {
+			r.errorf(r.pos("rekey_time"), what+"write a longer lifetime, such as lifetime = %s (rekey_time plus the rollover)", g.RekeyTime, g.Lifetime, g.RekeyTime+rollover)
+		}
 		return
 	}
 	if g.RekeyJitter >= g.RekeyTime {
-		r.errorf(r.pos("rekey_jitter"), "rekey_jitter (%s) is not below rekey_time (%s); write a smaller rekey_jitter", g.RekeyJitter, g.RekeyTime)
+		r.errorf(r.pos("rekey_jitter"), "rekey_jitter (%s) is not below rekey_time (%s); write a smaller rekey_jitter, such as 0s (the default)", g.RekeyJitter, g.RekeyTime)
 	}
 	margin := g.Lifetime - g.RekeyTime
 	for _, k := range []struct {
@@ -391,9 +445,9 @@ func (r *sectionReader) ifName(key, what string) string {
 	name := r.str(key, defaultTUNPrefix+r.sec.Name)
 	if err := checkIfName(name); err != nil {
 		if r.get(key) == nil {
-			r.errorf(r.sec.Pos, "the default %s name %q: %v; write %s = NAME", what, name, err, key)
+			r.errorf(r.sec.Pos, "the default %s name %q: %v; write %s = NAME, at most %d characters without /, : or blanks", what, name, err, key, maxInterfaceNameLen)
 		} else {
-			r.errorf(r.pos(key), "%s = %s: %v", key, name, err)
+			r.errorf(r.pos(key), "%s = %s: %v; write a name of at most %d characters without /, : or blanks, such as %s", key, name, err, maxInterfaceNameLen, shortIfName(r.sec.Name))
 		}
 	}
 	return name
@@ -406,6 +460,15 @@ func anyIPv6(g *Group) bool {
 		}
 	}
 	return false
+}
+
+// shortIfName is an interface name for the group called group to suggest:
+// the default when that is valid, else mpsa0.
+func shortIfName(group string) string {
+	if name := defaultTUNPrefix + group; checkIfName(name) == nil {
+		return name
+	}
+	return defaultTUNPrefix + "0"
 }
 
 // checkIfName validates a Linux network interface name.
@@ -452,7 +515,7 @@ func decodeBGP(r *sectionReader) *BGP {
 		r.errorf(r.sec.Pos, "asn is not set; write asn = the group's AS number (a private one such as 64512)")
 	}
 	if b.RouterID.IsValid() && !b.RouterID.Is4() {
-		r.errorf(r.pos("router_id"), "router_id = %s is not an IPv4 address; a BGP router ID is written as one (192.0.2.1)", b.RouterID)
+		r.errorf(r.pos("router_id"), "router_id = %s is not an IPv4 address; write a BGP router ID as an IPv4 address, such as 192.0.2.1", b.RouterID)
 	}
 	return b
 }
@@ -507,7 +570,8 @@ func (r *sectionReader) routeKeyPos(rt Route, key string) Pos {
 // checkAcrossGroups reports what groups may not share: the control
 // connection (a control datagram carries no group ID, so the IKE SA names
 // the group), the TUN device, the ESP-in-UDP port (which may not be the
-// control port either), the XFRM if_id, and routed prefixes.
+// control port either), the XFRM if_id, and routed prefixes, which may
+// overlap neither another group's routes nor its local_ts.
 func checkAcrossGroups(cfg *Config, errs *Errors) {
 	for i, g := range cfg.Groups {
 		if g.EncapPort != 0 && g.EncapPort == cfg.ControlPort {
@@ -541,6 +605,25 @@ func checkAcrossGroups(cfg *Config, errs *Errors) {
 					}
 				}
 			}
+			routesOverlapLocal(g, o, errs)
+			routesOverlapLocal(o, g, errs)
+		}
+	}
+}
+
+// routesOverlapLocal reports the routes of group g that overlap the
+// local_ts of group o: the member's own LAN, which must not be sent to a
+// peer whichever group the route is in. (local_ts may repeat across
+// groups: one LAN can take part in several groups, whose routes then
+// tell its traffic apart by destination.)
+func routesOverlapLocal(g, o *Group, errs *Errors) {
+	for _, rt := range g.Routes {
+		for _, p := range rt.Prefixes {
+			for _, l := range o.LocalTS {
+				if p.Overlaps(l) {
+					errs.add(rt.Pos, "mpsa.groups.%s: route %s: prefix %s overlaps local_ts %s of group %s: traffic for this member's own LAN would be sent to a peer; remove or narrow one of them", g.Name, rt.Name, p, l, o.Name)
+				}
+			}
 		}
 	}
 }
@@ -555,11 +638,14 @@ func checkOnlySections(r *sectionReader, form string) {
 }
 
 // suggestRekey proposes a rekey_time for a lifetime: seven eighths of it,
-// in whole minutes when the lifetime is long enough.
-func suggestRekey(life Duration) Duration {
+// in whole minutes when the lifetime is long enough, and at most the
+// lifetime less the rollover, so that the margin holds it. It returns 0
+// (not a valid rekey_time) when the lifetime is too short for any.
+func suggestRekey(life, rollover Duration) Duration {
 	d := time.Duration(life) * 7 / 8
 	if t := d.Truncate(time.Minute); t > 0 {
-		return Duration(t)
+		d = t
 	}
-	return Duration(d.Truncate(time.Second))
+	d = min(d.Truncate(time.Second), time.Duration(life-rollover))
+	return Duration(max(d, 0))
 }

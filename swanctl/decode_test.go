@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -192,149 +193,205 @@ func TestDecodeIgnoresOtherRole(t *testing.T) {
 	}
 }
 
+// f starts the position of an error in testFile.
+const f = testFile + ":"
+
+// decodeErrorCases are configurations with the errors LoadMPSA reports.
+var decodeErrorCases = []struct {
+	name string
+	src  string
+	want []string
+}{
+	{"no mpsa section", "connections { }\n", []string{"etc/swanctl.conf:1: no mpsa { } section; add one with role and groups (examples: /usr/share/doc/mpsa/examples)"}},
+	{"empty groups section", "mpsa {\n role = controller\n\n groups {\n }\n}\n", []string{
+		f + "4: mpsa: no groups; add groups { NAME { connection = ... } }",
+	}},
+	{"misspelt mpsa section", "connections { }\nmspa {\n role = member\n}\n", []string{"etc/swanctl.conf:2: unknown section \"mspa\" and no mpsa { } section; did you mean mpsa?"}},
+	{"no role, no groups", "mpsa {\n}\n", []string{
+		f + "1: mpsa: role is not set; write role = controller or role = member",
+		f + "1: mpsa: no groups; add groups { NAME { connection = ... } }",
+	}},
+	{"bad globals", "mpsa {\n role = boss\n vici = http://x\n control_port = 0\n status_socket = run/x.sock\n log_level = loud\n metrics_listen = :http\n colour = blue\n groups {\n  x = 1\n }\n}\n", []string{
+		f + "2: mpsa: role = boss is not valid; write controller or member",
+		f + "3: mpsa: vici = http://x: unsupported scheme \"http\"; write unix:///PATH or tcp://HOST:PORT",
+		f + "4: mpsa: control_port = 0 is out of range; write a whole number from 1 to 65535",
+		f + "5: mpsa: status_socket = run/x.sock is not an absolute path; write one such as /run/mpsad/mpsad.sock",
+		f + "6: mpsa: log_level = loud is not valid; write debug, info, warn or error",
+		f + "7: mpsa: metrics_listen = :http: port \"http\" is not a number from 1 to 65535; write a port number, for example 127.0.0.1:9474 or [::1]:9474",
+		f + "8: mpsa: unknown setting \"colour\"; known here: role, vici, control_port, control_interface, status_socket, log_level, metrics_listen",
+		f + "9: mpsa: no groups; add groups { NAME { connection = ... } }",
+		f + "10: mpsa.groups: unexpected setting \"x\": groups holds only named sections; write groups { NAME { connection = ... } }",
+	}},
+	{"typos suggest the nearest name", "mpsa {\n role = member\n grups { }\n groups { g {\n conection = c\n rekey_tme = 1h\n rout { }\n routes = x\n} }\n}\n", []string{
+		f + "3: mpsa: unknown section \"grups\"; did you mean groups?",
+		f + "4: mpsa.groups.g: connection is not set; write connection = NAME, the swanctl connection between this member and its controller",
+		f + "4: mpsa.groups.g: member group has no local_ts; write local_ts = the prefixes behind this member (10.1.0.0/24)",
+		f + "4: mpsa.groups.g: member group has no way to learn its peers; add routes { NAME { prefixes = ...  peer = ... } } with the static peers (bgp { } is reserved, mpsad does not speak BGP yet)",
+		f + "5: mpsa.groups.g: unknown setting \"conection\"; did you mean connection?",
+		f + "6: mpsa.groups.g: unknown setting \"rekey_tme\"; did you mean rekey_time?",
+		f + "7: mpsa.groups.g: unknown section \"rout\"; did you mean routes?",
+		f + "8: mpsa.groups.g: routes is a section, not a setting; write routes { ... }",
+	}},
+	{"setting written as a section", group("controller", "connection = c", "lifetime { }"), []string{
+		f + "6: mpsa.groups.g: lifetime is a setting, not a section; write lifetime = VALUE",
+	}},
+	{"section references", "mpsa : base {\n role = member\n groups { g : tmpl { connection = c\n local_ts = 10.0.0.0/8\n routes { r { prefixes = 10.1.0.0/16\n peer = 192.0.2.1 } } } }\n}\n", []string{
+		f + "1: mpsa: section references (mpsa : base) are not supported in mpsa { }; write the settings out in full",
+		f + "3: mpsa.groups.g: section references (g : tmpl) are not supported in mpsa { }; write the settings out in full",
+		f + "5: mpsa.groups.g: route r: prefix 10.1.0.0/16 overlaps local_ts 10.0.0.0/8: traffic for this member's own LAN would be sent to a peer; remove one of them",
+	}},
+	{"controller without connection", group("controller", "esp_proposal = aes128-sha1"), []string{
+		f + "4: mpsa.groups.g: connection is not set; write connection = NAME, the swanctl connection between this controller and its members",
+	}},
+	{"wrong types", group("controller", "connection = c", "lifetime = 8 hours", "rekey_time = -1h", "rekey_on_leave = maybe", "nonce_length = 8", "rekey_jitter = 1.5m"), []string{
+		f + "6: mpsa.groups.g: lifetime = 8 hours is not a time value; write a whole number with s, m, h or d (for example 8h)",
+		f + "7: mpsa.groups.g: rekey_time = -1h is not a time value; write a whole number with s, m, h or d (for example 7h)",
+		f + "8: mpsa.groups.g: rekey_on_leave = maybe is not a boolean; write yes or no",
+		f + "9: mpsa.groups.g: nonce_length = 8 is out of range; write a whole number from 16 to 256",
+		f + "10: mpsa.groups.g: rekey_jitter = 1.5m is not a time value; write a whole number with s, m, h or d (for example 0s)",
+	}},
+	{"rollover2 below rollover1", group("controller", "connection = c", "rollover1 = 2m", "rollover2 = 90s"), []string{
+		f + "7: mpsa.groups.g: rollover2 (90s) is shorter than rollover1 (2m): members would stop receiving with the old SA while others still send with it; write rollover2 = 2m or more",
+	}},
+	{"rekey_time not below lifetime", group("controller", "connection = c", "lifetime = 1h", "rekey_time = 60m"), []string{
+		f + "7: mpsa.groups.g: rekey_time (1h) is not below lifetime (1h): the SA would expire before it is replaced; write a rekey_time below 1h, such as 52m",
+	}},
+	{"rollover longer than the margin", group("controller", "connection = c", "lifetime = 1h", "rekey_time = 59m", "rollover2 = 2m"), []string{
+		f + "8: mpsa.groups.g: rollover2 (2m) is longer than the margin between rekey_time and lifetime (1m): the old SA would expire while members still use it; lower rollover2 to 1m or less, or raise lifetime to 61m or more",
+	}},
+	{"compound time values are not strongSwan's", group("controller", "connection = c", "rekey_time = 7h59m50s"), []string{
+		f + "6: mpsa.groups.g: rekey_time = 7h59m50s is not a time value; write a whole number with s, m, h or d (for example 7h)",
+	}},
+	{"default rollovers longer than the margin", group("controller", "connection = c", "lifetime = 3600", "rekey_time = 3580"), []string{
+		f + "4: mpsa.groups.g: rollover1 (30s) is longer than the margin between rekey_time and lifetime (20s): the old SA would expire while members still use it; lower rollover1 to 20s or less, or raise lifetime to 3610s or more",
+		f + "4: mpsa.groups.g: rollover2 (1m) is longer than the margin between rekey_time and lifetime (20s): the old SA would expire while members still use it; lower rollover2 to 20s or less, or raise lifetime to 3640s or more",
+	}},
+	{"jitter not below rekey_time", group("controller", "connection = c", "lifetime = 2h", "rekey_time = 1h", "rekey_jitter = 1h"), []string{
+		f + "8: mpsa.groups.g: rekey_jitter (1h) is not below rekey_time (1h); write a smaller rekey_jitter, such as 0s (the default)",
+	}},
+	{"zero timers", group("controller", "connection = c", "rollover1 = 0", "rollover2 = 0s"), []string{
+		f + "6: mpsa.groups.g: rollover1 must be longer than 0s; write rollover1 = 30s (the default) or another time above 0s",
+		f + "7: mpsa.groups.g: rollover2 must be longer than 0s; write rollover2 = 1m (the default) or another time above 0s",
+	}},
+	// A timer that is zero or not a time value is reported alone: the
+	// relations would compare a value the operator did not mean.
+	{"zero lifetime, no relation checks", group("controller", "connection = c", "lifetime = 0", "rekey_time = 1"), []string{
+		f + "6: mpsa.groups.g: lifetime must be longer than 0s; write lifetime = 8h (the default) or another time above 0s",
+	}},
+	{"bad lifetime, no relation checks", group("controller", "connection = c", "lifetime = 8 hours", "rekey_time = 9h"), []string{
+		f + "6: mpsa.groups.g: lifetime = 8 hours is not a time value; write a whole number with s, m, h or d (for example 8h)",
+	}},
+	// LIFE, ROLL1 and ROLL2 are 4-octet seconds on the wire.
+	{"lifetime beyond MPSA_PUT's 4 octets", group("controller", "connection = c", "lifetime = 60000d", "rekey_time = 1d"), []string{
+		f + "6: mpsa.groups.g: lifetime = 60000d does not fit MPSA_PUT's 4-octet seconds (at most 4294967295 s, about 136 years); write lifetime = 8h (the default) or another time below that",
+	}},
+	// No suggestion is itself invalid: with lifetime = 1s no rekey_time
+	// fits below it, so the lifetime must grow.
+	{"lifetime too short for any rekey_time", group("controller", "connection = c", "lifetime = 1", "rekey_time = 1"), []string{
+		f + "7: mpsa.groups.g: rekey_time (1s) is not below lifetime (1s): the SA would expire before it is replaced; write a longer lifetime, such as lifetime = 61s (rekey_time plus the rollover)",
+	}},
+	// 7/8 of 90s would be 1m, leaving 30s for a rollover2 of 1m.
+	{"suggested rekey_time leaves room for the rollover", group("controller", "connection = c", "lifetime = 90s", "rekey_time = 2m"), []string{
+		f + "7: mpsa.groups.g: rekey_time (2m) is not below lifetime (90s): the SA would expire before it is replaced; write a rekey_time below 90s, such as 30s",
+	}},
+	{"counter mode without opt-in", group("controller", "connection = c", "esp_proposal = aes128gcm16"), []string{
+		f + "6: mpsa.groups.g: esp_proposal = aes128gcm16 is a counter mode: with one key shared by every member each sender must never reuse a counter (IV) another sender uses, which a group SA without sender IDs cannot ensure (RFC 6054); use a CBC proposal such as aes256-sha256, or write allow_counter_mode = yes if your data plane guarantees unique IVs",
+	}},
+	{"bad proposal", group("controller", "connection = c", "esp_proposal = aes256-sha256-modp2048"), []string{
+		f + "6: mpsa.groups.g: ESP proposal \"aes256-sha256-modp2048\": \"modp2048\" is a Diffie-Hellman group, which MPSA does not use (the controller distributes the keys); remove it; write a single proposal such as aes256-sha256",
+	}},
+	{"address errors", group("member", "connection = c", "underlay = 192.0.2.300", "local_ts = 10.1.0.0/33, 10.1.0.1/24, fe80::1%eth0, ::ffff:10.0.0.0/104",
+		"routes { r { prefixes = 10.2.0.0\n peer = 10.0.0.0/8 } }", "routes { s { peer = host.example } }"), []string{
+		f + "6: mpsa.groups.g: underlay = 192.0.2.300: \"192.0.2.300\" is not an IP address; write an IPv4 or IPv6 address (192.0.2.1 or 2001:db8::1), not a host name",
+		f + "7: mpsa.groups.g: local_ts: \"10.1.0.0/33\" is not a prefix; write ADDRESS/LENGTH (10.1.0.0/24 or 2001:db8:1::/64)",
+		f + "7: mpsa.groups.g: local_ts: \"10.1.0.1/24\" has host bits set; write 10.1.0.0/24",
+		f + "7: mpsa.groups.g: local_ts: \"fe80::1%eth0\" is not a prefix; write ADDRESS/LENGTH (10.1.0.0/24 or 2001:db8:1::/64)",
+		f + "7: mpsa.groups.g: local_ts: \"::ffff:10.0.0.0/104\" is an IPv4-mapped IPv6 prefix; write the IPv4 prefix",
+		f + "9: mpsa.groups.g.routes.r: peer = 10.0.0.0/8: \"10.0.0.0/8\" is a prefix; write a single address (192.0.2.1 or 2001:db8::1)",
+		f + "10: mpsa.groups.g.routes.s: peer = host.example: \"host.example\" is not an IP address; write an IPv4 or IPv6 address (192.0.2.1 or 2001:db8::1), not a host name",
+		f + "10: mpsa.groups.g.routes.s: route has no prefixes; write prefixes = the prefixes behind that peer (10.2.0.0/24)",
+	}},
+	{"overlapping prefixes", group("member", "connection = c", "local_ts = 10.1.0.0/16, 10.1.2.0/24, 2001:db8:a::/48",
+		"routes {", " r1 { prefixes = 10.2.0.0/16, 2001:db8:a:1::/64\n peer = 192.0.2.1 }", " r2 { prefixes = 10.2.3.0/24\n peer = 192.0.2.2 }", " r3 { prefixes = 10.2.0.0/16\n peer = 192.0.2.3 }", "}"), []string{
+		f + "6: mpsa.groups.g: local_ts lists overlapping prefixes 10.1.0.0/16 and 10.1.2.0/24; keep only the wider one",
+		f + "8: mpsa.groups.g: route r1: prefix 2001:db8:a:1::/64 overlaps local_ts 2001:db8:a::/48: traffic for this member's own LAN would be sent to a peer; remove one of them",
+		f + "10: mpsa.groups.g: route r2: prefix 10.2.3.0/24 overlaps 10.2.0.0/16 of route r1: each destination must map to exactly one peer; remove or narrow one of them",
+		f + "12: mpsa.groups.g: route r3: prefix 10.2.0.0/16 overlaps 10.2.0.0/16 of route r1: each destination must map to exactly one peer; remove or narrow one of them",
+		f + "12: mpsa.groups.g: route r3: prefix 10.2.0.0/16 overlaps 10.2.3.0/24 of route r2: each destination must map to exactly one peer; remove or narrow one of them",
+	}},
+	{"member with no way to learn peers", group("member", "connection = c", "local_ts = 10.1.0.0/24", "bgp { enabled = no }"), []string{
+		f + "4: mpsa.groups.g: member group has no way to learn its peers; add routes { NAME { prefixes = ...  peer = ... } } with the static peers (bgp { } is reserved, mpsad does not speak BGP yet)",
+	}},
+	// mpsad does not speak BGP: bgp { } alone gives a member no peers.
+	{"member with bgp only", group("member", "connection = c", "local_ts = 10.1.0.0/24", "bgp { asn = 64512 }"), []string{
+		f + "4: mpsa.groups.g: member group learns its peers only from bgp { }, which is reserved: mpsad does not speak BGP yet; add routes { NAME { prefixes = ...  peer = ... } } with the static peers",
+	}},
+	{"member with bgp and an empty routes section", group("member", "connection = c", "local_ts = 10.1.0.0/24", "routes { }", "bgp { asn = 64512 }"), []string{
+		f + "4: mpsa.groups.g: member group learns its peers only from bgp { }, which is reserved: mpsad does not speak BGP yet; add routes { NAME { prefixes = ...  peer = ... } } with the static peers",
+	}},
+	{"bgp checks", group("member", append(slices.Clone(memberOK), "bgp {\n router_id = 2001:db8::1\n port = 99999\n neighbour = x\n peers { }\n}")...), []string{
+		f + "9: mpsa.groups.g.bgp: asn is not set; write asn = the group's AS number (a private one such as 64512)",
+		f + "10: mpsa.groups.g.bgp: router_id = 2001:db8::1 is not an IPv4 address; write a BGP router ID as an IPv4 address, such as 192.0.2.1",
+		f + "11: mpsa.groups.g.bgp: port = 99999 is out of range; write a whole number from 1 to 65535",
+		f + "12: mpsa.groups.g.bgp: unknown setting \"neighbour\"; known here: enabled, asn, router_id, port",
+		f + "13: mpsa.groups.g.bgp: unexpected section \"peers\": bgp takes no subsections; remove it, and write settings as KEY = VALUE (known here: enabled, asn, router_id, port)",
+	}},
+	{"subsection in a route", group("member", "connection = c", "local_ts = 10.1.0.0/24", "routes { r { prefixes = 10.2.0.0/24\n peer = 192.0.2.2\n via { } } }"), []string{
+		f + "9: mpsa.groups.g.routes.r: unexpected section \"via\": r takes no subsections; remove it, and write settings as KEY = VALUE (known here: prefixes, peer)",
+	}},
+	{"interface names", "mpsa {\n role = member\n control_interface = ipsec 0\n groups {\n  g {\n connection = c\n local_ts = 10.1.0.0/24\n routes { r { prefixes = 10.2.0.0/24\n peer = 192.0.2.2 } }\n if_id = 3\n xfrm_interface = a/b\n }\n }\n}\n", []string{
+		f + "3: mpsa: control_interface = ipsec 0: an interface name may not contain /, : or blanks; write the name of charon's TUN device, such as ipsec0",
+		f + "11: mpsa.groups.g: xfrm_interface = a/b: an interface name may not contain /, : or blanks; write a name of at most 15 characters without /, : or blanks, such as mpsa-g",
+	}},
+	{"ports", "mpsa {\n role = member\n vici = tcp://127.0.0.1:0\n metrics_listen = 127.0.0.1\n groups { }\n}\n", []string{
+		f + "3: mpsa: vici = tcp://127.0.0.1:0: port \"0\" is not a number from 1 to 65535; write a port number, for example tcp://127.0.0.1:4502",
+		f + "4: mpsa: metrics_listen = 127.0.0.1: not HOST:PORT; write for example 127.0.0.1:9474 or [::1]:9474",
+		f + "5: mpsa: no groups; add groups { NAME { connection = ... } }",
+	}},
+	{"data plane options", group("member", append(slices.Clone(memberOK), "dataplane = kernel", "tun = x", "if_id = -1", "mtu = 100")...), []string{
+		f + "9: mpsa.groups.g: dataplane = kernel is not valid; write xfrm or userspace",
+		f + "10: mpsa.groups.g: tun applies to dataplane = userspace only; remove it or write dataplane = userspace",
+		f + "11: mpsa.groups.g: if_id = -1 is out of range; write a whole number from 0 to 4294967295",
+		f + "12: mpsa.groups.g: mtu = 100 is out of range; write a whole number from 576 to 9000",
+	}},
+	{"whole numbers are decimal", group("member", append(slices.Clone(memberOK), "if_id = 0x10", "mtu = 1_400")...), []string{
+		f + "9: mpsa.groups.g: if_id = 0x10 is not a decimal number; write if_id = 16",
+		f + "10: mpsa.groups.g: mtu = 1_400 is not a decimal number; write mtu = 1400",
+	}},
+	{"userspace options", group("member", append(slices.Clone(memberOK), "dataplane = userspace", "tun = a-very-long-tun-name", "if_id = 7", "local_ts = 2001:db8::/64", "mtu = 1000")...), []string{
+		f + "10: mpsa.groups.g: tun = a-very-long-tun-name: longer than 15 characters, the Linux limit; write a name of at most 15 characters without /, : or blanks, such as mpsa-g",
+		f + "11: mpsa.groups.g: if_id applies to dataplane = xfrm only; remove it or write dataplane = xfrm",
+		f + "13: mpsa.groups.g: mtu = 1000 is below 1280, the minimum for IPv6 traffic; write mtu = 1280 or more",
+	}},
+	{"encap options", group("member", append(slices.Clone(memberOK), "dataplane = userspace", "encap_port = 4503", "encap = maybe")...), []string{
+		f + "10: mpsa.groups.g: encap_port needs encap = yes; write encap = yes or remove encap_port",
+		f + "11: mpsa.groups.g: encap = maybe is not a boolean; write yes or no",
+	}},
+	{"encap with the kernel data plane", group("member", append(slices.Clone(memberOK), "encap = yes", "encap_port = 4600")...), []string{
+		f + "9: mpsa.groups.g: encap applies to dataplane = userspace only: the kernel data plane sends plain ESP (IP protocol 50); remove it or write dataplane = userspace",
+		f + "10: mpsa.groups.g: encap_port applies to dataplane = userspace only: the kernel data plane sends plain ESP (IP protocol 50); remove it or write dataplane = userspace",
+	}},
+	{"encap port is the control port", group("member", append(slices.Clone(memberOK), "dataplane = userspace", "encap = yes", "encap_port = 4501")...), []string{
+		f + "4: mpsa.groups.g: encap_port 4501 is the control_port; write a different encap_port",
+	}},
+	{"default tun name too long", strings.Replace(group("member", append(slices.Clone(memberOK), "dataplane = userspace")...), " g {", " group-with-a-long-name {", 1), []string{
+		f + "4: mpsa.groups.group-with-a-long-name: the default TUN device name \"mpsa-group-with-a-long-name\": longer than 15 characters, the Linux limit; write tun = NAME, at most 15 characters without /, : or blanks",
+	}},
+	// A route may overlap another group's local_ts no more than its own
+	// group's: either way it sends the member's own LAN to a peer. The
+	// same local_ts in two groups is fine (10.9.0.0/24).
+	{"routes against local_ts across groups", "mpsa {\n role = member\n groups {\n  a {\n   connection = a\n   local_ts = 10.1.0.0/24, 10.9.0.0/24\n   routes { r { prefixes = 10.2.0.0/24\n   peer = 192.0.2.2 } }\n  }\n" +
+		"  b {\n   connection = b\n   local_ts = 10.2.0.0/16, 10.9.0.0/24\n   routes { s { prefixes = 10.1.0.0/25\n   peer = 192.0.2.3 } }\n  }\n }\n}\n", []string{
+		f + "7: mpsa.groups.a: route r: prefix 10.2.0.0/24 overlaps local_ts 10.2.0.0/16 of group b: traffic for this member's own LAN would be sent to a peer; remove or narrow one of them",
+		f + "13: mpsa.groups.b: route s: prefix 10.1.0.0/25 overlaps local_ts 10.1.0.0/24 of group a: traffic for this member's own LAN would be sent to a peer; remove or narrow one of them",
+	}},
+	{"underlay and peer families differ", group("member", "connection = c", "underlay = 192.0.2.1", "local_ts = 10.1.0.0/24", "routes { r { prefixes = 10.2.0.0/24\n peer = 2001:db8::2 } }"), []string{
+		f + "9: mpsa.groups.g: route r: peer 2001:db8::2 and underlay 192.0.2.1 are of different address families: ESP cannot travel between them; write a peer address of the underlay's family",
+	}},
+}
+
 func TestDecodeErrors(t *testing.T) {
-	const f = "etc/swanctl.conf:"
-	tests := []struct {
-		name string
-		src  string
-		want []string
-	}{
-		{"no mpsa section", "connections { }\n", []string{"etc/swanctl.conf: no mpsa { } section; add one with role and groups (examples: /usr/share/doc/mpsa/examples)"}},
-		{"misspelt mpsa section", "connections { }\nmspa {\n role = member\n}\n", []string{"etc/swanctl.conf:2: unknown section \"mspa\" and no mpsa { } section; did you mean mpsa?"}},
-		{"no role, no groups", "mpsa {\n}\n", []string{
-			f + "1: mpsa: role is not set; write role = controller or role = member",
-			f + "1: mpsa: no groups; add groups { NAME { connection = ... } }",
-		}},
-		{"bad globals", "mpsa {\n role = boss\n vici = http://x\n control_port = 0\n status_socket = run/x.sock\n log_level = loud\n metrics_listen = :http\n colour = blue\n groups {\n  x = 1\n }\n}\n", []string{
-			f + "1: mpsa: no groups; add groups { NAME { connection = ... } }",
-			f + "2: mpsa: role = boss is not valid; write controller or member",
-			f + "3: mpsa: vici = http://x: unsupported scheme \"http\"; write unix:///PATH or tcp://HOST:PORT",
-			f + "4: mpsa: control_port = 0 is out of range; write a whole number from 1 to 65535",
-			f + "5: mpsa: status_socket = run/x.sock is not an absolute path; write one such as /run/mpsad/mpsad.sock",
-			f + "6: mpsa: log_level = loud is not valid; write debug, info, warn or error",
-			f + "7: mpsa: metrics_listen = :http: port \"http\" is not a number from 1 to 65535",
-			f + "8: mpsa: unknown setting \"colour\"; known here: role, vici, control_port, control_interface, status_socket, log_level, metrics_listen",
-			f + "10: mpsa.groups: unexpected setting \"x\": groups holds only named sections; write groups { NAME { connection = ... } }",
-		}},
-		{"typos suggest the nearest name", "mpsa {\n role = member\n grups { }\n groups { g {\n conection = c\n rekey_tme = 1h\n rout { }\n routes = x\n} }\n}\n", []string{
-			f + "3: mpsa: unknown section \"grups\"; did you mean groups?",
-			f + "4: mpsa.groups.g: connection is not set; write connection = NAME, the swanctl connection between this member and its controller",
-			f + "4: mpsa.groups.g: member group has no local_ts; write local_ts = the prefixes behind this member (10.1.0.0/24)",
-			f + "4: mpsa.groups.g: member group has no way to learn its peers; add routes { NAME { prefixes = ...  peer = ... } } or an enabled bgp { } section",
-			f + "5: mpsa.groups.g: unknown setting \"conection\"; did you mean connection?",
-			f + "6: mpsa.groups.g: unknown setting \"rekey_tme\"; did you mean rekey_time?",
-			f + "7: mpsa.groups.g: unknown section \"rout\"; did you mean routes?",
-			f + "8: mpsa.groups.g: routes is a section, not a setting; write routes { ... }",
-		}},
-		{"setting written as a section", group("controller", "connection = c", "lifetime { }"), []string{
-			f + "6: mpsa.groups.g: lifetime is a setting, not a section; write lifetime = VALUE",
-		}},
-		{"section references", "mpsa : base {\n role = member\n groups { g : tmpl { connection = c\n local_ts = 10.0.0.0/8\n routes { r { prefixes = 10.1.0.0/16\n peer = 192.0.2.1 } } } }\n}\n", []string{
-			f + "1: mpsa: section references (mpsa : base) are not supported in mpsa { }; write the settings out in full",
-			f + "3: mpsa.groups.g: section references (g : tmpl) are not supported in mpsa { }; write the settings out in full",
-			f + "5: mpsa.groups.g: route r: prefix 10.1.0.0/16 overlaps local_ts 10.0.0.0/8: traffic for this member's own LAN would be sent to a peer; remove one of them",
-		}},
-		{"controller without connection", group("controller", "esp_proposal = aes128-sha1"), []string{
-			f + "4: mpsa.groups.g: connection is not set; write connection = NAME, the swanctl connection between this controller and its members",
-		}},
-		{"wrong types", group("controller", "connection = c", "lifetime = 8 hours", "rekey_time = -1h", "rekey_on_leave = maybe", "nonce_length = 8", "rekey_jitter = 1.5m"), []string{
-			f + "6: mpsa.groups.g: lifetime = 8 hours is not a time value; write a whole number with s, m, h or d (for example 8h)",
-			f + "7: mpsa.groups.g: rekey_time = -1h is not a time value; write a whole number with s, m, h or d (for example 7h)",
-			f + "8: mpsa.groups.g: rekey_on_leave = maybe is not a boolean; write yes or no",
-			f + "9: mpsa.groups.g: nonce_length = 8 is out of range; write a whole number from 16 to 256",
-			f + "10: mpsa.groups.g: rekey_jitter = 1.5m is not a time value; write a whole number with s, m, h or d (for example 0s)",
-		}},
-		{"rollover2 below rollover1", group("controller", "connection = c", "rollover1 = 2m", "rollover2 = 90s"), []string{
-			f + "7: mpsa.groups.g: rollover2 (90s) is shorter than rollover1 (2m): members would stop receiving with the old SA while others still send with it; write rollover2 = 2m or more",
-		}},
-		{"rekey_time not below lifetime", group("controller", "connection = c", "lifetime = 1h", "rekey_time = 60m"), []string{
-			f + "7: mpsa.groups.g: rekey_time (1h) is not below lifetime (1h): the SA would expire before it is replaced; write a rekey_time below 1h, such as 52m",
-		}},
-		{"rollover longer than the margin", group("controller", "connection = c", "lifetime = 1h", "rekey_time = 59m", "rollover2 = 2m"), []string{
-			f + "8: mpsa.groups.g: rollover2 (2m) is longer than the margin between rekey_time and lifetime (1m): the old SA would expire while members still use it; lower rollover2 to 1m or less, or raise lifetime to 61m or more",
-		}},
-		{"compound time values are not strongSwan's", group("controller", "connection = c", "rekey_time = 7h59m50s"), []string{
-			f + "6: mpsa.groups.g: rekey_time = 7h59m50s is not a time value; write a whole number with s, m, h or d (for example 7h)",
-		}},
-		{"default rollovers longer than the margin", group("controller", "connection = c", "lifetime = 3600", "rekey_time = 3580"), []string{
-			f + "4: mpsa.groups.g: rollover1 (30s) is longer than the margin between rekey_time and lifetime (20s): the old SA would expire while members still use it; lower rollover1 to 20s or less, or raise lifetime to 3610s or more",
-			f + "4: mpsa.groups.g: rollover2 (1m) is longer than the margin between rekey_time and lifetime (20s): the old SA would expire while members still use it; lower rollover2 to 20s or less, or raise lifetime to 3640s or more",
-		}},
-		{"jitter not below rekey_time", group("controller", "connection = c", "lifetime = 2h", "rekey_time = 1h", "rekey_jitter = 1h"), []string{
-			f + "8: mpsa.groups.g: rekey_jitter (1h) is not below rekey_time (1h); write a smaller rekey_jitter",
-		}},
-		{"zero timers", group("controller", "connection = c", "rollover1 = 0", "rollover2 = 0s"), []string{
-			f + "6: mpsa.groups.g: rollover1 must be longer than 0s",
-			f + "7: mpsa.groups.g: rollover2 must be longer than 0s",
-		}},
-		{"counter mode without opt-in", group("controller", "connection = c", "esp_proposal = aes128gcm16"), []string{
-			f + "6: mpsa.groups.g: esp_proposal = aes128gcm16 is a counter mode: with one key shared by every member each sender must never reuse a counter (IV) another sender uses, which a group SA without sender IDs cannot ensure (RFC 6054); use a CBC proposal such as aes256-sha256, or write allow_counter_mode = yes if your data plane guarantees unique IVs",
-		}},
-		{"bad proposal", group("controller", "connection = c", "esp_proposal = aes256-sha256-modp2048"), []string{
-			f + "6: mpsa.groups.g: ESP proposal \"aes256-sha256-modp2048\": \"modp2048\" is a Diffie-Hellman group, which MPSA does not use (the controller distributes the keys); remove it; write a single proposal such as aes256-sha256",
-		}},
-		{"address errors", group("member", "connection = c", "underlay = 192.0.2.300", "local_ts = 10.1.0.0/33, 10.1.0.1/24, fe80::1%eth0, ::ffff:10.0.0.0/104",
-			"routes { r { prefixes = 10.2.0.0\n peer = 10.0.0.0/8 } }", "routes { s { peer = host.example } }"), []string{
-			f + "6: mpsa.groups.g: underlay = 192.0.2.300: \"192.0.2.300\" is not an IP address; write an IPv4 or IPv6 address (192.0.2.1 or 2001:db8::1), not a host name",
-			f + "7: mpsa.groups.g: local_ts: \"10.1.0.0/33\" is not a prefix; write ADDRESS/LENGTH (10.1.0.0/24 or 2001:db8:1::/64)",
-			f + "7: mpsa.groups.g: local_ts: \"10.1.0.1/24\" has host bits set; write 10.1.0.0/24",
-			f + "7: mpsa.groups.g: local_ts: \"fe80::1%eth0\" is not a prefix; write ADDRESS/LENGTH (10.1.0.0/24 or 2001:db8:1::/64)",
-			f + "7: mpsa.groups.g: local_ts: \"::ffff:10.0.0.0/104\" is an IPv4-mapped IPv6 prefix; write the IPv4 prefix",
-			f + "9: mpsa.groups.g.routes.r: peer = 10.0.0.0/8: \"10.0.0.0/8\" is a prefix; write a single address (192.0.2.1 or 2001:db8::1)",
-			f + "10: mpsa.groups.g.routes.s: peer = host.example: \"host.example\" is not an IP address; write an IPv4 or IPv6 address (192.0.2.1 or 2001:db8::1), not a host name",
-			f + "10: mpsa.groups.g.routes.s: route has no prefixes; write prefixes = the prefixes behind that peer (10.2.0.0/24)",
-		}},
-		{"overlapping prefixes", group("member", "connection = c", "local_ts = 10.1.0.0/16, 10.1.2.0/24, 2001:db8:a::/48",
-			"routes {", " r1 { prefixes = 10.2.0.0/16, 2001:db8:a:1::/64\n peer = 192.0.2.1 }", " r2 { prefixes = 10.2.3.0/24\n peer = 192.0.2.2 }", " r3 { prefixes = 10.2.0.0/16\n peer = 192.0.2.3 }", "}"), []string{
-			f + "6: mpsa.groups.g: local_ts lists overlapping prefixes 10.1.0.0/16 and 10.1.2.0/24; keep only the wider one",
-			f + "8: mpsa.groups.g: route r1: prefix 2001:db8:a:1::/64 overlaps local_ts 2001:db8:a::/48: traffic for this member's own LAN would be sent to a peer; remove one of them",
-			f + "10: mpsa.groups.g: route r2: prefix 10.2.3.0/24 overlaps 10.2.0.0/16 of route r1: each destination must map to exactly one peer; remove or narrow one of them",
-			f + "12: mpsa.groups.g: route r3: prefix 10.2.0.0/16 overlaps 10.2.0.0/16 of route r1: each destination must map to exactly one peer; remove or narrow one of them",
-			f + "12: mpsa.groups.g: route r3: prefix 10.2.0.0/16 overlaps 10.2.3.0/24 of route r2: each destination must map to exactly one peer; remove or narrow one of them",
-		}},
-		{"member with no way to learn peers", group("member", "connection = c", "local_ts = 10.1.0.0/24", "bgp { enabled = no }"), []string{
-			f + "4: mpsa.groups.g: member group has no way to learn its peers; add routes { NAME { prefixes = ...  peer = ... } } or an enabled bgp { } section",
-		}},
-		{"bgp checks", group("member", "connection = c", "local_ts = 10.1.0.0/24", "bgp {\n router_id = 2001:db8::1\n port = 99999\n neighbour = x\n}"), []string{
-			f + "7: mpsa.groups.g.bgp: asn is not set; write asn = the group's AS number (a private one such as 64512)",
-			f + "8: mpsa.groups.g.bgp: router_id = 2001:db8::1 is not an IPv4 address; a BGP router ID is written as one (192.0.2.1)",
-			f + "9: mpsa.groups.g.bgp: port = 99999 is out of range; write a whole number from 1 to 65535",
-			f + "10: mpsa.groups.g.bgp: unknown setting \"neighbour\"; known here: enabled, asn, router_id, port",
-		}},
-		{"data plane options", group("member", append(slices.Clone(memberOK), "dataplane = kernel", "tun = x", "if_id = -1", "mtu = 100")...), []string{
-			f + "9: mpsa.groups.g: dataplane = kernel is not valid; write xfrm or userspace",
-			f + "10: mpsa.groups.g: tun applies to dataplane = userspace only; remove it or write dataplane = userspace",
-			f + "11: mpsa.groups.g: if_id = -1 is out of range; write a whole number from 0 to 4294967295",
-			f + "12: mpsa.groups.g: mtu = 100 is out of range; write a whole number from 576 to 9000",
-		}},
-		{"whole numbers are decimal", group("member", append(slices.Clone(memberOK), "if_id = 0x10", "mtu = 1_400")...), []string{
-			f + "9: mpsa.groups.g: if_id = 0x10 is not a decimal number; write if_id = 16",
-			f + "10: mpsa.groups.g: mtu = 1_400 is not a decimal number; write mtu = 1400",
-		}},
-		{"userspace options", group("member", append(slices.Clone(memberOK), "dataplane = userspace", "tun = a-very-long-tun-name", "if_id = 7", "local_ts = 2001:db8::/64", "mtu = 1000")...), []string{
-			f + "10: mpsa.groups.g: tun = a-very-long-tun-name: longer than 15 characters, the Linux limit",
-			f + "11: mpsa.groups.g: if_id applies to dataplane = xfrm only; remove it or write dataplane = xfrm",
-			f + "13: mpsa.groups.g: mtu = 1000 is below 1280, the minimum for IPv6 traffic; write mtu = 1280 or more",
-		}},
-		{"encap options", group("member", append(slices.Clone(memberOK), "dataplane = userspace", "encap_port = 4503", "encap = maybe")...), []string{
-			f + "10: mpsa.groups.g: encap_port needs encap = yes; write encap = yes or remove encap_port",
-			f + "11: mpsa.groups.g: encap = maybe is not a boolean; write yes or no",
-		}},
-		{"encap with the kernel data plane", group("member", append(slices.Clone(memberOK), "encap = yes", "encap_port = 4600")...), []string{
-			f + "9: mpsa.groups.g: encap applies to dataplane = userspace only: the kernel data plane sends plain ESP (IP protocol 50); remove it or write dataplane = userspace",
-			f + "10: mpsa.groups.g: encap_port applies to dataplane = userspace only: the kernel data plane sends plain ESP (IP protocol 50); remove it or write dataplane = userspace",
-		}},
-		{"encap port is the control port", group("member", append(slices.Clone(memberOK), "dataplane = userspace", "encap = yes", "encap_port = 4501")...), []string{
-			f + "4: mpsa.groups.g: encap_port 4501 is the control_port; write a different encap_port",
-		}},
-		{"default tun name too long", strings.Replace(group("member", append(slices.Clone(memberOK), "dataplane = userspace")...), " g {", " group-with-a-long-name {", 1), []string{
-			f + "4: mpsa.groups.group-with-a-long-name: the default TUN device name \"mpsa-group-with-a-long-name\": longer than 15 characters, the Linux limit; write tun = NAME",
-		}},
-		{"underlay and peer families differ", group("member", "connection = c", "underlay = 192.0.2.1", "local_ts = 10.1.0.0/24", "routes { r { prefixes = 10.2.0.0/24\n peer = 2001:db8::2 } }"), []string{
-			f + "9: mpsa.groups.g: route r: peer 2001:db8::2 and underlay 192.0.2.1 are of different address families: ESP cannot travel between them; write a peer address of the underlay's family",
-		}},
-	}
-	for _, tt := range tests {
+	for _, tt := range decodeErrorCases {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, got := load(t, tt.src)
 			if !slices.Equal(got, tt.want) {
@@ -362,7 +419,6 @@ func TestAcrossGroups(t *testing.T) {
 		body("y", "e", " if_id = 5\n xfrm_interface = x0\n", "10.4.0.0/24") +
 		"    }\n}\n"
 	_, got := load(t, src)
-	const f = "etc/swanctl.conf:"
 	want := []string{
 		f + "13: mpsa.groups.b: connection c with control_child c is already used by group a: the control exchange identifies a group by its IKE SA; give each group its own connection or control_child",
 		f + "13: mpsa.groups.b: tun t0 is already used by group a; write a different tun = NAME",
@@ -373,5 +429,62 @@ func TestAcrossGroups(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("errors\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+	}
+}
+
+// TestErrorsSayWhatToWrite: every error the test inputs produce reads
+// `file:line: what is wrong; what to write instead`, with a line.
+func TestErrorsSayWhatToWrite(t *testing.T) {
+	form := regexp.MustCompile(`^[^ ]+:[1-9][0-9]*: [^;]+; .+`)
+	check := func(name string, err error) {
+		t.Helper()
+		for _, e := range errorStrings(t, err) {
+			if !form.MatchString(e) {
+				t.Errorf("%s: %q is not `file:line: what is wrong; what to write instead`", name, e)
+			}
+		}
+	}
+	for _, tt := range decodeErrorCases {
+		_, err := Reader{FS: mapFS(map[string]string{testFile: tt.src})}.LoadMPSA(testFile)
+		check(tt.name, err)
+	}
+	for _, tt := range parseErrorCases {
+		_, err := Reader{FS: mapFS(nil)}.Parse("x.conf", []byte(tt.src))
+		check(tt.name, err)
+	}
+	for _, tt := range includeCases {
+		_, err := Reader{FS: mapFS(tt.files)}.LoadMPSA("etc/main.conf")
+		check(tt.name, err)
+	}
+	_, err := Reader{FS: mapFS(nil)}.LoadMPSA("etc/none.conf")
+	check("missing file", err)
+}
+
+// TestTimerSuggestionsAreValid: what the rekey_time error suggests,
+// written in, gives a valid configuration, whatever the lifetime.
+func TestTimerSuggestionsAreValid(t *testing.T) {
+	rekey := regexp.MustCompile(`write a rekey_time below \S+, such as (\S+)$`)
+	life := regexp.MustCompile(`such as lifetime = (\S+) `)
+	for _, lifetime := range []string{"1", "2s", "30s", "59s", "60s", "61s", "90s", "2m", "1h", "8h"} {
+		for _, rollover2 := range []string{"1m", "5m", "1s"} {
+			src := func(l, r string) string {
+				return group("controller", "connection = c", "lifetime = "+l, "rekey_time = "+r, "rollover1 = 1s", "rollover2 = "+rollover2)
+			}
+			_, errs := load(t, src(lifetime, lifetime))
+			if len(errs) != 1 {
+				t.Fatalf("lifetime %s: errors %q", lifetime, errs)
+			}
+			var fixed string
+			if m := rekey.FindStringSubmatch(errs[0]); m != nil {
+				fixed = src(lifetime, m[1])
+			} else if m := life.FindStringSubmatch(errs[0]); m != nil {
+				fixed = src(m[1], lifetime)
+			} else {
+				t.Fatalf("lifetime %s: no suggestion in %q", lifetime, errs[0])
+			}
+			if _, errs := load(t, fixed); errs != nil {
+				t.Errorf("lifetime %s, rollover2 %s: the suggestion of %q gives errors %q", lifetime, rollover2, errs[0], errs)
+			}
+		}
 	}
 }

@@ -7,12 +7,15 @@
 // where the value runs to the end of the line, `#` comments, double-quoted
 // strings with escapes that may span lines, section references
 // `name : other, more { ... }` (recorded, not resolved) and `include`
-// statements with glob patterns relative to the including file. Sections of
-// the same name merge and a repeated key keeps its last value, as in
-// strongSwan. Every key and section keeps the file and line it came from.
+// statements with glob patterns relative to the including file, expanded
+// as strongSwan's glob(3) expands them. Sections of the same name merge and
+// a repeated key keeps its last value, as in strongSwan. Every key and
+// section keeps the file and line it came from.
 //
 // LoadMPSA reads a file and decodes its `mpsa { }` section into a Config,
-// reporting every problem at once as Errors, each "file:line: message".
+// reporting every problem at once as Errors, each "file:line: what is
+// wrong; what to write instead", sorted by file and line. Problems with
+// includes do not hide the others; a syntax error stops the reading.
 // Other top-level sections (connections, secrets, authorities, pools) belong
 // to swanctl and are ignored.
 package swanctl

@@ -1,8 +1,10 @@
 package swanctl
 
 import (
+	"encoding/json"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -70,5 +72,82 @@ func TestSectionFormatInclude(t *testing.T) {
 	strip := func(s string) string { return regexp.MustCompile(`@\d+`).ReplaceAllString(s, "") }
 	if got := render(again); strip(got) != strip(want) {
 		t.Errorf("formatted tree reads back as\n%s\nwant\n%s\nfrom\n%s", got, want, text)
+	}
+}
+
+// TestJSONShowsEverySetting: the JSON of --check --json has every
+// setting, and one that the role or data plane does not use shows its
+// default, as docs/configuration.md says.
+func TestJSONShowsEverySetting(t *testing.T) {
+	tests := []struct {
+		name   string
+		src    string
+		global map[string]any // expected values of global settings
+		group  map[string]any // expected values of the group's settings
+	}{
+		{"controller", group("controller", "connection = c"),
+			map[string]any{"control_interface": "", "metrics_listen": ""},
+			map[string]any{"tun": "mpsa-g", "encap": false, "encap_port": 4502.0, "xfrm_interface": "mpsa-g", "if_id": 0.0, "dataplane": "xfrm", "mtu": 1400.0, "underlay": "", "local_ts": nil, "routes": nil}},
+		{"member, xfrm in policy mode", group("member", memberOK...),
+			map[string]any{"control_interface": ""},
+			map[string]any{"tun": "mpsa-g", "encap": false, "encap_port": 4502.0, "xfrm_interface": "mpsa-g", "if_id": 0.0, "lifetime": "8h"}},
+		{"member, userspace without encap", group("member", append(slices.Clone(memberOK), "dataplane = userspace", "tun = t0")...),
+			map[string]any{"control_interface": ""},
+			map[string]any{"tun": "t0", "encap": false, "encap_port": 4502.0, "xfrm_interface": "mpsa-g"}},
+		{"member, userspace with encap", "mpsa {\n role = member\n control_interface = ipsec0\n groups { g {\n" + strings.Join(memberOK, "\n") + "\n dataplane = userspace\n encap = yes\n encap_port = 4600\n } }\n}\n",
+			map[string]any{"control_interface": "ipsec0"},
+			map[string]any{"tun": "mpsa-g", "encap": true, "encap_port": 4600.0}},
+		{"member, xfrm in route mode", group("member", append(slices.Clone(memberOK), "if_id = 7", "xfrm_interface = x7")...),
+			nil,
+			map[string]any{"xfrm_interface": "x7", "if_id": 7.0, "tun": "mpsa-g"}},
+	}
+	// Every field with a JSON name and no omitempty must appear.
+	keys := func(v any) []string {
+		var out []string
+		ty := reflect.TypeOf(v)
+		for i := 0; i < ty.NumField(); i++ {
+			tag := ty.Field(i).Tag.Get("json")
+			if tag != "-" && !strings.Contains(tag, "omitempty") {
+				out = append(out, tag)
+			}
+		}
+		return out
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, errs := load(t, tt.src)
+			if errs != nil {
+				t.Fatalf("errors: %q", errs)
+			}
+			b, err := json.Marshal(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatal(err)
+			}
+			g := m["groups"].([]any)[0].(map[string]any)
+			for obj, want := range map[string]struct {
+				m      map[string]any
+				keys   []string
+				values map[string]any
+			}{"config": {m, keys(Config{}), tt.global}, "group": {g, keys(Group{}), tt.group}} {
+				for _, k := range want.keys {
+					if _, ok := want.m[k]; !ok {
+						t.Errorf("%s JSON lacks %q: %s", obj, k, b)
+					}
+				}
+				for k, v := range want.values {
+					if got := want.m[k]; !reflect.DeepEqual(got, v) {
+						t.Errorf("%s JSON %q = %#v, want %#v", obj, k, got, v)
+					}
+				}
+			}
+			// The Group itself keeps zero for what is not in use.
+			if grp := cfg.Groups[0]; !grp.Encap && grp.EncapPort != 0 {
+				t.Errorf("group without encap holds encap_port %d", grp.EncapPort)
+			}
+		})
 	}
 }

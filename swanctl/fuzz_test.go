@@ -9,7 +9,7 @@ import (
 // holds a few files to include. The reader must not panic; what it accepts
 // must carry positions inside the file, must print back (Section.Format)
 // to a text that reads as the same tree, and must decode (or fail to) as a
-// configuration without panicking.
+// configuration without panicking. Every error must have a line.
 func FuzzRead(f *testing.F) {
 	for _, seed := range []string{
 		"a = b\n",
@@ -18,6 +18,7 @@ func FuzzRead(f *testing.F) {
 		"mpsa { role = member\n groups { g { connection = c\n local_ts = 10.1.0.0/24\n routes { r { prefixes = 10.2.0.0/24\n peer = 192.0.2.2 } } } } }",
 		"s : a, b.c { }",
 		"include: a { k = v }\ninclude{ }",
+		"include inc/[!b]*.conf\ninclude inc/.*\ninclude  = x\n",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -33,6 +34,7 @@ func FuzzRead(f *testing.F) {
 			if len(err.Error()) == 0 {
 				t.Fatal("empty error")
 			}
+			checkErrorLines(t, err)
 			return
 		}
 		lines := bytes.Count(src, []byte("\n")) + 1
@@ -59,6 +61,18 @@ func FuzzRead(f *testing.F) {
 		if a, b := again.Format(), text; a != b {
 			t.Fatalf("formatted tree reads back differently:\n%s\nvs\n%s", a, b)
 		}
-		_, _ = Decode(root)
+		_, err = Decode(root)
+		checkErrorLines(t, err)
 	})
+}
+
+// checkErrorLines fails unless every problem in err has a file and a line.
+func checkErrorLines(t *testing.T, err error) {
+	t.Helper()
+	list, _ := err.(Errors)
+	for _, e := range list {
+		if e.Pos.File == "" || e.Pos.Line < 1 {
+			t.Fatalf("error without a line: %q", e.Error())
+		}
+	}
 }

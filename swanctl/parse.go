@@ -1,6 +1,7 @@
 package swanctl
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 )
@@ -91,22 +92,35 @@ func (p *parser) readName() string {
 	return string(p.src[start:p.off])
 }
 
-// isInclude reports whether an include statement starts here: the word
-// include, blanks, and anything but `=` (`include = x` sets a key).
-func (p *parser) isInclude() bool {
+// isInclude reports whether an include statement starts here, as
+// strongSwan's lexer decides it: its rule is `"include"[\t ]+/[^=]`, the
+// word include, blanks and then any byte but `=`, and flex takes the
+// longest match. So `include = x` and `include\t=x` set a key called
+// include, but with two or more blanks before a `=` the last blank serves
+// as the byte that is not `=`: the statement is an include with an empty
+// pattern, and the `=` that follows is a syntax error. noPattern reports
+// that case. (Likewise `include` and two blanks at the end of the file is
+// an include without a pattern, and with one blank a name alone.)
+func (p *parser) isInclude() (include, noPattern bool) {
 	const kw = "include"
 	rest := p.src[p.off:]
-	if len(rest) <= len(kw) || string(rest[:len(kw)]) != kw {
-		return false
+	if !bytes.HasPrefix(rest, []byte(kw)) {
+		return false, false
 	}
 	i := len(kw)
-	if rest[i] != ' ' && rest[i] != '\t' {
-		return false
-	}
 	for i < len(rest) && (rest[i] == ' ' || rest[i] == '\t') {
 		i++
 	}
-	return i == len(rest) || rest[i] != '='
+	blanks := i - len(kw)
+	switch {
+	case blanks == 0:
+		return false, false
+	case i == len(rest):
+		return blanks >= 2, false
+	case rest[i] != '=':
+		return true, false
+	}
+	return blanks >= 2, true
 }
 
 // parseBody parses statements into sec until the end of the file or, when
@@ -128,15 +142,18 @@ func (p *parser) parseBody(sec *Section, open *Pos, depth int) error {
 			p.next()
 			return nil
 		case '{':
-			return p.fail(p.pos(), "unexpected {: a section needs a name, write NAME {")
+			return p.fail(p.pos(), "unexpected {: a section needs a name; write NAME {")
 		case '=':
-			return p.fail(p.pos(), "unexpected =: a setting needs a name, write KEY = VALUE")
+			return p.fail(p.pos(), "unexpected =: a setting needs a name; write KEY = VALUE")
 		case '"':
-			return p.fail(p.pos(), "unexpected string: quotes are allowed in values and include patterns only")
+			return p.fail(p.pos(), "unexpected string: quotes are allowed in values and include patterns only; write names without quotes")
 		case '.', ',', ':':
-			return p.fail(p.pos(), "unexpected %q: %s", c, nameRule)
+			return p.fail(p.pos(), "unexpected %q: %s; remove it, or put it in a value", c, nameRule)
 		}
-		if p.isInclude() {
+		if include, noPattern := p.isInclude(); include {
+			if noPattern {
+				return p.parseIncludeNoPattern()
+			}
 			if err := p.parseInclude(sec, depth); err != nil {
 				return err
 			}
@@ -188,7 +205,7 @@ func (p *parser) parseStatement(sec *Section, depth int) error {
 // references) into child.
 func (p *parser) parseSectionBody(child *Section, depth int) error {
 	if depth+1 > maxSectionDepth {
-		return p.fail(p.pos(), "sections nested more than %d deep", maxSectionDepth)
+		return p.fail(p.pos(), "sections nested more than %d deep; nest them at most %d deep (mpsa { } needs 5 levels)", maxSectionDepth, maxSectionDepth)
 	}
 	open := p.pos()
 	p.next() // '{'
@@ -224,7 +241,7 @@ func (p *parser) parseRefs(name string) ([]string, Pos, error) {
 		case ':', '=':
 			return nil, pos, p.fail(p.pos(), "unexpected %q after %q: %s; put addresses and prefixes in values", p.peek(), name+":"+strings.Join(refs, ","), nameRule)
 		default:
-			return nil, pos, p.fail(p.pos(), "section %q: expected , or { after reference %q", name, ref)
+			return nil, pos, p.fail(p.pos(), "section %q: expected , or { after reference %q; write %s : %s { ... }", name, ref, name, strings.Join(refs, ", "))
 		}
 	}
 }
@@ -272,7 +289,7 @@ func (p *parser) readString() (string, error) {
 	var b strings.Builder
 	for {
 		if p.eof() {
-			return "", p.fail(start, "unterminated string: no closing \" before the end of the file")
+			return "", p.fail(start, "unterminated string: no closing \" before the end of the file; add the closing \" (write \\\" for a quote inside the string)")
 		}
 		c := p.next()
 		switch c {
@@ -281,7 +298,7 @@ func (p *parser) readString() (string, error) {
 		case '\r':
 		case '\\':
 			if p.eof() {
-				return "", p.fail(start, "unterminated string: no closing \" before the end of the file")
+				return "", p.fail(start, "unterminated string: no closing \" before the end of the file; add the closing \" (write \\\" for a quote inside the string)")
 			}
 			e := p.next()
 			switch e {
@@ -359,6 +376,13 @@ func (p *parser) parseInclude(sec *Section, depth int) error {
 		return nil
 	}
 	return p.r.include(sec, p.file, pattern, pos, depth)
+}
+
+// parseIncludeNoPattern reports `include` followed by two or more blanks
+// and a `=`: an include statement without a pattern to strongSwan, whose
+// `=` is then a syntax error (isInclude).
+func (p *parser) parseIncludeNoPattern() error {
+	return p.fail(p.pos(), "include followed by two or more blanks is an include statement to strongSwan, and the = after it a syntax error; write include PATTERN to include files, or a single blank before = for a setting called include")
 }
 
 // printable renders a byte for an error message.

@@ -39,6 +39,8 @@ var parseCases = []struct {
 	{"CRLF", "a = b\r\ns {\r\n c = \"d\"\r\n}\r\n", `a="b"@1 s@2{ c="d"@3 }`},
 	{"CR dropped in strings", "a = \"x\r\ny\"\r\n", `a="x\ny"@1`},
 	{"include as key", "include = x\n", `include="x"@1`},
+	{"include as key, tab before =", "include\t=x\n", `include="x"@1`},
+	{"include as key, no blank before =", "include=x\n", `include="x"@1`},
 	{"includes as key", "includes = x\n", `includes="x"@1`},
 	{"key names with odd bytes", "a-b_c/d@e! = 1", `a-b_c/d@e!="1"@1`},
 	{"comment with braces", "# { } {\ns { # }\n}", `s@2{ }`},
@@ -69,23 +71,32 @@ var parseErrorCases = []struct {
 }{
 	{"unclosed section", "s {\n a = 1\n", `x.conf:3: unexpected end of file: section "s" opened at line 1 is not closed; add a closing }`, false},
 	{"stray close", "a = 1\n}\n", `x.conf:2: unexpected }: no section is open here; remove it`, false},
-	{"nameless section", "{ a = 1 }", `x.conf:1: unexpected {: a section needs a name, write NAME {`, false},
-	{"nameless setting", "\n = 1", `x.conf:2: unexpected =: a setting needs a name, write KEY = VALUE`, false},
-	{"quoted name", `"a" = 1`, `x.conf:1: unexpected string: quotes are allowed in values and include patterns only`, false},
+	{"nameless section", "{ a = 1 }", `x.conf:1: unexpected {: a section needs a name; write NAME {`, false},
+	{"nameless setting", "\n = 1", `x.conf:2: unexpected =: a setting needs a name; write KEY = VALUE`, false},
+	{"quoted name", `"a" = 1`, `x.conf:1: unexpected string: quotes are allowed in values and include patterns only; write names without quotes`, false},
 	{"dot in key", "10.1.0.0/24 = x", `x.conf:1: unexpected '.' in name "10.": names may not contain . , : = { } " # or blanks; put addresses and prefixes in values`, false},
 	{"colon in key", "2001:db8::/32 = x", `x.conf:1: unexpected ':' after "2001:db8": names may not contain . , : = { } " # or blanks; put addresses and prefixes in values`, false},
 	{"name alone", "a\n", `x.conf:2: unexpected end of file after "a"; write a = VALUE or a { ... }`, false},
 	{"two names", "a b = c", `x.conf:1: unexpected "b" after "a"; write a = VALUE or a { ... }`, false},
-	{"unterminated string", "a = \"b\nc = d\n", `x.conf:1: unterminated string: no closing " before the end of the file`, false},
-	{"unterminated string escape", `a = "b\`, `x.conf:1: unterminated string: no closing " before the end of the file`, false},
+	{"unterminated string", "a = \"b\nc = d\n", `x.conf:1: unterminated string: no closing " before the end of the file; add the closing " (write \" for a quote inside the string)`, false},
+	{"unterminated string escape", `a = "b\`, `x.conf:1: unterminated string: no closing " before the end of the file; add the closing " (write \" for a quote inside the string)`, false},
 	{"reference without name", "s : { }", `x.conf:1: section "s": expected the name of a referenced section after : or ,; write s : OTHER { ... }`, false},
 	{"reference list unfinished", "s : a, { }", `x.conf:1: section "s": expected the name of a referenced section after : or ,; write s : OTHER { ... }`, false},
-	{"reference without brace", "s : a\nb = c", `x.conf:2: section "s": expected , or { after reference "a"`, false},
+	{"reference without brace", "s : a\nb = c", `x.conf:2: section "s": expected , or { after reference "a"; write s : a { ... }`, false},
 	{"control byte", "a \x01", `x.conf:1: unexpected byte 0x01 after "a"; write a = VALUE or a { ... }`, false},
 	{"prefix key with equals", "s : a = b", `x.conf:1: unexpected '=' after "s:a": names may not contain . , : = { } " # or blanks; put addresses and prefixes in values`, false},
-	{"leading comma", ", a", `x.conf:1: unexpected ',': names may not contain . , : = { } " # or blanks`, false},
+	{"leading comma", ", a", `x.conf:1: unexpected ',': names may not contain . , : = { } " # or blanks; remove it, or put it in a value`, false},
 	{"error after include-free lines", "a = 1\nb = 2\n\nc {\n", `x.conf:5: unexpected end of file: section "c" opened at line 4 is not closed; add a closing }`, false},
-	{"too deep", strings.Repeat("a {", maxSectionDepth+1) + strings.Repeat("}", maxSectionDepth+1), `x.conf:1: sections nested more than 64 deep`, true},
+	{"too deep", strings.Repeat("a {", maxSectionDepth+1) + strings.Repeat("}", maxSectionDepth+1), `x.conf:1: sections nested more than 64 deep; nest them at most 64 deep (mpsa { } needs 5 levels)`, true},
+	// strongSwan's lexer reads include, blanks and a byte other than =
+	// as an include statement (longest match): with two blanks before =
+	// the second blank is that byte, so the = is a syntax error.
+	{"include, two blanks, =", "include  = x\n", `x.conf:1: include followed by two or more blanks is an include statement to strongSwan, and the = after it a syntax error; write include PATTERN to include files, or a single blank before = for a setting called include`, false},
+	{"include, blank and tab, =", "s {\n include \t=x\n}\n", `x.conf:2: include followed by two or more blanks is an include statement to strongSwan, and the = after it a syntax error; write include PATTERN to include files, or a single blank before = for a setting called include`, false},
+	{"include and one blank at the end of the file is a name alone", "include ", `x.conf:1: unexpected end of file after "include"; write include = VALUE or include { ... }`, false},
+	// With two blanks it is an include without a pattern, which
+	// strongSwan ignores and mpsa refuses.
+	{"include and two blanks at the end of the file", "include  ", `x.conf:1: include without a file pattern; write include PATH or include DIR/*.conf`, true},
 }
 
 func TestParseErrors(t *testing.T) {

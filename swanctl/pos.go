@@ -6,7 +6,9 @@ import (
 )
 
 // Pos is where a key, a section or a problem is in the configuration files.
-// Line is 1-based; 0 means the file as a whole.
+// Line is 1-based; 0 means the file as a whole, as in the position of a
+// file's root Section. Every problem this package reports has a line: one
+// about a file as a whole is at its line 1.
 type Pos struct {
 	File string `json:"file"`
 	Line int    `json:"line"`
@@ -37,7 +39,9 @@ func (e *Error) Error() string {
 // MarshalText renders the problem as Error does, for JSON.
 func (e *Error) MarshalText() ([]byte, error) { return []byte(e.Error()), nil }
 
-// Errors is every problem found in a configuration, in the order found.
+// Errors is every problem found in a configuration: in the order found
+// from ReadFile and Parse, sorted by file and line from Decode and
+// LoadMPSA.
 // Functions of this package return it as their error when anything is
 // wrong; use errors.As to get at the individual problems.
 type Errors []*Error

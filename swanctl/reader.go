@@ -14,15 +14,21 @@ import (
 // from the operating system's file system.
 //
 // Includes: a relative pattern is relative to the directory of the file
-// that contains the include statement; an absolute one is used as is. A
-// glob pattern (with *, ? or [) that matches nothing is fine, as in
+// that contains the include statement; an absolute one is used as is.
+// Patterns are expanded as strongSwan's glob(3) expands them (see glob.go):
+// a wildcard does not match a name's leading dot, `[!x]` negates, and a
+// backslash escapes. A glob pattern that matches nothing is fine, as in
 // strongSwan, so `include conf.d/*.conf` works with an empty conf.d. A
-// literal path that does not exist is an error, where strongSwan only logs
-// it: a daemon that silently runs without part of its configuration is
-// worse than one that refuses to start. Matches that are directories are
-// skipped. An include cycle is an error. The included file's statements
-// belong to the section that contains the include statement, and its braces
-// must balance within the file.
+// literal path (no wildcard) that does not exist is an error, where
+// strongSwan only logs it: a daemon that silently runs without part of its
+// configuration is worse than one that refuses to start. Matches that are
+// directories are skipped. An include cycle is an error. The included
+// file's statements belong to the section that contains the include
+// statement, and its braces must balance within the file.
+//
+// Every problem has a file and a line: an include problem is at the
+// include statement, and a file that cannot be read at all is at its line
+// 1.
 type Reader struct {
 	// FS, when set, is the file system to read from instead of the
 	// operating system's. Paths are then slash-separated and relative to
@@ -36,17 +42,28 @@ func ReadFile(path string) (*Section, error) {
 }
 
 // ReadFile reads and parses the file at name and everything it includes.
-// The error, if any, is Errors.
+// The error, if any, is Errors. After problems with includes only (a
+// missing file, a cycle), the tree holds everything else; after a syntax
+// error it is incomplete.
 func (rd Reader) ReadFile(name string) (*Section, error) {
+	root, errs, _ := rd.read(name)
+	return root, errs.err()
+}
+
+// read is ReadFile, and reports whether the reading stopped early: at a
+// syntax error, or because the file could not be read at all. Otherwise
+// the errors, if any, are about includes, and the tree holds the rest.
+func (rd Reader) read(name string) (root *Section, errs Errors, stopped bool) {
 	r := rd.newReader()
-	root := &Section{Pos: Pos{File: name}}
+	root = &Section{Pos: Pos{File: name}}
 	data, err := r.fs.readFile(name)
 	if err != nil {
-		r.errs.add(Pos{File: name}, "cannot read configuration: %v", unwrapPath(err))
-		return root, r.errs.err()
+		err = unwrapPath(err)
+		r.errs.add(Pos{File: name, Line: 1}, "cannot read configuration: %v; %s", err, readHint(err, "name the configuration file, not a directory"))
+		return root, r.errs, true
 	}
 	r.parse(root, name, r.fs.clean(name), data, 0)
-	return root, r.errs.err()
+	return root, r.errs, r.stop
 }
 
 // Parse parses src as if it were the file name. Includes are read through
@@ -63,6 +80,21 @@ func (rd Reader) newReader() *reader {
 		return &reader{fs: ioFS{rd.FS}}
 	}
 	return &reader{fs: osFS{}}
+}
+
+// readHint says what to do about a file that cannot be read; dir is the
+// advice for a directory.
+func readHint(err error, dir string) string {
+	var de dirError
+	switch {
+	case errors.As(err, &de):
+		return dir
+	case errors.Is(err, fs.ErrNotExist):
+		return "check the path"
+	case errors.Is(err, fs.ErrPermission):
+		return "make it readable by the user mpsad runs as"
+	}
+	return "check the file and the file system it is on"
 }
 
 // reader is the state of one ReadFile or Parse call.
@@ -98,28 +130,31 @@ func (r *reader) include(sec *Section, from, pattern string, pos Pos, depth int)
 		return nil
 	}
 	full := r.fs.join(from, pattern)
+	magic := hasMagic(pattern)
 	var names []string
-	if hasMeta(pattern) {
-		m, err := r.fs.glob(full)
+	if magic {
+		m, err := glob(r.fs, full)
 		if err != nil {
-			r.errs.add(pos, "include %s: bad pattern: %v; escape literal *, ? and [ with a backslash", pattern, err)
+			err = unwrapPath(err)
+			r.errs.add(pos, "include %s: cannot expand the pattern: %v; %s", pattern, err, readHint(err, "fix the pattern"))
 			return nil
 		}
 		names = m
 	} else {
-		names = []string{full}
+		names = []string{unescape(full)}
 	}
 	for _, name := range names {
 		data, err := r.fs.readFile(name)
 		if err != nil {
 			var dir dirError
 			switch {
-			case hasMeta(pattern) && errors.As(err, &dir):
+			case magic && errors.As(err, &dir):
 				continue
 			case errors.Is(err, fs.ErrNotExist):
 				r.errs.add(pos, "include %s: file %s does not exist; fix the path, or use a glob pattern (conf.d/*.conf) if the file is optional", pattern, name)
 			default:
-				r.errs.add(pos, "include %s: cannot read %s: %v", pattern, name, unwrapPath(err))
+				err = unwrapPath(err)
+				r.errs.add(pos, "include %s: cannot read %s: %v; %s", pattern, name, err, readHint(err, "include "+strings.TrimSuffix(pattern, "/")+"/*.conf to read the files in it"))
 			}
 			continue
 		}
@@ -154,12 +189,6 @@ func (r *reader) cycle(canon string) string {
 	return ""
 }
 
-// hasMeta reports whether an include pattern is a glob rather than a
-// literal path.
-func hasMeta(pattern string) bool {
-	return strings.ContainsAny(pattern, `*?[`)
-}
-
 // unwrapPath drops the *PathError wrapper whose path the message already
 // names.
 func unwrapPath(err error) error {
@@ -180,7 +209,11 @@ type fileSystem interface {
 	// readFile returns the contents of a file, or dirError for a
 	// directory.
 	readFile(name string) ([]byte, error)
-	glob(pattern string) ([]string, error)
+	// readDir returns the names in a directory, or none when it does not
+	// exist or is not a directory.
+	readDir(dir string) ([]string, error)
+	// exists reports whether there is a file or directory called name.
+	exists(name string) bool
 	// join resolves pattern relative to the directory of file from.
 	join(from, pattern string) string
 	// clean is the canonical form of a name, for cycle detection.
@@ -197,7 +230,29 @@ func (osFS) readFile(name string) ([]byte, error) {
 	return data, err
 }
 
-func (osFS) glob(pattern string) ([]string, error) { return filepath.Glob(pattern) }
+func (osFS) readDir(dir string) ([]string, error) {
+	if dir == "" {
+		dir = "."
+	}
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil, nil
+	}
+	return entryNames(entries), err
+}
+
+func (osFS) exists(name string) bool {
+	_, err := os.Lstat(name)
+	return err == nil
+}
+
+func entryNames(entries []fs.DirEntry) []string {
+	names := make([]string, len(entries))
+	for i, e := range entries {
+		names[i] = e.Name()
+	}
+	return names
+}
 
 func (osFS) join(from, pattern string) string {
 	if filepath.IsAbs(pattern) {
@@ -233,8 +288,18 @@ func (f ioFS) readFile(name string) ([]byte, error) {
 	return data, err
 }
 
-func (f ioFS) glob(pattern string) ([]string, error) {
-	return fs.Glob(f.fsys, f.clean(pattern))
+func (f ioFS) readDir(dir string) ([]string, error) {
+	d := f.clean(dir)
+	if st, err := fs.Stat(f.fsys, d); err != nil || !st.IsDir() {
+		return nil, nil
+	}
+	entries, err := fs.ReadDir(f.fsys, d)
+	return entryNames(entries), err
+}
+
+func (f ioFS) exists(name string) bool {
+	_, err := fs.Stat(f.fsys, f.clean(name))
+	return err == nil
 }
 
 func (ioFS) join(from, pattern string) string {

@@ -1,6 +1,7 @@
 package swanctl
 
 import (
+	"encoding/json"
 	"log/slog"
 	"net/netip"
 
@@ -86,7 +87,7 @@ type Config struct {
 	// is safe where charon installs kernel XFRM policies for the control
 	// child: the kernel then drops plaintext that claims to come from a
 	// control address.
-	ControlInterface string `json:"control_interface,omitempty"`
+	ControlInterface string `json:"control_interface"`
 	// StatusSocket is the path of the local socket mpsactl talks to.
 	StatusSocket string `json:"status_socket"`
 	// LogLevel is debug, info, warn or error.
@@ -147,8 +148,9 @@ type Group struct {
 	NonceLength int `json:"nonce_length"`
 	// Dataplane is the member's data-plane backend.
 	Dataplane Backend `json:"dataplane"`
-	// TUN is the TUN device of the userspace data plane.
-	TUN string `json:"tun,omitempty"`
+	// TUN is the TUN device of the userspace data plane; empty with
+	// another data plane.
+	TUN string `json:"tun"`
 	// MTU is the MTU of the TUN device or of the XFRM interface.
 	MTU int `json:"mtu"`
 	// IfID is the XFRM interface ID of route-based mode; 0 means
@@ -157,13 +159,13 @@ type Group struct {
 	// Encap carries the userspace data plane's ESP in UDP (RFC 3948)
 	// instead of as IP protocol 50, so that the kernel segments and
 	// coalesces it (UDP GSO/GRO). Every member of the group must agree.
-	Encap bool `json:"encap,omitempty"`
-	// EncapPort is the UDP port of ESP in UDP, with Encap.
-	EncapPort uint16 `json:"encap_port,omitempty"`
+	Encap bool `json:"encap"`
+	// EncapPort is the UDP port of ESP in UDP with Encap, 0 without.
+	EncapPort uint16 `json:"encap_port"`
 	// XFRMInterface is the XFRM interface that mpsad creates with IfID in
 	// route-based mode (empty in policy-based mode); the operator routes
 	// the peers' prefixes into it.
-	XFRMInterface string `json:"xfrm_interface,omitempty"`
+	XFRMInterface string `json:"xfrm_interface"`
 	// Underlay is the member's own underlay address for the shared SA;
 	// the zero Addr means the local address of its IKE SA with the
 	// controller.
@@ -227,7 +229,27 @@ func (c *Config) SlogLevel() slog.Level {
 }
 
 // PeersLearned reports whether a member group has a way to learn its
-// peers: static routes or enabled BGP.
+// peers: static routes. BGP peer discovery is reserved but not
+// implemented, so an enabled bgp { } does not count.
 func (g *Group) PeersLearned() bool {
-	return len(g.Routes) > 0 || (g.BGP != nil && g.BGP.Enabled)
+	return len(g.Routes) > 0
+}
+
+// MarshalJSON encodes the group with every setting, as --check --json
+// shows it: a setting that the role or the data plane does not use shows
+// its default (tun and xfrm_interface mpsa-NAME, encap_port 4502), where
+// the Group holds the zero value that means "not in use".
+func (g *Group) MarshalJSON() ([]byte, error) {
+	type plain Group // without the method
+	p := plain(*g)
+	if p.TUN == "" {
+		p.TUN = defaultTUNPrefix + g.Name
+	}
+	if p.XFRMInterface == "" {
+		p.XFRMInterface = defaultTUNPrefix + g.Name
+	}
+	if p.EncapPort == 0 {
+		p.EncapPort = DefaultEncapPort
+	}
+	return json.Marshal(p)
 }

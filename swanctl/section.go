@@ -50,7 +50,7 @@ func (r *sectionReader) checkNames(keys, sections []string) {
 		case slices.Contains(keys, s.Name):
 			r.errorf(s.Pos, "%s is a setting, not a section; write %s = VALUE", s.Name, s.Name)
 		case len(sections) == 0:
-			r.errorf(s.Pos, "unexpected section %q; no subsections are allowed here", s.Name)
+			r.errorf(s.Pos, "unexpected section %q: %s takes no subsections; remove it, and write settings as KEY = VALUE (known here: %s)", s.Name, r.sec.Name, strings.Join(keys, ", "))
 		default:
 			r.errorf(s.Pos, "unknown section %q; %s", s.Name, unknownHint(s.Name, sections))
 		}
@@ -117,18 +117,19 @@ func (r *sectionReader) boolean(key string, def bool) bool {
 	return v
 }
 
-// duration returns the time value of key, or def.
-func (r *sectionReader) duration(key string, def Duration) Duration {
+// duration returns the time value of key, or def; ok is false when the
+// value is not a time value (which is reported).
+func (r *sectionReader) duration(key string, def Duration) (d Duration, ok bool) {
 	kv := r.get(key)
 	if kv == nil {
-		return def
+		return def, true
 	}
 	v, err := ParseDuration(kv.Value)
 	if err != nil {
 		r.errorf(kv.Pos, "%s = %s is not a time value; write a whole number with s, m, h or d (for example %s)", key, kv.Value, def)
-		return def
+		return def, false
 	}
-	return v
+	return v, true
 }
 
 // uinteger returns the decimal integer value of key within [lo, hi], or

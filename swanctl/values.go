@@ -9,13 +9,17 @@ import (
 )
 
 // Duration is a time span written in strongSwan's forms: a whole number
-// with an optional unit, s (seconds), m (minutes), h (hours) or d (days); a
-// bare number is seconds. It prints in the same form, with the largest unit
-// that divides it ("8h", "90s").
+// with an optional unit, s (seconds), m (minutes), h (hours) or d (days),
+// which blanks may separate from the number ("8h", "8 h"); a bare number
+// is seconds. It prints in the same form, with the largest unit that
+// divides it ("8h", "90s").
 type Duration time.Duration
 
 // ParseDuration parses a strongSwan time value ("30s", "10m", "8h", "1d",
-// "45").
+// "45", "8 h"). strongSwan's own parser (timespan_from_string: strtoull,
+// then white space, then the unit) also takes a sign and ignores anything
+// after the unit letter ("8hours", "1h30m" as 1h); this one refuses those
+// rather than read them other than the operator meant.
 func ParseDuration(s string) (Duration, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -33,6 +37,7 @@ func ParseDuration(s string) (Duration, error) {
 	case 'd':
 		unit, num = 24*time.Hour, s[:len(s)-1]
 	}
+	num = strings.TrimRight(num, " \t\n\v\f\r") // C's isspace
 	// ParseUint takes no sign, so "+1s" and "-1s" are refused here.
 	n, err := strconv.ParseUint(num, 10, 32)
 	if err != nil {

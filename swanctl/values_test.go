@@ -22,6 +22,10 @@ func TestParseDuration(t *testing.T) {
 		{"0", 0, "0s"},
 		{" 7h ", 7 * time.Hour, "7h"},
 		{"120s", 2 * time.Minute, "2m"},
+		// strongSwan skips white space between number and unit.
+		{"8 h", 8 * time.Hour, "8h"},
+		{"30\ts", 30 * time.Second, "30s"},
+		{"2  d", 48 * time.Hour, "2d"},
 	}
 	for _, tt := range good {
 		d, err := ParseDuration(tt.in)
@@ -29,7 +33,7 @@ func TestParseDuration(t *testing.T) {
 			t.Errorf("ParseDuration(%q) = %v (%s), %v; want %v (%s)", tt.in, d.Std(), d, err, tt.want, tt.str)
 		}
 	}
-	for _, in := range []string{"", "s", "h", "-1s", "+1s", "1.5h", "1w", "8 h", "1h30m", "0x10", "99999999999d", "4294967295d"} {
+	for _, in := range []string{"", "s", "h", "-1s", "+1s", "1.5h", "1w", "8 hours", "8 h h", "1h30m", "h 8", "0x10", "99999999999d", "4294967295d"} {
 		if d, err := ParseDuration(in); err == nil {
 			t.Errorf("ParseDuration(%q) = %v, want an error", in, d)
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/mpsa/mpsa/internal/version"
 	"github.com/mpsa/mpsa/swanctl"
@@ -37,7 +38,8 @@ docs/configuration.md in the source; annotated examples:
 Options:
   --config FILE  read FILE and what it includes; the default,
                  %s,
-                 includes conf.d/*.conf
+                 includes conf.d/*.conf; as for swanctl, the environment
+                 variable SWANCTL_DIR replaces its directory
   --check        load and validate the configuration, print the effective
                  configuration with every default filled in, and exit:
                  0 when valid, 1 with every problem listed on stderr
@@ -61,6 +63,16 @@ func usage() string {
 	return fmt.Sprintf(usageText, swanctl.DefaultConfigFile(), swanctl.DefaultVICI())
 }
 
+// defaultConfig is the file mpsad reads without --config: swanctl.conf in
+// swanctlDir, the SWANCTL_DIR environment variable swanctl itself honours,
+// or the build's default when that is empty.
+func defaultConfig(swanctlDir string) string {
+	if swanctlDir != "" {
+		return filepath.Join(swanctlDir, "swanctl.conf")
+	}
+	return swanctl.DefaultConfigFile()
+}
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -74,7 +86,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// bad flag. flag would print it to stderr in both cases.
 	fs.Usage = func() {}
 	var (
-		config   = fs.String("config", swanctl.DefaultConfigFile(), "configuration file")
+		config   = fs.String("config", defaultConfig(os.Getenv("SWANCTL_DIR")), "configuration file")
 		check    = fs.Bool("check", false, "validate the configuration and exit")
 		asJSON   = fs.Bool("json", false, "with --check, print JSON")
 		showVers = fs.Bool("version", false, "print the version and exit")

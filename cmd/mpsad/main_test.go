@@ -65,7 +65,7 @@ func TestCheckErrors(t *testing.T) {
 	}
 	code, out, errs := runMpsad("--check", "--config", path)
 	want := path + ":5: mpsa.groups.g: member group has no local_ts; write local_ts = the prefixes behind this member (10.1.0.0/24)\n" +
-		path + ":5: mpsa.groups.g: member group has no way to learn its peers; add routes { NAME { prefixes = ...  peer = ... } } or an enabled bgp { } section\n" +
+		path + ":5: mpsa.groups.g: member group has no way to learn its peers; add routes { NAME { prefixes = ...  peer = ... } } with the static peers (bgp { } is reserved, mpsad does not speak BGP yet)\n" +
 		path + ":7: mpsa.groups.g: dataplane = kernel is not valid; write xfrm or userspace\n" +
 		"mpsad: " + path + ": 3 errors in the configuration\n"
 	if code != 1 || out != "" || errs != want {
@@ -73,7 +73,7 @@ func TestCheckErrors(t *testing.T) {
 	}
 
 	code, _, errs = runMpsad("--check", "--config", filepath.Join(dir, "none.conf"))
-	if want := filepath.Join(dir, "none.conf") + ": cannot read configuration: no such file or directory\nmpsad: " + filepath.Join(dir, "none.conf") + ": 1 error in the configuration\n"; code != 1 || errs != want {
+	if want := filepath.Join(dir, "none.conf") + ":1: cannot read configuration: no such file or directory; check the path\nmpsad: " + filepath.Join(dir, "none.conf") + ": 1 error in the configuration\n"; code != 1 || errs != want {
 		t.Errorf("missing file: exit %d, stderr %q, want %q", code, errs, want)
 	}
 }
@@ -123,7 +123,7 @@ func TestFlags(t *testing.T) {
 	// The daemon refuses to start on a configuration it cannot load, with
 	// EX_CONFIG so that systemd does not restart it in a loop.
 	code, _, errs = runMpsad("--config", "/nonexistent")
-	if code != 78 || !strings.Contains(errs, "/nonexistent: cannot read configuration") {
+	if code != 78 || !strings.Contains(errs, "/nonexistent:1: cannot read configuration") {
 		t.Errorf("daemon mode with a missing file: %d %q", code, errs)
 	}
 	code, _, errs = runMpsad("--json")
@@ -137,5 +137,35 @@ func TestFlags(t *testing.T) {
 	code, out, errs = runMpsad("--bogus")
 	if code != 2 || out != "" || !strings.HasPrefix(errs, "flag provided but not defined: -bogus\nUsage: mpsad ") || strings.Count(errs, "Usage: mpsad") != 1 {
 		t.Errorf("unknown flag: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+}
+
+// TestSwanctlDir: without --config, mpsad reads swanctl.conf in
+// SWANCTL_DIR when it is set, as swanctl does, with its conf.d includes.
+func TestSwanctlDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "conf.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	member, err := os.ReadFile(filepath.Join("..", "..", "packaging", "examples", "member.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, text := range map[string][]byte{
+		"swanctl.conf":     []byte("connections {\n}\ninclude conf.d/*.conf\n"),
+		"conf.d/mpsa.conf": member,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), text, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("SWANCTL_DIR", dir)
+	code, out, errs := runMpsad("--check")
+	want := "# " + filepath.Join(dir, "swanctl.conf") + ": valid;"
+	if code != 0 || !strings.HasPrefix(out, want) || !strings.Contains(out, "    role = member\n") {
+		t.Fatalf("--check with SWANCTL_DIR: exit %d, stderr %q, output starts %q, want %q and the member's settings", code, errs, out[:min(len(out), 120)], want)
+	}
+	if got := defaultConfig(""); got != swanctl.DefaultConfigFile() {
+		t.Errorf("defaultConfig without SWANCTL_DIR = %q, want the build's %q", got, swanctl.DefaultConfigFile())
 	}
 }
