@@ -60,8 +60,10 @@ func (gp GroupParams) Validate() error {
 		return fmt.Errorf("rekey jitter %s must be below the rekey time %s", gp.RekeyJitter, gp.RekeyTime)
 	case gp.Rollover1 < 0 || gp.Rollover2 < gp.Rollover1:
 		return fmt.Errorf("rollover times %s and %s: want 0 <= rollover1 <= rollover2", gp.Rollover1, gp.Rollover2)
-	case gp.Rollover2 >= gp.Lifetime-gp.RekeyTime:
-		return fmt.Errorf("rollover2 %s must be shorter than the margin between rekey and expiry (%s)", gp.Rollover2, gp.Lifetime-gp.RekeyTime)
+	case gp.Rollover2 > gp.Lifetime-gp.RekeyTime:
+		// Equal is fine: the old SA goes at its expiry at the latest.
+		// swanctl's check draws the same line.
+		return fmt.Errorf("rollover2 %s must not be longer than the margin between rekey and expiry (%s)", gp.Rollover2, gp.Lifetime-gp.RekeyTime)
 	}
 	return nil
 }

@@ -161,7 +161,7 @@ func TestGroupParamsValidate(t *testing.T) {
 		"rekey after lifetime": func(g *GroupParams) { g.RekeyTime = 9 * time.Hour },
 		"jitter too big":       func(g *GroupParams) { g.RekeyJitter = 8 * time.Hour },
 		"rollover2 < 1":        func(g *GroupParams) { g.Rollover2 = 10 * time.Second },
-		"rollover past margin": func(g *GroupParams) { g.Rollover1, g.Rollover2 = time.Hour, time.Hour },
+		"rollover past margin": func(g *GroupParams) { g.Rollover1, g.Rollover2 = time.Hour, time.Hour+time.Second },
 		"nonce 8":              func(g *GroupParams) { g.NonceLen = 8 },
 		"no lifetime":          func(g *GroupParams) { g.Lifetime = 0 },
 		"bad suite":            func(g *GroupParams) { g.Suite.KeyBits = 1 },
@@ -171,5 +171,11 @@ func TestGroupParamsValidate(t *testing.T) {
 		if _, err := NewGroup(gp, seeded(0), t0); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+	// A rollover as long as the margin is what swanctl's check allows.
+	gp := testParams()
+	gp.Rollover1, gp.Rollover2 = time.Hour, time.Hour
+	if _, err := NewGroup(gp, seeded(0), t0); err != nil {
+		t.Errorf("rollover2 equal to the margin: %v", err)
 	}
 }

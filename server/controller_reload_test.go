@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mpsa/mpsa/swanctl"
 	"github.com/mpsa/mpsa/vici"
 )
 
@@ -204,20 +205,31 @@ func TestControllerReloadRekeyOnLeaveTurnedOn(t *testing.T) {
 // TestControllerReloadRefused: a configuration the controller cannot run
 // is refused as a whole and the running group stays as it was.
 func TestControllerReloadRefused(t *testing.T) {
-	for _, c := range []struct{ name, conf, err string }{
-		// swanctl accepts it, the protocol core does not (2^32-1 s at
-		// most); with a second, valid group that must not be set up.
-		{"lifetime out of range", ctlConfWith(strings.Replace(ctlTimers, "lifetime = 1h", "lifetime = 60000d", 1)) +
-			"\nmpsa { groups { h { connection = d } } }", "out of range"},
-		{"role", memConf, "role changed"},
-		{"control port", ctlConf + "\nmpsa { control_port = 4600 }", "control_port changed"},
+	for _, c := range []struct {
+		name, conf, err string
+		edit            func(*swanctl.Config)
+	}{
+		// The protocol core refuses it (2^32-1 s at most); swanctl's
+		// check does too, so the configuration is edited after loading,
+		// as an embedder of the server could hand it over. With a
+		// second, valid group that must not be set up.
+		{"lifetime out of range", ctlConf + "\nmpsa { groups { h { connection = d } } }", "out of range",
+			func(cfg *swanctl.Config) { cfg.Groups[0].Lifetime = swanctl.Duration(60000 * 24 * time.Hour) }},
+		{"role", memConf, "role changed", nil},
+		{"control port", ctlConf + "\nmpsa { control_port = 4600 }", "control_port changed", nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			b := newBench(t)
 			b.up()
 			b.dp.take()
 			cfg, g, spi := b.ctl.cfg, b.ctlGroup(), b.ctlGroup().group.Current().SPI()
-			b.reloadCtl(c.conf, c.err)
+			n := loadConfig(t, c.conf)
+			if c.edit != nil {
+				c.edit(n)
+			}
+			if err := b.ctl.reload(b.ctx, n); err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Fatalf("reload: error %v, want one saying %q", err, c.err)
+			}
 			b.expectNoPush("refused reload")
 			if b.ctl.cfg != cfg || len(b.ctl.ctls) != 1 || b.ctlGroup() != g || g.group.Current().SPI() != spi {
 				t.Fatalf("a refused reload changed the controller: %d groups, SPI %08x (was %08x)", len(b.ctl.ctls), b.ctlGroup().group.Current().SPI(), spi)
