@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mpsa/mpsa/internal/testenv"
 	"github.com/mpsa/mpsa/test/charon"
 )
 
@@ -214,7 +214,7 @@ func count(lines []string, s string) int {
 // process is an mpsad started by startMpsad.
 type process struct {
 	cmd  *exec.Cmd
-	done chan struct{} // closed once it has been waited for
+	done <-chan struct{} // closed once it has been waited for
 }
 
 // startMpsad starts bin --config conf in network namespace ns with the
@@ -235,23 +235,11 @@ func startMpsad(t *testing.T, ns, bin, conf, logPath string, env ...string) *pro
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	p := &process{cmd: cmd, done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		// The parent-death signal follows the forking thread: keep it
-		// alive, locked, for as long as mpsad runs.
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		_ = cmd.Wait()
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
+	done, err := testenv.StartTied(cmd)
+	if err != nil {
 		t.Fatalf("start mpsad: %v", err)
 	}
+	p := &process{cmd: cmd, done: done}
 	t.Cleanup(func() {
 		select {
 		case <-p.done:

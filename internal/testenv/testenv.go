@@ -7,6 +7,7 @@ package testenv
 import (
 	"os"
 	"os/exec"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -85,4 +86,25 @@ func WaitFor(t TB, timeout time.Duration, what string, cond func() (ok bool, sta
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// StartTied starts cmd, whose SysProcAttr should set Pdeathsig, from a
+// locked OS thread that lives exactly as long as the process: the kernel
+// sends the parent-death signal when the forking *thread* ends, not the
+// test binary, so an unlocked goroutine's thread could trigger it early.
+// The channel is closed once the process has been waited for.
+func StartTied(cmd *exec.Cmd) (<-chan struct{}, error) {
+	done := make(chan struct{})
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		_ = cmd.Wait()
+		close(done)
+	}()
+	return done, <-started
 }

@@ -22,12 +22,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/mpsa/mpsa/internal/testenv"
 )
 
 // DefaultBinary is where Debian installs the charon daemon.
@@ -70,7 +71,7 @@ type Instance struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has been waited for
+	done <-chan struct{} // closed when cmd has been waited for
 }
 
 // Launch writes the instance directory, starts charon in the namespace,
@@ -223,21 +224,8 @@ func (in *Instance) start(ctx context.Context) error {
 	// Stop decides the order. If this process dies without stopping it
 	// (a test timeout skips cleanups), charon gets SIGTERM.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	// The parent-death signal fires when the forking *thread* ends, so
-	// fork from a locked thread that lives exactly as long as charon.
-	done := make(chan struct{})
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		_ = cmd.Wait()
-		close(done)
-	}()
-	if err := <-started; err != nil {
+	done, err := testenv.StartTied(cmd)
+	if err != nil {
 		return fmt.Errorf("charon: start in %s: %w", in.cfg.NetNS, err)
 	}
 	in.cmd, in.done = cmd, done
