@@ -3,6 +3,7 @@ package mpsa
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -194,13 +195,9 @@ func (g *Group) Rekey(now time.Time) (*GroupSA, error) {
 	if _, err := io.ReadFull(g.rand, s.put.SKd); err != nil {
 		return nil, fmt.Errorf("generate SK_d: %w", err)
 	}
-	jitter := time.Duration(0)
-	if g.params.RekeyJitter > 0 {
-		n, err := rand.Int(g.rand, big.NewInt(int64(g.params.RekeyJitter)))
-		if err != nil {
-			return nil, fmt.Errorf("draw rekey jitter: %w", err)
-		}
-		jitter = time.Duration(n.Int64())
+	jitter, err := g.jitter()
+	if err != nil {
+		return nil, err
 	}
 	s.RekeyAt = now.Add(g.params.RekeyTime - jitter)
 	if g.prev != nil {
@@ -209,6 +206,48 @@ func (g *Group) Rekey(now time.Time) (*GroupSA, error) {
 	g.prev, g.cur = g.cur, s
 	g.pending = time.Time{}
 	return s, nil
+}
+
+// jitter draws how much earlier than RekeyTime an SA is rekeyed: uniform
+// in [0, RekeyJitter).
+func (g *Group) jitter() (time.Duration, error) {
+	if g.params.RekeyJitter <= 0 {
+		return 0, nil
+	}
+	n, err := rand.Int(g.rand, big.NewInt(int64(g.params.RekeyJitter)))
+	if err != nil {
+		return 0, fmt.Errorf("draw rekey jitter: %w", err)
+	}
+	return time.Duration(n.Int64()), nil
+}
+
+// Retime changes the group's schedule without a new SA: params may differ
+// from the group's only in RekeyTime, RekeyJitter, Rollover1, Rollover2,
+// RekeyOnJoin, RekeyOnLeave and MembershipHoldDown. A new Suite, nonce
+// length or Lifetime is an error, since it needs a new SA. A new RekeyTime
+// or RekeyJitter reschedules the current SA's rekey (Created + RekeyTime -
+// a new jitter; due at once when that has passed); new rollover times go
+// with the next SA, since the current SA's members hold the old ones. On
+// error nothing changes.
+func (g *Group) Retime(params GroupParams) error {
+	if err := params.Validate(); err != nil {
+		return fmt.Errorf("group parameters: %w", err)
+	}
+	if params.Suite != g.params.Suite || params.nonceLen() != g.params.nonceLen() || params.Lifetime != g.params.Lifetime {
+		return errors.New("group parameters: a new proposal, nonce length or lifetime needs a new group SA")
+	}
+	old := g.params
+	g.params = params
+	if params.RekeyTime == old.RekeyTime && params.RekeyJitter == old.RekeyJitter {
+		return nil
+	}
+	jitter, err := g.jitter()
+	if err != nil {
+		g.params = old
+		return err
+	}
+	g.cur.RekeyAt = g.cur.Created.Add(params.RekeyTime - jitter)
+	return nil
 }
 
 // newSPI draws a random SPI of at least 256, outside charon's range and

@@ -179,3 +179,65 @@ func TestGroupParamsValidate(t *testing.T) {
 		t.Errorf("rollover2 equal to the margin: %v", err)
 	}
 }
+
+// TestGroupRetime: new timers without a new SA. The current SA keeps its
+// SPI, keys and rollover times; a new rekey_time reschedules its rekey;
+// the next SA has the new rollover times; a new proposal or lifetime is
+// refused and changes nothing.
+func TestGroupRetime(t *testing.T) {
+	gp := testParams()
+	gp.RekeyJitter = 0
+	g, err := NewGroup(gp, seeded(0), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := g.Current()
+	spi, nonce := cur.SPI(), append([]byte(nil), cur.put.Nonce...)
+
+	n := gp
+	n.RekeyTime, n.Rollover1, n.Rollover2 = 6*time.Hour, 10*time.Second, 20*time.Second
+	if err := g.Retime(n); err != nil {
+		t.Fatal(err)
+	}
+	if g.Current() != cur || cur.SPI() != spi || !bytes.Equal(cur.put.Nonce, nonce) {
+		t.Fatal("Retime replaced the current SA")
+	}
+	if want := t0.Add(6 * time.Hour); !g.NextRekey().Equal(want) {
+		t.Errorf("next rekey %v, want %v", g.NextRekey(), want)
+	}
+	if p := g.PutAt(t0); p.Rollover1 != 30 || p.Rollover2 != 60 {
+		t.Errorf("the current SA's rollover times changed to %d/%d", p.Rollover1, p.Rollover2)
+	}
+	// A rekey_time already past: due at once.
+	n.RekeyTime = time.Hour
+	if err := g.Retime(n); err != nil {
+		t.Fatal(err)
+	}
+	if !g.RekeyDue(t0.Add(2 * time.Hour)) {
+		t.Errorf("rekey not due after rekey_time was shortened below the SA's age")
+	}
+	next, err := g.Rekey(t0.Add(2 * time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.put.Rollover1 != 10 || next.put.Rollover2 != 20 || !next.RekeyAt.Equal(t0.Add(3*time.Hour)) {
+		t.Errorf("next SA: rollovers %d/%d, rekey at %v", next.put.Rollover1, next.put.Rollover2, next.RekeyAt)
+	}
+
+	before := g.NextRekey()
+	for name, mut := range map[string]func(*GroupParams){
+		"lifetime": func(p *GroupParams) { p.Lifetime = 9 * time.Hour },
+		"proposal": func(p *GroupParams) { p.Suite.KeyBits = 128 },
+		"nonce":    func(p *GroupParams) { p.NonceLen = 64 },
+		"invalid":  func(p *GroupParams) { p.RekeyTime = 0 },
+	} {
+		bad := n
+		mut(&bad)
+		if err := g.Retime(bad); err == nil {
+			t.Errorf("%s: Retime accepted it", name)
+		}
+		if !g.NextRekey().Equal(before) || g.params != n {
+			t.Errorf("%s: a refused Retime changed the group", name)
+		}
+	}
+}

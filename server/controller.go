@@ -1,12 +1,9 @@
 package server
 
 import (
-	"crypto/rand"
-	"fmt"
 	"io"
 	"log/slog"
 	"maps"
-	"math/big"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -20,17 +17,9 @@ import (
 
 // ctlGroup is one group on the controller: its group SA and its members.
 type ctlGroup struct {
-	cfg   *swanctl.Group
-	log   *slog.Logger
-	group *mpsa.Group
-	rnd   io.Reader
-	// want are the parameters of cfg, running those group runs with.
-	// They differ after a reload changed only timers (see update) until
-	// the next rekey, which builds the new SA with want.
-	want, running mpsa.GroupParams
-	// prevSPI is the SA the current one replaced when group cannot tell
-	// (the new SA came from a fresh mpsa.Group, see newSA).
-	prevSPI uint32
+	cfg     *swanctl.Group
+	log     *slog.Logger
+	group   *mpsa.Group
 	backoff mpsa.Backoff
 	// members by control address: a member keeps its record across IKE
 	// SA rekeys and reconnects, which change SPIs but not the address.
@@ -50,10 +39,9 @@ type ctlMember struct {
 	pending uint32
 }
 
-// groupParams are the parameters of the group SA of cfg. The membership
-// flags are always on: whether a join or a leave asks for a rekey is
-// decided from cfg (see joined and onSnapshot), so that a reload can
-// change them without a new group SA.
+// groupParams are the parameters of the group SA of cfg. A reload that
+// changes only the timers and membership flags applies them with
+// mpsa.Group.Retime (see update).
 func groupParams(cfg *swanctl.Group) mpsa.GroupParams {
 	return mpsa.GroupParams{
 		Suite:              cfg.Suite,
@@ -63,19 +51,18 @@ func groupParams(cfg *swanctl.Group) mpsa.GroupParams {
 		RekeyJitter:        cfg.RekeyJitter.Std(),
 		Rollover1:          cfg.Rollover1.Std(),
 		Rollover2:          cfg.Rollover2.Std(),
-		RekeyOnJoin:        true,
-		RekeyOnLeave:       true,
+		RekeyOnJoin:        cfg.RekeyOnJoin,
+		RekeyOnLeave:       cfg.RekeyOnLeave,
 		MembershipHoldDown: membershipHoldDown,
 	}
 }
 
 func newCtlGroup(cfg *swanctl.Group, rnd io.Reader, now time.Time, b mpsa.Backoff, log *slog.Logger, drops *dropLog, m *metrics.Metrics) (*ctlGroup, error) {
-	params := groupParams(cfg)
-	g, err := mpsa.NewGroup(params, rnd, now)
+	g, err := mpsa.NewGroup(groupParams(cfg), rnd, now)
 	if err != nil {
 		return nil, err
 	}
-	cg := &ctlGroup{cfg: cfg, log: log, group: g, rnd: rnd, want: params, running: params, backoff: b, members: map[netip.Addr]*ctlMember{}, drops: drops, metrics: m}
+	cg := &ctlGroup{cfg: cfg, log: log, group: g, backoff: b, members: map[netip.Addr]*ctlMember{}, drops: drops, metrics: m}
 	m.SetGroupSA(cfg.Name, g.Current().SPI(), g.Current().Created)
 	cg.log.Info("generated group SA", "spi", spiString(g.Current().SPI()), "suite", cfg.Suite.String(), "next_rekey", g.NextRekey().Format(time.RFC3339))
 	return cg, nil
@@ -256,49 +243,17 @@ func (g *ctlGroup) update(n *swanctl.Group) {
 			changed = append(changed, c.key)
 		}
 	}
-	g.cfg, g.want = n, groupParams(n)
-	if o.RekeyTime != n.RekeyTime || o.RekeyJitter != n.RekeyJitter {
-		cur := g.group.Current()
-		jitter := time.Duration(0)
-		if j := n.RekeyJitter.Std(); j > 0 {
-			if r, err := rand.Int(g.rnd, big.NewInt(int64(j))); err == nil {
-				jitter = time.Duration(r.Int64())
-			}
-		}
-		cur.RekeyAt = cur.Created.Add(n.RekeyTime.Std() - jitter)
+	if err := g.group.Retime(groupParams(n)); err != nil {
+		g.log.Error("group settings changed but cannot be applied; keeping the previous ones", "changed", changed, "err", err)
+		return
 	}
+	g.cfg = n
 	g.log.Info("group settings changed; applied to the running group SA, no rekey", "changed", changed,
 		"spi", spiString(g.group.Current().SPI()), "next_rekey", g.group.NextRekey().Format(time.RFC3339))
 }
 
-// newSA replaces the group SA at now. The running mpsa.Group makes it
-// unless a reload changed the timers since it was built: then a fresh
-// mpsa.Group with the configured parameters makes it, with an SPI other
-// than the current one.
-func (g *ctlGroup) newSA(now time.Time) (*mpsa.GroupSA, error) {
-	if g.want == g.running {
-		g.prevSPI = 0
-		return g.group.Rekey(now)
-	}
-	old := g.group.Current().SPI()
-	for range 10 {
-		ng, err := mpsa.NewGroup(g.want, g.rnd, now)
-		if err != nil {
-			return nil, err
-		}
-		if ng.Current().SPI() == old {
-			ng.Close()
-			continue
-		}
-		g.group.Close()
-		g.group, g.running, g.prevSPI = ng, g.want, old
-		return ng.Current(), nil
-	}
-	return nil, fmt.Errorf("generate SPI: the same as the current one ten times (broken random source?)")
-}
-
 func (g *ctlGroup) rekey(s *Server, now time.Time, reason string) (string, error) {
-	sa, err := g.newSA(now)
+	sa, err := g.group.Rekey(now)
 	if err != nil {
 		g.log.Error("rekey failed", "reason", reason, "err", err)
 		return "", err
@@ -351,8 +306,6 @@ func (g *ctlGroup) status() GroupStatus {
 	}
 	if p := g.group.Previous(); p != nil {
 		st.PreviousSPI = spiString(p.SPI())
-	} else {
-		st.PreviousSPI = spiString(g.prevSPI)
 	}
 	for _, addr := range slices.SortedFunc(maps.Keys(g.members), netip.Addr.Compare) {
 		m := g.members[addr]

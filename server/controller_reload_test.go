@@ -173,7 +173,7 @@ func TestControllerReloadTimersAndFlags(t *testing.T) {
 	b.expectCalls(fmt.Sprintf("outbound %08x", second))
 	b.advance(2 * time.Second)
 	b.expectCalls(fmt.Sprintf("remove %08x", spi))
-	// The next rekey goes through the rebuilt mpsa.Group as usual.
+	// Another rekey: the previous SPI follows as usual.
 	if _, err := g.rekey(b.ctl, b.now, "manual"); err != nil {
 		t.Fatal(err)
 	}
