@@ -106,8 +106,19 @@ type pingResult struct {
 // the caller fails the test on its error (a goroutine cannot). If the test
 // ends first, ping is killed and waited for.
 func pingBackground(t *testing.T, a, b *node, count int) <-chan pingResult {
-	ctx, cancel := context.WithCancel(context.Background())
 	res := make(chan pingResult, 1)
+	background(t, func(ctx context.Context) {
+		var r pingResult
+		r.sent, r.received, r.err = tryPing(ctx, a, b, count, "0.01")
+		res <- r
+	})
+	return res
+}
+
+// background runs fn in a goroutine bound to the test: when the test
+// ends, fn's context is cancelled and the cleanup waits for fn to return.
+func background(t *testing.T, fn func(ctx context.Context)) {
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	t.Cleanup(func() {
 		cancel()
@@ -115,11 +126,8 @@ func pingBackground(t *testing.T, a, b *node, count int) <-chan pingResult {
 	})
 	go func() {
 		defer close(done)
-		var r pingResult
-		r.sent, r.received, r.err = tryPing(ctx, a, b, count, "0.01")
-		res <- r
+		fn(ctx)
 	}()
-	return res
 }
 
 // pingUntil pings from a's LAN to b's every 10 ms, in runs of 100 pings,
@@ -127,16 +135,9 @@ func pingBackground(t *testing.T, a, b *node, count int) <-chan pingResult {
 // end and returns the totals. If the test ends first, ping is killed and
 // waited for.
 func pingUntil(t *testing.T, a, b *node) func() pingResult {
-	ctx, cancel := context.WithCancel(context.Background())
 	stop := make(chan struct{})
 	res := make(chan pingResult, 1)
-	done := make(chan struct{})
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	go func() {
-		defer close(done)
+	background(t, func(ctx context.Context) {
 		var total pingResult
 		for {
 			select {
@@ -154,7 +155,7 @@ func pingUntil(t *testing.T, a, b *node) func() pingResult {
 				return
 			}
 		}
-	}()
+	})
 	return sync.OnceValue(func() pingResult {
 		close(stop)
 		return <-res
