@@ -28,6 +28,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   rm -f "$aptlog"
 fi
+# Go builds mpsad and mpsactl: a machine without Go 1.26 gets the official
+# toolchain at /usr/local/go (05-go.sh says which Go it uses).
+bash scripts/deps.d/05-go.sh
 echo "building mpsad and mpsactl ..."
 make -s build
 GO=$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)

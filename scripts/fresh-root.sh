@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# make fresh-root: the README's two commands, run as a newcomer would run
+# them, inside a pristine Debian 12 root built from Debian's own packages.
+#
+# A green CI on a machine where packages were once installed by hand proves
+# nothing about a fresh machine; this run does. It
+#   1. builds (once, then cached) a minimal Debian 12 root with
+#      `debootstrap --variant=minbase bookworm`, from the mirror this
+#      machine's apt sources name;
+#   2. copies it afresh for every run, adds only what any machine that
+#      clones the repository has (make, git, ca-certificates) and clones the
+#      repository's committed HEAD into it;
+#   3. enters it in a private mount namespace (chroot, with /proc, /sys,
+#      /dev, and a tmpfs on /run and /tmp) and runs the two commands of the
+#      README's first code block, in order, with CI=true (a test that cannot
+#      run fails instead of skipping); as root without sudo, the leading
+#      "sudo " is dropped;
+#   4. runs `make lint` there too, removes the copy, and fails if any step
+#      failed.
+#
+# Shared with the root, only download caches whose content cannot change
+# what gets installed: apt's .deb archives (apt checks every .deb against
+# the index it fetched), the Go module cache (go.sum checks every module),
+# the Go toolchain zip (SHA-256 pinned in 05-go.sh) and the kernel package
+# (test/vm). apt's indexes, Go's build cache, the installed tools and every
+# other file come fresh each run. Nothing from the host's /usr, /etc or
+# /root enters the root apart from the apt sources and DNS resolver
+# configuration (the machine's, so that apt reaches the same mirror).
+#
+#   MPSA_TEST_CACHE        cache folder (default /var/cache/mpsa-test)
+#   MPSA_FRESH_ROOT_DAYS   rebuild the cached base when older (default 7)
+#   MPSA_FRESH_ROOT_KEEP   keep the root's copy after the run (default no)
+#   MPSA_FRESH_ROOT_ONLY   "demo" or "test": run only that command
+set -euo pipefail
+cd "$(dirname "$0")/.."
+src=$(pwd)
+. scripts/deps.d/lib.sh
+
+if [ "$(id -u)" != 0 ]; then
+  echo "fresh-root: needs root (debootstrap, chroot, mounts): run it with sudo" >&2
+  exit 1
+fi
+cache=${MPSA_TEST_CACHE:-/var/cache/mpsa-test}
+max_days=${MPSA_FRESH_ROOT_DAYS:-7}
+t0=$(date +%s)
+declare -a timings=()
+lap() { # lap NAME START: records NAME's duration
+  timings+=("$1 $(($(date +%s) - $2))s")
+}
+
+# The mirror of this machine's Debian sources (deb822 or one-line format),
+# for the bookworm suite itself; never written into the repository.
+mirror() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -e "$f" ] || continue
+    awk '
+      /^[ \t]*$/ { if (uri != "" && suite ~ /(^| )bookworm( |$)/) { print uri; exit } uri = ""; suite = ""; next }
+      /^URIs:/ { uri = $2 }
+      /^Suites:/ { $1 = ""; suite = $0 " " }
+      END { if (uri != "" && suite ~ /(^| )bookworm( |$)/) print uri }
+    ' "$f"
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -e "$f" ] || continue
+    awk '$1 == "deb" && $3 == "bookworm" { for (i = 2; i <= NF; i++) if ($i !~ /^\[/) { print $i; exit } }' "$f"
+  done
+}
+
+start=$(date +%s)
+install_missing debootstrap
+m=$(mirror | head -n1)
+if [ -z "$m" ]; then
+  echo "fresh-root: no bookworm mirror in /etc/apt/sources.list{,.d}: cannot build a Debian 12 root" >&2
+  exit 1
+fi
+
+# 1. The cached base: rebuilt when missing, older than max_days, or from
+# another mirror.
+base=$cache/fresh-root/bookworm-minbase
+stamp="bookworm minbase $m"
+if [ -f "$base/.complete" ] && [ "$(cat "$base/.complete")" = "$stamp" ] &&
+  [ -z "$(find "$base/.complete" -mtime +"$max_days")" ]; then
+  echo "fresh-root: cached base $base ($(date -r "$base/.complete" +%F))"
+else
+  echo "fresh-root: debootstrap --variant=minbase bookworm from $m (about 35 s)"
+  rm -rf "$base.tmp"
+  mkdir -p "$(dirname "$base")"
+  if ! debootstrap --variant=minbase bookworm "$base.tmp" "$m" >"$cache/fresh-root/debootstrap.log" 2>&1; then
+    tail -n 20 "$cache/fresh-root/debootstrap.log" >&2
+    echo "fresh-root: debootstrap failed (log: $cache/fresh-root/debootstrap.log)" >&2
+    exit 1
+  fi
+  echo "$stamp" >"$base.tmp/.complete"
+  rm -rf "$base"
+  mv "$base.tmp" "$base"
+fi
+lap base "$start"
+
+# 2. A fresh copy, removed at exit (with anything still running in it).
+start=$(date +%s)
+work=$(mktemp -d /var/tmp/mpsa-fresh-root.XXXXXX)
+root=$work/root
+ns_pid=""
+cleanup() {
+  local rc=$? p
+  # Processes whose root is the copy (a test that leaked one): stopped by
+  # PID, found by their root directory.
+  for p in /proc/[0-9]*; do
+    [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] || continue
+    echo "fresh-root: stopping leftover process ${p#/proc/} ($(tr '\0' ' ' <"$p/cmdline" 2>/dev/null | cut -c1-80))" >&2
+    kill -9 "${p#/proc/}" 2>/dev/null || true
+  done
+  if [ "${MPSA_FRESH_ROOT_KEEP:-no}" = yes ]; then
+    echo "fresh-root: kept $root"
+  else
+    rm -rf --one-file-system "$work"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+cp -a "$base" "$root"
+rm -f "$root/.complete"
+# The machine's apt sources (the same mirror and suites, security updates
+# included) and resolver; debootstrap wrote only the main suite.
+# Only Debian's own archives: a third-party source would need a keyring
+# the root does not have.
+rm -f "$root/etc/apt/sources.list"
+for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+  [ -f "$f" ] || continue
+  if grep -qiE 'signed-by' "$f" && ! grep -qi 'debian-archive-keyring' "$f"; then
+    echo "fresh-root: not copying $f (not Debian's archive)"
+    continue
+  fi
+  cp "$f" "$root$f"
+done
+for f in /etc/apt/apt.conf.d/*; do
+  # Only settings about reaching the mirror (e.g. a snapshot mirror's
+  # Valid-Until), not the host's install policy.
+  grep -qiE '^[[:space:]]*Acquire::' "$f" 2>/dev/null && cp "$f" "$root/etc/apt/apt.conf.d/"
+done
+cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+# The download caches (see the top of this file).
+mkdir -p "$cache/fresh-root/apt-archives/partial" "$cache/fresh-root/gomod" "$cache/go" "$cache/kernel/debs"
+mkdir -p "$root/var/cache/apt/archives" "$root/root/go/pkg/mod" "$root$cache/go" "$root$cache/kernel/debs" "$root/mnt/src"
+lap copy "$start"
+
+# 3. The run inside. The script is written into the root; the repository
+# is cloned there from a read-only bind of this one (committed HEAD only).
+cat >"$root/root/fresh-root-run.sh" <<'INSIDE'
+#!/bin/bash
+set -uo pipefail
+cd /root
+status=0
+say() { echo "fresh-root[inside]: $*"; }
+t=$(date +%s)
+say "apt-get install make git ca-certificates (what any machine that clones the repository has)"
+if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends make git ca-certificates >/dev/null; }; then
+  say "could not install make, git and ca-certificates"
+  exit 1
+fi
+git config --global --add safe.directory /mnt/src
+git clone -q /mnt/src /root/mpsa || exit 1
+cd /root/mpsa
+echo "timing setup $(($(date +%s) - t))s" >>/root/timings
+say "cloned $(git log -1 --format='%h %s' | cut -c1-72)"
+# The README's first code block: its two commands, in order.
+mapfile -t cmds < <(awk '/^```sh$/ { inside = 1; next } inside && /^```$/ { exit } inside' README.md | sed 's/[[:space:]]*#.*$//' | grep -v '^[[:space:]]*$')
+if [ "${#cmds[@]}" -ne 2 ]; then
+  say "the README's first code block holds ${#cmds[@]} commands, not the two (demo, tests) a newcomer is promised:"
+  printf '  %s\n' "${cmds[@]}"
+  exit 1
+fi
+for c in "${cmds[@]}"; do
+  run=$c
+  if [ "$(id -u)" = 0 ] && ! command -v sudo >/dev/null; then
+    run=${run#sudo }
+  fi
+  name=$(echo "$run" | awk '{print $NF}')
+  if [ -n "${MPSA_FRESH_ROOT_ONLY:-}" ] && [ "$name" != "$MPSA_FRESH_ROOT_ONLY" ]; then
+    say "skipping \"$c\" (MPSA_FRESH_ROOT_ONLY=$MPSA_FRESH_ROOT_ONLY)"
+    continue
+  fi
+  say "README: $c   (running: $run)"
+  t=$(date +%s)
+  if bash -c "$run"; then
+    say "\"$run\" passed in $(($(date +%s) - t)) s"
+  else
+    say "\"$run\" FAILED after $(($(date +%s) - t)) s"
+    status=1
+  fi
+  echo "timing $name $(($(date +%s) - t))s" >>/root/timings
+done
+if [ -z "${MPSA_FRESH_ROOT_ONLY:-}" ]; then
+  t=$(date +%s)
+  say "make lint"
+  make lint || status=1
+  echo "timing lint $(($(date +%s) - t))s" >>/root/timings
+fi
+exit $status
+INSIDE
+chmod +x "$root/root/fresh-root-run.sh"
+
+start=$(date +%s)
+set +e
+unshare --mount --propagation private -- /bin/bash -euc '
+  root=$1 src=$2 cache=$3
+  mount --rbind /dev "$root/dev"
+  mount -t proc proc "$root/proc"
+  mount -t sysfs sysfs "$root/sys"
+  mount -t tmpfs -o mode=755 tmpfs "$root/run"
+  mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+  mount --bind "$src" "$root/mnt/src"
+  mount -o remount,bind,ro "$root/mnt/src"
+  mount --bind "$cache/fresh-root/apt-archives" "$root/var/cache/apt/archives"
+  mount --bind "$cache/fresh-root/gomod" "$root/root/go/pkg/mod"
+  mount --bind "$cache/go" "$root$cache/go"
+  mount --bind "$cache/kernel/debs" "$root$cache/kernel/debs"
+  exec chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb CI=true \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    MPSA_FRESH_ROOT_ONLY="${4:-}" MPSA_GO_CACHE="$cache/go" MPSA_KERNEL_CACHE="$cache/kernel" MPSA_KERNEL_DIR="$cache/kernel/current" \
+    /root/fresh-root-run.sh
+' fresh-root "$root" "$src" "$cache" "${MPSA_FRESH_ROOT_ONLY:-}"
+rc=$?
+set -e
+lap inside "$start"
+if [ -f "$root/root/timings" ]; then
+  while read -r _ name secs; do timings+=("$name $secs"); done <"$root/root/timings"
+fi
+timings+=("total $(($(date +%s) - t0))s")
+echo "fresh-root: timings: ${timings[*]}"
+if [ "$rc" != 0 ]; then
+  echo "fresh-root: FAILED: the README's commands do not pass on a pristine Debian 12 root (see above)" >&2
+  exit "$rc"
+fi
+echo "fresh-root: passed: the README's commands work on a pristine Debian 12 root"
