@@ -24,8 +24,9 @@
 # the Go toolchain zip (SHA-256 pinned in 05-go.sh) and the kernel package
 # (test/vm). apt's indexes, Go's build cache, the installed tools and every
 # other file come fresh each run. Nothing from the host's /usr, /etc or
-# /root enters the root apart from the apt sources and DNS resolver
-# configuration (the machine's, so that apt reaches the same mirror).
+# /root enters the root apart from what reaches the network as this
+# machine does: its Debian apt sources, its DNS resolver configuration and
+# the site's certificate authorities in /usr/local/share/ca-certificates.
 #
 #   MPSA_TEST_CACHE        cache folder (default /var/cache/mpsa-test)
 #   MPSA_FRESH_ROOT_DAYS   rebuild the cached base when older (default 7)
@@ -140,6 +141,13 @@ for f in /etc/apt/apt.conf.d/*; do
   grep -qiE '^[[:space:]]*Acquire::' "$f" 2>/dev/null && cp "$f" "$root/etc/apt/apt.conf.d/"
 done
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+# The site's own certificate authorities (an egress proxy's, say), which
+# every machine here trusts; ca-certificates adds them to the root's store
+# when the run installs it, as on any machine that has them.
+if [ -d /usr/local/share/ca-certificates ]; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp -a /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+fi
 # The download caches (see the top of this file).
 mkdir -p "$cache/fresh-root/apt-archives/partial" "$cache/fresh-root/gomod" "$cache/go" "$cache/kernel/debs"
 mkdir -p "$root/var/cache/apt/archives" "$root/root/go/pkg/mod" "$root$cache/go" "$root$cache/kernel/debs" "$root/mnt/src"
