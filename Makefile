@@ -1,7 +1,8 @@
 # mpsa build, test and lint entry points. `make help` lists them.
 # Go from PATH, else the standard install location (sudo often drops it from PATH).
 GO        ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
-GOBIN     := $(shell $(GO) env GOPATH)/bin
+# Evaluated when used (lint), after `make deps` may have installed Go.
+GOBIN      = $(shell $(GO) env GOPATH 2>/dev/null)/bin
 # Tests run go themselves (to build binaries for namespaces and the guest).
 export PATH := $(dir $(GO)):$(PATH)
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)

@@ -615,3 +615,113 @@ func TestWatcherDroppedEvents(t *testing.T) {
 		t.Error("no resync after events were dropped")
 	}
 }
+
+// failures keeps the CHILD_SA failures a watcher reported.
+type failures struct {
+	mu  sync.Mutex
+	evs []vici.LogEvent
+}
+
+func (f *failures) add(e vici.LogEvent) {
+	f.mu.Lock()
+	f.evs = append(f.evs, e)
+	f.mu.Unlock()
+}
+
+func (f *failures) String() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var b strings.Builder
+	for _, e := range f.evs {
+		fmt.Fprintf(&b, "%s[%d] %s\n", e.IKEName, e.IKEUniqueID, e)
+	}
+	return b.String()
+}
+
+// TestChildFailureSaysWhy reproduces the control child that cannot be
+// installed on a fresh Debian without libstrongswan-standard-plugins: the
+// controller's charon, with kernel-libipsec but without the gcm and
+// openssl plugins, negotiates charon's default ESP proposal (AES-GCM first)
+// and cannot install it. The watchers tell why on both sides: charon's
+// plugins and algorithms (Update.Charon, and ESPProblems naming AES_GCM_16
+// on the controller only), the IKE SA up without its control child, and
+// charon's own words for the failure from its log (OnChildFailure).
+func TestChildFailureSaysWhy(t *testing.T) {
+	lab := charon.NewLab(t, charon.LabOptions{Members: 1})
+	g := lab.Group
+	ctl := charon.Start(t, lab.Controller.NS, charon.Config{SwanctlConf: g.ControllerConf(), OmitPlugins: []string{"gcm", "openssl"}})
+	var ctlFail, memFail failures
+	wc := vici.NewWatcher(vici.WatcherOptions{Socket: ctl.SocketPath(), Logger: testLogger(t), OnChildFailure: ctlFail.add})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	wg.Go(func() { wc.Run(ctx) })
+	var wm *vici.Watcher
+	mem := charon.Start(t, lab.Members[0].NS, charon.Config{})
+	wm = vici.NewWatcher(vici.WatcherOptions{Socket: mem.SocketPath(), Logger: testLogger(t), OnChildFailure: memFail.add})
+	wg.Go(func() { wm.Run(ctx) })
+	// Load the member's connection once both watchers follow charon's
+	// log, so that no message of the attempt is missed.
+	for _, w := range []*vici.Watcher{wc, wm} {
+		wctx, wcancel := context.WithTimeout(ctx, patience)
+		_, err := w.WaitUpdate(wctx, 0, func(u vici.Update) bool { return u.Charon != nil })
+		wcancel()
+		if err != nil {
+			t.Fatalf("no update with charon's plugins: %v", err)
+		}
+	}
+	if err := mem.WriteSwanctlConf(g.MemberConf(0)); err != nil {
+		t.Fatal(err)
+	}
+	mem.MustSwanctl(t, "--load-all")
+
+	ci, mi := wc.Last().Charon, wm.Last().Charon
+	if !ci.HasPlugin("kernel-libipsec") || ci.HasPlugin("gcm") || ci.HasAlgorithm("aead", "AES_GCM_16") || !ci.HasAlgorithm("encryption", "AES_CBC") {
+		t.Errorf("controller's charon: plugins %v, aead %v, encryption %v; want kernel-libipsec, no gcm, no AES_GCM_16, AES_CBC",
+			ci.Plugins, ci.Algorithms["aead"], ci.Algorithms["encryption"])
+	}
+	if p := ci.ESPProblems(nil); len(p) != 1 || !strings.Contains(p[0], "AES_GCM_16") || !strings.Contains(p[0], "libstrongswan-standard-plugins") {
+		t.Errorf("controller: ESPProblems(default proposal) = %q, want one naming AES_GCM_16 and the package", p)
+	}
+	if p := ci.ESPProblems([]string{"aes256-sha256"}); len(p) != 0 {
+		t.Errorf("controller: ESPProblems(aes256-sha256) = %q, want none (aes and hmac are loaded)", p)
+	}
+	if p := mi.ESPProblems(nil); len(p) != 0 || !mi.HasAlgorithm("aead", "AES_GCM_16") {
+		t.Errorf("member (all plugins): ESPProblems = %q, AES_GCM_16 present %v; want none, true", p, mi.HasAlgorithm("aead", "AES_GCM_16"))
+	}
+
+	// The member's IKE SA comes up, its control child does not.
+	wctx, wcancel := context.WithTimeout(ctx, patience)
+	s, err := wm.Wait(wctx, func(s vici.Snapshot) bool {
+		for _, sa := range s.IKESAs {
+			if sa.Conn == g.ConnName() && sa.State == vici.IKEEstablished {
+				return true
+			}
+		}
+		return false
+	})
+	wcancel()
+	if err != nil {
+		t.Fatalf("member's IKE SA not established: %v", err)
+	}
+	if cs := s.Controls(g.ConnName(), g.ChildName()); len(cs) != 0 {
+		t.Fatalf("the control child came up although the controller cannot install AES-GCM: %+v", cs)
+	}
+	// charon's words for it reach both watchers, tied to the IKE SA.
+	has := func(f *failures, words ...string) (bool, string) {
+		st := f.String()
+		for _, w := range words {
+			if strings.Contains(st, w) {
+				return strings.Contains(st, g.ConnName()+"["), st
+			}
+		}
+		return false, st
+	}
+	testenv.WaitFor(t, patience, "the controller's charon to log why the child failed", func() (bool, string) {
+		return has(&ctlFail, "unsupported AEAD algorithm AES_GCM_16", "failed to establish CHILD_SA", "unable to install")
+	})
+	testenv.WaitFor(t, patience, "the member's charon to log the controller's refusal", func() (bool, string) {
+		return has(&memFail, "NO_PROPOSAL_CHOSEN", "no CHILD_SA built")
+	})
+	t.Logf("controller's charon:\n%smember's charon:\n%s", ctlFail.String(), memFail.String())
+}

@@ -51,6 +51,10 @@ type Update struct {
 	Snapshot Snapshot
 	// Seq counts updates from 1.
 	Seq uint64
+	// Charon is what charon said of itself (version, plugins,
+	// algorithms) when the current VICI session began; nil while
+	// disconnected or when charon did not answer. Never modified.
+	Charon *Charon
 }
 
 // WatcherOptions configure a Watcher.
@@ -74,6 +78,14 @@ type WatcherOptions struct {
 	// OnUpdate, if set, is called with every update, in order, from the
 	// goroutine running Run. It must not block for long.
 	OnUpdate func(Update)
+	// OnChildFailure, if set, receives charon's log messages that say
+	// why a CHILD_SA failed, was not installed or went down
+	// (LogEvent.ChildFailure), from a VICI session of their own
+	// subscribed to charon's log event, so that a burst of log
+	// messages never costs an SA event. It is called from that
+	// session's goroutine and must not block; messages are dropped
+	// when charon logs faster than they are read.
+	OnChildFailure func(LogEvent)
 	// Logger; slog.Default() if nil.
 	Logger *slog.Logger
 }
@@ -306,6 +318,22 @@ func (w *Watcher) connected(ctx context.Context) error {
 	}
 	defer c.Close()
 	w.log.Info("connected to charon")
+	// What charon is and has: read once per session, handed out with
+	// every update of it.
+	ictx, icancel := context.WithTimeout(ctx, 10*time.Second)
+	info, err := c.Charon(ictx)
+	icancel()
+	if err != nil {
+		w.log.Warn("charon did not say which plugins and algorithms it has", "err", err)
+		info = nil
+	}
+	if w.o.OnChildFailure != nil {
+		stop, err := w.followLog(ctx)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	events := make(chan govici.Event, w.o.EventBuffer)
 	// Register the channel before subscribing so that no event is lost
 	// between the two, and subscribe before the resync so that every
@@ -327,7 +355,7 @@ func (w *Watcher) connected(ctx context.Context) error {
 		for _, sa := range sas {
 			st[sa.UniqueID] = sa
 		}
-		w.publish(Update{Cause: CauseResync, Snapshot: st.snapshot()})
+		w.publish(Update{Cause: CauseResync, Snapshot: st.snapshot(), Charon: info})
 		return nil
 	}
 	if err := resync(); err != nil {
@@ -387,9 +415,55 @@ func (w *Watcher) connected(ctx context.Context) error {
 			if (ev.Kind == IKERekey || ev.Kind == ChildRekey) && w.o.RekeySettle > 0 {
 				settle.Reset(w.o.RekeySettle)
 			}
-			w.publish(Update{Cause: CauseEvent, Event: &ev, Snapshot: st.snapshot()})
+			w.publish(Update{Cause: CauseEvent, Event: &ev, Snapshot: st.snapshot(), Charon: info})
 		}
 	}
+}
+
+// followLog opens a VICI session subscribed to charon's log event and
+// hands the CHILD_SA failures among its messages to OnChildFailure until
+// ctx is done or stop is called. The session's end is not an error of
+// the watcher's: the SA sessions notice charon going away.
+func (w *Watcher) followLog(ctx context.Context) (stop func(), err error) {
+	lc, err := DialRetry(ctx, w.o.Socket, w.o.Backoff, w.log)
+	if err != nil {
+		return nil, err
+	}
+	events := make(chan govici.Event, w.o.EventBuffer)
+	lc.NotifyEvents(events)
+	if err := lc.Subscribe(EventLog); err != nil {
+		lc.StopEvents(events)
+		lc.Close()
+		return nil, err
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-done:
+				return
+			case ve, ok := <-events:
+				if !ok {
+					return
+				}
+				e, err := ParseLogEvent(ve.Message)
+				if err != nil || !e.ChildFailure() {
+					continue
+				}
+				w.o.OnChildFailure(e)
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+		lc.StopEvents(events)
+		lc.Close()
+	}, nil
 }
 
 type sessionError string

@@ -46,7 +46,7 @@ mod="v0.0.1-go$go_version.linux-amd64"
 zip="$cache/$mod.zip"
 proxy=${GOPROXY:-https://proxy.golang.org}
 proxy=${proxy%%,*}
-if ! echo "$go_sha256  $zip" | sha256sum -c --quiet 2>/dev/null; then
+if ! echo "$go_sha256  $zip" | sha256sum -c --quiet >/dev/null 2>&1; then
   echo "05-go: downloading go$go_version from $proxy"
   curl -sSf --retry 3 -o "$zip.part" "$proxy/golang.org/toolchain/@v/$mod.zip"
   if ! echo "$go_sha256  $zip.part" | sha256sum -c --quiet; then
