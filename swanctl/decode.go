@@ -86,6 +86,9 @@ func Decode(root *Section) (*Config, error) {
 	r := &sectionReader{sec: sec, path: "mpsa", errs: &errs, warns: &warns}
 	cfg := decodeGlobal(r)
 	checkAcrossGroups(cfg, &errs)
+	for _, g := range cfg.Groups {
+		g.ControlChildConf = childConf(root, g.Connection, g.ControlChild)
+	}
 	sortByPos(errs)
 	sortByPos(warns)
 	if err := errs.err(); err != nil {
@@ -648,4 +651,31 @@ func suggestRekey(life, rollover Duration) Duration {
 	}
 	d = min(d.Truncate(time.Second), time.Duration(life-rollover))
 	return Duration(max(d, 0))
+}
+
+// childConf reads connections.CONN.children.CHILD of the configuration,
+// nil when it is not there. Its syntax is swanctl's to check; mpsad reads
+// only the proposals.
+func childConf(root *Section, conn, child string) *ChildConf {
+	sec := root.Lookup("connections", conn, "children", child)
+	if sec == nil {
+		return nil
+	}
+	c := &ChildConf{Pos: sec.Pos}
+	split := func(key string) []string {
+		kv := sec.Key(key)
+		if kv == nil {
+			return nil
+		}
+		var out []string
+		for _, p := range strings.Split(kv.Value, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	c.ESPProposals = split("esp_proposals")
+	c.AHProposals = split("ah_proposals")
+	return c
 }

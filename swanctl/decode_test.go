@@ -488,3 +488,31 @@ func TestTimerSuggestionsAreValid(t *testing.T) {
 		}
 	}
 }
+
+// TestControlChildConf: the control child's proposals are read from the
+// connections section of the same configuration, so that mpsad can check
+// them against what charon has; without that section it is nil.
+func TestControlChildConf(t *testing.T) {
+	conns := "connections {\n  c {\n    children {\n      c {\n        esp_proposals = aes128gcm16 , aes256-sha256\n      }\n" +
+		"      other {\n        ah_proposals = sha256\n      }\n    }\n  }\n}\n"
+	cfg, errs := load(t, conns+group("member", memberOK...))
+	if errs != nil {
+		t.Fatalf("errors: %q", errs)
+	}
+	got := cfg.Groups[0].ControlChildConf
+	want := &ChildConf{ESPProposals: []string{"aes128gcm16", "aes256-sha256"}, Pos: Pos{testFile, 4}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("control child c: got %+v, want %+v", got, want)
+	}
+	cfg, errs = load(t, conns+group("member", append([]string{"control_child = other"}, memberOK...)...))
+	if errs != nil {
+		t.Fatalf("errors: %q", errs)
+	}
+	if got := cfg.Groups[0].ControlChildConf; got == nil || got.ESPProposals != nil || !slices.Equal(got.AHProposals, []string{"sha256"}) {
+		t.Errorf("control child other: got %+v, want AH sha256 and no ESP proposals", got)
+	}
+	cfg, _ = load(t, group("member", memberOK...))
+	if got := cfg.Groups[0].ControlChildConf; got != nil {
+		t.Errorf("no connections section: got %+v, want nil", got)
+	}
+}

@@ -175,10 +175,27 @@ type Group struct {
 	// Routes are the static peers: remote prefixes and the member that
 	// serves them.
 	Routes []Route `json:"routes"`
+	// ControlChildConf is what the configuration's connections section
+	// says of the control child, nil when the files mpsad read do not
+	// define it (swanctl may have loaded it from elsewhere).
+	ControlChildConf *ChildConf `json:"-"`
 	// BGP is the reserved peer-discovery section, nil when absent.
 	BGP *BGP `json:"bgp,omitempty"`
 	// Pos is where the group's section starts.
 	Pos Pos `json:"-"`
+}
+
+// ChildConf is the part of a CHILD_SA's swanctl definition
+// (connections.CONN.children.CHILD) that mpsad checks charon against.
+type ChildConf struct {
+	// ESPProposals is esp_proposals split at commas; nil means charon's
+	// default proposal.
+	ESPProposals []string
+	// AHProposals is ah_proposals split at commas; set, the child uses
+	// AH, which does not encrypt.
+	AHProposals []string
+	// Pos is where the child's section starts.
+	Pos Pos
 }
 
 // Route is one static peer: the prefixes behind another member and that
