@@ -213,6 +213,9 @@ start=$(date +%s)
 set +e
 unshare --mount --propagation private -- /bin/bash -euc '
   root=$1 src=$2 cache=$3
+  # The root is a mount point of its own, as / is on a machine: ip netns
+  # exec makes / a slave mount, which fails on a plain directory.
+  mount --bind "$root" "$root"
   mount --rbind /dev "$root/dev"
   mount -t proc proc "$root/proc"
   mount -t sysfs sysfs "$root/sys"
