@@ -86,11 +86,15 @@ var childFailureMarks = []string{
 // CHILD_SA failed, was not installed or went down (see childFailureMarks):
 // a reason worth showing an operator whose control child is missing.
 func (e LogEvent) ChildFailure() bool {
-	if e.IKEName == "" {
-		return false
-	}
+	return e.IKEName != "" && ExplainsChildFailure(e.Msg)
+}
+
+// ExplainsChildFailure reports whether a message of charon's (from the
+// log event or a line of its log file) is one that says why a CHILD_SA
+// failed, was not installed or went down.
+func ExplainsChildFailure(msg string) bool {
 	for _, m := range childFailureMarks {
-		if strings.Contains(e.Msg, m) {
+		if strings.Contains(msg, m) {
 			return true
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/mpsa/mpsa/internal/nettest"
 	"github.com/mpsa/mpsa/server"
 	"github.com/mpsa/mpsa/test/charon"
+	"github.com/mpsa/mpsa/vici"
 )
 
 const members = 3
@@ -39,9 +40,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := d.run(ctx)
 	stop()
-	d.cleanup()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "\ndemo failed: %v\n", err)
+		d.explain()
+	}
+	d.cleanup(err != nil)
+	if err != nil {
 		os.Exit(1)
 	}
 }
@@ -281,7 +285,7 @@ func (d *demo) waitSPI(ctx context.Context, not string) (string, error) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	return "", fmt.Errorf("the CPEs did not all receive the group SA within a minute; see the mpsad logs under /tmp/mpsa-demo-*")
+	return "", fmt.Errorf("the CPEs did not all receive the group SA within a minute")
 }
 
 // waitGone waits until no CPE has old among its inbound SPIs and returns
@@ -363,8 +367,66 @@ func (d *demo) mpsactl(n *node, args ...string) {
 	}
 }
 
-// cleanup stops every process by PID and removes the namespaces and files.
-func (d *demo) cleanup() {
+// explain prints what tells why the demo failed: each node's mpsactl
+// status, the warnings and errors in its mpsad log and the lines of its
+// charon log that say why an SA or a plugin failed, with the paths of the
+// whole logs, which are kept.
+func (d *demo) explain() {
+	fmt.Fprintf(os.Stderr, "\nwhat the daemons say (their files are kept; remove them with rm -r /tmp/mpsa-demo-*):\n")
+	for _, n := range d.nodes {
+		if n.dir == "" {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "\n== %s (%s)\n", n.name, n.dir)
+		if n.mpsad != nil {
+			out, _ := exec.Command(filepath.Join(d.bin, "mpsactl"), "status", "--socket", n.sock()).CombinedOutput()
+			fmt.Fprintf(os.Stderr, "   $ mpsactl status\n%s", indent(string(out), "   "))
+		}
+		mlog := filepath.Join(n.dir, "mpsad.log")
+		printMatching(mlog, "mpsad.log, warnings and errors", func(l string) bool {
+			return strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR")
+		})
+		printMatching(filepath.Join(n.dir, "charon.log"), "charon.log, what failed", func(l string) bool {
+			return strings.Contains(l, "failed to load") || vici.ExplainsChildFailure(l)
+		})
+	}
+}
+
+// printMatching prints the lines of the file that match (at most the last
+// 15 of them) under a heading with the file's path.
+func printMatching(path, what string, match func(string) bool) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "   %s: %v\n", what, err)
+		return
+	}
+	var lines []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if match(l) && !slices.Contains(lines, l) {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) == 0 {
+		fmt.Fprintf(os.Stderr, "   %s (%s): nothing\n", what, path)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "   %s (%s):\n", what, path)
+	for _, l := range lines[max(0, len(lines)-15):] {
+		fmt.Fprintf(os.Stderr, "      %s\n", l)
+	}
+}
+
+func indent(s, prefix string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		b.WriteString(prefix + l + "\n")
+	}
+	return b.String()
+}
+
+// cleanup stops every process by PID and removes the namespaces, and the
+// files unless keep (after a failure, whose explanation points at them).
+func (d *demo) cleanup(keep bool) {
 	for _, n := range d.nodes {
 		if n.mpsad != nil && n.mpsad.Process != nil {
 			n.mpsad.Process.Signal(syscall.SIGTERM)
@@ -381,7 +443,7 @@ func (d *demo) cleanup() {
 		if n.charon != nil {
 			n.charon.Close()
 		}
-		if n.dir != "" && os.Getenv("MPSA_DEMO_KEEP") == "" {
+		if n.dir != "" && !keep && os.Getenv("MPSA_DEMO_KEEP") == "" {
 			os.RemoveAll(n.dir)
 		}
 	}
