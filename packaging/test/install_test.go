@@ -41,7 +41,7 @@ func TestDebInstallUpgradeRemove(t *testing.T) {
 	dpkgQuery := testenv.NeedCommand(t, "dpkg-query")
 	systemctl := testenv.NeedCommand(t, "systemctl")
 	sa := testenv.NeedCommand(t, "systemd-analyze")
-	for _, dep := range []string{"charon-systemd", "strongswan-swanctl"} {
+	for _, dep := range pkgbuild.DebDepends() {
 		if out, _ := runErr(dpkgQuery, "-W", "-f=${Status}", dep); out != "install ok installed" {
 			testenv.Unavailable(t, "Debian package %s (a dependency of the .deb) is not installed", dep)
 		}

@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -91,12 +92,19 @@ const (
 // Dependencies by distribution. On Debian only charon-systemd provides
 // strongswan.service, the unit mpsad.service requires (strongswan-charon
 // runs charon under the ipsec starter, strongswan-starter.service), so it
-// is not an alternative. Fedora's strongswan package has charon-systemd,
-// strongswan.service and swanctl.
+// is not an alternative. libstrongswan-standard-plugins holds charon's
+// openssl and gcm plugins: libstrongswan only recommends it, and without
+// it a charon that does ESP itself (kernel-libipsec) still proposes its
+// default AES-GCM for the control child and cannot install it. Fedora's
+// strongswan package has charon-systemd, strongswan.service, swanctl and
+// those plugins.
 var (
-	debDepends = []string{"charon-systemd", "strongswan-swanctl"}
+	debDepends = []string{"charon-systemd", "strongswan-swanctl", "libstrongswan-standard-plugins"}
 	rpmDepends = []string{"strongswan"}
 )
+
+// DebDepends are the Debian packages the .deb depends on.
+func DebDepends() []string { return slices.Clone(debDepends) }
 
 // Inputs is what Build packages.
 type Inputs struct {
