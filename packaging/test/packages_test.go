@@ -94,7 +94,7 @@ func TestDebContents(t *testing.T) {
 			t.Errorf("%s: %q, want %q", f, modes[f], want)
 		}
 	}
-	fields := map[string]string{"Package": "mpsa", "Version": "0.1.0-1", "Depends": "charon-systemd, strongswan-swanctl, libstrongswan-standard-plugins", "Section": "net"}
+	fields := map[string]string{"Package": "mpsa", "Version": "0.1.0-1", "Depends": "charon-systemd, strongswan-swanctl, libstrongswan-standard-plugins, procps", "Section": "net"}
 	for k, want := range fields {
 		if got := strings.TrimSpace(run(t, dpkgDeb, "-f", res.Deb, k)); got != want {
 			t.Errorf("control field %s: %q, want %q", k, got, want)

@@ -6,4 +6,6 @@
 # generated man pages.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-install_missing rpm charon-systemd systemd man-db groff-base
+# The .deb's own dependencies (pkgbuild.DebDepends), which the install
+# test requires before it installs the package with dpkg.
+install_missing rpm systemd man-db groff-base charon-systemd strongswan-swanctl libstrongswan-standard-plugins procps

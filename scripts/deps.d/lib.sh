@@ -15,7 +15,8 @@
 # libstrongswan-extra-plugins holds curve25519 and chapoly for the rest of
 # charon's default proposals. libstrongswan Recommends the standard plugins,
 # but these scripts install with --no-install-recommends: name them.
-netns_packages=(iproute2 iputils-ping tcpdump)
+# procps: sysctl, which tests use inside namespaces (rp_filter).
+netns_packages=(iproute2 iputils-ping tcpdump procps)
 charon_packages=(strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins)
 
 # install_missing installs the Debian packages given that are not

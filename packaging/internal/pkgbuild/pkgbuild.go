@@ -97,9 +97,11 @@ const (
 // it a charon that does ESP itself (kernel-libipsec) still proposes its
 // default AES-GCM for the control child and cannot install it. Fedora's
 // strongswan package has charon-systemd, strongswan.service, swanctl and
-// those plugins.
+// those plugins. procps provides /bin/kill, which the unit's ExecReload
+// runs; Debian does not install it everywhere (minbase has none). On
+// Fedora util-linux, which systemd requires, provides kill.
 var (
-	debDepends = []string{"charon-systemd", "strongswan-swanctl", "libstrongswan-standard-plugins"}
+	debDepends = []string{"charon-systemd", "strongswan-swanctl", "libstrongswan-standard-plugins", "procps"}
 	rpmDepends = []string{"strongswan"}
 )
 
