@@ -972,9 +972,24 @@ func (b *Backend) Close() error {
 	}
 	b.closed = true
 	b.stopMonitor()
+	// Every out policy blocks before its states go (a policy naming a
+	// missing state would make the kernel ask the key managers for one).
+	// No policy is deleted, whatever the peer table: a backend that
+	// adopted its group's policies and closes before its first SetPeers
+	// keeps them all.
 	var errs []error
-	if err := b.applyAll(context.Background(), b.local, 0); err != nil {
-		errs = append(errs, err)
+	for _, k := range sortedKeys(b.cur.policies) {
+		p := b.cur.policies[k]
+		if len(p.Tmpls) == 0 || k.dir != netlink.XFRM_DIR_OUT {
+			continue
+		}
+		p.Tmpls, p.Action = nil, netlink.XFRM_POLICY_BLOCK
+		b.ops++
+		if err := b.h.XfrmPolicyUpdate(&p); err != nil {
+			errs = append(errs, fmt.Errorf("make policy %s block: %w", k, err))
+			continue
+		}
+		b.cur.policies[k] = p
 	}
 	for k := range b.cur.out {
 		if err := b.delOut(k); err != nil {

@@ -104,11 +104,18 @@ func Flush(h *netlink.Handle, id groupid.ID) (int, error) {
 // with metric in the main table, both families.
 func list(h *netlink.Handle, metric uint32) ([]netlink.Route, error) {
 	filter := &netlink.Route{Protocol: groupid.RouteProtocol, Table: unix.RT_TABLE_MAIN, Type: unix.RTN_BLACKHOLE, Priority: int(metric)}
-	routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE|netlink.RT_FILTER_PRIORITY)
+	routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
 	if err != nil {
 		return nil, fmt.Errorf("list blackhole routes: %w", err)
 	}
-	return routes, nil
+	// The netlink package does not filter by metric itself.
+	mine := routes[:0]
+	for _, rt := range routes {
+		if uint32(rt.Priority) == metric {
+			mine = append(mine, rt)
+		}
+	}
+	return mine, nil
 }
 
 func route(p netip.Prefix, metric uint32) netlink.Route {
