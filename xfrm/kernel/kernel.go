@@ -354,7 +354,7 @@ func foreignPolicy(p netlink.XfrmPolicy, m marks) error {
 // kernel: the policies stay (out policies blocking), the states go.
 func (b *Backend) adopt(ctx context.Context) error {
 	m := b.marks()
-	pols, err := b.h.XfrmPolicyList(netlink.FAMILY_ALL)
+	pols, err := b.xs.listPolicies()
 	if err != nil {
 		return fmt.Errorf("kernel data plane: list policies: %w", err)
 	}
@@ -1045,7 +1045,7 @@ func (b *Backend) release() {
 func sweep(h *netlink.Handle, xs *xfrmSocket, m marks, link netlink.Link) (int, error) {
 	var errs []error
 	n := 0
-	pols, err := h.XfrmPolicyList(netlink.FAMILY_ALL)
+	pols, err := xs.listPolicies()
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list policies: %w", err))
 	}

@@ -356,3 +356,67 @@ func (x *xfrmSocket) getState(dst netip.Addr, spi uint32) (stateInfo, error) {
 
 // errStop ends an exchange whose single answer has been read.
 var errStop = errors.New("answer read")
+
+// listPolicies dumps the namespace's policies. The netlink package reads a
+// selector's family from the address bytes, so an IPv6 prefix whose last
+// 12 bytes are zero (fd00:2::/64) comes back as an IPv4-mapped address
+// with no mask; this reads the family the kernel reports.
+func (x *xfrmSocket) listPolicies() ([]netlink.XfrmPolicy, error) {
+	x.seq++
+	req := make([]byte, unix.SizeofNlMsghdr)
+	binary.NativeEndian.PutUint32(req[0:4], uint32(len(req)))
+	binary.NativeEndian.PutUint16(req[4:6], nl.XFRM_MSG_GETPOLICY)
+	binary.NativeEndian.PutUint16(req[6:8], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	binary.NativeEndian.PutUint32(req[8:12], x.seq)
+	var out []netlink.XfrmPolicy
+	err := x.exchange(req, func(m syscall.NetlinkMessage) error {
+		if m.Header.Type != nl.XFRM_MSG_NEWPOLICY || len(m.Data) < nl.SizeofXfrmUserpolicyInfo {
+			return nil
+		}
+		info := nl.DeserializeXfrmUserpolicyInfo(m.Data)
+		fam := info.Sel.Family
+		p := netlink.XfrmPolicy{
+			Src:      selNet(info.Sel.Saddr, info.Sel.PrefixlenS, fam),
+			Dst:      selNet(info.Sel.Daddr, info.Sel.PrefixlenD, fam),
+			Dir:      netlink.Dir(info.Dir),
+			Priority: int(info.Priority),
+			Index:    int(info.Index),
+			Action:   netlink.PolicyAction(info.Action),
+		}
+		attrs, err := nl.ParseRouteAttr(m.Data[nl.SizeofXfrmUserpolicyInfo:])
+		if err != nil {
+			return nil
+		}
+		for _, a := range attrs {
+			switch a.Attr.Type {
+			case nl.XFRMA_IF_ID:
+				if len(a.Value) >= 4 {
+					p.Ifid = int(binary.NativeEndian.Uint32(a.Value))
+				}
+			case nl.XFRMA_TMPL:
+				for b := a.Value; len(b) >= nl.SizeofXfrmUserTmpl; b = b[nl.SizeofXfrmUserTmpl:] {
+					t := nl.DeserializeXfrmUserTmpl(b)
+					p.Tmpls = append(p.Tmpls, netlink.XfrmPolicyTmpl{
+						Dst:   net.IP(xfrmAddr(t.XfrmId.Daddr, t.Family).AsSlice()),
+						Src:   net.IP(xfrmAddr(t.Saddr, t.Family).AsSlice()),
+						Proto: netlink.Proto(t.XfrmId.Proto), Mode: netlink.Mode(t.Mode),
+						Spi: int(nl.Swap32(t.XfrmId.Spi)), Reqid: int(t.Reqid),
+					})
+				}
+			}
+		}
+		out = append(out, p)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list policies: %w", err)
+	}
+	return out, nil
+}
+
+// selNet is a selector's address and prefix length, of the selector's
+// family.
+func selNet(a nl.XfrmAddress, bits uint8, fam uint16) *net.IPNet {
+	addr := xfrmAddr(a, fam)
+	return &net.IPNet{IP: net.IP(addr.AsSlice()), Mask: net.CIDRMask(int(bits), addr.BitLen())}
+}

@@ -186,4 +186,3 @@ func blackholes(t *testing.T, ns *nettest.NS, id groupid.ID) int {
 	}
 	return n
 }
-
