@@ -75,9 +75,6 @@ type newState struct {
 	softPackets uint64
 }
 
-// nlaAlign rounds n up to netlink's 4-byte attribute alignment.
-func nlaAlign(n int) int { return (n + 3) &^ 3 }
-
 // appendAttr appends a netlink attribute of type typ made of the parts.
 func appendAttr(b []byte, typ uint16, parts ...[]byte) []byte {
 	n := 4
