@@ -111,6 +111,13 @@ func (r *recorder) Close() error {
 	return nil
 }
 
+func (r *recorder) Flush(context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, "flush")
+	return nil
+}
+
 func (r *recorder) take() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -304,6 +304,28 @@ type dropCounter interface {
 	DropCounts() map[string]uint64
 }
 
+// flush tears the group down for good, when it is removed from the
+// configuration or changed to another data plane: its data plane removes
+// the group's kill switch too, or, if this run never built it, flush
+// (Options.FlushDataPlane) removes what an earlier run left.
+func (g *memGroup) flush(ctx context.Context, flush DataPlaneFlusher) {
+	if g.sess != nil {
+		g.sess.Close()
+	}
+	if g.dp == nil {
+		if flush != nil {
+			if err := flush(ctx, g.cfg); err != nil {
+				g.log.Error("flush the data plane of an earlier run", "err", err)
+			}
+		}
+		return
+	}
+	if err := g.dp.Flush(ctx); err != nil {
+		g.log.Error("flush data plane", "err", err)
+	}
+	g.dp = nil
+}
+
 func (g *memGroup) close() {
 	if g.sess != nil {
 		g.sess.Close()

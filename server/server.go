@@ -27,12 +27,20 @@ import (
 // local address of its IKE SA with the controller.
 type DataPlaneFactory func(ctx context.Context, g *swanctl.Group, local netip.Addr, log *slog.Logger) (xfrm.DataPlane, error)
 
+// DataPlaneFlusher removes what the data plane of a member group left in
+// the kernel, without the data plane (xfrm.DataPlane.Flush).
+type DataPlaneFlusher func(ctx context.Context, g *swanctl.Group) error
+
 // Options configure a Server.
 type Options struct {
 	// Config is the loaded configuration.
 	Config *swanctl.Config
 	// NewDataPlane builds member data planes; required for members.
 	NewDataPlane DataPlaneFactory
+	// FlushDataPlane removes the kernel objects (the kill switch) of a
+	// member group that is removed from the configuration when this run
+	// never built its data plane; optional.
+	FlushDataPlane DataPlaneFlusher
 	// Logger; slog.Default() if nil.
 	Logger *slog.Logger
 	// Now is the clock; time.Now if nil.
@@ -579,9 +587,15 @@ func (s *Server) reload(ctx context.Context, cfg *swanctl.Config) error {
 			g.cfg = n
 			g.applyPeers(ctx)
 			keepM = append(keepM, g)
-		default:
-			s.log.Info("group removed or changed; tearing it down", "group", g.cfg.Name)
+		case n != nil && n.Dataplane == g.cfg.Dataplane:
+			// Rebuilt under the same name and data plane: the new
+			// data plane adopts the kill switch.
+			s.log.Info("group changed; tearing it down", "group", g.cfg.Name)
 			g.close()
+			s.opts.Metrics.RemoveGroup(g.cfg.Name)
+		default:
+			s.log.Info("group removed or moved to another data plane; removing it and its kill switch", "group", g.cfg.Name)
+			g.flush(ctx, s.opts.FlushDataPlane)
 			s.opts.Metrics.RemoveGroup(g.cfg.Name)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mpsa/mpsa/mpsa"
+	"github.com/mpsa/mpsa/xfrm/groupid"
 )
 
 // The names the schema knows, per section. They are functions so that no
@@ -593,6 +594,9 @@ func checkAcrossGroups(cfg *Config, errs *Errors) {
 			}
 			if g.EncapPort != 0 && g.EncapPort == o.EncapPort {
 				errs.add(g.Pos, "%s: encap_port %d is already used by group %s; write a different encap_port", path, g.EncapPort, o.Name)
+			}
+			if gi, oi := groupid.Of(g.Name), groupid.Of(o.Name); gi.Slot == oi.Slot {
+				errs.add(g.Pos, "%s: the name hashes to the kernel identity of group %s (slot %d: reqid %#x, XFRM policy priorities %d and %d, route metric %d), by which mpsad and mpsactl flush tell a group's kernel objects apart; rename one of the two groups", path, o.Name, gi.Slot, gi.ReqID(), gi.Priority(), gi.Priority()+1, gi.RouteMetric())
 			}
 			if g.IfID != 0 && g.IfID == o.IfID {
 				errs.add(g.Pos, "%s: if_id %d is already used by group %s; write a different if_id", path, g.IfID, o.Name)

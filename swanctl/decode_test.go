@@ -432,6 +432,24 @@ func TestAcrossGroups(t *testing.T) {
 	}
 }
 
+// TestGroupIdentityCollision: two groups whose names hash to one kernel
+// identity are refused at load, naming both and what to change, since
+// the kernel objects of one would be taken for the other's.
+func TestGroupIdentityCollision(t *testing.T) {
+	g := func(name, conn, route string) string {
+		return "  " + name + " {\n   connection = " + conn + "\n   local_ts = 10.1.0.0/24\n   routes { r { prefixes = " + route + "\n   peer = 192.0.2.2 } }\n  }\n"
+	}
+	// g0 and g620 share slot 9986;
+	// east and mgmt, who shared priority 7120 before, do not collide.
+	src := "mpsa {\n role = member\n groups {\n" + g("g0", "a", "10.2.0.0/24") + g("east", "b", "10.3.0.0/24") +
+		g("mgmt", "c", "10.4.0.0/24") + g("g620", "d", "10.5.0.0/24") + " }\n}\n"
+	_, got := load(t, src)
+	want := []string{f + "22: mpsa.groups.g620: the name hashes to the kernel identity of group g0 (slot 9986: reqid 0x6d712702, XFRM policy priorities 36356 and 36357, route metric 1836132098), by which mpsad and mpsactl flush tell a group's kernel objects apart; rename one of the two groups"}
+	if !slices.Equal(got, want) {
+		t.Errorf("errors\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+	}
+}
+
 // TestErrorsSayWhatToWrite: every error the test inputs produce reads
 // `file:line: what is wrong; what to write instead`, with a line.
 func TestErrorsSayWhatToWrite(t *testing.T) {

@@ -59,6 +59,14 @@ type Counters struct {
 // concurrent use. A member drives it from the SA lifecycle: InstallInbound
 // for each new SA, SetOutbound after rollover time 1, Remove after rollover
 // time 2 or at lifetime expiry.
+//
+// Every backend keeps a kill switch for its group in the kernel while the
+// group is configured, whether or not mpsad runs: objects that drop
+// traffic between the local prefixes and the peer prefixes instead of
+// letting it follow another route in plaintext (block policies for the
+// kernel backend, blackhole routes for the userspace one). New adopts the
+// group's kill switch left by an earlier run; Close keeps it; Flush
+// removes it.
 type DataPlane interface {
 	// InstallInbound installs sa for receiving from every peer. It does
 	// not change the outbound SA. Installing an SPI that is already
@@ -72,11 +80,19 @@ type DataPlane interface {
 	Remove(ctx context.Context, spi uint32) error
 	// SetPeers replaces the local prefixes (the LANs behind this member)
 	// and the peer table. Traffic from a local prefix to a peer's prefix
-	// is protected with the outbound SA and sent to the peer's underlay.
+	// is protected with the outbound SA and sent to the peer's underlay;
+	// the kill switch covers every peer prefix.
 	SetPeers(ctx context.Context, local []netip.Prefix, peers []Peer) error
 	// Counters reports per-SPI counters of every installed SA.
 	Counters(ctx context.Context) ([]Counters, error)
-	// Close removes everything the backend installed and releases its
-	// resources.
+	// Close stops the data plane and removes its SAs (their keys), but
+	// leaves the group's kill switch in place, so that until a new
+	// backend adopts it, or Flush removes it, nothing between the
+	// group's prefixes is sent in plaintext. mpsad calls it when it
+	// stops or restarts.
 	Close() error
+	// Flush removes everything the backend and earlier runs of its group
+	// installed, kill switch included, and closes the backend. mpsad
+	// calls it when the group is removed from the configuration.
+	Flush(ctx context.Context) error
 }

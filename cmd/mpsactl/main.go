@@ -1,5 +1,6 @@
 // Command mpsactl is the operator's tool for mpsa: it talks to a running
-// mpsad (status, members, peers, rekey) and works offline on captured
+// mpsad (status, members, peers, rekey), removes a group's kernel objects
+// (flush), and works offline on captured
 // messages (decode) and key material (keymat).
 package main
 
@@ -11,6 +12,7 @@ import (
 	"os"
 
 	"github.com/mpsa/mpsa/internal/version"
+	"github.com/mpsa/mpsa/xfrm/killswitch"
 )
 
 const usage = `usage: mpsactl COMMAND [OPTIONS]
@@ -21,6 +23,12 @@ Talking to mpsad (through its status socket, --socket PATH, default
   members GROUP [--json]  a controller's members and the SA each acknowledged
   peers GROUP [--json]    a member's peer prefixes and their underlay addresses
   rekey GROUP [--json]    make the controller rekey GROUP now; print its new SPI
+
+Kernel objects (works while mpsad is stopped):
+  flush GROUP             remove GROUP's kill switch (XFRM block policies or
+                          blackhole routes), SAs and XFRM interface; refused
+                          while a running mpsad serves GROUP (remove it from
+                          the configuration and reload instead)
 
 Offline tools:
   decode [--hex] [--show-keys] [FILE|-]
@@ -61,6 +69,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runDecode(args[1:], stdin, stdout, stderr)
 	case "keymat":
 		return runKeymat(args[1:], stdout, stderr)
+	case "flush":
+		return runFlush(args[1:], stdout, stderr, killswitch.FlushGroup)
 	case "status", "members", "peers", "rekey":
 		return runDaemonCmd(args[0], args[1:], stdout, stderr)
 	}

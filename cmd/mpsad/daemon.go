@@ -39,7 +39,7 @@ func runDaemon(configPath string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mpsad: metrics: %v\n", err)
 		return 1
 	}
-	opts := server.Options{Config: cfg, Logger: log, NewDataPlane: newDataPlane, Metrics: m}
+	opts := server.Options{Config: cfg, Logger: log, NewDataPlane: newDataPlane, FlushDataPlane: flushDataPlane, Metrics: m}
 	if interval, err := daemon.SdWatchdogEnabled(false); err == nil && interval > 0 {
 		opts.Watchdog = func() { daemon.SdNotify(false, daemon.SdNotifyWatchdog) }
 		opts.WatchdogInterval = interval / 2

@@ -193,18 +193,30 @@ func installEverywhere[D xfrm.DataPlane](t *testing.T, ctx context.Context, ms [
 	}
 }
 
-// closeAndCheckClean closes every member's backend and checks that no
-// state or policy is left.
+// closeAndCheckClean closes every member's backend, checks that the
+// policies (the kill switch) stay and the states go, then flushes and
+// checks that no state or policy is left.
 func closeAndCheckClean(t *testing.T, ms []*member, bs []*kernel.Backend) {
 	t.Helper()
 	for j, b := range bs {
+		_, before := ms[j].ns.xfrmCounts(t)
 		if err := b.Close(); err != nil {
 			t.Errorf("member %d: close: %v", ms[j].i, err)
 		}
+		if s, p := ms[j].ns.xfrmCounts(t); s != 0 || p != before {
+			t.Errorf("member %d: after Close %d states and %d policies; want 0 and the %d policies kept", ms[j].i, s, p, before)
+		}
 	}
-	for _, m := range ms {
+	for j, m := range ms {
+		b, err := kernel.New(context.Background(), kernel.Config{NetNS: m.ns.path(), Underlay: []netip.Addr{m.ul4, m.ul6}})
+		if err != nil {
+			t.Fatalf("member %d: adopt: %v", m.i, err)
+		}
+		if err := b.Flush(context.Background()); err != nil {
+			t.Errorf("member %d: flush: %v", ms[j].i, err)
+		}
 		if s, p := m.ns.xfrmCounts(t); s != 0 || p != 0 {
-			t.Errorf("member %d: %d states and %d policies left after Close", m.i, s, p)
+			t.Errorf("member %d: %d states and %d policies left after Flush", m.i, s, p)
 		}
 	}
 }
@@ -455,18 +467,35 @@ func TestRouteBased(t *testing.T) {
 			t.Errorf("member %d: XFRM interface statistics %+v, want packets both ways", m.i, st)
 		}
 	}
-	closeAndCheckClean(t, ms, bs)
-	for _, m := range ms {
+	for j, m := range ms {
+		if err := bs[j].Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.ns.h.LinkByName(ifname); err != nil {
+			t.Errorf("member %d: %s gone after Close; the kill switch needs it: %v", m.i, ifname, err)
+		}
+		b, err := kernel.New(ctx, kernel.Config{NetNS: m.ns.path(), Underlay: []netip.Addr{m.ul4}, Interface: ifname, IfID: ifid})
+		if err != nil {
+			t.Fatalf("member %d: adopt the interface: %v", m.i, err)
+		}
+		if err := b.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := m.ns.h.LinkByName(ifname); err == nil {
-			t.Errorf("member %d: %s still there after Close", m.i, ifname)
+			t.Errorf("member %d: %s still there after Flush", m.i, ifname)
+		}
+		if s, p := m.ns.xfrmCounts(t); s != 0 || p != 0 {
+			t.Errorf("member %d: %d states and %d policies left after Flush", m.i, s, p)
 		}
 	}
 }
 
-// TestLeftoversRemovedOnStart simulates a crash (a backend never closed)
-// and checks that the next start removes exactly its own states, policies
-// and interface, and leaves a foreign state and policy alone.
-func TestLeftoversRemovedOnStart(t *testing.T) {
+// TestAdoptedOnStart simulates a crash (a backend never closed) and checks
+// that the next start keeps its own policies (out policies now blocking),
+// removes its own states, and leaves a foreign state and policy and
+// another instance's objects alone; Flush then removes its policies, and
+// the route-based instance adopts its interface, which its Flush removes.
+func TestAdoptedOnStart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ns := newNS(t, "left")
@@ -490,7 +519,7 @@ func TestLeftoversRemovedOnStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A route-based instance with another reqid leaves its interface too.
-	rb, err := kernel.New(ctx, kernel.Config{NetNS: ns.path(), Underlay: cfg.Underlay, ReqID: 0x6d705a02, Interface: "mpsa9", IfID: 9})
+	rb, err := kernel.New(ctx, kernel.Config{NetNS: ns.path(), Underlay: cfg.Underlay, ReqID: 0x6d705a02, Priority: 7100, Interface: "mpsa9", IfID: 9})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -526,24 +555,36 @@ func TestLeftoversRemovedOnStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	states, policies = ns.xfrmCounts(t)
-	if states != 3 || policies != 1 {
-		t.Errorf("after restart: %d states, %d policies; want the foreign state, rb's two states and the foreign policy", states, policies)
+	if states != 3 || policies != 9 {
+		t.Errorf("after restart: %d states, %d policies; want the foreign state, rb's two states, our 8 policies and the foreign one", states, policies)
+	}
+	pols, err := ns.h.XfrmPolicyList(netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pols {
+		if p.Priority == kernel.DefaultPriority && p.Dir == netlink.XFRM_DIR_OUT && (len(p.Tmpls) != 0 || p.Action != netlink.XFRM_POLICY_BLOCK) {
+			t.Errorf("adopted out policy %v -> %v still names a template", p.Src, p.Dst)
+		}
 	}
 	if _, err := ns.h.XfrmStateGet(foreignState); err != nil {
 		t.Errorf("foreign state gone: %v", err)
 	}
-	if err := restarted.Close(); err != nil {
+	if err := restarted.Flush(ctx); err != nil {
 		t.Error(err)
 	}
-	rbRestarted, err := kernel.New(ctx, kernel.Config{NetNS: ns.path(), Underlay: cfg.Underlay, ReqID: 0x6d705a02, Interface: "mpsa9", IfID: 9})
+	rbRestarted, err := kernel.New(ctx, kernel.Config{NetNS: ns.path(), Underlay: cfg.Underlay, ReqID: 0x6d705a02, Priority: 7100, Interface: "mpsa9", IfID: 9})
 	if err != nil {
 		t.Fatalf("restart route-based instance over its leftover interface: %v", err)
 	}
-	if err := rbRestarted.Close(); err != nil {
+	if name, _ := rbRestarted.Interface(); name != "mpsa9" {
+		t.Errorf("route-based instance did not adopt mpsa9")
+	}
+	if err := rbRestarted.Flush(ctx); err != nil {
 		t.Error(err)
 	}
 	if _, err := ns.h.LinkByName("mpsa9"); err == nil {
-		t.Error("mpsa9 still there after Close")
+		t.Error("mpsa9 still there after Flush")
 	}
 	states, policies = ns.xfrmCounts(t)
 	if states != 1 || policies != 1 {

@@ -9,7 +9,9 @@
 //     kernel finds inbound states by (destination, SPI, protocol) only, so
 //     one state receives from every peer.
 //   - one outbound state per peer underlay, source the address in U of the
-//     same family, with the same SPI and keys.
+//     same family, with the same SPI and keys, a soft packet limit (the
+//     kernel reports XFRM_MSG_EXPIRE before the sequence numbers run out)
+//     and, when known, the sequence number to continue from.
 //   - for every prefix pair (l in L, p in P) of the same family: an out
 //     policy l -> p whose template names the peer's underlay and the
 //     outbound SPI, and in and fwd policies p -> l whose template accepts
@@ -27,17 +29,37 @@
 // policy: only traffic the operator routes into the interface is
 // protected, and what arrives appears on it.
 //
+// # Kill switch
+//
+// The policies are the group's kill switch, and they outlive the process.
+// Close (mpsad stopping or restarting) turns every out policy into a
+// block policy and deletes the states, whose keys leave the kernel, but
+// keeps the policies and the XFRM interface: until an mpsad serves the
+// group again, traffic between the group's prefixes is dropped, in both
+// directions, never sent in plaintext. After a crash everything stays as
+// it was, states included, and the kernel goes on protecting traffic with
+// them. New adopts what it finds (see below). Only Flush, or FlushGroup
+// (mpsactl flush), removes the policies and the interface.
+//
 // # Recognizing its own objects
 //
 // Every state carries Config.ReqID (default DefaultReqID) and every policy
 // has priority Config.Priority (default DefaultPriority) and either
-// templates with that reqid or, for the blocking out policies, no template;
-// the fallback block policies have priority Config.Priority+1 and no
-// template.
-// On start the backend deletes the states and policies that match these
-// marks (and the configured if_id), which are what an earlier run left
-// behind after a crash, and nothing else. Two backends in one network
-// namespace must use different ReqIDs.
+// templates with that reqid or, for the blocking out policies, no template
+// and action block; the fallback block policies have priority
+// Config.Priority+1, no template and action block. mpsad derives reqid
+// and priorities from the group's name (xfrm/groupid), one group apart
+// from every other configured group. The XFRM interface carries the alias
+// InterfaceAlias(Config.Group).
+//
+// New adopts the policies with these marks as its own: it keeps them,
+// turns out policies that still name a template into block policies, and
+// deletes the states with the reqid (after noting the highest outbound
+// sequence number of each SPI). The first SetPeers then reconciles the
+// policies with the configuration. A policy at one of the priorities that
+// does not have the shape above, or a state with the reqid that is not a
+// tunnel-mode ESP state, is not mpsa's: New refuses to start and names
+// it, rather than delete or replace what it cannot prove is its own.
 //
 // # Rollover
 //
@@ -50,6 +72,29 @@
 // the old state, and is dropped if that state is already gone (seen in the
 // qemu test as EINVAL on send). Remove deletes the SA's inbound and
 // outbound states.
+//
+// # Peer changes
+//
+// SetPeers compares the new peer table with the one in force, a map
+// lookup per peer, and computes and applies policies and outbound states
+// only for the prefixes that were added, removed or moved to another
+// underlay; a change of the local prefixes or of the outbound SA
+// recomputes all of them.
+//
+// # Sequence numbers
+//
+// The shared SA runs without ESN (a shared inbound state cannot keep a
+// replay window for many senders, and ESN needs one), so an outbound state
+// has 2^32-1 sequence numbers. The kernel never wraps them (no
+// XFRM_SA_XFLAG_OSEQ_MAY_WRAP): when they run out it drops every further
+// packet of the state (counted as XfrmOutStateSeqError), nothing leaves in
+// plaintext. Before that, at Config.SeqSoftLimit, the kernel reports a
+// soft expiry, which the backend logs and Warnings lists. An outbound
+// state added for an SPI that had one before (a peer that left and came
+// back, an adoption after a restart) starts after the highest sequence
+// number the backend knows for that SPI, or Config.InitialSeq's answer if
+// higher, so that a receiver's per-sender replay window never sees it go
+// back.
 package kernel
 
 import (
@@ -60,6 +105,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sort"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -82,12 +128,19 @@ const DefaultReqID = 0x6d705a01
 // pair. Together with the reqid it marks the backend's policies.
 const DefaultPriority = 0x1b58 // 7000
 
+// DefaultSeqSoftLimit is the outbound sequence number at which the kernel
+// reports a soft expiry: a quarter of the space is left, about 18 minutes
+// at a million packets a second.
+const DefaultSeqSoftLimit = 3 << 30
+
 // Config configures the kernel backend.
 type Config struct {
 	// NetNS is the path of the network namespace to work in
 	// ("/run/netns/NAME", "/proc/PID/ns/net"); empty means the namespace
 	// of the calling thread when New runs.
 	NetNS string
+	// Group names the group, for logs and the XFRM interface's alias.
+	Group string
 	// Underlay are the member's own underlay addresses: one inbound state
 	// each, and the source of the outbound state to a peer of the same
 	// family. At least one is required.
@@ -97,9 +150,10 @@ type Config struct {
 	// Priority is the priority of the policies; DefaultPriority if 0.
 	Priority uint32
 	// Interface, when not empty, selects route-based mode: the backend
-	// creates an XFRM interface of this name with IfID (replacing a
-	// leftover XFRM interface of the same name), sets it up, and removes
-	// it on Close. Addresses and routes on it are the operator's.
+	// creates an XFRM interface of this name with IfID (adopting one of
+	// the group's own that is already there), sets it up, and leaves it
+	// in place on Close; Flush removes it. Addresses and routes on it are
+	// the operator's.
 	Interface string
 	// IfID is the XFRM interface ID for route-based mode; required, and
 	// not 0, when Interface is set.
@@ -109,10 +163,23 @@ type Config struct {
 	// salt and per-sender sequence numbers can repeat a nonce (RFC 6054),
 	// so they are refused unless this is set (for tests and lab use).
 	AllowCounterMode bool
+	// InitialSeq, if not nil, returns for an SPI the sequence number
+	// after which a new outbound state of that SPI starts (0: from 1):
+	// the highest this member may have sent with it before, persisted
+	// across restarts. The backend uses it or the highest it knows
+	// itself, whichever is higher.
+	InitialSeq func(spi uint32) uint32
+	// SeqSoftLimit is the outbound sequence number at which the kernel
+	// reports a soft expiry; DefaultSeqSoftLimit if 0.
+	SeqSoftLimit uint32
 	// Logger receives the backend's logs; slog.Default() if nil. No key
 	// is ever logged.
 	Logger *slog.Logger
 }
+
+// InterfaceAlias is the alias the backend gives the XFRM interface of
+// group, by which FlushGroup finds it.
+func InterfaceAlias(group string) string { return "mpsa group " + group }
 
 // Backend is the kernel data plane. It implements xfrm.DataPlane.
 type Backend struct {
@@ -120,22 +187,40 @@ type Backend struct {
 	log *slog.Logger
 	h   *netlink.Handle
 	xs  *xfrmSocket
+	// mon receives the kernel's expiry reports; monDone is closed when
+	// its goroutine has returned.
+	mon     *nl.NetlinkSocket
+	monDone chan struct{}
 
 	mu     sync.Mutex
 	closed bool
 	sas    map[uint32]installed // installed SAs, keys copied
 	outSPI uint32
 	local  []netip.Prefix
-	peers  []xfrm.Peer
-	cur    plan // what is in the kernel now
-	link   netlink.Link
+	// table is the peer table in force: peer prefix (masked) -> underlay,
+	// this member's own underlays left out; uses counts the prefixes of
+	// each underlay in it.
+	table map[netip.Prefix]netip.Addr
+	uses  map[netip.Addr]int
+	// full makes the next SetPeers recompute everything: before the
+	// first, and after a failed one.
+	full bool
+	cur  plan // what is in the kernel now
+	link netlink.Link
+	// seq is the highest outbound sequence number known per SPI, from
+	// outbound states deleted or adopted.
+	seq map[uint32]uint32
+	// warnings are the soft expiries of outbound states, by state.
+	warnings map[outKey]string
+	// ops counts the kernel requests that change objects (tests).
+	ops int
 }
 
 var _ xfrm.DataPlane = (*Backend)(nil)
 
-// New opens netlink in the configured namespace, removes leftovers of an
+// New opens netlink in the configured namespace, adopts the objects of an
 // earlier run (see the package documentation), and in route-based mode
-// creates the XFRM interface.
+// creates or adopts the XFRM interface.
 func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if len(cfg.Underlay) == 0 {
 		return nil, errors.New("kernel data plane: no underlay address configured")
@@ -153,6 +238,9 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if cfg.Priority == 0 {
 		cfg.Priority = DefaultPriority
 	}
+	if cfg.SeqSoftLimit == 0 {
+		cfg.SeqSoftLimit = DefaultSeqSoftLimit
+	}
 	if cfg.Interface != "" && cfg.IfID == 0 {
 		return nil, fmt.Errorf("kernel data plane: XFRM interface %s needs a non-zero if_id", cfg.Interface)
 	}
@@ -163,7 +251,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("dataplane", "xfrm", "reqid", fmt.Sprintf("%#x", cfg.ReqID))
+	log = log.With("dataplane", "xfrm", "reqid", fmt.Sprintf("%#x", cfg.ReqID), "priority", cfg.Priority)
 
 	ns := netns.None()
 	if cfg.NetNS != "" {
@@ -173,24 +261,26 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		}
 		defer ns.Close()
 	}
-	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE, unix.NETLINK_XFRM)
+	h, xs, err := openHandles(ns)
 	if err != nil {
-		return nil, fmt.Errorf("kernel data plane: open netlink: %w", err)
+		return nil, fmt.Errorf("kernel data plane: %w", err)
 	}
-	sock, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_XFRM)
-	if err != nil {
-		h.Close()
-		return nil, fmt.Errorf("kernel data plane: open netlink: %w", err)
-	}
-	xs := &xfrmSocket{sockets: map[int]*nl.SocketHandle{unix.NETLINK_XFRM: {Socket: sock}}}
 	b := &Backend{
 		cfg: cfg, log: log, h: h, xs: xs,
-		sas: map[uint32]installed{},
-		cur: plan{policies: map[policyKey]netlink.XfrmPolicy{}, out: map[outKey]netip.Addr{}},
+		sas:      map[uint32]installed{},
+		table:    map[netip.Prefix]netip.Addr{},
+		uses:     map[netip.Addr]int{},
+		full:     true,
+		cur:      plan{policies: map[policyKey]netlink.XfrmPolicy{}, out: map[outKey]netip.Addr{}},
+		seq:      map[uint32]uint32{},
+		warnings: map[outKey]string{},
 	}
-	err = b.removeLeftovers(ctx)
+	err = b.adopt(ctx)
 	if err == nil && cfg.Interface != "" {
-		err = b.createInterface()
+		err = b.ensureInterface(ctx)
+	}
+	if err == nil {
+		err = b.startMonitor(ns)
 	}
 	if err != nil {
 		h.Close()
@@ -200,66 +290,171 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	return b, nil
 }
 
-// removeLeftovers deletes the states, policies and XFRM interface that
-// carry this configuration's marks.
-func (b *Backend) removeLeftovers(ctx context.Context) error {
-	pols, err := b.h.XfrmPolicyList(netlink.FAMILY_ALL)
+// openHandles opens the netlink handle (routes and XFRM) and the
+// backend's own XFRM socket in ns.
+func openHandles(ns netns.NsHandle) (*netlink.Handle, *xfrmSocket, error) {
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE, unix.NETLINK_XFRM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open netlink: %w", err)
+	}
+	xs, err := openXfrmSocket(ns)
+	if err != nil {
+		h.Close()
+		return nil, nil, fmt.Errorf("open netlink: %w", err)
+	}
+	return h, xs, nil
+}
+
+// marks are the marks of one group's objects.
+type marks struct {
+	reqID, priority uint32
+}
+
+// classify tells whether a policy carries the priorities of m, and if so
+// whether it has the shape of one of the group's policies (ours).
+func (m marks) classify(p netlink.XfrmPolicy) (marked, ours bool) {
+	switch uint32(p.Priority) {
+	case m.priority + 1:
+		return true, len(p.Tmpls) == 0 && p.Action == netlink.XFRM_POLICY_BLOCK
+	case m.priority:
+		if len(p.Tmpls) == 0 {
+			return true, p.Action == netlink.XFRM_POLICY_BLOCK
+		}
+		if p.Action != netlink.XFRM_POLICY_ALLOW {
+			return true, false
+		}
+		for _, t := range p.Tmpls {
+			if uint32(t.Reqid) != m.reqID || t.Proto != netlink.XFRM_PROTO_ESP || t.Mode != netlink.XFRM_MODE_TUNNEL {
+				return true, false
+			}
+		}
+		return true, true
+	}
+	return false, false
+}
+
+// classifyState tells whether a state carries the reqid of m, and if so
+// whether it has the shape of one of the group's states.
+func (m marks) classifyState(s stateInfo) (marked, ours bool) {
+	if s.reqid != m.reqID {
+		return false, false
+	}
+	return true, s.proto == unix.IPPROTO_ESP && s.mode == uint8(netlink.XFRM_MODE_TUNNEL)
+}
+
+func (b *Backend) marks() marks { return marks{reqID: b.cfg.ReqID, priority: b.cfg.Priority} }
+
+// foreignPolicy is the error for a policy with a group's marks that is not
+// the group's.
+func foreignPolicy(p netlink.XfrmPolicy, m marks) error {
+	return fmt.Errorf("policy %s %v -> %v at priority %d (this group's) has templates or an action mpsa never installs; it is not mpsa's, so it is left alone: remove it, or rename the group to give it other marks (reqid %#x)", p.Dir, p.Src, p.Dst, p.Priority, m.reqID)
+}
+
+// adopt takes over the objects an earlier run of the group left in the
+// kernel: the policies stay (out policies blocking), the states go.
+func (b *Backend) adopt(ctx context.Context) error {
+	m := b.marks()
+	pols, err := b.xs.listPolicies()
 	if err != nil {
 		return fmt.Errorf("kernel data plane: list policies: %w", err)
 	}
-	n := 0
+	kept, stale := 0, 0
 	for _, p := range pols {
-		if !b.ours(p) {
+		marked, ours := m.classify(p)
+		if !marked {
 			continue
 		}
-		if err := b.h.XfrmPolicyDel(&p); err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("kernel data plane: remove leftover policy %s %v -> %v: %w", p.Dir, p.Src, p.Dst, err)
+		if !ours {
+			return fmt.Errorf("kernel data plane: %w", foreignPolicy(p, m))
 		}
-		n++
+		if p.Ifid != int(b.cfg.IfID) {
+			// Ours, from a run with another if_id (route-based mode
+			// switched): not part of this configuration.
+			if err := b.h.XfrmPolicyDel(&p); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("kernel data plane: remove policy %s %v -> %v of if_id %d: %w", p.Dir, p.Src, p.Dst, p.Ifid, err)
+			}
+			stale++
+			continue
+		}
+		k := policyKey{p.Dir, fromIPNet(p.Src), fromIPNet(p.Dst)}
+		if p.Dir == netlink.XFRM_DIR_OUT && len(p.Tmpls) > 0 {
+			// Its state goes below: block until SetOutbound.
+			blk := p
+			blk.Tmpls, blk.Action = nil, netlink.XFRM_POLICY_BLOCK
+			if err := b.h.XfrmPolicyUpdate(&blk); err != nil {
+				return fmt.Errorf("kernel data plane: make adopted policy %s block: %w", k, err)
+			}
+			p = blk
+		}
+		b.cur.policies[k] = p
+		kept++
 	}
-	states, err := b.h.XfrmStateList(netlink.FAMILY_ALL)
+	states, err := b.xs.listStates()
 	if err != nil {
-		return fmt.Errorf("kernel data plane: list states: %w", err)
+		return fmt.Errorf("kernel data plane: %w", err)
 	}
+	removed := 0
 	for _, s := range states {
-		if !b.ownState(s) {
+		marked, ours := m.classifyState(s)
+		if !marked {
 			continue
 		}
-		dst, _ := netip.AddrFromSlice(s.Dst)
-		if err := b.delState(dst.Unmap(), uint32(s.Spi)); err != nil {
-			return fmt.Errorf("kernel data plane: remove leftover state %08x to %s: %w", uint32(s.Spi), s.Dst, err)
+		if !ours {
+			return fmt.Errorf("kernel data plane: state %08x to %s has this group's reqid %#x but is not a tunnel-mode ESP state; it is not mpsa's, so it is left alone: remove it, or rename the group", s.spi, s.dst, m.reqID)
 		}
-		n++
-	}
-	if b.cfg.Interface != "" {
-		if l, err := b.h.LinkByName(b.cfg.Interface); err == nil {
-			if l.Type() != "xfrm" {
-				return fmt.Errorf("kernel data plane: interface %s exists and is a %s, not an XFRM interface", b.cfg.Interface, l.Type())
-			}
-			if err := b.h.LinkDel(l); err != nil {
-				return fmt.Errorf("kernel data plane: remove leftover interface %s: %w", b.cfg.Interface, err)
-			}
-			n++
+		if s.src.IsValid() && !s.src.IsUnspecified() {
+			b.noteSeq(s.spi, s.oseq)
 		}
+		if err := b.delStateIf(s.dst, s.spi, s.ifid); err != nil {
+			return fmt.Errorf("kernel data plane: remove state %08x to %s of an earlier run: %w", s.spi, s.dst, err)
+		}
+		removed++
 	}
-	if n > 0 {
-		b.log.InfoContext(ctx, "removed leftovers of an earlier run", "objects", n)
+	if kept+stale+removed > 0 {
+		b.log.InfoContext(ctx, "adopted the group's objects of an earlier run", "policies_kept", kept, "policies_removed", stale, "states_removed", removed)
 	}
 	return nil
 }
 
-func (b *Backend) createInterface() error {
-	x := &netlink.Xfrmi{LinkAttrs: netlink.LinkAttrs{Name: b.cfg.Interface}, Ifid: b.cfg.IfID}
-	if err := b.h.LinkAdd(x); err != nil {
-		return fmt.Errorf("kernel data plane: create XFRM interface %s if_id %d: %w", b.cfg.Interface, b.cfg.IfID, err)
+// ensureInterface adopts the group's XFRM interface if it is there with
+// the configured if_id, replaces it if it has another, and creates it
+// otherwise; it refuses a link of that name that is not an XFRM interface.
+func (b *Backend) ensureInterface(ctx context.Context) error {
+	name := b.cfg.Interface
+	if l, err := b.h.LinkByName(name); err == nil {
+		x, ok := l.(*netlink.Xfrmi)
+		if !ok {
+			return fmt.Errorf("kernel data plane: interface %s exists and is a %s, not an XFRM interface", name, l.Type())
+		}
+		if x.Ifid == b.cfg.IfID {
+			if err := b.h.LinkSetUp(l); err != nil {
+				return fmt.Errorf("kernel data plane: set XFRM interface %s up: %w", name, err)
+			}
+			_ = b.h.LinkSetAlias(l, InterfaceAlias(b.cfg.Group))
+			b.link = l
+			b.log.InfoContext(ctx, "adopted the XFRM interface", "interface", name, "if_id", x.Ifid)
+			return nil
+		}
+		b.log.WarnContext(ctx, "replacing the XFRM interface: its if_id is not the configured one", "interface", name, "if_id", x.Ifid, "configured", b.cfg.IfID)
+		if err := b.h.LinkDel(l); err != nil {
+			return fmt.Errorf("kernel data plane: remove XFRM interface %s: %w", name, err)
+		}
 	}
-	l, err := b.h.LinkByName(b.cfg.Interface)
+	x := &netlink.Xfrmi{LinkAttrs: netlink.LinkAttrs{Name: name}, Ifid: b.cfg.IfID}
+	if err := b.h.LinkAdd(x); err != nil {
+		return fmt.Errorf("kernel data plane: create XFRM interface %s if_id %d: %w", name, b.cfg.IfID, err)
+	}
+	l, err := b.h.LinkByName(name)
 	if err != nil {
-		return fmt.Errorf("kernel data plane: find XFRM interface %s: %w", b.cfg.Interface, err)
+		return fmt.Errorf("kernel data plane: find XFRM interface %s: %w", name, err)
+	}
+	if err := b.h.LinkSetAlias(l, InterfaceAlias(b.cfg.Group)); err != nil {
+		_ = b.h.LinkDel(l)
+		return fmt.Errorf("kernel data plane: set the alias of XFRM interface %s: %w", name, err)
 	}
 	if err := b.h.LinkSetUp(l); err != nil {
 		_ = b.h.LinkDel(l)
-		return fmt.Errorf("kernel data plane: set XFRM interface %s up: %w", b.cfg.Interface, err)
+		return fmt.Errorf("kernel data plane: set XFRM interface %s up: %w", name, err)
 	}
 	b.link = l
 	return nil
@@ -298,7 +493,8 @@ func (b *Backend) InstallInbound(ctx context.Context, sa xfrm.SA) error {
 	}
 	var added []netip.Addr
 	for _, u := range b.cfg.Underlay {
-		if err := b.xs.addState(b.state(own, zeroOf(u), u)); err != nil {
+		b.ops++
+		if err := b.xs.addState(newState{st: b.state(own, zeroOf(u), u)}); err != nil {
 			err = b.explain(own, u, err)
 			for _, a := range added {
 				_ = b.delState(a, sa.SPI)
@@ -324,11 +520,11 @@ func (b *Backend) SetOutbound(ctx context.Context, spi uint32) error {
 		return fmt.Errorf("set outbound SA %08x: not installed", spi)
 	}
 	old := b.outSPI
-	if err := b.apply(ctx, b.local, b.peers, spi); err != nil {
+	if err := b.applyAll(ctx, b.local, spi); err != nil {
 		return fmt.Errorf("set outbound SA %08x: %w", spi, err)
 	}
 	b.outSPI = spi
-	b.log.InfoContext(ctx, "switched outbound SA", "spi", fmt.Sprintf("%08x", spi), "previous", fmt.Sprintf("%08x", old), "peers", len(b.peers))
+	b.log.InfoContext(ctx, "switched outbound SA", "spi", fmt.Sprintf("%08x", spi), "previous", fmt.Sprintf("%08x", old), "peers", len(b.table))
 	return nil
 }
 
@@ -344,7 +540,7 @@ func (b *Backend) Remove(ctx context.Context, spi uint32) error {
 		return fmt.Errorf("remove SA %08x: not installed", spi)
 	}
 	if b.outSPI == spi {
-		if err := b.apply(ctx, b.local, b.peers, 0); err != nil {
+		if err := b.applyAll(ctx, b.local, 0); err != nil {
 			return fmt.Errorf("remove SA %08x: stop sending with it: %w", spi, err)
 		}
 		b.outSPI = 0
@@ -354,70 +550,184 @@ func (b *Backend) Remove(ctx context.Context, spi uint32) error {
 		if k.spi != spi {
 			continue
 		}
-		if err := b.delState(k.peer, k.spi); err != nil {
+		if err := b.delOut(k); err != nil {
 			errs = append(errs, fmt.Errorf("remove outbound SA %08x to %s: %w", spi, k.peer, err))
-			continue
 		}
-		delete(b.cur.out, k)
 	}
 	errs = append(errs, b.removeInbound(spi)...)
 	in.sa.Zero()
 	delete(b.sas, spi)
+	delete(b.seq, spi)
 	b.log.InfoContext(ctx, "removed SA", "spi", fmt.Sprintf("%08x", spi))
 	return errors.Join(errs...)
 }
 
-// SetPeers implements xfrm.DataPlane.
+// SetPeers implements xfrm.DataPlane. Only the prefixes that changed are
+// touched, unless the local prefixes changed too (package
+// documentation).
 func (b *Backend) SetPeers(ctx context.Context, local []netip.Prefix, peers []xfrm.Peer) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return errors.New("kernel data plane: closed")
 	}
-	local = slices.Clone(local)
-	peers = slices.Clone(peers)
-	for i := range peers {
-		peers[i].Underlay = peers[i].Underlay.Unmap()
-		if !peers[i].Prefix.IsValid() || !peers[i].Underlay.IsValid() {
-			return fmt.Errorf("set peers: invalid peer %s", peers[i])
-		}
-	}
-	if err := b.apply(ctx, local, peers, b.outSPI); err != nil {
+	local = maskAll(local)
+	table, err := b.peerTable(peers)
+	if err != nil {
 		return fmt.Errorf("set peers: %w", err)
 	}
-	b.local, b.peers = local, peers
-	b.log.InfoContext(ctx, "set peers", "local", local, "peers", len(peers))
+	if b.full || !slices.Equal(local, b.local) {
+		old := b.table
+		b.table = table
+		if err := b.applyAll(ctx, local, b.outSPI); err != nil {
+			b.table, b.full = old, true
+			return fmt.Errorf("set peers: %w", err)
+		}
+		b.local, b.full = local, false
+		b.uses = usesOf(table)
+		b.log.InfoContext(ctx, "set peers", "local", local, "peers", len(table))
+		return nil
+	}
+	var changed []netip.Prefix
+	for r, u := range table {
+		if old, ok := b.table[r]; !ok || old != u {
+			changed = append(changed, r)
+		}
+	}
+	for r := range b.table {
+		if _, ok := table[r]; !ok {
+			changed = append(changed, r)
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	want := newPlan()
+	var oldKeys []policyKey
+	uses := b.uses
+	delta := map[netip.Addr]int{}
+	for _, r := range changed {
+		if u, ok := table[r]; ok {
+			if err := b.planPeer(&want, local, r, u, b.outSPI); err != nil {
+				b.full = true
+				return fmt.Errorf("set peers: %w", err)
+			}
+			delta[u]++
+		}
+		if u, ok := b.table[r]; ok {
+			old := newPlan()
+			_ = b.planPeer(&old, local, r, u, b.outSPI)
+			for k := range old.policies {
+				oldKeys = append(oldKeys, k)
+			}
+			delta[u]--
+		}
+	}
+	var gone []outKey
+	for u, d := range delta {
+		if uses[u]+d == 0 && uses[u] > 0 {
+			for spi := range b.sas {
+				if k := (outKey{spi, u}); b.cur.out[k].IsValid() {
+					gone = append(gone, k)
+				}
+			}
+		}
+	}
+	if err := b.apply(ctx, want, oldKeys, gone, nil); err != nil {
+		b.full = true
+		return fmt.Errorf("set peers: %w", err)
+	}
+	for u, d := range delta {
+		if uses[u] += d; uses[u] == 0 {
+			delete(uses, u)
+		}
+	}
+	b.table = table
+	b.log.InfoContext(ctx, "set peers", "local", local, "peers", len(table), "changed", len(changed))
 	return nil
 }
 
-// apply moves the kernel from b.cur to the plan for (local, peers,
-// outSPI) in an order that keeps traffic flowing: new outbound states,
-// then new and changed policies, then removed policies, then outbound
-// states no longer used.
-func (b *Backend) apply(ctx context.Context, local []netip.Prefix, peers []xfrm.Peer, outSPI uint32) error {
-	want, err := b.planFor(local, peers, outSPI)
+// peerTable validates peers and maps each peer prefix (masked) to its
+// underlay, leaving out this member's own underlays (peer discovery may
+// list the member itself).
+func (b *Backend) peerTable(peers []xfrm.Peer) (map[netip.Prefix]netip.Addr, error) {
+	t := make(map[netip.Prefix]netip.Addr, len(peers))
+	for _, p := range peers {
+		u := p.Underlay.Unmap()
+		if !p.Prefix.IsValid() || !u.IsValid() {
+			return nil, fmt.Errorf("invalid peer %s", p)
+		}
+		if slices.Contains(b.cfg.Underlay, u) {
+			continue
+		}
+		r := p.Prefix.Masked()
+		if prev, dup := t[r]; dup && prev != u {
+			return nil, fmt.Errorf("prefix %s is announced by two peers with different underlays", r)
+		}
+		t[r] = u
+	}
+	return t, nil
+}
+
+func usesOf(t map[netip.Prefix]netip.Addr) map[netip.Addr]int {
+	uses := map[netip.Addr]int{}
+	for _, u := range t {
+		uses[u]++
+	}
+	return uses
+}
+
+func maskAll(ps []netip.Prefix) []netip.Prefix {
+	out := make([]netip.Prefix, len(ps))
+	for i, p := range ps {
+		out[i] = p.Masked()
+	}
+	return out
+}
+
+// applyAll moves the kernel to the full plan for (local, b.table,
+// outSPI).
+func (b *Backend) applyAll(ctx context.Context, local []netip.Prefix, outSPI uint32) error {
+	want, err := b.planTable(local, b.table, outSPI)
 	if err != nil {
 		return err
 	}
+	oldKeys := make([]policyKey, 0, len(b.cur.policies))
+	for k := range b.cur.policies {
+		oldKeys = append(oldKeys, k)
+	}
+	oldOut := make([]outKey, 0, len(b.cur.out))
+	for k := range b.cur.out {
+		oldOut = append(oldOut, k)
+	}
+	uses := usesOf(b.table)
+	return b.apply(ctx, want, oldKeys, oldOut, func(k outKey) bool {
+		_, held := b.sas[k.spi]
+		return held && uses[k.peer] > 0
+	})
+}
+
+// apply moves the objects in scope from b.cur to want, in an order that
+// keeps traffic flowing: new outbound states, then new and changed
+// policies, then the policies of oldKeys that want lacks, then the
+// outbound states of oldOut that want lacks, except those keep reports.
+func (b *Backend) apply(ctx context.Context, want plan, oldKeys []policyKey, oldOut []outKey, keep func(outKey) bool) error {
 	// 1. Outbound states.
 	var addedOut []outKey
 	undo := func() {
 		for _, k := range addedOut {
-			_ = b.delState(k.peer, k.spi)
-			delete(b.cur.out, k)
+			_ = b.delOut(k)
 		}
 	}
 	for k, src := range want.out {
 		if _, have := b.cur.out[k]; have {
 			continue
 		}
-		in := b.sas[k.spi]
-		if err := b.xs.addState(b.state(in, src, k.peer)); err != nil {
+		if err := b.addOut(k, src); err != nil {
 			undo()
-			return fmt.Errorf("install outbound SA %08x to %s: %w", k.spi, k.peer, b.explain(in, src, err))
+			return err
 		}
 		addedOut = append(addedOut, k)
-		b.cur.out[k] = src
 	}
 	// 2. Policies, added or changed.
 	for _, k := range sortedKeys(want.policies) {
@@ -425,13 +735,15 @@ func (b *Backend) apply(ctx context.Context, local []netip.Prefix, peers []xfrm.
 		prev, have := b.cur.policies[k]
 		switch {
 		case !have:
+			b.ops++
 			if err := b.h.XfrmPolicyAdd(&p); err != nil {
 				if errors.Is(err, unix.EEXIST) {
 					err = fmt.Errorf("another policy with the same selector exists (charon's?): %w", err)
 				}
 				return fmt.Errorf("add policy %s: %w", k, err)
 			}
-		case !sameTmpls(prev, p):
+		case !sameTmpls(prev, p) || prev.Priority != p.Priority:
+			b.ops++
 			if err := b.h.XfrmPolicyUpdate(&p); err != nil {
 				return fmt.Errorf("update policy %s: %w", k, err)
 			}
@@ -442,11 +754,16 @@ func (b *Backend) apply(ctx context.Context, local []netip.Prefix, peers []xfrm.
 	}
 	// 3. Policies no longer wanted.
 	var errs []error
-	for _, k := range sortedKeys(b.cur.policies) {
+	sortKeys(oldKeys)
+	for _, k := range oldKeys {
 		if _, keep := want.policies[k]; keep {
 			continue
 		}
-		p := b.cur.policies[k]
+		p, have := b.cur.policies[k]
+		if !have {
+			continue
+		}
+		b.ops++
 		if err := b.h.XfrmPolicyDel(&p); err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("delete policy %s: %w", k, err))
 			continue
@@ -454,31 +771,66 @@ func (b *Backend) apply(ctx context.Context, local []netip.Prefix, peers []xfrm.
 		delete(b.cur.policies, k)
 	}
 	// 4. Outbound states no longer used. The states of an earlier
-	// outbound SA that is still installed stay until Remove: a packet
-	// whose route was looked up just before the policy update may still be
-	// on its way through the old state, and the kernel drops it (EINVAL)
-	// if that state is gone. States of peers that left go now.
-	stillPeer := map[netip.Addr]bool{}
-	for k := range want.out {
-		stillPeer[k.peer] = true
-	}
-	for k := range b.cur.out {
-		if _, keep := want.out[k]; keep {
+	// outbound SA that is still installed stay until Remove (keep): a
+	// packet whose route was looked up just before the policy update may
+	// still be on its way through the old state, and the kernel drops it
+	// (EINVAL) if that state is gone. States of peers that left go now.
+	for _, k := range oldOut {
+		if _, wanted := want.out[k]; wanted {
 			continue
 		}
-		if _, held := b.sas[k.spi]; held && stillPeer[k.peer] {
+		if _, have := b.cur.out[k]; !have || (keep != nil && keep(k)) {
 			continue
 		}
-		if err := b.delState(k.peer, k.spi); err != nil {
+		if err := b.delOut(k); err != nil {
 			errs = append(errs, fmt.Errorf("delete outbound SA %08x to %s: %w", k.spi, k.peer, err))
-			continue
 		}
-		delete(b.cur.out, k)
 	}
 	if len(errs) > 0 {
 		b.log.WarnContext(ctx, "data plane cleanup incomplete", "err", errors.Join(errs...))
 	}
 	return errors.Join(errs...)
+}
+
+// addOut adds the outbound state k from src, continuing the sequence
+// numbers of its SPI, with the soft packet limit.
+func (b *Backend) addOut(k outKey, src netip.Addr) error {
+	in := b.sas[k.spi]
+	oseq := b.seq[k.spi]
+	if b.cfg.InitialSeq != nil {
+		oseq = max(oseq, b.cfg.InitialSeq(k.spi))
+	}
+	soft := uint64(1) // already past the limit: report at once
+	if oseq < b.cfg.SeqSoftLimit {
+		soft = uint64(b.cfg.SeqSoftLimit - oseq)
+	}
+	b.ops++
+	if err := b.xs.addState(newState{st: b.state(in, src, k.peer), oseq: oseq, softPackets: soft}); err != nil {
+		return fmt.Errorf("install outbound SA %08x to %s: %w", k.spi, k.peer, b.explain(in, src, err))
+	}
+	b.cur.out[k] = src
+	return nil
+}
+
+// delOut deletes the outbound state k after noting its last sequence
+// number, so that a state added again for the SPI continues after it.
+func (b *Backend) delOut(k outKey) error {
+	if s, err := b.xs.getState(k.peer, k.spi); err == nil {
+		b.noteSeq(k.spi, s.oseq)
+	}
+	b.ops++
+	if err := b.delState(k.peer, k.spi); err != nil {
+		return err
+	}
+	delete(b.cur.out, k)
+	delete(b.warnings, k)
+	return nil
+}
+
+func (b *Backend) noteSeq(spi, oseq uint32) {
+	if oseq > b.seq[spi] {
+		b.seq[spi] = oseq
+	}
 }
 
 // state builds the XFRM state of in from src to dst. An unspecified src
@@ -498,7 +850,15 @@ func (b *Backend) state(in installed, src, dst netip.Addr) *netlink.XfrmState {
 // configured if_id). A state that is already gone (ESRCH, ENOENT) counts
 // as deleted.
 func (b *Backend) delState(dst netip.Addr, spi uint32) error {
-	err := b.h.XfrmStateDel(&netlink.XfrmState{Dst: net.IP(dst.AsSlice()), Proto: netlink.XFRM_PROTO_ESP, Spi: int(spi), Ifid: int(b.cfg.IfID)})
+	return b.delStateIf(dst, spi, b.cfg.IfID)
+}
+
+func (b *Backend) delStateIf(dst netip.Addr, spi, ifid uint32) error {
+	return delState(b.h, dst, spi, ifid)
+}
+
+func delState(h *netlink.Handle, dst netip.Addr, spi, ifid uint32) error {
+	err := h.XfrmStateDel(&netlink.XfrmState{Dst: net.IP(dst.AsSlice()), Proto: netlink.XFRM_PROTO_ESP, Spi: int(spi), Ifid: int(ifid)})
 	if errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) {
 		return nil
 	}
@@ -510,6 +870,7 @@ func (b *Backend) delState(dst netip.Addr, spi uint32) error {
 func (b *Backend) removeInbound(spi uint32) []error {
 	var errs []error
 	for _, u := range b.cfg.Underlay {
+		b.ops++
 		if err := b.delState(u, spi); err != nil {
 			errs = append(errs, fmt.Errorf("delete inbound SA %08x on %s: %w", spi, u, err))
 		}
@@ -533,7 +894,7 @@ func (b *Backend) explain(in installed, at netip.Addr, err error) error {
 		Proto: netlink.XFRM_PROTO_ESP, Mode: netlink.XFRM_MODE_TUNNEL,
 		Spi: probeSPI, Reqid: int(b.cfg.ReqID), Crypt: a.crypt, Ifid: int(b.cfg.IfID),
 	}
-	perr := b.xs.addState(probe)
+	perr := b.xs.addState(newState{st: probe})
 	if perr == nil {
 		_ = b.delState(at, probeSPI)
 		return fmt.Errorf("the kernel lacks the ESP integrity algorithm %s (%s); load its module: %w", a.auth.Name, suite, err)
@@ -554,9 +915,9 @@ func (b *Backend) Counters(ctx context.Context) ([]xfrm.Counters, error) {
 	if b.closed {
 		return nil, errors.New("kernel data plane: closed")
 	}
-	states, err := b.h.XfrmStateList(netlink.FAMILY_ALL)
+	states, err := b.xs.listStates()
 	if err != nil {
-		return nil, fmt.Errorf("counters: list states: %w", err)
+		return nil, fmt.Errorf("counters: %w", err)
 	}
 	byspi := map[uint32]*xfrm.Counters{}
 	spis := make([]uint32, 0, len(b.sas))
@@ -566,17 +927,17 @@ func (b *Backend) Counters(ctx context.Context) ([]xfrm.Counters, error) {
 	}
 	slices.Sort(spis)
 	for _, s := range states {
-		c, ok := byspi[uint32(s.Spi)]
-		if !ok || !b.ownState(s) {
+		c, ok := byspi[s.spi]
+		if !ok || s.reqid != b.cfg.ReqID || s.ifid != b.cfg.IfID {
 			continue
 		}
-		if s.Src == nil || s.Src.IsUnspecified() {
-			c.InPackets += s.Statistics.Packets
-			c.InBytes += s.Statistics.Bytes
-			c.InErrors += uint64(s.Statistics.Failed) + uint64(s.Statistics.Replay)
+		if !s.src.IsValid() || s.src.IsUnspecified() {
+			c.InPackets += s.packets
+			c.InBytes += s.bytes
+			c.InErrors += uint64(s.failed) + uint64(s.replay)
 		} else {
-			c.OutPackets += s.Statistics.Packets
-			c.OutBytes += s.Statistics.Bytes
+			c.OutPackets += s.packets
+			c.OutBytes += s.bytes
 		}
 	}
 	out := make([]xfrm.Counters, 0, len(spis))
@@ -586,8 +947,23 @@ func (b *Backend) Counters(ctx context.Context) ([]xfrm.Counters, error) {
 	return out, nil
 }
 
-// Close implements xfrm.DataPlane: it removes every policy, state and
-// interface the backend installed and zeroes its copies of the keys.
+// Warnings lists the outbound states whose sequence numbers are running
+// out (the kernel's soft expiry), for the member's status.
+func (b *Backend) Warnings() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]string, 0, len(b.warnings))
+	for _, w := range b.warnings {
+		out = append(out, w)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Close implements xfrm.DataPlane: it keeps the kill switch. Every out
+// policy blocks, the states are deleted (their keys leave the kernel), the
+// policies and the XFRM interface stay, and the backend's copies of the
+// keys are zeroed.
 func (b *Backend) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -595,27 +971,237 @@ func (b *Backend) Close() error {
 		return nil
 	}
 	b.closed = true
+	b.stopMonitor()
+	// Every out policy blocks before its states go (a policy naming a
+	// missing state would make the kernel ask the key managers for one).
+	// No policy is deleted, whatever the peer table: a backend that
+	// adopted its group's policies and closes before its first SetPeers
+	// keeps them all.
 	var errs []error
-	// The plan for no prefixes and no peers is empty: apply deletes every
-	// policy (step 3) and then every outbound state (step 4), going on
-	// after a failure.
-	if err := b.apply(context.Background(), nil, nil, 0); err != nil {
-		errs = append(errs, err)
+	for _, k := range sortedKeys(b.cur.policies) {
+		p := b.cur.policies[k]
+		if len(p.Tmpls) == 0 || k.dir != netlink.XFRM_DIR_OUT {
+			continue
+		}
+		p.Tmpls, p.Action = nil, netlink.XFRM_POLICY_BLOCK
+		b.ops++
+		if err := b.h.XfrmPolicyUpdate(&p); err != nil {
+			errs = append(errs, fmt.Errorf("make policy %s block: %w", k, err))
+			continue
+		}
+		b.cur.policies[k] = p
+	}
+	for k := range b.cur.out {
+		if err := b.delOut(k); err != nil {
+			errs = append(errs, fmt.Errorf("delete outbound SA %08x to %s: %w", k.spi, k.peer, err))
+		}
 	}
 	for spi, in := range b.sas {
 		errs = append(errs, b.removeInbound(spi)...)
 		in.sa.Zero()
 	}
-	if b.link != nil {
-		if err := b.h.LinkDel(b.link); err != nil {
-			errs = append(errs, fmt.Errorf("delete XFRM interface %s: %w", b.cfg.Interface, err))
-		}
-	}
-	b.sas, b.cur, b.link = nil, plan{}, nil
-	b.h.Close()
-	b.xs.close()
+	b.release()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("kernel data plane: close: %w", err)
 	}
+	b.log.Info("closed; the kill switch stays", "policies", len(b.cur.policies))
 	return nil
+}
+
+// Flush implements xfrm.DataPlane: it removes every object with the
+// group's marks (the policies and the states, whoever's run installed
+// them) and the XFRM interface, and closes the backend.
+func (b *Backend) Flush(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errors.New("kernel data plane: flush: closed")
+	}
+	b.closed = true
+	b.stopMonitor()
+	n, err := sweep(b.h, b.xs, b.marks(), b.link)
+	for _, in := range b.sas {
+		in.sa.Zero()
+	}
+	b.release()
+	if err != nil {
+		return fmt.Errorf("kernel data plane: flush: %w", err)
+	}
+	b.log.InfoContext(ctx, "flushed: kill switch, states and interface removed", "objects", n)
+	return nil
+}
+
+// release forgets the installed objects and closes the netlink sockets.
+func (b *Backend) release() {
+	b.sas, b.cur, b.link = nil, plan{}, nil
+	b.h.Close()
+	b.xs.close()
+}
+
+// sweep deletes the policies and states with the marks m, and link if not
+// nil, going on after a failure; it returns how many it deleted. Policies
+// at m's priorities that do not have the group's shape are left alone and
+// reported.
+func sweep(h *netlink.Handle, xs *xfrmSocket, m marks, link netlink.Link) (int, error) {
+	var errs []error
+	n := 0
+	pols, err := xs.listPolicies()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list policies: %w", err))
+	}
+	for _, p := range pols {
+		marked, ours := m.classify(p)
+		switch {
+		case !marked:
+			continue
+		case !ours:
+			errs = append(errs, foreignPolicy(p, m))
+			continue
+		}
+		if err := h.XfrmPolicyDel(&p); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("delete policy %s %v -> %v: %w", p.Dir, p.Src, p.Dst, err))
+			continue
+		}
+		n++
+	}
+	states, err := xs.listStates()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, s := range states {
+		marked, ours := m.classifyState(s)
+		switch {
+		case !marked:
+			continue
+		case !ours:
+			errs = append(errs, fmt.Errorf("state %08x to %s has reqid %#x but is not a tunnel-mode ESP state; left alone", s.spi, s.dst, m.reqID))
+			continue
+		}
+		if err := delState(h, s.dst, s.spi, s.ifid); err != nil {
+			errs = append(errs, fmt.Errorf("delete state %08x to %s: %w", s.spi, s.dst, err))
+			continue
+		}
+		n++
+	}
+	if link != nil {
+		if err := h.LinkDel(link); err != nil {
+			errs = append(errs, fmt.Errorf("delete XFRM interface %s: %w", link.Attrs().Name, err))
+		} else {
+			n++
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// FlushConfig says which group's objects FlushGroup removes.
+type FlushConfig struct {
+	// NetNS is the network namespace, as in Config.
+	NetNS string
+	// Group is the group's name: its XFRM interface is the one with
+	// alias InterfaceAlias(Group).
+	Group string
+	// ReqID and Priority are the group's marks, as in Config.
+	ReqID, Priority uint32
+}
+
+// FlushGroup removes a group's kernel objects without a Backend, for an
+// operator while no mpsad serves the group (mpsactl flush): every policy
+// and state with the group's marks and its XFRM interface. It returns how
+// many objects it removed. Objects with the marks that are not mpsa's are
+// left alone and reported in the error.
+func FlushGroup(ctx context.Context, fc FlushConfig) (int, error) {
+	ns := netns.None()
+	if fc.NetNS != "" {
+		var err error
+		if ns, err = netns.GetFromPath(fc.NetNS); err != nil {
+			return 0, fmt.Errorf("open network namespace %s: %w", fc.NetNS, err)
+		}
+		defer ns.Close()
+	}
+	h, xs, err := openHandles(ns)
+	if err != nil {
+		return 0, err
+	}
+	defer h.Close()
+	defer xs.close()
+	links, err := h.LinkList()
+	if err != nil {
+		return 0, fmt.Errorf("list links: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, l := range links {
+		if l.Type() != "xfrm" || l.Attrs().Alias != InterfaceAlias(fc.Group) {
+			continue
+		}
+		if err := h.LinkDel(l); err != nil {
+			errs = append(errs, fmt.Errorf("delete XFRM interface %s: %w", l.Attrs().Name, err))
+			continue
+		}
+		n++
+	}
+	swept, err := sweep(h, xs, marks{reqID: fc.ReqID, priority: fc.Priority}, nil)
+	return n + swept, errors.Join(append(errs, err)...)
+}
+
+// startMonitor subscribes to the kernel's expiry reports in ns and logs
+// and records the soft expiries of the backend's outbound states.
+func (b *Backend) startMonitor(ns netns.NsHandle) error {
+	s, err := nl.SubscribeAt(ns, netns.None(), unix.NETLINK_XFRM, nl.XFRMNLGRP_EXPIRE)
+	if err != nil {
+		return fmt.Errorf("kernel data plane: subscribe to XFRM expiry reports: %w", err)
+	}
+	b.mon, b.monDone = s, make(chan struct{})
+	go func() {
+		defer close(b.monDone)
+		for {
+			msgs, _, err := s.Receive()
+			if err != nil {
+				if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+					continue
+				}
+				return // closed
+			}
+			for _, m := range msgs {
+				if m.Header.Type == nl.XFRM_MSG_EXPIRE && len(m.Data) > nl.SizeofXfrmUsersaInfo {
+					if st, ok := parseState(m.Data[:nl.SizeofXfrmUsersaInfo]); ok {
+						b.onExpire(st, m.Data[nl.SizeofXfrmUsersaInfo] != 0)
+					}
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// stopMonitor closes the expiry subscription and waits for its goroutine.
+// b.mu is held; the goroutine takes it only in onExpire, which gives up
+// once b.closed is set.
+func (b *Backend) stopMonitor() {
+	if b.mon == nil {
+		return
+	}
+	b.mon.Close()
+	b.mu.Unlock()
+	<-b.monDone
+	b.mu.Lock()
+	b.mon = nil
+}
+
+// onExpire records an expiry report for one of the backend's outbound
+// states.
+func (b *Backend) onExpire(st stateInfo, hard bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || st.reqid != b.cfg.ReqID || !st.src.IsValid() || st.src.IsUnspecified() {
+		return
+	}
+	k := outKey{st.spi, st.dst}
+	if hard {
+		b.log.Error("outbound SA expired in the kernel", "spi", fmt.Sprintf("%08x", st.spi), "peer", st.dst)
+		return
+	}
+	w := fmt.Sprintf("outbound SA %08x to %s: sequence numbers running out (%d packets sent since it was added, soft limit at sequence number %d of 2^32-1); nothing can be sent with it after that until the controller rekeys", st.spi, st.dst, st.packets, b.cfg.SeqSoftLimit)
+	b.warnings[k] = w
+	b.log.Warn("outbound SA near the end of its sequence numbers: the kernel drops its packets at 2^32-1; rekey the group (mpsactl rekey on the controller) or shorten rekey_time", "spi", fmt.Sprintf("%08x", st.spi), "peer", st.dst, "packets", st.packets)
 }

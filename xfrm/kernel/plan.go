@@ -90,91 +90,105 @@ type plan struct {
 	out      map[outKey]netip.Addr // outbound state -> local source
 }
 
+func newPlan() plan {
+	return plan{policies: map[policyKey]netlink.XfrmPolicy{}, out: map[outKey]netip.Addr{}}
+}
+
 // planFor computes the policies and outbound states for the local
-// prefixes, the peers and the outbound SPI (0: none, out policies block).
-//
-// For every local prefix and peer prefix of the same family there is an
-// out policy (local -> peer, template: tunnel from our underlay to the
-// peer's underlay with the outbound SPI) and an in and a fwd policy (peer
-// -> local, template: any tunnel with our reqid, so that every installed
-// inbound SPI is accepted during a rollover). With no local prefixes, the
-// local side is any address of the peer prefix's family. Peers whose
-// underlay is one of ours (this member itself) are skipped.
-//
-// With local prefixes, every peer prefix that some local prefix of its
-// family pairs with also gets an out policy from any source of its family
-// that blocks, at priority Priority+1 (less preferred
-// than the policies above): traffic the member originates from an address
-// outside its local prefixes (its underlay address, say) to a peer's LAN
-// is dropped instead of leaving in plaintext.
+// prefixes, the peers and the outbound SPI (0: none, out policies block):
+// planPeer for each peer prefix.
 func (b *Backend) planFor(local []netip.Prefix, peers []xfrm.Peer, outSPI uint32) (plan, error) {
-	p := plan{policies: map[policyKey]netlink.XfrmPolicy{}, out: map[outKey]netip.Addr{}}
-	ifid := b.cfg.IfID
-	for _, peer := range peers {
-		if slices.Contains(b.cfg.Underlay, peer.Underlay) {
-			continue // this member itself, as peer discovery may list it
-		}
-		src, ok := b.underlayFor(peer.Underlay)
-		if !ok {
-			return plan{}, fmt.Errorf("peer %s: no local underlay address of its family (have %v)", peer, b.cfg.Underlay)
-		}
-		if outSPI != 0 {
-			p.out[outKey{outSPI, peer.Underlay}] = src
-		}
-		locals := local
-		if len(locals) == 0 {
-			locals = []netip.Prefix{anyPrefix(peer.Prefix.Addr())}
-		}
-		r := peer.Prefix.Masked()
-		paired := false // a local prefix of r's family exists
-		for _, l := range locals {
-			if l.Addr().Is4() != r.Addr().Is4() {
-				continue
-			}
-			paired = true
-			l := l.Masked()
-			out := netlink.XfrmPolicy{
-				Src: ipNet(l), Dst: ipNet(r), Dir: netlink.XFRM_DIR_OUT,
-				Priority: int(b.cfg.Priority), Ifid: int(ifid),
-			}
-			if outSPI == 0 {
-				out.Action = netlink.XFRM_POLICY_BLOCK
-			} else {
-				out.Tmpls = []netlink.XfrmPolicyTmpl{{
-					Src: net.IP(src.AsSlice()), Dst: net.IP(peer.Underlay.AsSlice()),
-					Proto: netlink.XFRM_PROTO_ESP, Mode: netlink.XFRM_MODE_TUNNEL,
-					Spi: int(outSPI), Reqid: int(b.cfg.ReqID),
-				}}
-			}
-			key := policyKey{netlink.XFRM_DIR_OUT, l, r}
-			if prev, dup := p.policies[key]; dup && !sameTmpls(prev, out) {
-				return plan{}, fmt.Errorf("prefix %s is announced by two peers with different underlays", r)
-			}
-			p.policies[key] = out
-			for _, dir := range []netlink.Dir{netlink.XFRM_DIR_IN, netlink.XFRM_DIR_FWD} {
-				p.policies[policyKey{dir, r, l}] = netlink.XfrmPolicy{
-					Src: ipNet(r), Dst: ipNet(l), Dir: dir,
-					Priority: int(b.cfg.Priority), Ifid: int(ifid),
-					Tmpls: []netlink.XfrmPolicyTmpl{{
-						// Source and destination unspecified: the kernel
-						// compares only a template's source with the
-						// state, and the inbound states have none.
-						Src: net.IP(zeroOf(src).AsSlice()), Dst: net.IP(zeroOf(src).AsSlice()),
-						Proto: netlink.XFRM_PROTO_ESP, Mode: netlink.XFRM_MODE_TUNNEL,
-						Reqid: int(b.cfg.ReqID),
-					}},
-				}
-			}
-		}
-		fb := policyKey{netlink.XFRM_DIR_OUT, anyPrefix(r.Addr()), r}
-		if _, exists := p.policies[fb]; !exists && paired && len(local) > 0 {
-			p.policies[fb] = netlink.XfrmPolicy{
-				Src: ipNet(fb.src), Dst: ipNet(r), Dir: netlink.XFRM_DIR_OUT,
-				Priority: int(b.cfg.Priority) + 1, Ifid: int(ifid), Action: netlink.XFRM_POLICY_BLOCK,
-			}
+	t, err := b.peerTable(peers)
+	if err != nil {
+		return plan{}, err
+	}
+	return b.planTable(maskAll(local), t, outSPI)
+}
+
+// planTable is planFor for a peer table (Backend.peerTable) and masked
+// local prefixes.
+func (b *Backend) planTable(local []netip.Prefix, t map[netip.Prefix]netip.Addr, outSPI uint32) (plan, error) {
+	p := newPlan()
+	for r, u := range t {
+		if err := b.planPeer(&p, local, r, u, outSPI); err != nil {
+			return plan{}, err
 		}
 	}
 	return p, nil
+}
+
+// planPeer adds to p the objects of the peer prefix r (masked) via the
+// peer underlay u.
+//
+// For every local prefix of r's family there is an out policy (local ->
+// r, template: tunnel from our underlay to u with the outbound SPI) and an
+// in and a fwd policy (r -> local, template: any tunnel with our reqid,
+// so that every installed inbound SPI is accepted during a rollover). With
+// no local prefixes, the local side is any address of r's family. With
+// an outbound SPI, the outbound state to u.
+//
+// With local prefixes, r also gets an out policy from any source of its
+// family that blocks, at priority Priority+1 (less preferred than the
+// policies above), if some local prefix of its family pairs with it:
+// traffic the member originates from an address outside its local
+// prefixes (its underlay address, say) to a peer's LAN is dropped instead
+// of leaving in plaintext.
+func (b *Backend) planPeer(p *plan, local []netip.Prefix, r netip.Prefix, u netip.Addr, outSPI uint32) error {
+	ifid := b.cfg.IfID
+	src, ok := b.underlayFor(u)
+	if !ok {
+		return fmt.Errorf("peer %s via %s: no local underlay address of its family (have %v)", r, u, b.cfg.Underlay)
+	}
+	if outSPI != 0 {
+		p.out[outKey{outSPI, u}] = src
+	}
+	locals := local
+	if len(locals) == 0 {
+		locals = []netip.Prefix{anyPrefix(r.Addr())}
+	}
+	paired := false // a local prefix of r's family exists
+	for _, l := range locals {
+		if l.Addr().Is4() != r.Addr().Is4() {
+			continue
+		}
+		paired = true
+		out := netlink.XfrmPolicy{
+			Src: ipNet(l), Dst: ipNet(r), Dir: netlink.XFRM_DIR_OUT,
+			Priority: int(b.cfg.Priority), Ifid: int(ifid),
+		}
+		if outSPI == 0 {
+			out.Action = netlink.XFRM_POLICY_BLOCK
+		} else {
+			out.Tmpls = []netlink.XfrmPolicyTmpl{{
+				Src: net.IP(src.AsSlice()), Dst: net.IP(u.AsSlice()),
+				Proto: netlink.XFRM_PROTO_ESP, Mode: netlink.XFRM_MODE_TUNNEL,
+				Spi: int(outSPI), Reqid: int(b.cfg.ReqID),
+			}}
+		}
+		p.policies[policyKey{netlink.XFRM_DIR_OUT, l, r}] = out
+		for _, dir := range []netlink.Dir{netlink.XFRM_DIR_IN, netlink.XFRM_DIR_FWD} {
+			p.policies[policyKey{dir, r, l}] = netlink.XfrmPolicy{
+				Src: ipNet(r), Dst: ipNet(l), Dir: dir,
+				Priority: int(b.cfg.Priority), Ifid: int(ifid),
+				Tmpls: []netlink.XfrmPolicyTmpl{{
+					// Source and destination unspecified: the kernel
+					// compares only a template's source with the
+					// state, and the inbound states have none.
+					Src: net.IP(zeroOf(src).AsSlice()), Dst: net.IP(zeroOf(src).AsSlice()),
+					Proto: netlink.XFRM_PROTO_ESP, Mode: netlink.XFRM_MODE_TUNNEL,
+					Reqid: int(b.cfg.ReqID),
+				}},
+			}
+		}
+	}
+	fb := policyKey{netlink.XFRM_DIR_OUT, anyPrefix(r.Addr()), r}
+	if _, exists := p.policies[fb]; !exists && paired && len(local) > 0 {
+		p.policies[fb] = netlink.XfrmPolicy{
+			Src: ipNet(fb.src), Dst: ipNet(r), Dir: netlink.XFRM_DIR_OUT,
+			Priority: int(b.cfg.Priority) + 1, Ifid: int(ifid), Action: netlink.XFRM_POLICY_BLOCK,
+		}
+	}
+	return nil
 }
 
 // underlayFor returns the local underlay address of peer's family.
@@ -188,36 +202,10 @@ func (b *Backend) underlayFor(peer netip.Addr) (netip.Addr, bool) {
 }
 
 // ours reports whether a policy in the kernel is one this backend (or an
-// earlier run with the same configuration) installed: its priority is the
-// configured one, its if_id the configured one, and either every template
-// carries the configured reqid or, with no template, it is a block policy;
-// or it is a fallback block policy at the configured priority plus one.
+// earlier run of its group) installed, with the configured if_id.
 func (b *Backend) ours(p netlink.XfrmPolicy) bool {
-	if p.Ifid != int(b.cfg.IfID) {
-		return false
-	}
-	if p.Priority == int(b.cfg.Priority)+1 {
-		return len(p.Tmpls) == 0 && p.Action == netlink.XFRM_POLICY_BLOCK
-	}
-	if p.Priority != int(b.cfg.Priority) {
-		return false
-	}
-	if len(p.Tmpls) == 0 {
-		return p.Action == netlink.XFRM_POLICY_BLOCK
-	}
-	for _, t := range p.Tmpls {
-		if t.Reqid != int(b.cfg.ReqID) {
-			return false
-		}
-	}
-	return true
-}
-
-// ownState reports whether a state in the kernel is one this backend (or
-// an earlier run with the same configuration) installed: an ESP state with
-// the configured reqid and if_id.
-func (b *Backend) ownState(s netlink.XfrmState) bool {
-	return s.Reqid == int(b.cfg.ReqID) && s.Proto == netlink.XFRM_PROTO_ESP && s.Ifid == int(b.cfg.IfID)
+	_, ours := b.marks().classify(p)
+	return ours && p.Ifid == int(b.cfg.IfID)
 }
 
 func sameTmpls(a, b netlink.XfrmPolicy) bool {
@@ -241,6 +229,19 @@ func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), bits)}
 }
 
+// fromIPNet turns a policy selector's address and mask into a prefix.
+func fromIPNet(n *net.IPNet) netip.Prefix {
+	if n == nil {
+		return netip.Prefix{}
+	}
+	a, _ := netip.AddrFromSlice(n.IP)
+	if n.IP.To4() != nil && len(n.Mask) == net.IPv4len {
+		a = a.Unmap()
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a, ones).Masked()
+}
+
 func anyPrefix(a netip.Addr) netip.Prefix {
 	return netip.PrefixFrom(zeroOf(a), 0)
 }
@@ -252,23 +253,31 @@ func zeroOf(a netip.Addr) netip.Addr {
 	return netip.IPv6Unspecified()
 }
 
-// sortedKeys returns the keys of m in a stable order, so that changes are
-// applied in a predictable sequence: ordered by their text (String), which
-// puts the fwd policies first, then in, then out, and within a direction
-// orders by source, then destination prefix as text.
+// sortedKeys returns the keys of m in a stable order (sortKeys).
 func sortedKeys(m map[policyKey]netlink.XfrmPolicy) []policyKey {
+	keys := make([]policyKey, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sortKeys(keys)
+	return keys
+}
+
+// sortKeys orders keys so that changes are applied in a predictable
+// sequence: by their text (String), which puts the fwd policies first,
+// then in, then out, and within a direction orders by source, then
+// destination prefix as text.
+func sortKeys(keys []policyKey) {
 	type keyText struct {
 		k policyKey
 		s string
 	}
-	kts := make([]keyText, 0, len(m))
-	for k := range m {
-		kts = append(kts, keyText{k, k.String()})
+	kts := make([]keyText, len(keys))
+	for i, k := range keys {
+		kts[i] = keyText{k, k.String()}
 	}
 	slices.SortFunc(kts, func(a, b keyText) int { return strings.Compare(a.s, b.s) })
-	keys := make([]policyKey, len(kts))
 	for i, kt := range kts {
 		keys[i] = kt.k
 	}
-	return keys
 }

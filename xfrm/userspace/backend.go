@@ -38,6 +38,8 @@ import (
 
 	"github.com/mpsa/mpsa/xfrm"
 	"github.com/mpsa/mpsa/xfrm/esp"
+	"github.com/mpsa/mpsa/xfrm/groupid"
+	"github.com/mpsa/mpsa/xfrm/killswitch"
 )
 
 // Defaults of Config.
@@ -58,6 +60,9 @@ const tunAlias = "mpsa userspace ESP data plane"
 type Config struct {
 	// TUNName is the name of the TUN device (DefaultTUNName if empty).
 	TUNName string
+	// Group is the group's name; its identity (xfrm/groupid) marks the
+	// group's kill-switch routes. The TUN name if empty.
+	Group string
 	// MTU is the TUN's MTU (DefaultMTU if 0): the largest inner packet.
 	MTU int
 	// Local lists the local underlay addresses. ESP is received on each
@@ -254,6 +259,9 @@ type Backend struct {
 	outbound atomic.Pointer[saEntry]
 	peers    atomic.Pointer[peerTable]
 	routes   []netlink.Route // installed by SetPeers
+	// holes is the group's kill switch: a blackhole route per peer
+	// prefix, kept when the backend closes or dies.
+	holes *killswitch.Routes
 
 	drops struct {
 		noOutbound, noRoute, unknownSPI, malformed, tunWrite atomic.Uint64
@@ -310,6 +318,16 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	var err error
 	if b.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
 		return nil, fmt.Errorf("userspace data plane: netlink: %w", err)
+	}
+	if cfg.Group == "" {
+		cfg.Group = cfg.TUNName
+		b.cfg.Group = cfg.Group
+	}
+	if b.holes, err = killswitch.Adopt(b.nl, groupid.Of(cfg.Group)); err != nil {
+		return nil, fmt.Errorf("userspace data plane: %w", err)
+	}
+	if n := b.holes.Len(); n > 0 {
+		b.log.Info("adopted the group's kill switch of an earlier run", "blackhole_routes", n)
 	}
 	if err := b.removeLeftover(); err != nil {
 		return nil, err
@@ -465,6 +483,15 @@ func (b *Backend) SetPeers(ctx context.Context, local []netip.Prefix, peers []xf
 	if err != nil {
 		return fmt.Errorf("set peers: %w", err)
 	}
+	// The kill switch first: a prefix is covered before its TUN route
+	// exists, and still covered after the TUN route is gone.
+	prefixes := make([]netip.Prefix, len(t.peers))
+	for i, p := range t.peers {
+		prefixes[i] = p.Prefix
+	}
+	if err := b.holes.Sync(prefixes); err != nil {
+		return fmt.Errorf("set peers: kill switch: %w", err)
+	}
 	b.peers.Store(t)
 	if err := b.syncRoutes(routes); err != nil {
 		return fmt.Errorf("set peers: %w", err)
@@ -533,7 +560,8 @@ func (b *Backend) isClosed() bool {
 }
 
 // Close implements xfrm.DataPlane: it stops the data path, removes the TUN
-// device (and with it every route through it) and zeroes all keys.
+// device (and with it every route through it) and zeroes all keys. The
+// kill switch, a blackhole route per peer prefix, stays.
 func (b *Backend) Close() error {
 	b.closeOnce.Do(func() {
 		b.mu.Lock()
@@ -546,6 +574,23 @@ func (b *Backend) Close() error {
 		b.log.Info("userspace data plane closed")
 	})
 	return b.closeErr
+}
+
+// Flush implements xfrm.DataPlane: it removes the group's blackhole
+// routes, whoever's run installed them, and closes the backend.
+func (b *Backend) Flush(ctx context.Context) error {
+	b.mu.Lock()
+	if b.isClosed() {
+		b.mu.Unlock()
+		return errors.New("userspace data plane: flush: closed")
+	}
+	n, err := killswitch.Flush(b.nl, groupid.Of(b.cfg.Group))
+	b.mu.Unlock()
+	if err != nil {
+		err = fmt.Errorf("userspace data plane: flush kill switch: %w", err)
+	}
+	b.log.InfoContext(ctx, "flushing: kill switch removed", "blackhole_routes", n)
+	return errors.Join(err, b.Close())
 }
 
 // teardown releases whatever New or later calls set up; it is also the

@@ -10,6 +10,8 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/mpsa/mpsa/xfrm/groupid"
 )
 
 // removeLeftover deletes a TUN of the configured name left by an earlier
@@ -97,7 +99,10 @@ func (b *Backend) routesFor(t *peerTable) ([]netlink.Route, error) {
 			LinkIndex: b.index,
 			Dst:       &net.IPNet{IP: p.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(p.Prefix.Bits(), p.Prefix.Addr().BitLen())},
 			Scope:     netlink.SCOPE_LINK,
-			Protocol:  unix.RTPROT_STATIC,
+			// mpsa's own protocol number; the metric stays the
+			// default (0, or 1024 for IPv6), well below that of
+			// the kill switch's blackhole routes.
+			Protocol: groupid.RouteProtocol,
 		}
 		if p.Prefix.Addr().Is4() {
 			r.Src = src4

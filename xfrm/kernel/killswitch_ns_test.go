@@ -1,0 +1,300 @@
+package kernel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/mpsa/mpsa/internal/nettest"
+	"github.com/mpsa/mpsa/xfrm"
+	"github.com/mpsa/mpsa/xfrm/groupid"
+)
+
+// These tests run on any Linux host with XFRM policies (no ESP needed):
+// without an outbound SA the backend installs policies only.
+
+// groupNS is a namespace with an underlay 192.0.2.1 on veth "u0" (its
+// peer "u0p" takes whatever is routed to it), LAN addresses 10.1.0.1 and
+// 10.11.0.1 on veth "lan0", and routes to the peer prefixes 10.2.0.0/16
+// and 10.12.0.0/16 out of u0: without policies, traffic to them leaves in
+// plaintext.
+func groupNS(t *testing.T) *nettest.NS {
+	ns := nettest.NewNS(t, "ks")
+	ns.Run(t, "ip", "link", "add", "u0", "type", "veth", "peer", "name", "u0p")
+	ns.Run(t, "ip", "link", "set", "u0", "up")
+	ns.Run(t, "ip", "link", "set", "u0p", "up")
+	ns.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "u0")
+	ns.Run(t, "ip", "neigh", "add", "192.0.2.254", "lladdr", "02:00:00:00:00:fe", "dev", "u0")
+	ns.Run(t, "ip", "route", "add", "default", "via", "192.0.2.254")
+	nettest.LAN(t, ns, "lan0", "10.1.0.1/24")
+	nettest.AddrAdd(t, ns, "lan0", "10.11.0.1/24")
+	return ns
+}
+
+func newGroupBackend(t *testing.T, ns *nettest.NS, group string) *Backend {
+	t.Helper()
+	id := groupid.Of(group)
+	b, err := New(context.Background(), Config{
+		NetNS: "/run/netns/" + ns.Name, Group: group, Underlay: []netip.Addr{netip.MustParseAddr("192.0.2.1")},
+		ReqID: id.ReqID(), Priority: id.Priority(), Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatalf("New %s: %v", group, err)
+	}
+	return b
+}
+
+// sendErr sends a UDP datagram from src to dst inside ns and returns the
+// send's error: EPERM when a block policy refuses it.
+func sendErr(t *testing.T, ns *nettest.NS, src, dst string) error {
+	t.Helper()
+	var serr error
+	if err := ns.Do(func() error {
+		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(src)}, &net.UDPAddr{IP: net.ParseIP(dst), Port: 9})
+		if err != nil {
+			serr = err
+			return nil
+		}
+		defer c.Close()
+		_, serr = c.Write([]byte("kill switch probe"))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return serr
+}
+
+// policiesAt lists the namespace's policies at priority prio and prio+1.
+func policiesAt(t *testing.T, ns *nettest.NS, prio uint32) []netlink.XfrmPolicy {
+	t.Helper()
+	var out []netlink.XfrmPolicy
+	if err := ns.Do(func() error {
+		h, err := netlink.NewHandle(unix.NETLINK_XFRM)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		pols, err := h.XfrmPolicyList(netlink.FAMILY_ALL)
+		for _, p := range pols {
+			if uint32(p.Priority) == prio || uint32(p.Priority) == prio+1 {
+				out = append(out, p)
+			}
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func policyText(ps []netlink.XfrmPolicy) string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, fmt.Sprintf("%s %v->%v prio %d action %d tmpls %d", p.Dir, p.Src, p.Dst, p.Priority, p.Action, len(p.Tmpls)))
+	}
+	return strings.Join(s, "; ")
+}
+
+// TestKillSwitchTwoGroups runs groups "east" and "mgmt" (one priority,
+// 7120, under the old derivation) side by side in one namespace: each
+// group's Close keeps its block policies, so traffic to its peers is
+// refused while no backend runs; a restart (New) adopts them; a backend
+// abandoned without Close (a crash) leaves them too; starting, stopping
+// and flushing one group never touches the other's; Flush removes the
+// group's policies and traffic flows (in plaintext: the group is gone).
+func TestKillSwitchTwoGroups(t *testing.T) {
+	ns := groupNS(t)
+	ctx := context.Background()
+	east, mgmt := groupid.Of("east"), groupid.Of("mgmt")
+	local := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}
+	eastPeers := []xfrm.Peer{peer("10.2.1.0/24", "192.0.2.2"), peer("10.2.2.0/24", "192.0.2.3")}
+	mgmtPeers := []xfrm.Peer{peer("10.12.1.0/24", "192.0.2.2")}
+
+	if err := sendErr(t, ns, "10.1.0.1", "10.2.1.5"); err != nil {
+		t.Fatalf("without policies the probe must leave (the control): %v", err)
+	}
+	be := newGroupBackend(t, ns, "east")
+	bm := newGroupBackend(t, ns, "mgmt")
+	if err := be.SetPeers(ctx, local, eastPeers); err != nil {
+		t.Fatal(err)
+	}
+	if err := bm.SetPeers(ctx, []netip.Prefix{netip.MustParsePrefix("10.11.0.0/24")}, mgmtPeers); err != nil {
+		t.Fatal(err)
+	}
+	eastN, mgmtN := len(policiesAt(t, ns, east.Priority())), len(policiesAt(t, ns, mgmt.Priority()))
+	if eastN != 8 || mgmtN != 4 {
+		t.Fatalf("east has %d policies, mgmt %d; want 8 and 4", eastN, mgmtN)
+	}
+
+	// Normal stop of east: the block policies stay.
+	if err := be.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := policiesAt(t, ns, east.Priority()); len(got) != eastN {
+		t.Fatalf("after Close east has %d policies, want %d kept: %s", len(got), eastN, policyText(got))
+	}
+	for _, dst := range []string{"10.2.1.5", "10.2.2.5"} {
+		if err := sendErr(t, ns, "10.1.0.1", dst); !errors.Is(err, unix.EPERM) {
+			t.Errorf("east stopped: send to %s: %v, want EPERM from the kill switch", dst, err)
+		}
+	}
+	// Traffic from outside the local prefixes too (the fallback policy).
+	if err := sendErr(t, ns, "192.0.2.1", "10.2.1.5"); !errors.Is(err, unix.EPERM) {
+		t.Errorf("east stopped: send from the underlay: %v, want EPERM", err)
+	}
+	if got := len(policiesAt(t, ns, mgmt.Priority())); got != mgmtN {
+		t.Fatalf("east's Close changed mgmt's policies: %d, want %d", got, mgmtN)
+	}
+
+	// Restart of east: adopted, nothing removed, still blocking.
+	be = newGroupBackend(t, ns, "east")
+	if got := len(be.cur.policies); got != eastN {
+		t.Fatalf("restarted east adopted %d policies, want %d", got, eastN)
+	}
+	if err := sendErr(t, ns, "10.1.0.1", "10.2.1.5"); !errors.Is(err, unix.EPERM) {
+		t.Errorf("east restarted: %v, want EPERM", err)
+	}
+	// Its first SetPeers reconciles: a peer dropped while it was down
+	// loses its policies, the other keeps them.
+	opsBefore := be.ops
+	if err := be.SetPeers(ctx, local, eastPeers[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(policiesAt(t, ns, east.Priority())); got != 4 {
+		t.Errorf("after reconciling east has %d policies, want 4", got)
+	}
+	if ops := be.ops - opsBefore; ops != 4 {
+		t.Errorf("reconciling one dropped peer took %d kernel requests, want 4 (its policies only)", ops)
+	}
+
+	// A crash of mgmt (no Close) and its restart leave east alone.
+	bm.h.Close()
+	bm.xs.close()
+	bm = newGroupBackend(t, ns, "mgmt")
+	if got := len(policiesAt(t, ns, east.Priority())); got != 4 {
+		t.Errorf("mgmt's restart changed east's policies: %d, want 4", got)
+	}
+	if got := len(bm.cur.policies); got != mgmtN {
+		t.Errorf("mgmt adopted %d policies, want %d", got, mgmtN)
+	}
+
+	// Flush of east removes its policies only; traffic to its peers
+	// flows again.
+	if err := be.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := policiesAt(t, ns, east.Priority()); len(got) != 0 {
+		t.Errorf("after Flush east has policies: %s", policyText(got))
+	}
+	if got := len(policiesAt(t, ns, mgmt.Priority())); got != mgmtN {
+		t.Errorf("east's Flush changed mgmt's policies: %d, want %d", got, mgmtN)
+	}
+	if err := sendErr(t, ns, "10.1.0.1", "10.2.1.5"); err != nil {
+		t.Errorf("east flushed: %v, want the probe sent", err)
+	}
+	if err := sendErr(t, ns, "10.11.0.1", "10.12.1.5"); !errors.Is(err, unix.EPERM) {
+		t.Errorf("mgmt's peer after east's flush: %v, want EPERM", err)
+	}
+	if err := bm.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// FlushGroup (mpsactl flush) removes mgmt's without a backend.
+	n, err := FlushGroup(ctx, FlushConfig{NetNS: "/run/netns/" + ns.Name, Group: "mgmt", ReqID: mgmt.ReqID(), Priority: mgmt.Priority()})
+	if err != nil || n != mgmtN {
+		t.Fatalf("FlushGroup: %d objects, %v; want %d", n, err, mgmtN)
+	}
+	if err := sendErr(t, ns, "10.11.0.1", "10.12.1.5"); err != nil {
+		t.Errorf("mgmt flushed: %v, want the probe sent", err)
+	}
+}
+
+// TestForeignPolicyWithOurMarksRefused: a policy at a group's priority
+// whose template names another reqid (charon's, say) is not adopted, not
+// deleted and not replaced: New refuses and names it, FlushGroup leaves
+// it and says so.
+func TestForeignPolicyWithOurMarksRefused(t *testing.T) {
+	ns := groupNS(t)
+	id := groupid.Of("east")
+	ns.Run(t, "ip", "xfrm", "policy", "add", "src", "10.1.0.0/24", "dst", "10.2.1.0/24", "dir", "out",
+		"priority", fmt.Sprint(id.Priority()), "tmpl", "src", "192.0.2.1", "dst", "192.0.2.2", "proto", "esp", "mode", "tunnel", "reqid", "1")
+	_, err := New(context.Background(), Config{
+		NetNS: "/run/netns/" + ns.Name, Group: "east", Underlay: []netip.Addr{netip.MustParseAddr("192.0.2.1")},
+		ReqID: id.ReqID(), Priority: id.Priority(), Logger: slog.New(slog.DiscardHandler),
+	})
+	if err == nil || !strings.Contains(err.Error(), "not mpsa's") {
+		t.Fatalf("New with a foreign policy at the group's priority: %v, want a refusal", err)
+	}
+	n, err := FlushGroup(context.Background(), FlushConfig{NetNS: "/run/netns/" + ns.Name, Group: "east", ReqID: id.ReqID(), Priority: id.Priority()})
+	if n != 0 || err == nil || !strings.Contains(err.Error(), "not mpsa's") {
+		t.Errorf("FlushGroup: %d objects, %v; want 0 and the foreign policy named", n, err)
+	}
+	if got := policiesAt(t, ns, id.Priority()); len(got) != 1 {
+		t.Errorf("the foreign policy was touched: %s", policyText(got))
+	}
+}
+
+// TestSetPeersIncremental: with many peers, adding, moving or removing
+// one peer prefix costs kernel requests for that prefix only, and the
+// kernel ends with exactly the full plan's policies.
+func TestSetPeersIncremental(t *testing.T) {
+	ns := groupNS(t)
+	ctx := context.Background()
+	b := newGroupBackend(t, ns, "east")
+	defer b.Flush(ctx)
+	local := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}
+	var peers []xfrm.Peer
+	for i := range 200 {
+		peers = append(peers, peer(fmt.Sprintf("10.2.%d.0/24", i), fmt.Sprintf("192.0.2.%d", 2+i%50)))
+	}
+	if err := b.SetPeers(ctx, local, peers); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, peers []xfrm.Peer, minOps, maxOps int, before int) {
+		t.Helper()
+		if ops := b.ops - before; ops > maxOps || ops < minOps {
+			t.Errorf("%s: %d kernel requests, want %d..%d", what, ops, minOps, maxOps)
+		}
+		want, err := b.planFor(local, peers, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := policiesAt(t, ns, groupid.Of("east").Priority())
+		if len(got) != len(want.policies) {
+			t.Errorf("%s: %d policies in the kernel, want %d", what, len(got), len(want.policies))
+		}
+	}
+	// Four policies per prefix (out, in, fwd, fallback).
+	before := b.ops
+	peers = append(peers, peer("10.3.0.0/24", "192.0.2.77"))
+	if err := b.SetPeers(ctx, local, peers); err != nil {
+		t.Fatal(err)
+	}
+	check("one peer added", peers, 4, 4, before)
+	before = b.ops
+	// Moved to another underlay: with no outbound SA its out policy
+	// blocks either way, so nothing changes in the kernel.
+	peers[5].Underlay = netip.MustParseAddr("192.0.2.99")
+	if err := b.SetPeers(ctx, local, peers); err != nil {
+		t.Fatal(err)
+	}
+	check("one peer moved", peers, 0, 0, before)
+	before = b.ops
+	peers = append(peers[:7], peers[8:]...)
+	if err := b.SetPeers(ctx, local, peers); err != nil {
+		t.Fatal(err)
+	}
+	check("one peer removed", peers, 4, 4, before)
+	before = b.ops
+	if err := b.SetPeers(ctx, local, peers); err != nil || b.ops != before {
+		t.Errorf("unchanged table: %d kernel requests, %v", b.ops-before, err)
+	}
+}

@@ -1,0 +1,52 @@
+package kernel
+
+import (
+	"bytes"
+	"net"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/mpsa/mpsa/internal/nettest"
+)
+
+// TestAddStateZeroesRequest: the NEWSA request carries the keys; after
+// the send it is all zeros, whether the kernel took the state or not (on a
+// host without ESP it refuses it).
+func TestAddStateZeroesRequest(t *testing.T) {
+	ns := nettest.NewNS(t, "raw")
+	h, err := netns.GetFromPath("/run/netns/" + ns.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	xs, err := openXfrmSocket(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer xs.close()
+	encr := bytes.Repeat([]byte{0xa5}, 32)
+	integ := bytes.Repeat([]byte{0x5a}, 32)
+	var sent []byte
+	xs.sent = func(req []byte) {
+		if !bytes.Contains(req, encr) || !bytes.Contains(req, integ) {
+			t.Error("the request does not carry the keys (the test would prove nothing)")
+		}
+		sent = req
+	}
+	st := &netlink.XfrmState{
+		Src: net.ParseIP("192.0.2.1"), Dst: net.ParseIP("192.0.2.2"),
+		Proto: netlink.XFRM_PROTO_ESP, Mode: netlink.XFRM_MODE_TUNNEL, Spi: 0x1234, Reqid: 7,
+		Crypt: &netlink.XfrmStateAlgo{Name: "cbc(aes)", Key: encr},
+		Auth:  &netlink.XfrmStateAlgo{Name: "hmac(sha256)", Key: integ, TruncateLen: 128},
+	}
+	err = xs.addState(newState{st: st, oseq: 41, softPackets: 100})
+	t.Logf("add state: %v", err)
+	if sent == nil {
+		t.Fatal("no request sent")
+	}
+	if !bytes.Equal(sent, make([]byte, len(sent))) {
+		t.Error("the request still holds data after the send")
+	}
+}

@@ -1,0 +1,188 @@
+package killswitch_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/mpsa/mpsa/internal/nettest"
+	"github.com/mpsa/mpsa/xfrm"
+	"github.com/mpsa/mpsa/xfrm/groupid"
+	"github.com/mpsa/mpsa/xfrm/killswitch"
+	"github.com/mpsa/mpsa/xfrm/userspace"
+)
+
+// underlayNS is a namespace whose default routes (IPv4 and IPv6) leave
+// through veth u0: without a kill switch, traffic to a peer prefix
+// follows them in plaintext. lan0 has 10.1.0.1 and fd01::1.
+func underlayNS(t *testing.T) *nettest.NS {
+	ns := nettest.NewNS(t, "bh")
+	ns.Run(t, "ip", "link", "add", "u0", "type", "veth", "peer", "name", "u0p")
+	ns.Run(t, "ip", "link", "set", "u0", "up")
+	ns.Run(t, "ip", "link", "set", "u0p", "up")
+	ns.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "u0")
+	ns.Run(t, "ip", "addr", "add", "2001:db8::1/64", "dev", "u0", "nodad")
+	ns.Run(t, "ip", "neigh", "add", "192.0.2.254", "lladdr", "02:00:00:00:00:fe", "dev", "u0")
+	ns.Run(t, "ip", "neigh", "add", "2001:db8::fe", "lladdr", "02:00:00:00:00:fe", "dev", "u0")
+	ns.Run(t, "ip", "route", "add", "default", "via", "192.0.2.254")
+	ns.Run(t, "ip", "-6", "route", "add", "default", "via", "2001:db8::fe")
+	nettest.LAN(t, ns, "lan0", "10.1.0.1/24")
+	ns.Run(t, "ip", "addr", "add", "fd01::1/64", "dev", "lan0", "nodad")
+	return ns
+}
+
+// sendErr sends a UDP datagram from src to dst inside ns: nil when it
+// leaves, an error (EINVAL, ENETUNREACH) when a blackhole route takes it.
+func sendErr(t *testing.T, ns *nettest.NS, src, dst string) error {
+	t.Helper()
+	var serr error
+	if err := ns.Do(func() error {
+		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(src)}, &net.UDPAddr{IP: net.ParseIP(dst), Port: 9})
+		if err != nil {
+			serr = err
+			return nil
+		}
+		defer c.Close()
+		_, serr = c.Write([]byte("probe"))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return serr
+}
+
+var probes = [][2]string{{"10.1.0.1", "10.2.0.5"}, {"fd01::1", "fd02::5"}}
+
+func expectBlocked(t *testing.T, ns *nettest.NS, when string, blocked bool) {
+	t.Helper()
+	for _, p := range probes {
+		err := sendErr(t, ns, p[0], p[1])
+		if blocked && err == nil {
+			t.Errorf("%s: %s -> %s left (in plaintext); want it dropped", when, p[0], p[1])
+		}
+		if !blocked && err != nil {
+			t.Errorf("%s: %s -> %s: %v; want it sent", when, p[0], p[1], err)
+		}
+	}
+}
+
+// TestUserspaceKillSwitch runs the userspace data plane in a namespace:
+// while it runs, its TUN routes carry the peer prefixes; after Close (the
+// TUN and its routes gone) and after a crash, the blackhole routes drop
+// IPv4 and IPv6 traffic to them instead of letting it follow the default
+// route; a new backend adopts them; Flush removes them; another group's
+// blackhole routes are never touched.
+func TestUserspaceKillSwitch(t *testing.T) {
+	ns := underlayNS(t)
+	ctx := context.Background()
+	local := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24"), netip.MustParsePrefix("fd01::/64")}
+	peers := []xfrm.Peer{
+		{Prefix: netip.MustParsePrefix("10.2.0.0/24"), Underlay: netip.MustParseAddr("192.0.2.2")},
+		{Prefix: netip.MustParsePrefix("fd02::/64"), Underlay: netip.MustParseAddr("192.0.2.2")},
+	}
+	start := func() *userspace.Backend {
+		var b *userspace.Backend
+		if err := ns.Do(func() (err error) {
+			b, err = userspace.New(ctx, userspace.Config{Group: "east", TUNName: "mpsa-east", Local: []netip.Addr{netip.MustParseAddr("192.0.2.1")}, Logger: slog.New(slog.DiscardHandler)})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	expectBlocked(t, ns, "no data plane yet (the control)", false)
+	// Another group's blackhole route, which east must leave alone.
+	ns.Run(t, "ip", "route", "add", "blackhole", "10.99.0.0/24", "proto", "109", "metric", "1836154620")
+
+	b := start()
+	if err := b.SetPeers(ctx, local, peers); err != nil {
+		t.Fatal(err)
+	}
+	// Running: the TUN routes win over the blackhole routes (metric);
+	// with no outbound SA the data plane drops what it reads, but the
+	// send succeeds: the packet went into the TUN.
+	expectBlocked(t, ns, "running", false)
+	if n := blackholes(t, ns, groupid.Of("east")); n != 2 {
+		t.Fatalf("running: %d blackhole routes, want 2", n)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	expectBlocked(t, ns, "after Close", true)
+
+	b = start()
+	expectBlocked(t, ns, "restarted, before SetPeers", true)
+	if err := b.SetPeers(ctx, local, peers); err != nil {
+		t.Fatal(err)
+	}
+	expectBlocked(t, ns, "restarted", false)
+	// Flush removes east's routes only.
+	if err := b.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := blackholes(t, ns, groupid.Of("east")); n != 0 {
+		t.Errorf("after Flush: %d blackhole routes of east", n)
+	}
+	expectBlocked(t, ns, "flushed", false)
+	if err := sendErr(t, ns, "10.1.0.1", "10.99.0.5"); err == nil {
+		t.Error("the other group's blackhole route was removed")
+	}
+}
+
+// TestFlushGroupRoutes: FlushGroup finds a group's blackhole routes by
+// its name alone, as mpsactl flush does while no mpsad runs.
+func TestFlushGroupRoutes(t *testing.T) {
+	ns := underlayNS(t)
+	var r *killswitch.Routes
+	if err := ns.Do(func() error {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		if r, err = killswitch.Adopt(h, groupid.Of("mgmt")); err != nil {
+			return err
+		}
+		return r.Sync([]netip.Prefix{netip.MustParsePrefix("10.2.0.0/24"), netip.MustParsePrefix("fd02::/64")})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	expectBlocked(t, ns, "installed", true)
+	var n int
+	if err := ns.Do(func() (err error) {
+		n, err = killswitch.FlushGroup(context.Background(), "mgmt")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Errorf("FlushGroup removed %d objects, want 2", n)
+	}
+	expectBlocked(t, ns, "flushed", false)
+}
+
+func blackholes(t *testing.T, ns *nettest.NS, id groupid.ID) int {
+	t.Helper()
+	n := 0
+	if err := ns.Do(func() error {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		r, err := killswitch.Adopt(h, id)
+		if err != nil {
+			return err
+		}
+		n = r.Len()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
