@@ -455,7 +455,9 @@ func TestForgedControlDatagrams(t *testing.T) {
 }
 
 // TestShutdownCleansUp: SIGTERM makes a member's mpsad remove its TUN
-// device and the routes through it; the other member's SA is untouched.
+// device and the routes through it, and leave the kill switch: the route
+// to the other member's LAN is a blackhole now (TestKillSwitchUserspace
+// shows that it drops the traffic). The other member's SA is untouched.
 func TestShutdownCleansUp(t *testing.T) {
 	e := newEnv(t, envOptions{members: 2})
 	spi := e.waitSPI(e.mems...)
@@ -467,8 +469,8 @@ func TestShutdownCleansUp(t *testing.T) {
 	if out, err := m1.ns.Command("ip", "link", "show", "mpsa0").CombinedOutput(); err == nil {
 		t.Fatalf("mpsa0 still exists after mpsad stopped: %s", out)
 	}
-	if out := m1.ns.Run(t, "ip", "route", "show"); strings.Contains(out, e.mems[1].lan.String()) {
-		t.Fatalf("a route to member2's LAN survived the stop:\n%s", out)
+	if out := m1.ns.Run(t, "ip", "route", "show", e.mems[1].lan.String()); !strings.HasPrefix(out, "blackhole ") || strings.Count(out, "\n") != 1 {
+		t.Fatalf("after the stop, the route to member2's LAN is not the kill switch's blackhole alone:\n%s", out)
 	}
 	if g := e.mems[1].status(t).Groups[0]; g.OutboundSPI != spi {
 		t.Fatalf("member2 changed: %+v", g)

@@ -76,7 +76,20 @@ func TestInteropUserspace(t *testing.T) {
 				startUDPStream(t, kern.ns, kern.lan(tc.inner6), user.ns, netip.AddrPortFrom(user.lan(tc.inner6), 9100), time.Millisecond),
 				startUDPStream(t, user.ns, user.lan(tc.inner6), kern.ns, netip.AddrPortFrom(kern.lan(tc.inner6), 9100), time.Millisecond),
 			}
-			settle := func() { time.Sleep(100 * time.Millisecond) }
+			// Each step of the rollover happens with datagrams in
+			// flight both ways: settle waits for perStep more on
+			// every stream (counted, not timed: the guest is
+			// emulated and the host may be busy).
+			const perStep = 50
+			steps := 0
+			settle := func() {
+				steps++
+				for k, s := range streams {
+					if !s.waitSent(perStep, 30*time.Second) {
+						t.Fatalf("stream %d: not %d datagrams sent within 30 s", k, perStep)
+					}
+				}
+			}
 			settle()
 			for j := range ms {
 				if err := dps[j].InstallInbound(ctx, next); err != nil {
@@ -98,7 +111,7 @@ func TestInteropUserspace(t *testing.T) {
 			settle()
 			for k, s := range streams {
 				sent, got := s.finish(5 * time.Second)
-				if sent < 200 || got != sent {
+				if sent < steps*perStep || got != sent {
 					t.Errorf("stream %d across the rollover: sent %d, received %d", k, sent, got)
 					for j, m := range ms {
 						cs, _ := dps[j].Counters(ctx)

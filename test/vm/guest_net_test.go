@@ -544,6 +544,29 @@ func (u *udpStream) finish(maxWait time.Duration) (sent, received int) {
 	return len(u.sentAt), len(u.got)
 }
 
+// sent returns how many datagrams have been sent so far.
+func (u *udpStream) sent() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.sentAt)
+}
+
+// waitSent waits until n more datagrams have been sent than when it was
+// called, at most maxWait; it reports whether they were. Phases of a test
+// are measured in datagrams sent, not in time, which a software-emulated
+// guest on a busy host stretches.
+func (u *udpStream) waitSent(n int, maxWait time.Duration) bool {
+	want := u.sent() + n
+	deadline := time.Now().Add(maxWait)
+	for u.sent() < want {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return true
+}
+
 // received returns how many distinct datagrams have arrived so far.
 func (u *udpStream) received() int {
 	u.mu.Lock()
