@@ -58,6 +58,10 @@ const (
 	// Conflict: a known SPI with different keys; ignored. A controller
 	// never does this; it points at a bug or an attack.
 	Conflict
+	// Retired: an SA this member installed and has since removed (at
+	// rollover time 2 or expiry); ignored, whatever its keys, so that a
+	// replayed MPSA_PUT never brings an old SA back.
+	Retired
 )
 
 func (r Received) String() string {
@@ -70,6 +74,8 @@ func (r Received) String() string {
 		return "stale"
 	case Conflict:
 		return "conflict"
+	case Retired:
+		return "retired"
 	}
 	return fmt.Sprintf("received(%d)", int(r))
 }
@@ -131,12 +137,31 @@ type SAState struct {
 //     changes, timers included. An older SA again is Stale. A known SPI
 //     with other keys is a Conflict. None of these produce actions.
 //   - At the same instant, switching outbound comes before removing.
+//   - An SA once removed is never installed again: its SPI is Retired
+//     (the last RetiredMemory of them are remembered).
+//   - A lifetime of 0 or above MaxLifetime, or a rollover time above the
+//     lifetime, is refused with an error: no SA is installed.
 //
 // A Member is not safe for concurrent use.
 type Member struct {
 	sas      []*SAState // oldest first
 	outbound uint32
+	// retired are the SPIs of removed SAs, the newest RetiredMemory of
+	// them; retiredOrder is the same set oldest first, to forget the
+	// oldest.
+	retired      map[uint32]struct{}
+	retiredOrder []uint32
 }
+
+// MaxLifetime is the longest SA lifetime a member accepts in an MPSA_PUT,
+// and the longest a controller may configure: an SA whose keys every
+// member holds should not outlive a week.
+const MaxLifetime = 7 * 24 * time.Hour
+
+// RetiredMemory is how many removed SAs a member remembers, to refuse
+// them when an MPSA_PUT offers them again: at the default rekey time of 7
+// hours, about ten months of rekeys.
+const RetiredMemory = 1024
 
 // NewMember returns a member lifecycle with no SA.
 func NewMember() *Member {
@@ -146,10 +171,18 @@ func NewMember() *Member {
 // Receive handles an MPSA_PUT arriving at now. Timers due by now fire first,
 // and their actions lead the returned list.
 func (m *Member) Receive(now time.Time, p PutInfo) (Received, []Action, error) {
-	if p.Lifetime <= 0 {
+	switch {
+	case p.Lifetime <= 0:
 		return 0, nil, fmt.Errorf("MPSA_PUT for SPI %08x has lifetime 0", p.SPI)
+	case p.Lifetime > MaxLifetime:
+		return 0, nil, fmt.Errorf("MPSA_PUT for SPI %08x has lifetime %s, above the %s a member accepts", p.SPI, p.Lifetime, MaxLifetime)
+	case p.Rollover1 > p.Lifetime || p.Rollover2 > p.Lifetime:
+		return 0, nil, fmt.Errorf("MPSA_PUT for SPI %08x has rollover times %s and %s, longer than its lifetime %s", p.SPI, p.Rollover1, p.Rollover2, p.Lifetime)
 	}
 	acts := m.Advance(now)
+	if _, ok := m.retired[p.SPI]; ok {
+		return Retired, acts, nil
+	}
 	if i := m.index(p.SPI); i >= 0 {
 		switch {
 		case m.sas[i].digest != p.Digest:
@@ -234,7 +267,7 @@ func (m *Member) Advance(now time.Time) []Action {
 			if m.outbound == e.sa.SPI {
 				acts = m.moveOutbound(acts, e.sa, e.at, "superseded outbound "+e.why)
 			}
-			m.drop(e.sa)
+			m.retire(e.sa)
 			acts = append(acts, Action{Remove, e.sa.SPI, e.at, e.why})
 		}
 	}
@@ -267,6 +300,20 @@ func (m *Member) index(spi uint32) int {
 func (m *Member) drop(sa *SAState) {
 	i := m.index(sa.SPI)
 	m.sas = append(m.sas[:i], m.sas[i+1:]...)
+}
+
+// retire drops an SA that the data plane removes and remembers its SPI.
+func (m *Member) retire(sa *SAState) {
+	m.drop(sa)
+	if m.retired == nil {
+		m.retired = map[uint32]struct{}{}
+	}
+	if len(m.retiredOrder) == RetiredMemory {
+		delete(m.retired, m.retiredOrder[0])
+		m.retiredOrder = append(m.retiredOrder[:0], m.retiredOrder[1:]...)
+	}
+	m.retired[sa.SPI] = struct{}{}
+	m.retiredOrder = append(m.retiredOrder, sa.SPI)
 }
 
 // Forget drops the SA with this SPI without any action, for when the data

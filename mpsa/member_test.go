@@ -333,3 +333,75 @@ func TestMemberForgetOutbound(t *testing.T) {
 		t.Fatalf("next deadline %v %v, want expiry at t+1000", d, ok)
 	}
 }
+
+// TestMemberRetiredNeverBack: an MPSA_PUT for an SA the member removed,
+// after rollover time 2 or after its lifetime, and with its keys or any
+// other, is Retired: no action, outbound stays on the current SA. Before,
+// a replayed old MPSA_PUT was a new SA again and became outbound after its
+// rollover1.
+func TestMemberRetiredNeverBack(t *testing.T) {
+	old, cur := info(0x1000, 3600, 2, 4), info(0x2000, 3600, 2, 4)
+	m := runSteps(t, []step{
+		{at: 0, put: p(old), want: Accepted, acts: "t+0 install-inbound 1000\nt+0 set-outbound 1000\n"},
+		{at: 10, put: p(cur), want: Accepted, acts: "t+10 install-inbound 2000\n"},
+		{at: 20, acts: "t+12 set-outbound 2000\nt+14 remove 1000\n"},
+		// the same PUT again, and one with other keys under the SPI
+		{at: 30, put: p(old), want: Retired},
+		{at: 31, put: p(PutInfo{SPI: old.SPI, Digest: [32]byte{9}, Lifetime: time.Hour}), want: Retired},
+		// long after the old SA would have expired anyway
+		{at: 3000, put: p(old), want: Retired},
+	})
+	if m.Outbound() != cur.SPI || len(m.SAs()) != 1 {
+		t.Fatalf("outbound %x, SAs %+v; want only %x", m.Outbound(), m.SAs(), cur.SPI)
+	}
+	// An SA removed at its expiry is retired too.
+	m = runSteps(t, []step{
+		{at: 0, put: p(info(0x3000, 60, 2, 4)), want: Accepted, acts: "t+0 install-inbound 3000\nt+0 set-outbound 3000\n"},
+		{at: 61, acts: "t+60 remove 3000\n"},
+		{at: 62, put: p(info(0x3000, 60, 2, 4)), want: Retired},
+	})
+	if m.Outbound() != 0 {
+		t.Fatalf("outbound %x after the expired SA was offered again", m.Outbound())
+	}
+}
+
+// TestMemberRetiredMemoryBounded: the member remembers the last
+// RetiredMemory removed SAs, no more.
+func TestMemberRetiredMemoryBounded(t *testing.T) {
+	m := NewMember()
+	now := t0
+	for i := range RetiredMemory + 2 {
+		spi := uint32(0x10000 + i)
+		if r, _, err := m.Receive(now, PutInfo{SPI: spi, Digest: [32]byte{byte(i)}, Lifetime: time.Hour}); err != nil || r != Accepted {
+			t.Fatalf("PUT %d: %v %v", i, r, err)
+		}
+		now = now.Add(time.Second) // rollover times 0: the previous SA goes at once
+	}
+	m.Advance(now)
+	if len(m.retired) != RetiredMemory || len(m.retiredOrder) != RetiredMemory {
+		t.Fatalf("remembers %d (%d in order), want %d", len(m.retired), len(m.retiredOrder), RetiredMemory)
+	}
+	if r, _, _ := m.Receive(now, PutInfo{SPI: 0x10001, Digest: [32]byte{1}, Lifetime: time.Hour}); r != Retired {
+		t.Fatalf("a recently removed SA: %v, want retired", r)
+	}
+}
+
+// TestMemberPutBounds: lifetimes above MaxLifetime and rollover times
+// above the lifetime are refused; nothing is installed.
+func TestMemberPutBounds(t *testing.T) {
+	for name, pi := range map[string]PutInfo{
+		"lifetime above the maximum": {SPI: 0x100, Lifetime: MaxLifetime + time.Second},
+		"lifetime of 2^32-1 s":       {SPI: 0x100, Lifetime: (1<<32 - 1) * time.Second},
+		"rollover1 above lifetime":   {SPI: 0x100, Lifetime: time.Minute, Rollover1: time.Hour},
+		"rollover2 above lifetime":   {SPI: 0x100, Lifetime: time.Minute, Rollover2: time.Hour},
+	} {
+		m := NewMember()
+		r, acts, err := m.Receive(t0, pi)
+		if err == nil || len(acts) != 0 || m.Outbound() != 0 {
+			t.Errorf("%s: %v %v %v, want an error and nothing installed", name, r, acts, err)
+		}
+	}
+	if r, _, err := NewMember().Receive(t0, PutInfo{SPI: 0x100, Lifetime: MaxLifetime, Rollover1: MaxLifetime, Rollover2: MaxLifetime}); err != nil || r != Accepted {
+		t.Errorf("at the bounds: %v %v, want accepted", r, err)
+	}
+}
