@@ -17,7 +17,7 @@ FUZZTIME  ?= 300000x
 # Installed by `make deps` (scripts/deps.d/20-go-tools.sh reads it here).
 STATICCHECK_VERSION ?= 2026.2.2
 
-.PHONY: all build test unit fuzz lint deps demo bench package clean help
+.PHONY: all build test unit fuzz lint deps demo bench scale package clean help
 
 all: build
 
@@ -28,6 +28,7 @@ help:
 	@echo "make build    bin/mpsad and bin/mpsactl"
 	@echo "make deps     install what the tests need (Debian packages, Go tools)"
 	@echo "make bench    data-plane throughput figures"
+	@echo "make scale    N real members over real charon: join, rekey, restart (N=\"100 300 1000\" plots)"
 	@echo "make package  .deb and .rpm into dist/"
 
 build:
@@ -57,6 +58,15 @@ demo:
 
 bench:
 	scripts/bench.sh
+
+# `make scale`: the scale harness with real charon (test/scale, docs/scale.md)
+# for each member count in N, REPEAT times each; with two counts or more it
+# draws the rekey times against N into docs/scale-rekey.png. Needs root;
+# installs the Debian packages it needs (scripts/scale.sh says which).
+N      ?= 1000
+REPEAT ?= 1
+scale:
+	GO=$(GO) N="$(N)" REPEAT="$(REPEAT)" scripts/scale.sh
 
 # `make package`: dist/mpsa_<version>-1_<arch>.deb and dist/mpsa-<version>-1.<arch>.rpm,
 # by packaging/cmd/mkpkg (nfpm as a Go library). It builds mpsad and mpsactl

@@ -31,6 +31,8 @@ const (
 	ctlConn  = "mpsa"
 	ctlChild = "mpsa-ctl"
 	ctlID    = "controller.mpsa.test"
+	// controlPort is mpsad's control port (the default).
+	controlPort = 4501
 	// metricsListen is the controller mpsad's metrics endpoint inside its
 	// namespace.
 	metricsListen = "127.0.0.1:9474"

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mpsa/mpsa/server"
@@ -21,7 +23,8 @@ type FarmOptions struct {
 	// and one group per farm connection.
 	Config string
 	// RecordSocket is the unix socket where GET /record serves the
-	// Recorder's Record as JSON.
+	// Recorder's Record as JSON, and GET /wait?spi=0xHEX&n=COUNT answers
+	// once COUNT groups have installed the SA.
 	RecordSocket string
 	// Logger; its level is set from the configuration's log_level.
 	Logger func(level slog.Level) *slog.Logger
@@ -64,6 +67,20 @@ func RunFarm(ctx context.Context, o FarmOptions) error {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(rec.Snapshot())
 	})
+	mux.HandleFunc("GET /wait", func(w http.ResponseWriter, req *http.Request) {
+		spi, err := strconv.ParseUint(strings.TrimPrefix(req.FormValue("spi"), "0x"), 16, 32)
+		n, nerr := strconv.Atoi(req.FormValue("n"))
+		if err != nil || nerr != nil || spi == 0 || n < 1 {
+			http.Error(w, "want spi=0xHEX&n=COUNT", http.StatusBadRequest)
+			return
+		}
+		got, last, err := rec.WaitInstalled(req.Context(), uint32(spi), n)
+		if err != nil {
+			return // the client went away
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(installedReply{Installed: got, Last: last})
+	})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(l) }()
@@ -77,12 +94,49 @@ func RunFarm(ctx context.Context, o FarmOptions) error {
 	return runErr
 }
 
-// fetchRecord gets the load generator's Record from its socket.
-func fetchRecord(ctx context.Context, socket string) (Record, error) {
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+// installedReply answers GET /wait: how many groups installed the SA, and
+// when the last of them did.
+type installedReply struct {
+	Installed int       `json:"installed"`
+	Last      time.Time `json:"last"`
+}
+
+// farmClient is an HTTP client of the load generator's record socket.
+func farmClient(socket string) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", socket)
 	}}}
+}
+
+// waitInstalled asks the load generator to answer once n groups have
+// installed spi ("0x%08x"), and returns when the last of them did. It
+// costs the load generator's engine nothing: the recorder answers.
+func waitInstalled(ctx context.Context, socket, spi string, n int) (time.Time, error) {
+	hc := farmClient(socket)
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://farm/wait?spi=%s&n=%d", spi, n), nil)
+	if err != nil {
+		return time.Time{}, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("waiting for %d members to install %s: %w", n, spi, err)
+	}
+	defer resp.Body.Close()
+	var r installedReply
+	if resp.StatusCode != http.StatusOK {
+		return time.Time{}, fmt.Errorf("waiting for %d members to install %s: %s", n, spi, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return time.Time{}, fmt.Errorf("waiting for %d members to install %s: %w", n, spi, err)
+	}
+	return r.Last, nil
+}
+
+// fetchRecord gets the load generator's Record from its socket.
+func fetchRecord(ctx context.Context, socket string) (Record, error) {
+	hc := farmClient(socket)
 	defer hc.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://farm/record", nil)
 	if err != nil {

@@ -48,10 +48,9 @@ type Options struct {
 }
 
 // pollEvery is how often the harness asks the controller's mpsad for its
-// members' acknowledgements, elapsed into a wait: a twentieth of the time
-// waited so far, from 5 ms to 100 ms. The acknowledged times are exact to
-// that (5 %, at least 5 ms) while a long wait costs mpsad few status
-// requests.
+// members' acknowledgements, elapsed into a wait that starts once every
+// member has installed the SA (so that the acknowledgements are due):
+// a twentieth of the time waited so far, from 5 ms to 100 ms.
 func pollEvery(elapsed time.Duration) time.Duration {
 	return min(max(elapsed/20, 5*time.Millisecond), 100*time.Millisecond)
 }
@@ -85,11 +84,16 @@ type Harness struct {
 
 	// ended sums the controller mpsad processes that were stopped:
 	// their usage, PUT retransmissions and overload drops.
-	ended        Usage
-	endedRetrans uint64
-	endedOver    uint64
+	ended          Usage
+	endedRetrans   uint64
+	endedOver      uint64
+	endedSockDrops uint64
 
 	children *childWatch
+	// polls and pollTime count the status requests of waitAcked and
+	// the time they took, which the controller's loop spent on them.
+	polls    int
+	pollTime time.Duration
 
 	join           *JoinResult
 	rekey, restart *PushResult
@@ -208,6 +212,7 @@ func (h *Harness) keepLogs() error {
 	if err := os.MkdirAll(h.o.KeepLogs, 0o755); err != nil {
 		return err
 	}
+	prefix := fmt.Sprintf("n%d-%s-", h.o.Members, time.Now().Format("150405"))
 	for _, f := range []struct{ from, to string }{
 		{"ctl/charon.log", "ctl-charon.log"}, {"ctl/mpsad.log", "ctl-mpsad.log"},
 		{"farm/charon.log", "farm-charon.log"}, {"farm/farm.log", "farm-load-generator.log"},
@@ -219,7 +224,7 @@ func (h *Harness) keepLogs() error {
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(h.o.KeepLogs, fmt.Sprintf("n%d-%s", h.o.Members, f.to)), b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(h.o.KeepLogs, prefix+f.to), b, 0o644); err != nil {
 			return err
 		}
 	}
@@ -343,32 +348,43 @@ type Phase struct {
 	// CPU of the controller's mpsad and charon, the farm's charon and
 	// the load generator.
 	CtlMPSAD, CtlCharon, FarmCharon, Farm time.Duration
+	// Polls are the harness's status requests to the controller's mpsad
+	// while it waited for the acknowledgements, and PollTime the time
+	// they took: load the harness itself put on mpsad's loop.
+	Polls    int
+	PollTime time.Duration
 }
 
 // Losses count the datagrams dropped in one namespace, by where.
 type Losses struct {
 	// Tun are datagrams from mpsad (or the load generator) that the
-	// kernel dropped at ipsec0 because charon did not read them in time.
+	// kernel dropped at ipsec0 because charon did not read them in time
+	// (the TUN device's queue was full).
 	Tun uint64
-	// UDP are datagrams dropped because a socket's receive buffer was
-	// full (UDP RcvbufErrors): ESP in UDP at charon's socket, control
-	// datagrams at mpsad's.
-	UDP uint64
+	// Charon are UDP datagrams dropped because a charon socket's receive
+	// buffer was full: ESP in UDP (port 4500) or IKE.
+	Charon uint64
+	// MPSAD are control datagrams dropped because the receive buffer of
+	// mpsad's control port (of the load generator's, in the farm) was
+	// full.
+	MPSAD uint64
 	// Overload are datagrams mpsad's engine dropped because its loop was
 	// behind (its status's "overload" drops).
 	Overload uint64
 }
 
 func (l Losses) sub(o Losses) Losses {
-	return Losses{Tun: l.Tun - o.Tun, UDP: l.UDP - o.UDP, Overload: l.Overload - o.Overload}
+	return Losses{Tun: l.Tun - o.Tun, Charon: l.Charon - o.Charon, MPSAD: l.MPSAD - o.MPSAD, Overload: l.Overload - o.Overload}
 }
 
 func (l Losses) add(o Losses) Losses {
-	return Losses{Tun: l.Tun + o.Tun, UDP: l.UDP + o.UDP, Overload: l.Overload + o.Overload}
+	return Losses{Tun: l.Tun + o.Tun, Charon: l.Charon + o.Charon, MPSAD: l.MPSAD + o.MPSAD, Overload: l.Overload + o.Overload}
 }
 
 // sample is the counters at one moment.
 type sample struct {
+	polls     int
+	pollTime  time.Duration
 	tx, rx    uint64
 	retrans   uint64
 	ctl, farm Losses
@@ -382,7 +398,7 @@ const dropOverload = "overload"
 // take reads the counters now. The controller mpsad's figures are those of
 // the running process plus those of the stopped ones.
 func (h *Harness) take(ctx context.Context) (sample, error) {
-	var s sample
+	s := sample{polls: h.polls, pollTime: h.pollTime}
 	var err error
 	if s.tx, s.rx, s.ctl.Tun, err = linkStats(ctx, h.ctlNS, "ipsec0"); err != nil {
 		return s, err
@@ -390,10 +406,11 @@ func (h *Harness) take(ctx context.Context) (sample, error) {
 	if _, _, s.farm.Tun, err = linkStats(ctx, h.farmNS, "ipsec0"); err != nil {
 		return s, err
 	}
-	if s.ctl.UDP, err = udpRcvbufErrors(ctx, h.ctlNS); err != nil {
+	if s.ctl.MPSAD, s.ctl.Charon, err = socketDrops(ctx, h.ctlNS); err != nil {
 		return s, err
 	}
-	if s.farm.UDP, err = udpRcvbufErrors(ctx, h.farmNS); err != nil {
+	s.ctl.MPSAD += h.endedSockDrops
+	if s.farm.MPSAD, s.farm.Charon, err = socketDrops(ctx, h.farmNS); err != nil {
 		return s, err
 	}
 	ctlSt, err := h.ControllerStatus(ctx)
@@ -433,6 +450,7 @@ func phase(a, b sample) Phase {
 		CtlLost: b.ctl.sub(a.ctl), FarmLost: b.farm.sub(a.farm),
 		CtlMPSAD: b.cpu[0] - a.cpu[0], CtlCharon: b.cpu[1] - a.cpu[1],
 		FarmCharon: b.cpu[2] - a.cpu[2], Farm: b.cpu[3] - a.cpu[3],
+		Polls: b.polls - a.polls, PollTime: b.pollTime - a.pollTime,
 	}
 }
 
@@ -455,32 +473,44 @@ func linkStats(ctx context.Context, ns *nettest.NS, link string) (tx, rx, txDrop
 	return st.TX.Packets, st.RX.Packets, st.TX.Dropped, nil
 }
 
-// udpRcvbufErrors reads the UDP RcvbufErrors of ns (/proc/net/snmp is
-// per namespace).
-func udpRcvbufErrors(ctx context.Context, ns *nettest.NS) (uint64, error) {
-	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns.Name, "cat", "/proc/net/snmp").Output()
+// socketDrops sums the drops of the UDP sockets of ns (/proc/net/udp
+// and udp6 are per namespace, with one drops counter per socket): those
+// bound to mpsad's control port, and the others (charon's).
+func socketDrops(ctx context.Context, ns *nettest.NS) (control, other uint64, err error) {
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns.Name, "cat", "/proc/net/udp", "/proc/net/udp6").Output()
 	if err != nil {
-		return 0, fmt.Errorf("UDP statistics in %s: %w", ns.Name, err)
+		return 0, 0, fmt.Errorf("UDP sockets in %s: %w", ns.Name, err)
 	}
-	return snmpValue(string(out), "Udp", "RcvbufErrors")
+	return udpDrops(string(out), controlPort)
 }
 
-// snmpValue reads one counter of /proc/net/snmp, where each protocol has a
-// line of names and then one of values.
-func snmpValue(snmp, proto, name string) (uint64, error) {
-	lines := strings.Split(snmp, "\n")
-	for i := 0; i+1 < len(lines); i++ {
-		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
-		if len(names) == 0 || names[0] != proto+":" || len(values) != len(names) || values[0] != names[0] {
+// udpDrops sums the drops column of /proc/net/udp (or udp6) lines, split
+// by whether the socket's local port is port.
+func udpDrops(table string, port uint16) (onPort, other uint64, err error) {
+	for _, l := range strings.Split(table, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 13 || f[0] == "sl" {
 			continue
 		}
-		for j, n := range names {
-			if n == name {
-				return strconv.ParseUint(values[j], 10, 64)
-			}
+		_, hexPort, ok := strings.Cut(f[1], ":")
+		if !ok {
+			return 0, 0, fmt.Errorf("UDP socket line %q", l)
+		}
+		p, err := strconv.ParseUint(hexPort, 16, 16)
+		if err != nil {
+			return 0, 0, fmt.Errorf("UDP socket line %q: %w", l, err)
+		}
+		d, err := strconv.ParseUint(f[len(f)-1], 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("UDP socket line %q: %w", l, err)
+		}
+		if uint16(p) == port {
+			onPort += d
+		} else {
+			other += d
 		}
 	}
-	return 0, fmt.Errorf("no %s %s in /proc/net/snmp", proto, name)
+	return onPort, other, nil
 }
 
 // retransmits scrapes the running controller mpsad's PUT retransmissions
@@ -542,8 +572,8 @@ type JoinResult struct {
 	// share.
 	ChildrenUp time.Duration
 	// Acked is from then until the controller's mpsad had every member's
-	// acknowledgement (to within pollEvery): what mpsad adds after
-	// charon is done.
+	// acknowledgement (to within one status request, see waitAcked):
+	// what mpsad adds after charon is done.
 	Acked time.Duration
 	// Latency are percentiles of each member's time from its control
 	// child up (controller's charon) to its SA installed (load
@@ -558,7 +588,7 @@ type PushResult struct {
 	SPI string
 	// Acked is from the command (mpsactl rekey, or the new mpsad's start)
 	// until the controller's mpsad had every member's acknowledgement of
-	// SPI, to within pollEvery.
+	// SPI, to within one status request (see waitAcked).
 	Acked time.Duration
 	// LastInstall is from the command until the last member installed
 	// SPI, as the load generator recorded it (it acknowledges right
@@ -577,6 +607,12 @@ func (h *Harness) Join(ctx context.Context) (JoinResult, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.o.Timeout)
 	defer cancel()
+	st, err := h.ControllerStatus(ctx)
+	if err != nil {
+		return r, err
+	}
+	// rekey_on_join is off: the members join under this SA.
+	spi := groupOf(st).SPI
 	before, err := h.take(ctx)
 	if err != nil {
 		return r, err
@@ -593,11 +629,11 @@ func (h *Harness) Join(ctx context.Context) (JoinResult, error) {
 	}
 	r.ChildrenUp = upAt.Sub(start)
 	h.say("join: %d control children up at the controller after %.2f s", h.o.Members, r.ChildrenUp.Seconds())
-	ackedAt, g, err := h.waitAcked(ctx, upAt, "every member to acknowledge the group SA", func(g server.GroupStatus) string { return g.SPI })
+	ackedAt, err := h.waitAcked(ctx, "every member to acknowledge the group SA "+spi, spi)
 	if err != nil {
 		return r, err
 	}
-	r.SPI = g.SPI
+	r.SPI = spi
 	r.Acked = max(ackedAt.Sub(upAt), 0)
 	after, err := h.take(ctx)
 	if err != nil {
@@ -665,7 +701,7 @@ func (h *Harness) Rekey(ctx context.Context) (PushResult, error) {
 		return r, fmt.Errorf("scale: mpsactl rekey printed %q (%v)", out, err)
 	}
 	r.SPI = reply.SPI
-	ackedAt, _, err := h.waitAcked(ctx, start, "every member to acknowledge the rekeyed SA "+r.SPI, func(server.GroupStatus) string { return r.SPI })
+	ackedAt, err := h.waitAcked(ctx, "every member to acknowledge the rekeyed SA "+r.SPI, r.SPI)
 	if err != nil {
 		return r, err
 	}
@@ -701,6 +737,10 @@ func (h *Harness) Restart(ctx context.Context) (PushResult, error) {
 	if err != nil {
 		return r, err
 	}
+	sockDrops, _, err := socketDrops(ctx, h.ctlNS)
+	if err != nil {
+		return r, err
+	}
 	h.say("restart: SIGTERM to the controller's mpsad (pid %d), then start it again", h.ctl.pid())
 	u, err := h.ctl.stop(stopGrace)
 	if err != nil {
@@ -709,20 +749,22 @@ func (h *Harness) Restart(ctx context.Context) (PushResult, error) {
 	h.ended = h.ended.add(u)
 	h.endedRetrans += retrans
 	h.endedOver += st.Drops[dropOverload]
+	h.endedSockDrops += sockDrops
 	start := time.Now()
 	if err := h.startController(ctx); err != nil {
 		return r, fmt.Errorf("scale: restart: %w", err)
 	}
-	ackedAt, g, err := h.waitAcked(ctx, start, "every member to acknowledge the restarted controller's SA", func(g server.GroupStatus) string {
-		if g.SPI == old {
-			return "" // not the restarted process's SA
-		}
-		return g.SPI
-	})
+	if st, err = h.ControllerStatus(ctx); err != nil {
+		return r, err
+	}
+	r.SPI = groupOf(st).SPI
+	if r.SPI == "" || r.SPI == old {
+		return r, fmt.Errorf("scale: restart: the new mpsad's group SA is %q, the old one was %s", r.SPI, old)
+	}
+	ackedAt, err := h.waitAcked(ctx, "every member to acknowledge the restarted controller's SA "+r.SPI, r.SPI)
 	if err != nil {
 		return r, err
 	}
-	r.SPI = g.SPI
 	r.Acked = ackedAt.Sub(start)
 	if err := h.finishPush(ctx, &r, start, before); err != nil {
 		return r, err
@@ -763,36 +805,55 @@ func groupOf(st server.Status) server.GroupStatus {
 	return server.GroupStatus{}
 }
 
-// waitAcked polls the controller's status until all N members are listed
-// and every one acknowledged the SPI want returns for the group ("" while
-// there is none to wait for). It returns when it saw that, and the group.
-func (h *Harness) waitAcked(ctx context.Context, start time.Time, what string, want func(server.GroupStatus) string) (time.Time, server.GroupStatus, error) {
+// waitAcked waits until all N members acknowledged spi: first for the
+// load generator to say that every member installed it (which costs
+// mpsad nothing), then for the controller's status to list all N members
+// with spi acknowledged (each acknowledges right after installing). It
+// returns when the status showed that: within one status request of the
+// moment the last acknowledgement arrived.
+func (h *Harness) waitAcked(ctx context.Context, what, spi string) (time.Time, error) {
+	if _, err := waitInstalled(ctx, h.recordSock, spi, h.o.Members); err != nil {
+		rec, rerr := h.Record(context.WithoutCancel(ctx))
+		if rerr != nil {
+			return time.Time{}, fmt.Errorf("scale: waiting for %s: %w", what, err)
+		}
+		var missing []string
+		for i := 1; i <= h.o.Members && len(missing) < 10; i++ {
+			if _, ok := rec.Groups[MemberConn(i)].Installed(spi); !ok {
+				missing = append(missing, MemberConn(i))
+			}
+		}
+		return time.Time{}, fmt.Errorf("scale: waiting for %s: %w; members yet to install it include %v", what, err, missing)
+	}
+	start := time.Now()
 	var last string
 	for {
+		asked := time.Now()
 		st, err := h.ControllerStatus(ctx)
 		now := time.Now()
+		h.polls++
+		h.pollTime += now.Sub(asked)
 		if err == nil {
 			g := groupOf(st)
-			spi := want(g)
 			acked := 0
 			for _, m := range g.Members {
-				if spi != "" && m.AckedSPI == spi {
+				if m.AckedSPI == spi {
 					acked++
 				}
 			}
-			if spi != "" && acked == h.o.Members && len(g.Members) == h.o.Members {
-				return now, g, nil
+			if acked == h.o.Members && len(g.Members) == h.o.Members {
+				return now, nil
 			}
-			last = fmt.Sprintf("%d members listed, %d of them acknowledged %q", len(g.Members), acked, spi)
+			last = fmt.Sprintf("%d members listed, %d of them acknowledged %s", len(g.Members), acked, spi)
 		} else {
 			last = err.Error()
 		}
 		if !h.ctl.running() {
-			return now, server.GroupStatus{}, fmt.Errorf("scale: waiting for %s: the controller's mpsad exited (%v); its log ends:\n%s", what, h.ctl.cmd.ProcessState, h.ctl.tail(30))
+			return now, fmt.Errorf("scale: waiting for %s: the controller's mpsad exited (%v); its log ends:\n%s", what, h.ctl.cmd.ProcessState, h.ctl.tail(30))
 		}
 		select {
 		case <-ctx.Done():
-			return now, server.GroupStatus{}, fmt.Errorf("scale: waiting for %s: %w; last seen: %s", what, ctx.Err(), last)
+			return now, fmt.Errorf("scale: waiting for %s: %w; last seen: %s", what, ctx.Err(), last)
 		case <-time.After(pollEvery(time.Since(start))):
 		}
 	}

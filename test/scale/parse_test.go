@@ -29,20 +29,22 @@ func TestParseStatusKiB(t *testing.T) {
 	}
 }
 
-func TestSNMPValue(t *testing.T) {
-	snmp := strings.Join([]string{
-		"Ip: Forwarding DefaultTTL",
-		"Ip: 1 64",
-		"Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors",
-		"Udp: 100 2 7 90 5 0",
-		"UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors",
-		"UdpLite: 0 0 0 0 9 0",
+func TestUDPDrops(t *testing.T) {
+	table := strings.Join([]string{
+		"   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops",
+		"  100: 00000000:1195 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1001 2 0000000000000000 7",
+		"  101: 00000000:1194 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1002 2 0000000000000000 30",
+		"  102: 00000000:01F4 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1003 2 0000000000000000 1",
+		"  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops",
+		"  200: 00000000000000000000000000000000:1195 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1004 2 0000000000000000 2",
 	}, "\n")
-	if v, err := snmpValue(snmp, "Udp", "RcvbufErrors"); err != nil || v != 5 {
-		t.Errorf("Udp RcvbufErrors = %d, %v; want 5", v, err)
+	// 0x1195 is 4501, 0x1194 4500, 0x01F4 500.
+	onPort, other, err := udpDrops(table, 4501)
+	if err != nil || onPort != 9 || other != 31 {
+		t.Errorf("udpDrops = %d, %d, %v; want 9 on the control port, 31 elsewhere", onPort, other, err)
 	}
-	if _, err := snmpValue(snmp, "Tcp", "RetransSegs"); err == nil {
-		t.Error("a missing protocol parsed")
+	if _, _, err := udpDrops("  1: 00000000 00000000:0000 07 0 0 0 0 0 0 1 2 0 x", 4501); err == nil {
+		t.Error("a broken line parsed")
 	}
 }
 

@@ -85,6 +85,16 @@ type Recorder struct {
 	// keys holds a digest of each key set installed, per SPI, only to
 	// count the distinct ones.
 	keys map[uint32]map[[sha256.Size]byte]struct{}
+	// installed holds, per SPI, the groups that installed it and when
+	// the last of them did; changed is closed and replaced at every
+	// install, for WaitInstalled.
+	installed map[uint32]*installs
+	changed   chan struct{}
+}
+
+type installs struct {
+	groups map[string]bool
+	last   time.Time
 }
 
 // NewRecorder returns an empty recorder reading the clock now (time.Now if
@@ -93,7 +103,8 @@ func NewRecorder(now func() time.Time) *Recorder {
 	if now == nil {
 		now = time.Now
 	}
-	return &Recorder{now: now, groups: map[string]*GroupRecord{}, keys: map[uint32]map[[sha256.Size]byte]struct{}{}}
+	return &Recorder{now: now, groups: map[string]*GroupRecord{}, keys: map[uint32]map[[sha256.Size]byte]struct{}{},
+		installed: map[uint32]*installs{}, changed: make(chan struct{})}
 }
 
 // NewDataPlane builds the recording data plane of group g.
@@ -122,6 +133,27 @@ func (r *Recorder) Snapshot() Record {
 		rec.KeySets[metrics.SPIString(spi)] = len(sets)
 	}
 	return rec
+}
+
+// WaitInstalled waits until n groups have installed spi, or ctx is done,
+// and returns how many have and when the last of them did.
+func (r *Recorder) WaitInstalled(ctx context.Context, spi uint32, n int) (int, time.Time, error) {
+	for {
+		r.mu.Lock()
+		got, last, ch := 0, time.Time{}, r.changed
+		if in := r.installed[spi]; in != nil {
+			got, last = len(in.groups), in.last
+		}
+		r.mu.Unlock()
+		if got >= n {
+			return got, last, nil
+		}
+		select {
+		case <-ctx.Done():
+			return got, last, ctx.Err()
+		case <-ch:
+		}
+	}
 }
 
 // recordingDP is one group's data plane.
@@ -182,7 +214,19 @@ func (d *recordingDP) InstallInbound(_ context.Context, sa xfrm.SA) error {
 		}
 		d.r.keys[sa.SPI][sum] = struct{}{}
 	}
-	return d.record(OpInstall, sa.SPI, err)
+	err = d.record(OpInstall, sa.SPI, err)
+	if err == nil {
+		in := d.r.installed[sa.SPI]
+		if in == nil {
+			in = &installs{groups: map[string]bool{}}
+			d.r.installed[sa.SPI] = in
+		}
+		in.groups[d.group] = true
+		in.last = d.r.groups[d.group].Calls[len(d.r.groups[d.group].Calls)-1].At
+		close(d.r.changed)
+		d.r.changed = make(chan struct{})
+	}
+	return err
 }
 
 // SetOutbound implements xfrm.DataPlane.

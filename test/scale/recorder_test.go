@@ -98,3 +98,45 @@ func TestRecorderLifecycle(t *testing.T) {
 		t.Errorf("a new data plane after close: %v", err)
 	}
 }
+
+func TestRecorderWaitInstalled(t *testing.T) {
+	ctx := context.Background()
+	r := NewRecorder(fakeClock())
+	local := netip.MustParseAddr("192.0.2.2")
+	var dps []xfrm.DataPlane
+	for _, name := range []string{"m1", "m2", "m3"} {
+		dp, err := r.NewDataPlane(ctx, &swanctl.Group{Name: name}, local, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dps = append(dps, dp)
+	}
+	done := make(chan time.Time, 1)
+	go func() {
+		_, last, err := r.WaitInstalled(ctx, 0x11, 3)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- last
+	}()
+	// A failed install and a second install in one group do not count.
+	dps[0].InstallInbound(ctx, testSA(t, 0x11, 1))
+	dps[0].InstallInbound(ctx, testSA(t, 0x11, 1))
+	dps[1].InstallInbound(ctx, xfrm.SA{SPI: 0x11})
+	dps[1].InstallInbound(ctx, testSA(t, 0x11, 1))
+	select {
+	case <-done:
+		t.Fatal("WaitInstalled returned after two of three groups")
+	case <-time.After(50 * time.Millisecond):
+	}
+	dps[2].InstallInbound(ctx, testSA(t, 0x11, 1))
+	last := <-done
+	if at, _ := r.Snapshot().Groups["m3"].Installed("0x00000011"); !last.Equal(at) {
+		t.Errorf("last install at %v, want m3's %v", last, at)
+	}
+	tctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if n, _, err := r.WaitInstalled(tctx, 0x11, 4); err == nil || n != 3 {
+		t.Errorf("waiting for a fourth group: %d, %v; want 3 and the context's error", n, err)
+	}
+}

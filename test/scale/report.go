@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,59 +37,96 @@ func (r Result) Report(w io.Writer) {
 	fmt.Fprintf(w, "           per member, control child up -> SA installed: p50 %s, p90 %s, p99 %s, max %s\n", s(j.Latency[0]), s(j.Latency[1]), s(j.Latency[2]), s(j.Latency[3]))
 	fmt.Fprintf(w, "  rekey    all acknowledged %s %s after mpsactl rekey (last member installed it after %s)\n", r.Rekey.SPI, s(r.Rekey.Acked), s(r.Rekey.LastInstall))
 	fmt.Fprintf(w, "  restart  all acknowledged %s %s after the new mpsad started (last member installed it after %s)\n", r.Restart.SPI, s(r.Restart.Acked), s(r.Restart.LastInstall))
-	fmt.Fprintf(w, "  %-8s %7s %8s %7s  %-20s %-21s  %s\n", "phase", "sent", "received", "retrans",
-		"ctl lost tun/udp/ovl", "farm lost tun/udp/ovl", "CPU s: ctl mpsad / ctl charon / farm charon / load generator")
+	fmt.Fprintf(w, "  %-8s %7s %8s %7s  %-22s %-23s  %s\n", "phase", "sent", "received", "retrans",
+		"ctl lost tun/ch/md/ovl", "farm lost tun/ch/md/ovl", "CPU s: ctl mpsad / ctl charon / farm charon / load generator")
 	for _, p := range []struct {
 		name string
 		p    Phase
 	}{{"join", j.Phase}, {"rekey", r.Rekey.Phase}, {"restart", r.Restart.Phase}} {
-		fmt.Fprintf(w, "  %-8s %7d %8d %7d  %-20s %-21s  %.2f / %.2f / %.2f / %.2f\n", p.name, p.p.Sent, p.p.Received, p.p.Retransmits,
+		fmt.Fprintf(w, "  %-8s %7d %8d %7d  %-22s %-23s  %.2f / %.2f / %.2f / %.2f\n", p.name, p.p.Sent, p.p.Received, p.p.Retransmits,
 			p.p.CtlLost, p.p.FarmLost, p.p.CtlMPSAD.Seconds(), p.p.CtlCharon.Seconds(), p.p.FarmCharon.Seconds(), p.p.Farm.Seconds())
 	}
+	fmt.Fprintf(w, "  harness: %d, %d and %d status requests to the controller's mpsad while waiting (%.3f, %.3f and %.3f s)\n",
+		j.Polls, r.Rekey.Polls, r.Restart.Polls, j.PollTime.Seconds(), r.Rekey.PollTime.Seconds(), r.Restart.PollTime.Seconds())
 	fmt.Fprintf(w, "  controller mpsad: %.2f s CPU over the run (both processes), peak RSS %.1f MiB\n",
 		r.Ctl.CPU.Seconds(), float64(r.Ctl.PeakRSS)/(1<<20))
 	fmt.Fprintln(w, r.Line())
 }
 
-// String is "tun/udp/overload".
-func (l Losses) String() string { return fmt.Sprintf("%d/%d/%d", l.Tun, l.UDP, l.Overload) }
+// String is "tun/charon/mpsad/overload".
+func (l Losses) String() string {
+	return fmt.Sprintf("%d/%d/%d/%d", l.Tun, l.Charon, l.MPSAD, l.Overload)
+}
 
 // Plot draws rekey-to-all-acknowledged time (and the same after a
-// restart) against N on log-log axes into a PNG with gnuplot.
+// restart) against N on log-log axes into a PNG with gnuplot: the median
+// of the runs of each N, with bars from the fastest to the slowest.
 func Plot(ctx context.Context, results []Result, png string) error {
-	if len(results) < 2 {
+	byN := map[int][]Result{}
+	for _, r := range results {
+		byN[r.Members] = append(byN[r.Members], r)
+	}
+	if len(byN) < 2 {
 		return errors.New("plot: needs runs with at least two member counts")
 	}
 	gp, err := exec.LookPath("gnuplot")
 	if err != nil {
 		return fmt.Errorf("plot: %w (Debian: apt-get install gnuplot-nox)", err)
 	}
-	rs := slices.SortedFunc(slices.Values(results), func(a, b Result) int { return a.Members - b.Members })
 	dir, err := os.MkdirTemp("", "mpsa-scale-plot-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	var data strings.Builder
-	data.WriteString("# members rekey_acked_s restart_acked_s\n")
-	for _, r := range rs {
-		fmt.Fprintf(&data, "%d %.4f %.4f\n", r.Members, r.Rekey.Acked.Seconds(), r.Restart.Acked.Seconds())
-	}
+	ns := slices.Sorted(maps.Keys(byN))
 	dat := filepath.Join(dir, "scale.dat")
-	if err := os.WriteFile(dat, []byte(data.String()), 0o600); err != nil {
+	if err := os.WriteFile(dat, []byte(plotData(byN)), 0o600); err != nil {
 		return err
 	}
 	out, err := filepath.Abs(png)
 	if err != nil {
 		return err
 	}
-	script := plotScript(dat, out, rs[0].Members, rs[len(rs)-1].Members)
 	cmd := exec.CommandContext(ctx, gp)
-	cmd.Stdin = strings.NewReader(script)
+	cmd.Stdin = strings.NewReader(plotScript(dat, out, ns[0], ns[len(ns)-1]))
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("gnuplot: %w: %s", err, b)
 	}
 	return nil
+}
+
+// plotData is the data file of Plot: for each N, the median, fastest and
+// slowest rekey and restart times.
+func plotData(byN map[int][]Result) string {
+	var b strings.Builder
+	b.WriteString("# members rekey_median rekey_min rekey_max restart_median restart_min restart_max runs\n")
+	for _, n := range slices.Sorted(maps.Keys(byN)) {
+		rs := byN[n]
+		fmt.Fprintf(&b, "%d", n)
+		for _, pick := range []func(Result) time.Duration{
+			func(r Result) time.Duration { return r.Rekey.Acked },
+			func(r Result) time.Duration { return r.Restart.Acked },
+		} {
+			ds := make([]time.Duration, len(rs))
+			for i, r := range rs {
+				ds[i] = pick(r)
+			}
+			slices.Sort(ds)
+			fmt.Fprintf(&b, " %.4f %.4f %.4f", median(ds).Seconds(), ds[0].Seconds(), ds[len(ds)-1].Seconds())
+		}
+		fmt.Fprintf(&b, " %d\n", len(rs))
+	}
+	return b.String()
+}
+
+// median of sorted durations (the mean of the middle two for an even
+// count).
+func median(ds []time.Duration) time.Duration {
+	m := len(ds) / 2
+	if len(ds)%2 == 1 {
+		return ds[m]
+	}
+	return (ds[m-1] + ds[m]) / 2
 }
 
 // plotScript is the gnuplot script of Plot.
@@ -104,8 +142,8 @@ func plotScript(dat, png string, lo, hi int) string {
 		fmt.Sprintf("set xrange [%.0f:%.0f]", float64(lo)/1.5, float64(hi)*1.5),
 		"set grid",
 		"set key top left",
-		"plot " + q(dat) + " using 1:2 with linespoints lw 2 pt 7 title 'mpsactl rekey -> all acknowledged', \\",
-		"     " + q(dat) + " using 1:3 with linespoints lw 2 pt 5 title 'mpsad restart -> all acknowledged', \\",
+		"plot " + q(dat) + " using 1:2:3:4 with yerrorlines lw 2 pt 7 title 'mpsactl rekey -> all acknowledged (median, min-max)', \\",
+		"     " + q(dat) + " using 1:5:6:7 with yerrorlines lw 2 pt 5 title 'mpsad restart -> all acknowledged (median, min-max)', \\",
 		"     2 with lines dt 2 lc rgb 'gray40' title 'goal at N = 1,000: 2 s'",
 		"",
 	}, "\n")

@@ -30,9 +30,26 @@ func TestLine(t *testing.T) {
 
 func TestPlotScript(t *testing.T) {
 	s := plotScript("/tmp/d'x.dat", "/tmp/out.png", 100, 1000)
-	for _, want := range []string{"set logscale xy", "set output '/tmp/out.png'", "'/tmp/d''x.dat' using 1:2", "set xrange [67:1500]"} {
+	for _, want := range []string{"set logscale xy", "set output '/tmp/out.png'", "'/tmp/d''x.dat' using 1:2:3:4", "set xrange [67:1500]"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("script lacks %q:\n%s", want, s)
 		}
+	}
+}
+
+func TestPlotData(t *testing.T) {
+	run := func(n int, rekey, restart time.Duration) Result {
+		return Result{Members: n, Rekey: PushResult{Acked: rekey}, Restart: PushResult{Acked: restart}}
+	}
+	s := time.Second
+	got := plotData(map[int][]Result{
+		1000: {run(1000, 3*s, 1*s), run(1000, 1*s, 2*s), run(1000, 2*s, 4*s)},
+		100:  {run(100, s/10, s/5), run(100, s/5, s/10)},
+	})
+	want := "# members rekey_median rekey_min rekey_max restart_median restart_min restart_max runs\n" +
+		"100 0.1500 0.1000 0.2000 0.1500 0.1000 0.2000 2\n" +
+		"1000 2.0000 1.0000 3.0000 2.0000 1.0000 4.0000 3\n"
+	if got != want {
+		t.Errorf("plot data:\n%s\nwant\n%s", got, want)
 	}
 }

@@ -2,7 +2,7 @@
 // package github.com/mpsa/mpsa/test/scale). `make scale` runs it through
 // scripts/scale.sh.
 //
-//	mpsa-scale run [-members "100 300 1000"] [-bin DIR] [-plot FILE] [-logs DIR]
+//	mpsa-scale run [-members "100 300 1000"] [-repeat K] [-bin DIR] [-plot FILE] [-logs DIR]
 //	mpsa-scale farm -config FILE -record SOCKET
 //
 // run measures each member count in turn and prints a report per count,
@@ -51,7 +51,7 @@ func main() {
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
-  mpsa-scale run [-members "100 300 1000"] [-bin DIR] [-plot FILE] [-logs DIR]
+  mpsa-scale run [-members "100 300 1000"] [-repeat K] [-bin DIR] [-plot FILE] [-logs DIR]
       measure mpsad with real charon for each member count (needs root)
   mpsa-scale farm -config FILE -record SOCKET
       the load generator (run starts it in the member-farm namespace)
@@ -64,6 +64,7 @@ func run(ctx context.Context, args []string) int {
 	bin := fs.String("bin", "bin", "directory holding mpsad, mpsactl and mpsa-scale")
 	plot := fs.String("plot", "", "with two member counts or more, draw the rekey times against N into this PNG")
 	logs := fs.String("logs", "", "copy the logs of charon, mpsad and the load generator into this directory")
+	repeat := fs.Int("repeat", 1, "runs of each member count (the plot shows their median and range)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -72,17 +73,23 @@ func run(ctx context.Context, args []string) int {
 		fmt.Fprintf(os.Stderr, "mpsa-scale run: -members: %v\n", err)
 		return 2
 	}
+	if *repeat < 1 {
+		fmt.Fprintln(os.Stderr, "mpsa-scale run: -repeat must be at least 1")
+		return 2
+	}
 	var results []scale.Result
 	for _, n := range counts {
-		r, err := runOne(ctx, scale.Options{Members: n, Bin: *bin, Log: os.Stdout, KeepLogs: *logs})
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "mpsa-scale: %d members: %v\n", n, err)
-			return 1
+		for range *repeat {
+			r, err := runOne(ctx, scale.Options{Members: n, Bin: *bin, Log: os.Stdout, KeepLogs: *logs})
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "mpsa-scale: %d members: %v\n", n, err)
+				return 1
+			}
+			r.Report(os.Stdout)
+			results = append(results, r)
 		}
-		r.Report(os.Stdout)
-		results = append(results, r)
 	}
-	if *plot != "" && len(results) >= 2 {
+	if *plot != "" && len(counts) >= 2 {
 		if err := scale.Plot(ctx, results, *plot); err != nil {
 			fmt.Fprintf(os.Stderr, "mpsa-scale: %v\n", err)
 			return 1
