@@ -24,6 +24,7 @@ import (
 
 	"github.com/mpsa/mpsa/internal/nettest"
 	"github.com/mpsa/mpsa/internal/testenv"
+	"github.com/mpsa/mpsa/mpsa"
 	"github.com/mpsa/mpsa/server"
 	"github.com/mpsa/mpsa/test/charon"
 	"github.com/mpsa/mpsa/vici"
@@ -339,7 +340,8 @@ func lastLines(s string, n int) string {
 // process.
 type Phase struct {
 	// Sent are the control datagrams the controller's mpsad sent into
-	// its control children; Received those it got from them.
+	// its control children (those dropped at ipsec0 included); Received
+	// those it got from them.
 	Sent, Received uint64
 	// Retransmits are the controller mpsad's PUT retransmissions.
 	Retransmits uint64
@@ -446,7 +448,7 @@ func (h *Harness) take(ctx context.Context) (sample, error) {
 // phase is the difference between two samples.
 func phase(a, b sample) Phase {
 	return Phase{
-		Sent: b.tx - a.tx, Received: b.rx - a.rx, Retransmits: b.retrans - a.retrans,
+		Sent: b.tx + b.ctl.Tun - a.tx - a.ctl.Tun, Received: b.rx - a.rx, Retransmits: b.retrans - a.retrans,
 		CtlLost: b.ctl.sub(a.ctl), FarmLost: b.farm.sub(a.farm),
 		CtlMPSAD: b.cpu[0] - a.cpu[0], CtlCharon: b.cpu[1] - a.cpu[1],
 		FarmCharon: b.cpu[2] - a.cpu[2], Farm: b.cpu[3] - a.cpu[3],
@@ -594,6 +596,12 @@ type PushResult struct {
 	// SPI, as the load generator recorded it (it acknowledges right
 	// after).
 	LastInstall time.Duration
+	// FirstRound members installed SPI before any PUT could have been
+	// retransmitted (within the backoff's first interval, 1 s, of the
+	// first install), the last of them FirstRoundAt after the command:
+	// what the push achieves where nothing is lost.
+	FirstRound   int
+	FirstRoundAt time.Duration
 	Phase
 }
 
@@ -785,12 +793,24 @@ func (h *Harness) finishPush(ctx context.Context, r *PushResult, start time.Time
 	if err != nil {
 		return err
 	}
+	ats := make([]time.Duration, 0, h.o.Members)
 	for i := 1; i <= h.o.Members; i++ {
 		at, ok := rec.Groups[MemberConn(i)].Installed(r.SPI)
 		if !ok {
 			return fmt.Errorf("scale: member %d acknowledged %s but the load generator did not record installing it", i, r.SPI)
 		}
-		r.LastInstall = max(r.LastInstall, at.Sub(start))
+		ats = append(ats, at.Sub(start))
+	}
+	slices.Sort(ats)
+	r.LastInstall = ats[len(ats)-1]
+	// The first round: the installs before any PUT could have been
+	// retransmitted, which is the backoff's first interval after the
+	// first install.
+	for _, d := range ats {
+		if d >= ats[0]+mpsa.DefaultBackoff().Initial {
+			break
+		}
+		r.FirstRound, r.FirstRoundAt = r.FirstRound+1, d
 	}
 	return nil
 }
