@@ -596,12 +596,10 @@ type PushResult struct {
 	// SPI, as the load generator recorded it (it acknowledges right
 	// after).
 	LastInstall time.Duration
-	// FirstRound members installed SPI before any PUT could have been
-	// retransmitted (within the backoff's first interval, 1 s, of the
-	// first install), the last of them FirstRoundAt after the command:
-	// what the push achieves where nothing is lost.
-	FirstRound   int
-	FirstRoundAt time.Duration
+	// BeforeRetransmit members installed SPI before any PUT could have
+	// been retransmitted: within the backoff's first interval (1 s) of
+	// the command, before which no push can have been.
+	BeforeRetransmit int
 	Phase
 }
 
@@ -803,14 +801,10 @@ func (h *Harness) finishPush(ctx context.Context, r *PushResult, start time.Time
 	}
 	slices.Sort(ats)
 	r.LastInstall = ats[len(ats)-1]
-	// The first round: the installs before any PUT could have been
-	// retransmitted, which is the backoff's first interval after the
-	// first install.
 	for _, d := range ats {
-		if d >= ats[0]+mpsa.DefaultBackoff().Initial {
-			break
+		if d < mpsa.DefaultBackoff().Initial {
+			r.BeforeRetransmit++
 		}
-		r.FirstRound, r.FirstRoundAt = r.FirstRound+1, d
 	}
 	return nil
 }

@@ -36,9 +36,9 @@ func (r Result) Report(w io.Writer) {
 	fmt.Fprintf(w, "           mpsad: all acknowledged %s %s after the last control child came up\n", j.SPI, s(j.Acked))
 	fmt.Fprintf(w, "           per member, control child up -> SA installed: p50 %s, p90 %s, p99 %s, max %s\n", s(j.Latency[0]), s(j.Latency[1]), s(j.Latency[2]), s(j.Latency[3]))
 	fmt.Fprintf(w, "  rekey    all acknowledged %s %s after mpsactl rekey (last member installed it after %s)\n", r.Rekey.SPI, s(r.Rekey.Acked), s(r.Rekey.LastInstall))
-	fmt.Fprintf(w, "           first round, before any retransmission: %d members installed it by %s\n", r.Rekey.FirstRound, s(r.Rekey.FirstRoundAt))
+	fmt.Fprintf(w, "           %d members installed it within 1 s, before any PUT could be retransmitted\n", r.Rekey.BeforeRetransmit)
 	fmt.Fprintf(w, "  restart  all acknowledged %s %s after the new mpsad started (last member installed it after %s)\n", r.Restart.SPI, s(r.Restart.Acked), s(r.Restart.LastInstall))
-	fmt.Fprintf(w, "           first round, before any retransmission: %d members installed it by %s\n", r.Restart.FirstRound, s(r.Restart.FirstRoundAt))
+	fmt.Fprintf(w, "           %d members installed it within 1 s, before any PUT could be retransmitted\n", r.Restart.BeforeRetransmit)
 	fmt.Fprintf(w, "  %-8s %7s %8s %7s  %-22s %-23s  %s\n", "phase", "sent", "received", "retrans",
 		"ctl lost tun/ch/md/ovl", "farm lost tun/ch/md/ovl", "CPU s: ctl mpsad / ctl charon / farm charon / load generator")
 	for _, p := range []struct {
