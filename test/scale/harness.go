@@ -1,15 +1,12 @@
 package scale
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -519,30 +516,7 @@ func udpDrops(table string, port uint16) (onPort, other uint64, err error) {
 // (mpsa_put_retransmissions_total) from its metrics endpoint, which
 // listens inside the controller's namespace.
 func (h *Harness) retransmits(ctx context.Context) (uint64, error) {
-	var body []byte
-	err := h.ctlNS.Do(func() error {
-		// Dial here, on the thread inside the namespace.
-		var d net.Dialer
-		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		conn, err := d.DialContext(dctx, "tcp", metricsListen)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(10 * time.Second))
-		req, _ := http.NewRequest(http.MethodGet, "http://"+metricsListen+"/metrics", nil)
-		if err := req.Write(conn); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(conn), req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, err = io.ReadAll(resp.Body)
-		return err
-	})
+	body, err := h.ctlNS.HTTPGet(ctx, metricsListen, "/metrics")
 	if err != nil {
 		return 0, fmt.Errorf("controller metrics: %w", err)
 	}
@@ -707,12 +681,7 @@ func (h *Harness) Rekey(ctx context.Context) (PushResult, error) {
 		return r, fmt.Errorf("scale: mpsactl rekey printed %q (%v)", out, err)
 	}
 	r.SPI = reply.SPI
-	ackedAt, err := h.waitAcked(ctx, "every member to acknowledge the rekeyed SA "+r.SPI, r.SPI)
-	if err != nil {
-		return r, err
-	}
-	r.Acked = ackedAt.Sub(start)
-	if err := h.finishPush(ctx, &r, start, before); err != nil {
+	if err := h.finishPush(ctx, &r, "the rekeyed SA", start, before); err != nil {
 		return r, err
 	}
 	h.rekey = &r
@@ -767,12 +736,7 @@ func (h *Harness) Restart(ctx context.Context) (PushResult, error) {
 	if r.SPI == "" || r.SPI == old {
 		return r, fmt.Errorf("scale: restart: the new mpsad's group SA is %q, the old one was %s", r.SPI, old)
 	}
-	ackedAt, err := h.waitAcked(ctx, "every member to acknowledge the restarted controller's SA "+r.SPI, r.SPI)
-	if err != nil {
-		return r, err
-	}
-	r.Acked = ackedAt.Sub(start)
-	if err := h.finishPush(ctx, &r, start, before); err != nil {
+	if err := h.finishPush(ctx, &r, "the restarted controller's SA", start, before); err != nil {
 		return r, err
 	}
 	h.restart = &r
@@ -780,8 +744,14 @@ func (h *Harness) Restart(ctx context.Context) (PushResult, error) {
 	return r, nil
 }
 
-// finishPush fills in the phase's counters and the load generator's view.
-func (h *Harness) finishPush(ctx context.Context, r *PushResult, start time.Time, before sample) error {
+// finishPush waits until every member acknowledged r.SPI (what names
+// it), pushed at start, and fills in r.
+func (h *Harness) finishPush(ctx context.Context, r *PushResult, what string, start time.Time, before sample) error {
+	ackedAt, err := h.waitAcked(ctx, "every member to acknowledge "+what+" "+r.SPI, r.SPI)
+	if err != nil {
+		return err
+	}
+	r.Acked = ackedAt.Sub(start)
 	after, err := h.take(ctx)
 	if err != nil {
 		return err

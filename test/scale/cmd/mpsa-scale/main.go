@@ -23,6 +23,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/mpsa/mpsa/internal/testenv"
 	"github.com/mpsa/mpsa/test/scale"
 )
 
@@ -124,18 +125,10 @@ func parseCounts(s string) ([]int, error) {
 // runOne runs the harness for one member count; everything it started is
 // stopped, and its namespaces removed, before it returns.
 func runOne(ctx context.Context, o scale.Options) (r scale.Result, err error) {
-	var env setup
-	defer func() {
-		if p := recover(); p != nil {
-			e, ok := p.(setupError)
-			if !ok {
-				panic(p)
-			}
-			err = e.error
-		}
-		env.cleanup()
-	}()
-	h := scale.New(&env, o)
+	env := &testenv.Program{Prefix: "mpsa-scale: "}
+	defer env.RunCleanups()
+	defer env.Recover(&err)
+	h := scale.New(env, o)
 	defer func() {
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "%s\n", h.Logs())
@@ -151,28 +144,6 @@ func runOne(ctx context.Context, o scale.Options) (r scale.Result, err error) {
 		return r, err
 	}
 	return h.Result()
-}
-
-// setup is the testenv.TB the harness is built with outside a test: a
-// failure panics with a setupError, which runOne turns into its error;
-// clean-ups run at the end, last first.
-type setup struct{ cleanups []func() }
-
-type setupError struct{ error }
-
-func (s *setup) Helper() {}
-func (s *setup) Errorf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "mpsa-scale: "+format+"\n", args...)
-}
-func (s *setup) Fatalf(format string, args ...any) { panic(setupError{fmt.Errorf(format, args...)}) }
-func (s *setup) Skipf(format string, args ...any)  { s.Fatalf(format, args...) }
-func (s *setup) Cleanup(f func())                  { s.cleanups = append(s.cleanups, f) }
-
-func (s *setup) cleanup() {
-	for i := len(s.cleanups) - 1; i >= 0; i-- {
-		s.cleanups[i]()
-	}
-	s.cleanups = nil
 }
 
 func farm(ctx context.Context, args []string) int {
