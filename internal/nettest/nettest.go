@@ -4,15 +4,20 @@
 package nettest
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -176,4 +181,48 @@ func AddrAdd(t testenv.TB, ns *NS, link, cidr string) {
 		args = append(args, "nodad")
 	}
 	ns.Run(t, "ip", args...)
+}
+
+// HTTPGet fetches http://addr/path from inside the namespace (addr is
+// host:port) and returns the body of a 200 answer. It dials on a thread in
+// the namespace: an http.Client would dial from another goroutine,
+// outside it.
+func (n *NS) HTTPGet(ctx context.Context, addr, path string) ([]byte, error) {
+	var body []byte
+	err := n.Do(func() error {
+		var d net.Dialer
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		conn, err := d.DialContext(dctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		if dl, ok := ctx.Deadline(); ok {
+			conn.SetDeadline(dl)
+		} else {
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+		if err != nil {
+			return err
+		}
+		if err := req.Write(conn); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s", resp.Status)
+		}
+		body, err = io.ReadAll(resp.Body)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("GET http://%s%s in %s: %w", addr, path, n.Name, err)
+	}
+	return body, nil
 }

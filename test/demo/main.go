@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mpsa/mpsa/internal/nettest"
+	"github.com/mpsa/mpsa/internal/testenv"
 	"github.com/mpsa/mpsa/server"
 	"github.com/mpsa/mpsa/test/charon"
 	"github.com/mpsa/mpsa/vici"
@@ -36,7 +37,7 @@ const (
 func main() {
 	bin := flag.String("bin", "bin", "directory holding mpsad and mpsactl")
 	flag.Parse()
-	d := &demo{bin: *bin}
+	d := &demo{bin: *bin, setup: testenv.Program{Prefix: "demo: "}}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := d.run(ctx)
 	stop()
@@ -64,32 +65,12 @@ func (n *node) lanAddr() netip.Addr { return n.lan.Addr().Next() }
 func (n *node) sock() string        { return filepath.Join(n.dir, "mpsad.sock") }
 
 type demo struct {
-	bin   string
-	setup setup
+	bin string
+	// setup is the testenv.TB the demo hands to test/charon's Lab and
+	// internal/nettest: a failure ends run with its error, and the
+	// namespaces go at cleanup.
+	setup testenv.Program
 	nodes []*node // controller first
-}
-
-// setup is the testenv.TB the demo hands to test/charon's Lab and
-// internal/nettest: a failure panics with a setupError, which run turns
-// into its error, and cleanups (the namespaces) run at the end, last
-// first.
-type setup struct{ cleanups []func() }
-
-type setupError struct{ error }
-
-func (s *setup) Helper() {}
-func (s *setup) Errorf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "demo: "+format+"\n", args...)
-}
-func (s *setup) Fatalf(format string, args ...any) { panic(setupError{fmt.Errorf(format, args...)}) }
-func (s *setup) Skipf(format string, args ...any)  { s.Fatalf(format, args...) }
-func (s *setup) Cleanup(f func())                  { s.cleanups = append(s.cleanups, f) }
-
-func (s *setup) cleanup() {
-	for i := len(s.cleanups) - 1; i >= 0; i-- {
-		s.cleanups[i]()
-	}
-	s.cleanups = nil
 }
 
 func say(format string, args ...any) { fmt.Printf(format+"\n", args...) }
@@ -97,15 +78,7 @@ func say(format string, args ...any) { fmt.Printf(format+"\n", args...) }
 func step(format string, args ...any) { fmt.Printf("\n== "+format+"\n", args...) }
 
 func (d *demo) run(ctx context.Context) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			e, ok := r.(setupError)
-			if !ok {
-				panic(r)
-			}
-			err = e.error
-		}
-	}()
+	defer d.setup.Recover(&err)
 	step("mpsa demo: one controller and %d CPEs, each in its own network namespace", members)
 	say("   underlay 192.0.2.0/24 on a bridge; control addresses 10.98.N.1 on lo; CPE LANs 10.1.N.0/24")
 	// test/charon's Lab: the namespaces on a bridge, their underlay and
@@ -447,5 +420,5 @@ func (d *demo) cleanup(keep bool) {
 			os.RemoveAll(n.dir)
 		}
 	}
-	d.setup.cleanup()
+	d.setup.RunCleanups()
 }

@@ -6,13 +6,9 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -181,28 +177,7 @@ func (e *env) memberMPSA(i int) string {
 // inside its namespace).
 func (n *node) scrape(t *testing.T) string {
 	t.Helper()
-	var body []byte
-	err := n.ns.Do(func() error {
-		// Dial here, on the thread inside the namespace: http.Client
-		// would dial from another goroutine, outside it.
-		conn, err := net.DialTimeout("tcp", "127.0.0.1:9474", 5*time.Second)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(5 * time.Second))
-		req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:9474/metrics", nil)
-		if err := req.Write(conn); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(conn), req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, err = io.ReadAll(resp.Body)
-		return err
-	})
+	body, err := n.ns.HTTPGet(t.Context(), "127.0.0.1:9474", "/metrics")
 	if err != nil {
 		t.Fatalf("scrape metrics on %s: %v", n.name, err)
 	}
