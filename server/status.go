@@ -2,264 +2,41 @@ package server
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"net"
-	"net/http"
-	"net/url"
-	"os"
-	"path/filepath"
-	"time"
+
+	"github.com/mpsa/mpsa/api"
 )
 
-// Status is what `mpsactl status` shows: the daemon and every group.
-type Status struct {
-	Role          string        `json:"role"`
-	Version       string        `json:"version"`
-	VICIConnected bool          `json:"vici_connected"`
-	Groups        []GroupStatus `json:"groups"`
-	// Drops counts control datagrams that matched no group, by reason.
-	Drops map[string]uint64 `json:"drops,omitempty"`
+// The status API lives in package api, which clients such as mpsactl use
+// without linking the engine. These names keep the server's earlier API
+// for embedders and tests that use it.
+type (
+	// Status is api.Status.
+	Status = api.Status
+	// GroupStatus is api.GroupStatus.
+	GroupStatus = api.GroupStatus
+	// MemberStatus is api.MemberStatus.
+	MemberStatus = api.MemberStatus
+	// SAStatus is api.SAStatus.
+	SAStatus = api.SAStatus
+	// PeerLink is api.PeerLink.
+	PeerLink = api.PeerLink
+	// Peer is api.Peer.
+	Peer = api.Peer
+	// Counter is api.Counter.
+	Counter = api.Counter
+	// API is api.API.
+	API = api.API
+	// Client is api.Client.
+	Client = api.Client
+)
+
+// ErrNoGroup is api.ErrNoGroup.
+var ErrNoGroup = api.ErrNoGroup
+
+// ServeStatus is api.Serve.
+func ServeStatus(ctx context.Context, path string, impl API, up chan<- error) error {
+	return api.Serve(ctx, path, impl, up)
 }
 
-// GroupStatus is one group's state. SPI is the SPI in force ("0x%08x"; empty
-// when there is none): the current group SA on a controller, the outbound
-// SA on a member.
-type GroupStatus struct {
-	Name string `json:"name"`
-	SPI  string `json:"spi"`
-	// Controller fields.
-	Members     []MemberStatus `json:"members,omitzero"`
-	PreviousSPI string         `json:"previous_spi,omitempty"`
-	Created     *time.Time     `json:"created,omitempty"`
-	NextRekey   *time.Time     `json:"next_rekey,omitempty"`
-	Expires     *time.Time     `json:"expires,omitempty"`
-	Rekeys      uint64         `json:"rekeys,omitempty"`
-	// Member fields. A member's group always has outbound_spi and
-	// inbound_spis in JSON, "" and [] when it has no SA (see
-	// MarshalJSON); a controller's never has them.
-	OutboundSPI string     `json:"outbound_spi,omitzero"`
-	InboundSPIs []string   `json:"inbound_spis,omitzero"`
-	SAs         []SAStatus `json:"sas,omitzero"`
-	Controller  *PeerLink  `json:"controller,omitempty"`
-	Peers       []Peer     `json:"peers,omitzero"`
-	Counters    []Counter  `json:"counters,omitzero"`
-	// DataPlaneError is the last error of the member's data plane, if
-	// any (an SA that could not be installed, a backend that could not
-	// start).
-	DataPlaneError string `json:"dataplane_error,omitempty"`
-	// DataPlaneDrops counts the packets the member's data plane dropped
-	// since it started, by reason, for a data plane that counts them
-	// (the userspace one: no_outbound_sa, no_route, unknown_spi,
-	// malformed, tun_write_errors, sa_in_errors, sa_out_errors; see
-	// xfrm/userspace.Backend.DropCounts). Absent otherwise.
-	DataPlaneDrops map[string]uint64 `json:"dataplane_drops,omitempty"`
-	// Drops counts control datagrams dropped, by reason.
-	Drops map[string]uint64 `json:"drops,omitempty"`
-}
-
-// IsMember reports whether g is a member's group: a member always reports
-// its link to the controller, a controller never.
-func (g GroupStatus) IsMember() bool { return g.Controller != nil }
-
-// MarshalJSON encodes g with its fields' tags, except that a member's
-// group always has outbound_spi and inbound_spis, "" and [] when it holds
-// no SA (before the first MPSA_PUT, after its SA expired), so that a reader
-// tells a member without an SA from a controller's group by the fields
-// present. A controller's group never has them.
-func (g GroupStatus) MarshalJSON() ([]byte, error) {
-	type plain GroupStatus // the fields without this method
-	if !g.IsMember() {
-		return json.Marshal(plain(g))
-	}
-	in := g.InboundSPIs
-	if in == nil {
-		in = []string{}
-	}
-	// The outer fields take the names from the embedded ones.
-	return json.Marshal(struct {
-		plain
-		OutboundSPI string   `json:"outbound_spi"`
-		InboundSPIs []string `json:"inbound_spis"`
-	}{plain(g), g.OutboundSPI, in})
-}
-
-// MemberStatus is one member as the controller sees it.
-type MemberStatus struct {
-	// ID is the member's IKE identity.
-	ID string `json:"id"`
-	// Address is its control address.
-	Address string `json:"address"`
-	// AckedSPI is the last SA it acknowledged ("0x%08x", empty if none).
-	AckedSPI string `json:"acked_spi"`
-	// PendingSPI is the SA being pushed to it, if unacknowledged.
-	PendingSPI string `json:"pending_spi,omitempty"`
-	// Retransmits of the pending push.
-	Retransmits int `json:"retransmits,omitempty"`
-	// IKE is charon's unique id of the member's IKE SA, IKESPIs its SPIs
-	// as swanctl --list-sas shows them ("i_r").
-	IKE     uint32 `json:"ike_sa"`
-	IKESPIs string `json:"ike_spis"`
-}
-
-// SAStatus is one installed SA of a member with its timers.
-type SAStatus struct {
-	SPI        string     `json:"spi"`
-	Received   time.Time  `json:"received"`
-	Expires    time.Time  `json:"expires"`
-	ActivateAt *time.Time `json:"activate_at,omitempty"`
-	RemoveAt   *time.Time `json:"remove_at,omitempty"`
-}
-
-// PeerLink is a member's view of its controller.
-type PeerLink struct {
-	Address string `json:"address"`
-	// State is "down" (no control child), "hello" (waiting for the
-	// answer) or "up".
-	State   string `json:"state"`
-	IKE     uint32 `json:"ike_sa,omitempty"`
-	IKESPIs string `json:"ike_spis,omitempty"`
-}
-
-// Peer is a remote prefix and the underlay address it is reached at.
-type Peer struct {
-	Prefix   string `json:"prefix"`
-	Underlay string `json:"underlay"`
-}
-
-// Counter is the traffic of one SPI in the data plane.
-type Counter struct {
-	SPI        string `json:"spi"`
-	InPackets  uint64 `json:"in_packets"`
-	InBytes    uint64 `json:"in_bytes"`
-	OutPackets uint64 `json:"out_packets"`
-	OutBytes   uint64 `json:"out_bytes"`
-	InErrors   uint64 `json:"in_errors"`
-	OutErrors  uint64 `json:"out_errors"`
-}
-
-// API is what the status socket serves; the Server implements it.
-type API interface {
-	Status(ctx context.Context) (Status, error)
-	Rekey(ctx context.Context, group string) (string, error)
-}
-
-// ErrNoGroup is returned for a group name that is not configured.
-var ErrNoGroup = errors.New("no such group")
-
-// ServeStatus serves api over HTTP on a Unix socket at path until ctx is
-// done: GET /status, POST /groups/NAME/rekey. The socket is created mode
-// 0660 (root and the group of its directory) and removed on return. If up
-// is not nil, it receives nil once the socket listens, or the error that
-// kept it from listening.
-func ServeStatus(ctx context.Context, path string, api API, up chan<- error) error {
-	signal := func(err error) error {
-		if up != nil {
-			up <- err
-		}
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return signal(fmt.Errorf("status socket directory: %w", err))
-	}
-	// A socket left by a crashed run would make Listen fail.
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		os.Remove(path)
-	}
-	var lc net.ListenConfig
-	l, err := lc.Listen(ctx, "unix", path)
-	if err != nil {
-		return signal(fmt.Errorf("status socket %s: %w", path, err))
-	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		l.Close()
-		return signal(fmt.Errorf("status socket %s: %w", path, err))
-	}
-	signal(nil)
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		st, err := api.Status(r.Context())
-		reply(w, st, err)
-	})
-	mux.HandleFunc("POST /groups/{name}/rekey", func(w http.ResponseWriter, r *http.Request) {
-		spi, err := api.Rekey(r.Context(), r.PathValue("name"))
-		reply(w, map[string]string{"group": r.PathValue("name"), "spi": spi}, err)
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	err = srv.Serve(l)
-	os.Remove(path)
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
-}
-
-func reply(w http.ResponseWriter, v any, err error) {
-	w.Header().Set("Content-Type", "application/json")
-	if err != nil {
-		code := http.StatusInternalServerError
-		if errors.Is(err, ErrNoGroup) {
-			code = http.StatusNotFound
-		}
-		w.WriteHeader(code)
-		json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
-		return
-	}
-	json.NewEncoder(w).Encode(v)
-}
-
-// Client talks to a daemon's status socket.
-type Client struct {
-	path string
-	hc   *http.Client
-}
-
-// NewClient returns a client for the socket at path.
-func NewClient(path string) *Client {
-	return &Client{path: path, hc: &http.Client{
-		Timeout: 10 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		}},
-	}}
-}
-
-func (c *Client) do(ctx context.Context, method, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, "http://mpsad"+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("mpsad at %s: %w", c.path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		json.NewDecoder(resp.Body).Decode(&e)
-		return fmt.Errorf("mpsad: %s", e.Error)
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
-}
-
-// Status fetches the daemon's status.
-func (c *Client) Status(ctx context.Context) (Status, error) {
-	var st Status
-	err := c.do(ctx, http.MethodGet, "/status", &st)
-	return st, err
-}
-
-// Rekey asks the controller to rekey group now and returns the new SPI.
-func (c *Client) Rekey(ctx context.Context, group string) (string, error) {
-	var r map[string]string
-	if err := c.do(ctx, http.MethodPost, "/groups/"+url.PathEscape(group)+"/rekey", &r); err != nil {
-		return "", err
-	}
-	return r["spi"], nil
-}
+// NewClient is api.NewClient.
+func NewClient(path string) *Client { return api.NewClient(path) }

@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/mpsa/mpsa/server"
+	"github.com/mpsa/mpsa/api"
 	"github.com/mpsa/mpsa/swanctl"
 )
 
@@ -40,7 +40,7 @@ func runDaemonCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	c := server.NewClient(*socket)
+	c := api.NewClient(*socket)
 	if cmd == "rekey" {
 		spi, err := c.Rekey(ctx, pos[0])
 		if err != nil {
@@ -61,7 +61,7 @@ func runDaemonCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mpsactl %s: %v\n", cmd, err)
 		return 1
 	}
-	var g *server.GroupStatus
+	var g *api.GroupStatus
 	if cmd != "status" {
 		for i := range st.Groups {
 			if st.Groups[i].Name == pos[0] {
@@ -97,7 +97,7 @@ func runDaemonCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func groupNames(st server.Status) string {
+func groupNames(st api.Status) string {
 	var n []string
 	for _, g := range st.Groups {
 		n = append(n, g.Name)
@@ -135,7 +135,7 @@ func ago(t *time.Time) string {
 	return "in " + d.String()
 }
 
-func printStatus(w io.Writer, st server.Status) {
+func printStatus(w io.Writer, st api.Status) {
 	vici := "connected"
 	if !st.VICIConnected {
 		vici = "NOT connected"
@@ -189,7 +189,7 @@ func printStatus(w io.Writer, st server.Status) {
 	}
 }
 
-func printMembers(w io.Writer, ms []server.MemberStatus) {
+func printMembers(w io.Writer, ms []api.MemberStatus) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tADDRESS\tACKED SPI\tPENDING SPI\tRETRANSMITS\tIKE SA")
 	for _, m := range ms {
@@ -198,7 +198,7 @@ func printMembers(w io.Writer, ms []server.MemberStatus) {
 	tw.Flush()
 }
 
-func printPeers(w io.Writer, ps []server.Peer) {
+func printPeers(w io.Writer, ps []api.Peer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PREFIX\tUNDERLAY")
 	for _, p := range ps {

@@ -9,17 +9,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mpsa/mpsa/server"
+	"github.com/mpsa/mpsa/api"
 )
 
 // staticAPI is a status source for testing the socket protocol and the
 // printing; the daemon's own status is tested end to end in test/e2e.
 type staticAPI struct {
-	st     server.Status
+	st     api.Status
 	rekeys []string
 }
 
-func (a *staticAPI) Status(context.Context) (server.Status, error) { return a.st, nil }
+func (a *staticAPI) Status(context.Context) (api.Status, error) { return a.st, nil }
 
 func (a *staticAPI) Rekey(_ context.Context, g string) (string, error) {
 	for _, gs := range a.st.Groups {
@@ -28,10 +28,10 @@ func (a *staticAPI) Rekey(_ context.Context, g string) (string, error) {
 			return "0x0000beef", nil
 		}
 	}
-	return "", fmt.Errorf("group %q: %w", g, server.ErrNoGroup)
+	return "", fmt.Errorf("group %q: %w", g, api.ErrNoGroup)
 }
 
-func serve(t *testing.T, api server.API) string {
+func serve(t *testing.T, impl api.API) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "run", "mpsad.sock")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -39,7 +39,7 @@ func serve(t *testing.T, api server.API) string {
 	// up reports when the socket listens: from then on connections queue
 	// until the server accepts them, so no polling is needed.
 	up := make(chan error, 1)
-	go func() { done <- server.ServeStatus(ctx, path, api, up) }()
+	go func() { done <- api.Serve(ctx, path, impl, up) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -53,11 +53,11 @@ func serve(t *testing.T, api server.API) string {
 }
 
 func TestStatusJSONController(t *testing.T) {
-	api := &staticAPI{st: server.Status{Role: "controller", Version: "test", VICIConnected: true, Groups: []server.GroupStatus{
-		{Name: "branch", SPI: "0x12345678", Members: []server.MemberStatus{{ID: "cpe1", Address: "10.98.1.1", AckedSPI: "0x12345678", IKE: 3}}},
-		{Name: "empty", SPI: "0x0badf00d", Members: []server.MemberStatus{}},
+	fake := &staticAPI{st: api.Status{Role: "controller", Version: "test", VICIConnected: true, Groups: []api.GroupStatus{
+		{Name: "branch", SPI: "0x12345678", Members: []api.MemberStatus{{ID: "cpe1", Address: "10.98.1.1", AckedSPI: "0x12345678", IKE: 3}}},
+		{Name: "empty", SPI: "0x0badf00d", Members: []api.MemberStatus{}},
 	}}}
-	sock := serve(t, api)
+	sock := serve(t, fake)
 	code, out, errs := mpsactl(t, nil, "status", "--json", "--socket", sock)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
@@ -72,7 +72,7 @@ func TestStatusJSONController(t *testing.T) {
 	if got.Role != "controller" || len(got.Groups) != 2 {
 		t.Fatalf("output %s", out)
 	}
-	var members []server.MemberStatus
+	var members []api.MemberStatus
 	json.Unmarshal(got.Groups[0]["members"], &members)
 	if string(got.Groups[0]["spi"]) != `"0x12345678"` || len(members) != 1 || members[0].AckedSPI != "0x12345678" || members[0].ID != "cpe1" {
 		t.Fatalf("group %s", out)
@@ -88,8 +88,8 @@ func TestStatusJSONController(t *testing.T) {
 		t.Fatalf("members: %d %q", code, out)
 	}
 	code, out, _ = mpsactl(t, nil, "rekey", "branch", "--socket", sock)
-	if code != 0 || !strings.Contains(out, "new SPI 0x0000beef") || len(api.rekeys) != 1 {
-		t.Fatalf("rekey: %d %q %v", code, out, api.rekeys)
+	if code != 0 || !strings.Contains(out, "new SPI 0x0000beef") || len(fake.rekeys) != 1 {
+		t.Fatalf("rekey: %d %q %v", code, out, fake.rekeys)
 	}
 	code, out, _ = mpsactl(t, nil, "rekey", "branch", "--json", "--socket", sock)
 	var rk map[string]string
@@ -108,16 +108,16 @@ func TestStatusJSONController(t *testing.T) {
 
 func TestStatusMemberTables(t *testing.T) {
 	exp := time.Now().Add(time.Hour)
-	api := &staticAPI{st: server.Status{Role: "member", Version: "test", VICIConnected: false, Groups: []server.GroupStatus{{
+	fake := &staticAPI{st: api.Status{Role: "member", Version: "test", VICIConnected: false, Groups: []api.GroupStatus{{
 		Name: "branch", SPI: "0x00001111", OutboundSPI: "0x00001111", InboundSPIs: []string{"0x00001111", "0x00002222"},
-		SAs:            []server.SAStatus{{SPI: "0x00001111", Expires: exp}, {SPI: "0x00002222", Expires: exp}},
-		Controller:     &server.PeerLink{Address: "10.98.0.1", State: "up"},
-		Peers:          []server.Peer{{Prefix: "10.2.0.0/24", Underlay: "192.0.2.2"}},
-		Counters:       []server.Counter{{SPI: "0x00001111", InPackets: 5, OutPackets: 7}},
+		SAs:            []api.SAStatus{{SPI: "0x00001111", Expires: exp}, {SPI: "0x00002222", Expires: exp}},
+		Controller:     &api.PeerLink{Address: "10.98.0.1", State: "up"},
+		Peers:          []api.Peer{{Prefix: "10.2.0.0/24", Underlay: "192.0.2.2"}},
+		Counters:       []api.Counter{{SPI: "0x00001111", InPackets: 5, OutPackets: 7}},
 		DataPlaneDrops: map[string]uint64{"unknown_spi": 3, "no_route": 0, "malformed": 1},
 		Drops:          map[string]uint64{"spi_mismatch": 2, "malformed": 1},
 	}}}}
-	sock := serve(t, api)
+	sock := serve(t, fake)
 	code, out, _ := mpsactl(t, nil, "status", "--socket", sock)
 	for _, want := range []string{"role member, charon NOT connected", "group branch: SPI 0x00001111", "controller 10.98.0.1: up", "inbound 0x00001111 0x00002222", "1 peer prefixes",
 		"packets dropped by the data plane: malformed=1 unknown_spi=3\n", "dropped control datagrams: malformed=1 spi_mismatch=2\n"} {

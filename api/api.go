@@ -1,0 +1,151 @@
+// Package api is mpsad's status API: the types that `GET /status` returns,
+// the HTTP handler that serves them on the status socket, and the client
+// mpsactl uses. It depends on the standard library only, so that a client
+// (mpsactl, a monitoring agent) does not link the engine, Prometheus or
+// govici. Package server implements [API].
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Status is what `mpsactl status` shows: the daemon and every group.
+type Status struct {
+	Role          string        `json:"role"`
+	Version       string        `json:"version"`
+	VICIConnected bool          `json:"vici_connected"`
+	Groups        []GroupStatus `json:"groups"`
+	// Drops counts control datagrams that matched no group, by reason.
+	Drops map[string]uint64 `json:"drops,omitempty"`
+}
+
+// GroupStatus is one group's state. SPI is the SPI in force ("0x%08x"; empty
+// when there is none): the current group SA on a controller, the outbound
+// SA on a member.
+type GroupStatus struct {
+	Name string `json:"name"`
+	SPI  string `json:"spi"`
+	// Controller fields.
+	Members     []MemberStatus `json:"members,omitzero"`
+	PreviousSPI string         `json:"previous_spi,omitempty"`
+	Created     *time.Time     `json:"created,omitempty"`
+	NextRekey   *time.Time     `json:"next_rekey,omitempty"`
+	Expires     *time.Time     `json:"expires,omitempty"`
+	Rekeys      uint64         `json:"rekeys,omitempty"`
+	// Member fields. A member's group always has outbound_spi and
+	// inbound_spis in JSON, "" and [] when it has no SA (see
+	// MarshalJSON); a controller's never has them.
+	OutboundSPI string     `json:"outbound_spi,omitzero"`
+	InboundSPIs []string   `json:"inbound_spis,omitzero"`
+	SAs         []SAStatus `json:"sas,omitzero"`
+	Controller  *PeerLink  `json:"controller,omitempty"`
+	Peers       []Peer     `json:"peers,omitzero"`
+	Counters    []Counter  `json:"counters,omitzero"`
+	// DataPlaneError is the last error of the member's data plane, if
+	// any (an SA that could not be installed, a backend that could not
+	// start).
+	DataPlaneError string `json:"dataplane_error,omitempty"`
+	// DataPlaneDrops counts the packets the member's data plane dropped
+	// since it started, by reason, for a data plane that counts them
+	// (the userspace one: no_outbound_sa, no_route, unknown_spi,
+	// malformed, tun_write_errors, sa_in_errors, sa_out_errors; see
+	// xfrm/userspace.Backend.DropCounts). Absent otherwise.
+	DataPlaneDrops map[string]uint64 `json:"dataplane_drops,omitempty"`
+	// Drops counts control datagrams dropped, by reason.
+	Drops map[string]uint64 `json:"drops,omitempty"`
+}
+
+// IsMember reports whether g is a member's group: a member always reports
+// its link to the controller, a controller never.
+func (g GroupStatus) IsMember() bool { return g.Controller != nil }
+
+// MarshalJSON encodes g with its fields' tags, except that a member's
+// group always has outbound_spi and inbound_spis, "" and [] when it holds
+// no SA (before the first MPSA_PUT, after its SA expired), so that a reader
+// tells a member without an SA from a controller's group by the fields
+// present. A controller's group never has them.
+func (g GroupStatus) MarshalJSON() ([]byte, error) {
+	type plain GroupStatus // the fields without this method
+	if !g.IsMember() {
+		return json.Marshal(plain(g))
+	}
+	in := g.InboundSPIs
+	if in == nil {
+		in = []string{}
+	}
+	// The outer fields take the names from the embedded ones.
+	return json.Marshal(struct {
+		plain
+		OutboundSPI string   `json:"outbound_spi"`
+		InboundSPIs []string `json:"inbound_spis"`
+	}{plain(g), g.OutboundSPI, in})
+}
+
+// MemberStatus is one member as the controller sees it.
+type MemberStatus struct {
+	// ID is the member's IKE identity.
+	ID string `json:"id"`
+	// Address is its control address.
+	Address string `json:"address"`
+	// AckedSPI is the last SA it acknowledged ("0x%08x", empty if none).
+	AckedSPI string `json:"acked_spi"`
+	// PendingSPI is the SA being pushed to it, if unacknowledged.
+	PendingSPI string `json:"pending_spi,omitempty"`
+	// Retransmits of the pending push.
+	Retransmits int `json:"retransmits,omitempty"`
+	// IKE is charon's unique id of the member's IKE SA, IKESPIs its SPIs
+	// as swanctl --list-sas shows them ("i_r").
+	IKE     uint32 `json:"ike_sa"`
+	IKESPIs string `json:"ike_spis"`
+}
+
+// SAStatus is one installed SA of a member with its timers.
+type SAStatus struct {
+	SPI        string     `json:"spi"`
+	Received   time.Time  `json:"received"`
+	Expires    time.Time  `json:"expires"`
+	ActivateAt *time.Time `json:"activate_at,omitempty"`
+	RemoveAt   *time.Time `json:"remove_at,omitempty"`
+}
+
+// PeerLink is a member's view of its controller.
+type PeerLink struct {
+	Address string `json:"address"`
+	// State is "down" (no control child), "hello" (waiting for the
+	// answer) or "up".
+	State   string `json:"state"`
+	IKE     uint32 `json:"ike_sa,omitempty"`
+	IKESPIs string `json:"ike_spis,omitempty"`
+}
+
+// Peer is a remote prefix and the underlay address it is reached at.
+type Peer struct {
+	Prefix   string `json:"prefix"`
+	Underlay string `json:"underlay"`
+}
+
+// Counter is the traffic of one SPI in the data plane.
+type Counter struct {
+	SPI        string `json:"spi"`
+	InPackets  uint64 `json:"in_packets"`
+	InBytes    uint64 `json:"in_bytes"`
+	OutPackets uint64 `json:"out_packets"`
+	OutBytes   uint64 `json:"out_bytes"`
+	InErrors   uint64 `json:"in_errors"`
+	OutErrors  uint64 `json:"out_errors"`
+}
+
+// API is what the status socket serves; server.Server implements it.
+type API interface {
+	// Status returns the daemon's state.
+	Status(ctx context.Context) (Status, error)
+	// Rekey rekeys a controller's group now and returns the new SPI.
+	Rekey(ctx context.Context, group string) (string, error)
+}
+
+// ErrNoGroup is returned for a group name that is not configured; the
+// socket answers it with 404.
+var ErrNoGroup = errors.New("no such group")
