@@ -4,23 +4,40 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	mrand "math/rand/v2"
 	"time"
 )
 
 // Backoff is the retransmission schedule of a request: the first
 // retransmission after Initial, each later one Factor times longer, never
-// more than Max apart. Requests are retransmitted until answered or
-// replaced, for as long as the session lives.
+// more than Max apart, each interval shortened by a random fraction of up
+// to Jitter of it. Requests are retransmitted until answered or replaced,
+// for as long as the session lives.
 type Backoff struct {
 	Initial time.Duration
 	Max     time.Duration
 	Factor  float64
+	// Jitter, from 0 (none) to 1, spreads requests that were sent
+	// together (a rekey's pushes, every member's hello after the
+	// controller's charon restarted) so that their retransmissions do
+	// not stay in step. The longest interval stays Max.
+	Jitter float64
 }
 
 // DefaultBackoff suits a control exchange inside a CHILD_SA: quick first
-// retries, then one every 30 seconds.
+// retries, then one every 30 seconds at most, each interval 0-25 % shorter
+// at random.
 func DefaultBackoff() Backoff {
-	return Backoff{Initial: time.Second, Max: 30 * time.Second, Factor: 2}
+	return Backoff{Initial: time.Second, Max: 30 * time.Second, Factor: 2, Jitter: 0.25}
+}
+
+// delay is the interval before retransmission attempt+1, with jitter.
+func (b Backoff) delay(attempt int) time.Duration {
+	d := b.interval(attempt)
+	if j := min(b.Jitter, 1); j > 0 {
+		d -= time.Duration(mrand.Float64() * j * float64(d))
+	}
+	return d
 }
 
 func (b Backoff) interval(attempt int) time.Duration {
@@ -110,7 +127,7 @@ func (s *Session) Request(now time.Time, payloads ...Payload) ([]byte, error) {
 	s.cancel()
 	// The session keeps its own copy, zeroed when the request completes
 	// or is replaced; the caller owns b.
-	s.out = &outstanding{id: id, msg: append([]byte(nil), b...), due: now.Add(s.backoff.interval(0))}
+	s.out = &outstanding{id: id, msg: append([]byte(nil), b...), due: now.Add(s.backoff.delay(0))}
 	return b, nil
 }
 
@@ -132,7 +149,7 @@ func (s *Session) Retransmit(now time.Time) ([]byte, bool) {
 		return nil, false
 	}
 	s.out.attempt++
-	s.out.due = now.Add(s.backoff.interval(s.out.attempt))
+	s.out.due = now.Add(s.backoff.delay(s.out.attempt))
 	return s.out.msg, true
 }
 

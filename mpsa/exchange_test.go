@@ -121,6 +121,34 @@ func TestExchangeRetransmitBackoff(t *testing.T) {
 	}
 }
 
+// TestBackoffJitter: with jitter each interval is at most the schedule's
+// and at least (1 - Jitter) of it, and sessions that sent together
+// retransmit at different times.
+func TestBackoffJitter(t *testing.T) {
+	b := Backoff{Initial: time.Second, Max: 8 * time.Second, Factor: 2, Jitter: 0.25}
+	firsts := map[time.Time]bool{}
+	for range 20 {
+		s := NewSession(SessionID{SPIi: 1, SPIr: 2}, true, b)
+		s.Request(t0, MPSAVendorID())
+		now := t0
+		for attempt, want := range []time.Duration{1, 2, 4, 8, 8} {
+			d, _ := s.NextDeadline()
+			if attempt == 0 {
+				firsts[d] = true
+			}
+			got, full := d.Sub(now), want*time.Second
+			if got > full || got < full*3/4 {
+				t.Fatalf("attempt %d: interval %v, want %v less up to 25 %%", attempt, got, full)
+			}
+			s.Retransmit(d)
+			now = d
+		}
+	}
+	if len(firsts) < 10 {
+		t.Fatalf("20 sessions share %d first retransmission times: no jitter", len(firsts))
+	}
+}
+
 // TestExchangeReplaceOutstanding: a rekey replaces an unanswered MPSA_PUT;
 // the late answer to the old one is stale, the new one completes.
 func TestExchangeReplaceOutstanding(t *testing.T) {
