@@ -47,8 +47,18 @@ type Update struct {
 	// Event is the event applied, for CauseEvent.
 	Event *Event
 	// Snapshot is the whole state after the change. The caller may keep
-	// it: the watcher never modifies a delivered snapshot.
+	// it: the watcher never modifies a delivered snapshot. With
+	// WatcherOptions.OmitSnapshots, OnUpdate gets it without IKESAs (only
+	// Connected is set); Last and WaitUpdate still return it whole.
 	Snapshot Snapshot
+	// Changed are the IKE SAs the update stored, in no particular order:
+	// for CauseEvent the one the event touched (none for a down event),
+	// for CauseResync every IKE SA, since the whole state was replaced.
+	// Removed are the unique ids of the IKE SAs a CauseEvent removed.
+	// With them a consumer follows the state in time proportional to
+	// what changed. They share memory with the state: do not modify.
+	Changed []IKESA
+	Removed []uint32
 	// Seq counts updates from 1.
 	Seq uint64
 	// Charon is what charon said of itself (version, plugins,
@@ -86,6 +96,11 @@ type WatcherOptions struct {
 	// session's goroutine and must not block; messages are dropped
 	// when charon logs faster than they are read.
 	OnChildFailure func(LogEvent)
+	// OmitSnapshots hands OnUpdate updates without the snapshot's IKE
+	// SAs, for a consumer that follows Changed and Removed: the watcher
+	// then does not copy and sort every IKE SA at every event. Snapshot,
+	// Last, Wait and WaitUpdate build the snapshot when they are called.
+	OmitSnapshots bool
 	// Logger; slog.Default() if nil.
 	Logger *slog.Logger
 }
@@ -95,8 +110,11 @@ type Watcher struct {
 	o   WatcherOptions
 	log *slog.Logger
 
-	mu      sync.Mutex
-	last    Update
+	mu   sync.Mutex
+	last Update
+	// st is the state, changed by Run's goroutine under mu (see change),
+	// so that Snapshot can build a snapshot of it with OmitSnapshots.
+	st      state
 	changed chan struct{} // closed and replaced at every update
 }
 
@@ -122,6 +140,7 @@ func NewWatcher(o WatcherOptions) *Watcher {
 		o:       o,
 		log:     log.With("vici", o.Socket),
 		last:    Update{Cause: CauseDisconnected},
+		st:      state{},
 		changed: make(chan struct{}),
 	}
 }
@@ -130,13 +149,23 @@ func NewWatcher(o WatcherOptions) *Watcher {
 func (w *Watcher) Snapshot() Snapshot {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.last.Snapshot
+	return w.lastLocked().Snapshot
 }
 
 // Last returns the latest update (Seq 0 before the first).
 func (w *Watcher) Last() Update {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.lastLocked()
+}
+
+// lastLocked returns the latest update with its whole snapshot, which it
+// builds from the state when the update was published without one
+// (OmitSnapshots). w.mu is held.
+func (w *Watcher) lastLocked() Update {
+	if s := &w.last.Snapshot; s.Connected && s.IKESAs == nil {
+		*s = w.st.snapshot()
+	}
 	return w.last
 }
 
@@ -162,7 +191,7 @@ func (w *Watcher) WaitUpdate(ctx context.Context, after uint64, cond func(Update
 func (w *Watcher) wait(ctx context.Context, ok func(Update) bool) (Update, error) {
 	for {
 		w.mu.Lock()
-		u, ch := w.last, w.changed
+		u, ch := w.lastLocked(), w.changed
 		w.mu.Unlock()
 		if ok(u) {
 			return u, nil
@@ -175,9 +204,24 @@ func (w *Watcher) wait(ctx context.Context, ok func(Update) bool) (Update, error
 	}
 }
 
-func (w *Watcher) publish(u Update) {
+// change applies fn to the state and publishes the update it returns,
+// if it reports one: under the lock, so that Snapshot sees the state
+// together with its update's Seq. The update's snapshot is built here
+// unless OmitSnapshots defers that to whoever asks for it.
+func (w *Watcher) change(fn func(st state) (Update, bool)) {
 	w.mu.Lock()
+	u, ok := fn(w.st)
+	if !ok {
+		w.mu.Unlock()
+		return
+	}
 	u.Seq = w.last.Seq + 1
+	if u.Cause != CauseDisconnected {
+		u.Snapshot = Snapshot{Connected: true}
+		if !w.o.OmitSnapshots {
+			u.Snapshot = w.st.snapshot()
+		}
+	}
 	w.last = u
 	close(w.changed)
 	w.changed = make(chan struct{})
@@ -197,20 +241,24 @@ func (w *Watcher) Run(ctx context.Context) error {
 	b := w.o.Backoff.withDefaults()
 	var delay time.Duration
 	for {
-		seq := w.Last().Seq
+		seq := w.lastSeen().Seq
 		err := w.connected(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		w.log.Warn("VICI session ended, reconnecting", "err", err)
-		if w.Last().Seq > seq && w.Last().Cause != CauseDisconnected {
+		if last := w.lastSeen(); last.Seq > seq && last.Cause != CauseDisconnected {
 			delay = 0 // it worked for a while
 		} else {
 			delay = b.next(delay)
 		}
-		if w.Last().Snapshot.Connected {
-			w.publish(Update{Cause: CauseDisconnected, Snapshot: Snapshot{}})
-		}
+		w.change(func(st state) (Update, bool) {
+			if !w.last.Snapshot.Connected {
+				return Update{}, false
+			}
+			clear(st) // empty until the next resync
+			return Update{Cause: CauseDisconnected}, true
+		})
 		if delay > 0 {
 			t := time.NewTimer(jitter(delay))
 			select {
@@ -221,6 +269,13 @@ func (w *Watcher) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// lastSeen is the latest update without building its snapshot.
+func (w *Watcher) lastSeen() Update {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.last
 }
 
 // state is the watcher's working copy, keyed by IKE SA unique id. A
@@ -235,6 +290,22 @@ func (st state) snapshot() Snapshot {
 		s.IKESAs = append(s.IKESAs, st[id])
 	}
 	return s
+}
+
+// delta is what apply(ev), applied, changed: the IKE SAs it stored and
+// the unique ids it removed.
+func (st state) delta(ev Event) (changed []IKESA, removed []uint32) {
+	id := ev.IKE.UniqueID
+	switch ev.Kind {
+	case IKEDown:
+		return nil, []uint32{id}
+	case IKERekey:
+		removed = []uint32{ev.OldIKE.UniqueID}
+	}
+	if sa, ok := st[id]; ok {
+		changed = []IKESA{sa}
+	}
+	return changed, removed
 }
 
 // apply patches the state with an event; it reports false for events it
@@ -343,7 +414,6 @@ func (w *Watcher) connected(ctx context.Context) error {
 	if err := ec.Subscribe(EventIKEUpdown, EventChildUpdown, EventIKERekey, EventChildRekey); err != nil {
 		return err
 	}
-	st := state{}
 	resync := func() error {
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
@@ -351,11 +421,13 @@ func (w *Watcher) connected(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		clear(st)
-		for _, sa := range sas {
-			st[sa.UniqueID] = sa
-		}
-		w.publish(Update{Cause: CauseResync, Snapshot: st.snapshot(), Charon: info})
+		w.change(func(st state) (Update, bool) {
+			clear(st)
+			for _, sa := range sas {
+				st[sa.UniqueID] = sa
+			}
+			return Update{Cause: CauseResync, Changed: sas, Charon: info}, true
+		})
 		return nil
 	}
 	if err := resync(); err != nil {
@@ -408,14 +480,21 @@ func (w *Watcher) connected(ctx context.Context) error {
 				continue
 			}
 			w.log.Debug("VICI event", "kind", ev.Kind, "conn", ev.IKE.Conn, "ike", ev.IKE.UniqueID)
-			if !st.apply(ev) {
+			applied := false
+			w.change(func(st state) (Update, bool) {
+				if applied = st.apply(ev); !applied {
+					return Update{}, false
+				}
+				changed, removed := st.delta(ev)
+				return Update{Cause: CauseEvent, Event: &ev, Changed: changed, Removed: removed, Charon: info}, true
+			})
+			if !applied {
 				pending = true
 				continue
 			}
 			if (ev.Kind == IKERekey || ev.Kind == ChildRekey) && w.o.RekeySettle > 0 {
 				settle.Reset(w.o.RekeySettle)
 			}
-			w.publish(Update{Cause: CauseEvent, Event: &ev, Snapshot: st.snapshot(), Charon: info})
 		}
 	}
 }
