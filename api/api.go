@@ -35,6 +35,8 @@ type GroupStatus struct {
 	NextRekey   *time.Time     `json:"next_rekey,omitempty"`
 	Expires     *time.Time     `json:"expires,omitempty"`
 	Rekeys      uint64         `json:"rekeys,omitempty"`
+	// Fanout is how far the current SA has reached the members.
+	Fanout *FanoutStatus `json:"fanout,omitempty"`
 	// Member fields. A member's group always has outbound_spi and
 	// inbound_spis in JSON, "" and [] when it has no SA (see
 	// MarshalJSON); a controller's never has them.
@@ -82,6 +84,26 @@ func (g GroupStatus) MarshalJSON() ([]byte, error) {
 		OutboundSPI string   `json:"outbound_spi"`
 		InboundSPIs []string `json:"inbound_spis"`
 	}{plain(g), g.OutboundSPI, in})
+}
+
+// FanoutStatus is how far a controller group's current SA has reached its
+// members, and how long a push to all of them takes at the daemon's
+// push_rate.
+type FanoutStatus struct {
+	// Members counts the group's members, Current those that acknowledged
+	// the current SA, Queued the pushes and retransmissions that wait for
+	// the push rate.
+	Members int `json:"members"`
+	Current int `json:"current"`
+	Queued  int `json:"queued"`
+	// PushSeconds is how long a push to every member takes at push_rate
+	// (push_burst of them go at once); WindowSeconds is the rollover
+	// window it must fit in, the lesser of rollover1 and rollover2 -
+	// rollover1 (docs/configuration.md, push_rate).
+	PushSeconds   float64 `json:"push_seconds"`
+	WindowSeconds float64 `json:"window_seconds"`
+	// Warning says so when PushSeconds exceeds WindowSeconds.
+	Warning string `json:"warning,omitempty"`
 }
 
 // MemberStatus is one member as the controller sees it.

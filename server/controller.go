@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
@@ -9,14 +11,23 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mpsa/mpsa/api"
 	"github.com/mpsa/mpsa/internal/metrics"
 	"github.com/mpsa/mpsa/mpsa"
 	"github.com/mpsa/mpsa/swanctl"
 	"github.com/mpsa/mpsa/vici"
+	"github.com/mpsa/mpsa/xfrm"
 )
 
 // ctlGroup is one group on the controller: its group SA and its members.
+//
+// Its work grows with what changed: a join, a leave, a datagram and an
+// acknowledgement are map look-ups, counters and at most one deadline
+// moved on the heap; a rekey marks every member once and queues it in the
+// pacer, which sends at push_rate. Nothing walks the members except a
+// rekey (once), the status, and close.
 type ctlGroup struct {
+	s       *Server
 	cfg     *swanctl.Group
 	log     *slog.Logger
 	group   *mpsa.Group
@@ -30,13 +41,69 @@ type ctlGroup struct {
 	// joinWait holds pushes while a rekey asked for by a join is pending,
 	// so that a joining member never receives the SA it joined under.
 	joinWait bool
+	// acked counts the members that acknowledged an SA, current those
+	// that acknowledged the current one. Both follow every answer and
+	// leave; nothing counts them by a walk.
+	acked, current int
+	// queued counts the group's entries in the pacer's queue.
+	queued int
+	// fanoutDone: every member has acknowledged the current SA since it
+	// was made (logged once).
+	fanoutDone bool
+	// overWindow: a push to every member takes longer than the rollover
+	// window (logged when it becomes true, and at every rekey).
+	overWindow bool
+	rekeyAt    deadline
+	put        putCache
 }
 
 type ctlMember struct {
-	ctl     vici.Control
+	g    *ctlGroup
+	addr netip.Addr
+	// links are the IKE SAs whose control child goes to addr; the
+	// session runs on the newest.
+	links   controlLinks[memberLink]
 	sess    *mpsa.Session
 	acked   uint32
 	pending uint32
+	// needPush: an MPSA_PUT of the current SA is due when the member's
+	// turn in the pacer comes.
+	needPush bool
+	// queued: in the pacer's queue; gone: left (or the group closed).
+	queued, gone bool
+	// retx is the retransmission deadline of the outstanding request.
+	retx deadline
+}
+
+// memberLink is what the controller keeps of a member's control child:
+// what the exchange and the status need, not the whole IKE SA.
+type memberLink struct {
+	ike       uint32
+	id        mpsa.SessionID
+	initiator bool
+	local     netip.Addr
+	remoteID  string
+}
+
+// cur is the link the member's session runs on.
+func (m *ctlMember) cur() memberLink {
+	l, _ := m.links.newest()
+	return l
+}
+
+// putCache is the current SA's N(MPSA_PUT), encoded once per SPI and
+// second of lifetime left: a rekey's pushes share it.
+type putCache struct {
+	spi, life uint32
+	n         *mpsa.Notify
+}
+
+// zero wipes the cached notify, which holds the keys.
+func (c *putCache) zero() {
+	if c.n != nil {
+		clear(c.n.Data)
+	}
+	*c = putCache{}
 }
 
 // groupParams are the parameters of the group SA of cfg. A reload that
@@ -57,13 +124,17 @@ func groupParams(cfg *swanctl.Group) mpsa.GroupParams {
 	}
 }
 
-func newCtlGroup(cfg *swanctl.Group, rnd io.Reader, now time.Time, b mpsa.Backoff, log *slog.Logger, drops *dropLog, m *metrics.Metrics) (*ctlGroup, error) {
+func newCtlGroup(s *Server, cfg *swanctl.Group, rnd io.Reader, log *slog.Logger) (*ctlGroup, error) {
+	now := s.now()
 	g, err := mpsa.NewGroup(groupParams(cfg), rnd, now)
 	if err != nil {
 		return nil, err
 	}
-	cg := &ctlGroup{cfg: cfg, log: log, group: g, backoff: b, members: map[netip.Addr]*ctlMember{}, drops: drops, metrics: m}
-	m.SetGroupSA(cfg.Name, g.Current().SPI(), g.Current().Created)
+	cg := &ctlGroup{s: s, cfg: cfg, log: log, group: g, backoff: s.opts.Backoff, members: map[netip.Addr]*ctlMember{},
+		drops: s.newDropLog(log), metrics: s.opts.Metrics}
+	cg.rekeyAt.fire = cg.onRekeyDue
+	s.sched.set(&cg.rekeyAt, g.NextRekey())
+	cg.metrics.SetGroupSA(cfg.Name, g.Current().SPI(), g.Current().Created)
 	cg.log.Info("generated group SA", "spi", spiString(g.Current().SPI()), "suite", cfg.Suite.String(), "next_rekey", g.NextRekey().Format(time.RFC3339))
 	return cg, nil
 }
@@ -72,98 +143,67 @@ func newCtlGroup(cfg *swanctl.Group, rnd io.Reader, now time.Time, b mpsa.Backof
 // rebooting, a controller restart) into one rekey.
 const membershipHoldDown = 2 * time.Second
 
-// onSnapshot follows the members' control children: new ones are added
-// (they join once they say hello), vanished ones leave.
-func (g *ctlGroup) onSnapshot(s *Server, snap vici.Snapshot) {
-	now := s.now()
-	// One control per member address: Controls is ordered by IKE unique
-	// id, so when a member has two IKE SAs during a reconnect the newest
-	// one is the one kept.
-	seen := map[netip.Addr]vici.Control{}
-	for _, c := range snap.Controls(g.cfg.Connection, g.cfg.ControlChild) {
-		seen[c.Remote] = c
+func (g *ctlGroup) config() *swanctl.Group { return g.cfg }
+
+func (g *ctlGroup) dropLog() *dropLog { return g.drops }
+
+// setPeers: a controller has no data plane; peers fed to it are not used
+// (BGP will feed it each member's accepted prefixes).
+func (g *ctlGroup) setPeers(context.Context, string, []xfrm.Peer) {}
+
+// controlUp follows a member's control child: a new address joins (and
+// is pushed the SA once it has a session), a new IKE SA for a known
+// address replaces the member's session.
+func (g *ctlGroup) controlUp(_ context.Context, now time.Time, c vici.Control) {
+	l := memberLink{ike: c.IKE.UniqueID, id: sessionID(c.IKE), initiator: c.IKE.Initiator, local: c.Local, remoteID: c.IKE.RemoteID}
+	m := g.members[c.Remote]
+	if m == nil {
+		m = &ctlMember{g: g, addr: c.Remote}
+		m.retx.fire = m.onRetransmit
+		m.links.set(l.ike, l)
+		g.members[c.Remote] = m
+		g.joined(now, m)
+	} else {
+		m.links.set(l.ike, l)
 	}
-	for _, c := range seen {
-		m := g.members[c.Remote]
-		id := sessionID(c.IKE)
-		if m == nil {
-			m = &ctlMember{ctl: c}
-			g.members[c.Remote] = m
-			g.joined(now, m)
-		}
-		m.ctl = c
-		if m.sess == nil || m.sess.ID() != id {
-			if m.sess != nil {
-				m.sess.Close()
-				g.log.Info("member moved to a new IKE SA", "member", c.IKE.RemoteID, "ike_sa", c.IKE.UniqueID)
-			}
-			m.sess = mpsa.NewSession(id, c.IKE.Initiator, g.backoff)
-			m.pending = 0
-			// Push at once, without waiting for a hello: after a
-			// controller restart the members' control children
-			// are up already and they will not say hello again.
-			// A member whose mpsad is not up yet gets the push
-			// retransmitted until it answers, or answers its hello.
-			if !g.joinWait {
-				g.push(s, now, m)
-			}
-		}
-	}
-	for addr, m := range g.members {
-		if _, ok := seen[addr]; ok {
-			continue
-		}
-		m.sess.Close()
-		delete(g.members, addr)
-		g.log.Info("member left", "member", m.ctl.IKE.RemoteID, "address", addr)
-		g.metrics.SetMembers(g.cfg.Name, g.ackedMembers())
-		if g.cfg.RekeyOnLeave && g.group.MemberLeft(now) {
-			g.log.Info("rekey scheduled: member left", "at", g.group.NextRekey().Format(time.RFC3339Nano))
-		}
-	}
+	g.follow(now, m)
 }
 
-// claim returns the member d comes from, nil when it is none of this
-// group's: its source is the remote control address of a member's control
-// child and it is addressed to the local control address.
-func (g *ctlGroup) claim(d Datagram) *ctlMember {
-	if m := g.members[d.Src.Addr()]; m != nil && m.ctl.Local == d.Dst {
-		return m
-	}
-	return nil
-}
-
-// onDatagram handles a datagram from m, the member claim found for it.
-func (g *ctlGroup) onDatagram(s *Server, now time.Time, d Datagram, m *ctlMember) {
-	msg, kind, ok := s.receive(now, d, m.sess, m.ctl, g.drops, "member", m.ctl.IKE.RemoteID)
-	if !ok {
+// controlDown drops one of a member's control children; the member leaves
+// with its last.
+func (g *ctlGroup) controlDown(_ context.Context, now time.Time, ike uint32, remote netip.Addr) {
+	m := g.members[remote]
+	if m == nil {
 		return
 	}
-	switch kind {
-	case mpsa.NewRequest:
-		if !msg.HasMPSAVendorID() {
-			m.sess.Discard()
-			g.drops.drop(now, metrics.DropUnexpected, "member", m.ctl.IKE.RemoteID, "detail", "request without V(MPSA)")
-			return
-		}
-		resp, err := m.sess.Respond(mpsa.MPSAVendorID())
-		if err != nil {
-			g.log.Error("encode hello answer", "err", err)
-			return
-		}
-		s.send(resp, m.ctl.Local, m.ctl.Remote)
-		if !g.joinWait {
-			g.push(s, now, m)
-		}
-	case mpsa.Response:
-		if m.pending != 0 {
-			m.acked, m.pending = m.pending, 0
-			g.log.Info("member installed the group SA", "member", m.ctl.IKE.RemoteID, "spi", spiString(m.acked))
-			g.metrics.SetMembers(g.cfg.Name, g.ackedMembers())
-		}
-	case mpsa.StaleResponse, mpsa.RepeatedUnanswered:
-		// a late answer to a request we replaced, or a request still
-		// being handled; nothing to do
+	last := m.cur()
+	m.links.remove(ike)
+	if len(m.links) > 0 {
+		g.follow(now, m)
+		return
+	}
+	g.leave(now, m, last.remoteID)
+}
+
+// follow puts the member's session on its newest link: when that is
+// another IKE SA, a new session, and a push at once without waiting for a
+// hello: after a controller restart the members' control children are up
+// already and they will not say hello again. A member whose mpsad is not
+// up yet gets the push retransmitted until it answers, or answers its
+// hello.
+func (g *ctlGroup) follow(now time.Time, m *ctlMember) {
+	l := m.cur()
+	if m.sess != nil && m.sess.ID() == l.id {
+		return
+	}
+	if m.sess != nil {
+		m.sess.Close()
+		g.log.Info("member moved to a new IKE SA", "member", l.remoteID, "ike_sa", l.ike)
+	}
+	m.sess = mpsa.NewSession(l.id, l.initiator, g.backoff)
+	m.pending = 0
+	if !g.joinWait {
+		g.want(now, m)
 	}
 }
 
@@ -171,39 +211,205 @@ func (g *ctlGroup) onDatagram(s *Server, now time.Time, d Datagram, m *ctlMember
 // a rekey is scheduled, and pushes wait for it, so that the new member never
 // receives the SA it joined under.
 func (g *ctlGroup) joined(now time.Time, m *ctlMember) {
-	g.log.Info("member joined: control child up", "member", m.ctl.IKE.RemoteID, "address", m.ctl.Remote, "ike_sa", m.ctl.IKE.UniqueID)
+	l := m.cur()
+	g.log.Info("member joined: control child up", "member", l.remoteID, "address", m.addr, "ike_sa", l.ike)
 	if g.cfg.RekeyOnJoin && g.group.MemberJoined(now) {
 		g.joinWait = true
+		g.s.sched.set(&g.rekeyAt, g.group.NextRekey())
 		g.log.Info("rekey scheduled: member joined", "at", g.group.NextRekey().Format(time.RFC3339Nano))
+	}
+	g.checkWindow(false)
+}
+
+// leave removes a member whose last control child went away; id is its
+// IKE identity, for the log.
+func (g *ctlGroup) leave(now time.Time, m *ctlMember, id string) {
+	m.sess.Close()
+	m.gone = true
+	g.s.sched.stop(&m.retx)
+	delete(g.members, m.addr)
+	if m.acked != 0 {
+		g.acked--
+		g.metrics.SetMembers(g.cfg.Name, g.acked)
+	}
+	if m.acked == g.group.Current().SPI() {
+		g.current--
+	}
+	g.log.Info("member left", "member", id, "address", m.addr)
+	if g.cfg.RekeyOnLeave && g.group.MemberLeft(now) {
+		g.s.sched.set(&g.rekeyAt, g.group.NextRekey())
+		g.log.Info("rekey scheduled: member left", "at", g.group.NextRekey().Format(time.RFC3339Nano))
+	}
+	g.checkDone(now)
+}
+
+// onDatagram handles a datagram from a member: its source is the remote
+// control address of the member's control child and it is addressed to
+// the local control address. It reports false for anyone else's.
+func (g *ctlGroup) onDatagram(_ context.Context, now time.Time, d Datagram) bool {
+	m := g.members[d.Src.Addr()]
+	if m == nil {
+		return false
+	}
+	l := m.cur()
+	if l.local != d.Dst {
+		return false
+	}
+	msg, kind, ok := g.s.receive(now, d, m.sess, l.local, m.addr, g.drops, "member", l.remoteID)
+	if !ok {
+		return true
+	}
+	switch kind {
+	case mpsa.NewRequest:
+		if !msg.HasMPSAVendorID() {
+			m.sess.Discard()
+			g.drops.drop(now, metrics.DropUnexpected, "member", l.remoteID, "detail", "request without V(MPSA)")
+			return true
+		}
+		resp, err := m.sess.Respond(mpsa.MPSAVendorID())
+		if err != nil {
+			g.log.Error("encode hello answer", "err", err)
+			return true
+		}
+		g.s.send(resp, l.local, m.addr)
+		if !g.joinWait {
+			g.want(now, m)
+		}
+	case mpsa.Response:
+		if m.pending != 0 {
+			g.acknowledged(now, m)
+		}
+	case mpsa.StaleResponse, mpsa.RepeatedUnanswered:
+		// a late answer to a request we replaced, or a request still
+		// being handled; nothing to do
+	}
+	return true
+}
+
+// acknowledged records that m installed the SA it was pushed, keeping the
+// counts without a walk.
+func (g *ctlGroup) acknowledged(now time.Time, m *ctlMember) {
+	cur := g.group.Current().SPI()
+	first, wasCur := m.acked == 0, m.acked == cur
+	m.acked, m.pending = m.pending, 0
+	g.s.sched.stop(&m.retx)
+	switch isCur := m.acked == cur; {
+	case isCur && !wasCur:
+		g.current++
+	case wasCur && !isCur:
+		g.current--
+	}
+	if first {
+		g.acked++
+		g.metrics.SetMembers(g.cfg.Name, g.acked)
+		g.log.Info("member installed the group SA", "member", m.cur().remoteID, "spi", spiString(m.acked))
+	} else {
+		g.log.Debug("member installed the group SA", "member", m.cur().remoteID, "spi", spiString(m.acked))
+	}
+	g.checkDone(now)
+}
+
+// checkDone logs, once per SA, when every member has acknowledged it.
+func (g *ctlGroup) checkDone(now time.Time) {
+	if g.fanoutDone || g.current != len(g.members) || len(g.members) == 0 {
+		return
+	}
+	g.fanoutDone = true
+	cur := g.group.Current()
+	g.log.Info("every member has the group SA", "spi", spiString(cur.SPI()), "members", len(g.members),
+		"after", now.Sub(cur.Created).Round(time.Millisecond).String())
+}
+
+// want marks m for an MPSA_PUT of the current SA and sends it, or queues
+// it behind the push rate.
+func (g *ctlGroup) want(now time.Time, m *ctlMember) {
+	m.needPush = true
+	g.s.queue(m)
+	g.s.pace(now)
+}
+
+// sendable reports whether the member has something to send now: a
+// fresh push, or a retransmission that is due.
+func (m *ctlMember) sendable(now time.Time) bool {
+	if m.needPush {
+		return true
+	}
+	t, ok := m.sess.NextDeadline()
+	return ok && !now.Before(t)
+}
+
+// send sends the member what it waited for in the pacer's queue: the
+// current SA (a new request, replacing any unanswered one) or the
+// outstanding request again; then it sets the retransmission deadline.
+// The N(MPSA_PUT) is the same for all members and encoded once; each
+// request around it has the member's own IKE SPIs and message ID.
+func (g *ctlGroup) send(now time.Time, m *ctlMember) {
+	l := m.cur()
+	switch {
+	case m.needPush:
+		m.needPush = false
+		n, spi, err := g.putNotify(now)
+		if err != nil {
+			g.log.Error("encode MPSA_PUT", "err", err)
+			return
+		}
+		b, err := m.sess.Request(now, n)
+		if err != nil {
+			g.log.Error("encode MPSA_PUT", "err", err)
+			return
+		}
+		m.pending = spi
+		g.s.send(b, l.local, m.addr)
+		clear(b)
+		g.log.Debug("pushed group SA", "member", l.remoteID, "spi", spiString(spi))
+	default:
+		b, ok := m.sess.Retransmit(now)
+		if !ok {
+			break
+		}
+		g.log.Debug("retransmitting", "member", l.remoteID, "attempt", m.sess.Attempts())
+		g.metrics.PutRetransmitted(g.cfg.Name)
+		g.s.send(b, l.local, m.addr)
+	}
+	if t, ok := m.sess.NextDeadline(); ok {
+		g.s.sched.set(&m.retx, t)
 	}
 }
 
-// push sends the current group SA to members. The N(MPSA_PUT) is the same
-// for all of them and is encoded once; each request around it has the
-// member's own IKE SPIs and message ID.
-func (g *ctlGroup) push(s *Server, now time.Time, ms ...*ctlMember) {
-	if len(ms) == 0 {
+// onRetransmit is the member's retransmission deadline: the request goes
+// out again when the pacer lets it.
+func (m *ctlMember) onRetransmit(_ context.Context, now time.Time) {
+	if m.gone {
 		return
+	}
+	if m.sendable(now) {
+		m.g.s.queue(m)
+		m.g.s.pace(now)
+		return
+	}
+	if t, ok := m.sess.NextDeadline(); ok {
+		m.g.s.sched.set(&m.retx, t)
+	}
+}
+
+// putNotify returns the current SA's N(MPSA_PUT) as sent at now, and its
+// SPI; the notify is the group's (zeroed when replaced): do not keep it.
+func (g *ctlGroup) putNotify(now time.Time) (*mpsa.Notify, uint32, error) {
+	cur := g.group.Current()
+	// The Lifetime PutAt gives: the whole seconds left, at least 1.
+	life := uint32(max(cur.Expires.Sub(now)/time.Second, 1))
+	if g.put.n != nil && g.put.spi == cur.SPI() && g.put.life == life {
+		return g.put.n, g.put.spi, nil
 	}
 	p := g.group.PutAt(now)
 	defer p.Zero()
 	n, err := p.Notify()
 	if err != nil {
-		g.log.Error("encode MPSA_PUT", "err", err)
-		return
+		return nil, 0, err
 	}
-	defer clear(n.Data)
-	for _, m := range ms {
-		b, err := m.sess.Request(now, n)
-		if err != nil {
-			g.log.Error("encode MPSA_PUT", "err", err)
-			continue
-		}
-		m.pending = p.SPI
-		s.send(b, m.ctl.Local, m.ctl.Remote)
-		clear(b)
-		g.log.Debug("pushed group SA", "member", m.ctl.IKE.RemoteID, "put", p)
-	}
+	g.put.zero()
+	g.put = putCache{spi: p.SPI, life: p.Lifetime, n: n}
+	return n, p.SPI, nil
 }
 
 // sameSA reports whether a reload from a to b leaves a controller group's
@@ -219,6 +425,18 @@ func sameSA(a, b *swanctl.Group) bool {
 		c.RekeyOnJoin, c.RekeyOnLeave, c.AllowCounterMode = false, false, false
 	}
 	return reflect.DeepEqual(ca, cb)
+}
+
+// reconfigure keeps the group for a reload that leaves its SA valid.
+func (g *ctlGroup) reconfigure(_ context.Context, n *swanctl.Group) bool {
+	switch {
+	case sameGroup(g.cfg, n):
+		return true
+	case sameSA(g.cfg, n):
+		g.update(n)
+		return true
+	}
+	return false
 }
 
 // update applies n, which sameSA accepts, to the running group without a
@@ -248,11 +466,15 @@ func (g *ctlGroup) update(n *swanctl.Group) {
 		return
 	}
 	g.cfg = n
+	g.s.sched.set(&g.rekeyAt, g.group.NextRekey())
 	g.log.Info("group settings changed; applied to the running group SA, no rekey", "changed", changed,
 		"spi", spiString(g.group.Current().SPI()), "next_rekey", g.group.NextRekey().Format(time.RFC3339))
+	g.checkWindow(false)
 }
 
-func (g *ctlGroup) rekey(s *Server, now time.Time, reason string) (string, error) {
+// rekey makes a new group SA and pushes it to every member at the push
+// rate, in the map's (random) order, so that no member is always last.
+func (g *ctlGroup) rekey(now time.Time, reason string) (string, error) {
 	sa, err := g.group.Rekey(now)
 	if err != nil {
 		g.log.Error("rekey failed", "reason", reason, "err", err)
@@ -260,82 +482,123 @@ func (g *ctlGroup) rekey(s *Server, now time.Time, reason string) (string, error
 	}
 	g.rekeys++
 	g.joinWait = false
+	g.current, g.fanoutDone = 0, false
+	g.put.zero()
+	g.s.sched.set(&g.rekeyAt, g.group.NextRekey())
 	g.metrics.Rekeyed(g.cfg.Name, reason)
 	g.metrics.SetGroupSA(g.cfg.Name, sa.SPI(), sa.Created)
-	g.log.Info("rekeyed group SA", "reason", reason, "spi", spiString(sa.SPI()), "next_rekey", g.group.NextRekey().Format(time.RFC3339), "members", len(g.members))
-	g.push(s, now, slices.Collect(maps.Values(g.members))...)
+	est, _ := g.fanoutTime()
+	g.log.Info("rekeyed group SA", "reason", reason, "spi", spiString(sa.SPI()), "next_rekey", g.group.NextRekey().Format(time.RFC3339),
+		"members", len(g.members), "push_time", est.String())
+	g.checkWindow(true)
+	for _, m := range g.members {
+		m.needPush = true
+		g.s.queue(m)
+	}
+	g.s.pace(now)
 	return spiString(sa.SPI()), nil
 }
 
-func (g *ctlGroup) onTimer(s *Server, now time.Time) {
-	if g.group.RekeyDue(now) {
-		reason := metrics.RekeyLifetime
-		if now.Before(g.group.Current().RekeyAt) {
-			reason = metrics.RekeyMemberLeave
-			if g.joinWait {
-				reason = metrics.RekeyMemberJoin
-			}
-		}
-		g.rekey(s, now, reason)
+// onRekeyDue is the group's rekey deadline.
+func (g *ctlGroup) onRekeyDue(_ context.Context, now time.Time) {
+	if !g.group.RekeyDue(now) {
+		g.s.sched.set(&g.rekeyAt, g.group.NextRekey())
+		return
 	}
-	for _, m := range g.members {
-		if b, ok := m.sess.Retransmit(now); ok {
-			g.log.Debug("retransmitting", "member", m.ctl.IKE.RemoteID, "attempt", m.sess.Attempts())
-			g.metrics.PutRetransmitted(g.cfg.Name)
-			s.send(b, m.ctl.Local, m.ctl.Remote)
+	reason := metrics.RekeyLifetime
+	if now.Before(g.group.Current().RekeyAt) {
+		reason = metrics.RekeyMemberLeave
+		if g.joinWait {
+			reason = metrics.RekeyMemberJoin
 		}
+	}
+	if _, err := g.rekey(now, reason); err != nil {
+		// Try again in a second rather than at once, forever.
+		g.s.sched.set(&g.rekeyAt, now.Add(time.Second))
 	}
 }
 
-func (g *ctlGroup) nextDeadline() time.Time {
-	next := g.group.NextRekey()
-	for _, m := range g.members {
-		if t, ok := m.sess.NextDeadline(); ok && t.Before(next) {
-			next = t
-		}
-	}
-	return next
+// fanoutTime is how long a push to every member takes at the push rate
+// (the burst goes at once), and the rollover window it must fit in:
+// members that get the new SA later than rollover1 after the first send
+// with it to members that cannot read it yet, and later than rollover2 -
+// rollover1 keep sending with the old SA to members that removed it.
+func (g *ctlGroup) fanoutTime() (est, window time.Duration) {
+	p := g.s.pacer
+	n := float64(len(g.members))
+	est = time.Duration(max(0, n-p.burst) / p.rate * float64(time.Second))
+	r1, r2 := g.cfg.Rollover1.Std(), g.cfg.Rollover2.Std()
+	return est, min(r1, r2-r1)
 }
 
-func (g *ctlGroup) status() GroupStatus {
+// windowWarning says, when it is so, that a push to every member takes
+// longer than the rollover window.
+func (g *ctlGroup) windowWarning() string {
+	est, window := g.fanoutTime()
+	if est <= window {
+		return ""
+	}
+	return fmt.Sprintf("a push to all %d members takes %s at push_rate %.0f/s, longer than the rollover window %s (the lesser of rollover1 and rollover2 - rollover1): members that get the new SA late lose traffic; raise push_rate, or rollover1 and rollover2",
+		len(g.members), est.Round(time.Millisecond), g.s.pacer.rate, window)
+}
+
+// checkWindow logs the window warning when the group has just outgrown
+// the rollover window, and at every rekey while it has.
+func (g *ctlGroup) checkWindow(atRekey bool) {
+	w := g.windowWarning()
+	if w != "" && (atRekey || !g.overWindow) {
+		g.log.Warn(w)
+	}
+	g.overWindow = w != ""
+}
+
+func (g *ctlGroup) status(context.Context) api.GroupStatus {
 	cur := g.group.Current()
 	created, next, exp := cur.Created, g.group.NextRekey(), cur.Expires
-	st := GroupStatus{
-		Name: g.cfg.Name, SPI: spiString(cur.SPI()), Members: []MemberStatus{},
+	est, window := g.fanoutTime()
+	st := api.GroupStatus{
+		Name: g.cfg.Name, SPI: spiString(cur.SPI()), Members: []api.MemberStatus{},
 		Created: &created, NextRekey: &next, Expires: &exp, Rekeys: g.rekeys, Drops: g.drops.snapshot(),
+		Fanout: &api.FanoutStatus{Members: len(g.members), Current: g.current, Queued: g.queued,
+			PushSeconds: est.Seconds(), WindowSeconds: window.Seconds(), Warning: g.windowWarning()},
 	}
 	if p := g.group.Previous(); p != nil {
 		st.PreviousSPI = spiString(p.SPI())
 	}
 	for _, addr := range slices.SortedFunc(maps.Keys(g.members), netip.Addr.Compare) {
 		m := g.members[addr]
-		st.Members = append(st.Members, MemberStatus{
-			ID: m.ctl.IKE.RemoteID, Address: addr.String(), AckedSPI: spiString(m.acked),
-			PendingSPI: spiString(m.pending), Retransmits: m.sess.Attempts(), IKE: m.ctl.IKE.UniqueID, IKESPIs: m.sess.ID().String(),
+		l := m.cur()
+		st.Members = append(st.Members, api.MemberStatus{
+			ID: l.remoteID, Address: addr.String(), AckedSPI: spiString(m.acked),
+			PendingSPI: spiString(m.pending), Retransmits: m.sess.Attempts(), IKE: l.ike, IKESPIs: m.sess.ID().String(),
 		})
 	}
 	return st
 }
 
+// retire tears the group down: with a new group SA it is built anew and
+// pushes it to every member, who roll over to it as at a rekey.
+func (g *ctlGroup) retire(_ context.Context, next *swanctl.Group) {
+	if next == nil {
+		g.log.Info("group removed; tearing it down")
+	} else {
+		g.log.Info("group changed in a setting that needs a new group SA; tearing it down")
+	}
+	g.close()
+}
+
 func (g *ctlGroup) close() {
 	for _, m := range g.members {
 		m.sess.Close()
+		m.gone = true
+		g.s.sched.stop(&m.retx)
 	}
+	g.s.sched.stop(&g.rekeyAt)
+	g.put.zero()
 	g.group.Close()
 }
 
 // sessionID names the control session that runs under an IKE SA.
 func sessionID(sa vici.IKESA) mpsa.SessionID {
 	return mpsa.SessionID{SPIi: sa.InitiatorSPI, SPIr: sa.ResponderSPI}
-}
-
-// ackedMembers counts members that acknowledged an SA.
-func (g *ctlGroup) ackedMembers() int {
-	n := 0
-	for _, m := range g.members {
-		if m.acked != 0 {
-			n++
-		}
-	}
-	return n
 }

@@ -174,7 +174,7 @@ func TestControllerReloadTimersAndFlags(t *testing.T) {
 	b.advance(2 * time.Second)
 	b.expectCalls(fmt.Sprintf("remove %08x", spi))
 	// Another rekey: the previous SPI follows as usual.
-	if _, err := g.rekey(b.ctl, b.now, "manual"); err != nil {
+	if _, err := g.rekey(b.now, "manual"); err != nil {
 		t.Fatal(err)
 	}
 	b.w.drain(b.ctx)
@@ -231,11 +231,11 @@ func TestControllerReloadRefused(t *testing.T) {
 				t.Fatalf("reload: error %v, want one saying %q", err, c.err)
 			}
 			b.expectNoPush("refused reload")
-			if b.ctl.cfg != cfg || len(b.ctl.ctls) != 1 || b.ctlGroup() != g || g.group.Current().SPI() != spi {
-				t.Fatalf("a refused reload changed the controller: %d groups, SPI %08x (was %08x)", len(b.ctl.ctls), b.ctlGroup().group.Current().SPI(), spi)
+			if b.ctl.cfg != cfg || len(b.ctl.groups) != 1 || b.ctlGroup() != g || g.group.Current().SPI() != spi {
+				t.Fatalf("a refused reload changed the controller: %d groups, SPI %08x (was %08x)", len(b.ctl.groups), b.ctlGroup().group.Current().SPI(), spi)
 			}
 			// the group still serves its member
-			if _, err := g.rekey(b.ctl, b.now, "manual"); err != nil {
+			if _, err := g.rekey(b.now, "manual"); err != nil {
 				t.Fatal(err)
 			}
 			b.w.drain(b.ctx)

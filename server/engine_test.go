@@ -126,7 +126,7 @@ func (r *recorder) take() []string {
 	return c
 }
 
-func loadConfig(t *testing.T, src string) *swanctl.Config {
+func loadConfig(t testing.TB, src string) *swanctl.Config {
 	t.Helper()
 	root, err := swanctl.Reader{}.Parse("test.conf", []byte(src))
 	if err != nil {
@@ -246,7 +246,7 @@ func (b *bench) advance(d time.Duration) {
 	b.w.drain(b.ctx)
 }
 
-func (b *bench) ctlGroup() *ctlGroup { return b.ctl.ctls[0] }
+func (b *bench) ctlGroup() *ctlGroup { return b.ctl.groups[0].(*ctlGroup) }
 
 func (b *bench) expectCalls(want ...string) {
 	b.t.Helper()
@@ -277,7 +277,7 @@ func TestEngineDistributesAndRekeys(t *testing.T) {
 	}
 
 	// forced rekey: new SA inbound at once, outbound after 1 s, old gone after 2 s
-	spi, err := b.ctlGroup().rekey(b.ctl, b.now, metrics.RekeyManual)
+	spi, err := b.ctlGroup().rekey(b.now, metrics.RekeyManual)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,9 +416,9 @@ func TestEngineCounterModeRefused(t *testing.T) {
 	}
 }
 
-func (b *bench) ctlStatus() GroupStatus { return b.ctlGroup().status() }
+func (b *bench) ctlStatus() GroupStatus { return b.ctlGroup().status(b.ctx) }
 
-func (b *bench) memStatus() GroupStatus { return b.mem.mems[0].status(b.ctx) }
+func (b *bench) memStatus() GroupStatus { return b.mem.groups[0].(*memGroup).status(b.ctx) }
 
 // checkNoKeysInLogs: no nonce, SK_d or derived key appears in the debug
 // log, in hex, base64 or as a Go byte slice.
@@ -463,8 +463,8 @@ func TestEngineReconnectKeepsOneMember(t *testing.T) {
 		t.Fatalf("%d members for one control address", len(g.members))
 	}
 	m := g.members[memAddr]
-	if m.sess.ID() != (mpsa.SessionID{SPIi: 0x3333, SPIr: 0x4444}) || m.ctl.IKE.UniqueID != newer.UniqueID {
-		t.Fatalf("member on IKE SA %d (%v), want the newer one", m.ctl.IKE.UniqueID, m.sess.ID())
+	if m.sess.ID() != (mpsa.SessionID{SPIi: 0x3333, SPIr: 0x4444}) || m.cur().ike != newer.UniqueID {
+		t.Fatalf("member on IKE SA %d (%v), want the newer one", m.cur().ike, m.sess.ID())
 	}
 	if next := g.group.NextRekey(); !next.Equal(g.group.Current().RekeyAt) {
 		t.Fatalf("a reconnect scheduled a rekey at %v (the SA's own is at %v)", next, g.group.Current().RekeyAt)

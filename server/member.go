@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"slices"
 	"time"
 
+	"github.com/mpsa/mpsa/api"
 	"github.com/mpsa/mpsa/internal/metrics"
 	"github.com/mpsa/mpsa/mpsa"
 	"github.com/mpsa/mpsa/swanctl"
@@ -17,11 +20,15 @@ import (
 // memGroup is one group on a member: the session with the controller, the
 // SA lifecycle and the data plane.
 type memGroup struct {
+	s       *Server
 	cfg     *swanctl.Group
 	log     *slog.Logger
 	backoff mpsa.Backoff
 	life    *mpsa.Member
 	dp      xfrm.DataPlane
+	// links are the IKE SAs that carry the control child to the
+	// controller; the newest is used.
+	links controlLinks[vici.Control]
 	// ctl is the control child to the controller, and sess the control
 	// session over it; sess is nil while the control child is down.
 	ctl     vici.Control
@@ -29,20 +36,45 @@ type memGroup struct {
 	hello   bool // hello answered
 	drops   *dropLog
 	metrics *metrics.Metrics
+	// peers are the peers each source offers (sourceStatic: routes).
+	peers map[string][]xfrm.Peer
+	// timer is the earliest of the SA lifecycle's and the hello's
+	// retransmission.
+	timer deadline
 	// lastErr is the last data-plane failure, for status.
 	lastErr string
 }
 
-func newMemGroup(cfg *swanctl.Group, b mpsa.Backoff, log *slog.Logger, drops *dropLog, m *metrics.Metrics) *memGroup {
-	return &memGroup{cfg: cfg, log: log, backoff: b, life: mpsa.NewMember(), drops: drops, metrics: m}
+func newMemGroup(s *Server, cfg *swanctl.Group, log *slog.Logger) *memGroup {
+	g := &memGroup{s: s, cfg: cfg, log: log, backoff: s.opts.Backoff, life: mpsa.NewMember(), drops: s.newDropLog(log),
+		metrics: s.opts.Metrics, peers: map[string][]xfrm.Peer{}}
+	g.timer.fire = g.onTimer
+	return g
 }
 
-// onSnapshot follows the control child to the controller: when it comes up
-// (or moves to a new IKE SA) the member says hello; when it goes away the
-// member keeps its SAs until they expire.
-func (g *memGroup) onSnapshot(ctx context.Context, s *Server, snap vici.Snapshot) {
-	cs := snap.Controls(g.cfg.Connection, g.cfg.ControlChild)
-	if len(cs) == 0 {
+func (g *memGroup) config() *swanctl.Group { return g.cfg }
+
+func (g *memGroup) dropLog() *dropLog { return g.drops }
+
+// controlUp and controlDown follow the control children to the
+// controller; see follow.
+func (g *memGroup) controlUp(ctx context.Context, now time.Time, c vici.Control) {
+	g.links.set(c.IKE.UniqueID, c)
+	g.follow(ctx, now)
+}
+
+func (g *memGroup) controlDown(ctx context.Context, now time.Time, ike uint32, _ netip.Addr) {
+	g.links.remove(ike)
+	g.follow(ctx, now)
+}
+
+// follow puts the control session on the newest control child: when it
+// comes up (or moves to a new IKE SA) the member says hello; when the last
+// goes away the member keeps its SAs until they expire.
+func (g *memGroup) follow(ctx context.Context, now time.Time) {
+	defer g.rearm()
+	c, ok := g.links.newest()
+	if !ok {
 		if g.sess != nil {
 			g.log.Warn("control child to the controller is down; keeping the shared SA until it expires", "outbound_spi", spiString(g.life.Outbound()))
 			g.sess.Close()
@@ -50,8 +82,7 @@ func (g *memGroup) onSnapshot(ctx context.Context, s *Server, snap vici.Snapshot
 		}
 		return
 	}
-	c := cs[len(cs)-1] // the newest IKE SA
-	g.ensureDataPlane(ctx, s, c.IKE.LocalHost)
+	g.ensureDataPlane(ctx, c.IKE.LocalHost)
 	id := sessionID(c.IKE)
 	g.ctl = c
 	if g.sess != nil && g.sess.ID() == id {
@@ -63,17 +94,17 @@ func (g *memGroup) onSnapshot(ctx context.Context, s *Server, snap vici.Snapshot
 	g.hello = false
 	g.sess = mpsa.NewSession(id, c.IKE.Initiator, g.backoff)
 	g.log.Info("control child to the controller is up; saying hello", "controller", c.Remote, "ike_sa", c.IKE.UniqueID)
-	b, err := g.sess.Request(s.now(), mpsa.MPSAVendorID())
+	b, err := g.sess.Request(now, mpsa.MPSAVendorID())
 	if err != nil {
 		g.log.Error("encode hello", "err", err)
 		return
 	}
-	s.send(b, c.Local, c.Remote)
+	g.s.send(b, c.Local, c.Remote)
 }
 
 // ensureDataPlane builds the data plane on first need, with the configured
 // underlay or else the IKE SA's local address, and loads the peer table.
-func (g *memGroup) ensureDataPlane(ctx context.Context, s *Server, ikeLocal netip.Addr) bool {
+func (g *memGroup) ensureDataPlane(ctx context.Context, ikeLocal netip.Addr) bool {
 	if g.dp != nil {
 		return true
 	}
@@ -84,7 +115,7 @@ func (g *memGroup) ensureDataPlane(ctx context.Context, s *Server, ikeLocal neti
 	if !local.IsValid() {
 		return false
 	}
-	dp, err := s.opts.NewDataPlane(ctx, g.cfg, local, g.log)
+	dp, err := g.s.opts.NewDataPlane(ctx, g.cfg, local, g.log)
 	if err != nil {
 		g.lastErr = err.Error()
 		g.log.Error("data plane", "err", err)
@@ -96,34 +127,68 @@ func (g *memGroup) ensureDataPlane(ctx context.Context, s *Server, ikeLocal neti
 	return true
 }
 
-func (g *memGroup) peers() []xfrm.Peer {
+// peerTable is the peers of every source, sources in name order.
+func (g *memGroup) peerTable() []xfrm.Peer {
 	var ps []xfrm.Peer
-	for _, r := range g.cfg.Routes {
-		for _, p := range r.Prefixes {
-			ps = append(ps, xfrm.Peer{Prefix: p, Underlay: r.Peer})
-		}
+	for _, src := range slices.Sorted(maps.Keys(g.peers)) {
+		ps = append(ps, g.peers[src]...)
 	}
 	return ps
+}
+
+// setPeers replaces the peers of source src and loads the peer table into
+// the data plane when they changed.
+func (g *memGroup) setPeers(ctx context.Context, src string, peers []xfrm.Peer) {
+	if slices.Equal(g.peers[src], peers) {
+		return
+	}
+	if len(peers) == 0 {
+		delete(g.peers, src)
+	} else {
+		g.peers[src] = peers
+	}
+	g.applyPeers(ctx)
 }
 
 func (g *memGroup) applyPeers(ctx context.Context) {
 	if g.dp == nil {
 		return
 	}
-	if err := g.dp.SetPeers(ctx, g.cfg.LocalTS, g.peers()); err != nil {
+	if err := g.dp.SetPeers(ctx, g.cfg.LocalTS, g.peerTable()); err != nil {
 		g.lastErr = err.Error()
 		g.log.Error("set peer table", "err", err)
 	}
 }
 
-func (g *memGroup) claims(d Datagram) bool {
-	return g.sess != nil && d.Src.Addr() == g.ctl.Remote && d.Dst == g.ctl.Local
+// reconfigure keeps the group for a reload that changes at most its peers
+// (routes) and local_ts, and loads the new peer table.
+func (g *memGroup) reconfigure(ctx context.Context, n *swanctl.Group) bool {
+	switch {
+	case sameGroup(g.cfg, n):
+		return true
+	case sameExceptPeers(g.cfg, n):
+		g.cfg = n
+		if ps := staticPeers(n); len(ps) > 0 {
+			g.peers[sourceStatic] = ps
+		} else {
+			delete(g.peers, sourceStatic)
+		}
+		g.applyPeers(ctx)
+		return true
+	}
+	return false
 }
 
-func (g *memGroup) onDatagram(ctx context.Context, s *Server, now time.Time, d Datagram) {
-	msg, kind, ok := s.receive(now, d, g.sess, g.ctl, g.drops)
+// onDatagram handles a datagram from the controller: from the remote
+// control address of the control child to the local one.
+func (g *memGroup) onDatagram(ctx context.Context, now time.Time, d Datagram) bool {
+	if g.sess == nil || d.Src.Addr() != g.ctl.Remote || d.Dst != g.ctl.Local {
+		return false
+	}
+	defer g.rearm()
+	msg, kind, ok := g.s.receive(now, d, g.sess, g.ctl.Local, g.ctl.Remote, g.drops)
 	if !ok {
-		return
+		return true
 	}
 	switch kind {
 	case mpsa.Response:
@@ -136,25 +201,26 @@ func (g *memGroup) onDatagram(ctx context.Context, s *Server, now time.Time, d D
 		if n == nil {
 			g.sess.Discard()
 			g.drops.drop(now, metrics.DropUnexpected, "detail", "request without MPSA_PUT")
-			return
+			return true
 		}
-		if !g.onPut(ctx, s, now, n) {
+		if !g.onPut(ctx, now, n) {
 			// No answer: the controller retransmits, and the
 			// retransmission is handled anew.
 			g.sess.Discard()
-			return
+			return true
 		}
 		resp, err := g.sess.Respond()
 		if err != nil {
 			g.log.Error("encode response", "err", err)
-			return
+			return true
 		}
-		s.send(resp, g.ctl.Local, g.ctl.Remote)
+		g.s.send(resp, g.ctl.Local, g.ctl.Remote)
 	}
+	return true
 }
 
 // onPut handles an MPSA_PUT and reports whether to acknowledge it.
-func (g *memGroup) onPut(ctx context.Context, s *Server, now time.Time, n *mpsa.Notify) bool {
+func (g *memGroup) onPut(ctx context.Context, now time.Time, n *mpsa.Notify) bool {
 	p, err := mpsa.ParsePut(n)
 	if err != nil {
 		g.drops.drop(now, metrics.DropMalformed, "err", err)
@@ -166,7 +232,7 @@ func (g *memGroup) onPut(ctx context.Context, s *Server, now time.Time, n *mpsa.
 			"hint", "one key shared by many senders risks nonce reuse (RFC 6054); set allow_counter_mode = yes to accept it")
 		return false
 	}
-	if !g.ensureDataPlane(ctx, s, g.ctl.IKE.LocalHost) {
+	if !g.ensureDataPlane(ctx, g.ctl.IKE.LocalHost) {
 		return false
 	}
 	res, acts, err := g.life.Receive(now, mpsa.PutInfoOf(p))
@@ -231,15 +297,27 @@ func (g *memGroup) apply(ctx context.Context, now time.Time, acts []mpsa.Action,
 	return ok
 }
 
-func (g *memGroup) onTimer(ctx context.Context, s *Server, now time.Time) {
+// onTimer is the group's deadline: SA lifecycle steps and the hello's
+// retransmission.
+func (g *memGroup) onTimer(ctx context.Context, now time.Time) {
+	defer g.rearm()
 	if acts := g.life.Advance(now); len(acts) > 0 {
 		g.apply(ctx, now, acts, nil)
 	}
 	if g.sess != nil {
 		if b, ok := g.sess.Retransmit(now); ok {
 			g.log.Debug("retransmitting hello", "attempt", g.sess.Attempts())
-			s.send(b, g.ctl.Local, g.ctl.Remote)
+			g.s.send(b, g.ctl.Local, g.ctl.Remote)
 		}
+	}
+}
+
+// rearm sets the group's deadline to its next timer.
+func (g *memGroup) rearm() {
+	if t, ok := g.nextDeadline(); ok {
+		g.s.sched.set(&g.timer, t)
+	} else {
+		g.s.sched.stop(&g.timer)
 	}
 }
 
@@ -253,16 +331,16 @@ func (g *memGroup) nextDeadline() (time.Time, bool) {
 	return t, ok
 }
 
-func (g *memGroup) status(ctx context.Context) GroupStatus {
+func (g *memGroup) status(ctx context.Context) api.GroupStatus {
 	out := spiString(g.life.Outbound())
-	st := GroupStatus{
+	st := api.GroupStatus{
 		Name: g.cfg.Name, SPI: out, OutboundSPI: out,
-		InboundSPIs: []string{}, SAs: []SAStatus{}, Peers: []Peer{}, Drops: g.drops.snapshot(),
+		InboundSPIs: []string{}, SAs: []api.SAStatus{}, Peers: []api.Peer{}, Drops: g.drops.snapshot(),
 		DataPlaneError: g.lastErr,
 	}
 	for _, sa := range g.life.SAs() {
 		st.InboundSPIs = append(st.InboundSPIs, spiString(sa.SPI))
-		ss := SAStatus{SPI: spiString(sa.SPI), Received: sa.Received, Expires: sa.Expires}
+		ss := api.SAStatus{SPI: spiString(sa.SPI), Received: sa.Received, Expires: sa.Expires}
 		if !sa.ActivateAt.IsZero() {
 			t := sa.ActivateAt
 			ss.ActivateAt = &t
@@ -273,16 +351,16 @@ func (g *memGroup) status(ctx context.Context) GroupStatus {
 		}
 		st.SAs = append(st.SAs, ss)
 	}
-	link := &PeerLink{State: "down"}
+	link := &api.PeerLink{State: "down"}
 	if g.sess != nil {
-		link = &PeerLink{Address: g.ctl.Remote.String(), State: "hello", IKE: g.ctl.IKE.UniqueID, IKESPIs: g.sess.ID().String()}
+		link = &api.PeerLink{Address: g.ctl.Remote.String(), State: "hello", IKE: g.ctl.IKE.UniqueID, IKESPIs: g.sess.ID().String()}
 		if g.hello {
 			link.State = "up"
 		}
 	}
 	st.Controller = link
-	for _, p := range g.peers() {
-		st.Peers = append(st.Peers, Peer{Prefix: p.Prefix.String(), Underlay: p.Underlay.String()})
+	for _, p := range g.peerTable() {
+		st.Peers = append(st.Peers, api.Peer{Prefix: p.Prefix.String(), Underlay: p.Underlay.String()})
 	}
 	if dc, ok := g.dp.(dropCounter); ok {
 		st.DataPlaneDrops = dc.DropCounts()
@@ -290,7 +368,7 @@ func (g *memGroup) status(ctx context.Context) GroupStatus {
 	if g.dp != nil {
 		if cs, err := g.dp.Counters(ctx); err == nil {
 			for _, c := range cs {
-				st.Counters = append(st.Counters, Counter{SPI: spiString(c.SPI), InPackets: c.InPackets, InBytes: c.InBytes,
+				st.Counters = append(st.Counters, api.Counter{SPI: spiString(c.SPI), InPackets: c.InPackets, InBytes: c.InBytes,
 					OutPackets: c.OutPackets, OutBytes: c.OutBytes, InErrors: c.InErrors, OutErrors: c.OutErrors})
 			}
 		}
@@ -326,7 +404,22 @@ func (g *memGroup) flush(ctx context.Context, flush DataPlaneFlusher) {
 	g.dp = nil
 }
 
+// retire tears the group down at a reload. Rebuilt under the same name
+// and data plane, the new data plane adopts the kill switch; removed, or
+// moved to another data plane, the group removes its kill switch too.
+func (g *memGroup) retire(ctx context.Context, next *swanctl.Group) {
+	if next != nil && next.Dataplane == g.cfg.Dataplane {
+		g.log.Info("group changed; tearing it down")
+		g.close()
+		return
+	}
+	g.log.Info("group removed or moved to another data plane; removing it and its kill switch")
+	g.s.sched.stop(&g.timer)
+	g.flush(ctx, g.s.opts.FlushDataPlane)
+}
+
 func (g *memGroup) close() {
+	g.s.sched.stop(&g.timer)
 	if g.sess != nil {
 		g.sess.Close()
 	}

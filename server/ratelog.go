@@ -23,6 +23,10 @@ type dropLog struct {
 	last     map[string]time.Time
 	// since counts the drops of each reason not logged yet.
 	since map[string]uint64
+	// held, if set, is told when a drop is held back: a flush is due at
+	// at (the server sets flushAt to it).
+	held    func(at time.Time)
+	flushAt deadline
 }
 
 func newDropLog(log *slog.Logger, interval time.Duration) *dropLog {
@@ -49,7 +53,11 @@ func (d *dropLog) add(now time.Time, reason string, n uint64, attrs ...any) bool
 	d.counts[reason] += n
 	d.since[reason] += n
 	if last, ok := d.last[reason]; ok && now.Sub(last) < d.interval {
-		return d.since[reason] == n
+		first := d.since[reason] == n
+		if first && d.held != nil {
+			d.held(last.Add(d.interval))
+		}
+		return first
 	}
 	d.report(now, reason, attrs...)
 	return false

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mpsa/mpsa/api"
 	"github.com/mpsa/mpsa/internal/metrics"
 	"github.com/mpsa/mpsa/internal/version"
 	"github.com/mpsa/mpsa/mpsa"
@@ -60,13 +61,21 @@ type Options struct {
 
 // Server is mpsad's engine. Run drives it; Status and Rekey may be called
 // from any goroutine while it runs.
+//
+// One goroutine, the loop, owns all state. Its work grows with what
+// changed, not with the number of members: charon's changes arrive as
+// deltas (vici.Update.Changed and Removed) that the VICI source turns into
+// control-up and control-down events for the groups of each connection; a
+// datagram finds its group and member with one map look-up per group;
+// every timer is a deadline on one heap; pushes leave through one token
+// bucket (push_rate). docs/design.md, "The engine", has the picture and
+// docs/scale.md the figures.
 type Server struct {
 	opts Options
 	log  *slog.Logger
 	now  func() time.Time
 
 	cfg         *swanctl.Config
-	snap        vici.Snapshot
 	connected   bool
 	ctlIf       int       // cached index of cfg.ControlInterface, 0 when not known
 	ctlIfLookup time.Time // when ctlIf was last looked up
@@ -76,11 +85,16 @@ type Server struct {
 	out interface {
 		Send(b []byte, src netip.Addr, dst netip.AddrPort) error
 	}
-	ctls  []*ctlGroup
-	mems  []*memGroup
+	// groups in configuration order, and by connection name.
+	groups []group
+	byConn map[string][]group
+	// vici follows charon's IKE SAs and feeds the groups.
+	vici  *viciSource
+	sched deadlines
+	pacer *pacer
 	drops *dropLog // datagrams that match no group
 
-	updates   *latest[vici.Update]
+	updates   *viciInbox
 	datagrams chan Datagram
 	calls     chan func()
 	reloads   chan *swanctl.Config
@@ -92,9 +106,6 @@ type Server struct {
 	// of it to drops (noteOverload), which logs it like any other reason.
 	overload     atomic.Uint64
 	overloadSeen uint64
-	// flushDue is set when the daemon's drop log held back a line that
-	// a flush must write later: the timer must be re-armed for it.
-	flushDue bool
 }
 
 // dropOverload is the drop reason of datagrams the transport could not
@@ -128,19 +139,32 @@ func New(opts Options) (*Server, error) {
 		log:       opts.Logger,
 		now:       opts.Now,
 		cfg:       opts.Config,
-		updates:   newLatest[vici.Update](),
+		byConn:    map[string][]group{},
+		updates:   newVICIInbox(),
 		datagrams: make(chan Datagram, 256),
 		calls:     make(chan func()),
 		reloads:   make(chan *swanctl.Config),
 		ready:     make(chan struct{}),
 	}
+	s.vici = newVICISource(func(conn string) []group { return s.byConn[conn] })
+	s.pacer = newPacer(opts.Config.PushRate, opts.Config.PushBurst, s.now())
+	s.pacer.wake.fire = func(_ context.Context, now time.Time) { s.pace(now) }
 	s.drops = s.newDropLog(s.log)
 	return s, nil
 }
 
+// newDropLog returns a drop log that counts into the metrics and whose
+// held-back lines are flushed by a deadline.
 func (s *Server) newDropLog(log *slog.Logger) *dropLog {
 	d := newDropLog(log, 10*time.Second)
 	d.counted = s.opts.Metrics.ControlDropped
+	d.held = func(at time.Time) { s.sched.setEarlier(&d.flushAt, at) }
+	d.flushAt.fire = func(_ context.Context, now time.Time) {
+		d.flush(now)
+		if t, ok := d.nextFlush(); ok {
+			s.sched.set(&d.flushAt, t)
+		}
+	}
 	return d
 }
 
@@ -193,7 +217,7 @@ func (s *Server) Run(ctx context.Context) error {
 			errc <- err
 		}
 	}()
-	w := vici.NewWatcher(vici.WatcherOptions{Socket: sock, Logger: s.log, OnUpdate: s.updates.put})
+	w := vici.NewWatcher(vici.WatcherOptions{Socket: sock, Logger: s.log, OnUpdate: s.updates.put, OmitSnapshots: true})
 	go func() {
 		defer wg.Done()
 		w.Run(ctx)
@@ -290,61 +314,67 @@ func (s *Server) loop(ctx context.Context, errc <-chan error) error {
 		defer t.Stop()
 		watchdog = t.C
 	}
-	timer.Reset(s.nextDeadline())
 	for {
-		// Timers run when the timer fires. Other events may set or
-		// move a deadline (a request sent or answered, an SA received,
-		// a group added), so the timer is re-armed after them; not
-		// after a dropped datagram or a watchdog tick, which change
-		// nothing, so that datagrams nobody claims cost no walk over
-		// every member (except for the first drop of a reason held
-		// back by the rate-limited log, at most once per reason and
-		// interval, which schedules its flush).
-		rearm := true
+		// Every event may set or move a deadline (a request sent or
+		// answered, an SA received, a group added); the earliest is
+		// the top of the heap, so re-arming costs nothing.
+		timer.Reset(s.nextDeadline())
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-errc:
 			return err
 		case <-s.updates.ready:
-			if u, ok := s.updates.take(); ok {
-				s.onUpdate(ctx, u)
+			if b, ok := s.updates.take(); ok {
+				s.apply(ctx, b)
+				s.updates.done(b)
 			}
 		case d := <-s.datagrams:
-			rearm = s.onDatagram(ctx, d) || s.flushDue
+			s.onDatagram(ctx, d)
 		case fn := <-s.calls:
 			fn()
 		case <-timer.C:
 			s.onTimers(ctx)
 		case <-watchdog:
 			s.opts.Watchdog()
-			rearm = false
-		}
-		if rearm {
-			s.flushDue = false
-			timer.Reset(s.nextDeadline())
 		}
 	}
 }
 
+// onUpdate applies one update from the watcher (tests hand them in
+// directly; the loop takes merged batches from the inbox).
 func (s *Server) onUpdate(ctx context.Context, u vici.Update) {
-	was := s.connected
-	s.connected = u.Snapshot.Connected
-	if s.connected {
-		s.snap = u.Snapshot
-		s.readyOnce.Do(func() { close(s.ready) })
-	}
-	if was && !s.connected {
+	var b viciBatch
+	b.add(u)
+	s.apply(ctx, &b)
+}
+
+// apply applies what the watcher reported: a resync compares the listing
+// once with what the VICI source knows; changes touch the IKE SAs they
+// name, stored ones before removed ones, so that a member moving to a
+// new IKE SA is never seen leaving. While charon is unreachable the
+// groups keep what they know until charon is back and resynced.
+func (s *Server) apply(ctx context.Context, b *viciBatch) {
+	now := s.now()
+	if b.lost && s.connected {
 		s.log.Warn("lost charon's VICI socket; keeping the shared SAs, reconnecting")
 	}
-	if !s.connected {
-		return // keep what we know until charon is back and resynced
+	if b.resync {
+		s.vici.resync(ctx, now, b.full)
 	}
-	for _, g := range s.ctls {
-		g.onSnapshot(s, s.snap)
+	for _, c := range b.changes {
+		if !c.removed {
+			s.vici.set(ctx, now, c.sa)
+		}
 	}
-	for _, g := range s.mems {
-		g.onSnapshot(ctx, s, s.snap)
+	for id, c := range b.changes {
+		if c.removed {
+			s.vici.remove(ctx, now, id)
+		}
+	}
+	s.connected = b.connected
+	if s.connected {
+		s.readyOnce.Do(func() { close(s.ready) })
 	}
 }
 
@@ -357,16 +387,17 @@ func (s *Server) noteOverload(now time.Time) {
 	}
 	delta := n - s.overloadSeen
 	s.overloadSeen = n
-	s.flushDue = s.drops.add(now, dropOverload, delta, "detail", "mpsad's loop was behind and its receive queue was full") || s.flushDue
+	s.drops.add(now, dropOverload, delta, "detail", "mpsad's loop was behind and its receive queue was full")
 }
 
 // drop drops a datagram that no group claims (see dropLog.drop).
 func (s *Server) drop(now time.Time, reason string, attrs ...any) {
-	s.flushDue = s.drops.drop(now, reason, attrs...) || s.flushDue
+	s.drops.drop(now, reason, attrs...)
 }
 
 // onDatagram hands a datagram to the group it belongs to, or drops it. It
-// reports whether a group handled it (and so may have moved a deadline).
+// reports whether a group handled it. Each group finds the sender with one
+// map look-up: the cost does not depend on the number of members.
 func (s *Server) onDatagram(ctx context.Context, d Datagram) bool {
 	now := s.now()
 	s.noteOverload(now)
@@ -378,15 +409,8 @@ func (s *Server) onDatagram(ctx context.Context, d Datagram) bool {
 		s.drop(now, metrics.DropNoIKESA, "src", d.Src, "detail", "not connected to charon")
 		return false
 	}
-	for _, g := range s.ctls {
-		if m := g.claim(d); m != nil {
-			g.onDatagram(s, now, d, m)
-			return true
-		}
-	}
-	for _, g := range s.mems {
-		if g.claims(d) {
-			g.onDatagram(ctx, s, now, d)
+	for _, g := range s.groups {
+		if g.onDatagram(ctx, now, d) {
 			return true
 		}
 	}
@@ -394,51 +418,20 @@ func (s *Server) onDatagram(ctx context.Context, d Datagram) bool {
 	return false
 }
 
+// onTimers fires every deadline that is due.
 func (s *Server) onTimers(ctx context.Context) {
 	now := s.now()
-	for _, g := range s.ctls {
-		g.onTimer(s, now)
-	}
-	for _, g := range s.mems {
-		g.onTimer(ctx, s, now)
-	}
 	s.noteOverload(now)
-	for _, d := range s.dropLogs() {
-		d.flush(now)
-	}
+	s.sched.runDue(ctx, now)
 }
 
-// dropLogs are the daemon's drop log and those of its groups.
-func (s *Server) dropLogs() []*dropLog {
-	ds := []*dropLog{s.drops}
-	for _, g := range s.ctls {
-		ds = append(ds, g.drops)
-	}
-	for _, g := range s.mems {
-		ds = append(ds, g.drops)
-	}
-	return ds
-}
-
-// nextDeadline is how long until the earliest timer of any group, at most
-// a minute, at least a millisecond. It is measured on the server's clock.
+// nextDeadline is how long until the earliest deadline, at most a minute,
+// at least a millisecond. It is measured on the server's clock.
 func (s *Server) nextDeadline() time.Duration {
 	now := s.now()
 	next := now.Add(time.Minute)
-	for _, g := range s.ctls {
-		if t := g.nextDeadline(); t.Before(next) {
-			next = t
-		}
-	}
-	for _, g := range s.mems {
-		if t, ok := g.nextDeadline(); ok && t.Before(next) {
-			next = t
-		}
-	}
-	for _, d := range s.dropLogs() {
-		if t, ok := d.nextFlush(); ok && t.Before(next) {
-			next = t
-		}
+	if t, ok := s.sched.next(); ok && t.Before(next) {
+		next = t
 	}
 	return max(next.Sub(now), time.Millisecond)
 }
@@ -449,13 +442,13 @@ func (s *Server) send(b []byte, src netip.Addr, dst netip.Addr) {
 	}
 }
 
-// receive decodes a datagram claimed by the control session sess over the
-// control child ctl and checks that its header belongs to the session; if
-// not, it is dropped with a counted reason (attrs go into the log line). A
-// retransmitted request is answered at once from the session's cache. It
-// returns the message and its kind, and false when nothing more is to be
-// done with it.
-func (s *Server) receive(now time.Time, d Datagram, sess *mpsa.Session, ctl vici.Control, drops *dropLog, attrs ...any) (*mpsa.Message, mpsa.Kind, bool) {
+// receive decodes a datagram claimed by the control session sess between
+// the control addresses local and remote and checks that its header
+// belongs to the session; if not, it is dropped with a counted reason
+// (attrs go into the log line). A retransmitted request is answered at
+// once from the session's cache. It returns the message and its kind, and
+// false when nothing more is to be done with it.
+func (s *Server) receive(now time.Time, d Datagram, sess *mpsa.Session, local, remote netip.Addr, drops *dropLog, attrs ...any) (*mpsa.Message, mpsa.Kind, bool) {
 	msg, err := mpsa.ParseMessage(d.Data)
 	if err != nil {
 		drops.drop(now, metrics.DropMalformed, append(attrs, "err", err)...)
@@ -467,7 +460,7 @@ func (s *Server) receive(now time.Time, d Datagram, sess *mpsa.Session, ctl vici
 	}
 	in := sess.Receive(msg)
 	if in.Kind == mpsa.RepeatedRequest {
-		s.send(in.Reply, ctl.Local, ctl.Remote)
+		s.send(in.Reply, local, remote)
 		return msg, in.Kind, false
 	}
 	return msg, in.Kind, true
@@ -492,22 +485,20 @@ func (s *Server) applyConfig(ctx context.Context, cfg *swanctl.Config) error {
 	return nil
 }
 
+// addGroup sets a group up and feeds it what the sources know now.
 func (s *Server) addGroup(ctx context.Context, g *swanctl.Group) error {
 	log := s.log.With("group", g.Name)
 	s.opts.Metrics.AddGroup(g.Name)
 	if s.cfg.Role == swanctl.RoleController {
-		cg, err := newCtlGroup(g, s.opts.Rand, s.now(), s.opts.Backoff, log, s.newDropLog(log), s.opts.Metrics)
+		cg, err := newCtlGroup(s, g, s.opts.Rand, log)
 		if err != nil {
 			s.opts.Metrics.RemoveGroup(g.Name)
 			return fmt.Errorf("group %s: %w", g.Name, err)
 		}
-		s.ctls = append(s.ctls, cg)
-		if s.connected {
-			cg.onSnapshot(s, s.snap)
-		}
+		s.attach(ctx, cg)
 		return nil
 	}
-	mg := newMemGroup(g, s.opts.Backoff, log, s.newDropLog(log), s.opts.Metrics)
+	mg := newMemGroup(s, g, log)
 	mg.metrics.SetTrafficSource(g.Name, func(ctx context.Context) ([]xfrm.Counters, error) {
 		var dp xfrm.DataPlane
 		if err := s.callCtx(ctx, func() { dp = mg.dp }); err != nil || dp == nil {
@@ -523,11 +514,26 @@ func (s *Server) addGroup(ctx context.Context, g *swanctl.Group) error {
 		}
 		return dc.DropCounts(), nil
 	})
-	s.mems = append(s.mems, mg)
-	if s.connected {
-		mg.onSnapshot(ctx, s, s.snap)
-	}
+	mg.peers[sourceStatic] = staticPeers(g)
+	s.attach(ctx, mg)
 	return nil
+}
+
+// attach adds a group set up to the server's lists and feeds it the
+// control children charon has now.
+func (s *Server) attach(ctx context.Context, g group) {
+	s.groups = append(s.groups, g)
+	s.reindex()
+	s.vici.feed(ctx, s.now(), g)
+}
+
+// reindex rebuilds the groups by connection (at setup and reload).
+func (s *Server) reindex() {
+	clear(s.byConn)
+	for _, g := range s.groups {
+		c := g.config().Connection
+		s.byConn[c] = append(s.byConn[c], g)
+	}
 }
 
 func (s *Server) reload(ctx context.Context, cfg *swanctl.Config) error {
@@ -545,7 +551,7 @@ func (s *Server) reload(ctx context.Context, cfg *swanctl.Config) error {
 	// core refuses must not cost the running one.
 	if cfg.Role == swanctl.RoleController {
 		for _, n := range cfg.Groups {
-			if g := s.ctlGroup(n.Name); g != nil && sameGroup(g.cfg, n) {
+			if g := s.group(n.Name); g != nil && sameGroup(g.config(), n) {
 				continue
 			}
 			if err := groupParams(n).Validate(); err != nil {
@@ -559,47 +565,23 @@ func (s *Server) reload(ctx context.Context, cfg *swanctl.Config) error {
 	}
 	s.cfg = cfg
 	s.ctlIf, s.ctlIfLookup = 0, time.Time{} // control_interface may have changed
-	keepC := s.ctls[:0]
-	for _, g := range s.ctls {
-		n := cfg.Group(g.cfg.Name)
-		switch {
-		case n != nil && sameGroup(g.cfg, n):
-			keepC = append(keepC, g)
-		case n != nil && sameSA(g.cfg, n):
-			g.update(n)
-			keepC = append(keepC, g)
-		default:
-			// A new group SA: the group is built anew and pushes it
-			// to every member, who roll over to it as at a rekey.
-			s.log.Info("group removed, or changed in a setting that needs a new group SA; tearing it down", "group", g.cfg.Name)
-			g.close()
-			s.opts.Metrics.RemoveGroup(g.cfg.Name)
+	s.pacer.configure(cfg.PushRate, cfg.PushBurst)
+	keep := s.groups[:0]
+	for _, g := range s.groups {
+		name := g.config().Name
+		n := cfg.Group(name)
+		if n != nil && g.reconfigure(ctx, n) {
+			keep = append(keep, g)
+			continue
 		}
+		// Removed, or changed in a way the group cannot apply in place:
+		// it is torn down (and set up anew below).
+		g.retire(ctx, n)
+		s.opts.Metrics.RemoveGroup(name)
 	}
-	s.ctls = keepC
-	keepM := s.mems[:0]
-	for _, g := range s.mems {
-		n := cfg.Group(g.cfg.Name)
-		switch {
-		case n != nil && sameGroup(g.cfg, n):
-			keepM = append(keepM, g)
-		case n != nil && sameExceptPeers(g.cfg, n):
-			g.cfg = n
-			g.applyPeers(ctx)
-			keepM = append(keepM, g)
-		case n != nil && n.Dataplane == g.cfg.Dataplane:
-			// Rebuilt under the same name and data plane: the new
-			// data plane adopts the kill switch.
-			s.log.Info("group changed; tearing it down", "group", g.cfg.Name)
-			g.close()
-			s.opts.Metrics.RemoveGroup(g.cfg.Name)
-		default:
-			s.log.Info("group removed or moved to another data plane; removing it and its kill switch", "group", g.cfg.Name)
-			g.flush(ctx, s.opts.FlushDataPlane)
-			s.opts.Metrics.RemoveGroup(g.cfg.Name)
-		}
-	}
-	s.mems = keepM
+	clear(s.groups[len(keep):])
+	s.groups = keep
+	s.reindex()
 	var errs []error
 	for _, n := range cfg.Groups {
 		if s.hasGroup(n.Name) {
@@ -613,78 +595,60 @@ func (s *Server) reload(ctx context.Context, cfg *swanctl.Config) error {
 	return errors.Join(errs...)
 }
 
-func (s *Server) ctlGroup(name string) *ctlGroup {
-	for _, g := range s.ctls {
-		if g.cfg.Name == name {
+// group returns the group called name, or nil.
+func (s *Server) group(name string) group {
+	for _, g := range s.groups {
+		if g.config().Name == name {
 			return g
 		}
 	}
 	return nil
 }
 
-func (s *Server) hasGroup(name string) bool {
-	for _, g := range s.ctls {
-		if g.cfg.Name == name {
-			return true
-		}
-	}
-	for _, g := range s.mems {
-		if g.cfg.Name == name {
-			return true
-		}
-	}
-	return false
-}
+func (s *Server) hasGroup(name string) bool { return s.group(name) != nil }
 
 func (s *Server) shutdown() {
-	for _, g := range s.ctls {
+	for _, g := range s.groups {
 		g.close()
 	}
-	for _, g := range s.mems {
-		g.close()
-	}
-	s.ctls, s.mems = nil, nil
+	s.groups = nil
+	s.reindex()
 }
 
-// Status implements API.
-func (s *Server) Status(ctx context.Context) (Status, error) {
-	var st Status
+// Status implements api.API.
+func (s *Server) Status(ctx context.Context) (api.Status, error) {
+	var st api.Status
 	err := s.callCtx(ctx, func() { st = s.status(ctx) })
 	return st, err
 }
 
 // status is Status on the loop's goroutine.
-func (s *Server) status(ctx context.Context) Status {
+func (s *Server) status(ctx context.Context) api.Status {
 	s.noteOverload(s.now())
-	st := Status{Role: string(s.cfg.Role), Version: version.Version, VICIConnected: s.connected, Drops: s.drops.snapshot(), Groups: []GroupStatus{}}
-	for _, g := range s.ctls {
-		st.Groups = append(st.Groups, g.status())
-	}
-	for _, g := range s.mems {
+	st := api.Status{Role: string(s.cfg.Role), Version: version.Version, VICIConnected: s.connected, Drops: s.drops.snapshot(), Groups: []api.GroupStatus{}}
+	for _, g := range s.groups {
 		st.Groups = append(st.Groups, g.status(ctx))
 	}
 	return st
 }
 
-// Rekey implements API: a controller group rekeys now and pushes the new SA
-// to its members.
-func (s *Server) Rekey(ctx context.Context, group string) (string, error) {
+// Rekey implements api.API: a controller group rekeys now and pushes the
+// new SA to its members.
+func (s *Server) Rekey(ctx context.Context, name string) (string, error) {
 	var (
 		spi string
 		err error
 	)
 	if cerr := s.callCtx(ctx, func() {
-		for _, g := range s.ctls {
-			if g.cfg.Name == group {
-				spi, err = g.rekey(s, s.now(), metrics.RekeyManual)
-				return
-			}
+		if g, ok := s.group(name).(*ctlGroup); ok {
+			spi, err = g.rekey(s.now(), metrics.RekeyManual)
+			return
 		}
 		if s.cfg.Role != swanctl.RoleController {
 			err = fmt.Errorf("this mpsad is a %s; rekey on the controller", s.cfg.Role)
 			return
 		}
-		err = fmt.Errorf("group %q: %w", group, ErrNoGroup)
+		err = fmt.Errorf("group %q: %w", name, api.ErrNoGroup)
 	}); cerr != nil {
 		return "", cerr
 	}

@@ -85,7 +85,7 @@ func TestStatusDataPlaneDrops(t *testing.T) {
 	if g := groupJSON(t, b.memStatus()); g["dataplane_drops"] != nil {
 		t.Fatalf("data plane without drop counters: dataplane_drops %s", g["dataplane_drops"])
 	}
-	b.mem.mems[0].dp = dropRecorder{b.dp, map[string]uint64{"unknown_spi": 3, "no_outbound_sa": 0}}
+	b.mem.groups[0].(*memGroup).dp = dropRecorder{b.dp, map[string]uint64{"unknown_spi": 3, "no_outbound_sa": 0}}
 	g := groupJSON(t, b.memStatus())
 	var got map[string]uint64
 	if err := json.Unmarshal(g["dataplane_drops"], &got); err != nil || got["unknown_spi"] != 3 || len(got) != 2 {

@@ -20,7 +20,7 @@ import (
 // The names the schema knows, per section. They are functions so that no
 // package-level slice can be changed by accident.
 func globalKeys() []string {
-	return []string{"role", "vici", "control_port", "control_interface", "status_socket", "log_level", "metrics_listen"}
+	return []string{"role", "vici", "control_port", "control_interface", "status_socket", "log_level", "metrics_listen", "push_rate", "push_burst"}
 }
 
 func globalSections() []string { return []string{"groups"} }
@@ -115,7 +115,21 @@ func decodeGlobal(r *sectionReader) *Config {
 		StatusSocket:     r.str("status_socket", DefaultStatusSocket),
 		LogLevel:         r.enum("log_level", DefaultLogLevel, "debug", "info", "warn", "error"),
 		MetricsListen:    r.str("metrics_listen", ""),
+		PushRate:         DefaultPushRate,
+		PushBurst:        DefaultPushBurst,
 		Pos:              r.sec.Pos,
+	}
+	if cfg.Role == RoleMember {
+		// Like a group setting of the other role: warned about, not
+		// checked, the default kept.
+		for _, k := range []string{"push_rate", "push_burst"} {
+			if kv := r.get(k); kv != nil {
+				r.warnf(kv.Pos, "%s is ignored in role member (a member pushes nothing; the controller's %s paces its pushes); remove it", k, k)
+			}
+		}
+	} else {
+		cfg.PushRate = int(r.uinteger("push_rate", DefaultPushRate, 1, maxPushRate))
+		cfg.PushBurst = int(r.uinteger("push_burst", DefaultPushBurst, 1, maxPushRate))
 	}
 	switch kv := r.sec.Key("role"); {
 	case kv == nil:

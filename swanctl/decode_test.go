@@ -48,6 +48,8 @@ func TestDecodeDefaults(t *testing.T) {
 		StatusSocket:  "/run/mpsad/mpsad.sock",
 		LogLevel:      "info",
 		MetricsListen: "",
+		PushRate:      1000,
+		PushBurst:     100,
 		Pos:           Pos{testFile, 2},
 		Groups: []*Group{{
 			Name:         "g",
@@ -131,6 +133,15 @@ func TestDecodeWarnings(t *testing.T) {
 	}
 	if got := errorStrings(t, cfg.Warnings); !slices.Equal(got, want) {
 		t.Errorf("warnings\n got %q\nwant %q", got, want)
+	}
+	// push_rate on a member: warned about, not checked.
+	cfg, errs = load(t, strings.Replace(group("member", memberOK...), "role = member", "role = member\n    push_rate = 0", 1))
+	if errs != nil {
+		t.Fatalf("errors: %q", errs)
+	}
+	want = []string{"etc/swanctl.conf:3: mpsa: push_rate is ignored in role member (a member pushes nothing; the controller's push_rate paces its pushes); remove it"}
+	if got := errorStrings(t, cfg.Warnings); !slices.Equal(got, want) || cfg.PushRate != DefaultPushRate {
+		t.Errorf("warnings\n got %q\nwant %q (push_rate %d)", got, want, cfg.PushRate)
 	}
 	cfg, errs = load(t, group("controller", "connection = c", "local_ts = 10.0.0.0/8", "routes { }"))
 	if errs != nil {
@@ -218,7 +229,7 @@ var decodeErrorCases = []struct {
 		f + "5: mpsa: status_socket = run/x.sock is not an absolute path; write one such as /run/mpsad/mpsad.sock",
 		f + "6: mpsa: log_level = loud is not valid; write debug, info, warn or error",
 		f + "7: mpsa: metrics_listen = :http: port \"http\" is not a number from 1 to 65535; write a port number, for example 127.0.0.1:9474 or [::1]:9474",
-		f + "8: mpsa: unknown setting \"colour\"; known here: role, vici, control_port, control_interface, status_socket, log_level, metrics_listen",
+		f + "8: mpsa: unknown setting \"colour\"; known here: role, vici, control_port, control_interface, status_socket, log_level, metrics_listen, push_rate, push_burst",
 		f + "9: mpsa: no groups; add groups { NAME { connection = ... } }",
 		f + "10: mpsa.groups: unexpected setting \"x\": groups holds only named sections; write groups { NAME { connection = ... } }",
 	}},
@@ -342,6 +353,10 @@ var decodeErrorCases = []struct {
 	{"interface names", "mpsa {\n role = member\n control_interface = ipsec 0\n groups {\n  g {\n connection = c\n local_ts = 10.1.0.0/24\n routes { r { prefixes = 10.2.0.0/24\n peer = 192.0.2.2 } }\n if_id = 3\n xfrm_interface = a/b\n }\n }\n}\n", []string{
 		f + "3: mpsa: control_interface = ipsec 0: an interface name may not contain /, : or blanks; write the name of charon's TUN device, such as ipsec0",
 		f + "11: mpsa.groups.g: xfrm_interface = a/b: an interface name may not contain /, : or blanks; write a name of at most 15 characters without /, : or blanks, such as mpsa-g",
+	}},
+	{"push rate", "mpsa {\n role = controller\n push_rate = 0\n push_burst = 2000000\n groups { g { connection = c } }\n}\n", []string{
+		f + "3: mpsa: push_rate = 0 is out of range; write a whole number from 1 to 1000000",
+		f + "4: mpsa: push_burst = 2000000 is out of range; write a whole number from 1 to 1000000",
 	}},
 	{"ports", "mpsa {\n role = member\n vici = tcp://127.0.0.1:0\n metrics_listen = 127.0.0.1\n groups { }\n}\n", []string{
 		f + "3: mpsa: vici = tcp://127.0.0.1:0: port \"0\" is not a number from 1 to 65535; write a port number, for example tcp://127.0.0.1:4502",

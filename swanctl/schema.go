@@ -61,6 +61,9 @@ const (
 	DefaultEncap         = false
 	DefaultEncapPort     = 4502
 	DefaultBGPPort       = 179
+	DefaultPushRate      = 1000
+	DefaultPushBurst     = 100
+	maxPushRate          = 1000000
 	defaultTUNPrefix     = "mpsa-"
 	maxInterfaceNameLen  = 15 // IFNAMSIZ - 1
 	minNonceLength       = 16
@@ -95,6 +98,12 @@ type Config struct {
 	// MetricsListen is the host:port of the Prometheus endpoint; empty
 	// turns it off.
 	MetricsListen string `json:"metrics_listen"`
+	// PushRate is how many control requests (MPSA_PUTs and their
+	// retransmissions) a controller sends per second at most, over all
+	// its groups, and PushBurst how many it may send at once: a rekey of
+	// many members is paced instead of bursting into charon.
+	PushRate  int `json:"push_rate"`
+	PushBurst int `json:"push_burst"`
 	// Groups are the MPSA groups in the order they were defined.
 	Groups []*Group `json:"groups"`
 	// Warnings are settings that are valid but have no effect, such as

@@ -195,18 +195,30 @@ type Control struct {
 func (s Snapshot) Controls(conn, child string) []Control {
 	var out []Control
 	for _, sa := range s.Established(conn) {
-		c, ok := sa.Child(child)
-		if !ok || c.State != ChildInstalled {
-			continue
+		if c, ok := sa.Control(child); ok {
+			out = append(out, c)
 		}
-		local, lok := c.LocalHost()
-		remote, rok := c.RemoteHost()
-		if !lok || !rok {
-			continue
-		}
-		out = append(out, Control{IKE: sa, Child: c, Local: local, Remote: remote})
 	}
 	return out
+}
+
+// Control returns the IKE SA's control child named child, if the IKE SA is
+// ESTABLISHED and the child INSTALLED with single-host traffic selectors
+// on both sides (see Controls).
+func (s IKESA) Control(child string) (Control, bool) {
+	if s.State != IKEEstablished {
+		return Control{}, false
+	}
+	c, ok := s.Child(child)
+	if !ok || c.State != ChildInstalled {
+		return Control{}, false
+	}
+	local, lok := c.LocalHost()
+	remote, rok := c.RemoteHost()
+	if !lok || !rok {
+		return Control{}, false
+	}
+	return Control{IKE: s, Child: c, Local: local, Remote: remote}, true
 }
 
 // FindControl returns the ESTABLISHED IKE SA of connection conn whose CHILD

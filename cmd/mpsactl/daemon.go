@@ -146,6 +146,13 @@ func printStatus(w io.Writer, st api.Status) {
 		if st.Role == "controller" {
 			fmt.Fprintf(w, "  previous SPI %s, next rekey %s, expires %s, %d rekeys\n", orDash(g.PreviousSPI), ago(g.NextRekey), ago(g.Expires), g.Rekeys)
 			fmt.Fprintf(w, "  %d members\n", len(g.Members))
+			if f := g.Fanout; f != nil {
+				fmt.Fprintf(w, "  %d of %d have the current SA, %d pushes waiting; a push to all takes %s at push_rate (rollover window %s)\n",
+					f.Current, f.Members, f.Queued, seconds(f.PushSeconds), seconds(f.WindowSeconds))
+				if f.Warning != "" {
+					fmt.Fprintf(w, "  WARNING: %s\n", f.Warning)
+				}
+			}
 			if len(g.Members) > 0 {
 				var b strings.Builder
 				printMembers(&b, g.Members)
@@ -187,6 +194,11 @@ func printStatus(w io.Writer, st api.Status) {
 			fmt.Fprintf(w, "  dropped control datagrams: %s\n", c)
 		}
 	}
+}
+
+// seconds prints a number of seconds as a duration.
+func seconds(s float64) string {
+	return time.Duration(s * float64(time.Second)).Round(time.Millisecond).String()
 }
 
 func printMembers(w io.Writer, ms []api.MemberStatus) {

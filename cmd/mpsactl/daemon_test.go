@@ -54,8 +54,9 @@ func serve(t *testing.T, impl api.API) string {
 
 func TestStatusJSONController(t *testing.T) {
 	fake := &staticAPI{st: api.Status{Role: "controller", Version: "test", VICIConnected: true, Groups: []api.GroupStatus{
-		{Name: "branch", SPI: "0x12345678", Members: []api.MemberStatus{{ID: "cpe1", Address: "10.98.1.1", AckedSPI: "0x12345678", IKE: 3}}},
-		{Name: "empty", SPI: "0x0badf00d", Members: []api.MemberStatus{}},
+		{Name: "branch", SPI: "0x12345678", Members: []api.MemberStatus{{ID: "cpe1", Address: "10.98.1.1", AckedSPI: "0x12345678", IKE: 3}},
+			Fanout: &api.FanoutStatus{Members: 1, Current: 1, WindowSeconds: 30, Warning: "too many members"}},
+		{Name: "empty", SPI: "0x0badf00d", Members: []api.MemberStatus{}, Fanout: &api.FanoutStatus{WindowSeconds: 30}},
 	}}}
 	sock := serve(t, fake)
 	code, out, errs := mpsactl(t, nil, "status", "--json", "--socket", sock)
@@ -82,6 +83,11 @@ func TestStatusJSONController(t *testing.T) {
 	}
 	if _, has := got.Groups[0]["outbound_spi"]; has {
 		t.Fatal("controller group has member fields")
+	}
+	code, out, _ = mpsactl(t, nil, "status", "--socket", sock)
+	if code != 0 || !strings.Contains(out, "  1 of 1 have the current SA, 0 pushes waiting; a push to all takes 0s at push_rate (rollover window 30s)\n") ||
+		!strings.Contains(out, "  WARNING: too many members\n") || strings.Count(out, "WARNING") != 1 {
+		t.Fatalf("status: %d %q", code, out)
 	}
 	code, out, _ = mpsactl(t, nil, "members", "branch", "--socket", sock)
 	if code != 0 || !strings.Contains(out, "cpe1") || !strings.Contains(out, "10.98.1.1") {

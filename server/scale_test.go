@@ -1,0 +1,170 @@
+package server
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPacedRekey: a rekey sends push_burst pushes at once, then push_rate
+// per second, until every member has the new SA; the status follows the
+// fan-out.
+func TestPacedRekey(t *testing.T) {
+	const n, rate, burst = 300, 100, 20
+	f := newFleet(t, fleetConf("push_rate = 100", "push_burst = 20"), n, nil)
+	f.joinAll(0, n)
+	g := f.group()
+	if g.current != n || g.acked != n {
+		t.Fatalf("after the joins: %d members on the current SA, %d acknowledged one; want %d", g.current, g.acked, n)
+	}
+	f.now = f.now.Add(time.Minute) // the bucket fills up again
+	if _, err := g.rekey(f.now, "manual"); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.sent) != burst {
+		t.Fatalf("the rekey sent %d pushes at once, want the burst, %d", len(f.sent), burst)
+	}
+	st := g.status(f.ctx).Fanout
+	if st.Members != n || st.Current != 0 || st.Queued != n-burst {
+		t.Fatalf("fan-out status at the rekey: %+v", st)
+	}
+	f.answer()
+	start := f.now
+	f.advance(start.Add(100 * time.Millisecond))
+	if len(f.sent) != rate/10 {
+		t.Fatalf("in 100 ms the controller sent %d pushes, want %d at push_rate %d/s", len(f.sent), rate/10, rate)
+	}
+	took := f.settle(f.now.Add(time.Hour)) + 100*time.Millisecond
+	if want := time.Duration(n-burst) * time.Second / rate; took < want-10*time.Millisecond || took > want+10*time.Millisecond {
+		t.Fatalf("the fan-out took %v, want %v", took, want)
+	}
+	st = g.status(f.ctx).Fanout
+	if st.Current != n || st.Queued != 0 || st.PushSeconds != 2.8 || st.WindowSeconds != 30 || st.Warning != "" {
+		t.Fatalf("fan-out status at the end: %+v", st)
+	}
+	if f.answered != 2*n {
+		t.Fatalf("%d answers for two pushes to %d members: something was sent twice", f.answered, n)
+	}
+}
+
+// TestPacedRekeyWarnsAboveWindow: a group that a push at push_rate cannot
+// reach within the rollover window (the default rollover1 30 s and
+// rollover2 1 m: 30 s) says so in the status, and in the log when it
+// outgrows the window and at every rekey.
+func TestPacedRekeyWarnsAboveWindow(t *testing.T) {
+	var logs bytes.Buffer
+	f := newFleet(t, fleetConf("push_rate = 10", "push_burst = 5"), 320, &logs)
+	f.joinAll(0, 300)
+	const warning = "longer than the rollover window 30s"
+	if w := f.group().status(f.ctx).Fanout.Warning; w != "" || strings.Contains(logs.String(), warning) {
+		t.Fatalf("300 members at 10/s take 29.5 s, within the window of 30 s; the status warns %q", w)
+	}
+	f.joinAll(300, 320)
+	w := f.group().status(f.ctx).Fanout.Warning
+	if !strings.Contains(w, "a push to all 320 members takes 31.5s at push_rate 10/s, "+warning) {
+		t.Fatalf("320 members at 10/s: status warning %q", w)
+	}
+	if n := strings.Count(logs.String(), warning); n != 1 {
+		t.Fatalf("the warning was logged %d times when the group outgrew the window, want once", n)
+	}
+	if _, err := f.group().rekey(f.now, "manual"); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), warning); n != 2 {
+		t.Fatalf("the warning was logged %d times after a rekey, want twice", n)
+	}
+}
+
+// TestCountsFollowMembers: the acknowledgement counts kept without a
+// walk (members with an SA, members on the current SA, queued pushes)
+// equal a recount after every step of a random run of joins, leaves,
+// reconnects, lost datagrams, rekeys and time passing.
+func TestCountsFollowMembers(t *testing.T) {
+	const n = 60
+	f := newFleet(t, fleetConf("push_rate = 50", "push_burst = 5"), n, nil)
+	rnd := rand.New(rand.NewPCG(1, 2))
+	lost := map[int]bool{}
+	f.lose = func(i int) bool { return lost[i] }
+	up := map[int]bool{}
+	for step := range 3000 {
+		i := rnd.IntN(n)
+		switch op := rnd.IntN(10); {
+		case op < 3:
+			f.join(i)
+			up[i] = true
+		case op < 5:
+			f.leave(i)
+			delete(up, i)
+		case op == 5:
+			// a reconnect: a newer IKE SA for the same control
+			// address comes up, then the old one goes
+			old := f.sas[i].UniqueID
+			sa := f.sas[i]
+			sa.UniqueID += uint32(n) * uint32(step+1)
+			sa.InitiatorSPI++
+			f.sas[i] = sa
+			f.join(i)
+			f.removeIKE(old)
+			up[i] = true
+		case op == 6:
+			lost[i] = !lost[i]
+		case op == 7:
+			if _, err := f.group().rekey(f.now, "manual"); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			f.advance(f.now.Add(time.Duration(rnd.IntN(3000)) * time.Millisecond))
+		}
+		f.answer()
+		checkCounts(t, f, step, len(up))
+	}
+}
+
+func checkCounts(t *testing.T, f *fleet, step, up int) {
+	t.Helper()
+	g := f.group()
+	cur := g.group.Current().SPI()
+	acked, current := 0, 0
+	for _, m := range g.members {
+		if m.acked != 0 {
+			acked++
+		}
+		if m.acked == cur {
+			current++
+		}
+	}
+	queued := 0
+	for _, m := range f.s.pacer.queue[f.s.pacer.head:] {
+		if m.g == g {
+			queued++
+		}
+	}
+	if len(g.members) != up || g.acked != acked || g.current != current || g.queued != queued {
+		t.Fatalf("step %d: %d members (want %d), counts acked %d current %d queued %d; recounted %d %d %d",
+			step, len(g.members), up, g.acked, g.current, g.queued, acked, current, queued)
+	}
+}
+
+// TestLeaveWhileQueued: a member that leaves while its push waits for the
+// push rate is sent nothing.
+func TestLeaveWhileQueued(t *testing.T) {
+	f := newFleet(t, fleetConf("push_rate = 10", "push_burst = 1"), 3, nil)
+	f.join(0)
+	f.join(1)
+	f.join(2)
+	if len(f.sent) != 1 {
+		t.Fatalf("%d pushes at once with push_burst 1", len(f.sent))
+	}
+	f.leave(2)
+	f.settle(f.now.Add(time.Hour))
+	for _, d := range f.sent {
+		if memberIndex(d.Dst) == 2 {
+			t.Fatal("a push went to a member that had left")
+		}
+	}
+	if f.answered != 2 || f.group().queued != 0 {
+		t.Fatalf("%d answers, %d queued; want 2 and 0", f.answered, f.group().queued)
+	}
+}

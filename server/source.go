@@ -1,0 +1,126 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/mpsa/mpsa/swanctl"
+	"github.com/mpsa/mpsa/vici"
+	"github.com/mpsa/mpsa/xfrm"
+)
+
+// Sources feed the groups what they learn, through the group interface:
+// control children (controlUp, controlDown) and peers (setPeers, one
+// list per source, which the group merges). A group does not know its
+// sources, and a source does not know the groups' roles: adding one (BGP
+// routes for a member's peers, a second controller) adds a source and its
+// wiring in the server, and changes no group.
+//
+// Today's sources:
+//   - viciSource: charon's IKE SAs over VICI, turned into the control
+//     children of each group's connection;
+//   - static routes: the routes { } of a member group's configuration
+//     (sourceStatic, fed at setup and at reload).
+
+// sourceStatic names the peers of a group's routes { } configuration.
+const sourceStatic = "static"
+
+// staticPeers are the peers of g's routes, in configuration order.
+func staticPeers(g *swanctl.Group) []xfrm.Peer {
+	var ps []xfrm.Peer
+	for _, r := range g.Routes {
+		for _, p := range r.Prefixes {
+			ps = append(ps, xfrm.Peer{Prefix: p, Underlay: r.Peer})
+		}
+	}
+	return ps
+}
+
+// viciSource follows charon's IKE SAs from the watcher's changes and
+// feeds every group the control children of its connection: controlUp
+// when an IKE SA comes to carry one (or it changes), controlDown when it
+// no longer does. An event costs O(1): only the IKE SAs it names are
+// looked at; a resync compares the listing once with what it knows.
+type viciSource struct {
+	// ikes are the IKE SAs by unique id, as last seen. They share their
+	// strings and children with the watcher's state.
+	ikes map[uint32]vici.IKESA
+	// groups returns the groups of a connection.
+	groups func(conn string) []group
+}
+
+func newVICISource(groups func(conn string) []group) *viciSource {
+	return &viciSource{ikes: map[uint32]vici.IKESA{}, groups: groups}
+}
+
+// set records sa, new or changed, and tells the groups of its connection.
+func (v *viciSource) set(ctx context.Context, now time.Time, sa vici.IKESA) {
+	old, had := v.ikes[sa.UniqueID]
+	v.ikes[sa.UniqueID] = sa
+	for _, g := range v.groups(sa.Conn) {
+		child := g.config().ControlChild
+		c, ok := sa.Control(child)
+		if ok {
+			g.controlUp(ctx, now, c)
+		}
+		if !had || old.Conn != sa.Conn {
+			continue
+		}
+		if oc, ook := old.Control(child); ook && (!ok || oc.Remote != c.Remote) {
+			g.controlDown(ctx, now, sa.UniqueID, oc.Remote)
+		}
+	}
+	if had && old.Conn != sa.Conn {
+		v.down(ctx, now, old)
+	}
+}
+
+// remove forgets the IKE SA id and tells the groups that had its control
+// child.
+func (v *viciSource) remove(ctx context.Context, now time.Time, id uint32) {
+	old, ok := v.ikes[id]
+	if !ok {
+		return
+	}
+	delete(v.ikes, id)
+	v.down(ctx, now, old)
+}
+
+func (v *viciSource) down(ctx context.Context, now time.Time, old vici.IKESA) {
+	for _, g := range v.groups(old.Conn) {
+		if oc, ok := old.Control(g.config().ControlChild); ok {
+			g.controlDown(ctx, now, old.UniqueID, oc.Remote)
+		}
+	}
+}
+
+// resync replaces everything with a full listing: every IKE SA listed is
+// set (which tells the groups only of what changed), then those not
+// listed are removed, in this order so that a member that moved to a new
+// IKE SA is never seen leaving.
+func (v *viciSource) resync(ctx context.Context, now time.Time, sas []vici.IKESA) {
+	listed := make(map[uint32]struct{}, len(sas))
+	for _, sa := range sas {
+		listed[sa.UniqueID] = struct{}{}
+		v.set(ctx, now, sa)
+	}
+	for id := range v.ikes {
+		if _, ok := listed[id]; !ok {
+			v.remove(ctx, now, id)
+		}
+	}
+}
+
+// feed tells a group just set up every control child of its connection
+// known now (at start or reload, O(IKE SAs)).
+func (v *viciSource) feed(ctx context.Context, now time.Time, g group) {
+	cfg := g.config()
+	for _, sa := range v.ikes {
+		if sa.Conn != cfg.Connection {
+			continue
+		}
+		if c, ok := sa.Control(cfg.ControlChild); ok {
+			g.controlUp(ctx, now, c)
+		}
+	}
+}
