@@ -21,11 +21,7 @@ FUZZTIME  ?= 300000x
 # -version` prints both, "staticcheck 2026.2.2 (0.8.2)".
 STATICCHECK_VERSION ?= v0.8.2
 
-<<<<<<< HEAD
-.PHONY: all build test unit fuzz lint deps demo bench package clean help fresh-root
-=======
-.PHONY: all build test unit fuzz lint deps demo bench scale package clean help
->>>>>>> h-scale
+.PHONY: all build test unit fuzz lint deps demo bench bench-engine scale package clean help fresh-root
 
 all: build
 
@@ -38,6 +34,7 @@ help:
 	@echo "make deps     install what the tests need (Debian packages, Go tools)"
 	@echo "make bench    data-plane throughput figures"
 	@echo "make scale    N real members over real charon: join, rekey, restart (N=\"100 300 1000\" plots)"
+	@echo "make bench-engine  the engine with 1,000 to 100,000 simulated members (docs/scale.md)"
 	@echo "make package  .deb and .rpm into dist/"
 	@echo "make fresh-root  the README's two commands in a pristine Debian 12 root (debootstrap), as CI runs them"
 
@@ -72,12 +69,14 @@ demo:
 bench:
 	scripts/bench.sh
 
-<<<<<<< HEAD
+bench-engine:
+	GO=$(GO) scripts/bench-engine.sh
+
 # The guard CI runs (.ci/run): the README's two commands inside a fresh
 # copy of a pristine Debian 12 root; docs/operations.md says more.
 fresh-root:
 	scripts/fresh-root.sh
-=======
+
 # `make scale`: the scale harness with real charon (test/scale, docs/scale.md)
 # for each member count in N, REPEAT times each; with two counts or more it
 # draws the rekey times against N into docs/scale-rekey.png. Needs root;
@@ -86,7 +85,6 @@ N      ?= 1000
 REPEAT ?= 1
 scale:
 	GO=$(GO) N="$(N)" REPEAT="$(REPEAT)" scripts/scale.sh
->>>>>>> h-scale
 
 # `make package`: dist/mpsa_<version>-1_<arch>.deb and dist/mpsa-<version>-1.<arch>.rpm,
 # by packaging/cmd/mkpkg (nfpm as a Go library). It builds mpsad and mpsactl

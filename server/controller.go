@@ -145,6 +145,10 @@ const membershipHoldDown = 2 * time.Second
 
 func (g *ctlGroup) config() *swanctl.Group { return g.cfg }
 
+// debug reports whether debug lines are logged: the per-member lines of a
+// fan-out are built only then.
+func (g *ctlGroup) debug() bool { return g.log.Enabled(context.Background(), slog.LevelDebug) }
+
 func (g *ctlGroup) dropLog() *dropLog { return g.drops }
 
 // setPeers: a controller has no data plane; peers fed to it are not used
@@ -255,7 +259,7 @@ func (g *ctlGroup) onDatagram(_ context.Context, now time.Time, d Datagram) bool
 	if l.local != d.Dst {
 		return false
 	}
-	msg, kind, ok := g.s.receive(now, d, m.sess, l.local, m.addr, g.drops, "member", l.remoteID)
+	msg, kind, ok := g.s.receive(now, d, m.sess, l.local, m.addr, g.drops, l.remoteID)
 	if !ok {
 		return true
 	}
@@ -299,11 +303,14 @@ func (g *ctlGroup) acknowledged(now time.Time, m *ctlMember) {
 	case wasCur && !isCur:
 		g.current--
 	}
-	if first {
+	switch {
+	case first:
 		g.acked++
 		g.metrics.SetMembers(g.cfg.Name, g.acked)
 		g.log.Info("member installed the group SA", "member", m.cur().remoteID, "spi", spiString(m.acked))
-	} else {
+	case g.debug():
+		// At a rekey, one line per member only when debugging (and no
+		// arguments built otherwise); checkDone logs the end.
 		g.log.Debug("member installed the group SA", "member", m.cur().remoteID, "spi", spiString(m.acked))
 	}
 	g.checkDone(now)
@@ -361,13 +368,17 @@ func (g *ctlGroup) send(now time.Time, m *ctlMember) {
 		m.pending = spi
 		g.s.send(b, l.local, m.addr)
 		clear(b)
-		g.log.Debug("pushed group SA", "member", l.remoteID, "spi", spiString(spi))
+		if g.debug() {
+			g.log.Debug("pushed group SA", "member", l.remoteID, "spi", spiString(spi))
+		}
 	default:
 		b, ok := m.sess.Retransmit(now)
 		if !ok {
 			break
 		}
-		g.log.Debug("retransmitting", "member", l.remoteID, "attempt", m.sess.Attempts())
+		if g.debug() {
+			g.log.Debug("retransmitting", "member", l.remoteID, "attempt", m.sess.Attempts())
+		}
 		g.metrics.PutRetransmitted(g.cfg.Name)
 		g.s.send(b, l.local, m.addr)
 	}
@@ -594,6 +605,7 @@ func (g *ctlGroup) close() {
 		g.s.sched.stop(&m.retx)
 	}
 	g.s.sched.stop(&g.rekeyAt)
+	g.s.sched.stop(&g.drops.flushAt)
 	g.put.zero()
 	g.group.Close()
 }

@@ -43,8 +43,11 @@ type fleet struct {
 
 // fleetConf is a controller with the default timers (rollover1 30 s,
 // rollover2 1 m) and extra global settings.
-func fleetConf(globals ...string) string {
-	return "mpsa {\n role = controller\n " + strings.Join(globals, "\n ") + "\n groups { g { connection = c\n control_child = ctl } } }"
+func fleetConf(globals ...string) string { return fleetConfWith("", globals...) }
+
+// fleetConfWith is fleetConf with extra settings of the group.
+func fleetConfWith(group string, globals ...string) string {
+	return "mpsa {\n role = controller\n " + strings.Join(globals, "\n ") + "\n groups { g { connection = c\n control_child = ctl\n " + group + " } } }"
 }
 
 // newFleet returns a controller configured by conf whose n members are

@@ -186,7 +186,7 @@ func (g *memGroup) onDatagram(ctx context.Context, now time.Time, d Datagram) bo
 		return false
 	}
 	defer g.rearm()
-	msg, kind, ok := g.s.receive(now, d, g.sess, g.ctl.Local, g.ctl.Remote, g.drops)
+	msg, kind, ok := g.s.receive(now, d, g.sess, g.ctl.Local, g.ctl.Remote, g.drops, "")
 	if !ok {
 		return true
 	}
@@ -420,6 +420,7 @@ func (g *memGroup) retire(ctx context.Context, next *swanctl.Group) {
 
 func (g *memGroup) close() {
 	g.s.sched.stop(&g.timer)
+	g.s.sched.stop(&g.drops.flushAt)
 	if g.sess != nil {
 		g.sess.Close()
 	}

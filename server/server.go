@@ -445,10 +445,15 @@ func (s *Server) send(b []byte, src netip.Addr, dst netip.Addr) {
 // receive decodes a datagram claimed by the control session sess between
 // the control addresses local and remote and checks that its header
 // belongs to the session; if not, it is dropped with a counted reason
-// (attrs go into the log line). A retransmitted request is answered at
-// once from the session's cache. It returns the message and its kind, and
-// false when nothing more is to be done with it.
-func (s *Server) receive(now time.Time, d Datagram, sess *mpsa.Session, local, remote netip.Addr, drops *dropLog, attrs ...any) (*mpsa.Message, mpsa.Kind, bool) {
+// (member, if set, names the sender in the log line). A retransmitted
+// request is answered at once from the session's cache. It returns the
+// message and its kind, and false when nothing more is to be done with
+// it.
+func (s *Server) receive(now time.Time, d Datagram, sess *mpsa.Session, local, remote netip.Addr, drops *dropLog, member string) (*mpsa.Message, mpsa.Kind, bool) {
+	var attrs []any
+	if member != "" {
+		attrs = []any{"member", member}
+	}
 	msg, err := mpsa.ParseMessage(d.Data)
 	if err != nil {
 		drops.drop(now, metrics.DropMalformed, append(attrs, "err", err)...)
