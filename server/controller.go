@@ -47,6 +47,9 @@ type ctlGroup struct {
 	acked, current int
 	// queued counts the group's entries in the pacer's queue.
 	queued int
+	// locals counts the members' control links by local control
+	// address, the addresses the server routes to the group.
+	locals map[netip.Addr]int
 	// fanoutDone: every member has acknowledged the current SA since it
 	// was made (logged once).
 	fanoutDone bool
@@ -131,7 +134,7 @@ func newCtlGroup(s *Server, cfg *swanctl.Group, rnd io.Reader, log *slog.Logger)
 		return nil, err
 	}
 	cg := &ctlGroup{s: s, cfg: cfg, log: log, group: g, backoff: s.opts.Backoff, members: map[netip.Addr]*ctlMember{},
-		drops: s.newDropLog(log), metrics: s.opts.Metrics}
+		drops: s.newDropLog(log), metrics: s.opts.Metrics, locals: map[netip.Addr]int{}}
 	cg.rekeyAt.fire = cg.onRekeyDue
 	s.sched.set(&cg.rekeyAt, g.NextRekey())
 	cg.metrics.SetGroupSA(cfg.Name, g.Current().SPI(), g.Current().Created)
@@ -164,13 +167,36 @@ func (g *ctlGroup) controlUp(_ context.Context, now time.Time, c vici.Control) {
 	if m == nil {
 		m = &ctlMember{g: g, addr: c.Remote}
 		m.retx.fire = m.onRetransmit
-		m.links.set(l.ike, l)
+		g.setLink(m, l)
 		g.members[c.Remote] = m
 		g.joined(now, m)
 	} else {
-		m.links.set(l.ike, l)
+		g.setLink(m, l)
 	}
 	g.follow(now, m)
+}
+
+// setLink adds or replaces one of m's links and keeps the local control
+// addresses the server routes to the group.
+func (g *ctlGroup) setLink(m *ctlMember, l memberLink) {
+	old, had := m.links.get(l.ike)
+	m.links.set(l.ike, l)
+	if had && old.local == l.local {
+		return
+	}
+	if had {
+		g.dropLocal(old.local)
+	}
+	if g.locals[l.local]++; g.locals[l.local] == 1 {
+		g.s.listen(l.local, g)
+	}
+}
+
+func (g *ctlGroup) dropLocal(a netip.Addr) {
+	if g.locals[a]--; g.locals[a] <= 0 {
+		delete(g.locals, a)
+		g.s.unlisten(a, g)
+	}
 }
 
 // controlDown drops one of a member's control children; the member leaves
@@ -181,7 +207,12 @@ func (g *ctlGroup) controlDown(_ context.Context, now time.Time, ike uint32, rem
 		return
 	}
 	last := m.cur()
+	l, ok := m.links.get(ike)
+	if !ok {
+		return
+	}
 	m.links.remove(ike)
+	g.dropLocal(l.local)
 	if len(m.links) > 0 {
 		g.follow(now, m)
 		return
@@ -606,6 +637,10 @@ func (g *ctlGroup) close() {
 	}
 	g.s.sched.stop(&g.rekeyAt)
 	g.s.sched.stop(&g.drops.flushAt)
+	for a := range g.locals {
+		g.s.unlisten(a, g)
+	}
+	clear(g.locals)
 	g.put.zero()
 	g.group.Close()
 }

@@ -66,6 +66,17 @@ type controlLink[T any] struct {
 	v   T
 }
 
+// get returns the link of IKE SA ike.
+func (l controlLinks[T]) get(ike uint32) (T, bool) {
+	for _, c := range l {
+		if c.ike == ike {
+			return c.v, true
+		}
+	}
+	var zero T
+	return zero, false
+}
+
 // set adds or replaces the link of IKE SA ike.
 func (l *controlLinks[T]) set(ike uint32, v T) {
 	for i := range *l {

@@ -41,6 +41,9 @@ type memGroup struct {
 	// timer is the earliest of the SA lifecycle's and the hello's
 	// retransmission.
 	timer deadline
+	// local is the local control address the server routes to the
+	// group, while the session is up.
+	local netip.Addr
 	// lastErr is the last data-plane failure, for status.
 	lastErr string
 }
@@ -80,11 +83,13 @@ func (g *memGroup) follow(ctx context.Context, now time.Time) {
 			g.sess.Close()
 			g.sess, g.hello = nil, false
 		}
+		g.listen(netip.Addr{})
 		return
 	}
 	g.ensureDataPlane(ctx, c.IKE.LocalHost)
 	id := sessionID(c.IKE)
 	g.ctl = c
+	g.listen(c.Local)
 	if g.sess != nil && g.sess.ID() == id {
 		return
 	}
@@ -100,6 +105,20 @@ func (g *memGroup) follow(ctx context.Context, now time.Time) {
 		return
 	}
 	g.s.send(b, c.Local, c.Remote)
+}
+
+// listen has the server route datagrams to the local control address a
+// (none if a is the zero Addr) to the group.
+func (g *memGroup) listen(a netip.Addr) {
+	if a == g.local {
+		return
+	}
+	if g.local.IsValid() {
+		g.s.unlisten(g.local, g)
+	}
+	if g.local = a; a.IsValid() {
+		g.s.listen(a, g)
+	}
 }
 
 // ensureDataPlane builds the data plane on first need, with the configured
@@ -415,12 +434,15 @@ func (g *memGroup) retire(ctx context.Context, next *swanctl.Group) {
 	}
 	g.log.Info("group removed or moved to another data plane; removing it and its kill switch")
 	g.s.sched.stop(&g.timer)
+	g.s.sched.stop(&g.drops.flushAt)
+	g.listen(netip.Addr{})
 	g.flush(ctx, g.s.opts.FlushDataPlane)
 }
 
 func (g *memGroup) close() {
 	g.s.sched.stop(&g.timer)
 	g.s.sched.stop(&g.drops.flushAt)
+	g.listen(netip.Addr{})
 	if g.sess != nil {
 		g.sess.Close()
 	}

@@ -2,10 +2,20 @@ package server
 
 import (
 	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mpsa/mpsa/mpsa"
+	"github.com/mpsa/mpsa/swanctl"
+	"github.com/mpsa/mpsa/vici"
+	"github.com/mpsa/mpsa/xfrm"
 )
 
 // TestPacedRekey: a rekey sends push_burst pushes at once, then push_rate
@@ -145,6 +155,15 @@ func checkCounts(t *testing.T, f *fleet, step, up int) {
 		t.Fatalf("step %d: %d members (want %d), counts acked %d current %d queued %d; recounted %d %d %d",
 			step, len(g.members), up, g.acked, g.current, g.queued, acked, current, queued)
 	}
+	// Datagrams to the local control address reach the group while it
+	// has a member: its links are counted by local address.
+	links := 0
+	for _, m := range g.members {
+		links += len(m.links)
+	}
+	if routed := len(f.s.byLocal[ctlAddr]) == 1; g.locals[ctlAddr] != links || routed != (links > 0) || len(f.s.byLocal) > 1 {
+		t.Fatalf("step %d: %d links counted at %s, %d links; routed %v", step, g.locals[ctlAddr], ctlAddr, links, routed)
+	}
 }
 
 // TestLeaveWhileQueued: a member that leaves while its push waits for the
@@ -168,3 +187,71 @@ func TestLeaveWhileQueued(t *testing.T) {
 		t.Fatalf("%d answers, %d queued; want 2 and 0", f.answered, f.group().queued)
 	}
 }
+
+// TestManyMemberGroupsRoutedByLocalAddress: a member with many groups
+// (as the scale harness's load generator runs one per simulated member)
+// routes each datagram to the group of its destination, the local control
+// address, without asking the others.
+func TestManyMemberGroupsRoutedByLocalAddress(t *testing.T) {
+	const n = 50
+	var conf strings.Builder
+	conf.WriteString("mpsa {\n role = member\n groups {\n")
+	for i := range n {
+		fmt.Fprintf(&conf, " g%d { connection = c%d\n control_child = ctl\n dataplane = userspace\n tun = t%d\n local_ts = 10.100.%d.0/24\n routes { r { prefixes = 10.200.%d.0/24\n peer = 192.0.2.200 } } }\n",
+			i, i, i, i, i)
+	}
+	conf.WriteString(" }\n}\n")
+	var sent []Datagram
+	s, err := New(Options{Config: loadConfig(t, conf.String()), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		NewDataPlane: func(context.Context, *swanctl.Group, netip.Addr, *slog.Logger) (xfrm.DataPlane, error) {
+			return &recorder{keys: map[uint32]xfrm.SA{}}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.out = sendFunc(func(b []byte, src netip.Addr, dst netip.AddrPort) error {
+		sent = append(sent, Datagram{Src: netip.AddrPortFrom(src, dst.Port()), Dst: dst.Addr(), Data: bytes.Clone(b)})
+		return nil
+	})
+	ctx := context.Background()
+	if err := s.applyConfig(ctx, s.cfg); err != nil {
+		t.Fatal(err)
+	}
+	var sas []vici.IKESA
+	for i := range n {
+		sa := fleetSA(i) // here: the member's IKE SA to the controller
+		sa.Conn, sa.Initiator = fmt.Sprintf("c%d", i), true
+		sa.Children[0].LocalTS, sa.Children[0].RemoteTS = sa.Children[0].RemoteTS, sa.Children[0].LocalTS
+		sas = append(sas, sa)
+	}
+	s.onUpdate(ctx, vici.Update{Cause: vici.CauseResync, Snapshot: vici.Snapshot{Connected: true}, Changed: sas})
+	if len(sent) != n || len(s.byLocal) != n {
+		t.Fatalf("%d hellos, %d local addresses routed; want %d", len(sent), len(s.byLocal), n)
+	}
+	// The controller answers the hello of group 37 only.
+	hello := sent[0]
+	for _, d := range sent {
+		if d.Src.Addr() == memberAddr(37) {
+			hello = d
+		}
+	}
+	h, err := mpsa.ParseHeader(hello.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Flags = mpsa.FlagResponse
+	b, _ := (&mpsa.Message{Header: h, Payloads: []mpsa.Payload{mpsa.MPSAVendorID()}}).Marshal()
+	if !s.onDatagram(ctx, Datagram{Src: netip.AddrPortFrom(ctlAddr, hello.Src.Port()), Dst: hello.Src.Addr(), Data: b}) {
+		t.Fatal("the answer to group 37's hello was not claimed")
+	}
+	for i, g := range s.groups {
+		if up := g.(*memGroup).hello; up != (i == 37) {
+			t.Fatalf("group %d: hello answered %v", i, up)
+		}
+	}
+}
+
+// sendFunc is a test's control wire.
+type sendFunc func(b []byte, src netip.Addr, dst netip.AddrPort) error
+
+func (f sendFunc) Send(b []byte, src netip.Addr, dst netip.AddrPort) error { return f(b, src, dst) }

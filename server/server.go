@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,9 +86,13 @@ type Server struct {
 	out interface {
 		Send(b []byte, src netip.Addr, dst netip.AddrPort) error
 	}
-	// groups in configuration order, and by connection name.
-	groups []group
-	byConn map[string][]group
+	// groups in configuration order, by connection name, and by the
+	// local control addresses of their control children: a datagram
+	// goes to the groups of its destination, usually one (a member has
+	// one per group; a controller's groups often share one).
+	groups  []group
+	byConn  map[string][]group
+	byLocal map[netip.Addr][]group
 	// vici follows charon's IKE SAs and feeds the groups.
 	vici  *viciSource
 	sched deadlines
@@ -140,6 +145,7 @@ func New(opts Options) (*Server, error) {
 		now:       opts.Now,
 		cfg:       opts.Config,
 		byConn:    map[string][]group{},
+		byLocal:   map[netip.Addr][]group{},
 		updates:   newVICIInbox(),
 		datagrams: make(chan Datagram, 256),
 		calls:     make(chan func()),
@@ -396,8 +402,10 @@ func (s *Server) drop(now time.Time, reason string, attrs ...any) {
 }
 
 // onDatagram hands a datagram to the group it belongs to, or drops it. It
-// reports whether a group handled it. Each group finds the sender with one
-// map look-up: the cost does not depend on the number of members.
+// reports whether a group handled it. The groups of its destination
+// address are one map look-up away, and each finds the sender with one
+// more: the cost depends neither on the number of members nor on the
+// number of groups.
 func (s *Server) onDatagram(ctx context.Context, d Datagram) bool {
 	now := s.now()
 	s.noteOverload(now)
@@ -409,7 +417,7 @@ func (s *Server) onDatagram(ctx context.Context, d Datagram) bool {
 		s.drop(now, metrics.DropNoIKESA, "src", d.Src, "detail", "not connected to charon")
 		return false
 	}
-	for _, g := range s.groups {
+	for _, g := range s.byLocal[d.Dst] {
 		if g.onDatagram(ctx, now, d) {
 			return true
 		}
@@ -530,6 +538,22 @@ func (s *Server) attach(ctx context.Context, g group) {
 	s.groups = append(s.groups, g)
 	s.reindex()
 	s.vici.feed(ctx, s.now(), g)
+}
+
+// listen routes datagrams to the local control address a to g, which
+// calls it once for each address it has control children on.
+func (s *Server) listen(a netip.Addr, g group) {
+	s.byLocal[a] = append(s.byLocal[a], g)
+}
+
+// unlisten undoes listen.
+func (s *Server) unlisten(a netip.Addr, g group) {
+	gs := slices.DeleteFunc(s.byLocal[a], func(x group) bool { return x == g })
+	if len(gs) == 0 {
+		delete(s.byLocal, a)
+		return
+	}
+	s.byLocal[a] = gs
 }
 
 // reindex rebuilds the groups by connection (at setup and reload).
