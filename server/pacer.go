@@ -51,10 +51,23 @@ func (p *pacer) take() bool {
 	return true
 }
 
-// untilToken is how long until the next whole token.
+// pacerTick is the shortest sleep of the pacer while members wait: when
+// it wakes it sends what the tokens allow, so that at push_rate 1000 it
+// sends twenty at a time every 20 ms instead of waking for every
+// datagram. Sending in small batches keeps the cost per datagram low all
+// along the way (mpsad's loop, charon's kernel-libipsec reading its TUN
+// device, the members): the scale harness measured the CPU of a rekey of
+// 1,000 twice as high when they came one by one. The sleep is shorter
+// when the bucket would fill up meanwhile (push_burst below 40 ms of
+// push_rate), which would lower the rate.
+const pacerTick = 20 * time.Millisecond
+
+// untilToken is how long to sleep: until the next whole token, and at
+// least a tick, which is at most the time the bucket takes to fill half.
 func (p *pacer) untilToken() time.Duration {
 	d := time.Duration((1 - p.tokens) / p.rate * float64(time.Second))
-	return max(d, time.Microsecond)
+	tick := min(pacerTick, time.Duration(p.burst/2/p.rate*float64(time.Second)))
+	return max(d, tick)
 }
 
 func (p *pacer) waiting() int { return len(p.queue) - p.head }
