@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mpsa/mpsa/server"
+	"github.com/mpsa/mpsa/api"
 	"github.com/mpsa/mpsa/swanctl"
 )
 
@@ -55,7 +55,7 @@ func runFlush(args []string, stdout, stderr io.Writer, flush groupFlusher) int {
 // if it cannot tell. No socket, or nobody listening on it, means no mpsad
 // runs.
 func refuseIfServed(ctx context.Context, socket, group string) error {
-	st, err := server.NewClient(socket).Status(ctx)
+	st, err := api.NewClient(socket).Status(ctx)
 	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
 		return nil
 	}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mpsa/mpsa/server"
+	"github.com/mpsa/mpsa/api"
 )
 
 // recordFlush is a groupFlusher that records the groups it is asked to
@@ -27,7 +27,7 @@ func (r *recordFlush) flush(_ context.Context, name string) (int, error) {
 // flushed; the message says to remove it from the configuration and
 // reload. Another group is flushed.
 func TestFlushRefusedWhileServed(t *testing.T) {
-	sock := serve(t, &staticAPI{st: server.Status{Role: "member", Groups: []server.GroupStatus{{Name: "east"}}}})
+	sock := serve(t, &staticAPI{st: api.Status{Role: "member", Groups: []api.GroupStatus{{Name: "east"}}}})
 	rec := &recordFlush{n: 3}
 	var out, errOut bytes.Buffer
 	if code := runFlush([]string{"east", "--socket", sock}, &out, &errOut, rec.flush); code != 1 {
