@@ -152,8 +152,6 @@ func (g *ctlGroup) config() *swanctl.Group { return g.cfg }
 // fan-out are built only then.
 func (g *ctlGroup) debug() bool { return g.log.Enabled(context.Background(), slog.LevelDebug) }
 
-func (g *ctlGroup) dropLog() *dropLog { return g.drops }
-
 // setPeers: a controller has no data plane; peers fed to it are not used
 // (BGP will feed it each member's accepted prefixes).
 func (g *ctlGroup) setPeers(context.Context, string, []xfrm.Peer) {}

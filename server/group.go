@@ -42,8 +42,6 @@ type group interface {
 	reconfigure(ctx context.Context, n *swanctl.Group) bool
 	// status is the group as `mpsactl status` shows it.
 	status(ctx context.Context) api.GroupStatus
-	// dropLog is the group's count of dropped control datagrams.
-	dropLog() *dropLog
 	// retire tears the group down at a reload: next is its new
 	// configuration, which the group could not apply in place, or nil
 	// when it is removed. A member group keeps its kill switch for the

@@ -57,8 +57,6 @@ func newMemGroup(s *Server, cfg *swanctl.Group, log *slog.Logger) *memGroup {
 
 func (g *memGroup) config() *swanctl.Group { return g.cfg }
 
-func (g *memGroup) dropLog() *dropLog { return g.drops }
-
 // controlUp and controlDown follow the control children to the
 // controller; see follow.
 func (g *memGroup) controlUp(ctx context.Context, now time.Time, c vici.Control) {

@@ -67,8 +67,8 @@ type Options struct {
 // changed, not with the number of members: charon's changes arrive as
 // deltas (vici.Update.Changed and Removed) that the VICI source turns into
 // control-up and control-down events for the groups of each connection; a
-// datagram finds its group and member with one map look-up per group;
-// every timer is a deadline on one heap; pushes leave through one token
+// datagram finds its group and member with two map look-ups (by its
+// destination, then its source); every timer is a deadline on one heap; pushes leave through one token
 // bucket (push_rate). docs/design.md, "The engine", has the picture and
 // docs/scale.md the figures.
 type Server struct {
