@@ -1,0 +1,99 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/mpsa/mpsa/api"
+	"github.com/mpsa/mpsa/swanctl"
+	"github.com/mpsa/mpsa/vici"
+	"github.com/mpsa/mpsa/xfrm"
+)
+
+// feedRecorder is a group that records what sources feed it.
+type feedRecorder struct {
+	cfg   *swanctl.Group
+	calls []string
+}
+
+func (r *feedRecorder) config() *swanctl.Group { return r.cfg }
+func (r *feedRecorder) controlUp(_ context.Context, _ time.Time, c vici.Control) {
+	r.calls = append(r.calls, fmt.Sprintf("up %d %s", c.IKE.UniqueID, c.Remote))
+}
+func (r *feedRecorder) controlDown(_ context.Context, _ time.Time, ike uint32, remote netip.Addr) {
+	r.calls = append(r.calls, fmt.Sprintf("down %d %s", ike, remote))
+}
+func (r *feedRecorder) setPeers(context.Context, string, []xfrm.Peer)        {}
+func (r *feedRecorder) onDatagram(context.Context, time.Time, Datagram) bool { return false }
+func (r *feedRecorder) reconfigure(context.Context, *swanctl.Group) bool     { return true }
+func (r *feedRecorder) status(context.Context) api.GroupStatus               { return api.GroupStatus{} }
+func (r *feedRecorder) retire(context.Context, *swanctl.Group)               {}
+func (r *feedRecorder) close()                                               {}
+func (r *feedRecorder) take() []string                                       { c := r.calls; r.calls = nil; return c }
+
+// TestVICISourceFeedsWhatChanged: the VICI source tells a group of the
+// control children of its connection only, downs a control child that is
+// no longer installed or moved to another address, and in a resync tells
+// of the new IKE SA of a reconnected member before the old one goes.
+func TestVICISourceFeedsWhatChanged(t *testing.T) {
+	g := &feedRecorder{cfg: &swanctl.Group{Connection: "c", ControlChild: "ctl"}}
+	v := newVICISource(func(conn string) []group {
+		if conn == "c" {
+			return []group{g}
+		}
+		return nil
+	})
+	ctx, now := context.Background(), time.Now()
+	expect := func(what string, want ...string) {
+		t.Helper()
+		if got := g.take(); !slices.Equal(got, want) {
+			t.Fatalf("%s: %q, want %q", what, got, want)
+		}
+	}
+	a, b := fleetSA(0), fleetSA(1)
+	other := fleetSA(2)
+	other.Conn = "d"
+	v.set(ctx, now, a)
+	v.set(ctx, now, other)
+	expect("two IKE SAs, one of the group's connection", "up 1 "+memberAddr(0).String())
+
+	rekeying := a
+	rekeying.Children = []vici.ChildSA{a.Children[0]}
+	rekeying.Children[0].State = vici.ChildRekeying
+	v.set(ctx, now, rekeying)
+	expect("control child no longer installed", "down 1 "+memberAddr(0).String())
+
+	moved := a
+	moved.Children = []vici.ChildSA{a.Children[0]}
+	moved.Children[0].RemoteTS = []netip.Prefix{netip.PrefixFrom(memberAddr(9), 32)}
+	v.set(ctx, now, a)
+	v.set(ctx, now, moved)
+	expect("moved to another address", "up 1 "+memberAddr(0).String(), "up 1 "+memberAddr(9).String(), "down 1 "+memberAddr(0).String())
+
+	// Member 0 reconnected while the watcher was away: IKE SA 1 is gone,
+	// IKE SA 7 has its control child; member 1 came up.
+	v.set(ctx, now, a)
+	g.take()
+	again := a
+	again.UniqueID = 7
+	v.resync(ctx, now, []vici.IKESA{again, b, other})
+	got := g.take()
+	slices.Sort(got[:2])
+	want := []string{"up 2 " + memberAddr(1).String(), "up 7 " + memberAddr(0).String(), "down 1 " + memberAddr(0).String()}
+	if !slices.Equal(got, want) {
+		t.Fatalf("resync: %q, want %q (ups before downs)", got, want)
+	}
+	v.remove(ctx, now, 2)
+	v.remove(ctx, now, 3)
+	expect("removed", "down 2 "+memberAddr(1).String())
+
+	h := &feedRecorder{cfg: &swanctl.Group{Connection: "c", ControlChild: "ctl"}}
+	v.feed(ctx, now, h)
+	if got := h.take(); !slices.Equal(got, []string{"up 7 " + memberAddr(0).String()}) {
+		t.Fatalf("a group set up later is fed %q", got)
+	}
+}
