@@ -58,6 +58,34 @@ type GroupStatus struct {
 	DataPlaneDrops map[string]uint64 `json:"dataplane_drops,omitempty"`
 	// Drops counts control datagrams dropped, by reason.
 	Drops map[string]uint64 `json:"drops,omitempty"`
+	// ControlProblems are the IKE SAs of the group's connection that
+	// carry no usable control child (both roles): charon established
+	// the IKE SA but not the control child, or mpsad cannot verify that
+	// the child protects the control exchange and refuses to use it.
+	// Absent when there are none.
+	ControlProblems []ControlProblem `json:"control_problems,omitempty"`
+	// CharonProblems are what charon lacks for the group's control
+	// child, or what its configuration gets wrong (AH, NULL
+	// encryption), as mpsad found at its last connection to charon.
+	CharonProblems []string `json:"charon_problems,omitempty"`
+}
+
+// ControlProblem is one IKE SA of a group's connection without a usable
+// control child.
+type ControlProblem struct {
+	// IKE is charon's unique id of the IKE SA, Peer its remote identity
+	// and Address its remote IKE address.
+	IKE     uint32 `json:"ike_sa"`
+	Peer    string `json:"peer"`
+	Address string `json:"address"`
+	// Since is when mpsad first saw it.
+	Since time.Time `json:"since"`
+	// Problem says what is wrong, with what charon said about it: "control
+	// child mpsa-ctl of connection mpsa not installed: IKE SA mpsa[1]
+	// with 192.0.2.1 (ctl.example.net) is ESTABLISHED but has no CHILD_SA
+	// mpsa-ctl; charon said: [IKE] received NO_PROPOSAL_CHOSEN notify, no
+	// CHILD_SA built".
+	Problem string `json:"problem"`
 }
 
 // IsMember reports whether g is a member's group: a member always reports

@@ -58,6 +58,8 @@ type ctlGroup struct {
 	overWindow bool
 	rekeyAt    deadline
 	put        putCache
+	// controlWatch knows why members' control children are not up.
+	controlWatch
 }
 
 type ctlMember struct {
@@ -136,6 +138,7 @@ func newCtlGroup(s *Server, cfg *swanctl.Group, rnd io.Reader, log *slog.Logger)
 	cg := &ctlGroup{s: s, cfg: cfg, log: log, group: g, backoff: s.opts.Backoff, members: map[netip.Addr]*ctlMember{},
 		drops: s.newDropLog(log), metrics: s.opts.Metrics, locals: map[netip.Addr]int{}}
 	cg.rekeyAt.fire = cg.onRekeyDue
+	cg.controlWatch.init(s, cg.config, log)
 	s.sched.set(&cg.rekeyAt, g.NextRekey())
 	cg.metrics.SetGroupSA(cfg.Name, g.Current().SPI(), g.Current().Created)
 	cg.log.Info("generated group SA", "spi", spiString(g.Current().SPI()), "suite", cfg.Suite.String(), "next_rekey", g.NextRekey().Format(time.RFC3339))
@@ -160,6 +163,7 @@ func (g *ctlGroup) setPeers(context.Context, string, []xfrm.Peer) {}
 // is pushed the SA once it has a session), a new IKE SA for a known
 // address replaces the member's session.
 func (g *ctlGroup) controlUp(_ context.Context, now time.Time, c vici.Control) {
+	g.controlFine(c.IKE.UniqueID, false)
 	l := memberLink{ike: c.IKE.UniqueID, id: sessionID(c.IKE), initiator: c.IKE.Initiator, local: c.Local, remoteID: c.IKE.RemoteID}
 	m := g.members[c.Remote]
 	if m == nil {
@@ -605,6 +609,7 @@ func (g *ctlGroup) status(context.Context) api.GroupStatus {
 	if p := g.group.Previous(); p != nil {
 		st.PreviousSPI = spiString(p.SPI())
 	}
+	st.ControlProblems, st.CharonProblems = g.problems()
 	for _, addr := range slices.SortedFunc(maps.Keys(g.members), netip.Addr.Compare) {
 		m := g.members[addr]
 		l := m.cur()
@@ -635,6 +640,7 @@ func (g *ctlGroup) close() {
 	}
 	g.s.sched.stop(&g.rekeyAt)
 	g.s.sched.stop(&g.drops.flushAt)
+	g.controlWatch.stop()
 	for a := range g.locals {
 		g.s.unlisten(a, g)
 	}

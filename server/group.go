@@ -30,6 +30,17 @@ type group interface {
 	// controlDown tells the group that the IKE SA with unique id ike no
 	// longer carries its control child to the remote control address.
 	controlDown(ctx context.Context, now time.Time, ike uint32, remote netip.Addr)
+	// controlMissing tells the group that its connection's ESTABLISHED
+	// IKE SA sa carries no usable control child (none INSTALLED, or
+	// not with single-host traffic selectors); controlFine that IKE SA
+	// ike no longer has a problem (its control child came up, or it is
+	// gone). charonSaid hands the group one of charon's messages about a
+	// CHILD_SA failure of its connection; charonChanged what charon has,
+	// at each connection to charon. See controlWatch.
+	controlMissing(ctx context.Context, now time.Time, sa vici.IKESA)
+	controlFine(ike uint32, gone bool)
+	charonSaid(now time.Time, ev vici.LogEvent)
+	charonChanged(ch *vici.Charon)
 	// setPeers replaces what the source src offers the group as peers:
 	// remote prefixes and the underlay addresses that serve them.
 	setPeers(ctx context.Context, src string, peers []xfrm.Peer)

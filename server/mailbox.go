@@ -20,6 +20,9 @@ type viciBatch struct {
 	// changes are the newest state of each IKE SA changed since: the
 	// IKE SA, or removed.
 	changes map[uint32]viciChange
+	// charon is what charon said of itself in the newest update that
+	// carried it.
+	charon *vici.Charon
 }
 
 type viciChange struct {
@@ -31,6 +34,9 @@ type viciChange struct {
 // pending. An update made by hand (Cause 0, as tests and embedders may
 // hand to the server) counts as a resync with its snapshot.
 func (b *viciBatch) add(u vici.Update) {
+	if u.Charon != nil {
+		b.charon = u.Charon
+	}
 	switch {
 	case u.Cause == vici.CauseDisconnected || (u.Cause == 0 && !u.Snapshot.Connected):
 		b.lost, b.connected = true, false

@@ -46,12 +46,15 @@ type memGroup struct {
 	local netip.Addr
 	// lastErr is the last data-plane failure, for status.
 	lastErr string
+	// controlWatch knows why the control child is not up.
+	controlWatch
 }
 
 func newMemGroup(s *Server, cfg *swanctl.Group, log *slog.Logger) *memGroup {
 	g := &memGroup{s: s, cfg: cfg, log: log, backoff: s.opts.Backoff, life: mpsa.NewMember(), drops: s.newDropLog(log),
 		metrics: s.opts.Metrics, peers: map[string][]xfrm.Peer{}}
 	g.timer.fire = g.onTimer
+	g.controlWatch.init(s, g.config, log)
 	return g
 }
 
@@ -60,6 +63,7 @@ func (g *memGroup) config() *swanctl.Group { return g.cfg }
 // controlUp and controlDown follow the control children to the
 // controller; see follow.
 func (g *memGroup) controlUp(ctx context.Context, now time.Time, c vici.Control) {
+	g.controlFine(c.IKE.UniqueID, false)
 	g.links.set(c.IKE.UniqueID, c)
 	g.follow(ctx, now)
 }
@@ -355,6 +359,7 @@ func (g *memGroup) status(ctx context.Context) api.GroupStatus {
 		InboundSPIs: []string{}, SAs: []api.SAStatus{}, Peers: []api.Peer{}, Drops: g.drops.snapshot(),
 		DataPlaneError: g.lastErr,
 	}
+	st.ControlProblems, st.CharonProblems = g.problems()
 	for _, sa := range g.life.SAs() {
 		st.InboundSPIs = append(st.InboundSPIs, spiString(sa.SPI))
 		ss := api.SAStatus{SPI: spiString(sa.SPI), Received: sa.Received, Expires: sa.Expires}
@@ -432,6 +437,7 @@ func (g *memGroup) retire(ctx context.Context, next *swanctl.Group) {
 	}
 	g.log.Info("group removed or moved to another data plane; removing it and its kill switch")
 	g.s.sched.stop(&g.timer)
+	g.controlWatch.stop()
 	g.s.sched.stop(&g.drops.flushAt)
 	g.listen(netip.Addr{})
 	g.flush(ctx, g.s.opts.FlushDataPlane)
@@ -439,6 +445,7 @@ func (g *memGroup) retire(ctx context.Context, next *swanctl.Group) {
 
 func (g *memGroup) close() {
 	g.s.sched.stop(&g.timer)
+	g.controlWatch.stop()
 	g.s.sched.stop(&g.drops.flushAt)
 	g.listen(netip.Addr{})
 	if g.sess != nil {

@@ -99,7 +99,12 @@ type Server struct {
 	pacer *pacer
 	drops *dropLog // datagrams that match no group
 
-	updates   *viciInbox
+	updates *viciInbox
+	// said carries charon's messages about CHILD_SA failures from the
+	// watcher's log session to the loop; full, they are dropped.
+	said chan vici.LogEvent
+	// charon is what charon said of itself at the last connection.
+	charon    *vici.Charon
 	datagrams chan Datagram
 	calls     chan func()
 	reloads   chan *swanctl.Config
@@ -148,6 +153,7 @@ func New(opts Options) (*Server, error) {
 		byLocal:   map[netip.Addr][]group{},
 		updates:   newVICIInbox(),
 		datagrams: make(chan Datagram, 256),
+		said:      make(chan vici.LogEvent, 256),
 		calls:     make(chan func()),
 		reloads:   make(chan *swanctl.Config),
 		ready:     make(chan struct{}),
@@ -223,7 +229,13 @@ func (s *Server) Run(ctx context.Context) error {
 			errc <- err
 		}
 	}()
-	w := vici.NewWatcher(vici.WatcherOptions{Socket: sock, Logger: s.log, OnUpdate: s.updates.put, OmitSnapshots: true})
+	w := vici.NewWatcher(vici.WatcherOptions{Socket: sock, Logger: s.log, OnUpdate: s.updates.put, OmitSnapshots: true,
+		OnChildFailure: func(ev vici.LogEvent) {
+			select {
+			case s.said <- ev:
+			default:
+			}
+		}})
 	go func() {
 		defer wg.Done()
 		w.Run(ctx)
@@ -337,6 +349,8 @@ func (s *Server) loop(ctx context.Context, errc <-chan error) error {
 			}
 		case d := <-s.datagrams:
 			s.onDatagram(ctx, d)
+		case ev := <-s.said:
+			s.vici.said(s.now(), ev)
 		case fn := <-s.calls:
 			fn()
 		case <-timer.C:
@@ -381,6 +395,14 @@ func (s *Server) apply(ctx context.Context, b *viciBatch) {
 	s.connected = b.connected
 	if s.connected {
 		s.readyOnce.Do(func() { close(s.ready) })
+	}
+	if b.charon != nil && b.charon != s.charon {
+		s.charon = b.charon
+		s.log.Info("charon", "version", s.charon.Version.Version, "plugins", strings.Join(s.charon.Plugins, " "),
+			"kernel_libipsec", s.charon.HasPlugin("kernel-libipsec"))
+		for _, g := range s.groups {
+			g.charonChanged(s.charon)
+		}
 	}
 }
 
@@ -537,6 +559,9 @@ func (s *Server) addGroup(ctx context.Context, g *swanctl.Group) error {
 func (s *Server) attach(ctx context.Context, g group) {
 	s.groups = append(s.groups, g)
 	s.reindex()
+	if s.charon != nil {
+		g.charonChanged(s.charon)
+	}
 	s.vici.feed(ctx, s.now(), g)
 }
 

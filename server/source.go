@@ -60,8 +60,14 @@ func (v *viciSource) set(ctx context.Context, now time.Time, sa vici.IKESA) {
 	for _, g := range v.groups(sa.Conn) {
 		child := g.config().ControlChild
 		c, ok := sa.Control(child)
-		if ok {
+		switch {
+		case ok:
 			g.controlUp(ctx, now, c)
+		case sa.State == vici.IKEEstablished:
+			g.controlMissing(ctx, now, sa)
+		default:
+			// not established yet, or going away
+			g.controlFine(sa.UniqueID, true)
 		}
 		if !had || old.Conn != sa.Conn {
 			continue
@@ -88,6 +94,7 @@ func (v *viciSource) remove(ctx context.Context, now time.Time, id uint32) {
 
 func (v *viciSource) down(ctx context.Context, now time.Time, old vici.IKESA) {
 	for _, g := range v.groups(old.Conn) {
+		g.controlFine(old.UniqueID, true)
 		if oc, ok := old.Control(g.config().ControlChild); ok {
 			g.controlDown(ctx, now, old.UniqueID, oc.Remote)
 		}
@@ -121,6 +128,16 @@ func (v *viciSource) feed(ctx context.Context, now time.Time, g group) {
 		}
 		if c, ok := sa.Control(cfg.ControlChild); ok {
 			g.controlUp(ctx, now, c)
+		} else if sa.State == vici.IKEEstablished {
+			g.controlMissing(ctx, now, sa)
 		}
+	}
+}
+
+// said hands one of charon's messages about a CHILD_SA failure to the
+// groups of its connection.
+func (v *viciSource) said(now time.Time, ev vici.LogEvent) {
+	for _, g := range v.groups(ev.IKEName) {
+		g.charonSaid(now, ev)
 	}
 }

@@ -186,17 +186,23 @@ func parseIKE(conn string, m *govici.Message, children bool) (IKESA, error) {
 func parseChild(ikeCtx, key string, m *govici.Message) (ChildSA, error) {
 	f := &fields{m: m, ctx: ikeCtx + ": CHILD SA " + key}
 	c := ChildSA{
-		Name:     f.str("name"),
-		UniqueID: uint32(f.uint("uniqueid", 10, 32, true)),
-		ReqID:    uint32(f.uint("reqid", 10, 32, false)),
-		State:    ChildState(f.str("state")),
-		Mode:     f.str("mode"),
-		Protocol: f.str("protocol"),
-		Encap:    f.yes("encap"),
-		SPIIn:    uint32(f.uint("spi-in", 16, 32, false)),
-		SPIOut:   uint32(f.uint("spi-out", 16, 32, false)),
-		LocalTS:  f.ts("local-ts"),
-		RemoteTS: f.ts("remote-ts"),
+		Name:         f.str("name"),
+		UniqueID:     uint32(f.uint("uniqueid", 10, 32, true)),
+		ReqID:        uint32(f.uint("reqid", 10, 32, false)),
+		State:        ChildState(f.str("state")),
+		Mode:         f.str("mode"),
+		Protocol:     f.str("protocol"),
+		Encap:        f.yes("encap"),
+		SPIIn:        uint32(f.uint("spi-in", 16, 32, false)),
+		SPIOut:       uint32(f.uint("spi-out", 16, 32, false)),
+		LocalTS:      f.ts("local-ts"),
+		RemoteTS:     f.ts("remote-ts"),
+		LocalTSText:  f.list("local-ts"),
+		RemoteTSText: f.list("remote-ts"),
+		EncrAlg:      f.str("encr-alg"),
+		IntegAlg:     f.str("integ-alg"),
+		IfIDIn:       uint32(f.uint("if-id-in", 16, 32, false)),
+		IfIDOut:      uint32(f.uint("if-id-out", 16, 32, false)),
 	}
 	if f.err != nil {
 		return ChildSA{}, f.err

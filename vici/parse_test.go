@@ -54,6 +54,7 @@ func TestParseSAController(t *testing.T) {
 			Name: "mpsa-ctl", UniqueID: 2, ReqID: 2, State: ChildInstalled, Mode: "TUNNEL", Protocol: "ESP",
 			Encap: true, SPIIn: 0xfab30bc7, SPIOut: 0x170aaaef,
 			LocalTS: pfx("10.98.0.1/32"), RemoteTS: pfx("10.98.2.1/32"),
+			LocalTSText: []string{"10.98.0.1/32"}, RemoteTSText: []string{"10.98.2.1/32"}, EncrAlg: "AES_GCM_16",
 		}},
 	}
 	if !reflect.DeepEqual(sa, want) {

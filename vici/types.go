@@ -95,6 +95,17 @@ type ChildSA struct {
 	// and port restrictions ("[udp/4501]") are dropped; address ranges
 	// become the prefixes that cover them exactly.
 	LocalTS, RemoteTS []netip.Prefix
+	// LocalTSText and RemoteTSText are the traffic selectors exactly as
+	// charon prints them, restrictions included ("10.98.0.1/32[udp/4501]"),
+	// for finding the XFRM policies charon installed for them.
+	LocalTSText, RemoteTSText []string
+	// EncrAlg and IntegAlg are the negotiated algorithms as charon names
+	// them ("AES_CBC", "AES_GCM_16", "NULL", "HMAC_SHA2_256_128"); EncrAlg
+	// is empty for AH.
+	EncrAlg, IntegAlg string
+	// IfIDIn and IfIDOut are the XFRM interface IDs of a route-based
+	// CHILD_SA, 0 otherwise.
+	IfIDIn, IfIDOut uint32
 }
 
 // Snapshot is charon's set of SAs at one moment.

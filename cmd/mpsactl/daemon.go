@@ -143,6 +143,12 @@ func printStatus(w io.Writer, st api.Status) {
 	fmt.Fprintf(w, "mpsad %s, role %s, charon %s\n", st.Version, st.Role, vici)
 	for _, g := range st.Groups {
 		fmt.Fprintf(w, "\ngroup %s: SPI %s\n", g.Name, orDash(g.SPI))
+		for _, p := range g.CharonProblems {
+			fmt.Fprintf(w, "  PROBLEM: %s\n", p)
+		}
+		for _, p := range g.ControlProblems {
+			fmt.Fprintf(w, "  PROBLEM since %s: %s\n", p.Since.Format(time.DateTime), p.Problem)
+		}
 		if st.Role == "controller" {
 			fmt.Fprintf(w, "  previous SPI %s, next rekey %s, expires %s, %d rekeys\n", orDash(g.PreviousSPI), ago(g.NextRekey), ago(g.Expires), g.Rekeys)
 			fmt.Fprintf(w, "  %d members\n", len(g.Members))

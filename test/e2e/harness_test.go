@@ -64,9 +64,11 @@ type env struct {
 	lab    *charon.Lab
 	timers groupTimers
 	v6     bool // IPv6 member LANs
-	encap  bool // ESP in UDP between the members
-	ctl    *node
-	mems   []*node
+	// ctlOmitPlugins are left out of the controller charon's plugins.
+	ctlOmitPlugins []string
+	encap          bool // ESP in UDP between the members
+	ctl            *node
+	mems           []*node
 }
 
 // node is one namespace with its charon and mpsad.
@@ -91,6 +93,9 @@ type envOptions struct {
 	late map[int]bool
 	// encap carries the members' ESP in UDP (encap = yes).
 	encap bool
+	// ctlOmitPlugins leaves plugins out of the controller charon's load
+	// list.
+	ctlOmitPlugins []string
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -101,7 +106,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		o.timers = defaultTimers()
 	}
 	lab := charon.NewLab(t, charon.LabOptions{Members: o.members, Underlay6: o.underlay6, Control6: o.control6})
-	e := &env{t: t, lab: lab, timers: o.timers, v6: o.lan6, encap: o.encap}
+	e := &env{t: t, lab: lab, timers: o.timers, v6: o.lan6, encap: o.encap, ctlOmitPlugins: o.ctlOmitPlugins}
 	mk := func(name string, n charon.Node) *node {
 		dir, err := os.MkdirTemp("", "mpsa-e2e-")
 		if err != nil {
@@ -199,7 +204,11 @@ func metricLine(body, prefix, value string) bool {
 // one file) and then mpsad reading the same file.
 func (e *env) startNode(n *node, conf string) {
 	e.t.Helper()
-	n.charon = charon.Start(e.t, n.ns, charon.Config{Dir: n.dir, SwanctlConf: conf})
+	cfg := charon.Config{Dir: n.dir, SwanctlConf: conf}
+	if n == e.ctl {
+		cfg.OmitPlugins = e.ctlOmitPlugins
+	}
+	n.charon = charon.Start(e.t, n.ns, cfg)
 	e.startMPSAD(n)
 }
 

@@ -1,0 +1,304 @@
+package server
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mpsa/mpsa/api"
+	"github.com/mpsa/mpsa/swanctl"
+	"github.com/mpsa/mpsa/vici"
+)
+
+// controlGrace is how long an ESTABLISHED IKE SA may lack its control
+// child before mpsad says so: charon reports the IKE SA a moment before
+// the CHILD_SA it negotiates with it. A failure charon itself reports (its
+// log event) is said at once.
+const controlGrace = 3 * time.Second
+
+// saidPerIKE bounds the messages of charon's kept for one IKE SA, and
+// saidPending the IKE SAs whose messages arrive before the IKE SA does.
+const (
+	saidPerIKE  = 3
+	saidPending = 256
+)
+
+// controlProblem is an IKE SA of a group's connection that carries no
+// usable control child: none INSTALLED, or one mpsad cannot verify.
+type controlProblem struct {
+	ike   vici.IKESA // without its children
+	since time.Time
+	// refused is the verifier's reason when the child is INSTALLED
+	// but not provably protected; empty when the child is missing.
+	refused string
+	// state describes the child when it is there but not usable
+	// (INSTALLING, REKEYING, a traffic selector that is not one host).
+	state string
+	// said are charon's own messages about the child's failure, oldest
+	// first.
+	said []string
+	// reported is the text last logged; empty until reported.
+	reported string
+}
+
+// controlWatch is the part of a group, in either role, that knows why its
+// control children are not up: IKE SAs of its connection without an
+// INSTALLED control child, children mpsad refused, what charon said about
+// them, and what charon lacks for them. It logs each problem once, when it
+// appears (after controlGrace for a child still being negotiated) and when
+// its reason changes, and hands them to the status. Its work grows with
+// the problems, not with the members: a group with every control child up
+// holds nothing here.
+type controlWatch struct {
+	s     *Server
+	cfg   func() *swanctl.Group
+	log   *slog.Logger
+	byIKE map[uint32]*controlProblem
+	// pending are charon's messages for IKE SAs not (yet) known as
+	// problems, at most saidPending of them.
+	pending map[uint32][]string
+	check   deadline
+	// charon are the problems with what charon has, for this group's
+	// control child (vici.Charon.ESPProblems and the child's
+	// configuration), as last checked.
+	charon []string
+}
+
+func (w *controlWatch) init(s *Server, cfg func() *swanctl.Group, log *slog.Logger) {
+	w.s, w.cfg, w.log = s, cfg, log
+	w.byIKE = map[uint32]*controlProblem{}
+	w.pending = map[uint32][]string{}
+	w.check.fire = w.onCheck
+}
+
+// what names the control child for messages.
+func (w *controlWatch) what() string {
+	c := w.cfg()
+	return fmt.Sprintf("control child %s of connection %s", c.ControlChild, c.Connection)
+}
+
+// controlMissing records that the ESTABLISHED IKE SA sa of the group's
+// connection has no usable control child.
+func (w *controlWatch) controlMissing(_ context.Context, now time.Time, sa vici.IKESA) {
+	p := w.byIKE[sa.UniqueID]
+	if p == nil {
+		p = &controlProblem{since: now, said: w.pending[sa.UniqueID]}
+		delete(w.pending, sa.UniqueID)
+		w.byIKE[sa.UniqueID] = p
+	}
+	p.ike, p.refused = withoutChildren(sa), ""
+	p.state = childState(sa, w.cfg().ControlChild)
+	if len(p.said) > 0 {
+		w.report(p)
+		return
+	}
+	w.s.sched.setEarlier(&w.check, p.since.Add(controlGrace))
+}
+
+// controlRefused records that the control child of IKE SA sa is
+// INSTALLED but mpsad cannot verify that it protects the control
+// addresses: the group does not use it. It is said at once.
+func (w *controlWatch) controlRefused(now time.Time, sa vici.IKESA, why string) {
+	p := w.byIKE[sa.UniqueID]
+	if p == nil {
+		p = &controlProblem{since: now}
+		delete(w.pending, sa.UniqueID)
+		w.byIKE[sa.UniqueID] = p
+	}
+	p.ike, p.refused, p.state = withoutChildren(sa), why, ""
+	w.report(p)
+}
+
+// controlFine forgets the problem of IKE SA ike: its control child is up
+// and verified, or the IKE SA is gone.
+func (w *controlWatch) controlFine(ike uint32, gone bool) {
+	delete(w.pending, ike)
+	p, ok := w.byIKE[ike]
+	if !ok {
+		return
+	}
+	delete(w.byIKE, ike)
+	if p.reported != "" {
+		if gone {
+			w.log.Info(w.what()+": IKE SA gone", "ike_sa", ikeName(p.ike))
+		} else {
+			w.log.Info(w.what()+" installed and verified", "ike_sa", ikeName(p.ike))
+		}
+	}
+}
+
+// charonSaid adds one of charon's messages about a CHILD_SA failure of
+// the group's connection.
+func (w *controlWatch) charonSaid(now time.Time, ev vici.LogEvent) {
+	msg := ev.String()
+	if p := w.byIKE[ev.IKEUniqueID]; p != nil {
+		if !slices.Contains(p.said, msg) {
+			p.said = keepLast(append(p.said, msg), saidPerIKE)
+		}
+		w.report(p)
+		return
+	}
+	said, ok := w.pending[ev.IKEUniqueID]
+	if !ok && len(w.pending) >= saidPending {
+		return // a flood of failures for IKE SAs nobody listed: drop
+	}
+	if !slices.Contains(said, msg) {
+		w.pending[ev.IKEUniqueID] = keepLast(append(said, msg), saidPerIKE)
+	}
+}
+
+// onCheck reports the problems whose grace has passed and schedules the
+// next.
+func (w *controlWatch) onCheck(_ context.Context, now time.Time) {
+	var next time.Time
+	for _, p := range w.byIKE {
+		if p.reported != "" {
+			continue
+		}
+		due := p.since.Add(controlGrace)
+		if !due.After(now) {
+			w.report(p)
+		} else if next.IsZero() || due.Before(next) {
+			next = due
+		}
+	}
+	if !next.IsZero() {
+		w.s.sched.set(&w.check, next)
+	}
+}
+
+// text says what is wrong with p in words an operator can act on.
+func (w *controlWatch) text(p *controlProblem) string {
+	var b strings.Builder
+	peer := ikeName(p.ike)
+	if p.refused != "" {
+		fmt.Fprintf(&b, "%s not protected, refusing to use it (IKE SA %s): %s", w.what(), peer, p.refused)
+	} else {
+		fmt.Fprintf(&b, "%s not installed: IKE SA %s is %s but ", w.what(), peer, p.ike.State)
+		if p.state != "" {
+			b.WriteString(p.state)
+		} else {
+			fmt.Fprintf(&b, "has no CHILD_SA %s", w.cfg().ControlChild)
+		}
+	}
+	if len(p.said) > 0 {
+		fmt.Fprintf(&b, "; charon said: %s", strings.Join(p.said, "; "))
+	}
+	if len(w.charon) > 0 && p.refused == "" {
+		fmt.Fprintf(&b, "; %s", strings.Join(w.charon, "; "))
+	}
+	return b.String()
+}
+
+// report logs p when its text changed since it was last logged.
+func (w *controlWatch) report(p *controlProblem) {
+	t := w.text(p)
+	if t == p.reported {
+		return
+	}
+	p.reported = t
+	w.log.Warn(t, "ike_sa", p.ike.UniqueID, "peer", p.ike.RemoteID, "peer_address", p.ike.RemoteHost)
+}
+
+// charonChanged checks what charon has against the group's control
+// child, at every (re)connection to charon.
+func (w *controlWatch) charonChanged(ch *vici.Charon) {
+	problems := childProblems(w.cfg(), ch)
+	if slices.Equal(problems, w.charon) {
+		return
+	}
+	w.charon = problems
+	for _, p := range problems {
+		w.log.Error(w.what()+": "+p, "charon", ch.Version.Version)
+	}
+}
+
+// childProblems are the reasons, known from the configuration and from
+// charon's plugins and algorithms, why the group's control child cannot
+// be installed or cannot be trusted with SK_d.
+func childProblems(g *swanctl.Group, ch *vici.Charon) []string {
+	cc := g.ControlChildConf
+	if cc == nil {
+		return nil // defined elsewhere: swanctl's files are not all ours
+	}
+	var out []string
+	if len(cc.AHProposals) > 0 {
+		out = append(out, fmt.Sprintf("ah_proposals is set (%s:%d): AH authenticates but does not encrypt, so SK_d and the nonce of every MPSA_PUT would cross the network in clear; mpsad refuses such a child; remove ah_proposals and use esp_proposals with encryption",
+			cc.Pos.File, cc.Pos.Line))
+	}
+	for _, p := range cc.ESPProposals {
+		for _, w := range strings.Split(p, "-") {
+			if strings.EqualFold(w, "null") {
+				out = append(out, fmt.Sprintf("esp_proposals offers NULL encryption (%s, %s:%d): SK_d and the nonce would cross the network in clear; mpsad refuses such a child; remove it", p, cc.Pos.File, cc.Pos.Line))
+			}
+		}
+	}
+	if ch != nil && len(cc.AHProposals) == 0 {
+		out = append(out, ch.ESPProblems(cc.ESPProposals)...)
+	}
+	return out
+}
+
+// problems are the group's control problems for the status, oldest IKE
+// SA first.
+func (w *controlWatch) problems() (list []api.ControlProblem, charon []string) {
+	for _, id := range slices.Sorted(maps.Keys(w.byIKE)) {
+		p := w.byIKE[id]
+		if p.reported == "" {
+			continue // still within its grace
+		}
+		list = append(list, api.ControlProblem{IKE: id, Peer: p.ike.RemoteID, Address: addrString(p.ike.RemoteHost), Since: p.since, Problem: p.reported})
+	}
+	return list, slices.Clone(w.charon)
+}
+
+// stop removes the watch's deadline (the group is closed).
+func (w *controlWatch) stop() { w.s.sched.stop(&w.check) }
+
+// childState describes the control child of sa when it is there but not
+// usable; empty when sa has no child of that name.
+func childState(sa vici.IKESA, name string) string {
+	c, ok := sa.Child(name)
+	if !ok {
+		return ""
+	}
+	if c.State != vici.ChildInstalled {
+		return fmt.Sprintf("its CHILD_SA %s is %s", name, c.State)
+	}
+	if _, ok := c.LocalHost(); !ok {
+		return fmt.Sprintf("its CHILD_SA %s has local traffic selectors %v, not one host address (the local control address)", name, c.LocalTS)
+	}
+	if _, ok := c.RemoteHost(); !ok {
+		return fmt.Sprintf("its CHILD_SA %s has remote traffic selectors %v, not one host address (the remote control address)", name, c.RemoteTS)
+	}
+	return ""
+}
+
+func withoutChildren(sa vici.IKESA) vici.IKESA {
+	sa.Children = nil
+	return sa
+}
+
+// ikeName is "mpsa[3] with 192.0.2.1 (controller.example.net)".
+func ikeName(sa vici.IKESA) string {
+	return fmt.Sprintf("%s[%d] with %s (%s)", sa.Conn, sa.UniqueID, addrString(sa.RemoteHost), cmp.Or(sa.RemoteID, "no identity"))
+}
+
+func addrString(a interface{ IsValid() bool }) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return fmt.Sprint(a)
+}
+
+func keepLast(s []string, n int) []string {
+	if len(s) > n {
+		s = s[len(s)-n:]
+	}
+	return s
+}

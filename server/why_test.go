@@ -1,0 +1,130 @@
+package server
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/mpsa/mpsa/api"
+	"github.com/mpsa/mpsa/swanctl"
+	"github.com/mpsa/mpsa/vici"
+)
+
+// withoutControl is snapshot's IKE SA, as the member or the controller
+// sees it, with its control child not installed: absent (state ""), or in
+// the given state.
+func withoutControl(member bool, state vici.ChildState) vici.Snapshot {
+	s := snapshot(ctlAddr, memAddr, false, 0x1111, 0x2222)
+	if member {
+		s = snapshot(memAddr, ctlAddr, true, 0x1111, 0x2222)
+	}
+	if state == "" {
+		s.IKESAs[0].Children = nil
+	} else {
+		s.IKESAs[0].Children[0].State = state
+	}
+	s.IKESAs[0].RemoteHost = ctlAddr
+	return s
+}
+
+func problems(t *testing.T, st api.GroupStatus) string {
+	t.Helper()
+	var b strings.Builder
+	for _, p := range st.ControlProblems {
+		b.WriteString(p.Problem + "\n")
+	}
+	return b.String()
+}
+
+// TestControlNotInstalledSaysWhy: an IKE SA up without its control child
+// is reported after the grace, on both roles, in the status and once in
+// the log, with charon's own words when its log tells them; it goes when
+// the child comes up.
+func TestControlNotInstalledSaysWhy(t *testing.T) {
+	b := newBench(t)
+	b.ctl.onUpdate(b.ctx, vici.Update{Snapshot: withoutControl(false, "")})
+	b.mem.onUpdate(b.ctx, vici.Update{Snapshot: withoutControl(true, "")})
+	b.w.drain(b.ctx)
+	// Within the grace: charon may still be installing the child.
+	if p := problems(t, b.ctlStatus()) + problems(t, b.memStatus()); p != "" {
+		t.Fatalf("problem reported within the grace:\n%s", p)
+	}
+	b.advance(controlGrace)
+	for side, st := range map[string]api.GroupStatus{"controller": b.ctlStatus(), "member": b.memStatus()} {
+		p := problems(t, st)
+		want := "control child ctl of connection c not installed: IKE SA c[7] with 10.98.0.1 (member1) is ESTABLISHED but has no CHILD_SA ctl"
+		if !strings.Contains(p, want) || len(st.ControlProblems) != 1 || st.ControlProblems[0].IKE != 7 {
+			t.Errorf("%s: problems\n%s\nwant one with %q", side, p, want)
+		}
+	}
+	if n := strings.Count(b.logs.String(), "not installed: IKE SA c[7]"); n != 2 {
+		t.Errorf("logged %d times, want once per side:\n%s", n, b.logs)
+	}
+	// charon's words arrive: said at once, and again in the log.
+	ev := vici.LogEvent{Group: "IKE", Level: 1, IKEName: "c", IKEUniqueID: 7, Msg: "received NO_PROPOSAL_CHOSEN notify, no CHILD_SA built"}
+	b.mem.vici.said(b.now, ev)
+	b.mem.vici.said(b.now, ev) // the same words once
+	if p := problems(t, b.memStatus()); !strings.HasSuffix(strings.TrimSpace(p), "; charon said: [IKE] received NO_PROPOSAL_CHOSEN notify, no CHILD_SA built") {
+		t.Errorf("member: %s", p)
+	}
+	// Words for an IKE SA of another connection go nowhere.
+	b.mem.vici.said(b.now, vici.LogEvent{Group: "IKE", IKEName: "other", IKEUniqueID: 7, Msg: "failed to establish CHILD_SA"})
+	if p := problems(t, b.memStatus()); strings.Contains(p, "failed to establish") {
+		t.Errorf("another connection's message reached the group: %s", p)
+	}
+	// The child comes up: the problem goes, and the member gets the SA.
+	b.up()
+	if p := problems(t, b.ctlStatus()) + problems(t, b.memStatus()); p != "" {
+		t.Fatalf("problem still reported with the child up:\n%s", p)
+	}
+	if ms := b.memStatus(); ms.OutboundSPI == "" {
+		t.Fatalf("member has no SA after the child came up: %+v", ms)
+	}
+	if !strings.Contains(b.logs.String(), "control child ctl of connection c installed and verified") {
+		t.Errorf("the recovery was not logged")
+	}
+}
+
+// TestControlChildStateSaysWhy: a child that is there but not INSTALLED
+// is named with its state; charon's words that came before the IKE SA was
+// known as a problem are kept for it.
+func TestControlChildStateSaysWhy(t *testing.T) {
+	b := newBench(t)
+	b.mem.vici.said(b.now, vici.LogEvent{Group: "ESP", IKEName: "c", IKEUniqueID: 7, Msg: "failed to create ESP context: unsupported AEAD algorithm AES_GCM_16"})
+	b.mem.onUpdate(b.ctx, vici.Update{Snapshot: withoutControl(true, vici.ChildInstalling)})
+	// charon's words make it definite: no grace.
+	p := problems(t, b.memStatus())
+	if !strings.Contains(p, "its CHILD_SA ctl is INSTALLING") || !strings.Contains(p, "charon said: [ESP] failed to create ESP context: unsupported AEAD algorithm AES_GCM_16") {
+		t.Fatalf("member problems:\n%s", p)
+	}
+}
+
+// TestCharonProblems: at the connection to a charon that runs
+// kernel-libipsec without AES-GCM, a group whose control child uses
+// charon's default proposal is told so, in the log and the status; a
+// child configured with AH is refused in words.
+func TestCharonProblems(t *testing.T) {
+	b := newBench(t)
+	g := b.mem.groups[0].(*memGroup)
+	g.cfg.ControlChildConf = &swanctl.ChildConf{Pos: swanctl.Pos{File: "test.conf", Line: 3}}
+	ch := &vici.Charon{Plugins: []string{"charon", "aes", "hmac", "kernel-libipsec"},
+		Algorithms: map[string]map[string]string{"encryption": {"AES_CBC": "aes"}, "integrity": {"HMAC_SHA2_256_128": "hmac"}}}
+	b.mem.onUpdate(b.ctx, vici.Update{Cause: vici.CauseResync, Snapshot: vici.Snapshot{Connected: true}, Charon: ch})
+	st := b.memStatus()
+	if len(st.CharonProblems) != 1 || !strings.Contains(st.CharonProblems[0], "AES_GCM_16") || !strings.Contains(st.CharonProblems[0], "libstrongswan-standard-plugins") {
+		t.Fatalf("charon problems %q", st.CharonProblems)
+	}
+	if !strings.Contains(b.logs.String(), "level=ERROR") || !strings.Contains(b.logs.String(), "AES_GCM_16") {
+		t.Fatalf("not logged as an error:\n%s", b.logs)
+	}
+	// The same charon again (a resync) logs nothing new.
+	before := strings.Count(b.logs.String(), "AES_GCM_16")
+	b.mem.onUpdate(b.ctx, vici.Update{Cause: vici.CauseResync, Snapshot: vici.Snapshot{Connected: true}, Charon: ch})
+	if after := strings.Count(b.logs.String(), "AES_GCM_16"); after != before {
+		t.Fatalf("logged again on a resync with the same charon")
+	}
+	g.cfg.ControlChildConf = &swanctl.ChildConf{AHProposals: []string{"sha256"}, Pos: swanctl.Pos{File: "test.conf", Line: 3}}
+	g.charonChanged(ch)
+	if st := b.memStatus(); len(st.CharonProblems) != 1 || !strings.Contains(st.CharonProblems[0], "AH authenticates but does not encrypt") {
+		t.Fatalf("AH child: %q", st.CharonProblems)
+	}
+}
