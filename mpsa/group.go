@@ -53,8 +53,8 @@ func (gp GroupParams) Validate() error {
 		return fmt.Errorf("nonce length %d, want %d to %d", n, MinNonceLen, MaxNonceLen)
 	}
 	switch {
-	case gp.Lifetime < time.Second || gp.Lifetime > time.Duration(1<<32-1)*time.Second:
-		return fmt.Errorf("lifetime %s out of range (1s to 2^32-1 s)", gp.Lifetime)
+	case gp.Lifetime < time.Second || gp.Lifetime > MaxLifetime:
+		return fmt.Errorf("lifetime %s out of range (1s to %s, the longest members accept)", gp.Lifetime, MaxLifetime)
 	case gp.RekeyTime <= 0 || gp.RekeyTime >= gp.Lifetime:
 		return fmt.Errorf("rekey time %s must be above 0 and below the lifetime %s", gp.RekeyTime, gp.Lifetime)
 	case gp.RekeyJitter < 0 || gp.RekeyJitter >= gp.RekeyTime:

@@ -265,7 +265,9 @@ func (g *memGroup) onPut(ctx context.Context, now time.Time, n *mpsa.Notify) boo
 	case mpsa.Conflict:
 		g.log.Error("MPSA_PUT reuses a known SPI with other keys; ignored", "spi", spiString(p.SPI))
 		return false
-	case mpsa.Duplicate, mpsa.Stale:
+	case mpsa.Duplicate, mpsa.Stale, mpsa.Retired:
+		// Acknowledged, nothing changes: a retransmission, or an SA this
+		// member has had (a replay never brings a removed SA back).
 		g.log.Debug("MPSA_PUT again", "spi", spiString(p.SPI), "outcome", res.String())
 		return true
 	}

@@ -60,6 +60,13 @@ func (v *viciSource) set(ctx context.Context, now time.Time, sa vici.IKESA) {
 	for _, g := range v.groups(sa.Conn) {
 		child := g.config().ControlChild
 		c, ok := sa.Control(child)
+		// What went away first: a member group keeps one link per
+		// IKE SA, which the new state then replaces.
+		if had && old.Conn == sa.Conn {
+			if oc, ook := old.Control(child); ook && (!ok || oc.Remote != c.Remote) {
+				g.controlDown(ctx, now, sa.UniqueID, oc.Remote)
+			}
+		}
 		switch {
 		case ok:
 			g.controlUp(ctx, now, c)
@@ -68,12 +75,6 @@ func (v *viciSource) set(ctx context.Context, now time.Time, sa vici.IKESA) {
 		default:
 			// not established yet, or going away
 			g.controlFine(sa.UniqueID, true)
-		}
-		if !had || old.Conn != sa.Conn {
-			continue
-		}
-		if oc, ook := old.Control(child); ook && (!ok || oc.Remote != c.Remote) {
-			g.controlDown(ctx, now, sa.UniqueID, oc.Remote)
 		}
 	}
 	if had && old.Conn != sa.Conn {

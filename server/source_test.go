@@ -27,6 +27,12 @@ func (r *feedRecorder) controlUp(_ context.Context, _ time.Time, c vici.Control)
 func (r *feedRecorder) controlDown(_ context.Context, _ time.Time, ike uint32, remote netip.Addr) {
 	r.calls = append(r.calls, fmt.Sprintf("down %d %s", ike, remote))
 }
+func (r *feedRecorder) controlMissing(_ context.Context, _ time.Time, sa vici.IKESA) {
+	r.calls = append(r.calls, fmt.Sprintf("missing %d", sa.UniqueID))
+}
+func (r *feedRecorder) controlFine(uint32, bool)                             {}
+func (r *feedRecorder) charonSaid(time.Time, vici.LogEvent)                  {}
+func (r *feedRecorder) charonChanged(*vici.Charon)                           {}
 func (r *feedRecorder) setPeers(context.Context, string, []xfrm.Peer)        {}
 func (r *feedRecorder) onDatagram(context.Context, time.Time, Datagram) bool { return false }
 func (r *feedRecorder) reconfigure(context.Context, *swanctl.Group) bool     { return true }
@@ -65,14 +71,16 @@ func TestVICISourceFeedsWhatChanged(t *testing.T) {
 	rekeying.Children = []vici.ChildSA{a.Children[0]}
 	rekeying.Children[0].State = vici.ChildRekeying
 	v.set(ctx, now, rekeying)
-	expect("control child no longer installed", "down 1 "+memberAddr(0).String())
+	expect("control child no longer installed", "down 1 "+memberAddr(0).String(), "missing 1")
 
 	moved := a
 	moved.Children = []vici.ChildSA{a.Children[0]}
 	moved.Children[0].RemoteTS = []netip.Prefix{netip.PrefixFrom(memberAddr(9), 32)}
 	v.set(ctx, now, a)
 	v.set(ctx, now, moved)
-	expect("moved to another address", "up 1 "+memberAddr(0).String(), "up 1 "+memberAddr(9).String(), "down 1 "+memberAddr(0).String())
+	// The old child goes before the new one comes: a member group keeps
+	// one link per IKE SA.
+	expect("moved to another address", "up 1 "+memberAddr(0).String(), "down 1 "+memberAddr(0).String(), "up 1 "+memberAddr(9).String())
 
 	// Member 0 reconnected while the watcher was away: IKE SA 1 is gone,
 	// IKE SA 7 has its control child; member 1 came up.

@@ -381,6 +381,9 @@ func checkTimers(r *sectionReader, g *Group, valid bool) {
 		case k.d <= 0:
 			r.errorf(r.pos(k.key), "%s must be longer than 0s; write %s = %s (the default) or another time above 0s", k.key, k.key, k.def)
 			valid = false
+		case k.key == "lifetime" && k.d.Std() > mpsa.MaxLifetime:
+			r.errorf(r.pos(k.key), "lifetime = %s is longer than members accept (%s: an SA whose keys every member holds should not live longer); write lifetime = %s (the default) or another time up to 7d", k.d, Duration(mpsa.MaxLifetime), k.def)
+			valid = false
 		case k.d.Std() > maxWireSeconds*time.Second && k.key != "rekey_time":
 			r.errorf(r.pos(k.key), "%s = %s does not fit MPSA_PUT's 4-octet seconds (at most %d s, about 136 years); write %s = %s (the default) or another time below that", k.key, k.d, maxWireSeconds, k.key, k.def)
 			valid = false

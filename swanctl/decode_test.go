@@ -292,9 +292,13 @@ var decodeErrorCases = []struct {
 	{"bad lifetime, no relation checks", group("controller", "connection = c", "lifetime = 8 hours", "rekey_time = 9h"), []string{
 		f + "6: mpsa.groups.g: lifetime = 8 hours is not a time value; write a whole number with s, m, h or d (for example 8h)",
 	}},
-	// LIFE, ROLL1 and ROLL2 are 4-octet seconds on the wire.
-	{"lifetime beyond MPSA_PUT's 4 octets", group("controller", "connection = c", "lifetime = 60000d", "rekey_time = 1d"), []string{
-		f + "6: mpsa.groups.g: lifetime = 60000d does not fit MPSA_PUT's 4-octet seconds (at most 4294967295 s, about 136 years); write lifetime = 8h (the default) or another time below that",
+	// Members accept lifetimes up to mpsa.MaxLifetime; LIFE, ROLL1 and
+	// ROLL2 are 4-octet seconds on the wire.
+	{"lifetime beyond what members accept", group("controller", "connection = c", "lifetime = 8d", "rekey_time = 1d"), []string{
+		f + "6: mpsa.groups.g: lifetime = 8d is longer than members accept (7d: an SA whose keys every member holds should not live longer); write lifetime = 8h (the default) or another time up to 7d",
+	}},
+	{"rollover beyond MPSA_PUT's 4 octets", group("controller", "connection = c", "rollover2 = 60000d"), []string{
+		f + "6: mpsa.groups.g: rollover2 = 60000d does not fit MPSA_PUT's 4-octet seconds (at most 4294967295 s, about 136 years); write rollover2 = 1m (the default) or another time below that",
 	}},
 	// No suggestion is itself invalid: with lifetime = 1s no rekey_time
 	// fits below it, so the lifetime must grow.
