@@ -132,6 +132,32 @@ func (s *nlSocket) do(ctx context.Context, typ, flags uint16, body []byte, each 
 	}
 }
 
+// get sends a request that the kernel answers with one message of type
+// answer and parses that answer; errNotFound when there is none.
+func get[T any](ctx context.Context, s *nlSocket, typ uint16, body []byte, answer uint16, parse func([]byte) (T, error)) (T, error) {
+	var (
+		v     T
+		found bool
+		perr  error
+	)
+	err := s.do(ctx, typ, 0, body, func(t uint16, data []byte) error {
+		if t == answer {
+			v, perr = parse(data)
+			found = true
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return v, err
+	case perr != nil:
+		return v, perr
+	case !found:
+		return v, errNotFound
+	}
+	return v, nil
+}
+
 // appendAttr appends a netlink attribute, padded to 4 octets.
 func appendAttr(b []byte, typ uint16, payload []byte) []byte {
 	b = binary.NativeEndian.AppendUint16(b, uint16(4+len(payload)))
@@ -283,27 +309,7 @@ func (s *nlSocket) getPolicy(ctx context.Context, sel selector, dir uint8, ifID 
 	if ifID != 0 {
 		body = appendAttr(body, nl.XFRMA_IF_ID, binary.NativeEndian.AppendUint32(nil, ifID))
 	}
-	var (
-		p     policy
-		found bool
-		perr  error
-	)
-	err := s.do(ctx, nl.XFRM_MSG_GETPOLICY, 0, body, func(typ uint16, data []byte) error {
-		if typ == nl.XFRM_MSG_NEWPOLICY {
-			p, perr = parsePolicy(data)
-			found = true
-		}
-		return nil
-	})
-	switch {
-	case err != nil:
-		return policy{}, err
-	case perr != nil:
-		return policy{}, perr
-	case !found:
-		return policy{}, errNotFound
-	}
-	return p, nil
+	return get(ctx, s, nl.XFRM_MSG_GETPOLICY, body, nl.XFRM_MSG_NEWPOLICY, parsePolicy)
 }
 
 // route is what Verify reads of a route lookup.
@@ -333,38 +339,28 @@ func (s *nlSocket) getRoute(ctx context.Context, src, dst netip.Addr, port uint1
 		body = appendAttr(body, unix.RTA_SPORT, binary.BigEndian.AppendUint16(nil, port))
 		body = appendAttr(body, unix.RTA_DPORT, binary.BigEndian.AppendUint16(nil, port))
 	}
-	var (
-		r     route
-		found bool
-		perr  error
-	)
-	err := s.do(ctx, unix.RTM_GETROUTE, 0, body, func(typ uint16, data []byte) error {
-		if typ != unix.RTM_NEWROUTE || len(data) < unix.SizeofRtMsg {
-			return nil
-		}
-		found = true
-		r.table = uint32(data[4])
-		r.typ = data[7]
-		as, err := attrs(data[unix.SizeofRtMsg:])
-		if err != nil {
-			perr = fmt.Errorf("route attributes: %w", err)
-			return nil
-		}
-		if v, ok := as[unix.RTA_OIF]; ok && len(v) >= 4 {
-			r.oif = int(binary.NativeEndian.Uint32(v))
-		}
-		if v, ok := as[unix.RTA_TABLE]; ok && len(v) >= 4 {
-			r.table = binary.NativeEndian.Uint32(v)
-		}
-		return nil
-	})
-	switch {
-	case err != nil:
-		return route{}, err
-	case perr != nil:
-		return route{}, perr
-	case !found:
+	r, err := get(ctx, s, unix.RTM_GETROUTE, body, unix.RTM_NEWROUTE, parseRoute)
+	if errors.Is(err, errNotFound) {
 		return route{}, errors.New("the kernel answered without a route")
+	}
+	return r, err
+}
+
+// parseRoute reads an RTM_NEWROUTE message.
+func parseRoute(data []byte) (route, error) {
+	if len(data) < unix.SizeofRtMsg {
+		return route{}, fmt.Errorf("short route message (%d octets)", len(data))
+	}
+	r := route{table: uint32(data[4]), typ: data[7]}
+	as, err := attrs(data[unix.SizeofRtMsg:])
+	if err != nil {
+		return route{}, fmt.Errorf("route attributes: %w", err)
+	}
+	if v, ok := as[unix.RTA_OIF]; ok && len(v) >= 4 {
+		r.oif = int(binary.NativeEndian.Uint32(v))
+	}
+	if v, ok := as[unix.RTA_TABLE]; ok && len(v) >= 4 {
+		r.table = binary.NativeEndian.Uint32(v)
 	}
 	return r, nil
 }
@@ -442,27 +438,7 @@ func (s *nlSocket) getLink(ctx context.Context, i int) (link, error) {
 	body := make([]byte, unix.SizeofIfInfomsg, 32)
 	binary.NativeEndian.PutUint32(body[4:8], uint32(int32(i)))
 	body = appendAttr(body, unix.IFLA_EXT_MASK, binary.NativeEndian.AppendUint32(nil, rtextFilterSkipStats))
-	var (
-		l     link
-		found bool
-		perr  error
-	)
-	err := s.do(ctx, unix.RTM_GETLINK, 0, body, func(typ uint16, data []byte) error {
-		if typ == unix.RTM_NEWLINK {
-			l, perr = parseLink(data)
-			found = true
-		}
-		return nil
-	})
-	switch {
-	case err != nil:
-		return link{}, err
-	case perr != nil:
-		return link{}, perr
-	case !found:
-		return link{}, errNotFound
-	}
-	return l, nil
+	return get(ctx, s, unix.RTM_GETLINK, body, unix.RTM_NEWLINK, parseLink)
 }
 
 // linksOfKind lists the links of one kind: an RTM_GETLINK dump that the

@@ -197,6 +197,9 @@ func checkChild(c Child) error {
 	if !c.Local.IsValid() || !c.Remote.IsValid() || c.Local.Is4() != c.Remote.Is4() || c.Local.Zone() != "" || c.Remote.Zone() != "" {
 		return unprotected(c, "control addresses %v and %v are not two addresses of one family", c.Local, c.Remote)
 	}
+	if c.Local == c.Remote {
+		return unprotected(c, "local and remote control address are both %s", c.Local)
+	}
 	if c.Local.Is4In6() || c.Remote.Is4In6() {
 		return unprotected(c, "control addresses %v and %v: IPv4-mapped IPv6 addresses are not supported", c.Local, c.Remote)
 	}

@@ -257,6 +257,7 @@ func TestCheckChild(t *testing.T) {
 		"families":          func(c *Child) { c.Remote = netip.MustParseAddr("fd98::1") },
 		"no remote address": func(c *Child) { c.Remote = netip.Addr{} },
 		"reqid 0":           func(c *Child) { c.ReqID = 0 },
+		"same addresses":    func(c *Child) { c.Remote = c.Local },
 	} {
 		cc := good
 		c(&cc)
