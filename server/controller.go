@@ -88,6 +88,10 @@ type memberLink struct {
 	initiator bool
 	local     netip.Addr
 	remoteID  string
+	// ifIndex and srcPort are what proves the link's control child
+	// (proven).
+	ifIndex int
+	srcPort uint16
 }
 
 // cur is the link the member's session runs on.
@@ -162,16 +166,17 @@ func (g *ctlGroup) setPeers(context.Context, string, []xfrm.Peer) {}
 // controlUp follows a member's control child: a new address joins (and
 // is pushed the SA once it has a session), a new IKE SA for a known
 // address replaces the member's session.
-func (g *ctlGroup) controlUp(_ context.Context, now time.Time, c vici.Control) {
+func (g *ctlGroup) controlUp(_ context.Context, now time.Time, c proven) {
 	g.controlFine(c.IKE.UniqueID, false)
-	l := memberLink{ike: c.IKE.UniqueID, id: sessionID(c.IKE), initiator: c.IKE.Initiator, local: c.Local, remoteID: c.IKE.RemoteID}
+	l := memberLink{ike: c.IKE.UniqueID, id: sessionID(c.IKE), initiator: c.IKE.Initiator, local: c.Local, remoteID: c.IKE.RemoteID,
+		ifIndex: c.ifIndex, srcPort: c.srcPort}
 	m := g.members[c.Remote]
 	if m == nil {
 		m = &ctlMember{g: g, addr: c.Remote}
 		m.retx.fire = m.onRetransmit
 		g.setLink(m, l)
 		g.members[c.Remote] = m
-		g.joined(now, m)
+		g.joined(now, m, c.how)
 	} else {
 		g.setLink(m, l)
 	}
@@ -247,9 +252,9 @@ func (g *ctlGroup) follow(now time.Time, m *ctlMember) {
 // joined records a member whose control child came up: with rekey_on_join
 // a rekey is scheduled, and pushes wait for it, so that the new member never
 // receives the SA it joined under.
-func (g *ctlGroup) joined(now time.Time, m *ctlMember) {
+func (g *ctlGroup) joined(now time.Time, m *ctlMember, how string) {
 	l := m.cur()
-	g.log.Info("member joined: control child up", "member", l.remoteID, "address", m.addr, "ike_sa", l.ike)
+	g.log.Info("member joined: control child up", "member", l.remoteID, "address", m.addr, "ike_sa", l.ike, "protected_by", how)
 	if g.cfg.RekeyOnJoin && g.group.MemberJoined(now) {
 		g.joinWait = true
 		g.s.sched.set(&g.rekeyAt, g.group.NextRekey())
@@ -291,6 +296,11 @@ func (g *ctlGroup) onDatagram(_ context.Context, now time.Time, d Datagram) bool
 	l := m.cur()
 	if l.local != d.Dst {
 		return false
+	}
+	if !(proven{ifIndex: l.ifIndex, srcPort: l.srcPort}).admits(d) {
+		g.drops.drop(now, metrics.DropNotProtected, "member", l.remoteID, "src", d.Src, "ifindex", d.IfIndex,
+			"detail", "not the way the control child protects (its interface or source port)")
+		return true
 	}
 	msg, kind, ok := g.s.receive(now, d, m.sess, l.local, m.addr, g.drops, l.remoteID)
 	if !ok {

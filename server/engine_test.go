@@ -21,6 +21,7 @@ import (
 	"github.com/mpsa/mpsa/swanctl"
 	"github.com/mpsa/mpsa/vici"
 	"github.com/mpsa/mpsa/xfrm"
+	"github.com/mpsa/mpsa/xfrm/protect"
 )
 
 // These tests drive the engine's controller and member logic directly,
@@ -211,18 +212,12 @@ func newBench(t *testing.T) *bench {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.ctl, err = New(Options{Config: loadConfig(t, ctlConf), Logger: log.With("side", "controller"), Now: clock,
+	b.ctl = testServer(t, Options{Config: loadConfig(t, ctlConf), Logger: log.With("side", "controller"), Now: clock,
 		Rand: rand.NewChaCha8([32]byte{1}), Metrics: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.mem, err = New(Options{Config: loadConfig(t, memConf), Logger: log.With("side", "member"), Now: clock,
+	b.mem = testServer(t, Options{Config: loadConfig(t, memConf), Logger: log.With("side", "member"), Now: clock,
 		NewDataPlane: func(context.Context, *swanctl.Group, netip.Addr, *slog.Logger) (xfrm.DataPlane, error) {
 			return b.dp, nil
 		}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	for addr, s := range map[netip.Addr]*Server{ctlAddr: b.ctl, memAddr: b.mem} {
 		b.w.at[addr] = s
 		s.out = port{b.w}
@@ -469,4 +464,28 @@ func TestEngineReconnectKeepsOneMember(t *testing.T) {
 	if next := g.group.NextRekey(); !next.Equal(g.group.Current().RekeyAt) {
 		t.Fatalf("a reconnect scheduled a rekey at %v (the SA's own is at %v)", next, g.group.Current().RekeyAt)
 	}
+}
+
+// trustingVerifier proves every control child as kernel policies would
+// (no interface, no port to hold datagrams to): the engine tests have no
+// kernel state to check. xfrm/protect is tested on its own, and the e2e
+// tests run mpsad with it for real.
+type trustingVerifier struct{}
+
+func (trustingVerifier) Verify(context.Context, protect.Child, bool) (protect.Proof, error) {
+	return protect.Proof{How: "trusted by the test"}, nil
+}
+
+// testServer is New for the engine tests: the trusting verifier, and a
+// charon that has said which plugins it has (without it every control
+// child is refused).
+func testServer(tb testing.TB, o Options) *Server {
+	tb.Helper()
+	o.Verifier = trustingVerifier{}
+	s, err := New(o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.charon = &vici.Charon{Plugins: []string{"charon", "kernel-netlink"}}
+	return s
 }

@@ -66,11 +66,8 @@ func newFleet(tb testing.TB, conf string, n int, log io.Writer) *fleet {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	f.s, err = New(Options{Config: loadConfig(tb, conf), Logger: slog.New(slog.NewTextHandler(log, nil)),
+	f.s = testServer(tb, Options{Config: loadConfig(tb, conf), Logger: slog.New(slog.NewTextHandler(log, nil)),
 		Now: func() time.Time { return f.now }, Rand: rand.NewChaCha8([32]byte{7}), Metrics: m})
-	if err != nil {
-		tb.Fatal(err)
-	}
 	f.s.out = f
 	if err := f.s.applyConfig(f.ctx, f.s.cfg); err != nil {
 		tb.Fatal(err)

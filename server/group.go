@@ -24,9 +24,10 @@ type group interface {
 	// config is the group's configuration.
 	config() *swanctl.Group
 	// controlUp tells the group that charon's IKE SA c.IKE.UniqueID
-	// carries its control child c: a new one, or one that changed (its
-	// IKE SA rekeyed, its child SA rekeyed).
-	controlUp(ctx context.Context, now time.Time, c vici.Control)
+	// carries its control child c, verified to protect the control
+	// addresses: a new one, or one that changed (its IKE SA rekeyed, its
+	// child SA rekeyed).
+	controlUp(ctx context.Context, now time.Time, c proven)
 	// controlDown tells the group that the IKE SA with unique id ike no
 	// longer carries its control child to the remote control address.
 	controlDown(ctx context.Context, now time.Time, ike uint32, remote netip.Addr)
@@ -38,6 +39,10 @@ type group interface {
 	// CHILD_SA failure of its connection; charonChanged what charon has,
 	// at each connection to charon. See controlWatch.
 	controlMissing(ctx context.Context, now time.Time, sa vici.IKESA)
+	// controlRefused tells the group that the control child of IKE SA
+	// sa is INSTALLED but mpsad cannot verify that it protects the
+	// control addresses (why): the group does not use it.
+	controlRefused(now time.Time, sa vici.IKESA, why string)
 	controlFine(ike uint32, gone bool)
 	charonSaid(now time.Time, ev vici.LogEvent)
 	charonChanged(ch *vici.Charon)
@@ -115,4 +120,25 @@ func (l controlLinks[T]) newest() (T, bool) {
 		}
 	}
 	return best.v, true
+}
+
+// proven is a control child that protects the control addresses, with
+// what proves it (protect.Proof): the datagrams of the control exchange
+// over it are accepted only as the proof allows.
+type proven struct {
+	vici.Control
+	// ifIndex, if not 0, is the only interface the peer's datagrams may
+	// arrive on (charon's TUN under kernel-libipsec, the child's XFRM
+	// interface for a route-based child); srcPort, if not 0, the only
+	// UDP source port its traffic selector protects.
+	ifIndex int
+	srcPort uint16
+	// how says it in words, for the log.
+	how string
+}
+
+// admits reports whether datagram d, from the control child's remote
+// control address, came the way the proof protects.
+func (c proven) admits(d Datagram) bool {
+	return (c.ifIndex == 0 || d.IfIndex == c.ifIndex) && (c.srcPort == 0 || d.Src.Port() == c.srcPort)
 }

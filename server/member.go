@@ -13,7 +13,6 @@ import (
 	"github.com/mpsa/mpsa/internal/metrics"
 	"github.com/mpsa/mpsa/mpsa"
 	"github.com/mpsa/mpsa/swanctl"
-	"github.com/mpsa/mpsa/vici"
 	"github.com/mpsa/mpsa/xfrm"
 )
 
@@ -28,10 +27,10 @@ type memGroup struct {
 	dp      xfrm.DataPlane
 	// links are the IKE SAs that carry the control child to the
 	// controller; the newest is used.
-	links controlLinks[vici.Control]
+	links controlLinks[proven]
 	// ctl is the control child to the controller, and sess the control
 	// session over it; sess is nil while the control child is down.
-	ctl     vici.Control
+	ctl     proven
 	sess    *mpsa.Session
 	hello   bool // hello answered
 	drops   *dropLog
@@ -62,7 +61,7 @@ func (g *memGroup) config() *swanctl.Group { return g.cfg }
 
 // controlUp and controlDown follow the control children to the
 // controller; see follow.
-func (g *memGroup) controlUp(ctx context.Context, now time.Time, c vici.Control) {
+func (g *memGroup) controlUp(ctx context.Context, now time.Time, c proven) {
 	g.controlFine(c.IKE.UniqueID, false)
 	g.links.set(c.IKE.UniqueID, c)
 	g.follow(ctx, now)
@@ -100,7 +99,7 @@ func (g *memGroup) follow(ctx context.Context, now time.Time) {
 	}
 	g.hello = false
 	g.sess = mpsa.NewSession(id, c.IKE.Initiator, g.backoff)
-	g.log.Info("control child to the controller is up; saying hello", "controller", c.Remote, "ike_sa", c.IKE.UniqueID)
+	g.log.Info("control child to the controller is up; saying hello", "controller", c.Remote, "ike_sa", c.IKE.UniqueID, "protected_by", c.how)
 	b, err := g.sess.Request(now, mpsa.MPSAVendorID())
 	if err != nil {
 		g.log.Error("encode hello", "err", err)
@@ -205,6 +204,11 @@ func (g *memGroup) reconfigure(ctx context.Context, n *swanctl.Group) bool {
 func (g *memGroup) onDatagram(ctx context.Context, now time.Time, d Datagram) bool {
 	if g.sess == nil || d.Src.Addr() != g.ctl.Remote || d.Dst != g.ctl.Local {
 		return false
+	}
+	if !g.ctl.admits(d) {
+		g.drops.drop(now, metrics.DropNotProtected, "src", d.Src, "ifindex", d.IfIndex,
+			"detail", "not the way the control child protects (its interface or source port)")
+		return true
 	}
 	defer g.rearm()
 	msg, kind, ok := g.s.receive(now, d, g.sess, g.ctl.Local, g.ctl.Remote, g.drops, "")

@@ -202,13 +202,10 @@ func TestManyMemberGroupsRoutedByLocalAddress(t *testing.T) {
 	}
 	conf.WriteString(" }\n}\n")
 	var sent []Datagram
-	s, err := New(Options{Config: loadConfig(t, conf.String()), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	s := testServer(t, Options{Config: loadConfig(t, conf.String()), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		NewDataPlane: func(context.Context, *swanctl.Group, netip.Addr, *slog.Logger) (xfrm.DataPlane, error) {
 			return &recorder{keys: map[uint32]xfrm.SA{}}, nil
 		}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	s.out = sendFunc(func(b []byte, src netip.Addr, dst netip.AddrPort) error {
 		sent = append(sent, Datagram{Src: netip.AddrPortFrom(src, dst.Port()), Dst: dst.Addr(), Data: bytes.Clone(b)})
 		return nil

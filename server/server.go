@@ -22,6 +22,7 @@ import (
 	"github.com/mpsa/mpsa/swanctl"
 	"github.com/mpsa/mpsa/vici"
 	"github.com/mpsa/mpsa/xfrm"
+	"github.com/mpsa/mpsa/xfrm/protect"
 )
 
 // DataPlaneFactory builds the data plane of a member group. local is the
@@ -54,10 +55,20 @@ type Options struct {
 	// Metrics, if set, receives the daemon's metrics; it is served when
 	// the configuration names metrics_listen.
 	Metrics *metrics.Metrics
+	// Verifier proves that a control child protects the control
+	// addresses; nil opens xfrm/protect's in mpsad's network namespace
+	// at Run. Tests give their own.
+	Verifier ControlVerifier
 	// Watchdog, if set, is called from the main loop at least every
 	// WatchdogInterval (systemd's watchdog keep-alive).
 	Watchdog         func()
 	WatchdogInterval time.Duration
+}
+
+// ControlVerifier proves that charon's control CHILD_SA protects the
+// control addresses (xfrm/protect.Verifier), or says why not.
+type ControlVerifier interface {
+	Verify(ctx context.Context, c protect.Child, libipsec bool) (protect.Proof, error)
 }
 
 // Server is mpsad's engine. Run drives it; Status and Rekey may be called
@@ -104,7 +115,9 @@ type Server struct {
 	// watcher's log session to the loop; full, they are dropped.
 	said chan vici.LogEvent
 	// charon is what charon said of itself at the last connection.
-	charon    *vici.Charon
+	charon *vici.Charon
+	// verifier proves control children (Options.Verifier).
+	verifier  ControlVerifier
 	datagrams chan Datagram
 	calls     chan func()
 	reloads   chan *swanctl.Config
@@ -158,7 +171,8 @@ func New(opts Options) (*Server, error) {
 		reloads:   make(chan *swanctl.Config),
 		ready:     make(chan struct{}),
 	}
-	s.vici = newVICISource(func(conn string) []group { return s.byConn[conn] })
+	s.verifier = opts.Verifier
+	s.vici = newVICISource(func(conn string) []group { return s.byConn[conn] }, s.verifyControl)
 	s.pacer = newPacer(opts.Config.PushRate, opts.Config.PushBurst, s.now())
 	s.pacer.wake.fire = func(_ context.Context, now time.Time) { s.pace(now) }
 	s.drops = s.newDropLog(s.log)
@@ -202,6 +216,14 @@ func (s *Server) Run(ctx context.Context) error {
 	sock, err := viciPath(s.cfg.VICI)
 	if err != nil {
 		return err
+	}
+	if s.verifier == nil {
+		v, err := protect.New()
+		if err != nil {
+			return fmt.Errorf("cannot verify control children (netlink): %w", err)
+		}
+		defer v.Close()
+		s.verifier = v
 	}
 	if s.tr, err = Listen(ctx, s.cfg.ControlPort); err != nil {
 		return err
@@ -376,6 +398,17 @@ func (s *Server) onUpdate(ctx context.Context, u vici.Update) {
 // groups keep what they know until charon is back and resynced.
 func (s *Server) apply(ctx context.Context, b *viciBatch) {
 	now := s.now()
+	if b.charon != nil && b.charon != s.charon {
+		// First, so that the control children of this batch are
+		// verified against the charon that reported them.
+		s.charon = b.charon
+		s.log.Info("charon", "version", s.charon.Version.Version, "plugins", strings.Join(s.charon.Plugins, " "),
+			"kernel_libipsec", s.charon.HasPlugin("kernel-libipsec"))
+		s.vici.forgetProofs()
+		for _, g := range s.groups {
+			g.charonChanged(s.charon)
+		}
+	}
 	if b.lost && s.connected {
 		s.log.Warn("lost charon's VICI socket; keeping the shared SAs, reconnecting")
 	}
@@ -396,14 +429,26 @@ func (s *Server) apply(ctx context.Context, b *viciBatch) {
 	if s.connected {
 		s.readyOnce.Do(func() { close(s.ready) })
 	}
-	if b.charon != nil && b.charon != s.charon {
-		s.charon = b.charon
-		s.log.Info("charon", "version", s.charon.Version.Version, "plugins", strings.Join(s.charon.Plugins, " "),
-			"kernel_libipsec", s.charon.HasPlugin("kernel-libipsec"))
-		for _, g := range s.groups {
-			g.charonChanged(s.charon)
-		}
+}
+
+// verifyControl proves that the control child c protects the control
+// addresses, or says why it cannot. Without charon's plugin list mpsad
+// cannot tell whether charon or the kernel does ESP, so it refuses.
+func (s *Server) verifyControl(ctx context.Context, c vici.Control) (proven, error) {
+	if s.charon == nil {
+		return proven{}, errors.New("charon did not say which plugins it loaded (VICI stats), so mpsad cannot tell whether the kernel or charon's kernel-libipsec protects the control child; it refuses until charon answers")
 	}
+	ch := c.Child
+	p, err := s.verifier.Verify(ctx, protect.Child{
+		Name: ch.Name, ReqID: ch.ReqID, Protocol: ch.Protocol, Mode: ch.Mode, EncrAlg: ch.EncrAlg,
+		IfIDIn: ch.IfIDIn, IfIDOut: ch.IfIDOut, MarkIn: ch.MarkIn, MarkOut: ch.MarkOut,
+		Local: c.Local, Remote: c.Remote, Port: s.cfg.ControlPort,
+		LocalTS: ch.LocalTSText, RemoteTS: ch.RemoteTSText,
+	}, s.charon.HasPlugin("kernel-libipsec"))
+	if err != nil {
+		return proven{}, err
+	}
+	return proven{Control: c, ifIndex: p.IfIndex, srcPort: p.SrcPort, how: p.How}, nil
 }
 
 // noteOverload hands the datagrams dropped for overload since the last

@@ -47,10 +47,83 @@ type viciSource struct {
 	ikes map[uint32]vici.IKESA
 	// groups returns the groups of a connection.
 	groups func(conn string) []group
+	// verify proves that a control child protects the control
+	// addresses (Server.verifyControl); proofs keeps what it proved,
+	// so that an event or a resync that does not change a child costs
+	// no second verification.
+	verify func(ctx context.Context, c vici.Control) (proven, error)
+	proofs map[proofKey]proven
 }
 
-func newVICISource(groups func(conn string) []group) *viciSource {
-	return &viciSource{ikes: map[uint32]vici.IKESA{}, groups: groups}
+// proofKey names the control child of one group in one IKE SA.
+type proofKey struct {
+	ike   uint32
+	child string
+}
+
+func newVICISource(groups func(conn string) []group, verify func(context.Context, vici.Control) (proven, error)) *viciSource {
+	return &viciSource{ikes: map[uint32]vici.IKESA{}, groups: groups, verify: verify, proofs: map[proofKey]proven{}}
+}
+
+// prove returns the verified control child c of IKE SA c.IKE, from the
+// cache when the same CHILD_SA was verified before.
+func (v *viciSource) prove(ctx context.Context, c vici.Control) (proven, error) {
+	k := proofKey{c.IKE.UniqueID, c.Child.Name}
+	if p, ok := v.proofs[k]; ok && sameChild(p.Child, c.Child) && p.Local == c.Local && p.Remote == c.Remote {
+		p.Control = c
+		return p, nil
+	}
+	p, err := v.verify(ctx, c)
+	if err != nil {
+		delete(v.proofs, k)
+		return proven{}, err
+	}
+	v.proofs[k] = p
+	return p, nil
+}
+
+// sameChild reports whether a and b are the same CHILD_SA, unchanged in
+// what its verification looked at.
+func sameChild(a, b vici.ChildSA) bool {
+	return a.UniqueID == b.UniqueID && a.ReqID == b.ReqID && a.SPIIn == b.SPIIn && a.SPIOut == b.SPIOut &&
+		a.Protocol == b.Protocol && a.EncrAlg == b.EncrAlg && a.IfIDIn == b.IfIDIn && a.IfIDOut == b.IfIDOut
+}
+
+// forgetProofs drops every verification: charon changed (restarted,
+// reconnected), so its TUN or policies may have too.
+func (v *viciSource) forgetProofs() { clear(v.proofs) }
+
+// tell tells group g what IKE SA sa, new or changed, means for it: its
+// control child up and verified, up but refused, or missing. prev is the
+// control child the group was last told of for sa, if any.
+func (v *viciSource) tell(ctx context.Context, now time.Time, g group, sa vici.IKESA, prev *vici.Control) {
+	child := g.config().ControlChild
+	c, ok := sa.Control(child)
+	var (
+		p   proven
+		err error
+	)
+	if ok {
+		if p, err = v.prove(ctx, c); err != nil {
+			ok = false
+		}
+	}
+	// What went away first: a member group keeps one link per IKE SA,
+	// which the new state then replaces.
+	if prev != nil && (!ok || prev.Remote != c.Remote) {
+		g.controlDown(ctx, now, sa.UniqueID, prev.Remote)
+	}
+	switch {
+	case ok:
+		g.controlUp(ctx, now, p)
+	case err != nil:
+		g.controlRefused(now, sa, err.Error())
+	case sa.State == vici.IKEEstablished:
+		g.controlMissing(ctx, now, sa)
+	default:
+		// not established yet, or going away
+		g.controlFine(sa.UniqueID, true)
+	}
 }
 
 // set records sa, new or changed, and tells the groups of its connection.
@@ -58,24 +131,13 @@ func (v *viciSource) set(ctx context.Context, now time.Time, sa vici.IKESA) {
 	old, had := v.ikes[sa.UniqueID]
 	v.ikes[sa.UniqueID] = sa
 	for _, g := range v.groups(sa.Conn) {
-		child := g.config().ControlChild
-		c, ok := sa.Control(child)
-		// What went away first: a member group keeps one link per
-		// IKE SA, which the new state then replaces.
+		var prev *vici.Control
 		if had && old.Conn == sa.Conn {
-			if oc, ook := old.Control(child); ook && (!ok || oc.Remote != c.Remote) {
-				g.controlDown(ctx, now, sa.UniqueID, oc.Remote)
+			if oc, ok := old.Control(g.config().ControlChild); ok {
+				prev = &oc
 			}
 		}
-		switch {
-		case ok:
-			g.controlUp(ctx, now, c)
-		case sa.State == vici.IKEEstablished:
-			g.controlMissing(ctx, now, sa)
-		default:
-			// not established yet, or going away
-			g.controlFine(sa.UniqueID, true)
-		}
+		v.tell(ctx, now, g, sa, prev)
 	}
 	if had && old.Conn != sa.Conn {
 		v.down(ctx, now, old)
@@ -95,6 +157,7 @@ func (v *viciSource) remove(ctx context.Context, now time.Time, id uint32) {
 
 func (v *viciSource) down(ctx context.Context, now time.Time, old vici.IKESA) {
 	for _, g := range v.groups(old.Conn) {
+		delete(v.proofs, proofKey{old.UniqueID, g.config().ControlChild})
 		g.controlFine(old.UniqueID, true)
 		if oc, ok := old.Control(g.config().ControlChild); ok {
 			g.controlDown(ctx, now, old.UniqueID, oc.Remote)
@@ -127,11 +190,7 @@ func (v *viciSource) feed(ctx context.Context, now time.Time, g group) {
 		if sa.Conn != cfg.Connection {
 			continue
 		}
-		if c, ok := sa.Control(cfg.ControlChild); ok {
-			g.controlUp(ctx, now, c)
-		} else if sa.State == vici.IKEEstablished {
-			g.controlMissing(ctx, now, sa)
-		}
+		v.tell(ctx, now, g, sa, nil)
 	}
 }
 

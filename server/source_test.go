@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -21,8 +22,11 @@ type feedRecorder struct {
 }
 
 func (r *feedRecorder) config() *swanctl.Group { return r.cfg }
-func (r *feedRecorder) controlUp(_ context.Context, _ time.Time, c vici.Control) {
+func (r *feedRecorder) controlUp(_ context.Context, _ time.Time, c proven) {
 	r.calls = append(r.calls, fmt.Sprintf("up %d %s", c.IKE.UniqueID, c.Remote))
+}
+func (r *feedRecorder) controlRefused(_ time.Time, sa vici.IKESA, why string) {
+	r.calls = append(r.calls, fmt.Sprintf("refused %d: %s", sa.UniqueID, why))
 }
 func (r *feedRecorder) controlDown(_ context.Context, _ time.Time, ike uint32, remote netip.Addr) {
 	r.calls = append(r.calls, fmt.Sprintf("down %d %s", ike, remote))
@@ -52,7 +56,7 @@ func TestVICISourceFeedsWhatChanged(t *testing.T) {
 			return []group{g}
 		}
 		return nil
-	})
+	}, trust)
 	ctx, now := context.Background(), time.Now()
 	expect := func(what string, want ...string) {
 		t.Helper()
@@ -103,5 +107,47 @@ func TestVICISourceFeedsWhatChanged(t *testing.T) {
 	v.feed(ctx, now, h)
 	if got := h.take(); !slices.Equal(got, []string{"up 7 " + memberAddr(0).String()}) {
 		t.Fatalf("a group set up later is fed %q", got)
+	}
+}
+
+// trust is a VICI source's verification that proves every control child.
+func trust(_ context.Context, c vici.Control) (proven, error) { return proven{Control: c}, nil }
+
+// TestVICISourceVerifies: a control child is verified once, not again for
+// an event or a resync that leaves it unchanged, again when it changes or
+// charon does; a child that fails verification is refused, never up, and
+// one that was up goes down first.
+func TestVICISourceVerifies(t *testing.T) {
+	g := &feedRecorder{cfg: &swanctl.Group{Connection: "c", ControlChild: "ctl"}}
+	var verified []uint32
+	refuse := map[uint32]bool{}
+	v := newVICISource(func(string) []group { return []group{g} }, func(_ context.Context, c vici.Control) (proven, error) {
+		verified = append(verified, c.Child.UniqueID)
+		if refuse[c.Child.UniqueID] {
+			return proven{}, errors.New("no inbound XFRM policy")
+		}
+		return proven{Control: c, ifIndex: 3}, nil
+	})
+	ctx, now := context.Background(), time.Now()
+	a := fleetSA(0)
+	v.set(ctx, now, a)
+	v.set(ctx, now, a) // an event that changes nothing of the child
+	v.resync(ctx, now, []vici.IKESA{a})
+	if len(verified) != 1 {
+		t.Fatalf("verified %d times, want once: %v", len(verified), verified)
+	}
+	rekeyed := a
+	rekeyed.Children = []vici.ChildSA{a.Children[0]}
+	rekeyed.Children[0].UniqueID, rekeyed.Children[0].SPIIn = 99, 0x1234
+	refuse[99] = true
+	g.take()
+	v.set(ctx, now, rekeyed)
+	if got := g.take(); len(got) != 2 || got[0] != "down 1 "+memberAddr(0).String() || got[1] != "refused 1: no inbound XFRM policy" {
+		t.Fatalf("child rekeyed into one that fails verification: %q", got)
+	}
+	v.forgetProofs()
+	v.set(ctx, now, a)
+	if len(verified) != 3 {
+		t.Fatalf("after charon changed: verified %v, want the child again", verified)
 	}
 }

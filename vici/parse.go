@@ -203,6 +203,8 @@ func parseChild(ikeCtx, key string, m *govici.Message) (ChildSA, error) {
 		IntegAlg:     f.str("integ-alg"),
 		IfIDIn:       uint32(f.uint("if-id-in", 16, 32, false)),
 		IfIDOut:      uint32(f.uint("if-id-out", 16, 32, false)),
+		MarkIn:       uint32(f.uint("mark-in", 16, 32, false)),
+		MarkOut:      uint32(f.uint("mark-out", 16, 32, false)),
 	}
 	if f.err != nil {
 		return ChildSA{}, f.err

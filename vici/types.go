@@ -106,6 +106,9 @@ type ChildSA struct {
 	// IfIDIn and IfIDOut are the XFRM interface IDs of a route-based
 	// CHILD_SA, 0 otherwise.
 	IfIDIn, IfIDOut uint32
+	// MarkIn and MarkOut are the XFRM marks of the CHILD_SA's policies
+	// and SAs, 0 without.
+	MarkIn, MarkOut uint32
 }
 
 // Snapshot is charon's set of SAs at one moment.
