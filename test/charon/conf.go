@@ -30,6 +30,11 @@ type Group struct {
 	Controller Peer
 	// Members are the members. MemberConf(i) renders the i-th one.
 	Members []Peer
+	// MemberChild, when it has an entry for member i, holds further
+	// lines of that member's control child: "if_id_in = 42" and
+	// "if_id_out = 42" for a route-based child, "policies = no" for one
+	// without policies.
+	MemberChild [][]string
 }
 
 // ConnName is the IKE connection name.
@@ -88,6 +93,11 @@ func (g Group) MemberConf(i int) string {
 	fmt.Fprintf(&b, "        local_ts = %s\n", hostPrefix(m.Control))
 	fmt.Fprintf(&b, "        remote_ts = %s\n", hostPrefix(g.Controller.Control))
 	b.WriteString("        start_action = start\n")
+	if i < len(g.MemberChild) {
+		for _, l := range g.MemberChild[i] {
+			fmt.Fprintf(&b, "        %s\n", l)
+		}
+	}
 	b.WriteString("      }\n    }\n  }\n}\n")
 	g.writeSecrets(&b)
 	return b.String()
@@ -119,15 +129,22 @@ type MPSA struct {
 	// Settings are the group's settings after connection and
 	// control_child, one per line (nested sections included).
 	Settings []string
+	// KernelESP says that charon runs with the kernel's ESP
+	// (kernel-netlink, as in the qemu guest of test/vm), not
+	// kernel-libipsec: no control_interface is set.
+	KernelESP bool
 }
 
 // MPSASection renders m for this group. Control datagrams are accepted
-// only from ipsec0, as charon runs kernel-libipsec here.
+// only from ipsec0, as charon runs kernel-libipsec here, unless
+// m.KernelESP.
 func (g Group) MPSASection(m MPSA) string {
 	var b strings.Builder
 	b.WriteString("\nmpsa {\n")
 	fmt.Fprintf(&b, "    role = %s\n    vici = unix://%s/charon.vici\n", m.Role, m.Dir)
-	b.WriteString("    control_interface = ipsec0     # charon runs kernel-libipsec here\n")
+	if !m.KernelESP {
+		b.WriteString("    control_interface = ipsec0     # charon runs kernel-libipsec here\n")
+	}
 	fmt.Fprintf(&b, "    status_socket = %s\n", m.StatusSocket)
 	for _, l := range m.Globals {
 		fmt.Fprintf(&b, "    %s\n", l)

@@ -18,6 +18,17 @@
 // loads the modules listed in /modules.list in order, runs the tests
 // with the arguments given after "--" on the kernel command line, prints a
 // result line starting with ResultMarker and powers the machine off.
+//
+// The guest also sees the host's programs: qemu exports the host's root
+// read-only over virtio-9p (tag HostRootTag), the guest mounts it on
+// HostRoot and makes /usr, /bin, /sbin, /lib and /lib64 resolve into it,
+// with a writable tmpfs /etc (links to the host's entries) and /var. The
+// guest tests that run real daemons use them: TestCharonKernel runs
+// strongSwan's charon with the kernel's own ESP (kernel-netlink) and mpsad
+// and mpsactl built on the host (whose directory the kernel command line
+// passes as BinEnv) on a controller and members with the kernel data
+// plane, and sends forged control messages to the members. The other
+// guest tests need nothing of the host.
 package vm
 
 // ResultMarker starts the last line the guest prints: "MPSA-VM-RESULT: PASS"
@@ -28,3 +39,14 @@ const ResultMarker = "MPSA-VM-RESULT:"
 // the path of its .ko file inside the initramfs followed by its parameters,
 // in load order.
 const ModuleList = "/modules.list"
+
+// HostRootTag is the virtio-9p mount tag of the host's root file system.
+const HostRootTag = "hostroot"
+
+// HostRoot is where the guest mounts the host's root file system.
+const HostRoot = "/host"
+
+// BinEnv is the environment variable (set on the kernel command line, which
+// passes it to init) that holds the guest's path of the directory with
+// mpsad and mpsactl built on the host.
+const BinEnv = "MPSA_VM_BIN"

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -293,11 +294,33 @@ type sniffer struct {
 	stop   chan struct{}
 	done   chan struct{}
 	first  atomic.Value // description of the first plaintext frame
+
+	mu    sync.Mutex
+	bySPI map[uint32]int64 // ESP frames by SPI
+}
+
+// espWith returns the number of ESP frames with spi that left so far.
+func (s *sniffer) espWith(spi uint32) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bySPI[spi]
+}
+
+// spis describes the ESP frames counted so far by SPI.
+func (s *sniffer) spis() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var parts []string
+	for spi, n := range s.bySPI {
+		parts = append(parts, fmt.Sprintf("%08x: %d", spi, n))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
 }
 
 func (n *guestNS) sniff(t *testing.T, ifname string, watch []netip.Prefix) *sniffer {
 	t.Helper()
-	s := &sniffer{ifname: ifname, stop: make(chan struct{}), done: make(chan struct{})}
+	s := &sniffer{ifname: ifname, stop: make(chan struct{}), done: make(chan struct{}), bySPI: map[uint32]int64{}}
 	idx := n.link(t, ifname).Attrs().Index
 	if err := n.do(func() error {
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
@@ -353,6 +376,7 @@ func (n *guestNS) sniff(t *testing.T, ifname string, watch []netip.Prefix) *snif
 func (s *sniffer) classify(p []byte, ethertype uint16, watch []netip.Prefix) {
 	var proto byte
 	var src, dst netip.Addr
+	var payload []byte // after the IP header (IPv6: no extension headers)
 	switch ethertype {
 	case unix.ETH_P_IP:
 		if len(p) < 20 {
@@ -361,6 +385,9 @@ func (s *sniffer) classify(p []byte, ethertype uint16, watch []netip.Prefix) {
 		proto = p[9]
 		src, _ = netip.AddrFromSlice(p[12:16])
 		dst, _ = netip.AddrFromSlice(p[16:20])
+		if ihl := int(p[0]&0x0f) * 4; ihl <= len(p) {
+			payload = p[ihl:]
+		}
 	case unix.ETH_P_IPV6:
 		if len(p) < 40 {
 			return
@@ -368,11 +395,17 @@ func (s *sniffer) classify(p []byte, ethertype uint16, watch []netip.Prefix) {
 		proto = p[6]
 		src, _ = netip.AddrFromSlice(p[8:24])
 		dst, _ = netip.AddrFromSlice(p[24:40])
+		payload = p[40:]
 	default:
 		return
 	}
 	if proto == unix.IPPROTO_ESP {
 		s.esp.Add(1)
+		if len(payload) >= 4 {
+			s.mu.Lock()
+			s.bySPI[binary.BigEndian.Uint32(payload)]++
+			s.mu.Unlock()
+		}
 		return
 	}
 	for _, w := range watch {

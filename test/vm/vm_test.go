@@ -39,6 +39,10 @@ var guestModules = []string{
 	"chacha-x86_64", "chacha_generic", "poly1305-x86_64", "poly1305_generic", "chacha20poly1305",
 	"sha1-ssse3", "sha256-ssse3",
 	"veth", "dummy", "bridge", "tun",
+	// The host's root over virtio-9p (HostRootTag): charon, swanctl, ip
+	// and the rest of the host's programs for the guest tests that run
+	// real daemons.
+	"virtio_pci", "9pnet_virtio", "9p",
 }
 
 // kernel is an unpacked Debian kernel package.
@@ -93,7 +97,8 @@ func moduleFiles(t *testing.T, k kernel) ([]initramfsFile, []byte) {
 				continue
 			}
 			seen[src] = true
-			name := "/lib/modules/" + filepath.Base(src)
+			// Not under /lib: the guest links /lib to the host's.
+			name := "/kmod/" + filepath.Base(src)
 			files = append(files, initramfsFile{Name: name, Src: src})
 			fmt.Fprintln(&list, strings.Join(append([]string{name}, f[2:]...), " "))
 		}
@@ -109,6 +114,19 @@ func buildGuest(t *testing.T, dir string) string {
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build guest test binary: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// buildDaemons compiles mpsad and mpsactl, static, into dir/bin, which the
+// guest sees under HostRoot.
+func buildDaemons(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "bin")
+	cmd := exec.Command("go", "build", "-o", bin+"/", "../../cmd/mpsad", "../../cmd/mpsactl")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build mpsad and mpsactl: %v\n%s", err, out)
 	}
 	return bin
 }
@@ -203,6 +221,10 @@ func TestKernelVM(t *testing.T) {
 	dir := t.TempDir()
 	mods, list := moduleFiles(t, k)
 	bin := buildGuest(t, dir)
+	daemons, err := filepath.Abs(buildDaemons(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
 	files := append([]initramfsFile{
 		{Name: "/init", Src: bin, Perm: 0o755},
 		{Name: ModuleList, Data: list},
@@ -229,8 +251,14 @@ func TestKernelVM(t *testing.T) {
 	cmd := exec.Command(qemu,
 		"-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "2",
 		"-nographic", "-no-reboot", "-net", "none",
+		// The host's root, read-only: the guest runs the host's charon,
+		// swanctl and ip, and the mpsad built above. remap keeps inode
+		// numbers of the host's several file systems apart.
+		"-virtfs", "local,path=/,mount_tag="+HostRootTag+",security_model=none,readonly=on,multidevs=remap",
 		"-kernel", k.vmlinuz, "-initrd", initrd,
-		"-append", "console=ttyS0 quiet panic=-1 oops=panic -- "+strings.Join(guestArgs, " "))
+		// Kernel parameters with "=" that the kernel does not know are
+		// passed to init as environment variables.
+		"-append", "console=ttyS0 quiet panic=-1 oops=panic "+BinEnv+"="+HostRoot+daemons+" -- "+strings.Join(guestArgs, " "))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
