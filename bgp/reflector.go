@@ -1,0 +1,868 @@
+package bgp
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	bgppkt "github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
+
+	"github.com/mpsa/mpsa/bgp/policy"
+)
+
+// DefaultRejectLogInterval is how often a reflector logs the routes it
+// rejected from one member, at most.
+const DefaultRejectLogInterval = 10 * time.Second
+
+// ReflectorConfig configures a Reflector. Zero durations and ports take
+// the defaults.
+type ReflectorConfig struct {
+	// ASN is the group's AS number; every session is iBGP.
+	ASN uint32
+	// RouterID is the BGP identifier, also the cluster ID; the zero Addr
+	// takes the controller's control address of the first member (when
+	// IPv4), which no member can have.
+	RouterID netip.Addr
+	// Port is the port the reflector listens on.
+	Port uint16
+	// Listen are the addresses it listens on; none means every address.
+	Listen []netip.Addr
+	// HoldTime is the hold time the reflector proposes.
+	HoldTime time.Duration
+	// RestartTime is the graceful restart time the reflector advertises:
+	// how long members that do graceful restart (FRR, BIRD) keep its
+	// routes while it restarts. mpsa's own members keep them for their
+	// stale_time.
+	RestartTime time.Duration
+	// DeferralTime bounds how long a reflector that has just started
+	// waits for the End-of-RIB of the members present before it sends
+	// them the routes (RFC 4724's selection deferral), so that a member
+	// never sees a partial table as the whole one after a controller
+	// restart.
+	DeferralTime time.Duration
+	// BindInterface, if set, accepts BGP connections only from this
+	// interface (SO_BINDTODEVICE): charon's TUN device with
+	// kernel-libipsec.
+	BindInterface string
+	// Policy is the access control: what each member may advertise.
+	Policy []policy.Rule
+	// RejectLogInterval is how often the routes rejected from one member
+	// are logged, at most; the first at once, then a summary.
+	RejectLogInterval time.Duration
+	// Logger receives the reflector's and GoBGP's log lines; nil
+	// discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (c *ReflectorConfig) defaults() {
+	if c.Port == 0 {
+		c.Port = DefaultPort
+	}
+	if c.HoldTime == 0 {
+		c.HoldTime = DefaultHoldTime
+	}
+	if c.RestartTime == 0 {
+		c.RestartTime = DefaultRestartTime
+	}
+	if c.DeferralTime == 0 {
+		c.DeferralTime = DefaultDeferralTime
+	}
+	if c.RejectLogInterval == 0 {
+		c.RejectLogInterval = DefaultRejectLogInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// MemberInfo identifies a member to the reflector.
+type MemberInfo struct {
+	// Addr is the member's control address: where its BGP session comes
+	// from (the control child's remote traffic selector).
+	Addr netip.Addr
+	// Local is the controller's control address on that child, where the
+	// session must arrive.
+	Local netip.Addr
+	// Identity is the member's IKE identity (charon's remote-id), which
+	// the policy matches.
+	Identity string
+}
+
+// Reflector is a controller group's route reflector: a passive iBGP
+// neighbour for each member whose control child is up, reflecting every
+// member's accepted routes to all others. Its import policy is the access
+// control: a route is accepted only when a policy rule matching the
+// member's identity admits its prefix; the rest are dropped, counted,
+// logged at a bounded rate and shown in Status.
+//
+// Methods are safe for concurrent use.
+type Reflector struct {
+	cfg  ReflectorConfig
+	log  *slog.Logger
+	cmds chan func()
+	evs  chan reflectorEvent
+	done chan struct{}
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+
+	// Owned by the loop.
+	srv        *speaker
+	watchStop  context.CancelFunc
+	id         netip.Addr
+	pol        *policy.Policy
+	gen        int // generation of the GoBGP policy objects
+	members    map[netip.Addr]*rmember
+	restarting bool
+	restartEnd time.Time
+	flushTimer *time.Timer
+	flushC     <-chan time.Time
+	pending    map[netip.Addr]struct{} // members with rejections not logged yet
+	accepted   uint64
+	rejected   uint64
+}
+
+// rmember is the reflector's state of one member.
+type rmember struct {
+	info     MemberInfo
+	rules    []int
+	state    bgppkt.FSMState
+	since    time.Time
+	families []bgppkt.Family // negotiated
+	eor      map[bgppkt.Family]bool
+	accepted map[netip.Prefix]PrefixStatus
+	rejected map[netip.Prefix]PrefixStatus
+	nAcc     uint64
+	nRej     uint64
+	// Rejection log.
+	lastLog time.Time
+	held    uint64
+	heldEx  PrefixStatus
+}
+
+type reflectorEvent struct {
+	paths []*apiutil.Path
+	eor   *apiutil.Path
+	peer  *apiutil.WatchEventMessage_PeerEvent
+}
+
+// NewReflector returns a Reflector; Start runs it.
+func NewReflector(cfg ReflectorConfig) (*Reflector, error) {
+	cfg.defaults()
+	if cfg.ASN == 0 {
+		return nil, errors.New("bgp reflector: no AS number")
+	}
+	if cfg.RouterID.IsValid() && !cfg.RouterID.Is4() {
+		return nil, fmt.Errorf("bgp reflector: router ID %s is not an IPv4 address", cfg.RouterID)
+	}
+	if err := checkRules(cfg.Policy); err != nil {
+		return nil, err
+	}
+	return &Reflector{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		cmds:    make(chan func()),
+		evs:     make(chan reflectorEvent, 256),
+		done:    make(chan struct{}),
+		pol:     policy.New(cfg.Policy),
+		members: map[netip.Addr]*rmember{},
+		pending: map[netip.Addr]struct{}{},
+	}, nil
+}
+
+func checkRules(rules []policy.Rule) error {
+	for _, r := range rules {
+		if err := policy.CheckIdentityPattern(r.Identity); err != nil {
+			return fmt.Errorf("bgp reflector: policy %s: %w", r.Name, err)
+		}
+	}
+	return nil
+}
+
+// Start runs the reflector until ctx is done or Close is called. With a
+// configured RouterID the speaker starts at once, else with the first
+// member.
+func (r *Reflector) Start(ctx context.Context) error {
+	ctx, r.stop = context.WithCancel(ctx)
+	var err error
+	if r.cfg.RouterID.IsValid() {
+		err = r.ensureServer(netip.Addr{})
+	}
+	r.wg.Add(1)
+	go r.loop(ctx)
+	return err
+}
+
+// Close stops the reflector without a NOTIFICATION to the members, so
+// that those that do graceful restart keep its routes while it restarts
+// (mpsa's members keep them for their stale_time in any case).
+func (r *Reflector) Close() error {
+	if r.stop == nil {
+		return nil
+	}
+	r.stop()
+	r.wg.Wait()
+	return nil
+}
+
+func (r *Reflector) do(f func()) error {
+	ran := make(chan struct{})
+	select {
+	case r.cmds <- func() { f(); close(ran) }:
+		<-ran
+		return nil
+	case <-r.done:
+		return errors.New("bgp reflector: not running")
+	}
+}
+
+func (r *Reflector) loop(ctx context.Context) {
+	defer r.wg.Done()
+	defer close(r.done)
+	defer func() {
+		if r.watchStop != nil {
+			r.watchStop()
+		}
+		if r.srv != nil {
+			r.srv.stop(r.log)
+		}
+		stopTimer(r.flushTimer)
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case f := <-r.cmds:
+			f()
+		case ev := <-r.evs:
+			r.onEvent(ev)
+		case <-r.flushC:
+			r.flushC = nil
+			r.flushRejections()
+		}
+	}
+}
+
+// ensureServer starts GoBGP on first need.
+func (r *Reflector) ensureServer(local netip.Addr) error {
+	if r.srv != nil {
+		return nil
+	}
+	id, err := routerID(r.cfg.RouterID, local)
+	if err != nil {
+		return fmt.Errorf("bgp reflector: %w", err)
+	}
+	g := &api.Global{Asn: r.cfg.ASN, RouterId: id.String(), ListenPort: int32(r.cfg.Port), BindToDevice: r.cfg.BindInterface}
+	for _, a := range r.cfg.Listen {
+		g.ListenAddresses = append(g.ListenAddresses, a.String())
+	}
+	srv := newSpeaker(r.log)
+	if err := srv.StartBgp(context.Background(), &api.StartBgpRequest{Global: g}); err != nil {
+		srv.stop(r.log)
+		return fmt.Errorf("bgp reflector: start (listening on port %d): %w", r.cfg.Port, err)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	send := func(ev reflectorEvent) {
+		select {
+		case r.evs <- ev:
+		case <-wctx.Done():
+		}
+	}
+	err = srv.WatchEvent(wctx, server.WatchEventMessageCallbacks{
+		OnPathUpdate: func(paths []*apiutil.Path, _ time.Time) { send(reflectorEvent{paths: paths}) },
+		OnPathEor:    func(p *apiutil.Path, _ time.Time) { send(reflectorEvent{eor: p}) },
+		OnPeerUpdate: func(p *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
+			if p.Type == apiutil.PEER_EVENT_STATE {
+				send(reflectorEvent{peer: p})
+			}
+		},
+	}, server.WatchPeer(), server.WatchUpdate(false, "", ""), server.WatchAdjInWithdraw(), server.WatchEor(false))
+	if err != nil {
+		cancel()
+		srv.stop(r.log)
+		return fmt.Errorf("bgp reflector: watch: %w", err)
+	}
+	r.srv, r.watchStop, r.id = &srv, cancel, id
+	// Until every member present has sent its End-of-RIB, or for at most
+	// DeferralTime, new sessions are told this speaker is restarting:
+	// GoBGP then defers sending routes (RFC 4724 4.1), so that no member
+	// takes a partial table after a controller restart for the whole.
+	r.restarting, r.restartEnd = true, r.cfg.Now().Add(r.cfg.DeferralTime)
+	if err := r.installPolicy(); err != nil {
+		return err
+	}
+	r.log.Info("bgp: route reflector started", "asn", r.cfg.ASN, "router_id", id, "port", r.cfg.Port, "policy_rules", r.pol.Len())
+	return nil
+}
+
+// Names of the GoBGP policy objects of generation gen.
+func neighborSetName(gen, rule int) string { return fmt.Sprintf("mpsa%d-r%d", gen, rule) }
+func prefixSetName(gen, rule int, v6 bool) string {
+	if v6 {
+		return fmt.Sprintf("mpsa%d-r%d-v6", gen, rule)
+	}
+	return fmt.Sprintf("mpsa%d-r%d-v4", gen, rule)
+}
+func policyName(gen int) string { return fmt.Sprintf("mpsa%d-import", gen) }
+
+// sentinel is in every neighbour set: GoBGP treats an empty neighbour set
+// as matching every neighbour, which would let a rule with no member yet
+// admit its prefixes from anyone. No neighbour has this address.
+const sentinel = "255.255.255.255/32"
+
+// hostPrefix is a as a neighbour set element.
+func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).String() }
+
+// installPolicy builds the GoBGP import policy of r.pol as generation
+// gen+1, makes it the global import policy with default reject, removes
+// the previous generation, and applies it again to every route received.
+//
+// Per rule i there is a neighbour set of the members whose identity
+// matches (kept up to date by AddMember and RemoveMember) and a prefix
+// set per address family; a statement per family accepts a route when
+// its neighbour is in the first and its prefix in the second.
+func (r *Reflector) installPolicy() error {
+	ctx := context.Background()
+	gen := r.gen + 1
+	var stmts []*api.Statement
+	for i := range r.pol.Len() {
+		rule := r.pol.Rule(i)
+		list := []string{sentinel}
+		for _, m := range r.members {
+			if slices.Contains(m.rules, i) {
+				list = append(list, hostPrefix(m.info.Addr))
+			}
+		}
+		if err := r.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+			DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: neighborSetName(gen, i), List: list,
+		}}); err != nil {
+			return fmt.Errorf("bgp reflector: policy %s: neighbour set: %w", rule.Name, err)
+		}
+		for _, v6 := range []bool{false, true} {
+			var ps []*api.Prefix
+			for _, rg := range rule.Prefixes {
+				if rg.Prefix.Addr().Is6() == v6 {
+					ps = append(ps, &api.Prefix{IpPrefix: rg.Prefix.String(), MaskLengthMin: uint32(rg.Min), MaskLengthMax: uint32(rg.Max)})
+				}
+			}
+			if len(ps) == 0 {
+				continue
+			}
+			name := prefixSetName(gen, i, v6)
+			if err := r.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+				DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: name, Prefixes: ps,
+			}}); err != nil {
+				return fmt.Errorf("bgp reflector: policy %s: prefix set: %w", rule.Name, err)
+			}
+			stmts = append(stmts, &api.Statement{
+				Name: name,
+				Conditions: &api.Conditions{
+					NeighborSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: neighborSetName(gen, i)},
+					PrefixSet:   &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: name},
+				},
+				Actions: &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
+			})
+		}
+	}
+	assign := &api.PolicyAssignment{
+		Name:          "global",
+		Direction:     api.PolicyDirection_POLICY_DIRECTION_IMPORT,
+		DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
+	}
+	if len(stmts) > 0 {
+		pol := &api.Policy{Name: policyName(gen), Statements: stmts}
+		if err := r.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: pol}); err != nil {
+			return fmt.Errorf("bgp reflector: add import policy: %w", err)
+		}
+		assign.Policies = []*api.Policy{{Name: pol.Name}}
+	}
+	if err := r.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: assign}); err != nil {
+		return fmt.Errorf("bgp reflector: set import policy: %w", err)
+	}
+	old := r.gen
+	r.gen = gen
+	if old > 0 {
+		r.removeGeneration(old)
+		// Apply the new policy to what the members sent.
+		for addr, m := range r.members {
+			if m.state == bgppkt.BGP_FSM_ESTABLISHED {
+				if err := r.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: addr.String(), Soft: true, Direction: api.ResetPeerRequest_DIRECTION_IN}); err != nil {
+					r.log.Warn("bgp: apply the new policy to a member's routes", "member", m.info.Identity, "addr", addr, "err", err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// removeGeneration deletes the GoBGP policy objects of generation gen,
+// which no assignment uses any more.
+func (r *Reflector) removeGeneration(gen int) {
+	ctx := context.Background()
+	if err := r.srv.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: &api.Policy{Name: policyName(gen)}, All: true}); err != nil {
+		r.log.Debug("bgp: delete old policy", "err", err)
+	}
+	var sets []*api.DefinedSet
+	r.srv.ListDefinedSet(ctx, &api.ListDefinedSetRequest{DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR}, func(d *api.DefinedSet) { sets = append(sets, d) })
+	r.srv.ListDefinedSet(ctx, &api.ListDefinedSetRequest{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX}, func(d *api.DefinedSet) { sets = append(sets, d) })
+	prefix := fmt.Sprintf("mpsa%d-", gen)
+	for _, d := range sets {
+		if len(d.Name) >= len(prefix) && d.Name[:len(prefix)] == prefix {
+			if err := r.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: &api.DefinedSet{DefinedType: d.DefinedType, Name: d.Name}, All: true}); err != nil {
+				r.log.Debug("bgp: delete old defined set", "set", d.Name, "err", err)
+			}
+		}
+	}
+}
+
+// SetPolicy replaces the policy (a reload) and applies it to every route
+// the members sent: newly rejected routes are withdrawn from the others,
+// newly admitted ones reflected.
+func (r *Reflector) SetPolicy(rules []policy.Rule) error {
+	if err := checkRules(rules); err != nil {
+		return err
+	}
+	var err error
+	if derr := r.do(func() {
+		r.pol = policy.New(rules)
+		for _, m := range r.members {
+			m.rules = r.pol.Matching(m.info.Identity)
+		}
+		if r.srv != nil {
+			err = r.installPolicy()
+		}
+		// Re-judge what is recorded; the soft reset re-announces
+		// nothing to the watcher, so the verdicts are recomputed here.
+		for _, m := range r.members {
+			r.rejudge(m)
+		}
+	}); derr != nil {
+		return derr
+	}
+	return err
+}
+
+// rejudge re-applies the policy to the prefixes recorded for m.
+func (r *Reflector) rejudge(m *rmember) {
+	all := make(map[netip.Prefix]PrefixStatus, len(m.accepted)+len(m.rejected))
+	maps.Copy(all, m.accepted)
+	maps.Copy(all, m.rejected)
+	clear(m.accepted)
+	clear(m.rejected)
+	for p, st := range all {
+		v := r.pol.Check(m.info.Identity, m.rules, p)
+		st.Rule, st.Reason = v.Rule, v.Reason
+		if v.Allowed {
+			m.accepted[p] = st
+		} else {
+			m.rejected[p] = st
+		}
+	}
+}
+
+// AddMember adds a neighbour for a member whose control child is up.
+// Adding the same member again does nothing; the same address with
+// another identity replaces it.
+func (r *Reflector) AddMember(info MemberInfo) error {
+	info.Addr, info.Local = info.Addr.Unmap(), info.Local.Unmap()
+	if !info.Addr.IsValid() {
+		return fmt.Errorf("bgp reflector: member %q has no control address", info.Identity)
+	}
+	var err error
+	if derr := r.do(func() { err = r.addMember(info) }); derr != nil {
+		return derr
+	}
+	return err
+}
+
+func (r *Reflector) addMember(info MemberInfo) error {
+	if m, ok := r.members[info.Addr]; ok {
+		if m.info == info {
+			return nil
+		}
+		r.removeMember(info.Addr, "replaced")
+	}
+	if err := r.ensureServer(info.Local); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	m := &rmember{
+		info:     info,
+		rules:    r.pol.Matching(info.Identity),
+		state:    bgppkt.BGP_FSM_IDLE,
+		since:    r.cfg.Now(),
+		eor:      map[bgppkt.Family]bool{},
+		accepted: map[netip.Prefix]PrefixStatus{},
+		rejected: map[netip.Prefix]PrefixStatus{},
+	}
+	// The neighbour sets first, so that the member's first route meets
+	// its rules.
+	for _, i := range m.rules {
+		if err := r.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+			DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: neighborSetName(r.gen, i), List: []string{hostPrefix(info.Addr)},
+		}}); err != nil {
+			return fmt.Errorf("bgp reflector: member %s: %w", info.Identity, err)
+		}
+	}
+	restarting := r.restarting && r.cfg.Now().Before(r.restartEnd)
+	peer := &api.Peer{
+		Conf: &api.PeerConf{NeighborAddress: info.Addr.String(), PeerAsn: r.cfg.ASN, Description: info.Identity},
+		Timers: &api.Timers{Config: &api.TimersConfig{
+			HoldTime:          uint64(seconds(r.cfg.HoldTime)),
+			KeepaliveInterval: uint64(max(1, seconds(r.cfg.HoldTime)/3)),
+		}},
+		Transport: &api.Transport{PassiveMode: true},
+		RouteReflector: &api.RouteReflector{
+			RouteReflectorClient:    true,
+			RouteReflectorClusterId: r.id.String(),
+		},
+		GracefulRestart: &api.GracefulRestart{
+			Enabled:             true,
+			RestartTime:         seconds(r.cfg.RestartTime),
+			DeferralTime:        seconds(r.cfg.DeferralTime),
+			NotificationEnabled: true,
+			LocalRestarting:     restarting,
+		},
+		AfiSafis: afiSafis(),
+	}
+	if info.Local.IsValid() {
+		peer.Transport.LocalAddress = info.Local.String()
+	}
+	if err := r.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: peer}); err != nil {
+		for _, i := range m.rules {
+			r.dropFromSet(i, info.Addr)
+		}
+		return fmt.Errorf("bgp reflector: add member %s (%s): %w", info.Identity, info.Addr, err)
+	}
+	r.members[info.Addr] = m
+	names := make([]string, len(m.rules))
+	for k, i := range m.rules {
+		names[k] = r.pol.Rule(i).Name
+	}
+	if len(m.rules) == 0 {
+		r.log.Warn("bgp: member matches no policy rule: every route it advertises will be rejected", "member", info.Identity, "addr", info.Addr)
+	} else {
+		r.log.Info("bgp: member added", "member", info.Identity, "addr", info.Addr, "policy", names)
+	}
+	return nil
+}
+
+func (r *Reflector) dropFromSet(rule int, addr netip.Addr) {
+	if err := r.srv.DeleteDefinedSet(context.Background(), &api.DeleteDefinedSetRequest{DefinedSet: &api.DefinedSet{
+		DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: neighborSetName(r.gen, rule), List: []string{hostPrefix(addr)},
+	}}); err != nil {
+		r.log.Warn("bgp: remove a member from a neighbour set", "addr", addr, "err", err)
+	}
+}
+
+// RemoveMember removes the member at its control address (its control
+// child is gone): its routes are withdrawn from every other member at
+// once.
+func (r *Reflector) RemoveMember(addr netip.Addr) error {
+	return r.do(func() { r.removeMember(addr.Unmap(), "control child down") })
+}
+
+func (r *Reflector) removeMember(addr netip.Addr, why string) {
+	m, ok := r.members[addr]
+	if !ok {
+		return
+	}
+	if err := r.srv.DeletePeer(context.Background(), &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+		r.log.Warn("bgp: remove member", "member", m.info.Identity, "addr", addr, "err", err)
+	}
+	for _, i := range m.rules {
+		r.dropFromSet(i, addr)
+	}
+	if m.held > 0 {
+		r.logRejections(m, r.cfg.Now())
+	}
+	delete(r.members, addr)
+	delete(r.pending, addr)
+	r.log.Info("bgp: member removed; its routes are withdrawn", "member", m.info.Identity, "addr", addr, "reason", why, "routes", len(m.accepted))
+}
+
+func (r *Reflector) onEvent(ev reflectorEvent) {
+	switch {
+	case ev.peer != nil:
+		r.onPeer(ev.peer)
+	case ev.eor != nil:
+		m := r.members[ev.eor.PeerAddress.Unmap()]
+		if m == nil {
+			return
+		}
+		m.eor[ev.eor.Family] = true
+		r.checkSynced()
+	default:
+		r.onPaths(ev.paths)
+	}
+}
+
+func (r *Reflector) onPeer(p *apiutil.WatchEventMessage_PeerEvent) {
+	m := r.members[p.Peer.State.NeighborAddress.Unmap()]
+	if m == nil {
+		return
+	}
+	next := p.Peer.State.SessionState
+	if next == m.state {
+		return
+	}
+	prev := m.state
+	m.state, m.since = next, r.cfg.Now()
+	switch {
+	case next == bgppkt.BGP_FSM_ESTABLISHED:
+		clear(m.eor)
+		m.families = negotiated(p.Peer.State.RemoteCap)
+		r.log.Info("bgp: member session established", "member", m.info.Identity, "addr", m.info.Addr)
+	case prev == bgppkt.BGP_FSM_ESTABLISHED:
+		r.log.Info("bgp: member session down", "member", m.info.Identity, "addr", m.info.Addr, "reason", p.Peer.State.DisconnectMessage)
+	}
+}
+
+// negotiated returns the families of ours that the peer's capabilities
+// announce (IPv4 unicast when it announces none, as RFC 4760 says).
+func negotiated(caps []bgppkt.ParameterCapabilityInterface) []bgppkt.Family {
+	var fs []bgppkt.Family
+	for _, c := range caps {
+		if mp, ok := c.(*bgppkt.CapMultiProtocol); ok && slices.Contains(families(), mp.CapValue) {
+			fs = append(fs, mp.CapValue)
+		}
+	}
+	if len(fs) == 0 {
+		fs = []bgppkt.Family{bgppkt.RF_IPv4_UC}
+	}
+	return fs
+}
+
+// checkSynced ends the restart window once every member has sent its
+// End-of-RIB for every family it negotiated: from then on new members
+// get routes at once.
+func (r *Reflector) checkSynced() {
+	if !r.restarting {
+		return
+	}
+	for _, m := range r.members {
+		if m.state != bgppkt.BGP_FSM_ESTABLISHED {
+			return
+		}
+		for _, f := range m.families {
+			if !m.eor[f] {
+				return
+			}
+		}
+	}
+	r.restarting = false
+	r.log.Info("bgp: every member has sent its routes; reflecting", "members", len(r.members))
+}
+
+// onPaths records the verdict on every route a member advertised or
+// withdrew (GoBGP's import policy has already enforced it), and counts
+// and logs the rejected ones.
+func (r *Reflector) onPaths(paths []*apiutil.Path) {
+	now := r.cfg.Now()
+	for _, path := range paths {
+		m := r.members[path.PeerAddress.Unmap()]
+		if m == nil {
+			continue
+		}
+		p, ok := pathPrefix(path)
+		if !ok {
+			continue
+		}
+		if path.Withdrawal {
+			delete(m.accepted, p)
+			delete(m.rejected, p)
+			continue
+		}
+		st := PrefixStatus{Prefix: p, Peer: nextHop(path), Since: now}
+		if old, ok := m.accepted[p]; ok && old.Peer == st.Peer {
+			st.Since = old.Since
+		} else if old, ok := m.rejected[p]; ok && old.Peer == st.Peer {
+			st.Since = old.Since
+		}
+		v := r.pol.Check(m.info.Identity, m.rules, p)
+		st.Rule, st.Reason = v.Rule, v.Reason
+		if v.Allowed && !usableNextHop(st.Peer) {
+			// GoBGP reflects it; the members ignore it.
+			st.Reason = "no usable next hop"
+		}
+		if v.Allowed {
+			delete(m.rejected, p)
+			m.accepted[p] = st
+			m.nAcc++
+			r.accepted++
+			continue
+		}
+		delete(m.accepted, p)
+		m.rejected[p] = st
+		m.nRej++
+		r.rejected++
+		r.noteRejection(m, st, now)
+	}
+}
+
+// noteRejection logs a rejected route: the first of a member at once,
+// then at most one line per RejectLogInterval with the number held back.
+func (r *Reflector) noteRejection(m *rmember, st PrefixStatus, now time.Time) {
+	m.held++
+	m.heldEx = st
+	if now.Sub(m.lastLog) >= r.cfg.RejectLogInterval {
+		r.logRejections(m, now)
+		return
+	}
+	r.pending[m.info.Addr] = struct{}{}
+	if r.flushC == nil {
+		r.flushTimer = time.NewTimer(m.lastLog.Add(r.cfg.RejectLogInterval).Sub(now))
+		r.flushC = r.flushTimer.C
+	}
+}
+
+func (r *Reflector) logRejections(m *rmember, now time.Time) {
+	r.log.Warn("bgp: rejected a route the policy does not allow this member", "member", m.info.Identity, "addr", m.info.Addr,
+		"prefix", m.heldEx.Prefix, "next_hop", m.heldEx.Peer, "reason", m.heldEx.Reason, "rejected_since_last_report", m.held, "rejected_total", m.nRej)
+	m.lastLog, m.held = now, 0
+	delete(r.pending, m.info.Addr)
+}
+
+// flushRejections logs the members whose held-back rejections are due,
+// and re-arms the timer for the others.
+func (r *Reflector) flushRejections() {
+	now := r.cfg.Now()
+	var next time.Time
+	for addr := range r.pending {
+		m := r.members[addr]
+		if m == nil {
+			delete(r.pending, addr)
+			continue
+		}
+		due := m.lastLog.Add(r.cfg.RejectLogInterval)
+		if !now.Before(due) {
+			r.logRejections(m, now)
+		} else if next.IsZero() || due.Before(next) {
+			next = due
+		}
+	}
+	if !next.IsZero() {
+		r.flushTimer = time.NewTimer(next.Sub(now))
+		r.flushC = r.flushTimer.C
+	}
+}
+
+// PrefixStatus is one prefix a member advertised.
+type PrefixStatus struct {
+	Prefix netip.Prefix `json:"prefix"`
+	// Peer is the next hop it came with: the member's underlay.
+	Peer netip.Addr `json:"peer,omitzero"`
+	// Since is when it was first advertised with this peer.
+	Since time.Time `json:"since"`
+	// Rule is the policy rule that admitted it.
+	Rule string `json:"rule,omitempty"`
+	// Reason says why it was rejected.
+	Reason string `json:"reason,omitempty"`
+}
+
+// ReflectorMember is one member in the reflector's status.
+type ReflectorMember struct {
+	Identity string     `json:"identity"`
+	Addr     netip.Addr `json:"addr"`
+	// Session is the BGP session state (established, active, idle...).
+	Session string `json:"session"`
+	// Since is when the session entered that state.
+	Since time.Time `json:"since"`
+	// Policy names the rules that match the identity.
+	Policy []string `json:"policy"`
+	// Accepted and Rejected are the prefixes the member advertises now.
+	Accepted []PrefixStatus `json:"accepted"`
+	Rejected []PrefixStatus `json:"rejected"`
+	// AcceptedTotal and RejectedTotal count every advertisement since
+	// the member was added.
+	AcceptedTotal uint64 `json:"accepted_total"`
+	RejectedTotal uint64 `json:"rejected_total"`
+}
+
+// ReflectorStatus is the reflector's state, as `mpsactl routes` shows it
+// on a controller.
+type ReflectorStatus struct {
+	RouterID netip.Addr `json:"router_id,omitzero"`
+	Port     uint16     `json:"port"`
+	// Deferring is true while the reflector, just started, waits for the
+	// members' End-of-RIB before it reflects.
+	Deferring     bool              `json:"deferring,omitempty"`
+	Members       []ReflectorMember `json:"members"`
+	AcceptedTotal uint64            `json:"accepted_total"`
+	RejectedTotal uint64            `json:"rejected_total"`
+}
+
+// Status returns the reflector's state, members sorted by identity then
+// address.
+func (r *Reflector) Status() (ReflectorStatus, error) {
+	var st ReflectorStatus
+	err := r.do(func() {
+		st.RouterID, st.Port = r.id, r.cfg.Port
+		st.Deferring = r.srv != nil && r.restarting && r.cfg.Now().Before(r.restartEnd)
+		st.AcceptedTotal, st.RejectedTotal = r.accepted, r.rejected
+		for _, m := range r.members {
+			rm := ReflectorMember{
+				Identity: m.info.Identity, Addr: m.info.Addr,
+				Session: sessionName(m.state, true), Since: m.since,
+				Policy:        []string{},
+				Accepted:      sortedStatus(m.accepted),
+				Rejected:      sortedStatus(m.rejected),
+				AcceptedTotal: m.nAcc, RejectedTotal: m.nRej,
+			}
+			for _, i := range m.rules {
+				rm.Policy = append(rm.Policy, r.pol.Rule(i).Name)
+			}
+			st.Members = append(st.Members, rm)
+		}
+		slices.SortFunc(st.Members, func(a, b ReflectorMember) int {
+			return cmp.Or(cmp.Compare(a.Identity, b.Identity), a.Addr.Compare(b.Addr))
+		})
+	})
+	return st, err
+}
+
+func sortedStatus(m map[netip.Prefix]PrefixStatus) []PrefixStatus {
+	out := make([]PrefixStatus, 0, len(m))
+	for _, p := range slices.SortedFunc(maps.Keys(m), comparePrefix) {
+		out = append(out, m[p])
+	}
+	return out
+}
+
+// MemberCounters are the counters of one member, for metrics.
+type MemberCounters struct {
+	Identity string
+	Addr     netip.Addr
+	// Accepted and Rejected count every advertisement since the member
+	// was added.
+	Accepted, Rejected uint64
+	// AcceptedNow and RejectedNow are the prefixes it advertises now.
+	AcceptedNow, RejectedNow int
+}
+
+// Counters returns every member's counters without the prefix lists,
+// cheap enough for a metrics scrape.
+func (r *Reflector) Counters() ([]MemberCounters, error) {
+	var out []MemberCounters
+	err := r.do(func() {
+		out = make([]MemberCounters, 0, len(r.members))
+		for _, m := range r.members {
+			out = append(out, MemberCounters{Identity: m.info.Identity, Addr: m.info.Addr, Accepted: m.nAcc, Rejected: m.nRej, AcceptedNow: len(m.accepted), RejectedNow: len(m.rejected)})
+		}
+	})
+	return out, err
+}
