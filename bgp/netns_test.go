@@ -246,3 +246,158 @@ func TestPolicyFilters(t *testing.T) {
 		t.Errorf("after the reload, cpe-2: %+v", m.Members[1])
 	}
 }
+
+// withdrawnIn returns the withdrawals of prefix among changes.
+func withdrawnIn(changes []timedChange, prefix string) []timedChange {
+	var out []timedChange
+	for _, c := range changes {
+		if c.Withdrawn && c.Prefix == netip.MustParsePrefix(prefix) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// TestReflectorRestart: when the controller's mpsad restarts (cleanly, or
+// killed), the members keep the routes they learned, stale, so that their
+// traffic to each other goes on; the new reflector defers until both
+// members have sent their routes, and then the members keep what is
+// still advertised without a blip and drop what is not.
+func TestReflectorRestart(t *testing.T) {
+	l := newLab(t, 2)
+	rules := testPolicy(t, 2)
+	refl := l.startReflector(t, rules, 10*time.Second)
+	m1 := l.startMember(t, 1, 0)
+	m2 := l.startMember(t, 2, 0)
+	m1.call(command{Op: "advertise", Prefixes: prefixes("10.1.0.0/24"), Underlay: underlay(1)})
+	m2.call(command{Op: "advertise", Prefixes: prefixes("10.2.0.0/24", "2001:db8:2::/64"), Underlay: underlay(2)})
+	join(refl, m1, 1, false)
+	join(refl, m2, 2, false)
+	m1.waitRoutes(t, 15*time.Second, time.Now(), map[string]string{"10.2.0.0/24": "192.0.2.2", "2001:db8:2::/64": "192.0.2.2"})
+	m2.waitRoutes(t, 15*time.Second, time.Now(), map[string]string{"10.1.0.0/24": "192.0.2.1"})
+
+	for round, crash := range []bool{false, true} {
+		before := len(m1.history())
+		if crash {
+			refl.kill()
+		} else {
+			refl.stop()
+		}
+		testenv.WaitFor(t, 10*time.Second, "member 1 to notice the session is down", func() (bool, string) {
+			st := m1.memberStatus()
+			return st.Session != "established" && len(st.Learned) == 2 && st.Learned[0].Stale && st.Learned[1].Stale, fmt.Sprintf("%+v", st)
+		})
+		// Member 2 changes its prefixes while the controller is away.
+		adv := prefixes("10.2.0.0/24", "10.2.1.0/24")
+		if round == 1 {
+			adv = prefixes("10.2.0.0/24", "2001:db8:2::/64")
+		}
+		m2.call(command{Op: "advertise", Prefixes: adv, Underlay: underlay(2)})
+		if got := m1.history()[before:]; len(got) != 0 {
+			t.Fatalf("round %d: member 1 changed routes while the controller was away: %+v", round, got)
+		}
+
+		refl = l.startReflector(t, rules, 10*time.Second)
+		start := time.Now()
+		refl.call(command{Op: "add", Member: MemberInfo{Addr: memberAddr(1, false), Local: ctlAddr(1, false), Identity: identity(1)}})
+		refl.call(command{Op: "add", Member: MemberInfo{Addr: memberAddr(2, false), Local: ctlAddr(2, false), Identity: identity(2)}})
+		if st := refl.reflectorStatus(); !st.Deferring {
+			t.Errorf("round %d: a reflector that just started does not defer: %+v", round, st)
+		}
+		want := map[string]string{"10.2.0.0/24": "192.0.2.2", "10.2.1.0/24": "192.0.2.2"}
+		if round == 1 {
+			want = map[string]string{"10.2.0.0/24": "192.0.2.2", "2001:db8:2::/64": "192.0.2.2"}
+		}
+		took := m1.waitRoutes(t, 40*time.Second, start, want)
+		testenv.WaitFor(t, 10*time.Second, "member 1's routes to be fresh", func() (bool, string) {
+			st := m1.memberStatus()
+			fresh := st.Session == "established"
+			for _, r := range st.Learned {
+				fresh = fresh && !r.Stale
+			}
+			return fresh && len(st.Learned) == 2, fmt.Sprintf("%+v", st)
+		})
+		t.Logf("round %d (crash %v): member 1 resynchronized %v after the new reflector got its members", round, crash, took.Round(time.Millisecond))
+		if st := refl.reflectorStatus(); st.Deferring {
+			t.Errorf("round %d: still deferring after every member sent its routes", round)
+		}
+		// The route that stayed advertised was never withdrawn.
+		if w := withdrawnIn(m1.history()[before:], "10.2.0.0/24"); len(w) != 0 {
+			t.Errorf("round %d: member 1 withdrew 10.2.0.0/24 during the restart: %+v", round, w)
+		}
+		m2.waitRoutes(t, 10*time.Second, start, map[string]string{"10.1.0.0/24": "192.0.2.1"})
+		if w := withdrawnIn(m2.history(), "10.1.0.0/24"); len(w) != 0 {
+			t.Errorf("round %d: member 2 withdrew 10.1.0.0/24: %+v", round, w)
+		}
+	}
+}
+
+// TestControllerDownStaleExpiry: when the control child goes down the
+// member keeps its learned routes for stale_time, then withdraws them; a
+// session that comes back in time refreshes them without a withdrawal.
+func TestControllerDownStaleExpiry(t *testing.T) {
+	l := newLab(t, 2)
+	refl := l.startReflector(t, testPolicy(t, 2), 0)
+	m1 := l.startMember(t, 1, 3*time.Second)
+	m2 := l.startMember(t, 2, 0)
+	m1.call(command{Op: "advertise", Prefixes: prefixes("10.1.0.0/24"), Underlay: underlay(1)})
+	m2.call(command{Op: "advertise", Prefixes: prefixes("10.2.0.0/24"), Underlay: underlay(2)})
+	join(refl, m1, 1, false)
+	join(refl, m2, 2, false)
+	m1.waitRoutes(t, 15*time.Second, time.Now(), map[string]string{"10.2.0.0/24": "192.0.2.2"})
+
+	// The control child goes down and comes back within stale_time (both
+	// sides see it, as the engine does): no withdrawal.
+	refl.call(command{Op: "remove", Member: MemberInfo{Addr: memberAddr(1, false)}})
+	m1.call(command{Op: "controller-down"})
+	if st := m1.memberStatus(); st.Session != "down" || len(st.Learned) != 1 || !st.Learned[0].Stale {
+		t.Fatalf("after controller-down: %+v", st)
+	}
+	join(refl, m1, 1, false)
+	testenv.WaitFor(t, 15*time.Second, "the route to be fresh again", func() (bool, string) {
+		st := m1.memberStatus()
+		return st.Session == "established" && len(st.Learned) == 1 && !st.Learned[0].Stale, fmt.Sprintf("%+v", st)
+	})
+	if w := withdrawnIn(m1.history(), "10.2.0.0/24"); len(w) != 0 {
+		t.Fatalf("withdrawn although the session came back in time: %+v", w)
+	}
+
+	// Down for longer than stale_time: withdrawn then.
+	down := time.Now()
+	refl.call(command{Op: "remove", Member: MemberInfo{Addr: memberAddr(1, false)}})
+	m1.call(command{Op: "controller-down"})
+	testenv.WaitFor(t, 10*time.Second, "the stale route to expire", func() (bool, string) {
+		return len(withdrawnIn(m1.history(), "10.2.0.0/24")) == 1, fmt.Sprint(routeStrings(m1.learned()))
+	})
+	if held := time.Since(down); held < 3*time.Second {
+		t.Errorf("the stale route was withdrawn after %v, before stale_time (3s)", held)
+	}
+}
+
+// TestIPv6 runs the sessions over IPv6 control addresses with IPv6
+// underlays, for IPv4 prefixes (RFC 8950 next hops) and IPv6 ones; and an
+// IPv4 underlay for an IPv6 prefix (IPv4-mapped next hop).
+func TestIPv6(t *testing.T) {
+	l := newLab(t, 3)
+	refl := l.startReflector(t, testPolicy(t, 3), 0)
+	m1 := l.startMember(t, 1, 0)
+	m2 := l.startMember(t, 2, 0)
+	m3 := l.startMember(t, 3, 0)
+	m1.call(command{Op: "advertise", Prefixes: prefixes("10.1.0.0/24", "2001:db8:1::/64"), Underlay: addr("2001:db8:ffff::1")})
+	m2.call(command{Op: "advertise", Prefixes: prefixes("10.2.0.0/24", "2001:db8:2::/64"), Underlay: addr("2001:db8:ffff::2")})
+	m3.call(command{Op: "advertise", Prefixes: prefixes("2001:db8:3::/64"), Underlay: underlay(3)})
+	join(refl, m1, 1, true)
+	join(refl, m2, 2, true)
+	join(refl, m3, 3, true)
+	m1.waitRoutes(t, 15*time.Second, time.Now(), map[string]string{"10.2.0.0/24": "2001:db8:ffff::2", "2001:db8:2::/64": "2001:db8:ffff::2", "2001:db8:3::/64": "192.0.2.3"})
+	m3.waitRoutes(t, 15*time.Second, time.Now(), map[string]string{
+		"10.1.0.0/24": "2001:db8:ffff::1", "2001:db8:1::/64": "2001:db8:ffff::1",
+		"10.2.0.0/24": "2001:db8:ffff::2", "2001:db8:2::/64": "2001:db8:ffff::2",
+	})
+	st := refl.reflectorStatus()
+	for _, m := range st.Members {
+		if m.Session != "established" || !m.Addr.Is6() || len(m.Rejected) != 0 {
+			t.Errorf("reflector member %+v", m)
+		}
+	}
+}

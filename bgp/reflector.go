@@ -238,6 +238,8 @@ func (r *Reflector) loop(ctx context.Context) {
 			r.watchStop()
 		}
 		if r.srv != nil {
+			n := shutdownSessions(r.cfg.Port, func(a netip.Addr) bool { return r.members[a] != nil })
+			r.log.Info("bgp: route reflector stopping; members keep its routes", "sessions", n)
 			r.srv.stop(r.log)
 		}
 		stopTimer(r.flushTimer)
