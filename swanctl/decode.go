@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mpsa/mpsa/bgp/policy"
 	"github.com/mpsa/mpsa/mpsa"
 	"github.com/mpsa/mpsa/xfrm/groupid"
 )
@@ -38,7 +39,13 @@ func groupSections() []string { return []string{"routes", "bgp"} }
 
 func routeKeys() []string { return []string{"prefixes", "peer"} }
 
-func bgpKeys() []string { return []string{"enabled", "asn", "router_id", "port"} }
+func bgpKeys() []string {
+	return []string{"enabled", "asn", "router_id", "port", "hold_time", "restart_time", "stale_time", "deferral_time"}
+}
+
+func bgpSections() []string { return []string{"policy"} }
+
+func bgpPolicyKeys() []string { return []string{"identity", "prefixes"} }
 
 // LoadMPSA reads the swanctl.conf-style file at path, with everything it
 // includes, and decodes its mpsa section. The error, if any, is Errors and
@@ -230,7 +237,7 @@ func decodeGroup(r *sectionReader, role Role) *Group {
 		decodeMember(r, g)
 	}
 	if bs := r.sub("bgp"); bs != nil {
-		g.BGP = decodeBGP(bs)
+		g.BGP = decodeBGP(bs, role)
 	}
 	warnIgnored(r, role)
 	switch role {
@@ -241,12 +248,8 @@ func decodeGroup(r *sectionReader, role Role) *Group {
 		if len(g.LocalTS) == 0 && r.get("local_ts") == nil {
 			r.errorf(r.sec.Pos, "member group has no local_ts; write local_ts = the prefixes behind this member (10.1.0.0/24)")
 		}
-		switch {
-		case g.PeersLearned():
-		case g.BGP != nil && g.BGP.Enabled:
-			r.errorf(r.sec.Pos, "member group learns its peers only from bgp { }, which is reserved: mpsad does not speak BGP yet; add routes { NAME { prefixes = ...  peer = ... } } with the static peers")
-		default:
-			r.errorf(r.sec.Pos, "member group has no way to learn its peers; add routes { NAME { prefixes = ...  peer = ... } } with the static peers (bgp { } is reserved, mpsad does not speak BGP yet)")
+		if !g.PeersLearned() {
+			r.errorf(r.sec.Pos, "member group has no way to learn its peers; add bgp { asn = AS NUMBER } to learn them from the controller, or routes { NAME { prefixes = ...  peer = ... } } with static peers")
 		}
 	}
 	return g
@@ -523,14 +526,28 @@ func decodeRoutes(r *sectionReader) []Route {
 	return routes
 }
 
-func decodeBGP(r *sectionReader) *BGP {
-	r.checkNames(bgpKeys(), nil)
+// BGP timer limits: a hold time is 0 or at least 3 s and fits 16 bits
+// (RFC 4271); the graceful restart time fits the capability's 12 bits
+// (RFC 4724); GoBGP keeps the deferral time in 16 bits.
+const (
+	minBGPHoldTime    = 3
+	maxBGPHoldTime    = 65535
+	maxBGPRestartTime = 4095
+	maxBGPDeferral    = 65535
+)
+
+// decodeBGP decodes a group's bgp { } section. Settings that the role does
+// not use draw a warning and hold their defaults.
+func decodeBGP(r *sectionReader, role Role) *BGP {
+	r.checkNames(bgpKeys(), bgpSections())
 	b := &BGP{
-		Enabled:  r.boolean("enabled", true),
-		ASN:      uint32(r.uinteger("asn", 0, 1, 0xffffffff)),
-		RouterID: r.addr("router_id"),
-		Port:     uint16(r.uinteger("port", DefaultBGPPort, 1, 65535)),
-		Pos:      r.sec.Pos,
+		Enabled:      r.boolean("enabled", true),
+		ASN:          uint32(r.uinteger("asn", 0, 1, 0xffffffff)),
+		RouterID:     r.addr("router_id"),
+		Port:         uint16(r.uinteger("port", DefaultBGPPort, 1, 65535)),
+		StaleTime:    DefaultBGPStaleTime,
+		DeferralTime: DefaultBGPDeferralTime,
+		Pos:          r.sec.Pos,
 	}
 	if b.Enabled && r.get("asn") == nil {
 		r.errorf(r.sec.Pos, "asn is not set; write asn = the group's AS number (a private one such as 64512)")
@@ -538,7 +555,81 @@ func decodeBGP(r *sectionReader) *BGP {
 	if b.RouterID.IsValid() && !b.RouterID.Is4() {
 		r.errorf(r.pos("router_id"), "router_id = %s is not an IPv4 address; write a BGP router ID as an IPv4 address, such as 192.0.2.1", b.RouterID)
 	}
+	b.HoldTime = r.seconds("hold_time", DefaultBGPHoldTime, minBGPHoldTime, maxBGPHoldTime, "BGP's hold time is at least 3 s and at most 65535 s")
+	b.RestartTime = r.seconds("restart_time", DefaultBGPRestartTime, 1, maxBGPRestartTime, "the graceful restart capability carries at most 4095 s")
+	ignored := func(key, why string) bool {
+		if role == "" {
+			return false
+		}
+		if kv := r.sec.Key(key); kv != nil {
+			r.warnf(kv.Pos, "%s is ignored in role %s (%s); remove it", key, role, why)
+		} else if s := r.sec.Section(key); s != nil {
+			r.warnf(s.Pos, "%s is ignored in role %s (%s); remove it", key, role, why)
+		}
+		return true
+	}
+	if role != RoleController || !ignored("stale_time", "a controller learns no routes") {
+		b.StaleTime = r.seconds("stale_time", DefaultBGPStaleTime, 1, 0, "")
+	}
+	if role != RoleMember || !ignored("deferral_time", "only a reflector defers") {
+		b.DeferralTime = r.seconds("deferral_time", DefaultBGPDeferralTime, 1, maxBGPDeferral, "GoBGP keeps the deferral time in 16 bits")
+	}
+	if role != RoleMember || !ignored("policy", "the controller filters the routes") {
+		if ps := r.sub("policy"); ps != nil {
+			b.Policy = decodeBGPPolicy(ps)
+		}
+		if role == RoleController && b.Enabled && len(b.Policy) == 0 {
+			r.warnf(r.sec.Pos, "no policy: the route reflector rejects every prefix a member advertises; add policy { NAME { identity = cpe-*.example.net  prefixes = 10.0.0.0/8 le 24 } }")
+		}
+	}
 	return b
+}
+
+// seconds returns the duration of key in whole seconds within [lo, hi]
+// (hi 0: no upper bound), or def; limit says why the bounds are there.
+func (r *sectionReader) seconds(key string, def Duration, lo, hi int64, limit string) Duration {
+	d, ok := r.duration(key, def)
+	if !ok {
+		return def
+	}
+	s := int64(d.Std() / time.Second)
+	switch {
+	case s < lo:
+		r.errorf(r.pos(key), "%s = %s is too short; write %s = %s (the default) or at least %s", key, d, key, def, Duration(time.Duration(lo)*time.Second))
+		return def
+	case hi > 0 && s > hi:
+		r.errorf(r.pos(key), "%s = %s is too long (%s); write %s = %s (the default) or at most %s", key, d, limit, key, def, Duration(time.Duration(hi)*time.Second))
+		return def
+	}
+	return d
+}
+
+// decodeBGPPolicy decodes policy { NAME { identity = ...  prefixes = ... } }.
+func decodeBGPPolicy(r *sectionReader) []BGPPolicy {
+	checkOnlySections(r, "policy { NAME { identity = cpe-*.example.net  prefixes = 10.0.0.0/8 le 24 } }; strongSwan names may not contain . or :, so an identity cannot be a key")
+	var out []BGPPolicy
+	for _, ps := range r.sec.Sections {
+		pr := r.child(ps)
+		pr.checkNames(bgpPolicyKeys(), nil)
+		p := BGPPolicy{Name: ps.Name, Identity: pr.str("identity", ""), Pos: ps.Pos}
+		if p.Identity == "" {
+			pr.errorf(ps.Pos, "policy has no identity; write identity = the IKE identity of the members it admits, * matching any characters (cpe-*.example.net)")
+		}
+		if kv := pr.get("prefixes"); kv != nil {
+			for _, s := range SplitList(kv.Value) {
+				rg, err := policy.ParseRange(s)
+				if err != nil {
+					pr.errorf(kv.Pos, "prefixes: %v", err)
+					continue
+				}
+				p.Prefixes = append(p.Prefixes, rg)
+			}
+		} else {
+			pr.errorf(ps.Pos, "policy has no prefixes; write prefixes = the prefixes those members may advertise (10.1.0.0/16 le 24, 2001:db8:1::/48 le 64)")
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // checkPrefixes reports overlaps within local_ts, between local_ts and
@@ -618,6 +709,9 @@ func checkAcrossGroups(cfg *Config, errs *Errors) {
 			if g.IfID != 0 && g.IfID == o.IfID {
 				errs.add(g.Pos, "%s: if_id %d is already used by group %s; write a different if_id", path, g.IfID, o.Name)
 			}
+			if cfg.Role == RoleController && g.BGPEnabled() && o.BGPEnabled() && g.BGP.Port == o.BGP.Port {
+				errs.add(g.BGP.Pos, "%s.bgp: port %d is already used by the route reflector of group %s (each listens on every address); write a different port, such as port = %d, and the same in the members' bgp { }", path, g.BGP.Port, o.Name, freeBGPPort(cfg))
+			}
 			for _, rt := range g.Routes {
 				for _, p := range rt.Prefixes {
 					for _, ort := range o.Routes {
@@ -631,6 +725,15 @@ func checkAcrossGroups(cfg *Config, errs *Errors) {
 			}
 			routesOverlapLocal(g, o, errs)
 			routesOverlapLocal(o, g, errs)
+		}
+	}
+}
+
+// freeBGPPort suggests a BGP port no controller group uses.
+func freeBGPPort(cfg *Config) uint16 {
+	for p := uint16(1179); ; p += 1000 {
+		if !slices.ContainsFunc(cfg.Groups, func(g *Group) bool { return g.BGPEnabled() && g.BGP.Port == p }) {
+			return p
 		}
 	}
 }

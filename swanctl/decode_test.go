@@ -1,6 +1,7 @@
 package swanctl
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -113,7 +114,8 @@ func TestDecodeMember(t *testing.T) {
 	if !reflect.DeepEqual(g.Routes, wantRoutes) {
 		t.Errorf("routes\n got %+v\nwant %+v", g.Routes, wantRoutes)
 	}
-	wantBGP := &BGP{Enabled: true, ASN: 64512, RouterID: netip.MustParseAddr("10.1.0.1"), Port: 179, Pos: Pos{testFile, 18}}
+	wantBGP := &BGP{Enabled: true, ASN: 64512, RouterID: netip.MustParseAddr("10.1.0.1"), Port: 179, HoldTime: DefaultBGPHoldTime,
+		RestartTime: DefaultBGPRestartTime, StaleTime: DefaultBGPStaleTime, DeferralTime: DefaultBGPDeferralTime, Pos: Pos{testFile, 18}}
 	if !reflect.DeepEqual(g.BGP, wantBGP) {
 		t.Errorf("bgp %+v", g.BGP)
 	}
@@ -237,7 +239,7 @@ var decodeErrorCases = []struct {
 		f + "3: mpsa: unknown section \"grups\"; did you mean groups?",
 		f + "4: mpsa.groups.g: connection is not set; write connection = NAME, the swanctl connection between this member and its controller",
 		f + "4: mpsa.groups.g: member group has no local_ts; write local_ts = the prefixes behind this member (10.1.0.0/24)",
-		f + "4: mpsa.groups.g: member group has no way to learn its peers; add routes { NAME { prefixes = ...  peer = ... } } with the static peers (bgp { } is reserved, mpsad does not speak BGP yet)",
+		f + "4: mpsa.groups.g: member group has no way to learn its peers; add bgp { asn = AS NUMBER } to learn them from the controller, or routes { NAME { prefixes = ...  peer = ... } } with static peers",
 		f + "5: mpsa.groups.g: unknown setting \"conection\"; did you mean connection?",
 		f + "6: mpsa.groups.g: unknown setting \"rekey_tme\"; did you mean rekey_time?",
 		f + "7: mpsa.groups.g: unknown section \"rout\"; did you mean routes?",
@@ -335,21 +337,32 @@ var decodeErrorCases = []struct {
 		f + "12: mpsa.groups.g: route r3: prefix 10.2.0.0/16 overlaps 10.2.3.0/24 of route r2: each destination must map to exactly one peer; remove or narrow one of them",
 	}},
 	{"member with no way to learn peers", group("member", "connection = c", "local_ts = 10.1.0.0/24", "bgp { enabled = no }"), []string{
-		f + "4: mpsa.groups.g: member group has no way to learn its peers; add routes { NAME { prefixes = ...  peer = ... } } with the static peers (bgp { } is reserved, mpsad does not speak BGP yet)",
+		f + "4: mpsa.groups.g: member group has no way to learn its peers; add bgp { asn = AS NUMBER } to learn them from the controller, or routes { NAME { prefixes = ...  peer = ... } } with static peers",
 	}},
-	// mpsad does not speak BGP: bgp { } alone gives a member no peers.
-	{"member with bgp only", group("member", "connection = c", "local_ts = 10.1.0.0/24", "bgp { asn = 64512 }"), []string{
-		f + "4: mpsa.groups.g: member group learns its peers only from bgp { }, which is reserved: mpsad does not speak BGP yet; add routes { NAME { prefixes = ...  peer = ... } } with the static peers",
-	}},
-	{"member with bgp and an empty routes section", group("member", "connection = c", "local_ts = 10.1.0.0/24", "routes { }", "bgp { asn = 64512 }"), []string{
-		f + "4: mpsa.groups.g: member group learns its peers only from bgp { }, which is reserved: mpsad does not speak BGP yet; add routes { NAME { prefixes = ...  peer = ... } } with the static peers",
-	}},
-	{"bgp checks", group("member", append(slices.Clone(memberOK), "bgp {\n router_id = 2001:db8::1\n port = 99999\n neighbour = x\n peers { }\n}")...), []string{
+	{"bgp checks", group("member", append(slices.Clone(memberOK), "bgp {\n router_id = 2001:db8::1\n port = 99999\n neighbour = x\n peers { }\n hold_time = 2s\n restart_time = 2h\n stale_time = 0s\n}")...), []string{
 		f + "9: mpsa.groups.g.bgp: asn is not set; write asn = the group's AS number (a private one such as 64512)",
 		f + "10: mpsa.groups.g.bgp: router_id = 2001:db8::1 is not an IPv4 address; write a BGP router ID as an IPv4 address, such as 192.0.2.1",
 		f + "11: mpsa.groups.g.bgp: port = 99999 is out of range; write a whole number from 1 to 65535",
-		f + "12: mpsa.groups.g.bgp: unknown setting \"neighbour\"; known here: enabled, asn, router_id, port",
-		f + "13: mpsa.groups.g.bgp: unexpected section \"peers\": bgp takes no subsections; remove it, and write settings as KEY = VALUE (known here: enabled, asn, router_id, port)",
+		f + "12: mpsa.groups.g.bgp: unknown setting \"neighbour\"; known here: enabled, asn, router_id, port, hold_time, restart_time, stale_time, deferral_time",
+		f + "13: mpsa.groups.g.bgp: unknown section \"peers\"; known here: policy",
+		f + "14: mpsa.groups.g.bgp: hold_time = 2s is too short; write hold_time = 90s (the default) or at least 3s",
+		f + "15: mpsa.groups.g.bgp: restart_time = 2h is too long (the graceful restart capability carries at most 4095 s); write restart_time = 2m (the default) or at most 4095s",
+		f + "16: mpsa.groups.g.bgp: stale_time = 0s is too short; write stale_time = 1h (the default) or at least 1s",
+	}},
+	{"bgp policy checks", group("controller", "connection = c", "bgp {\n asn = 64512\n deferral_time = 20h\n policy {\n x = 1\n a { prefixes = 10.0.0.0/8 le 33, 10.1.0.1/16, 10.0.0.0/8 ge 24 le 16 }\n b { identity = cpe-*.example.net\n peer = 1 }\n c { identity =\n prefixes = 10.0.0.0/8 le 24\n d { } }\n }\n}"), []string{
+		f + "8: mpsa.groups.g.bgp: deferral_time = 20h is too long (GoBGP keeps the deferral time in 16 bits); write deferral_time = 30s (the default) or at most 65535s",
+		f + "10: mpsa.groups.g.bgp.policy: unexpected setting \"x\": policy holds only named sections; write policy { NAME { identity = cpe-*.example.net  prefixes = 10.0.0.0/8 le 24 } }; strongSwan names may not contain . or :, so an identity cannot be a key",
+		f + "11: mpsa.groups.g.bgp.policy.a: policy has no identity; write identity = the IKE identity of the members it admits, * matching any characters (cpe-*.example.net)",
+		f + "11: mpsa.groups.g.bgp.policy.a: prefixes: \"10.0.0.0/8 le 33\": \"33\" is not a prefix length from 0 to 32; write a length from 8 to 32",
+		f + "11: mpsa.groups.g.bgp.policy.a: prefixes: \"10.1.0.1/16\" has host bits set; write 10.1.0.0/16",
+		f + "11: mpsa.groups.g.bgp.policy.a: prefixes: \"10.0.0.0/8 ge 24 le 16\": le 16 is below ge 24; write le 24 or more",
+		f + "12: mpsa.groups.g.bgp.policy.b: policy has no prefixes; write prefixes = the prefixes those members may advertise (10.1.0.0/16 le 24, 2001:db8:1::/48 le 64)",
+		f + "13: mpsa.groups.g.bgp.policy.b: unknown setting \"peer\"; known here: identity, prefixes",
+		f + "14: mpsa.groups.g.bgp.policy.c: policy has no identity; write identity = the IKE identity of the members it admits, * matching any characters (cpe-*.example.net)",
+		f + "16: mpsa.groups.g.bgp.policy.c: unexpected section \"d\": c takes no subsections; remove it, and write settings as KEY = VALUE (known here: identity, prefixes)",
+	}},
+	{"two reflectors on one port", "mpsa {\n role = controller\n groups {\n  a {\n   connection = a\n   bgp { asn = 1\n policy { p { identity = *\n prefixes = 10.0.0.0/8 le 24 } } }\n  }\n  b {\n   connection = b\n   bgp { asn = 2\n policy { p { identity = *\n prefixes = 10.0.0.0/8 le 24 } } }\n  }\n }\n}\n", []string{
+		f + "12: mpsa.groups.b.bgp: port 179 is already used by the route reflector of group a (each listens on every address); write a different port, such as port = 1179, and the same in the members' bgp { }",
 	}},
 	{"subsection in a route", group("member", "connection = c", "local_ts = 10.1.0.0/24", "routes { r { prefixes = 10.2.0.0/24\n peer = 192.0.2.2\n via { } } }"), []string{
 		f + "9: mpsa.groups.g.routes.r: unexpected section \"via\": r takes no subsections; remove it, and write settings as KEY = VALUE (known here: prefixes, peer)",
@@ -551,5 +564,68 @@ func TestControlChildConf(t *testing.T) {
 	cfg, _ = load(t, group("member", memberOK...))
 	if got := cfg.Groups[0].ControlChildConf; got != nil {
 		t.Errorf("no connections section: got %+v, want nil", got)
+	}
+}
+
+// TestDecodeBGP: bgp { } on a member is a source of peers of its own; on a
+// controller it carries the prefix policy; settings of the other role
+// draw warnings and hold their defaults; --check --json shows every key.
+func TestDecodeBGP(t *testing.T) {
+	cfg, errs := load(t, group("member", "connection = c", "local_ts = 10.1.0.0/24", "bgp { asn = 64512\n stale_time = 10m\n deferral_time = 1m\n policy { p { identity = x\n prefixes = bogus } } }"))
+	if errs != nil {
+		t.Fatalf("a member with only bgp { }: %q", errs)
+	}
+	g := cfg.Groups[0]
+	if !g.PeersLearned() || !g.BGPEnabled() || g.BGP.StaleTime.String() != "10m" || g.BGP.DeferralTime != DefaultBGPDeferralTime || g.BGP.Policy != nil {
+		t.Errorf("member bgp %+v", g.BGP)
+	}
+	want := []string{
+		f + "9: mpsa.groups.g.bgp: deferral_time is ignored in role member (only a reflector defers); remove it",
+		f + "10: mpsa.groups.g.bgp: policy is ignored in role member (the controller filters the routes); remove it",
+	}
+	if got := errorStrings(t, cfg.Warnings); !slices.Equal(got, want) {
+		t.Errorf("member warnings\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+	}
+
+	cfg, errs = load(t, group("controller", "connection = c", "bgp {\n asn = 64512\n port = 1179\n stale_time = 5m\n policy {\n  branches { identity = cpe-*.example.net\n prefixes = 10.0.0.0/8 le 24, 2001:db8::/32 ge 48 le 64 }\n  hq { identity = C=CH, O=Example, CN=hq\n prefixes = 0.0.0.0/0, 192.168.0.0/16 }\n }\n}"))
+	if errs != nil {
+		t.Fatalf("controller: %q", errs)
+	}
+	b := cfg.Groups[0].BGP
+	if b.Port != 1179 || b.StaleTime != DefaultBGPStaleTime || len(b.Policy) != 2 {
+		t.Fatalf("controller bgp %+v", b)
+	}
+	rules := b.Rules()
+	if rules[0].Name != "branches" || rules[0].Identity != "cpe-*.example.net" || len(rules[0].Prefixes) != 2 || rules[0].Prefixes[1].String() != "2001:db8::/32 ge 48 le 64" {
+		t.Errorf("rule %+v", rules[0])
+	}
+	if rules[1].Identity != "C=CH, O=Example, CN=hq" || rules[1].Prefixes[0].String() != "0.0.0.0/0" {
+		t.Errorf("rule %+v", rules[1])
+	}
+	want = []string{f + "9: mpsa.groups.g.bgp: stale_time is ignored in role controller (a controller learns no routes); remove it"}
+	if got := errorStrings(t, cfg.Warnings); !slices.Equal(got, want) {
+		t.Errorf("controller warnings\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+	}
+	js, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{`"hold_time":"90s"`, `"restart_time":"2m"`, `"stale_time":"1h"`, `"deferral_time":"30s"`, `"prefixes":["10.0.0.0/8 le 24","2001:db8::/32 ge 48 le 64"]`} {
+		if !strings.Contains(string(js), key) {
+			t.Errorf("JSON lacks %s: %s", key, js)
+		}
+	}
+
+	// A controller with BGP and no policy rejects everything: a warning.
+	cfg, errs = load(t, group("controller", "connection = c", "bgp { asn = 64512 }"))
+	if errs != nil {
+		t.Fatal(errs)
+	}
+	want = []string{f + "6: mpsa.groups.g.bgp: no policy: the route reflector rejects every prefix a member advertises; add policy { NAME { identity = cpe-*.example.net  prefixes = 10.0.0.0/8 le 24 } }"}
+	if got := errorStrings(t, cfg.Warnings); !slices.Equal(got, want) {
+		t.Errorf("no-policy warning\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+	}
+	if js, _ := json.Marshal(cfg); !strings.Contains(string(js), `"policy":[]`) {
+		t.Errorf("JSON of an empty policy: %s", js)
 	}
 }

@@ -48,14 +48,41 @@ func (g *Group) format(w *writer, role Role) {
 		g.formatDataplane(w)
 	}
 	if b := g.BGP; b != nil {
-		w.open("bgp")
-		w.kv("enabled", yesNo(b.Enabled))
-		if b.ASN != 0 {
-			w.kv("asn", fmt.Sprint(b.ASN))
+		b.format(w, role)
+	}
+	w.close()
+}
+
+// format writes the bgp section with the settings the role uses.
+func (b *BGP) format(w *writer, role Role) {
+	w.open("bgp")
+	w.kv("enabled", yesNo(b.Enabled))
+	if b.ASN != 0 {
+		w.kv("asn", fmt.Sprint(b.ASN))
+	}
+	w.kv("router_id", addrString(b.RouterID))
+	w.kv("port", fmt.Sprint(b.Port))
+	w.kv("hold_time", b.HoldTime.String())
+	w.kv("restart_time", b.RestartTime.String())
+	if role != RoleController {
+		w.kv("stale_time", b.StaleTime.String())
+	}
+	if role != RoleMember {
+		w.kv("deferral_time", b.DeferralTime.String())
+		if len(b.Policy) > 0 {
+			w.open("policy")
+			for _, p := range b.Policy {
+				w.open(p.Name)
+				w.kv("identity", p.Identity)
+				rs := make([]string, len(p.Prefixes))
+				for i, r := range p.Prefixes {
+					rs[i] = r.String()
+				}
+				w.kv("prefixes", strings.Join(rs, ", "))
+				w.close()
+			}
+			w.close()
 		}
-		w.kv("router_id", addrString(b.RouterID))
-		w.kv("port", fmt.Sprint(b.Port))
-		w.close()
 	}
 	w.close()
 }

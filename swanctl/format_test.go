@@ -13,9 +13,11 @@ import (
 // as the same Config.
 func TestFormatRoundTrip(t *testing.T) {
 	for _, src := range []string{
-		group("controller", "connection = c", "control_child = \"ctl # 1\"", "esp_proposal = aes128gcm16", "allow_counter_mode = yes", "lifetime = 2h", "rekey_time = 90m", "rekey_jitter = 5m", "bgp { asn = 65000 }"),
+		group("controller", "connection = c", "control_child = \"ctl # 1\"", "esp_proposal = aes128gcm16", "allow_counter_mode = yes", "lifetime = 2h", "rekey_time = 90m", "rekey_jitter = 5m",
+			"bgp { asn = 65000\n hold_time = 30s\n deferral_time = 1m\n policy { branches { identity = cpe-*.example.net\n prefixes = 10.0.0.0/8 le 24, 2001:db8::/32 ge 48 le 64 }\n dn { identity = C=CH, O=Example, CN=*\n prefixes = 192.168.0.0/16 } } }"),
 		group("member", "connection = c", "dataplane = userspace", "tun = tun7", "encap = yes", "encap_port = 4600", "mtu = 1500", "underlay = 2001:db8::1", "local_ts = 10.1.0.0/24, 2001:db8:1::/64",
-			"routes { x { prefixes = 10.2.0.0/24\n peer = 2001:db8::2 } }", "bgp { enabled = no\n router_id = 10.0.0.1\n port = 1179 }"),
+			"routes { x { prefixes = 10.2.0.0/24\n peer = 2001:db8::2 } }", "bgp { enabled = no\n router_id = 10.0.0.1\n port = 1179\n stale_time = 10m\n restart_time = 1m }"),
+		group("member", "connection = c", "local_ts = 10.1.0.0/24", "bgp { asn = 4200000000 }"),
 		"mpsa {\n role = member\n vici = tcp://127.0.0.1:4502\n metrics_listen = [::1]:9474\n log_level = debug\n groups { a { connection = a\n local_ts = 10.1.0.0/24\n if_id = 7\n routes { r { prefixes = 10.2.0.0/24\n peer = 192.0.2.2 } } }\n b { connection = b\n local_ts = 10.1.0.0/24\n routes { r { prefixes = 10.3.0.0/24\n peer = 192.0.2.3 } } } }\n}\n",
 	} {
 		cfg, errs := load(t, src)
@@ -47,6 +49,9 @@ func clearPos(c *Config) {
 		}
 		if g.BGP != nil {
 			g.BGP.Pos = Pos{}
+			for i := range g.BGP.Policy {
+				g.BGP.Policy[i].Pos = Pos{}
+			}
 		}
 	}
 }

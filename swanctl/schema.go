@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/mpsa/mpsa/bgp/policy"
 	"github.com/mpsa/mpsa/internal/paths"
 	"github.com/mpsa/mpsa/mpsa"
 )
@@ -71,6 +72,15 @@ const (
 	minMTU, minMTUIPv6   = 576, 1280
 	maxMTU               = 9000
 	defaultLogLevelLevel = slog.LevelInfo
+)
+
+// Defaults of the BGP timers; package bgp has the same, and docs/bgp.md
+// explains them.
+const (
+	DefaultBGPHoldTime     = Duration(90e9)
+	DefaultBGPRestartTime  = Duration(120e9)
+	DefaultBGPStaleTime    = Duration(3600e9)
+	DefaultBGPDeferralTime = Duration(30e9)
 )
 
 // Config is the effective `mpsa { }` configuration: every setting decoded,
@@ -188,7 +198,7 @@ type Group struct {
 	// says of the control child, nil when the files mpsad read do not
 	// define it (swanctl may have loaded it from elsewhere).
 	ControlChildConf *ChildConf `json:"-"`
-	// BGP is the reserved peer-discovery section, nil when absent.
+	// BGP is peer discovery by BGP, nil when the section is absent.
 	BGP *BGP `json:"bgp,omitempty"`
 	// Pos is where the group's section starts.
 	Pos Pos `json:"-"`
@@ -220,19 +230,71 @@ type Route struct {
 	Pos Pos `json:"-"`
 }
 
-// BGP is the peer-discovery section. It is reserved: mpsad accepts and
-// validates it, but does not speak BGP yet.
+// BGP is the group's peer discovery by BGP (draft section 4.1): on a
+// member, one iBGP session with the controller over the control child; on
+// a controller, a route reflector for the members, whose import policy is
+// the access control. Settings that the role does not use hold their
+// defaults.
 type BGP struct {
 	// Enabled turns BGP peer discovery on.
 	Enabled bool `json:"enabled"`
 	// ASN is the autonomous system number of the group's iBGP.
 	ASN uint32 `json:"asn"`
-	// RouterID is the BGP router ID; the zero Addr means chosen by mpsad.
+	// RouterID is the BGP router ID; the zero Addr means chosen by mpsad
+	// (the IPv4 control address).
 	RouterID netip.Addr `json:"router_id"`
-	// Port is the BGP TCP port inside the control CHILD_SA.
+	// Port is the BGP TCP port inside the control CHILD_SA: the one the
+	// controller listens on and the members connect to.
 	Port uint16 `json:"port"`
+	// HoldTime is the BGP hold time proposed.
+	HoldTime Duration `json:"hold_time"`
+	// RestartTime is the graceful restart time advertised (RFC 4724).
+	RestartTime Duration `json:"restart_time"`
+	// StaleTime (member) is how long learned routes are kept while the
+	// session with the controller is down.
+	StaleTime Duration `json:"stale_time"`
+	// DeferralTime (controller) bounds how long a reflector that has just
+	// started waits for its members' routes before it reflects.
+	DeferralTime Duration `json:"deferral_time"`
+	// Policy (controller) is what each member may advertise, by IKE
+	// identity.
+	Policy []BGPPolicy `json:"policy"`
 	// Pos is where the bgp section starts.
 	Pos Pos `json:"-"`
+}
+
+// BGPPolicy is one rule of a controller's prefix policy: members whose IKE
+// identity matches Identity may advertise the prefixes in Prefixes.
+type BGPPolicy struct {
+	// Name is the rule's section name.
+	Name string `json:"name"`
+	// Identity is a pattern of IKE identities: * matches any run of
+	// characters; case is ignored.
+	Identity string `json:"identity"`
+	// Prefixes are prefix ranges ("10.0.0.0/8 le 24").
+	Prefixes []policy.Range `json:"prefixes"`
+	// Pos is where the rule's section starts.
+	Pos Pos `json:"-"`
+}
+
+// Rules returns the policy as the reflector takes it.
+func (b *BGP) Rules() []policy.Rule {
+	out := make([]policy.Rule, len(b.Policy))
+	for i, p := range b.Policy {
+		out[i] = policy.Rule{Name: p.Name, Identity: p.Identity, Prefixes: p.Prefixes}
+	}
+	return out
+}
+
+// MarshalJSON encodes the section with every key present: an empty
+// policy is [].
+func (b *BGP) MarshalJSON() ([]byte, error) {
+	type plain BGP // without the method
+	p := plain(*b)
+	if p.Policy == nil {
+		p.Policy = []BGPPolicy{}
+	}
+	return json.Marshal(p)
 }
 
 // Group returns the group called name, or nil.
@@ -255,10 +317,14 @@ func (c *Config) SlogLevel() slog.Level {
 }
 
 // PeersLearned reports whether a member group has a way to learn its
-// peers: static routes. BGP peer discovery is reserved but not
-// implemented, so an enabled bgp { } does not count.
+// peers: static routes, or BGP.
 func (g *Group) PeersLearned() bool {
-	return len(g.Routes) > 0
+	return len(g.Routes) > 0 || g.BGPEnabled()
+}
+
+// BGPEnabled reports whether the group has BGP peer discovery on.
+func (g *Group) BGPEnabled() bool {
+	return g.BGP != nil && g.BGP.Enabled
 }
 
 // MarshalJSON encodes the group with every setting, as --check --json

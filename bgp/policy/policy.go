@@ -36,7 +36,7 @@ type Range struct {
 func ParseRange(s string) (Range, error) {
 	f := strings.Fields(s)
 	if len(f) == 0 {
-		return Range{}, errors.New("empty prefix range")
+		return Range{}, errors.New("empty prefix range; write PREFIX, PREFIX le N, PREFIX ge N or PREFIX ge N le M")
 	}
 	p, err := parsePrefix(f[0])
 	if err != nil {
@@ -54,7 +54,7 @@ func ParseRange(s string) (Range, error) {
 		rest = rest[2:]
 		n, err := strconv.Atoi(num)
 		if err != nil || n < 0 || n > maxBits {
-			return Range{}, fmt.Errorf("%q: %q is not a prefix length from 0 to %d", s, num, maxBits)
+			return Range{}, fmt.Errorf("%q: %q is not a prefix length from 0 to %d; write a length from %d to %d", s, num, maxBits, p.Bits(), maxBits)
 		}
 		switch {
 		case kw == "ge" && !ge && !le:

@@ -24,8 +24,8 @@ func TestCheckExamples(t *testing.T) {
 		role swanctl.Role
 		want []string // lines the effective configuration must contain
 	}{
-		{"controller.conf", swanctl.RoleController, []string{"role = controller", "esp_proposal = aes256-sha256-prfsha256", "rekey_jitter = 5m", "nonce_length = 32", "metrics_listen = 127.0.0.1:9474"}},
-		{"member.conf", swanctl.RoleMember, []string{"role = member", "vici = unix:///var/run/charon.vici", "dataplane = xfrm", "local_ts = 10.1.0.0/24, 2001:db8:a::/64", "peer = 198.51.100.12"}},
+		{"controller.conf", swanctl.RoleController, []string{"role = controller", "esp_proposal = aes256-sha256-prfsha256", "rekey_jitter = 5m", "nonce_length = 32", "metrics_listen = 127.0.0.1:9474", "    deferral_time = 30s", "            identity = site-a.branch.example.net", "            prefixes = 10.1.0.0/16 le 24, 2001:db8:a::/48 le 64"}},
+		{"member.conf", swanctl.RoleMember, []string{"role = member", "vici = unix:///var/run/charon.vici", "dataplane = xfrm", "local_ts = 10.1.0.0/24, 2001:db8:a::/64", "peer = 198.51.100.12", "    asn = 64512", "    stale_time = 1h"}},
 	} {
 		t.Run(tt.file, func(t *testing.T) {
 			path := filepath.Join("..", "..", "packaging", "examples", tt.file)
@@ -65,7 +65,7 @@ func TestCheckErrors(t *testing.T) {
 	}
 	code, out, errs := runMpsad("--check", "--config", path)
 	want := path + ":5: mpsa.groups.g: member group has no local_ts; write local_ts = the prefixes behind this member (10.1.0.0/24)\n" +
-		path + ":5: mpsa.groups.g: member group has no way to learn its peers; add routes { NAME { prefixes = ...  peer = ... } } with the static peers (bgp { } is reserved, mpsad does not speak BGP yet)\n" +
+		path + ":5: mpsa.groups.g: member group has no way to learn its peers; add bgp { asn = AS NUMBER } to learn them from the controller, or routes { NAME { prefixes = ...  peer = ... } } with static peers\n" +
 		path + ":7: mpsa.groups.g: dataplane = kernel is not valid; write xfrm or userspace\n" +
 		"mpsad: " + path + ": 3 errors in the configuration\n"
 	if code != 1 || out != "" || errs != want {
