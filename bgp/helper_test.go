@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,6 +49,9 @@ type helperConfig struct {
 	StaleTime    time.Duration `json:"stale_time"`
 	DeferralTime time.Duration `json:"deferral_time"`
 	Policy       []policy.Rule `json:"policy"`
+	// Quiet logs at Info instead of Debug (GoBGP's per-path debug lines
+	// would dominate a benchmark).
+	Quiet bool `json:"quiet,omitempty"`
 }
 
 // command is one request to a helper.
@@ -76,7 +80,19 @@ func runHelper(raw string) int {
 		fmt.Fprintln(os.Stderr, "helper config:", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := slog.LevelDebug
+	if cfg.Quiet {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	stopProfile := func() {}
+	if path := os.Getenv("MPSA_BGP_TEST_PPROF"); path != "" && cfg.Role == "reflector" {
+		if f, err := os.Create(path); err == nil {
+			if err := pprof.StartCPUProfile(f); err == nil {
+				stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
+			}
+		}
+	}
 	var mu sync.Mutex
 	enc := json.NewEncoder(os.Stdout)
 	write := func(m message) {
@@ -141,7 +157,7 @@ func runHelper(raw string) int {
 		case "add":
 			err = refl.AddMember(c.Member)
 		case "remove":
-			err = refl.RemoveMember(c.Member.Addr)
+			refl.RemoveMember(c.Member.Addr)
 		case "policy":
 			err = refl.SetPolicy(c.Policy)
 		case "status":
@@ -155,6 +171,7 @@ func runHelper(raw string) int {
 				reply.Reflector = &st
 			}
 		case "close":
+			stopProfile()
 			write(reply)
 			return 0
 		default:
@@ -170,7 +187,7 @@ func runHelper(raw string) int {
 
 // speakerProc is a helper process seen from the test.
 type speakerProc struct {
-	t       *testing.T
+	t       testing.TB
 	name    string
 	cmd     *exec.Cmd
 	done    <-chan struct{}
@@ -190,7 +207,7 @@ type timedChange struct {
 
 // startSpeaker runs a helper with cfg in ns; it is stopped (by PID) when
 // the test ends, and its log is printed when the test failed.
-func startSpeaker(t *testing.T, ns *nettest.NS, name string, cfg helperConfig) *speakerProc {
+func startSpeaker(t testing.TB, ns *nettest.NS, name string, cfg helperConfig) *speakerProc {
 	t.Helper()
 	raw, err := json.Marshal(cfg)
 	if err != nil {

@@ -93,7 +93,7 @@ func (c *MemberConfig) defaults() {
 type Member struct {
 	cfg  MemberConfig
 	log  *slog.Logger
-	cmds chan func()
+	q    *cmdQueue
 	evs  chan memberEvent
 	done chan struct{}
 	stop context.CancelFunc
@@ -114,6 +114,7 @@ type Member struct {
 	syncTimer  *time.Timer
 	syncC      <-chan time.Time
 	watchStop  context.CancelFunc
+	lastErr    string
 }
 
 // learnedRoute is a route learned from the controller.
@@ -144,7 +145,7 @@ func NewMember(cfg MemberConfig) (*Member, error) {
 	return &Member{
 		cfg:        cfg,
 		log:        cfg.Logger,
-		cmds:       make(chan func()),
+		q:          newCmdQueue(),
 		evs:        make(chan memberEvent, 64),
 		done:       make(chan struct{}),
 		advertised: map[netip.Prefix]netip.Addr{},
@@ -177,13 +178,18 @@ func (m *Member) Close() error {
 // member is not running.
 func (m *Member) do(f func()) error {
 	ran := make(chan struct{})
+	m.q.push(func() { f(); close(ran) })
 	select {
-	case m.cmds <- func() { f(); close(ran) }:
-		<-ran
+	case <-ran:
 		return nil
 	case <-m.done:
 		return errors.New("bgp member: not running")
 	}
+}
+
+// enqueue queues f for the loop without waiting for it.
+func (m *Member) enqueue(f func()) {
+	m.q.push(f)
 }
 
 func (m *Member) loop(ctx context.Context) {
@@ -194,8 +200,10 @@ func (m *Member) loop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case f := <-m.cmds:
-			f()
+		case <-m.q.signal:
+			for _, f := range m.q.take() {
+				f()
+			}
 		case ev := <-m.evs:
 			m.onEvent(ev)
 		case <-m.staleC:
@@ -230,19 +238,27 @@ func stopTimer(t *time.Timer) {
 
 // SetController (re)starts the session with the controller at ctl, from
 // the local control address local: call it when the control child is
-// INSTALLED. Calling it again with the same addresses does nothing.
+// INSTALLED. Calling it again with the same addresses does nothing. It
+// does not wait for GoBGP: the change is queued and applied in order, and
+// an error in applying it is logged and shown in Status.
 func (m *Member) SetController(ctl, local netip.Addr) error {
-	var err error
-	if derr := m.do(func() { err = m.setController(ctl.Unmap(), local.Unmap()) }); derr != nil {
-		return derr
-	}
-	return err
-}
-
-func (m *Member) setController(ctl, local netip.Addr) error {
+	ctl, local = ctl.Unmap(), local.Unmap()
 	if !ctl.IsValid() || !local.IsValid() {
 		return fmt.Errorf("bgp member: controller %v or local address %v is not valid", ctl, local)
 	}
+	m.enqueue(func() { m.record(m.setController(ctl, local)) })
+	return nil
+}
+
+// record logs err and keeps it for Status; nil clears nothing.
+func (m *Member) record(err error) {
+	if err != nil {
+		m.lastErr = err.Error()
+		m.log.Error("bgp", "err", err)
+	}
+}
+
+func (m *Member) setController(ctl, local netip.Addr) error {
 	if ctl == m.ctl && local == m.local {
 		return nil
 	}
@@ -326,9 +342,9 @@ func (m *Member) ensureServer(local netip.Addr) error {
 }
 
 // ControllerDown ends the session: call it when the control child is gone.
-// The learned routes stay, stale, for StaleTime.
+// The learned routes stay, stale, for StaleTime. It does not wait.
 func (m *Member) ControllerDown() {
-	_ = m.do(func() { m.controllerDown("control child down") })
+	m.enqueue(func() { m.controllerDown("control child down") })
 }
 
 func (m *Member) controllerDown(why string) {
@@ -363,18 +379,19 @@ func (m *Member) sessionLost() {
 // underlay address (the next hop) they are reached at. Only what changed
 // is sent. Learned routes that overlap the new prefixes, or lead to the
 // new underlay, stop being delivered, and those that no longer do are
-// delivered again.
+// delivered again. It does not wait for GoBGP (see SetController).
 func (m *Member) Advertise(prefixes []netip.Prefix, underlay netip.Addr) error {
-	var err error
-	if derr := m.do(func() {
-		m.prefixes = slices.Clone(prefixes)
-		m.underlay = underlay.Unmap()
-		err = m.syncAdvertised()
-		m.reconsider()
-	}); derr != nil {
-		return derr
+	underlay = underlay.Unmap()
+	if !usableNextHop(underlay) {
+		return fmt.Errorf("bgp member: underlay %v is not an address ESP can be sent to", underlay)
 	}
-	return err
+	prefixes = slices.Clone(prefixes)
+	m.enqueue(func() {
+		m.prefixes, m.underlay = prefixes, underlay
+		m.record(m.syncAdvertised())
+		m.reconsider()
+	})
+	return nil
 }
 
 // syncAdvertised brings GoBGP's local paths in line with prefixes and
@@ -607,6 +624,8 @@ type MemberStatus struct {
 	// Learned are the routes learned from the controller, including the
 	// stale and ignored ones.
 	Learned []Route `json:"learned"`
+	// LastError is the last error in applying a change, if any.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Status returns the member's state and learned routes.
@@ -622,6 +641,7 @@ func (m *Member) Status() (MemberStatus, error) {
 			st.Advertised = append(st.Advertised, Route{Prefix: p, Peer: m.advertised[p], Origin: OriginBGP})
 		}
 		st.Learned = m.routes()
+		st.LastError = m.lastErr
 	})
 	return st, err
 }

@@ -124,6 +124,9 @@ func TestReflectJoinLeave(t *testing.T) {
 	t.Logf("a joining member was learned by the others after %v and %v", t1.Round(time.Millisecond), t2.Round(time.Millisecond))
 
 	st := refl.reflectorStatus()
+	if st.LastError != "" {
+		t.Errorf("reflector error: %s", st.LastError)
+	}
 	if len(st.Members) != 3 {
 		t.Fatalf("reflector status: %d members, want 3: %+v", len(st.Members), st)
 	}
@@ -149,6 +152,9 @@ func TestReflectJoinLeave(t *testing.T) {
 
 	// The member's own view.
 	ms := mems[0].memberStatus()
+	if ms.LastError != "" {
+		t.Errorf("member error: %s", ms.LastError)
+	}
 	if ms.Session != "established" || ms.Controller != ctlAddr(1, false) || len(ms.Advertised) != 2 || len(ms.Learned) != 2 {
 		t.Errorf("member 1 status: %+v", ms)
 	}

@@ -114,7 +114,7 @@ type MemberInfo struct {
 type Reflector struct {
 	cfg  ReflectorConfig
 	log  *slog.Logger
-	cmds chan func()
+	q    *cmdQueue
 	evs  chan reflectorEvent
 	done chan struct{}
 	stop context.CancelFunc
@@ -134,6 +134,7 @@ type Reflector struct {
 	pending    map[netip.Addr]struct{} // members with rejections not logged yet
 	accepted   uint64
 	rejected   uint64
+	lastErr    string
 }
 
 // rmember is the reflector's state of one member.
@@ -175,7 +176,7 @@ func NewReflector(cfg ReflectorConfig) (*Reflector, error) {
 	return &Reflector{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		cmds:    make(chan func()),
+		q:       newCmdQueue(),
 		evs:     make(chan reflectorEvent, 256),
 		done:    make(chan struct{}),
 		pol:     policy.New(cfg.Policy),
@@ -221,13 +222,18 @@ func (r *Reflector) Close() error {
 
 func (r *Reflector) do(f func()) error {
 	ran := make(chan struct{})
+	r.q.push(func() { f(); close(ran) })
 	select {
-	case r.cmds <- func() { f(); close(ran) }:
-		<-ran
+	case <-ran:
 		return nil
 	case <-r.done:
 		return errors.New("bgp reflector: not running")
 	}
+}
+
+// enqueue queues f for the loop without waiting for it.
+func (r *Reflector) enqueue(f func()) {
+	r.q.push(f)
 }
 
 func (r *Reflector) loop(ctx context.Context) {
@@ -248,8 +254,10 @@ func (r *Reflector) loop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case f := <-r.cmds:
-			f()
+		case <-r.q.signal:
+			for _, f := range r.q.take() {
+				f()
+			}
 		case ev := <-r.evs:
 			r.onEvent(ev)
 		case <-r.flushC:
@@ -433,29 +441,35 @@ func (r *Reflector) removeGeneration(gen int) {
 
 // SetPolicy replaces the policy (a reload) and applies it to every route
 // the members sent: newly rejected routes are withdrawn from the others,
-// newly admitted ones reflected.
+// newly admitted ones reflected. Like AddMember, it does not wait.
 func (r *Reflector) SetPolicy(rules []policy.Rule) error {
 	if err := checkRules(rules); err != nil {
 		return err
 	}
-	var err error
-	if derr := r.do(func() {
-		r.pol = policy.New(rules)
+	pol := policy.New(rules)
+	r.enqueue(func() {
+		r.pol = pol
 		for _, m := range r.members {
 			m.rules = r.pol.Matching(m.info.Identity)
 		}
 		if r.srv != nil {
-			err = r.installPolicy()
+			r.record(r.installPolicy())
 		}
 		// Re-judge what is recorded; the soft reset re-announces
 		// nothing to the watcher, so the verdicts are recomputed here.
 		for _, m := range r.members {
 			r.rejudge(m)
 		}
-	}); derr != nil {
-		return derr
+	})
+	return nil
+}
+
+// record logs err and keeps it for Status.
+func (r *Reflector) record(err error) {
+	if err != nil {
+		r.lastErr = err.Error()
+		r.log.Error("bgp", "err", err)
 	}
-	return err
 }
 
 // rejudge re-applies the policy to the prefixes recorded for m.
@@ -478,17 +492,17 @@ func (r *Reflector) rejudge(m *rmember) {
 
 // AddMember adds a neighbour for a member whose control child is up.
 // Adding the same member again does nothing; the same address with
-// another identity replaces it.
+// another identity replaces it. It does not wait for GoBGP, which may be
+// busy for seconds sending its table to many members: the change is
+// queued and applied in order, and an error in applying it is logged and
+// shown in Status.
 func (r *Reflector) AddMember(info MemberInfo) error {
 	info.Addr, info.Local = info.Addr.Unmap(), info.Local.Unmap()
 	if !info.Addr.IsValid() {
 		return fmt.Errorf("bgp reflector: member %q has no control address", info.Identity)
 	}
-	var err error
-	if derr := r.do(func() { err = r.addMember(info) }); derr != nil {
-		return derr
-	}
-	return err
+	r.enqueue(func() { r.record(r.addMember(info)) })
+	return nil
 }
 
 func (r *Reflector) addMember(info MemberInfo) error {
@@ -573,9 +587,10 @@ func (r *Reflector) dropFromSet(rule int, addr netip.Addr) {
 
 // RemoveMember removes the member at its control address (its control
 // child is gone): its routes are withdrawn from every other member at
-// once.
-func (r *Reflector) RemoveMember(addr netip.Addr) error {
-	return r.do(func() { r.removeMember(addr.Unmap(), "control child down") })
+// once. It does not wait (see AddMember).
+func (r *Reflector) RemoveMember(addr netip.Addr) {
+	addr = addr.Unmap()
+	r.enqueue(func() { r.removeMember(addr, "control child down") })
 }
 
 func (r *Reflector) removeMember(addr netip.Addr, why string) {
@@ -806,6 +821,8 @@ type ReflectorStatus struct {
 	Members       []ReflectorMember `json:"members"`
 	AcceptedTotal uint64            `json:"accepted_total"`
 	RejectedTotal uint64            `json:"rejected_total"`
+	// LastError is the last error in applying a change, if any.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Status returns the reflector's state, members sorted by identity then
@@ -816,6 +833,7 @@ func (r *Reflector) Status() (ReflectorStatus, error) {
 		st.RouterID, st.Port = r.id, r.cfg.Port
 		st.Deferring = r.srv != nil && r.restarting && r.cfg.Now().Before(r.restartEnd)
 		st.AcceptedTotal, st.RejectedTotal = r.accepted, r.rejected
+		st.LastError = r.lastErr
 		for _, m := range r.members {
 			rm := ReflectorMember{
 				Identity: m.info.Identity, Addr: m.info.Addr,
