@@ -186,7 +186,7 @@ func benchRule(i int) policy.Rule {
 // then the time for one more member's prefixes to reach all N.
 // Run with -benchtime=1x.
 func BenchmarkReflectorConvergence(b *testing.B) {
-	for _, n := range []int{100, 1000} {
+	for _, n := range []int{100, 300, 1000} {
 		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
 			for range b.N {
 				benchConverge(b, n)
@@ -214,7 +214,11 @@ func benchConverge(b *testing.B, n int) {
 	for i := range rules {
 		rules[i] = benchRule(i)
 	}
-	refl := startSpeaker(b, rrNS, "reflector", helperConfig{Role: "reflector", ASN: testASN, Policy: rules, RouterID: addr("172.31.255.254"), Quiet: true})
+	// The clients connect one after the other and advertise together
+	// once all are up, so the deferral must outlast the connecting:
+	// otherwise the first members get a partial table when theirs
+	// expires, and the whole one again at the end.
+	refl := startSpeaker(b, rrNS, "reflector", helperConfig{Role: "reflector", ASN: testASN, Policy: rules, RouterID: addr("172.31.255.254"), Quiet: true, DeferralTime: 10 * time.Minute})
 	add := func(i int) {
 		t0 := time.Now()
 		defer func() {
