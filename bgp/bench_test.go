@@ -162,7 +162,9 @@ func (c *lightClient) receive() {
 // clientAddr is client i's control address; benchPrefixes its 4 prefixes
 // (four /26 of 10.x.y.0/24), and benchRule the policy rule that admits
 // them for its identity only.
-func clientAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{172, 16 + byte(i/62500), byte(i / 250 % 250), byte(i%250 + 1)}) }
+func clientAddr(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{172, 16 + byte(i/62500), byte(i / 250 % 250), byte(i%250 + 1)})
+}
 
 func benchPrefixes(i int) []netip.Prefix {
 	base := [4]byte{10, byte(i / 256), byte(i % 256), 0}

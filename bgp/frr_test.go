@@ -25,60 +25,41 @@ import (
 
 const frrBGPD = "/usr/lib/frr/bgpd"
 
-// frrDaemon is a running bgpd.
-type frrDaemon struct {
+// daemon is a routing daemon run for a test, stopped by its PID (SIGTERM,
+// then SIGKILL) when the test ends, its log shown when the test failed.
+type daemon struct {
 	name string
-	dir  string
 	cmd  *exec.Cmd
 	done <-chan struct{}
 }
 
-// startFRR runs bgpd with conf in ns.
-func startFRR(t *testing.T, ns *nettest.NS, name, conf string) *frrDaemon {
+// startDaemon runs argv in ns with its output in logPath.
+func startDaemon(t *testing.T, ns *nettest.NS, name, logPath string, argv ...string) *daemon {
 	t.Helper()
-	testenv.NeedFile(t, frrBGPD)
-	testenv.NeedCommand(t, "vtysh")
-	// A short directory: the vty socket path must fit sun_path.
-	dir, err := os.MkdirTemp("", "mpsa-frr-")
+	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	confPath := filepath.Join(dir, "bgpd.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.Create(filepath.Join(dir, "bgpd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &frrDaemon{name: name, dir: dir}
-	// -Z: no zebra; -P 0: no TCP vty; -S: stay root (the vty socket
-	// then needs no frrvty group).
-	d.cmd = ns.Command(frrBGPD, "-f", confPath, "-i", filepath.Join(dir, "bgpd.pid"), "--vty_socket", dir, "-Z", "-P", "0", "-S", "--log", "stdout", "--log-level", "debug")
+	d := &daemon{name: name, cmd: ns.Command(argv[0], argv[1:]...)}
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if d.done, err = testenv.StartTied(d.cmd); err != nil {
-		t.Fatalf("start bgpd: %v", err)
+		t.Fatalf("start %s: %v", name, err)
 	}
 	t.Cleanup(func() {
 		d.stop()
 		logf.Close()
 		if t.Failed() {
-			if b, err := os.ReadFile(logf.Name()); err == nil {
+			if b, err := os.ReadFile(logPath); err == nil {
 				t.Logf("log of %s:\n%s", name, tail(string(b), 150))
 			}
 		}
 	})
-	testenv.WaitFor(t, 10*time.Second, name+"'s vty socket", func() (bool, string) {
-		_, err := os.Stat(filepath.Join(dir, "bgpd.vty"))
-		return err == nil, fmt.Sprint(err)
-	})
 	return d
 }
 
-// stop ends bgpd by its PID: SIGTERM, then SIGKILL.
-func (d *frrDaemon) stop() {
+// stop ends the daemon by its PID: SIGTERM, then SIGKILL.
+func (d *daemon) stop() {
 	select {
 	case <-d.done:
 		return
@@ -91,6 +72,45 @@ func (d *frrDaemon) stop() {
 		_ = d.cmd.Process.Kill()
 		<-d.done
 	}
+}
+
+// tempDir is a short directory removed when the test ends: socket paths
+// in it must fit sun_path.
+func tempDir(t *testing.T, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// frrDaemon is a running bgpd.
+type frrDaemon struct {
+	*daemon
+	dir string
+}
+
+// startFRR runs bgpd with conf in ns.
+func startFRR(t *testing.T, ns *nettest.NS, name, conf string) *frrDaemon {
+	t.Helper()
+	testenv.NeedFile(t, frrBGPD)
+	testenv.NeedCommand(t, "vtysh")
+	dir := tempDir(t, "mpsa-frr-")
+	confPath := filepath.Join(dir, "bgpd.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// -Z: no zebra; -P 0: no TCP vty; -S: stay root (the vty socket
+	// then needs no frrvty group).
+	d := &frrDaemon{dir: dir, daemon: startDaemon(t, ns, name, filepath.Join(dir, "bgpd.log"),
+		frrBGPD, "-f", confPath, "-i", filepath.Join(dir, "bgpd.pid"), "--vty_socket", dir, "-Z", "-P", "0", "-S", "--log", "stdout", "--log-level", "debug")}
+	testenv.WaitFor(t, 10*time.Second, name+"'s vty socket", func() (bool, string) {
+		_, err := os.Stat(filepath.Join(dir, "bgpd.vty"))
+		return err == nil, fmt.Sprint(err)
+	})
+	return d
 }
 
 // vtysh runs a show command against this bgpd.
@@ -239,15 +259,14 @@ func frrReflectorConf(members int) string {
 	return b.String() + "!\n"
 }
 
-// TestFRRReflector: FRR's bgpd as the route reflector of mpsa's members:
-// each learns the other's IPv4 and IPv6 prefixes with the other's
-// underlay as peer and its withdrawals, and a restart of FRR costs the
-// members no route.
-func TestFRRReflector(t *testing.T) {
-	l := newLab(t, 2)
-	frr := startFRR(t, l.ctl, "frr-reflector", frrReflectorConf(2))
-	m1 := l.startMember(t, 1, 0)
-	m2 := l.startMember(t, 2, 0)
+// twoMembersThrough starts mpsa members 1 and 2, advertising an IPv4 and
+// an IPv6 prefix each with an IPv4 underlay, against the reflector the
+// test runs in the lab's controller namespace (what names it), and waits
+// until each has learned the other's prefixes.
+func twoMembersThrough(t *testing.T, l *lab, what string) (m1, m2 *speakerProc) {
+	t.Helper()
+	m1 = l.startMember(t, 1, 0)
+	m2 = l.startMember(t, 2, 0)
 	m1.call(command{Op: "advertise", Prefixes: prefixes("10.1.0.0/24", "2001:db8:1::/64"), Underlay: underlay(1)})
 	m2.call(command{Op: "advertise", Prefixes: prefixes("10.2.0.0/24", "2001:db8:2::/64"), Underlay: underlay(2)})
 	start := time.Now()
@@ -255,7 +274,18 @@ func TestFRRReflector(t *testing.T) {
 	m2.call(command{Op: "set-controller", Ctl: ctlAddr(2, false), Local: memberAddr(2, false)})
 	took := m1.waitRoutes(t, 30*time.Second, start, map[string]string{"10.2.0.0/24": "192.0.2.2", "2001:db8:2::/64": "192.0.2.2"})
 	m2.waitRoutes(t, 30*time.Second, start, map[string]string{"10.1.0.0/24": "192.0.2.1", "2001:db8:1::/64": "192.0.2.1"})
-	t.Logf("converged through FRR in %v", took.Round(time.Millisecond))
+	t.Logf("converged through %s in %v", what, took.Round(time.Millisecond))
+	return m1, m2
+}
+
+// TestFRRReflector: FRR's bgpd as the route reflector of mpsa's members:
+// each learns the other's IPv4 and IPv6 prefixes with the other's
+// underlay as peer and its withdrawals, and a restart of FRR costs the
+// members no route.
+func TestFRRReflector(t *testing.T) {
+	l := newLab(t, 2)
+	frr := startFRR(t, l.ctl, "frr-reflector", frrReflectorConf(2))
+	m1, m2 := twoMembersThrough(t, l, "FRR")
 
 	// Member 2 withdraws one prefix.
 	m2.call(command{Op: "advertise", Prefixes: prefixes("10.2.0.0/24"), Underlay: underlay(2)})
@@ -309,61 +339,24 @@ template bgp mpsa {
 	return b.String()
 }
 
-// startBIRD runs bird with conf in ns, stopped by its PID at the end.
+// startBIRD runs bird with conf in ns.
 func startBIRD(t *testing.T, ns *nettest.NS, conf string) {
 	t.Helper()
 	bird := testenv.NeedCommand(t, "bird")
-	dir, err := os.MkdirTemp("", "mpsa-bird-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := tempDir(t, "mpsa-bird-")
 	confPath := filepath.Join(dir, "bird.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(filepath.Join(dir, "bird.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := ns.Command(bird, "-f", "-c", confPath, "-s", filepath.Join(dir, "bird.ctl"), "-P", filepath.Join(dir, "bird.pid"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	done, err := testenv.StartTied(cmd)
-	if err != nil {
-		t.Fatalf("start bird: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		logf.Close()
-		if t.Failed() {
-			if b, err := os.ReadFile(logf.Name()); err == nil {
-				t.Logf("log of bird:\n%s", tail(string(b), 100))
-			}
-		}
-	})
+	startDaemon(t, ns, "bird", filepath.Join(dir, "bird.log"),
+		bird, "-f", "-c", confPath, "-s", filepath.Join(dir, "bird.ctl"), "-P", filepath.Join(dir, "bird.pid"))
 }
 
 // TestBIRDReflector: BIRD 2 as the route reflector of mpsa's members.
 func TestBIRDReflector(t *testing.T) {
 	l := newLab(t, 2)
 	startBIRD(t, l.ctl, birdReflectorConf(2))
-	m1 := l.startMember(t, 1, 0)
-	m2 := l.startMember(t, 2, 0)
-	m1.call(command{Op: "advertise", Prefixes: prefixes("10.1.0.0/24", "2001:db8:1::/64"), Underlay: underlay(1)})
-	m2.call(command{Op: "advertise", Prefixes: prefixes("10.2.0.0/24", "2001:db8:2::/64"), Underlay: underlay(2)})
-	start := time.Now()
-	m1.call(command{Op: "set-controller", Ctl: ctlAddr(1, false), Local: memberAddr(1, false)})
-	m2.call(command{Op: "set-controller", Ctl: ctlAddr(2, false), Local: memberAddr(2, false)})
-	took := m1.waitRoutes(t, 30*time.Second, start, map[string]string{"10.2.0.0/24": "192.0.2.2", "2001:db8:2::/64": "192.0.2.2"})
-	m2.waitRoutes(t, 30*time.Second, start, map[string]string{"10.1.0.0/24": "192.0.2.1", "2001:db8:1::/64": "192.0.2.1"})
-	t.Logf("converged through BIRD in %v", took.Round(time.Millisecond))
+	m1, m2 := twoMembersThrough(t, l, "BIRD")
 	m2.call(command{Op: "advertise", Prefixes: prefixes("10.2.0.0/24"), Underlay: underlay(2)})
 	m1.waitRoutes(t, 10*time.Second, time.Now(), map[string]string{"10.2.0.0/24": "192.0.2.2"})
 }

@@ -44,6 +44,14 @@ const (
 	connectRetry = 2
 )
 
+// setDefault sets *p to def when it is the zero value.
+func setDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
 // families are the address families every session carries.
 func families() []bgppkt.Family { return []bgppkt.Family{bgppkt.RF_IPv4_UC, bgppkt.RF_IPv6_UC} }
 

@@ -8,7 +8,6 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/osrg/gobgp/v4/api"
@@ -56,21 +55,11 @@ type MemberConfig struct {
 }
 
 func (c *MemberConfig) defaults() {
-	if c.Port == 0 {
-		c.Port = DefaultPort
-	}
-	if c.HoldTime == 0 {
-		c.HoldTime = DefaultHoldTime
-	}
-	if c.RestartTime == 0 {
-		c.RestartTime = DefaultRestartTime
-	}
-	if c.StaleTime == 0 {
-		c.StaleTime = DefaultStaleTime
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	setDefault(&c.Port, DefaultPort)
+	setDefault(&c.HoldTime, DefaultHoldTime)
+	setDefault(&c.RestartTime, DefaultRestartTime)
+	setDefault(&c.StaleTime, DefaultStaleTime)
+	setDefault(&c.Logger, slog.New(slog.DiscardHandler))
 	if c.OnChange == nil {
 		c.OnChange = func([]Change) {}
 	}
@@ -91,13 +80,10 @@ func (c *MemberConfig) defaults() {
 //
 // Methods are safe for concurrent use.
 type Member struct {
-	cfg  MemberConfig
-	log  *slog.Logger
-	q    *cmdQueue
-	evs  chan memberEvent
-	done chan struct{}
-	stop context.CancelFunc
-	wg   sync.WaitGroup
+	cfg MemberConfig
+	log *slog.Logger
+	run *runner
+	evs chan memberEvent
 
 	// Owned by the loop.
 	srv        *speaker
@@ -145,9 +131,8 @@ func NewMember(cfg MemberConfig) (*Member, error) {
 	return &Member{
 		cfg:        cfg,
 		log:        cfg.Logger,
-		q:          newCmdQueue(),
+		run:        newRunner("bgp member"),
 		evs:        make(chan memberEvent, 64),
-		done:       make(chan struct{}),
 		advertised: map[netip.Prefix]netip.Addr{},
 		learned:    map[netip.Prefix]*learnedRoute{},
 		eor:        map[bgppkt.Family]bool{},
@@ -157,53 +142,25 @@ func NewMember(cfg MemberConfig) (*Member, error) {
 // Start runs the member until ctx is done or Close is called. The BGP
 // speaker itself starts with the first SetController.
 func (m *Member) Start(ctx context.Context) {
-	ctx, m.stop = context.WithCancel(ctx)
-	m.wg.Add(1)
-	go m.loop(ctx)
+	m.run.start(ctx, m.loop)
 }
 
 // Close stops the session and the speaker. The controller keeps this
 // member's routes for RestartTime (graceful restart), so a restart of
 // mpsad does not interrupt the others' traffic to it.
 func (m *Member) Close() error {
-	if m.stop == nil {
-		return nil
-	}
-	m.stop()
-	m.wg.Wait()
+	m.run.close()
 	return nil
 }
 
-// do runs f on the loop and waits for it; it returns an error when the
-// member is not running.
-func (m *Member) do(f func()) error {
-	ran := make(chan struct{})
-	m.q.push(func() { f(); close(ran) })
-	select {
-	case <-ran:
-		return nil
-	case <-m.done:
-		return errors.New("bgp member: not running")
-	}
-}
-
-// enqueue queues f for the loop without waiting for it.
-func (m *Member) enqueue(f func()) {
-	m.q.push(f)
-}
-
 func (m *Member) loop(ctx context.Context) {
-	defer m.wg.Done()
-	defer close(m.done)
 	defer m.shutdown()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-m.q.signal:
-			for _, f := range m.q.take() {
-				f()
-			}
+		case <-m.run.signal:
+			m.run.drain()
 		case ev := <-m.evs:
 			m.onEvent(ev)
 		case <-m.staleC:
@@ -246,7 +203,7 @@ func (m *Member) SetController(ctl, local netip.Addr) error {
 	if !ctl.IsValid() || !local.IsValid() {
 		return fmt.Errorf("bgp member: controller %v or local address %v is not valid", ctl, local)
 	}
-	m.enqueue(func() { m.record(m.setController(ctl, local)) })
+	m.run.push(func() { m.record(m.setController(ctl, local)) })
 	return nil
 }
 
@@ -344,7 +301,7 @@ func (m *Member) ensureServer(local netip.Addr) error {
 // ControllerDown ends the session: call it when the control child is gone.
 // The learned routes stay, stale, for StaleTime. It does not wait.
 func (m *Member) ControllerDown() {
-	m.enqueue(func() { m.controllerDown("control child down") })
+	m.run.push(func() { m.controllerDown("control child down") })
 }
 
 func (m *Member) controllerDown(why string) {
@@ -386,7 +343,7 @@ func (m *Member) Advertise(prefixes []netip.Prefix, underlay netip.Addr) error {
 		return fmt.Errorf("bgp member: underlay %v is not an address ESP can be sent to", underlay)
 	}
 	prefixes = slices.Clone(prefixes)
-	m.enqueue(func() {
+	m.run.push(func() {
 		m.prefixes, m.underlay = prefixes, underlay
 		m.record(m.syncAdvertised())
 		m.reconsider()
@@ -631,7 +588,7 @@ type MemberStatus struct {
 // Status returns the member's state and learned routes.
 func (m *Member) Status() (MemberStatus, error) {
 	var st MemberStatus
-	err := m.do(func() {
+	err := m.run.do(func() {
 		st.Controller = m.ctl
 		st.Session = sessionName(m.state, m.ctl.IsValid())
 		if m.state == bgppkt.BGP_FSM_ESTABLISHED {
@@ -649,7 +606,7 @@ func (m *Member) Status() (MemberStatus, error) {
 // Routes returns the learned routes, for PeerTable.Routes.
 func (m *Member) Routes() ([]Route, error) {
 	var out []Route
-	err := m.do(func() { out = m.routes() })
+	err := m.run.do(func() { out = m.routes() })
 	return out, err
 }
 

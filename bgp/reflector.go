@@ -9,7 +9,6 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/osrg/gobgp/v4/api"
@@ -67,24 +66,12 @@ type ReflectorConfig struct {
 }
 
 func (c *ReflectorConfig) defaults() {
-	if c.Port == 0 {
-		c.Port = DefaultPort
-	}
-	if c.HoldTime == 0 {
-		c.HoldTime = DefaultHoldTime
-	}
-	if c.RestartTime == 0 {
-		c.RestartTime = DefaultRestartTime
-	}
-	if c.DeferralTime == 0 {
-		c.DeferralTime = DefaultDeferralTime
-	}
-	if c.RejectLogInterval == 0 {
-		c.RejectLogInterval = DefaultRejectLogInterval
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	setDefault(&c.Port, DefaultPort)
+	setDefault(&c.HoldTime, DefaultHoldTime)
+	setDefault(&c.RestartTime, DefaultRestartTime)
+	setDefault(&c.DeferralTime, DefaultDeferralTime)
+	setDefault(&c.RejectLogInterval, DefaultRejectLogInterval)
+	setDefault(&c.Logger, slog.New(slog.DiscardHandler))
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -112,13 +99,10 @@ type MemberInfo struct {
 //
 // Methods are safe for concurrent use.
 type Reflector struct {
-	cfg  ReflectorConfig
-	log  *slog.Logger
-	q    *cmdQueue
-	evs  chan reflectorEvent
-	done chan struct{}
-	stop context.CancelFunc
-	wg   sync.WaitGroup
+	cfg ReflectorConfig
+	log *slog.Logger
+	run *runner
+	evs chan reflectorEvent
 
 	// Owned by the loop.
 	srv        *speaker
@@ -176,9 +160,8 @@ func NewReflector(cfg ReflectorConfig) (*Reflector, error) {
 	return &Reflector{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		q:       newCmdQueue(),
+		run:     newRunner("bgp reflector"),
 		evs:     make(chan reflectorEvent, 256),
-		done:    make(chan struct{}),
 		pol:     policy.New(cfg.Policy),
 		members: map[netip.Addr]*rmember{},
 		pending: map[netip.Addr]struct{}{},
@@ -198,13 +181,11 @@ func checkRules(rules []policy.Rule) error {
 // configured RouterID the speaker starts at once, else with the first
 // member.
 func (r *Reflector) Start(ctx context.Context) error {
-	ctx, r.stop = context.WithCancel(ctx)
 	var err error
 	if r.cfg.RouterID.IsValid() {
 		err = r.ensureServer(netip.Addr{})
 	}
-	r.wg.Add(1)
-	go r.loop(ctx)
+	r.run.start(ctx, r.loop)
 	return err
 }
 
@@ -212,33 +193,11 @@ func (r *Reflector) Start(ctx context.Context) error {
 // that those that do graceful restart keep its routes while it restarts
 // (mpsa's members keep them for their stale_time in any case).
 func (r *Reflector) Close() error {
-	if r.stop == nil {
-		return nil
-	}
-	r.stop()
-	r.wg.Wait()
+	r.run.close()
 	return nil
 }
 
-func (r *Reflector) do(f func()) error {
-	ran := make(chan struct{})
-	r.q.push(func() { f(); close(ran) })
-	select {
-	case <-ran:
-		return nil
-	case <-r.done:
-		return errors.New("bgp reflector: not running")
-	}
-}
-
-// enqueue queues f for the loop without waiting for it.
-func (r *Reflector) enqueue(f func()) {
-	r.q.push(f)
-}
-
 func (r *Reflector) loop(ctx context.Context) {
-	defer r.wg.Done()
-	defer close(r.done)
 	defer func() {
 		if r.watchStop != nil {
 			r.watchStop()
@@ -254,10 +213,8 @@ func (r *Reflector) loop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-r.q.signal:
-			for _, f := range r.q.take() {
-				f()
-			}
+		case <-r.run.signal:
+			r.run.drain()
 		case ev := <-r.evs:
 			r.onEvent(ev)
 		case <-r.flushC:
@@ -447,7 +404,7 @@ func (r *Reflector) SetPolicy(rules []policy.Rule) error {
 		return err
 	}
 	pol := policy.New(rules)
-	r.enqueue(func() {
+	r.run.push(func() {
 		r.pol = pol
 		for _, m := range r.members {
 			m.rules = r.pol.Matching(m.info.Identity)
@@ -501,7 +458,7 @@ func (r *Reflector) AddMember(info MemberInfo) error {
 	if !info.Addr.IsValid() {
 		return fmt.Errorf("bgp reflector: member %q has no control address", info.Identity)
 	}
-	r.enqueue(func() { r.record(r.addMember(info)) })
+	r.run.push(func() { r.record(r.addMember(info)) })
 	return nil
 }
 
@@ -590,7 +547,7 @@ func (r *Reflector) dropFromSet(rule int, addr netip.Addr) {
 // once. It does not wait (see AddMember).
 func (r *Reflector) RemoveMember(addr netip.Addr) {
 	addr = addr.Unmap()
-	r.enqueue(func() { r.removeMember(addr, "control child down") })
+	r.run.push(func() { r.removeMember(addr, "control child down") })
 }
 
 func (r *Reflector) removeMember(addr netip.Addr, why string) {
@@ -829,7 +786,7 @@ type ReflectorStatus struct {
 // address.
 func (r *Reflector) Status() (ReflectorStatus, error) {
 	var st ReflectorStatus
-	err := r.do(func() {
+	err := r.run.do(func() {
 		st.RouterID, st.Port = r.id, r.cfg.Port
 		st.Deferring = r.srv != nil && r.restarting && r.cfg.Now().Before(r.restartEnd)
 		st.AcceptedTotal, st.RejectedTotal = r.accepted, r.rejected
@@ -878,7 +835,7 @@ type MemberCounters struct {
 // cheap enough for a metrics scrape.
 func (r *Reflector) Counters() ([]MemberCounters, error) {
 	var out []MemberCounters
-	err := r.do(func() {
+	err := r.run.do(func() {
 		out = make([]MemberCounters, 0, len(r.members))
 		for _, m := range r.members {
 			out = append(out, MemberCounters{Identity: m.info.Identity, Addr: m.info.Addr, Accepted: m.nAcc, Rejected: m.nRej, AcceptedNow: len(m.accepted), RejectedNow: len(m.rejected)})
