@@ -241,6 +241,10 @@ func startSpeaker(t testing.TB, ns *nettest.NS, name string, cfg helperConfig) *
 	t.Cleanup(func() {
 		p.stop()
 		logf.Close()
+		// A helper built with -race reports races on its stderr.
+		if b, err := os.ReadFile(p.logPath); err == nil && strings.Contains(string(b), "WARNING: DATA RACE") {
+			t.Errorf("%s: data race (see its log)", name)
+		}
 		if t.Failed() {
 			if b, err := os.ReadFile(p.logPath); err == nil {
 				t.Logf("log of %s:\n%s", name, tail(string(b), 200))
