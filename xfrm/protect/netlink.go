@@ -319,11 +319,10 @@ type route struct {
 	typ   uint8
 }
 
-// getRoute asks the kernel which route a UDP datagram from src:port to
-// dst:port takes (port 0: no ports in the lookup), with the routing rules
-// applied: RTM_GETROUTE, as `ip route get DST from SRC ipproto udp sport
-// PORT dport PORT`.
-func (s *nlSocket) getRoute(ctx context.Context, src, dst netip.Addr, port uint16) (route, error) {
+// getRoute asks the kernel which route a packet of flow f from src to
+// dst takes (the protocol and the ports that are not 0 go into the
+// lookup, so that routing rules on them count).
+func (s *nlSocket) getRoute(ctx context.Context, src, dst netip.Addr, f Flow) (route, error) {
 	fam := uint8(unix.AF_INET)
 	if dst.Is6() {
 		fam = unix.AF_INET6
@@ -334,10 +333,14 @@ func (s *nlSocket) getRoute(ctx context.Context, src, dst netip.Addr, port uint1
 	body[2] = uint8(src.BitLen()) // src_len
 	body = appendAttr(body, unix.RTA_DST, dst.AsSlice())
 	body = appendAttr(body, unix.RTA_SRC, src.AsSlice())
-	if port != 0 {
-		body = appendAttr(body, unix.RTA_IP_PROTO, []byte{unix.IPPROTO_UDP})
-		body = appendAttr(body, unix.RTA_SPORT, binary.BigEndian.AppendUint16(nil, port))
-		body = appendAttr(body, unix.RTA_DPORT, binary.BigEndian.AppendUint16(nil, port))
+	if f.LocalPort != 0 || f.RemotePort != 0 || f.Proto != unix.IPPROTO_UDP {
+		body = appendAttr(body, unix.RTA_IP_PROTO, []byte{f.Proto})
+	}
+	if f.LocalPort != 0 {
+		body = appendAttr(body, unix.RTA_SPORT, binary.BigEndian.AppendUint16(nil, f.LocalPort))
+	}
+	if f.RemotePort != 0 {
+		body = appendAttr(body, unix.RTA_DPORT, binary.BigEndian.AppendUint16(nil, f.RemotePort))
 	}
 	r, err := get(ctx, s, unix.RTM_GETROUTE, body, unix.RTM_NEWROUTE, parseRoute)
 	if errors.Is(err, errNotFound) {

@@ -63,12 +63,59 @@ type Child struct {
 	Local, Remote netip.Addr
 	// Port is the control UDP port: mpsad sends control datagrams from it
 	// to it. 0 stands for every port: then only traffic selectors without
-	// a port restriction prove anything.
+	// a port restriction prove anything. It is the flow proved when Flow
+	// is the zero Flow.
 	Port uint16
+	// Flow, when not the zero Flow, is another flow between the control
+	// addresses to prove instead of the control exchange: BGP's TCP
+	// session to the controller's port (docs/bgp.md).
+	Flow Flow
 	// LocalTS and RemoteTS are the traffic selectors exactly as VICI
 	// prints them ("local-ts", "remote-ts"): "10.98.0.1/32",
 	// "10.98.0.1/32[udp/4501]", "fd98::1/128[tcp/bgp]", "10.0.0.1..10.0.0.6".
 	LocalTS, RemoteTS []string
+}
+
+// Flow is traffic between the control addresses that the control child
+// must carry: a protocol and the port on each side.
+type Flow struct {
+	// Proto is the IP protocol: unix.IPPROTO_UDP or unix.IPPROTO_TCP.
+	Proto uint8
+	// LocalPort is the port on the local control address, RemotePort
+	// the one on the remote control address; 0 stands for every port
+	// (an ephemeral port), which only selectors without a port
+	// restriction on that side cover.
+	LocalPort, RemotePort uint16
+}
+
+// String describes the flow in words: "TCP from any port of the local
+// control address to port 179 of the remote one".
+func (f Flow) String() string {
+	port := func(p uint16) string {
+		if p == 0 {
+			return "any port"
+		}
+		return fmt.Sprintf("port %d", p)
+	}
+	return fmt.Sprintf("%s from %s of the local control address to %s of the remote one", protoWord(f.Proto), port(f.LocalPort), port(f.RemotePort))
+}
+
+func protoWord(p uint8) string {
+	switch p {
+	case unix.IPPROTO_UDP:
+		return "UDP"
+	case unix.IPPROTO_TCP:
+		return "TCP"
+	}
+	return fmt.Sprintf("protocol %d", p)
+}
+
+// flow is the flow Verify proves for c: c.Flow, or the control exchange.
+func (c Child) flow() Flow {
+	if c.Flow != (Flow{}) {
+		return c.Flow
+	}
+	return Flow{Proto: unix.IPPROTO_UDP, LocalPort: c.Port, RemotePort: c.Port}
 }
 
 // Proof says how the control child protects the control addresses.
@@ -78,12 +125,16 @@ type Proof struct {
 	// (kernel-libipsec) or the child's XFRM interface (route-based).
 	// 0: the kernel's XFRM policies drop plaintext themselves.
 	IfIndex int
-	// SrcPort, when not 0, is the only UDP source port from which control
-	// datagrams from Remote are protected: the remote traffic selector
-	// names that port, so a datagram from another source port matches no
-	// policy of the child. Datagrams from other source ports must be
-	// dropped. 0: every source port is protected.
+	// SrcPort, when not 0, is the only source port from which the flow's
+	// packets from Remote are protected (UDP control datagrams, or the
+	// segments of Child.Flow): the remote traffic selector names that
+	// port, so a packet from another source port matches no policy of
+	// the child. Datagrams from other source ports must be dropped. 0:
+	// every source port is protected.
 	SrcPort uint16
+	// IfName is the name of interface IfIndex, when not 0: what a TCP
+	// socket of the flow binds to (SO_BINDTODEVICE).
+	IfName string
 	// How says it in words for logs and status.
 	How string
 }
@@ -256,10 +307,11 @@ func modeName(m uint8) string {
 }
 
 // coveringPairs parses the traffic selectors and returns the outbound
-// selectors charon installed for the pairs that match every control
-// datagram (Local:Port -> Remote:Port, UDP), and the source port the
-// inbound direction is restricted to (0: none). Pairs of other families or
-// protocols are left out: their policies cannot match control datagrams.
+// selectors charon installed for the pairs that match every packet of the
+// flow (c.flow(): by default control datagrams, Local:Port -> Remote:Port,
+// UDP), and the source port the inbound direction is restricted to (0:
+// none). Pairs of other families or protocols are left out: their
+// policies cannot match the flow.
 func (v *Verifier) coveringPairs(ctx context.Context, c Child) ([]selector, uint16, error) {
 	parse := func(side string, list []string) ([]trafficSelector, error) {
 		var out []trafficSelector
@@ -280,18 +332,19 @@ func (v *Verifier) coveringPairs(ctx context.Context, c Child) ([]selector, uint
 	if err != nil {
 		return nil, 0, err
 	}
+	f := c.flow()
 	var pairs []selector
-	srcPort := c.Port
+	srcPort := f.RemotePort
 	for _, l := range locals {
 		for _, r := range remotes {
 			if l.from.Is4() != r.from.Is4() || l.from.Is4() != c.Local.Is4() {
 				continue // charon installs no policy for a pair of two families
 			}
-			sel, ok, err := policySelector(ctx, l, r, v.lookupPort)
+			sel, ok, err := policySelector(ctx, l, r, f.Proto, v.lookupPort)
 			if err != nil {
 				return nil, 0, unprotected(c, "%v: cannot tell which policy charon installed for it", err)
 			}
-			if !ok || !sel.covers(c.Local, c.Remote, c.Port) {
+			if !ok || !sel.covers(c.Local, c.Remote, f) {
 				continue
 			}
 			pairs = append(pairs, sel)
@@ -301,16 +354,51 @@ func (v *Verifier) coveringPairs(ctx context.Context, c Child) ([]selector, uint
 		}
 	}
 	if len(pairs) == 0 {
-		what, ports := fmt.Sprintf("UDP port %d", c.Port), fmt.Sprintf(" (or add [udp/%d] to both)", c.Port)
-		if c.Port == 0 {
-			what, ports = "every UDP port", ""
-		}
 		return nil, 0, unprotected(c, "no pair of its traffic selectors (local %s, remote %s) covers %s between %s and %s: "+
-			"control datagrams would not go through the child; set local_ts = %s and remote_ts = %s%s",
-			strings.Join(c.LocalTS, ", "), strings.Join(c.RemoteTS, ", "), what, c.Local, c.Remote,
-			netip.PrefixFrom(c.Local, c.Local.BitLen()), netip.PrefixFrom(c.Remote, c.Remote.BitLen()), ports)
+			"%s would not go through the child; %s",
+			strings.Join(c.LocalTS, ", "), strings.Join(c.RemoteTS, ", "), flowWhat(f), c.Local, c.Remote, flowName(c), flowHint(c, f))
 	}
 	return pairs, srcPort, nil
+}
+
+// flowWhat says which packets the flow is, for messages about the
+// control exchange as before ("UDP port 4501", "every UDP port").
+func flowWhat(f Flow) string {
+	if f.Proto == unix.IPPROTO_UDP && f.LocalPort == f.RemotePort {
+		if f.LocalPort == 0 {
+			return "every UDP port"
+		}
+		return fmt.Sprintf("UDP port %d", f.LocalPort)
+	}
+	return f.String()
+}
+
+// flowName names the flow's traffic.
+func flowName(c Child) string {
+	if c.Flow == (Flow{}) {
+		return "control datagrams"
+	}
+	return "its packets"
+}
+
+// flowHint says which selectors would cover the flow.
+func flowHint(c Child, f Flow) string {
+	host := func(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
+	hint := fmt.Sprintf("set local_ts = %s and remote_ts = %s", host(c.Local), host(c.Remote))
+	sel := func(p uint16) string {
+		if p == 0 {
+			return fmt.Sprintf("[%s]", protoName(f.Proto))
+		}
+		return fmt.Sprintf("[%s/%d]", protoName(f.Proto), p)
+	}
+	switch {
+	case c.Flow == (Flow{}) && c.Port == 0:
+	case c.Flow == (Flow{}):
+		hint += fmt.Sprintf(" (or add [udp/%d] to both)", c.Port)
+	default:
+		hint += fmt.Sprintf(" (or add %s%s to local_ts and %s%s to remote_ts)", host(c.Local), sel(f.LocalPort), host(c.Remote), sel(f.RemotePort))
+	}
+	return hint
 }
 
 // verifyKernel proves protection by the kernel's XFRM policies (and, for
@@ -353,7 +441,7 @@ func (v *Verifier) verifyKernel(ctx context.Context, c Child, pairs []selector, 
 			}
 			inLink = l
 		}
-		p.IfIndex = inLink.index
+		p.IfIndex, p.IfName = inLink.index, inLink.name
 	}
 	switch {
 	case c.IfIDIn == 0 && c.IfIDOut == 0:
@@ -365,8 +453,8 @@ func (v *Verifier) verifyKernel(ctx context.Context, c Child, pairs []selector, 
 				c.Local, c.Remote, outLink.name, outLink.index, outLink.ifID))
 		}
 		if c.IfIDIn != 0 {
-			how = append(how, fmt.Sprintf("control datagrams are accepted only from XFRM interface %s (index %d, if_id %d)",
-				inLink.name, inLink.index, inLink.ifID))
+			how = append(how, fmt.Sprintf("%s are accepted only from XFRM interface %s (index %d, if_id %d)",
+				flowName(c), inLink.name, inLink.index, inLink.ifID))
 		} else {
 			how = append(how, "the kernel drops inbound plaintext")
 		}
@@ -385,6 +473,9 @@ func (v *Verifier) checkPolicy(ctx context.Context, c Child, sel selector, dir u
 	name, consequence := "outbound", "the kernel would send SK_d in plaintext"
 	if dir == dirIn {
 		name, consequence = "inbound", "the kernel would deliver plaintext to the control port"
+	}
+	if c.Flow != (Flow{}) {
+		consequence = "the kernel would send and accept its packets (" + c.Flow.String() + ") in plaintext"
 	}
 	what := fmt.Sprintf("%s XFRM policy %s", name, sel)
 	if ifID != 0 {
@@ -510,7 +601,7 @@ func (v *Verifier) xfrmiByID(ctx context.Context, c Child, id uint32) (link, err
 // routeLink looks up the route of a control datagram from Local to Remote
 // and reads its output link.
 func (v *Verifier) routeLink(ctx context.Context, c Child) (link, error) {
-	r, err := v.route.getRoute(ctx, c.Local, c.Remote, c.Port)
+	r, err := v.route.getRoute(ctx, c.Local, c.Remote, c.flow())
 	if err != nil {
 		switch {
 		case errors.Is(err, unix.ENETUNREACH), errors.Is(err, unix.EHOSTUNREACH):
@@ -548,13 +639,13 @@ func (v *Verifier) verifyLibipsec(ctx context.Context, c Child, srcPort uint16) 
 	}
 	if l.kind != "tun" || (l.tunType != 0 && l.tunType != unix.IFF_TUN) {
 		return Proof{}, unprotected(c, "kernel-libipsec, but the route from %s to %s goes out %s (%s), not into charon's TUN device: "+
-			"control datagrams would leave in plaintext and nothing tells inbound ones from plaintext (charon routes the remote "+
+			"%s would leave in plaintext and nothing tells inbound ones from plaintext (charon routes the remote "+
 			"traffic selector into its TUN in table 220: is charon.install_routes = no, the routing rule for table 220 missing, "+
-			"or another route more specific?)", c.Local, c.Remote, l.name, linkKind(l))
+			"or another route more specific?)", c.Local, c.Remote, l.name, linkKind(l), flowName(c))
 	}
-	p := Proof{IfIndex: l.index, SrcPort: srcPort}
-	p.How = fmt.Sprintf("kernel-libipsec: the route from %s to %s goes into charon's TUN %s (index %d); control datagrams are accepted only from it",
-		c.Local, c.Remote, l.name, l.index)
+	p := Proof{IfIndex: l.index, IfName: l.name, SrcPort: srcPort}
+	p.How = fmt.Sprintf("kernel-libipsec: the route from %s to %s goes into charon's TUN %s (index %d); %s are accepted only from it",
+		c.Local, c.Remote, l.name, l.index, flowName(c))
 	if srcPort != 0 {
 		p.How += fmt.Sprintf("; only from source port %d", srcPort)
 	}

@@ -226,6 +226,49 @@ func TestKernelPolicies(t *testing.T) {
 			policyPair(t, ns, "10.98.0.1/32", "10.98.1.1/32", "tcp", "179", "179", 3)
 			policyPair(t, ns, "10.98.0.1/32", "10.98.1.1/32", "udp", "4501", "4501", 3)
 		}, srcPort: 4501},
+		// BGP: TCP from any port of the member (local here) to port
+		// 179 of the controller, and the controller's side of it.
+		{name: "bgp over full-host selectors", child: func(c *Child) {
+			c.Flow = Flow{Proto: unix.IPPROTO_TCP, RemotePort: 179}
+		}, setup: func(t *testing.T, ns *nettest.NS) {
+			policyPair(t, ns, "10.98.0.1/32", "10.98.1.1/32", "", "", "", 3)
+		}},
+		{name: "bgp over tcp selectors", child: func(c *Child) {
+			c.Flow = Flow{Proto: unix.IPPROTO_TCP, RemotePort: 179}
+			c.LocalTS = []string{"10.98.0.1/32[tcp]", "10.98.0.1/32[udp/4501]"}
+			c.RemoteTS = []string{"10.98.1.1/32[tcp/bgp]", "10.98.1.1/32[udp/4501]"}
+		}, setup: func(t *testing.T, ns *nettest.NS) {
+			policyPair(t, ns, "10.98.0.1/32", "10.98.1.1/32", "tcp", "", "179", 3)
+			policyPair(t, ns, "10.98.0.1/32", "10.98.1.1/32", "udp", "4501", "4501", 3)
+		}, srcPort: 179},
+		{name: "bgp on the controller's side", child: func(c *Child) {
+			c.Flow = Flow{Proto: unix.IPPROTO_TCP, LocalPort: 179}
+			c.LocalTS, c.RemoteTS = []string{"10.98.0.1/32[tcp/bgp]"}, []string{"10.98.1.1/32[tcp]"}
+		}, setup: func(t *testing.T, ns *nettest.NS) {
+			policyPair(t, ns, "10.98.0.1/32", "10.98.1.1/32", "tcp", "179", "", 3)
+		}},
+		{name: "bgp not covered by udp selectors", child: func(c *Child) {
+			c.Flow = Flow{Proto: unix.IPPROTO_TCP, RemotePort: 179}
+			c.LocalTS, c.RemoteTS = []string{"10.98.0.1/32[udp/4501]"}, []string{"10.98.1.1/32[udp/4501]"}
+		}, setup: func(t *testing.T, ns *nettest.NS) {
+			policyPair(t, ns, "10.98.0.1/32", "10.98.1.1/32", "udp", "4501", "4501", 3)
+		}, want: []string{"covers TCP from any port of the local control address to port 179 of the remote one",
+			"or add 10.98.0.1/32[tcp] to local_ts and 10.98.1.1/32[tcp/179] to remote_ts"}},
+		{name: "bgp with the member's port pinned", child: func(c *Child) {
+			// The member connects from an ephemeral port: a selector
+			// naming one port does not cover it.
+			c.Flow = Flow{Proto: unix.IPPROTO_TCP, RemotePort: 179}
+			c.LocalTS, c.RemoteTS = []string{"10.98.0.1/32[tcp/bgp]"}, []string{"10.98.1.1/32[tcp/bgp]"}
+		}, setup: func(t *testing.T, ns *nettest.NS) {
+			policyPair(t, ns, "10.98.0.1/32", "10.98.1.1/32", "tcp", "179", "179", 3)
+		}, want: []string{"no pair of its traffic selectors"}},
+		{name: "bgp without its policy", child: func(c *Child) {
+			c.Flow = Flow{Proto: unix.IPPROTO_TCP, RemotePort: 179}
+			c.LocalTS = []string{"10.98.0.1/32[tcp]", "10.98.0.1/32[udp/4501]"}
+			c.RemoteTS = []string{"10.98.1.1/32[tcp/bgp]", "10.98.1.1/32[udp/4501]"}
+		}, setup: func(t *testing.T, ns *nettest.NS) {
+			policyPair(t, ns, "10.98.0.1/32", "10.98.1.1/32", "udp", "4501", "4501", 3)
+		}, want: []string{"no outbound XFRM policy src 10.98.0.1/32 dst 10.98.1.1/32 proto tcp dport 179"}},
 		{name: "other port", child: func(c *Child) {
 			c.LocalTS, c.RemoteTS = []string{"10.98.0.1/32[udp/4502]"}, []string{"10.98.1.1/32[udp/4502]"}
 		}, setup: func(t *testing.T, ns *nettest.NS) {
@@ -465,6 +508,23 @@ func TestLibipsec(t *testing.T) {
 		c.Port = 4502
 		c.LocalTS, c.RemoteTS = []string{"10.98.0.1/32[udp/4502]"}, []string{"10.98.1.1/32[udp/4502]"}
 		wantProof(t, v, c, true, linkIndex(t, ns, "ipsec0"), 4502)
+	})
+	t.Run("bgp", func(t *testing.T) {
+		// BGP's TCP flow is looked up with its protocol and port: a
+		// routing rule for TCP to port 179 alone sends it elsewhere
+		// while the control exchange still goes into the TUN.
+		c := ctlChild()
+		ns, tun := libipsecNS(t, c, true)
+		v := newVerifier(t, ns)
+		bgp := c
+		bgp.Flow = Flow{Proto: unix.IPPROTO_TCP, RemotePort: 179}
+		p := wantProof(t, v, bgp, true, tun, 0)
+		if p.IfName != "ipsec0" || !strings.Contains(p.How, "its packets are accepted only from it") {
+			t.Errorf("proof %+v", p)
+		}
+		ns.Run(t, "ip", "rule", "add", "ipproto", "tcp", "dport", "179", "table", "main", "priority", "100")
+		wantRefusal(t, v, bgp, true, "goes out eth0", "its packets would leave in plaintext")
+		wantProof(t, v, c, true, tun, 0)
 	})
 	t.Run("selectors without the control addresses", func(t *testing.T) {
 		c := ctlChild()

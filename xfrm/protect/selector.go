@@ -283,22 +283,22 @@ func matchesPort(port, v, mask uint16) bool {
 	return port&mask == v
 }
 
-// covers reports whether the selector matches every UDP datagram from src
-// to dst with source and destination port port (0: any port).
-func (s selector) covers(src, dst netip.Addr, port uint16) bool {
-	return (s.proto == 0 || s.proto == unix.IPPROTO_UDP) &&
+// covers reports whether the selector matches every packet of flow f
+// from src to dst (its ports 0: any port).
+func (s selector) covers(src, dst netip.Addr, f Flow) bool {
+	return (s.proto == 0 || s.proto == f.Proto) &&
 		s.src.Contains(src) && s.dst.Contains(dst) &&
-		matchesPort(port, s.sport, s.sportMask) && matchesPort(port, s.dport, s.dportMask)
+		matchesPort(f.LocalPort, s.sport, s.sportMask) && matchesPort(f.RemotePort, s.dport, s.dportMask)
 }
 
 // policySelector is charon's ts2selector for the outbound policy of the
 // pair (src the local selector, dst the remote one): the more specific of
 // the two protocols, each side's prefix and port mask. ok is false when
-// the pair's protocol is neither UDP nor any, so that its policy cannot
-// match control datagrams (ports are then not resolved).
-func policySelector(ctx context.Context, src, dst trafficSelector, lookupPort func(context.Context, string, string) (int, error)) (sel selector, ok bool, err error) {
+// the pair's protocol is neither proto nor any, so that its policy cannot
+// match the flow (ports are then not resolved).
+func policySelector(ctx context.Context, src, dst trafficSelector, proto uint8, lookupPort func(context.Context, string, string) (int, error)) (sel selector, ok bool, err error) {
 	sel.proto = max(src.proto, dst.proto)
-	if sel.proto != 0 && sel.proto != unix.IPPROTO_UDP {
+	if sel.proto != 0 && sel.proto != proto {
 		return selector{}, false, nil
 	}
 	sel.src, sel.dst = src.subnet(), dst.subnet()

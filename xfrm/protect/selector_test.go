@@ -119,21 +119,29 @@ func TestPolicySelectorAndCoverage(t *testing.T) {
 		port   uint16
 		want   string // "" when the pair's protocol excludes UDP
 		covers bool
+		tcp    *Flow // a TCP flow instead of UDP from port to port
 	}{
-		{"10.98.0.1/32", "10.98.1.1/32", 4501, "src 10.98.0.1/32 dst 10.98.1.1/32", true},
-		{"10.98.0.1/32", "10.98.1.1/32", 0, "src 10.98.0.1/32 dst 10.98.1.1/32", true},
-		{"10.98.0.1/32[udp/4501]", "10.98.1.1/32[udp/4501]", 4501, "src 10.98.0.1/32 dst 10.98.1.1/32 proto udp sport 4501 dport 4501", true},
-		{"10.98.0.1/32[udp/4501]", "10.98.1.1/32[udp/4501]", 0, "src 10.98.0.1/32 dst 10.98.1.1/32 proto udp sport 4501 dport 4501", false},
-		{"10.98.0.1/32[udp/4501]", "10.98.1.1/32", 4501, "src 10.98.0.1/32 dst 10.98.1.1/32 proto udp sport 4501", true},
-		{"10.98.0.1/32[udp/4502]", "10.98.1.1/32", 4501, "src 10.98.0.1/32 dst 10.98.1.1/32 proto udp sport 4502", false},
-		{"10.98.0.1/32[udp/4500-4503]", "10.98.1.1/32", 4501, "src 10.98.0.1/32 dst 10.98.1.1/32 proto udp sport 4500/0xfffc", true},
-		{"10.98.0.1/32", "10.98.1.1/32[udp]", 4501, "src 10.98.0.1/32 dst 10.98.1.1/32 proto udp", true},
-		{"10.98.0.0/16", "10.98.0.0/16", 4501, "src 10.98.0.0/16 dst 10.98.0.0/16", true},
-		{"10.98.0.2/32", "10.98.1.1/32", 4501, "src 10.98.0.2/32 dst 10.98.1.1/32", false},
-		{"10.98.0.1/32[tcp/bgp]", "10.98.1.1/32", 4501, "", false},
-		{"10.98.0.1/32[icmp]", "10.98.1.1/32", 4501, "", false},
+		{"10.98.0.1/32", "10.98.1.1/32", 4501, "src 10.98.0.1/32 dst 10.98.1.1/32", true, nil},
+		{"10.98.0.1/32", "10.98.1.1/32", 0, "src 10.98.0.1/32 dst 10.98.1.1/32", true, nil},
+		{"10.98.0.1/32[udp/4501]", "10.98.1.1/32[udp/4501]", 4501, "src 10.98.0.1/32 dst 10.98.1.1/32 proto udp sport 4501 dport 4501", true, nil},
+		{"10.98.0.1/32[udp/4501]", "10.98.1.1/32[udp/4501]", 0, "src 10.98.0.1/32 dst 10.98.1.1/32 proto udp sport 4501 dport 4501", false, nil},
+		{"10.98.0.1/32[udp/4501]", "10.98.1.1/32", 4501, "src 10.98.0.1/32 dst 10.98.1.1/32 proto udp sport 4501", true, nil},
+		{"10.98.0.1/32[udp/4502]", "10.98.1.1/32", 4501, "src 10.98.0.1/32 dst 10.98.1.1/32 proto udp sport 4502", false, nil},
+		{"10.98.0.1/32[udp/4500-4503]", "10.98.1.1/32", 4501, "src 10.98.0.1/32 dst 10.98.1.1/32 proto udp sport 4500/0xfffc", true, nil},
+		{"10.98.0.1/32", "10.98.1.1/32[udp]", 4501, "src 10.98.0.1/32 dst 10.98.1.1/32 proto udp", true, nil},
+		{"10.98.0.0/16", "10.98.0.0/16", 4501, "src 10.98.0.0/16 dst 10.98.0.0/16", true, nil},
+		{"10.98.0.2/32", "10.98.1.1/32", 4501, "src 10.98.0.2/32 dst 10.98.1.1/32", false, nil},
+		{"10.98.0.1/32[tcp/bgp]", "10.98.1.1/32", 4501, "", false, nil},
+		{"10.98.0.1/32[icmp]", "10.98.1.1/32", 4501, "", false, nil},
 		// max(icmp, udp) is udp: charon installs a UDP policy.
-		{"10.98.0.1/32[icmp]", "10.98.1.1/32[udp/4501]", 4501, "src 10.98.0.1/32 dst 10.98.1.1/32 proto udp dport 4501", true},
+		{"10.98.0.1/32[icmp]", "10.98.1.1/32[udp/4501]", 4501, "src 10.98.0.1/32 dst 10.98.1.1/32 proto udp dport 4501", true, nil},
+		// BGP from the member's side: any local port to 179.
+		{"10.98.0.1/32", "10.98.1.1/32", 0, "src 10.98.0.1/32 dst 10.98.1.1/32", true, &Flow{Proto: unix.IPPROTO_TCP, RemotePort: 179}},
+		{"10.98.0.1/32[tcp]", "10.98.1.1/32[tcp/bgp]", 0, "src 10.98.0.1/32 dst 10.98.1.1/32 proto tcp dport 179", true, &Flow{Proto: unix.IPPROTO_TCP, RemotePort: 179}},
+		{"10.98.0.1/32[tcp/bgp]", "10.98.1.1/32[tcp/bgp]", 0, "src 10.98.0.1/32 dst 10.98.1.1/32 proto tcp sport 179 dport 179", false, &Flow{Proto: unix.IPPROTO_TCP, RemotePort: 179}},
+		{"10.98.0.1/32[udp/4501]", "10.98.1.1/32[udp/4501]", 0, "", false, &Flow{Proto: unix.IPPROTO_TCP, RemotePort: 179}},
+		// ... and from the controller's: 179 to any port.
+		{"10.98.0.1/32[tcp/bgp]", "10.98.1.1/32[tcp]", 0, "src 10.98.0.1/32 dst 10.98.1.1/32 proto tcp sport 179", true, &Flow{Proto: unix.IPPROTO_TCP, LocalPort: 179}},
 	} {
 		l, err := parseTS(c.l, builtinProtocols)
 		if err != nil {
@@ -143,7 +151,11 @@ func TestPolicySelectorAndCoverage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sel, ok, err := policySelector(ctx, l, r, lookupPort)
+		f := Flow{Proto: unix.IPPROTO_UDP, LocalPort: c.port, RemotePort: c.port}
+		if c.tcp != nil {
+			f = *c.tcp
+		}
+		sel, ok, err := policySelector(ctx, l, r, f.Proto, lookupPort)
 		if err != nil {
 			t.Errorf("%s / %s: %v", c.l, c.r, err)
 			continue
@@ -155,10 +167,11 @@ func TestPolicySelectorAndCoverage(t *testing.T) {
 		if got != c.want {
 			t.Errorf("%s / %s: selector %q, want %q", c.l, c.r, got, c.want)
 		}
-		if cov := ok && sel.covers(local, remote, c.port); cov != c.covers {
-			t.Errorf("%s / %s port %d: covers = %v, want %v", c.l, c.r, c.port, cov, c.covers)
+		if cov := ok && sel.covers(local, remote, f); cov != c.covers {
+			t.Errorf("%s / %s flow %+v: covers = %v, want %v", c.l, c.r, f, cov, c.covers)
 		}
-		if ok && sel.covers(local, remote, c.port) && !sel.mirror().covers(remote, local, c.port) {
+		mirrored := Flow{Proto: f.Proto, LocalPort: f.RemotePort, RemotePort: f.LocalPort}
+		if ok && sel.covers(local, remote, f) && !sel.mirror().covers(remote, local, mirrored) {
 			t.Errorf("%s / %s: the inbound selector %s does not cover the mirrored flow", c.l, c.r, sel.mirror())
 		}
 	}
