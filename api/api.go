@@ -68,6 +68,137 @@ type GroupStatus struct {
 	// child, or what its configuration gets wrong (AH, NULL
 	// encryption), as mpsad found at its last connection to charon.
 	CharonProblems []string `json:"charon_problems,omitempty"`
+	// BGP sums up the group's peer discovery by BGP; absent without
+	// BGP. `mpsactl routes GROUP` has the details.
+	BGP *BGPSummary `json:"bgp,omitempty"`
+}
+
+// BGPSummary is a group's BGP in a few numbers.
+type BGPSummary struct {
+	// Member: the session with the controller (established, active,
+	// idle..., down while the control child is), the controller's
+	// control address, the routes learned and how many of them are
+	// stale (kept while the session is down).
+	Session       string `json:"session,omitempty"`
+	Controller    string `json:"controller,omitempty"`
+	LearnedRoutes int    `json:"learned_routes,omitempty"`
+	StaleRoutes   int    `json:"stale_routes,omitempty"`
+	// Controller: the route reflector's members, the prefixes they
+	// advertise now that the policy accepts and rejects, and every
+	// rejection since each member was added.
+	Members          int    `json:"members,omitempty"`
+	AcceptedPrefixes int    `json:"accepted_prefixes,omitempty"`
+	RejectedPrefixes int    `json:"rejected_prefixes,omitempty"`
+	RejectedTotal    uint64 `json:"rejected_total,omitempty"`
+	// LastError is the last error of the speaker or the reflector, or
+	// why mpsad could not ask it (busy).
+	LastError string `json:"last_error,omitempty"`
+}
+
+// Routes is a group's peer discovery as `mpsactl routes GROUP` shows it:
+// on a member its BGP session and every route of its peer table, static
+// and learned; on a controller its route reflector, with each member's
+// accepted and rejected prefixes.
+type Routes struct {
+	Group string `json:"group"`
+	Role  string `json:"role"`
+	// BGP is false for a group without BGP (a member with static routes
+	// only; a controller then has nothing to show).
+	BGP bool `json:"bgp"`
+	// Member fields.
+	Session *BGPSession `json:"session,omitempty"`
+	Routes  []Route     `json:"routes,omitzero"`
+	// Controller fields.
+	Reflector *Reflector `json:"reflector,omitempty"`
+}
+
+// BGPSession is a member's BGP session with its controller.
+type BGPSession struct {
+	// Controller is the controller's control address, empty while the
+	// control child is down.
+	Controller string `json:"controller,omitempty"`
+	// State is the session state: established, active, idle, ... or
+	// down.
+	State string `json:"state"`
+	// Since is when the session was last established.
+	Since *time.Time `json:"since,omitempty"`
+	// Advertised are this member's prefixes with the next hop they are
+	// advertised with (its underlay).
+	Advertised []Advertised `json:"advertised"`
+	// LastError is the last error of the speaker, if any.
+	LastError string `json:"last_error,omitempty"`
+}
+
+// Advertised is one prefix a member advertises.
+type Advertised struct {
+	Prefix  string `json:"prefix"`
+	NextHop string `json:"next_hop"`
+}
+
+// Route is one route of a member's peer table.
+type Route struct {
+	Prefix string `json:"prefix"`
+	// Peer is the underlay address ESP for Prefix goes to.
+	Peer string `json:"peer"`
+	// Origin is static (routes { }) or bgp.
+	Origin string `json:"origin"`
+	// Since is when the route took its peer; AgeSeconds is how long ago
+	// that was when mpsad answered.
+	Since      time.Time `json:"since"`
+	AgeSeconds float64   `json:"age_seconds"`
+	// Stale: a learned route kept while the session with the controller
+	// is down or resynchronizing.
+	Stale bool `json:"stale,omitempty"`
+	// Shadowed: a learned route whose exact prefix a static route also
+	// has; the static route is used.
+	Shadowed bool `json:"shadowed,omitempty"`
+	// Ignored says why a learned route is not used (it overlaps the
+	// member's own prefixes, or leads to its own underlay).
+	Ignored string `json:"ignored,omitempty"`
+}
+
+// Reflector is a controller group's route reflector.
+type Reflector struct {
+	RouterID string `json:"router_id,omitempty"`
+	Port     uint16 `json:"port"`
+	// Interface is the interface its listener is bound to, if any.
+	Interface string `json:"interface,omitempty"`
+	// Deferring: just started, it waits for the members' routes before
+	// it reflects.
+	Deferring     bool              `json:"deferring,omitempty"`
+	Members       []ReflectorMember `json:"members"`
+	AcceptedTotal uint64            `json:"accepted_total"`
+	RejectedTotal uint64            `json:"rejected_total"`
+	LastError     string            `json:"last_error,omitempty"`
+}
+
+// ReflectorMember is one member of the route reflector.
+type ReflectorMember struct {
+	Identity string `json:"identity"`
+	Address  string `json:"address"`
+	// Session is the BGP session state, Since when it entered it.
+	Session string    `json:"session"`
+	Since   time.Time `json:"since"`
+	// Policy names the rules that match the member's identity.
+	Policy []string `json:"policy"`
+	// Accepted and Rejected are the prefixes it advertises now.
+	Accepted []PrefixVerdict `json:"accepted"`
+	Rejected []PrefixVerdict `json:"rejected"`
+	// AcceptedTotal and RejectedTotal count every advertisement since
+	// the member was added.
+	AcceptedTotal uint64 `json:"accepted_total"`
+	RejectedTotal uint64 `json:"rejected_total"`
+}
+
+// PrefixVerdict is one prefix a member advertised and what the policy
+// made of it.
+type PrefixVerdict struct {
+	Prefix  string    `json:"prefix"`
+	NextHop string    `json:"next_hop,omitempty"`
+	Since   time.Time `json:"since"`
+	// Rule is the rule that admitted it; Reason why it was rejected.
+	Rule   string `json:"rule,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // ControlProblem is one IKE SA of a group's connection without a usable
@@ -194,6 +325,14 @@ type API interface {
 	Status(ctx context.Context) (Status, error)
 	// Rekey rekeys a controller's group now and returns the new SPI.
 	Rekey(ctx context.Context, group string) (string, error)
+}
+
+// RoutesAPI is implemented by a daemon that shows its groups' routes
+// (server.Server); the status socket serves it at GET
+// /groups/NAME/routes.
+type RoutesAPI interface {
+	// Routes returns a group's peer discovery.
+	Routes(ctx context.Context, group string) (Routes, error)
 }
 
 // ErrNoGroup is returned for a group name that is not configured; the

@@ -60,3 +60,10 @@ func (c *Client) Rekey(ctx context.Context, group string) (string, error) {
 	}
 	return r["spi"], nil
 }
+
+// Routes fetches a group's routes (GET /groups/NAME/routes).
+func (c *Client) Routes(ctx context.Context, group string) (Routes, error) {
+	var r Routes
+	err := c.do(ctx, http.MethodGet, "/groups/"+url.PathEscape(group)+"/routes", &r)
+	return r, err
+}

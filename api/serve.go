@@ -13,7 +13,8 @@ import (
 )
 
 // Serve serves impl over HTTP on a Unix socket at path until ctx is
-// done: GET /status, POST /groups/NAME/rekey. The socket is created mode
+// done: GET /status, POST /groups/NAME/rekey, and GET /groups/NAME/routes
+// when impl is a RoutesAPI. The socket is created mode
 // 0660 (root and the group of its directory) and removed on return. If up
 // is not nil, it receives nil once the socket listens, or the error that
 // kept it from listening.
@@ -50,6 +51,12 @@ func Serve(ctx context.Context, path string, impl API, up chan<- error) error {
 		spi, err := impl.Rekey(r.Context(), r.PathValue("name"))
 		reply(w, map[string]string{"group": r.PathValue("name"), "spi": spi}, err)
 	})
+	if ra, ok := impl.(RoutesAPI); ok {
+		mux.HandleFunc("GET /groups/{name}/routes", func(w http.ResponseWriter, r *http.Request) {
+			rs, err := ra.Routes(r.Context(), r.PathValue("name"))
+			reply(w, rs, err)
+		})
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()

@@ -88,6 +88,7 @@ type Member struct {
 	// Owned by the loop.
 	srv        *speaker
 	ctl, local netip.Addr // the controller's and our control address, when set
+	iface      string     // the interface the session is bound to, when set
 	state      bgppkt.FSMState
 	upSince    time.Time
 	eor        map[bgppkt.Family]bool
@@ -199,11 +200,20 @@ func stopTimer(t *time.Timer) {
 // does not wait for GoBGP: the change is queued and applied in order, and
 // an error in applying it is logged and shown in Status.
 func (m *Member) SetController(ctl, local netip.Addr) error {
+	return m.SetControllerOn(ctl, local, m.cfg.BindInterface)
+}
+
+// SetControllerOn is SetController with the session's socket bound to
+// bindInterface (none if empty) instead of MemberConfig.BindInterface:
+// the interface that proves the control child protects the session
+// (charon's TUN, or a route-based child's XFRM interface). Another
+// interface with the same addresses starts the session again.
+func (m *Member) SetControllerOn(ctl, local netip.Addr, bindInterface string) error {
 	ctl, local = ctl.Unmap(), local.Unmap()
 	if !ctl.IsValid() || !local.IsValid() {
 		return fmt.Errorf("bgp member: controller %v or local address %v is not valid", ctl, local)
 	}
-	m.run.push(func() { m.record(m.setController(ctl, local)) })
+	m.run.push(func() { m.record(m.setController(ctl, local, bindInterface)) })
 	return nil
 }
 
@@ -215,8 +225,8 @@ func (m *Member) record(err error) {
 	}
 }
 
-func (m *Member) setController(ctl, local netip.Addr) error {
-	if ctl == m.ctl && local == m.local {
+func (m *Member) setController(ctl, local netip.Addr, iface string) error {
+	if ctl == m.ctl && local == m.local && iface == m.iface {
 		return nil
 	}
 	if m.ctl.IsValid() {
@@ -235,7 +245,7 @@ func (m *Member) setController(ctl, local netip.Addr) error {
 		Transport: &api.Transport{
 			LocalAddress:  local.String(),
 			RemotePort:    uint32(m.cfg.Port),
-			BindInterface: m.cfg.BindInterface,
+			BindInterface: iface,
 		},
 		GracefulRestart: &api.GracefulRestart{Enabled: true, RestartTime: seconds(m.cfg.RestartTime), NotificationEnabled: true},
 		AfiSafis:        afiSafis(),
@@ -243,9 +253,9 @@ func (m *Member) setController(ctl, local netip.Addr) error {
 	if err := m.srv.AddPeer(context.Background(), &api.AddPeerRequest{Peer: peer}); err != nil {
 		return fmt.Errorf("bgp member: add controller %s: %w", ctl, err)
 	}
-	m.ctl, m.local = ctl, local
+	m.ctl, m.local, m.iface = ctl, local, iface
 	m.state = bgppkt.BGP_FSM_IDLE
-	m.log.Info("bgp: connecting to the controller", "controller", ctl, "local", local, "port", m.cfg.Port)
+	m.log.Info("bgp: connecting to the controller", "controller", ctl, "local", local, "port", m.cfg.Port, "interface", iface)
 	return nil
 }
 
@@ -312,7 +322,7 @@ func (m *Member) controllerDown(why string) {
 		m.log.Warn("bgp: remove the controller", "controller", m.ctl, "err", err)
 	}
 	m.log.Info("bgp: session with the controller ended; keeping the learned routes", "controller", m.ctl, "reason", why, "routes", len(m.learned), "stale_time", m.cfg.StaleTime)
-	m.ctl, m.local = netip.Addr{}, netip.Addr{}
+	m.ctl, m.local, m.iface = netip.Addr{}, netip.Addr{}, ""
 	m.sessionLost()
 }
 

@@ -12,12 +12,42 @@ func comparable(g *swanctl.Group) swanctl.Group {
 	c := *g
 	c.Pos = swanctl.Pos{}
 	c.Routes = nil
-	if g.BGP != nil {
-		b := *g.BGP
-		b.Pos = swanctl.Pos{}
-		c.BGP = &b
-	}
+	c.BGP = comparableBGP(g.BGP)
 	return c
+}
+
+// comparableBGP returns a copy of b without source positions; nil when BGP
+// is off (no section, or enabled = no).
+func comparableBGP(b *swanctl.BGP) *swanctl.BGP {
+	if b == nil || !b.Enabled {
+		return nil
+	}
+	c := *b
+	c.Pos = swanctl.Pos{}
+	c.Policy = make([]swanctl.BGPPolicy, len(b.Policy))
+	for i, p := range b.Policy {
+		p.Pos = swanctl.Pos{}
+		c.Policy[i] = p
+	}
+	return &c
+}
+
+// sameBGP reports whether a and b have the same BGP settings (both off
+// counts as the same).
+func sameBGP(a, b *swanctl.Group) bool {
+	return reflect.DeepEqual(comparableBGP(a.BGP), comparableBGP(b.BGP))
+}
+
+// samePolicyOnly reports whether a and b have BGP on and differ at most
+// in the controller's prefix policy, which a running reflector applies
+// without restarting.
+func samePolicyOnly(a, b *swanctl.Group) bool {
+	ca, cb := comparableBGP(a.BGP), comparableBGP(b.BGP)
+	if ca == nil || cb == nil {
+		return false
+	}
+	ca.Policy, cb.Policy = nil, nil
+	return reflect.DeepEqual(ca, cb)
 }
 
 func routes(g *swanctl.Group) []swanctl.Route {
@@ -31,13 +61,16 @@ func routes(g *swanctl.Group) []swanctl.Route {
 
 // sameGroup reports whether a reload leaves the group as it is.
 func sameGroup(a, b *swanctl.Group) bool {
-	return sameExceptPeers(a, b) && reflect.DeepEqual(routes(a), routes(b))
+	ca, cb := comparable(a), comparable(b)
+	return reflect.DeepEqual(ca, cb) && reflect.DeepEqual(routes(a), routes(b))
 }
 
-// sameExceptPeers reports whether only the peer table (routes) differs, a
-// change a member applies without touching its SAs.
+// sameExceptPeers reports whether only what a member learns its peers
+// from and what it advertises differ (routes, bgp, local_ts): a member
+// applies such a change without touching its SAs.
 func sameExceptPeers(a, b *swanctl.Group) bool {
 	ca, cb := comparable(a), comparable(b)
 	ca.LocalTS, cb.LocalTS = nil, nil
+	ca.BGP, cb.BGP = nil, nil
 	return reflect.DeepEqual(ca, cb)
 }

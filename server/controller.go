@@ -58,6 +58,8 @@ type ctlGroup struct {
 	overWindow bool
 	rekeyAt    deadline
 	put        putCache
+	// bgp is the group's route reflector, nil without BGP.
+	bgp *ctlBGP
 	// controlWatch knows why members' control children are not up.
 	controlWatch
 }
@@ -92,6 +94,12 @@ type memberLink struct {
 	// (proven).
 	ifIndex int
 	srcPort uint16
+	// remoteHost is the member's IKE address.
+	remoteHost netip.Addr
+	// bgp proves that the child also protects the member's BGP session
+	// (groups with BGP); nil when it does not, bgpErr says why.
+	bgp    *bgpProof
+	bgpErr string
 }
 
 // cur is the link the member's session runs on.
@@ -143,6 +151,9 @@ func newCtlGroup(s *Server, cfg *swanctl.Group, rnd io.Reader, log *slog.Logger)
 		drops: s.newDropLog(log), metrics: s.opts.Metrics, locals: map[netip.Addr]int{}}
 	cg.rekeyAt.fire = cg.onRekeyDue
 	cg.controlWatch.init(s, cg.config, log)
+	if cfg.BGPEnabled() {
+		cg.bgp = newCtlBGP(cg)
+	}
 	s.sched.set(&cg.rekeyAt, g.NextRekey())
 	cg.metrics.SetGroupSA(cfg.Name, g.Current().SPI(), g.Current().Created)
 	cg.log.Info("generated group SA", "spi", spiString(g.Current().SPI()), "suite", cfg.Suite.String(), "next_rekey", g.NextRekey().Format(time.RFC3339))
@@ -169,7 +180,7 @@ func (g *ctlGroup) setPeers(context.Context, string, []xfrm.Peer) {}
 func (g *ctlGroup) controlUp(_ context.Context, now time.Time, c proven) {
 	g.controlFine(c.IKE.UniqueID, false)
 	l := memberLink{ike: c.IKE.UniqueID, id: sessionID(c.IKE), initiator: c.IKE.Initiator, local: c.Local, remoteID: c.IKE.RemoteID,
-		ifIndex: c.ifIndex, srcPort: c.srcPort}
+		ifIndex: c.ifIndex, srcPort: c.srcPort, remoteHost: c.IKE.RemoteHost, bgp: c.bgp, bgpErr: c.bgpErr}
 	m := g.members[c.Remote]
 	if m == nil {
 		m = &ctlMember{g: g, addr: c.Remote}
@@ -181,6 +192,21 @@ func (g *ctlGroup) controlUp(_ context.Context, now time.Time, c proven) {
 		g.setLink(m, l)
 	}
 	g.follow(now, m)
+	g.followBGP(now, m)
+}
+
+// followBGP gives member m a neighbour on the route reflector while its
+// newest control child protects BGP, and says why not otherwise.
+func (g *ctlGroup) followBGP(now time.Time, m *ctlMember) {
+	if g.bgp == nil {
+		return
+	}
+	l := m.cur()
+	if why := g.bgp.sync(m); why != "" {
+		g.bgpRefused(now, vici.IKESA{Conn: g.cfg.Connection, UniqueID: l.ike, RemoteID: l.remoteID, RemoteHost: l.remoteHost}, why)
+		return
+	}
+	g.bgpFine(l.ike)
 }
 
 // setLink adds or replaces one of m's links and keeps the local control
@@ -222,6 +248,7 @@ func (g *ctlGroup) controlDown(_ context.Context, now time.Time, ike uint32, rem
 	g.dropLocal(l.local)
 	if len(m.links) > 0 {
 		g.follow(now, m)
+		g.followBGP(now, m)
 		return
 	}
 	g.leave(now, m, last.remoteID)
@@ -270,6 +297,9 @@ func (g *ctlGroup) leave(now time.Time, m *ctlMember, id string) {
 	m.gone = true
 	g.s.sched.stop(&m.retx)
 	delete(g.members, m.addr)
+	if g.bgp != nil {
+		g.bgp.remove(m.addr)
+	}
 	if m.acked != 0 {
 		g.acked--
 		g.metrics.SetMembers(g.cfg.Name, g.acked)
@@ -477,6 +507,7 @@ func sameSA(a, b *swanctl.Group) bool {
 	for _, c := range []*swanctl.Group{&ca, &cb} {
 		c.RekeyTime, c.RekeyJitter, c.Rollover1, c.Rollover2 = 0, 0, 0, 0
 		c.RekeyOnJoin, c.RekeyOnLeave, c.AllowCounterMode = false, false, false
+		c.BGP = nil
 	}
 	return reflect.DeepEqual(ca, cb)
 }
@@ -510,6 +541,7 @@ func (g *ctlGroup) update(n *swanctl.Group) {
 		{"rollover1", o.Rollover1 != n.Rollover1}, {"rollover2", o.Rollover2 != n.Rollover2},
 		{"rekey_on_join", o.RekeyOnJoin != n.RekeyOnJoin}, {"rekey_on_leave", o.RekeyOnLeave != n.RekeyOnLeave},
 		{"allow_counter_mode", o.AllowCounterMode != n.AllowCounterMode},
+		{"bgp", !sameBGP(o, n)},
 	} {
 		if c.diff {
 			changed = append(changed, c.key)
@@ -520,6 +552,9 @@ func (g *ctlGroup) update(n *swanctl.Group) {
 		return
 	}
 	g.cfg = n
+	if !sameBGP(o, n) {
+		g.reconfigureBGP()
+	}
 	g.s.sched.set(&g.rekeyAt, g.group.NextRekey())
 	g.log.Info("group settings changed; applied to the running group SA, no rekey", "changed", changed,
 		"spi", spiString(g.group.Current().SPI()), "next_rekey", g.group.NextRekey().Format(time.RFC3339))
@@ -642,7 +677,34 @@ func (g *ctlGroup) retire(_ context.Context, next *swanctl.Group) {
 	g.close()
 }
 
+// reconfigureBGP applies the group's new BGP settings (a reload): turned
+// off, the reflector stops; turned on, it starts with every member;
+// changed, it applies the policy or starts again.
+func (g *ctlGroup) reconfigureBGP() {
+	now := g.s.now()
+	switch {
+	case !g.cfg.BGPEnabled():
+		if g.bgp != nil {
+			g.log.Info("bgp: turned off; stopping the route reflector")
+			g.bgp.stop()
+			g.bgp = nil
+			clear(g.controlWatch.bgp)
+		}
+		return
+	case g.bgp == nil:
+		g.bgp = newCtlBGP(g)
+	default:
+		g.bgp.reconfigure(g.cfg.BGP)
+	}
+	for _, m := range g.members {
+		g.followBGP(now, m)
+	}
+}
+
 func (g *ctlGroup) close() {
+	if g.bgp != nil {
+		g.bgp.stop()
+	}
 	for _, m := range g.members {
 		m.sess.Close()
 		m.gone = true

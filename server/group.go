@@ -58,6 +58,9 @@ type group interface {
 	reconfigure(ctx context.Context, n *swanctl.Group) bool
 	// status is the group as `mpsactl status` shows it.
 	status(ctx context.Context) api.GroupStatus
+	// view hands out what the status and `mpsactl routes` ask of the
+	// group's BGP outside the loop; false without BGP.
+	view() (bgpView, bool)
 	// retire tears the group down at a reload: next is its new
 	// configuration, which the group could not apply in place, or nil
 	// when it is removed. A member group keeps its kill switch for the
@@ -132,9 +135,14 @@ type proven struct {
 	// interface for a route-based child); srcPort, if not 0, the only
 	// UDP source port its traffic selector protects.
 	ifIndex int
+	ifName  string
 	srcPort uint16
 	// how says it in words, for the log.
 	how string
+	// bgp, for a group with BGP, proves that the child also protects
+	// the group's BGP session; nil when it does not (bgpErr says why).
+	bgp    *bgpProof
+	bgpErr string
 }
 
 // admits reports whether datagram d, from the control child's remote

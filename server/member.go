@@ -35,8 +35,17 @@ type memGroup struct {
 	hello   bool // hello answered
 	drops   *dropLog
 	metrics *metrics.Metrics
-	// peers are the peers each source offers (sourceStatic: routes).
+	// peers are the peers each source offers (sourceStatic: routes,
+	// sourceBGP: learned by BGP); peerTable merges them.
 	peers map[string][]xfrm.Peer
+	// staticSince is when each static route took its peer (loaded, or
+	// changed by a reload), for `mpsactl routes`.
+	staticSince map[netip.Prefix]time.Time
+	// bgp is the group's BGP speaker, nil without BGP.
+	bgp *memBGP
+	// underlay is the member's underlay address once known: the data
+	// plane's, and the next hop it advertises by BGP.
+	underlay netip.Addr
 	// timer is the earliest of the SA lifecycle's and the hello's
 	// retransmission.
 	timer deadline
@@ -51,7 +60,7 @@ type memGroup struct {
 
 func newMemGroup(s *Server, cfg *swanctl.Group, log *slog.Logger) *memGroup {
 	g := &memGroup{s: s, cfg: cfg, log: log, backoff: s.opts.Backoff, life: mpsa.NewMember(), drops: s.newDropLog(log),
-		metrics: s.opts.Metrics, peers: map[string][]xfrm.Peer{}}
+		metrics: s.opts.Metrics, peers: map[string][]xfrm.Peer{}, staticSince: map[netip.Prefix]time.Time{}}
 	g.timer.fire = g.onTimer
 	g.controlWatch.init(s, g.config, log)
 	return g
@@ -85,12 +94,14 @@ func (g *memGroup) follow(ctx context.Context, now time.Time) {
 			g.sess, g.hello = nil, false
 		}
 		g.listen(netip.Addr{})
+		g.followBGP(now, nil)
 		return
 	}
 	g.ensureDataPlane(ctx, c.IKE.LocalHost)
 	id := sessionID(c.IKE)
 	g.ctl = c
 	g.listen(c.Local)
+	g.followBGP(now, &c)
 	if g.sess != nil && g.sess.ID() == id {
 		return
 	}
@@ -128,10 +139,7 @@ func (g *memGroup) ensureDataPlane(ctx context.Context, ikeLocal netip.Addr) boo
 	if g.dp != nil {
 		return true
 	}
-	local := g.cfg.Underlay
-	if !local.IsValid() {
-		local = ikeLocal
-	}
+	local := g.underlayFor(ikeLocal)
 	if !local.IsValid() {
 		return false
 	}
@@ -141,17 +149,50 @@ func (g *memGroup) ensureDataPlane(ctx context.Context, ikeLocal netip.Addr) boo
 		g.log.Error("data plane", "err", err)
 		return false
 	}
-	g.dp = dp
+	g.dp, g.underlay = dp, local
 	g.log.Info("data plane ready", "backend", g.cfg.Dataplane, "underlay", local)
 	g.applyPeers(ctx)
 	return true
 }
 
-// peerTable is the peers of every source, sources in name order.
+// underlayFor is the member's underlay address: the configured one, or
+// else the local address of its IKE SA with the controller.
+func (g *memGroup) underlayFor(ikeLocal netip.Addr) netip.Addr {
+	if g.cfg.Underlay.IsValid() {
+		return g.cfg.Underlay
+	}
+	return ikeLocal
+}
+
+// sourceOrder is the precedence of the sources: static routes first,
+// then the others (bgp) by name.
+func sourceOrder(peers map[string][]xfrm.Peer) []string {
+	srcs := slices.Sorted(maps.Keys(peers))
+	if i := slices.Index(srcs, sourceStatic); i > 0 {
+		srcs = slices.Insert(slices.Delete(srcs, i, i+1), 0, sourceStatic)
+	}
+	return srcs
+}
+
+// peerTable merges the peers of every source into the data plane's peer
+// table by the group's one rule: on the exact same prefix, the peer of
+// the first source in precedence order wins (a static route overrides
+// what the controller distributes; the other is shadowed, and used again
+// when the first goes), and between different prefixes the data plane
+// picks the longest that contains the destination, whatever their
+// sources.
 func (g *memGroup) peerTable() []xfrm.Peer {
 	var ps []xfrm.Peer
-	for _, src := range slices.Sorted(maps.Keys(g.peers)) {
-		ps = append(ps, g.peers[src]...)
+	seen := map[netip.Prefix]bool{}
+	for _, src := range sourceOrder(g.peers) {
+		for _, p := range g.peers[src] {
+			k := p.Prefix.Masked()
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			ps = append(ps, p)
+		}
 	}
 	return ps
 }
@@ -174,29 +215,121 @@ func (g *memGroup) applyPeers(ctx context.Context) {
 	if g.dp == nil {
 		return
 	}
-	if err := g.dp.SetPeers(ctx, g.cfg.LocalTS, g.peerTable()); err != nil {
+	table := g.peerTable()
+	g.countPeers(table)
+	if err := g.dp.SetPeers(ctx, g.cfg.LocalTS, table); err != nil {
 		g.lastErr = err.Error()
 		g.log.Error("set peer table", "err", err)
 	}
 }
 
-// reconfigure keeps the group for a reload that changes at most its peers
-// (routes) and local_ts, and loads the new peer table.
+// countPeers exports how many prefixes of the peer table come from each
+// origin.
+func (g *memGroup) countPeers(table []xfrm.Peer) {
+	if g.metrics == nil {
+		return
+	}
+	n := len(g.peers[sourceStatic])
+	g.metrics.SetPeerPrefixes(g.cfg.Name, sourceStatic, n)
+	if g.cfg.BGPEnabled() {
+		g.metrics.SetPeerPrefixes(g.cfg.Name, sourceBGP, len(table)-n)
+	}
+}
+
+// reconfigure keeps the group for a reload that changes at most where
+// its peers come from (routes, bgp) and local_ts, and loads the new peer
+// table.
 func (g *memGroup) reconfigure(ctx context.Context, n *swanctl.Group) bool {
 	switch {
 	case sameGroup(g.cfg, n):
 		return true
 	case sameExceptPeers(g.cfg, n):
+		old := g.cfg
 		g.cfg = n
-		if ps := staticPeers(n); len(ps) > 0 {
-			g.peers[sourceStatic] = ps
-		} else {
-			delete(g.peers, sourceStatic)
+		g.setStatic(staticPeers(n), g.s.now())
+		if !sameBGP(old, n) {
+			g.restartBGP(ctx)
 		}
 		g.applyPeers(ctx)
+		if c, ok := g.links.newest(); ok {
+			g.followBGP(g.s.now(), &c)
+		}
 		return true
 	}
 	return false
+}
+
+// setStatic replaces the peers of the static routes, keeping when each
+// unchanged route took its peer.
+func (g *memGroup) setStatic(ps []xfrm.Peer, now time.Time) {
+	since := make(map[netip.Prefix]time.Time, len(ps))
+	old := map[netip.Prefix]netip.Addr{}
+	for _, p := range g.peers[sourceStatic] {
+		old[p.Prefix] = p.Underlay
+	}
+	for _, p := range ps {
+		since[p.Prefix] = now
+		if u, ok := old[p.Prefix]; ok && u == p.Underlay {
+			since[p.Prefix] = g.staticSince[p.Prefix]
+		}
+	}
+	g.staticSince = since
+	if len(ps) > 0 {
+		g.peers[sourceStatic] = ps
+	} else {
+		delete(g.peers, sourceStatic)
+	}
+}
+
+// startBGP starts the group's BGP speaker when its configuration has BGP
+// on (at setup; reconfigure restarts it).
+func (g *memGroup) startBGP() {
+	if !g.cfg.BGPEnabled() {
+		return
+	}
+	mb, err := newMemBGP(g.s, g)
+	if err != nil {
+		g.lastErr = err.Error()
+		g.log.Error("bgp: cannot start the speaker", "err", err)
+		return
+	}
+	g.bgp = mb
+}
+
+// restartBGP applies new BGP settings: the old speaker stops and its
+// routes leave the peer table (they would be learned again), and a new
+// one starts if BGP is still on.
+func (g *memGroup) restartBGP(ctx context.Context) {
+	if g.bgp != nil {
+		g.log.Info("bgp: settings changed; restarting the speaker")
+		g.bgp.close()
+		g.bgp = nil
+		delete(g.peers, sourceBGP)
+	}
+	g.startBGP()
+}
+
+// followBGP follows the control child c to the controller (nil: none) with
+// the BGP speaker: it advertises local_ts with the underlay as next hop,
+// and has a session with the controller while the child is up and
+// protects BGP. Without a session the learned routes stay (stale).
+func (g *memGroup) followBGP(now time.Time, c *proven) {
+	mb := g.bgp
+	if mb == nil {
+		return
+	}
+	if c == nil {
+		mb.down()
+		return
+	}
+	mb.advertise(g.cfg.LocalTS, g.underlayFor(c.IKE.LocalHost))
+	if c.bgp == nil {
+		mb.down()
+		g.bgpRefused(now, c.IKE, c.bgpErr)
+		return
+	}
+	g.bgpFine(c.IKE.UniqueID)
+	mb.up(*c, c.bgp)
 }
 
 // onDatagram handles a datagram from the controller: from the remote
@@ -442,6 +575,10 @@ func (g *memGroup) retire(ctx context.Context, next *swanctl.Group) {
 		return
 	}
 	g.log.Info("group removed or moved to another data plane; removing it and its kill switch")
+	if g.bgp != nil {
+		g.bgp.close()
+		g.bgp = nil
+	}
 	g.s.sched.stop(&g.timer)
 	g.controlWatch.stop()
 	g.s.sched.stop(&g.drops.flushAt)
@@ -450,6 +587,10 @@ func (g *memGroup) retire(ctx context.Context, next *swanctl.Group) {
 }
 
 func (g *memGroup) close() {
+	if g.bgp != nil {
+		g.bgp.close()
+		g.bgp = nil
+	}
 	g.s.sched.stop(&g.timer)
 	g.controlWatch.stop()
 	g.s.sched.stop(&g.drops.flushAt)

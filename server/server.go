@@ -111,6 +111,12 @@ type Server struct {
 	drops *dropLog // datagrams that match no group
 
 	updates *viciInbox
+	// bgpIn carries the route changes of the members' BGP speakers to
+	// the loop.
+	bgpIn *bgpInbox
+	// runCtx is Run's context: what lives as long as the server (the
+	// BGP speakers) runs under it.
+	runCtx context.Context
 	// said carries charon's messages about CHILD_SA failures from the
 	// watcher's log session to the loop; full, they are dropped.
 	said chan vici.LogEvent
@@ -165,6 +171,8 @@ func New(opts Options) (*Server, error) {
 		byConn:    map[string][]group{},
 		byLocal:   map[netip.Addr][]group{},
 		updates:   newVICIInbox(),
+		bgpIn:     newBGPInbox(),
+		runCtx:    context.Background(),
 		datagrams: make(chan Datagram, 256),
 		said:      make(chan vici.LogEvent, 256),
 		calls:     make(chan func()),
@@ -173,6 +181,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.verifier = opts.Verifier
 	s.vici = newVICISource(func(conn string) []group { return s.byConn[conn] }, s.verifyControl)
+	s.vici.verifyBGP = s.verifyBGP
 	s.pacer = newPacer(opts.Config.PushRate, opts.Config.PushBurst, s.now())
 	s.pacer.wake.fire = func(_ context.Context, now time.Time) { s.pace(now) }
 	s.drops = s.newDropLog(s.log)
@@ -213,6 +222,7 @@ func viciPath(uri string) (string, error) {
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	s.runCtx = ctx
 	sock, err := viciPath(s.cfg.VICI)
 	if err != nil {
 		return err
@@ -371,6 +381,8 @@ func (s *Server) loop(ctx context.Context, errc <-chan error) error {
 			}
 		case d := <-s.datagrams:
 			s.onDatagram(ctx, d)
+		case <-s.bgpIn.ready:
+			s.onBGP(ctx)
 		case ev := <-s.said:
 			s.vici.said(s.now(), ev)
 		case fn := <-s.calls:
@@ -435,6 +447,12 @@ func (s *Server) apply(ctx context.Context, b *viciBatch) {
 // addresses, or says why it cannot. Without charon's plugin list mpsad
 // cannot tell whether charon or the kernel does ESP, so it refuses.
 func (s *Server) verifyControl(ctx context.Context, c vici.Control) (proven, error) {
+	return s.verify(ctx, c, protect.Flow{})
+}
+
+// verify proves that control child c protects flow f between the control
+// addresses (the zero Flow: the control exchange).
+func (s *Server) verify(ctx context.Context, c vici.Control, f protect.Flow) (proven, error) {
 	if s.charon == nil {
 		return proven{}, errors.New("charon did not say which plugins it loaded (VICI stats), so mpsad cannot tell whether the kernel or charon's kernel-libipsec protects the control child; it refuses until charon answers")
 	}
@@ -442,13 +460,13 @@ func (s *Server) verifyControl(ctx context.Context, c vici.Control) (proven, err
 	p, err := s.verifier.Verify(ctx, protect.Child{
 		Name: ch.Name, ReqID: ch.ReqID, Protocol: ch.Protocol, Mode: ch.Mode, EncrAlg: ch.EncrAlg,
 		IfIDIn: ch.IfIDIn, IfIDOut: ch.IfIDOut, MarkIn: ch.MarkIn, MarkOut: ch.MarkOut,
-		Local: c.Local, Remote: c.Remote, Port: s.cfg.ControlPort,
+		Local: c.Local, Remote: c.Remote, Port: s.cfg.ControlPort, Flow: f,
 		LocalTS: ch.LocalTSText, RemoteTS: ch.RemoteTSText,
 	}, s.charon.HasPlugin("kernel-libipsec"))
 	if err != nil {
 		return proven{}, err
 	}
-	return proven{Control: c, ifIndex: p.IfIndex, srcPort: p.SrcPort, how: p.How}, nil
+	return proven{Control: c, ifIndex: p.IfIndex, ifName: p.IfName, srcPort: p.SrcPort, how: p.How}, nil
 }
 
 // noteOverload hands the datagrams dropped for overload since the last
@@ -575,6 +593,9 @@ func (s *Server) addGroup(ctx context.Context, g *swanctl.Group) error {
 			s.opts.Metrics.RemoveGroup(g.Name)
 			return fmt.Errorf("group %s: %w", g.Name, err)
 		}
+		if cg.bgp != nil {
+			s.opts.Metrics.SetBGPSource(g.Name, s.bgpMetrics(cg))
+		}
 		s.attach(ctx, cg)
 		return nil
 	}
@@ -594,7 +615,8 @@ func (s *Server) addGroup(ctx context.Context, g *swanctl.Group) error {
 		}
 		return dc.DropCounts(), nil
 	})
-	mg.peers[sourceStatic] = staticPeers(g)
+	mg.setStatic(staticPeers(g), s.now())
+	mg.startBGP()
 	s.attach(ctx, mg)
 	return nil
 }
@@ -717,8 +739,19 @@ func (s *Server) shutdown() {
 // Status implements api.API.
 func (s *Server) Status(ctx context.Context) (api.Status, error) {
 	var st api.Status
-	err := s.callCtx(ctx, func() { st = s.status(ctx) })
-	return st, err
+	views := map[int]bgpView{}
+	if err := s.callCtx(ctx, func() {
+		st = s.status(ctx)
+		for i, g := range s.groups {
+			if v, ok := g.view(); ok {
+				views[i] = v
+			}
+		}
+	}); err != nil {
+		return st, err
+	}
+	s.fillBGP(ctx, &st, views)
+	return st, nil
 }
 
 // status is Status on the loop's goroutine.

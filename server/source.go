@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/mpsa/mpsa/swanctl"
@@ -20,7 +21,15 @@ import (
 //   - viciSource: charon's IKE SAs over VICI, turned into the control
 //     children of each group's connection;
 //   - static routes: the routes { } of a member group's configuration
-//     (sourceStatic, fed at setup and at reload).
+//     (sourceStatic, fed at setup and at reload);
+//   - BGP (bgp.go): on a member, the routes its speaker learned from the
+//     controller (sourceBGP); on a controller, the reflector follows the
+//     members' control children.
+//
+// A member group merges its sources into one peer table by one rule
+// (memGroup.peerTable): on the exact same prefix the first source in
+// precedence order wins (static before bgp), and the data plane picks
+// the longest prefix that contains a destination among all of them.
 
 // sourceStatic names the peers of a group's routes { } configuration.
 const sourceStatic = "static"
@@ -52,7 +61,23 @@ type viciSource struct {
 	// so that an event or a resync that does not change a child costs
 	// no second verification.
 	verify func(ctx context.Context, c vici.Control) (proven, error)
-	proofs map[proofKey]proven
+	proofs map[proofKey]*proofEntry
+	// verifyBGP proves that a control child also protects a group's BGP
+	// session on a port (Server.verifyBGP); nil refuses BGP.
+	verifyBGP func(ctx context.Context, c vici.Control, port uint16) (bgpProof, error)
+}
+
+// proofEntry is what was proved of one control child: the control
+// exchange, and BGP sessions by port (for the groups with BGP), each
+// proved once per CHILD_SA.
+type proofEntry struct {
+	ctl proven
+	bgp map[uint16]bgpResult
+}
+
+type bgpResult struct {
+	p   bgpProof
+	err error
 }
 
 // proofKey names the control child of one group in one IKE SA.
@@ -62,14 +87,15 @@ type proofKey struct {
 }
 
 func newVICISource(groups func(conn string) []group, verify func(context.Context, vici.Control) (proven, error)) *viciSource {
-	return &viciSource{ikes: map[uint32]vici.IKESA{}, groups: groups, verify: verify, proofs: map[proofKey]proven{}}
+	return &viciSource{ikes: map[uint32]vici.IKESA{}, groups: groups, verify: verify, proofs: map[proofKey]*proofEntry{}}
 }
 
 // prove returns the verified control child c of IKE SA c.IKE, from the
 // cache when the same CHILD_SA was verified before.
 func (v *viciSource) prove(ctx context.Context, c vici.Control) (proven, error) {
 	k := proofKey{c.IKE.UniqueID, c.Child.Name}
-	if p, ok := v.proofs[k]; ok && sameChild(p.Child, c.Child) && p.Local == c.Local && p.Remote == c.Remote {
+	if e, ok := v.proofs[k]; ok && sameChild(e.ctl.Child, c.Child) && e.ctl.Local == c.Local && e.ctl.Remote == c.Remote {
+		p := e.ctl
 		p.Control = c
 		return p, nil
 	}
@@ -78,8 +104,39 @@ func (v *viciSource) prove(ctx context.Context, c vici.Control) (proven, error) 
 		delete(v.proofs, k)
 		return proven{}, err
 	}
-	v.proofs[k] = p
+	v.proofs[k] = &proofEntry{ctl: p}
 	return p, nil
+}
+
+// proveBGP adds to p, the proved control child of a group with BGP on
+// port, whether it also protects the BGP session; from the cache when
+// the same CHILD_SA was verified for that port before.
+func (v *viciSource) proveBGP(ctx context.Context, p proven, port uint16) proven {
+	e := v.proofs[proofKey{p.IKE.UniqueID, p.Child.Name}]
+	r, ok := bgpResult{}, false
+	if e != nil {
+		r, ok = e.bgp[port]
+	}
+	if !ok {
+		if v.verifyBGP == nil {
+			r.err = errors.New("mpsad cannot verify that the control child protects BGP")
+		} else {
+			r.p, r.err = v.verifyBGP(ctx, p.Control, port)
+		}
+		if e != nil {
+			if e.bgp == nil {
+				e.bgp = map[uint16]bgpResult{}
+			}
+			e.bgp[port] = r
+		}
+	}
+	if r.err != nil {
+		p.bgp, p.bgpErr = nil, r.err.Error()
+		return p
+	}
+	bp := r.p
+	p.bgp, p.bgpErr = &bp, ""
+	return p
 }
 
 // sameChild reports whether a and b are the same CHILD_SA, unchanged in
@@ -106,6 +163,8 @@ func (v *viciSource) tell(ctx context.Context, now time.Time, g group, sa vici.I
 	if ok {
 		if p, err = v.prove(ctx, c); err != nil {
 			ok = false
+		} else if cfg := g.config(); cfg.BGPEnabled() {
+			p = v.proveBGP(ctx, p, cfg.BGP.Port)
 		}
 	}
 	// What went away first: a member group keeps one link per IKE SA,

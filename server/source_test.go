@@ -22,6 +22,7 @@ type feedRecorder struct {
 }
 
 func (r *feedRecorder) config() *swanctl.Group { return r.cfg }
+func (r *feedRecorder) view() (bgpView, bool)  { return bgpView{}, false }
 func (r *feedRecorder) controlUp(_ context.Context, _ time.Time, c proven) {
 	r.calls = append(r.calls, fmt.Sprintf("up %d %s", c.IKE.UniqueID, c.Remote))
 }

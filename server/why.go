@@ -59,6 +59,10 @@ type controlWatch struct {
 	cfg   func() *swanctl.Group
 	log   *slog.Logger
 	byIKE map[uint32]*controlProblem
+	// bgp are the IKE SAs whose control child is up but does not protect
+	// the group's BGP session, which mpsad therefore does not run over it
+	// (groups with BGP only).
+	bgp map[uint32]*controlProblem
 	// pending are charon's messages for IKE SAs not (yet) known as
 	// problems, at most saidPending of them.
 	pending map[uint32][]string
@@ -72,6 +76,7 @@ type controlWatch struct {
 func (w *controlWatch) init(s *Server, cfg func() *swanctl.Group, log *slog.Logger) {
 	w.s, w.cfg, w.log = s, cfg, log
 	w.byIKE = map[uint32]*controlProblem{}
+	w.bgp = map[uint32]*controlProblem{}
 	w.pending = map[uint32][]string{}
 	w.check.fire = w.onCheck
 }
@@ -118,6 +123,9 @@ func (w *controlWatch) controlRefused(now time.Time, sa vici.IKESA, why string) 
 // and verified, or the IKE SA is gone.
 func (w *controlWatch) controlFine(ike uint32, gone bool) {
 	delete(w.pending, ike)
+	if gone {
+		delete(w.bgp, ike)
+	}
 	p, ok := w.byIKE[ike]
 	if !ok {
 		return
@@ -130,6 +138,35 @@ func (w *controlWatch) controlFine(ike uint32, gone bool) {
 			w.log.Info(w.what()+" installed and verified", "ike_sa", ikeName(p.ike))
 		}
 	}
+}
+
+// bgpRefused records that the control child of IKE SA sa is up but does
+// not protect the group's BGP session (why): BGP does not run over it.
+// It is logged when the reason is new.
+func (w *controlWatch) bgpRefused(now time.Time, sa vici.IKESA, why string) {
+	p := w.bgp[sa.UniqueID]
+	if p == nil {
+		p = &controlProblem{since: now}
+		w.bgp[sa.UniqueID] = p
+	}
+	p.ike = withoutChildren(sa)
+	t := fmt.Sprintf("BGP refused over %s (IKE SA %s): %s", w.what(), ikeName(p.ike), why)
+	if t == p.reported {
+		return
+	}
+	p.reported = t
+	w.log.Warn(t, "ike_sa", sa.UniqueID, "peer", sa.RemoteID, "peer_address", sa.RemoteHost)
+}
+
+// bgpFine forgets the BGP problem of IKE SA ike: BGP runs over its
+// control child.
+func (w *controlWatch) bgpFine(ike uint32) {
+	p, ok := w.bgp[ike]
+	if !ok {
+		return
+	}
+	delete(w.bgp, ike)
+	w.log.Info(w.what()+" protects BGP now", "ike_sa", ikeName(p.ike))
 }
 
 // charonSaid adds one of charon's messages about a CHILD_SA failure of
@@ -252,6 +289,10 @@ func (w *controlWatch) problems() (list []api.ControlProblem, charon []string) {
 		if p.reported == "" {
 			continue // still within its grace
 		}
+		list = append(list, api.ControlProblem{IKE: id, Peer: p.ike.RemoteID, Address: addrString(p.ike.RemoteHost), Since: p.since, Problem: p.reported})
+	}
+	for _, id := range slices.Sorted(maps.Keys(w.bgp)) {
+		p := w.bgp[id]
 		list = append(list, api.ControlProblem{IKE: id, Peer: p.ike.RemoteID, Address: addrString(p.ike.RemoteHost), Since: p.since, Problem: p.reported})
 	}
 	return list, slices.Clone(w.charon)

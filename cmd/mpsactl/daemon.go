@@ -22,6 +22,7 @@ func runDaemonCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 		"members": "members GROUP [--json] [--socket PATH]",
 		"peers":   "peers GROUP [--json] [--socket PATH]",
 		"rekey":   "rekey GROUP [--json] [--socket PATH]",
+		"routes":  "routes GROUP [--json] [--socket PATH]",
 	}[cmd]
 	fs := newFlagSet(cmd, help, stderr)
 	socket := fs.String("socket", swanctl.DefaultStatusSocket, "path of mpsad's status socket")
@@ -54,6 +55,18 @@ func runDaemonCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 			}{pos[0], spi})
 		}
 		fmt.Fprintf(stdout, "group %s rekeyed: new SPI %s\n", pos[0], spi)
+		return 0
+	}
+	if cmd == "routes" {
+		rs, err := c.Routes(ctx, pos[0])
+		if err != nil {
+			fmt.Fprintf(stderr, "mpsactl routes: %v\n", err)
+			return 1
+		}
+		if *asJSON {
+			return printJSON(stdout, rs)
+		}
+		printRoutes(stdout, rs)
 		return 0
 	}
 	st, err := c.Status(ctx)
@@ -196,6 +209,9 @@ func printStatus(w io.Writer, st api.Status) {
 				fmt.Fprintf(w, "  packets dropped by the data plane: %s\n", c)
 			}
 		}
+		if b := g.BGP; b != nil {
+			printBGPSummary(w, st.Role, b)
+		}
 		if c := counts(g.Drops); c != "" {
 			fmt.Fprintf(w, "  dropped control datagrams: %s\n", c)
 		}
@@ -244,4 +260,110 @@ func counts(m map[string]uint64) string {
 		}
 	}
 	return strings.Join(parts, " ")
+}
+
+// printBGPSummary prints a group's BGP line of `mpsactl status`.
+func printBGPSummary(w io.Writer, role string, b *api.BGPSummary) {
+	if role == "controller" {
+		fmt.Fprintf(w, "  bgp: %d members, %d prefixes accepted, %d rejected now (%d rejections in all)\n",
+			b.Members, b.AcceptedPrefixes, b.RejectedPrefixes, b.RejectedTotal)
+	} else {
+		ctl := ""
+		if b.Controller != "" {
+			ctl = " with " + b.Controller
+		}
+		fmt.Fprintf(w, "  bgp: session %s%s, %d routes learned (%d stale)\n", orDash(b.Session), ctl, b.LearnedRoutes, b.StaleRoutes)
+	}
+	if b.LastError != "" {
+		fmt.Fprintf(w, "  bgp error: %s\n", b.LastError)
+	}
+}
+
+// printRoutes prints `mpsactl routes GROUP`.
+func printRoutes(w io.Writer, rs api.Routes) {
+	switch {
+	case rs.Role == "controller" && rs.Reflector == nil:
+		fmt.Fprintf(w, "group %s has no BGP: the members' peers are their static routes\n", rs.Group)
+	case rs.Role == "controller":
+		r := rs.Reflector
+		fmt.Fprintf(w, "group %s: route reflector", rs.Group)
+		if r.RouterID != "" {
+			fmt.Fprintf(w, " %s", r.RouterID)
+		}
+		fmt.Fprintf(w, " on port %d", r.Port)
+		if r.Interface != "" {
+			fmt.Fprintf(w, " (interface %s)", r.Interface)
+		}
+		fmt.Fprintf(w, ", %d members, %d prefixes accepted and %d rejected in all\n", len(r.Members), r.AcceptedTotal, r.RejectedTotal)
+		if r.Deferring {
+			fmt.Fprintln(w, "  deferring: waiting for the members' routes before reflecting")
+		}
+		if r.LastError != "" {
+			fmt.Fprintf(w, "  last error: %s\n", r.LastError)
+		}
+		for _, m := range r.Members {
+			fmt.Fprintf(w, "\nmember %s (%s): session %s since %s, policy %s\n", m.Identity, m.Address, m.Session,
+				m.Since.Format(time.DateTime), orDash(strings.Join(m.Policy, ", ")))
+			if len(m.Accepted)+len(m.Rejected) == 0 {
+				fmt.Fprintln(w, "  no prefixes")
+				continue
+			}
+			var b strings.Builder
+			tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "PREFIX\tNEXT HOP\tVERDICT\tAGE\tRULE OR REASON")
+			for _, p := range m.Accepted {
+				fmt.Fprintf(tw, "%s\t%s\taccepted\t%s\t%s\n", p.Prefix, orDash(p.NextHop), age(p.Since), p.Rule)
+			}
+			for _, p := range m.Rejected {
+				fmt.Fprintf(tw, "%s\t%s\tREJECTED\t%s\t%s\n", p.Prefix, orDash(p.NextHop), age(p.Since), p.Reason)
+			}
+			tw.Flush()
+			writeIndented(w, b.String())
+		}
+	default:
+		fmt.Fprintf(w, "group %s", rs.Group)
+		if s := rs.Session; s != nil {
+			fmt.Fprintf(w, ": BGP session %s", s.State)
+			if s.Controller != "" {
+				fmt.Fprintf(w, " with %s", s.Controller)
+			}
+			if s.Since != nil {
+				fmt.Fprintf(w, " since %s", s.Since.Format(time.DateTime))
+			}
+			var adv []string
+			for _, a := range s.Advertised {
+				adv = append(adv, a.Prefix+" via "+a.NextHop)
+			}
+			fmt.Fprintf(w, "; advertising %s", orDash(strings.Join(adv, ", ")))
+		} else if !rs.BGP {
+			fmt.Fprint(w, ": no BGP, static routes only")
+		}
+		fmt.Fprintln(w)
+		if s := rs.Session; s != nil && s.LastError != "" {
+			fmt.Fprintf(w, "  last error: %s\n", s.LastError)
+		}
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "PREFIX\tPEER\tORIGIN\tAGE\tSTATE")
+		for _, r := range rs.Routes {
+			state := "used"
+			switch {
+			case r.Ignored != "":
+				state = "ignored: " + r.Ignored
+			case r.Shadowed:
+				state = "shadowed by the static route"
+			case r.Stale:
+				state = "used, stale"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Prefix, r.Peer, r.Origin, (time.Duration(r.AgeSeconds) * time.Second).String(), state)
+		}
+		tw.Flush()
+	}
+}
+
+// age is how long ago t was, in whole seconds.
+func age(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return time.Since(t).Round(time.Second).String()
 }

@@ -150,3 +150,65 @@ func TestStatusNoDaemon(t *testing.T) {
 		t.Fatal("members without a group accepted")
 	}
 }
+
+// routesAPI is staticAPI with the routes of each group.
+type routesAPI struct {
+	staticAPI
+	routes map[string]api.Routes
+}
+
+func (a *routesAPI) Routes(_ context.Context, g string) (api.Routes, error) {
+	if r, ok := a.routes[g]; ok {
+		return r, nil
+	}
+	return api.Routes{}, fmt.Errorf("group %q: %w", g, api.ErrNoGroup)
+}
+
+// TestRoutes: `mpsactl routes GROUP` prints a member's routes with their
+// origin, peer, age and state, and a controller's members with each
+// prefix's verdict; --json prints the daemon's answer as it is.
+func TestRoutes(t *testing.T) {
+	since := time.Now().Add(-90 * time.Second)
+	fake := &routesAPI{routes: map[string]api.Routes{
+		"m": {Group: "m", Role: "member", BGP: true,
+			Session: &api.BGPSession{Controller: "10.98.0.1", State: "established", Since: &since, Advertised: []api.Advertised{{Prefix: "10.1.1.0/24", NextHop: "192.0.2.11"}}},
+			Routes: []api.Route{
+				{Prefix: "10.1.2.0/24", Peer: "192.0.2.12", Origin: "static", Since: since, AgeSeconds: 90},
+				{Prefix: "10.1.2.0/24", Peer: "192.0.2.99", Origin: "bgp", Since: since, AgeSeconds: 90, Shadowed: true},
+				{Prefix: "10.1.3.0/24", Peer: "192.0.2.13", Origin: "bgp", Since: since, AgeSeconds: 61, Stale: true},
+			}},
+		"c": {Group: "c", Role: "controller", BGP: true, Reflector: &api.Reflector{RouterID: "10.98.0.1", Port: 179, Interface: "ipsec0", RejectedTotal: 2,
+			Members: []api.ReflectorMember{{Identity: "cpe-3.example.net", Address: "10.98.3.1", Session: "established", Since: since, Policy: []string{"cpe3"},
+				Accepted: []api.PrefixVerdict{{Prefix: "10.1.3.0/24", NextHop: "192.0.2.13", Since: since, Rule: "cpe3"}},
+				Rejected: []api.PrefixVerdict{{Prefix: "0.0.0.0/0", NextHop: "192.0.2.13", Since: since, Reason: "0.0.0.0/0 is outside the prefixes of policy cpe3"}}}}}},
+	}}
+	sock := serve(t, fake)
+	code, out, errs := mpsactl(t, nil, "routes", "m", "--socket", sock)
+	for _, want := range []string{
+		"group m: BGP session established with 10.98.0.1 since ", "; advertising 10.1.1.0/24 via 192.0.2.11\n",
+		"10.1.2.0/24  192.0.2.12  static  1m30s  used\n", "10.1.2.0/24  192.0.2.99  bgp     1m30s  shadowed by the static route\n",
+		"10.1.3.0/24  192.0.2.13  bgp     1m1s   used, stale\n",
+	} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("routes m: exit %d %s, output lacks %q:\n%s", code, errs, want, out)
+		}
+	}
+	code, out, _ = mpsactl(t, nil, "routes", "c", "--socket", sock)
+	for _, want := range []string{
+		"route reflector 10.98.0.1 on port 179 (interface ipsec0), 1 members, 0 prefixes accepted and 2 rejected in all",
+		"member cpe-3.example.net (10.98.3.1): session established since", "policy cpe3",
+		"10.1.3.0/24  192.0.2.13  accepted  1m30s  cpe3", "0.0.0.0/0    192.0.2.13  REJECTED  1m30s  0.0.0.0/0 is outside the prefixes of policy cpe3",
+	} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("routes c: exit %d, output lacks %q:\n%s", code, want, out)
+		}
+	}
+	code, out, _ = mpsactl(t, nil, "routes", "c", "--json", "--socket", sock)
+	var got api.Routes
+	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || got.Reflector == nil || got.Reflector.Members[0].Rejected[0].Prefix != "0.0.0.0/0" {
+		t.Errorf("routes --json: exit %d %v %s", code, err, out)
+	}
+	if code, _, errs := mpsactl(t, nil, "routes", "nope", "--socket", sock); code != 1 || !strings.Contains(errs, "no such group") {
+		t.Errorf("routes of an unknown group: exit %d %q", code, errs)
+	}
+}

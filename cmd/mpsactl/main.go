@@ -22,6 +22,9 @@ Talking to mpsad (through its status socket, --socket PATH, default
   status [--json]         the daemon, its groups, SPIs, timers and counters
   members GROUP [--json]  a controller's members and the SA each acknowledged
   peers GROUP [--json]    a member's peer prefixes and their underlay addresses
+  routes GROUP [--json]   a member's routes (static and learned by BGP: peer,
+                          origin, age) or a controller's route reflector
+                          (each member's accepted and rejected prefixes)
   rekey GROUP [--json]    make the controller rekey GROUP now; print its new SPI
 
 Kernel objects (works while mpsad is stopped):
@@ -71,7 +74,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runKeymat(args[1:], stdout, stderr)
 	case "flush":
 		return runFlush(args[1:], stdout, stderr, killswitch.FlushGroup)
-	case "status", "members", "peers", "rekey":
+	case "status", "members", "peers", "rekey", "routes":
 		return runDaemonCmd(args[0], args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "mpsactl: unknown command %q\n\n%s", args[0], usage)

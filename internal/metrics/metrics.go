@@ -1,7 +1,8 @@
 // Package metrics is mpsad's Prometheus instrumentation: the collectors the
 // daemon updates (group SAs, members, rekeys, MPSA_PUT retransmissions,
-// dropped control datagrams), a collector that reads the data plane's
-// per-SPI counters at scrape time, and an HTTP server for them.
+// dropped control datagrams, peer prefixes), a collector that reads the
+// data plane's per-SPI counters and the route reflector's per-member
+// counters at scrape time, and an HTTP server for them.
 //
 // Everything lives in the registry of one Metrics value; the package never
 // touches prometheus.DefaultRegisterer. Metrics are off by default: mpsad
@@ -85,6 +86,22 @@ type CountersFunc func(ctx context.Context) ([]xfrm.Counters, error)
 // scrape time like a CountersFunc.
 type DropsFunc func(ctx context.Context) (map[string]uint64, error)
 
+// BGPMember is one member of a controller group's route reflector, as its
+// counters are exported at scrape time.
+type BGPMember struct {
+	// Identity is the member's IKE identity (the member label).
+	Identity string
+	// Accepted and Rejected count every prefix the member advertised
+	// since it was added, by the policy's verdict.
+	Accepted, Rejected uint64
+	// AcceptedNow and RejectedNow are the prefixes it advertises now.
+	AcceptedNow, RejectedNow int
+}
+
+// BGPFunc returns the members of a controller group's route reflector; it
+// is called at scrape time like a CountersFunc.
+type BGPFunc func(ctx context.Context) ([]BGPMember, error)
+
 // Options configure New. The zero value is usable.
 type Options struct {
 	// Version and Commit are exported as labels of mpsa_build_info.
@@ -107,6 +124,7 @@ type Metrics struct {
 	rekeys             *prometheus.CounterVec
 	putRetransmissions *prometheus.CounterVec
 	dropped            *prometheus.CounterVec
+	peerPrefixes       *prometheus.GaugeVec
 	groups             *groupCollector
 }
 
@@ -136,6 +154,10 @@ func New(opts Options) (*Metrics, error) {
 			Namespace: Namespace, Name: "control_dropped_total",
 			Help: "Datagrams on the control port dropped without an answer, by reason.",
 		}, []string{"reason"}),
+		peerPrefixes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "peer_prefixes",
+			Help: "Prefixes in the member's peer table, by origin (static, bgp): those the data plane uses.",
+		}, []string{"group", "origin"}),
 		groups: newGroupCollector(opts.Now, opts.ScrapeTimeout),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
@@ -144,7 +166,7 @@ func New(opts Options) (*Metrics, error) {
 		ConstLabels: prometheus.Labels{"version": opts.Version, "commit": opts.Commit},
 	})
 	buildInfo.Set(1)
-	cs := []prometheus.Collector{m.members, m.rekeys, m.putRetransmissions, m.dropped, m.groups, buildInfo}
+	cs := []prometheus.Collector{m.members, m.rekeys, m.putRetransmissions, m.dropped, m.peerPrefixes, m.groups, buildInfo}
 	if !opts.NoRuntimeCollectors {
 		cs = append(cs,
 			collectors.NewGoCollector(),
@@ -195,7 +217,28 @@ func (m *Metrics) RemoveGroup(group string) {
 	m.members.DeletePartialMatch(prometheus.Labels{"group": group})
 	m.rekeys.DeletePartialMatch(prometheus.Labels{"group": group})
 	m.putRetransmissions.DeletePartialMatch(prometheus.Labels{"group": group})
+	m.peerPrefixes.DeletePartialMatch(prometheus.Labels{"group": group})
 	m.groups.remove(group)
+}
+
+// SetPeerPrefixes sets how many prefixes of a member group's peer table
+// come from origin (static or bgp).
+func (m *Metrics) SetPeerPrefixes(group, origin string, n int) {
+	if m == nil {
+		return
+	}
+	m.peerPrefixes.WithLabelValues(group, origin).Set(float64(n))
+}
+
+// SetBGPSource makes the group's route reflector series
+// (mpsa_bgp_prefixes_accepted_total, mpsa_bgp_prefixes_rejected_total,
+// mpsa_bgp_prefixes) come from fn, called at every scrape; nil removes
+// the source.
+func (m *Metrics) SetBGPSource(group string, fn BGPFunc) {
+	if m == nil {
+		return
+	}
+	m.groups.setBGP(group, fn)
 }
 
 // SetGroupSA records that the SA in force for the group has this SPI and
@@ -278,11 +321,13 @@ type groupCollector struct {
 	timeout time.Duration
 
 	ageDesc, packetsDesc, bytesDesc, errorsDesc, sourceErrDesc, droppedDesc *prometheus.Desc
+	bgpAcceptedDesc, bgpRejectedDesc, bgpPrefixesDesc, bgpErrDesc           *prometheus.Desc
 
 	mu      sync.Mutex
 	sas     map[string]groupSA
 	sources map[string]CountersFunc
 	drops   map[string]DropsFunc
+	bgp     map[string]BGPFunc
 }
 
 type groupSA struct {
@@ -307,10 +352,29 @@ func newGroupCollector(now func() time.Time, timeout time.Duration) *groupCollec
 			"1 if reading the data plane's counters failed at this scrape, else 0.", []string{"group"}, nil),
 		droppedDesc: prometheus.NewDesc(name("dataplane_dropped_total"),
 			"Packets the member's data plane dropped, by reason (no_outbound_sa, no_route, unknown_spi, malformed, tun_write_errors, sa_in_errors, sa_out_errors).", []string{"group", "reason"}, nil),
+		bgpAcceptedDesc: prometheus.NewDesc(name("bgp_prefixes_accepted_total"),
+			"Prefixes a member advertised that the route reflector's policy accepted (controller).", []string{"group", "member"}, nil),
+		bgpRejectedDesc: prometheus.NewDesc(name("bgp_prefixes_rejected_total"),
+			"Prefixes a member advertised that the route reflector's policy rejected (controller).", []string{"group", "member"}, nil),
+		bgpPrefixesDesc: prometheus.NewDesc(name("bgp_prefixes"),
+			"Prefixes a member advertises now, by the policy's verdict (accepted, rejected) (controller).", []string{"group", "member", "verdict"}, nil),
+		bgpErrDesc: prometheus.NewDesc(name("bgp_scrape_error"),
+			"1 if reading the route reflector's counters failed at this scrape, else 0.", []string{"group"}, nil),
 		sas:     make(map[string]groupSA),
 		sources: make(map[string]CountersFunc),
 		drops:   make(map[string]DropsFunc),
+		bgp:     make(map[string]BGPFunc),
 	}
+}
+
+func (c *groupCollector) setBGP(group string, fn BGPFunc) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if fn == nil {
+		delete(c.bgp, group)
+		return
+	}
+	c.bgp[group] = fn
 }
 
 func (c *groupCollector) setDrops(group string, fn DropsFunc) {
@@ -351,11 +415,13 @@ func (c *groupCollector) remove(group string) {
 	delete(c.sas, group)
 	delete(c.sources, group)
 	delete(c.drops, group)
+	delete(c.bgp, group)
 }
 
 // Describe implements prometheus.Collector.
 func (c *groupCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.ageDesc, c.packetsDesc, c.bytesDesc, c.errorsDesc, c.sourceErrDesc, c.droppedDesc} {
+	for _, d := range []*prometheus.Desc{c.ageDesc, c.packetsDesc, c.bytesDesc, c.errorsDesc, c.sourceErrDesc, c.droppedDesc,
+		c.bgpAcceptedDesc, c.bgpRejectedDesc, c.bgpPrefixesDesc, c.bgpErrDesc} {
 		ch <- d
 	}
 }
@@ -370,8 +436,25 @@ func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
 		age := now.Sub(sa.created).Seconds()
 		ch <- prometheus.MustNewConstMetric(c.ageDesc, prometheus.GaugeValue, max(age, 0), group, SPIString(sa.spi))
 	}
-	sources, drops := maps.Clone(c.sources), maps.Clone(c.drops)
+	sources, drops, bgps := maps.Clone(c.sources), maps.Clone(c.drops), maps.Clone(c.bgp)
 	c.mu.Unlock()
+
+	for group, fn := range bgps {
+		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		members, err := fn(ctx)
+		cancel()
+		failed := 0.0
+		if err != nil {
+			failed = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.bgpErrDesc, prometheus.GaugeValue, failed, group)
+		for _, m := range members {
+			ch <- prometheus.MustNewConstMetric(c.bgpAcceptedDesc, prometheus.CounterValue, float64(m.Accepted), group, m.Identity)
+			ch <- prometheus.MustNewConstMetric(c.bgpRejectedDesc, prometheus.CounterValue, float64(m.Rejected), group, m.Identity)
+			ch <- prometheus.MustNewConstMetric(c.bgpPrefixesDesc, prometheus.GaugeValue, float64(m.AcceptedNow), group, m.Identity, "accepted")
+			ch <- prometheus.MustNewConstMetric(c.bgpPrefixesDesc, prometheus.GaugeValue, float64(m.RejectedNow), group, m.Identity, "rejected")
+		}
+	}
 
 	for group, fn := range drops {
 		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)

@@ -67,8 +67,11 @@ type env struct {
 	// ctlOmitPlugins are left out of the controller charon's plugins.
 	ctlOmitPlugins []string
 	encap          bool // ESP in UDP between the members
-	ctl            *node
-	mems           []*node
+	// bgp: the members learn each other from the controller's route
+	// reflector (bgp { } instead of routes { }); see bgp_test.go.
+	bgp  *bgpOptions
+	ctl  *node
+	mems []*node
 }
 
 // node is one namespace with its charon and mpsad.
@@ -96,6 +99,8 @@ type envOptions struct {
 	// ctlOmitPlugins leaves plugins out of the controller charon's load
 	// list.
 	ctlOmitPlugins []string
+	// bgp replaces the members' static routes with BGP.
+	bgp *bgpOptions
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -106,7 +111,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		o.timers = defaultTimers()
 	}
 	lab := charon.NewLab(t, charon.LabOptions{Members: o.members, Underlay6: o.underlay6, Control6: o.control6})
-	e := &env{t: t, lab: lab, timers: o.timers, v6: o.lan6, encap: o.encap, ctlOmitPlugins: o.ctlOmitPlugins}
+	e := &env{t: t, lab: lab, timers: o.timers, v6: o.lan6, encap: o.encap, ctlOmitPlugins: o.ctlOmitPlugins, bgp: o.bgp}
 	mk := func(name string, n charon.Node) *node {
 		dir, err := os.MkdirTemp("", "mpsa-e2e-")
 		if err != nil {
@@ -127,12 +132,17 @@ func newEnv(t *testing.T, o envOptions) *env {
 		e.mems = append(e.mems, nd)
 	}
 	e.startNode(e.ctl, lab.Group.ControllerConf()+e.controllerMPSA())
-	for i, m := range e.mems {
+	for i := range e.mems {
 		if !o.late[i+1] {
-			e.startNode(m, lab.Group.MemberConf(i)+e.memberMPSA(i))
+			e.startMember(i)
 		}
 	}
 	return e
+}
+
+// startMember starts member i (from 0) with its charon and mpsad.
+func (e *env) startMember(i int) {
+	e.startNode(e.mems[i], e.lab.Group.MemberConf(i)+e.memberMPSA(i))
 }
 
 func (n *node) lanAddr() netip.Addr { return n.lan.Addr().Next() }
@@ -148,12 +158,16 @@ func (e *env) mpsaSection(n *node, role string, settings []string) string {
 
 func (e *env) controllerMPSA() string {
 	tm := e.timers
-	return e.mpsaSection(e.ctl, "controller", []string{
+	settings := []string{
 		"esp_proposal = aes256-sha256",
 		"lifetime = " + tm.Lifetime, "rekey_time = " + tm.RekeyTime,
 		"rollover1 = " + tm.Rollover1, "rollover2 = " + tm.Rollover2,
 		"rekey_on_leave = " + yes(tm.RekeyOnLeave), "rekey_on_join = " + yes(tm.RekeyOnJoin),
-	})
+	}
+	if e.bgp != nil {
+		settings = append(settings, e.reflectorSection()...)
+	}
+	return e.mpsaSection(e.ctl, "controller", settings)
 }
 
 func yes(b bool) string {
@@ -171,9 +185,12 @@ func (e *env) memberMPSA(i int) string {
 			routes = append(routes, charon.Route{Name: fmt.Sprintf("m%d", j+1), Prefix: o.lan, Peer: o.peer.Underlay})
 		}
 	}
-	settings := []string{"dataplane = userspace", "tun = mpsa0", "local_ts = " + m.lan.String()}
+	settings := []string{"dataplane = userspace", "tun = mpsa0", "local_ts = " + e.localTS(i)}
 	if e.encap {
 		settings = append(settings, "encap = yes")
+	}
+	if e.bgp != nil {
+		return e.mpsaSection(m, "member", append(settings, e.bgpMemberSection(i)...))
 	}
 	return e.mpsaSection(m, "member", append(settings, charon.RoutesSection(routes)...))
 }
