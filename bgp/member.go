@@ -342,6 +342,34 @@ func (m *Member) sessionLost() {
 	}
 }
 
+// Restore gives the member the routes an earlier run of it delivered
+// (the engine keeps them across a restart of mpsad, as the data plane
+// keeps its kill switch): they count as learned and stale, as if the
+// session had just been lost, so that the controller's End-of-RIB
+// withdraws those it does not advertise again, and StaleTime bounds
+// them. A route already learned is left as it is. Nothing is delivered to
+// OnChange for them: the caller has them. Call it before SetController.
+func (m *Member) Restore(routes []Change) {
+	routes = slices.Clone(routes)
+	m.run.push(func() {
+		n := 0
+		for _, c := range routes {
+			if c.Withdrawn || m.learned[c.Prefix] != nil || !usableNextHop(c.Peer) {
+				continue
+			}
+			m.learned[c.Prefix] = &learnedRoute{peer: c.Peer.Unmap(), since: c.Learned, stale: true}
+			n++
+		}
+		if n > 0 {
+			m.log.Info("bgp: restored the routes of the previous run, stale until the controller advertises them again", "routes", n, "stale_time", m.cfg.StaleTime)
+			if m.staleC == nil {
+				m.staleTimer = time.NewTimer(m.cfg.StaleTime)
+				m.staleC = m.staleTimer.C
+			}
+		}
+	})
+}
+
 // Advertise sets the prefixes this member advertises (local_ts) and the
 // underlay address (the next hop) they are reached at. Only what changed
 // is sent. Learned routes that overlap the new prefixes, or lead to the

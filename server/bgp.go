@@ -2,9 +2,14 @@ package server
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -118,11 +123,18 @@ type memBGP struct {
 	// prefixes and underlay are what Advertise was last given.
 	prefixes []netip.Prefix
 	underlay netip.Addr
+	// state is the file that keeps learned across restarts of mpsad;
+	// dirty says it is behind, saveAt when it is written next.
+	state  string
+	dirty  bool
+	saveAt deadline
 }
 
-// newMemBGP starts the BGP speaker of a member group with BGP on.
+// newMemBGP starts the BGP speaker of a member group with BGP on, with
+// the routes the previous run of mpsad had learned (saveRoutes).
 func newMemBGP(s *Server, g *memGroup) (*memBGP, error) {
-	mb := &memBGP{g: g, cfg: g.cfg.BGP, learned: map[netip.Prefix]bgp.Change{}}
+	mb := &memBGP{g: g, cfg: g.cfg.BGP, learned: map[netip.Prefix]bgp.Change{}, state: bgpStatePath(s.cfg, g.cfg.Name)}
+	mb.saveAt.fire = func(context.Context, time.Time) { mb.save() }
 	cfg := bgp.MemberConfigFor(g.cfg.BGP, s.cfg.ControlInterface)
 	cfg.Logger = g.log
 	cfg.OnChange = func(cs []bgp.Change) { s.bgpIn.put(mb, cs) }
@@ -130,12 +142,22 @@ func newMemBGP(s *Server, g *memGroup) (*memBGP, error) {
 	if err != nil {
 		return nil, err
 	}
+	if routes, err := loadRoutes(mb.state); err != nil {
+		g.log.Warn("bgp: cannot read the routes of the previous run; learning them anew", "file", mb.state, "err", err)
+	} else if len(routes) > 0 {
+		for _, c := range routes {
+			mb.learned[c.Prefix] = c
+		}
+		sp.Restore(routes)
+		g.peers[sourceBGP] = mb.peers()
+	}
 	sp.Start(s.runCtx)
 	mb.sp = sp
 	return mb, nil
 }
 
-// apply records the speaker's changes.
+// apply records the speaker's changes; the state file follows within
+// saveDelay.
 func (mb *memBGP) apply(cs []bgp.Change) {
 	for _, c := range cs {
 		if c.Withdrawn {
@@ -144,6 +166,87 @@ func (mb *memBGP) apply(cs []bgp.Change) {
 		}
 		mb.learned[c.Prefix] = c
 	}
+	if !mb.dirty {
+		mb.dirty = true
+		mb.g.s.sched.set(&mb.saveAt, mb.g.s.now().Add(saveDelay))
+	}
+}
+
+// saveDelay gathers the route changes of a burst into one write of the
+// state file.
+const saveDelay = time.Second
+
+// bgpStatePath is the file where a member group's learned routes outlive
+// mpsad: beside the status socket (/run/mpsad by default), so that they
+// last as long as the data plane's kill switch, which a reboot clears
+// too.
+func bgpStatePath(cfg *swanctl.Config, group string) string {
+	return filepath.Join(filepath.Dir(cfg.StatusSocket), "bgp-"+group+".routes")
+}
+
+// save writes the learned routes to the state file, atomically.
+func (mb *memBGP) save() {
+	mb.g.s.sched.stop(&mb.saveAt)
+	mb.dirty = false
+	routes := make([]bgp.Change, 0, len(mb.learned))
+	for _, p := range slices.SortedFunc(maps.Keys(mb.learned), comparePrefix) {
+		routes = append(routes, mb.learned[p])
+	}
+	if err := saveRoutes(mb.state, routes); err != nil {
+		mb.g.log.Warn("bgp: cannot keep the learned routes for the next run", "file", mb.state, "err", err)
+	}
+}
+
+// forget removes the state file: the group no longer learns by BGP.
+func (mb *memBGP) forget() {
+	mb.g.s.sched.stop(&mb.saveAt)
+	mb.dirty = false
+	if err := os.Remove(mb.state); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		mb.g.log.Warn("bgp: remove the learned routes of the group", "file", mb.state, "err", err)
+	}
+}
+
+// routesFile is the state file's content.
+type routesFile struct {
+	// Routes are the routes the speaker delivered, as it delivered them.
+	Routes []bgp.Change `json:"routes"`
+}
+
+func saveRoutes(path string, routes []bgp.Change) error {
+	b, err := json.Marshal(routesFile{Routes: routes})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o640); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// loadRoutes reads the state file; none is no route.
+func loadRoutes(path string) ([]bgp.Change, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var f routesFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var out []bgp.Change
+	for _, c := range f.Routes {
+		if c.Prefix.IsValid() && c.Peer.IsValid() && !c.Withdrawn {
+			out = append(out, c)
+		}
+	}
+	return out, nil
 }
 
 // peers are the learned routes as the group's source sourceBGP, in prefix
@@ -193,10 +296,14 @@ func (mb *memBGP) down() {
 	mb.ctl, mb.local, mb.iface = netip.Addr{}, netip.Addr{}, ""
 }
 
-// close stops the speaker (mpsad stops, or BGP is turned off or changed).
+// close stops the speaker (mpsad stops, or BGP is turned off or changed)
+// and brings the state file up to date.
 func (mb *memBGP) close() {
 	if err := mb.sp.Close(); err != nil {
 		mb.g.log.Error("bgp: close", "err", err)
+	}
+	if mb.dirty {
+		mb.save()
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -51,7 +52,9 @@ const memBGPConf = `mpsa {
 func bgpMember(t *testing.T, v *bgpVerifier) (*Server, *memGroup, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
-	s, err := New(Options{Config: loadConfig(t, memBGPConf), Verifier: v,
+	cfg := loadConfig(t, memBGPConf)
+	cfg.StatusSocket = filepath.Join(t.TempDir(), "mpsad.sock") // the routes file goes beside it
+	s, err := New(Options{Config: cfg, Verifier: v,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		NewDataPlane: func(context.Context, *swanctl.Group, netip.Addr, *slog.Logger) (xfrm.DataPlane, error) {
 			return &recorder{keys: map[uint32]xfrm.SA{}}, nil
@@ -130,6 +133,26 @@ func TestBGPNeedsItsOwnProof(t *testing.T) {
 	s.onUpdate(context.Background(), vici.Update{Snapshot: vici.Snapshot{Connected: true}})
 	if g.bgp.ctl.IsValid() || len(g.bgp.learned) != 1 {
 		t.Errorf("after the child went: controller %v, learned %v", g.bgp.ctl, g.bgp.learned)
+	}
+	// mpsad stops: the learned routes are kept for the next run, which
+	// starts with them in its peer table.
+	s.shutdown()
+	routes, err := loadRoutes(bgpStatePath(s.cfg, "g"))
+	if err != nil || len(routes) != 1 || routes[0].Prefix != netip.MustParsePrefix("10.1.2.0/24") {
+		t.Fatalf("routes kept: %v %v", routes, err)
+	}
+	next, err := New(Options{Config: s.cfg, Verifier: v, NewDataPlane: s.opts.NewDataPlane})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next.runCtx = s.runCtx
+	if err := next.applyConfig(context.Background(), next.cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer next.shutdown()
+	ng := next.groups[0].(*memGroup)
+	if got := ng.peerTable(); len(got) != 1 || got[0].Underlay != netip.MustParseAddr("192.0.2.12") {
+		t.Errorf("the next run's peer table: %v", got)
 	}
 }
 

@@ -303,6 +303,7 @@ func (g *memGroup) restartBGP(ctx context.Context) {
 	if g.bgp != nil {
 		g.log.Info("bgp: settings changed; restarting the speaker")
 		g.bgp.close()
+		g.bgp.forget()
 		g.bgp = nil
 		delete(g.peers, sourceBGP)
 	}
@@ -577,6 +578,7 @@ func (g *memGroup) retire(ctx context.Context, next *swanctl.Group) {
 	g.log.Info("group removed or moved to another data plane; removing it and its kill switch")
 	if g.bgp != nil {
 		g.bgp.close()
+		g.bgp.forget()
 		g.bgp = nil
 	}
 	g.s.sched.stop(&g.timer)

@@ -324,6 +324,43 @@ func TestBGP(t *testing.T) {
 			t.Errorf("member 1 withdrew stale routes %d times across the restart", n)
 		}
 	})
+
+	t.Run("member restart", func(t *testing.T) {
+		// Member 2's mpsad restarts: it starts with the routes it had
+		// learned (stale), so that its kill switch never lets go of
+		// them, and the controller's routes refresh them.
+		e.stopMPSAD(m2)
+		e.startMPSAD(m2)
+		var first map[string]string
+		testWaitFast(t, "member 2's mpsad to answer", func() (bool, string) {
+			st, err := m2.tryStatus()
+			if err != nil || len(st.Groups) != 1 {
+				return false, fmt.Sprint(err)
+			}
+			first = m2.peers()
+			return true, ""
+		})
+		if !maps.Equal(first, e.want(1, 3)) {
+			t.Errorf("member 2's first peer table after its restart: %v, want %v", first, e.want(1, 3))
+		}
+		if n := m2.logCount(t, "restored the routes of the previous run"); n != 1 {
+			t.Errorf("member 2 logged %d restorations", n)
+		}
+		testWaitFast(t, "member 2's routes to be fresh", func() (bool, string) {
+			rs, err := tryRoutes(m2)
+			if err != nil || rs.Session == nil || rs.Session.State != "established" {
+				return false, fmt.Sprint(err)
+			}
+			for _, r := range rs.Routes {
+				if r.Stale {
+					return false, fmt.Sprintf("%+v", rs.Routes)
+				}
+			}
+			return len(rs.Routes) == 2, fmt.Sprintf("%+v", rs.Routes)
+		})
+		e.waitSPI(m1, m2)
+		pingOK(t, m2, m1)
+	})
 }
 
 // tryRoutes is routes without failing, for polling.
