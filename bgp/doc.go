@@ -15,8 +15,9 @@
 //   - A Member (NewMember) per member group: SetController and
 //     ControllerDown as the control child comes and goes, Advertise with
 //     local_ts and the underlay, and learned route changes delivered as
-//     deltas to MemberConfig.OnChange. A PeerTable combines them with the
-//     static routes into the data plane's peer table.
+//     deltas to MemberConfig.OnChange, which the engine merges with the
+//     static routes into the data plane's peer table (package server);
+//     Restore hands it back what an earlier run learned.
 //   - A Reflector (NewReflector) per controller group: AddMember and
 //     RemoveMember as members' control children come and go; it enforces
 //     the policy, counts and logs what it rejects, and reports both in

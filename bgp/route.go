@@ -1,6 +1,7 @@
 package bgp
 
 import (
+	"cmp"
 	"net/netip"
 	"time"
 )
@@ -58,3 +59,8 @@ type Route struct {
 
 // Age is how long the route has had its peer at now.
 func (r Route) Age(now time.Time) time.Duration { return now.Sub(r.Since) }
+
+// comparePrefix orders prefixes by address (IPv4 first), then length.
+func comparePrefix(a, b netip.Prefix) int {
+	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+}
