@@ -81,6 +81,13 @@
 // underlay; a change of the local prefixes or of the outbound SA
 // recomputes all of them.
 //
+// A peer table in which one prefix lies inside another that leads to
+// another peer is refused, and the table in force stays: every policy of
+// a group has one priority, and the kernel chooses among policies of one
+// priority by insertion, not by prefix length, so it could not send a
+// destination to the peer of its longest prefix (the userspace data
+// plane can).
+//
 // # Sequence numbers
 //
 // The shared SA runs without ESN (a shared inbound state cannot keep a
@@ -98,10 +105,12 @@
 package kernel
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -666,7 +675,41 @@ func (b *Backend) peerTable(peers []xfrm.Peer) (map[netip.Prefix]netip.Addr, err
 		}
 		t[r] = u
 	}
+	if err := refuseOverlaps(t); err != nil {
+		return nil, err
+	}
 	return t, nil
+}
+
+// refuseOverlaps refuses a peer table where one prefix contains another
+// that leads to another peer: the kernel orders XFRM policies of one
+// priority by insertion, not by prefix length, so it would not send each
+// destination to the longest prefix's peer, and every policy of the group
+// has one priority (the group's mark, xfrm/groupid). Nested prefixes with
+// the same peer are fine: either policy sends to it. The cost is a map
+// look-up per prefix and shorter length present.
+func refuseOverlaps(t map[netip.Prefix]netip.Addr) error {
+	lengths := map[bool]map[int]bool{true: {}, false: {}}
+	for r := range t {
+		lengths[r.Addr().Is4()][r.Bits()] = true
+	}
+	var errs []error
+	byAddr := func(a, b netip.Prefix) int {
+		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+	}
+	for _, r := range slices.SortedFunc(maps.Keys(t), byAddr) {
+		for bits := range lengths[r.Addr().Is4()] {
+			if bits >= r.Bits() {
+				continue
+			}
+			outer, _ := r.Addr().Prefix(bits)
+			if u, ok := t[outer]; ok && u != t[r] {
+				errs = append(errs, fmt.Errorf("peer prefix %s (via %s) lies inside %s (via %s): the kernel data plane cannot send each destination to the peer of its longest prefix (XFRM policies of one priority have no prefix-length order), so it refuses the peer table; give each member prefixes that do not overlap another's (the controller's bgp policy), or use the userspace data plane, which matches the longest prefix",
+					r, t[r], outer, u))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func usesOf(t map[netip.Prefix]netip.Addr) map[netip.Addr]int {

@@ -191,3 +191,31 @@ func TestSortedKeysOrder(t *testing.T) {
 		t.Errorf("first key %s, last %s; want fwd first and out last", first, last)
 	}
 }
+
+// TestPeerTableRefusesNestedPrefixesOfTwoPeers: the kernel cannot match
+// the longest of nested prefixes that lead to different peers, so such a
+// table is refused, naming both; nested prefixes of one peer, and
+// disjoint ones, are fine.
+func TestPeerTableRefusesNestedPrefixesOfTwoPeers(t *testing.T) {
+	b := testBackend("192.0.2.1", "2001:db8::1")
+	for _, c := range []struct {
+		peers []xfrm.Peer
+		err   string
+	}{
+		{[]xfrm.Peer{peer("10.2.0.0/16", "192.0.2.2"), peer("10.2.5.0/24", "192.0.2.3")},
+			"peer prefix 10.2.5.0/24 (via 192.0.2.3) lies inside 10.2.0.0/16 (via 192.0.2.2)"},
+		{[]xfrm.Peer{peer("0.0.0.0/0", "192.0.2.2"), peer("10.3.0.0/24", "192.0.2.3")}, "lies inside 0.0.0.0/0"},
+		{[]xfrm.Peer{peer("fd00::/16", "2001:db8::2"), peer("fd00:5::/64", "2001:db8::3")}, "peer prefix fd00:5::/64 (via 2001:db8::3) lies inside fd00::/16"},
+		{[]xfrm.Peer{peer("10.2.0.0/16", "192.0.2.2"), peer("10.2.5.0/24", "192.0.2.2"), peer("10.3.0.0/24", "192.0.2.3")}, ""},
+		// An IPv4 prefix never lies inside an IPv6 one.
+		{[]xfrm.Peer{peer("::/0", "2001:db8::2"), peer("10.3.0.0/24", "192.0.2.3")}, ""},
+	} {
+		_, err := b.peerTable(c.peers)
+		switch {
+		case c.err == "" && err != nil:
+			t.Errorf("%v: %v", c.peers, err)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err) || !strings.Contains(err.Error(), "userspace data plane")):
+			t.Errorf("%v: error %v, want one saying %q", c.peers, err, c.err)
+		}
+	}
+}
