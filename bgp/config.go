@@ -31,5 +31,6 @@ func ReflectorConfigFor(b *swanctl.BGP, controlInterface string) ReflectorConfig
 		DeferralTime:  b.DeferralTime.Std(),
 		BindInterface: controlInterface,
 		Policy:        b.Rules(),
+		CheckNextHop:  b.NextHop != swanctl.NextHopAny,
 	}
 }

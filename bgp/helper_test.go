@@ -49,6 +49,7 @@ type helperConfig struct {
 	StaleTime    time.Duration `json:"stale_time"`
 	DeferralTime time.Duration `json:"deferral_time"`
 	Policy       []policy.Rule `json:"policy"`
+	CheckNextHop bool          `json:"check_next_hop,omitempty"`
 	// Quiet logs at Info instead of Debug (GoBGP's per-path debug lines
 	// would dominate a benchmark).
 	Quiet bool `json:"quiet,omitempty"`
@@ -123,7 +124,7 @@ func runHelper(raw string) int {
 		var err error
 		refl, err = NewReflector(ReflectorConfig{
 			ASN: cfg.ASN, RouterID: cfg.RouterID, Port: cfg.Port, HoldTime: cfg.HoldTime, DeferralTime: cfg.DeferralTime,
-			Policy: cfg.Policy, Logger: log, RejectLogInterval: time.Second,
+			Policy: cfg.Policy, CheckNextHop: cfg.CheckNextHop, Logger: log, RejectLogInterval: time.Second,
 		})
 		if err == nil {
 			err = refl.Start(ctx)

@@ -74,7 +74,7 @@ func identity(i int) string { return fmt.Sprintf("cpe-%d.example.net", i) }
 // startReflector runs a reflector helper in the lab's controller
 // namespace.
 func (l *lab) startReflector(t *testing.T, rules []policy.Rule, deferral time.Duration) *speakerProc {
-	return startSpeaker(t, l.ctl, "reflector", helperConfig{Role: "reflector", ASN: testASN, Policy: rules, DeferralTime: deferral})
+	return startSpeaker(t, l.ctl, "reflector", helperConfig{Role: "reflector", ASN: testASN, Policy: rules, DeferralTime: deferral, CheckNextHop: true})
 }
 
 // startMember runs a member helper in member namespace i (from 1).
@@ -86,7 +86,13 @@ func (l *lab) startMember(t *testing.T, i int, stale time.Duration) *speakerProc
 // control child is INSTALLED: AddMember on the controller, SetController
 // on the member.
 func join(refl, mem *speakerProc, i int, v6 bool) {
-	refl.call(command{Op: "add", Member: MemberInfo{Addr: memberAddr(i, v6), Local: ctlAddr(i, v6), Identity: identity(i)}})
+	joinVia(refl, mem, i, v6, underlay(i))
+}
+
+// joinVia is join for a member whose IKE address, the only next hop its
+// routes may have, is ike.
+func joinVia(refl, mem *speakerProc, i int, v6 bool, ike netip.Addr) {
+	refl.call(command{Op: "add", Member: MemberInfo{Addr: memberAddr(i, v6), Local: ctlAddr(i, v6), Identity: identity(i), Underlay: ike}})
 	mem.call(command{Op: "set-controller", Ctl: ctlAddr(i, v6), Local: memberAddr(i, v6)})
 }
 
@@ -392,9 +398,10 @@ func TestIPv6(t *testing.T) {
 	m1.call(command{Op: "advertise", Prefixes: prefixes("10.1.0.0/24", "2001:db8:1::/64"), Underlay: addr("2001:db8:ffff::1")})
 	m2.call(command{Op: "advertise", Prefixes: prefixes("10.2.0.0/24", "2001:db8:2::/64"), Underlay: addr("2001:db8:ffff::2")})
 	m3.call(command{Op: "advertise", Prefixes: prefixes("2001:db8:3::/64"), Underlay: underlay(3)})
-	join(refl, m1, 1, true)
-	join(refl, m2, 2, true)
-	join(refl, m3, 3, true)
+	joinVia(refl, m1, 1, true, addr("2001:db8:ffff::1"))
+	joinVia(refl, m2, 2, true, addr("2001:db8:ffff::2"))
+	joinVia(refl, m3, 3, true, underlay(3)) // IPv6 prefix, IPv4-mapped next hop
+
 	m1.waitRoutes(t, 15*time.Second, time.Now(), map[string]string{"10.2.0.0/24": "2001:db8:ffff::2", "2001:db8:2::/64": "2001:db8:ffff::2", "2001:db8:3::/64": "192.0.2.3"})
 	m3.waitRoutes(t, 15*time.Second, time.Now(), map[string]string{
 		"10.1.0.0/24": "2001:db8:ffff::1", "2001:db8:1::/64": "2001:db8:ffff::1",
@@ -404,6 +411,45 @@ func TestIPv6(t *testing.T) {
 	for _, m := range st.Members {
 		if m.Session != "established" || !m.Addr.Is6() || len(m.Rejected) != 0 {
 			t.Errorf("reflector member %+v", m)
+		}
+	}
+}
+
+// TestNextHopCheck: a member's routes must lead to its IKE address. One
+// that points its allowed prefix elsewhere is rejected, with the reason,
+// and reaches nobody; the same prefix with the right next hop is
+// reflected.
+func TestNextHopCheck(t *testing.T) {
+	l := newLab(t, 2)
+	refl := l.startReflector(t, testPolicy(t, 2), 0)
+	m1 := l.startMember(t, 1, 0)
+	m2 := l.startMember(t, 2, 0)
+	m1.call(command{Op: "advertise", Prefixes: prefixes("10.1.0.0/24"), Underlay: underlay(1)})
+	// Member 2 points its prefixes at a host outside the group.
+	m2.call(command{Op: "advertise", Prefixes: prefixes("10.2.0.0/24", "2001:db8:2::/64"), Underlay: addr("192.0.2.99")})
+	join(refl, m1, 1, false)
+	join(refl, m2, 2, false)
+	m2.waitRoutes(t, 15*time.Second, time.Now(), map[string]string{"10.1.0.0/24": "192.0.2.1"})
+	testenv.WaitFor(t, 10*time.Second, "the reflector to reject member 2's routes", func() (bool, string) {
+		for _, m := range refl.reflectorStatus().Members {
+			if m.Identity == identity(2) {
+				ok := len(m.Rejected) == 2 && len(m.Accepted) == 0
+				for _, p := range m.Rejected {
+					ok = ok && p.Reason == "next hop 192.0.2.99 is not the member's IKE address 192.0.2.2"
+				}
+				return ok, fmt.Sprintf("%+v", m)
+			}
+		}
+		return false, "no member 2"
+	})
+	if got := m1.learned(); len(got) != 0 {
+		t.Errorf("member 1 learned %v", routeStrings(got))
+	}
+	m2.call(command{Op: "advertise", Prefixes: prefixes("10.2.0.0/24", "2001:db8:2::/64"), Underlay: underlay(2)})
+	m1.waitRoutes(t, 10*time.Second, time.Now(), map[string]string{"10.2.0.0/24": "192.0.2.2", "2001:db8:2::/64": "192.0.2.2"})
+	for _, c := range m1.history() {
+		if c.Peer == addr("192.0.2.99") {
+			t.Errorf("member 1 learned a rejected route: %+v", c.Change)
 		}
 	}
 }

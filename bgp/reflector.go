@@ -55,6 +55,12 @@ type ReflectorConfig struct {
 	BindInterface string
 	// Policy is the access control: what each member may advertise.
 	Policy []policy.Rule
+	// CheckNextHop rejects a route whose next hop is not the IKE address
+	// of the member that advertised it (MemberInfo.Underlay), so that no
+	// member can point its prefixes at another member or at a host
+	// outside the group. Members whose ESP address differs from their
+	// IKE address need it off.
+	CheckNextHop bool
 	// RejectLogInterval is how often the routes rejected from one member
 	// are logged, at most; the first at once, then a summary.
 	RejectLogInterval time.Duration
@@ -88,6 +94,10 @@ type MemberInfo struct {
 	// Identity is the member's IKE identity (charon's remote-id), which
 	// the policy matches.
 	Identity string
+	// Underlay is the member's IKE address (charon's remote-host): with
+	// ReflectorConfig.CheckNextHop, the only next hop its routes may
+	// have. The zero Addr checks nothing.
+	Underlay netip.Addr
 }
 
 // Reflector is a controller group's route reflector: a passive iBGP
@@ -110,6 +120,7 @@ type Reflector struct {
 	id         netip.Addr
 	pol        *policy.Policy
 	gen        int // generation of the GoBGP policy objects
+	nextID     int // the last member id given
 	members    map[netip.Addr]*rmember
 	restarting bool
 	restartEnd time.Time
@@ -123,6 +134,8 @@ type Reflector struct {
 
 // rmember is the reflector's state of one member.
 type rmember struct {
+	// id names the member's policy objects.
+	id       int
 	info     MemberInfo
 	rules    []int
 	state    bgppkt.FSMState
@@ -277,7 +290,14 @@ func (r *Reflector) ensureServer(local netip.Addr) error {
 }
 
 // Names of the GoBGP policy objects of generation gen.
-func neighborSetName(gen, rule int) string { return fmt.Sprintf("mpsa%d-r%d", gen, rule) }
+func memberSetName(gen, id int) string { return fmt.Sprintf("mpsa%d-m%d", gen, id) }
+func noneSetName(gen int) string       { return fmt.Sprintf("mpsa%d-none", gen) }
+func statementName(gen, id, rule int, v6 bool) string {
+	if v6 {
+		return fmt.Sprintf("mpsa%d-m%d-r%d-v6", gen, id, rule)
+	}
+	return fmt.Sprintf("mpsa%d-m%d-r%d-v4", gen, id, rule)
+}
 func prefixSetName(gen, rule int, v6 bool) string {
 	if v6 {
 		return fmt.Sprintf("mpsa%d-r%d-v6", gen, rule)
@@ -286,39 +306,110 @@ func prefixSetName(gen, rule int, v6 bool) string {
 }
 func policyName(gen int) string { return fmt.Sprintf("mpsa%d-import", gen) }
 
-// sentinel is in every neighbour set: GoBGP treats an empty neighbour set
-// as matching every neighbour, which would let a rule with no member yet
-// admit its prefixes from anyone. No neighbour has this address.
+// sentinel is the address of the neighbour set of the policy's first
+// statement, which never matches: it keeps the policy, and its
+// assignment, in place while no member has a statement. (GoBGP treats an
+// empty neighbour set as matching every neighbour.) No neighbour has
+// this address.
 const sentinel = "255.255.255.255/32"
 
 // hostPrefix is a as a neighbour set element.
 func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).String() }
 
+// nextHops is the next-hop list a member's routes must match: its IKE
+// address, and for IPv4 also its IPv4-mapped form, in which IPv6 routes
+// carry an IPv4 next hop (RFC 4798).
+func nextHops(a netip.Addr) []string {
+	a = a.Unmap()
+	out := []string{hostPrefix(a)}
+	if a.Is4() {
+		out = append(out, hostPrefix(netip.AddrFrom16(a.As16())))
+	}
+	return out
+}
+
+// memberStatements are the import statements of member m in policy
+// generation gen: per rule its identity matches and family the rule has
+// prefixes of, accept a route when it comes from m, its prefix is in the
+// rule's ranges and, with CheckNextHop, its next hop is m's IKE address.
+func (r *Reflector) memberStatements(gen int, m *rmember) []*api.Statement {
+	var stmts []*api.Statement
+	for _, i := range m.rules {
+		for _, v6 := range []bool{false, true} {
+			if !slices.ContainsFunc(r.pol.Rule(i).Prefixes, func(rg policy.Range) bool { return rg.Prefix.Addr().Is6() == v6 }) {
+				continue
+			}
+			c := &api.Conditions{
+				NeighborSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: memberSetName(gen, m.id)},
+				PrefixSet:   &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: prefixSetName(gen, i, v6)},
+			}
+			if r.cfg.CheckNextHop && m.info.Underlay.IsValid() {
+				c.NextHopInList = nextHops(m.info.Underlay)
+			}
+			stmts = append(stmts, &api.Statement{Name: statementName(gen, m.id, i, v6), Conditions: c,
+				Actions: &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT}})
+		}
+	}
+	return stmts
+}
+
+// addMemberPolicy adds m's neighbour set and statements to the policy in
+// force.
+func (r *Reflector) addMemberPolicy(m *rmember) error {
+	ctx := context.Background()
+	if err := r.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+		DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: memberSetName(r.gen, m.id), List: []string{hostPrefix(m.info.Addr)},
+	}}); err != nil {
+		return fmt.Errorf("bgp reflector: member %s: neighbour set: %w", m.info.Identity, err)
+	}
+	if stmts := r.memberStatements(r.gen, m); len(stmts) > 0 {
+		if err := r.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{Name: policyName(r.gen), Statements: stmts}}); err != nil {
+			r.dropMemberPolicy(m)
+			return fmt.Errorf("bgp reflector: member %s: import statements: %w", m.info.Identity, err)
+		}
+	}
+	return nil
+}
+
+// dropMemberPolicy removes m's statements and neighbour set from the
+// policy in force.
+func (r *Reflector) dropMemberPolicy(m *rmember) {
+	ctx := context.Background()
+	if stmts := r.memberStatements(r.gen, m); len(stmts) > 0 {
+		refs := make([]*api.Statement, len(stmts))
+		for i, st := range stmts {
+			refs[i] = &api.Statement{Name: st.Name}
+		}
+		if err := r.srv.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: &api.Policy{Name: policyName(r.gen), Statements: refs}, PreserveStatements: true}); err != nil {
+			r.log.Warn("bgp: remove a member's import statements", "member", m.info.Identity, "err", err)
+		}
+		for _, st := range refs {
+			if err := r.srv.DeleteStatement(ctx, &api.DeleteStatementRequest{Statement: st, All: true}); err != nil {
+				r.log.Debug("bgp: delete a member's statement", "statement", st.Name, "err", err)
+			}
+		}
+	}
+	if err := r.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: &api.DefinedSet{
+		DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: memberSetName(r.gen, m.id)}, All: true}); err != nil {
+		r.log.Warn("bgp: remove a member's neighbour set", "member", m.info.Identity, "err", err)
+	}
+}
+
 // installPolicy builds the GoBGP import policy of r.pol as generation
 // gen+1, makes it the global import policy with default reject, removes
 // the previous generation, and applies it again to every route received.
 //
-// Per rule i there is a neighbour set of the members whose identity
-// matches (kept up to date by AddMember and RemoveMember) and a prefix
-// set per address family; a statement per family accepts a route when
-// its neighbour is in the first and its prefix in the second.
+// Per rule there is a prefix set per address family; per member a
+// neighbour set of its address, and a statement per rule its identity
+// matches and family, which accepts a route when its neighbour is in the
+// first, its prefix in the second and, with CheckNextHop, its next hop is
+// the member's IKE address. AddMember and RemoveMember add and remove a
+// member's set and statements; work per member, not per fleet.
 func (r *Reflector) installPolicy() error {
 	ctx := context.Background()
 	gen := r.gen + 1
-	var stmts []*api.Statement
 	for i := range r.pol.Len() {
 		rule := r.pol.Rule(i)
-		list := []string{sentinel}
-		for _, m := range r.members {
-			if slices.Contains(m.rules, i) {
-				list = append(list, hostPrefix(m.info.Addr))
-			}
-		}
-		if err := r.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
-			DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: neighborSetName(gen, i), List: list,
-		}}); err != nil {
-			return fmt.Errorf("bgp reflector: policy %s: neighbour set: %w", rule.Name, err)
-		}
 		for _, v6 := range []bool{false, true} {
 			var ps []*api.Prefix
 			for _, rg := range rule.Prefixes {
@@ -329,35 +420,41 @@ func (r *Reflector) installPolicy() error {
 			if len(ps) == 0 {
 				continue
 			}
-			name := prefixSetName(gen, i, v6)
 			if err := r.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
-				DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: name, Prefixes: ps,
+				DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: prefixSetName(gen, i, v6), Prefixes: ps,
 			}}); err != nil {
 				return fmt.Errorf("bgp reflector: policy %s: prefix set: %w", rule.Name, err)
 			}
-			stmts = append(stmts, &api.Statement{
-				Name: name,
-				Conditions: &api.Conditions{
-					NeighborSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: neighborSetName(gen, i)},
-					PrefixSet:   &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: name},
-				},
-				Actions: &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
-			})
 		}
 	}
-	assign := &api.PolicyAssignment{
+	if err := r.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+		DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: noneSetName(gen), List: []string{sentinel},
+	}}); err != nil {
+		return fmt.Errorf("bgp reflector: neighbour set: %w", err)
+	}
+	stmts := []*api.Statement{{
+		Name:       fmt.Sprintf("mpsa%d-none", gen),
+		Conditions: &api.Conditions{NeighborSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: noneSetName(gen)}},
+		Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_REJECT},
+	}}
+	for _, m := range r.members {
+		if err := r.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+			DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: memberSetName(gen, m.id), List: []string{hostPrefix(m.info.Addr)},
+		}}); err != nil {
+			return fmt.Errorf("bgp reflector: member %s: neighbour set: %w", m.info.Identity, err)
+		}
+		stmts = append(stmts, r.memberStatements(gen, m)...)
+	}
+	pol := &api.Policy{Name: policyName(gen), Statements: stmts}
+	if err := r.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: pol}); err != nil {
+		return fmt.Errorf("bgp reflector: add import policy: %w", err)
+	}
+	if err := r.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
 		Name:          "global",
 		Direction:     api.PolicyDirection_POLICY_DIRECTION_IMPORT,
 		DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
-	}
-	if len(stmts) > 0 {
-		pol := &api.Policy{Name: policyName(gen), Statements: stmts}
-		if err := r.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: pol}); err != nil {
-			return fmt.Errorf("bgp reflector: add import policy: %w", err)
-		}
-		assign.Policies = []*api.Policy{{Name: pol.Name}}
-	}
-	if err := r.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: assign}); err != nil {
+		Policies:      []*api.Policy{{Name: pol.Name}},
+	}}); err != nil {
 		return fmt.Errorf("bgp reflector: set import policy: %w", err)
 	}
 	old := r.gen
@@ -437,7 +534,7 @@ func (r *Reflector) rejudge(m *rmember) {
 	clear(m.accepted)
 	clear(m.rejected)
 	for p, st := range all {
-		v := r.pol.Check(m.info.Identity, m.rules, p)
+		v := r.judge(m, p, st.Peer)
 		st.Rule, st.Reason = v.Rule, v.Reason
 		if v.Allowed {
 			m.accepted[p] = st
@@ -482,14 +579,12 @@ func (r *Reflector) addMember(info MemberInfo) error {
 		accepted: map[netip.Prefix]PrefixStatus{},
 		rejected: map[netip.Prefix]PrefixStatus{},
 	}
-	// The neighbour sets first, so that the member's first route meets
-	// its rules.
-	for _, i := range m.rules {
-		if err := r.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
-			DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: neighborSetName(r.gen, i), List: []string{hostPrefix(info.Addr)},
-		}}); err != nil {
-			return fmt.Errorf("bgp reflector: member %s: %w", info.Identity, err)
-		}
+	r.nextID++
+	m.id = r.nextID
+	// The statements first, so that the member's first route meets its
+	// rules.
+	if err := r.addMemberPolicy(m); err != nil {
+		return err
 	}
 	restarting := r.restarting && r.cfg.Now().Before(r.restartEnd)
 	peer := &api.Peer{
@@ -516,9 +611,7 @@ func (r *Reflector) addMember(info MemberInfo) error {
 		peer.Transport.LocalAddress = info.Local.String()
 	}
 	if err := r.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: peer}); err != nil {
-		for _, i := range m.rules {
-			r.dropFromSet(i, info.Addr)
-		}
+		r.dropMemberPolicy(m)
 		return fmt.Errorf("bgp reflector: add member %s (%s): %w", info.Identity, info.Addr, err)
 	}
 	r.members[info.Addr] = m
@@ -532,14 +625,6 @@ func (r *Reflector) addMember(info MemberInfo) error {
 		r.log.Info("bgp: member added", "member", info.Identity, "addr", info.Addr, "policy", names)
 	}
 	return nil
-}
-
-func (r *Reflector) dropFromSet(rule int, addr netip.Addr) {
-	if err := r.srv.DeleteDefinedSet(context.Background(), &api.DeleteDefinedSetRequest{DefinedSet: &api.DefinedSet{
-		DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: neighborSetName(r.gen, rule), List: []string{hostPrefix(addr)},
-	}}); err != nil {
-		r.log.Warn("bgp: remove a member from a neighbour set", "addr", addr, "err", err)
-	}
 }
 
 // RemoveMember removes the member at its control address (its control
@@ -558,9 +643,7 @@ func (r *Reflector) removeMember(addr netip.Addr, why string) {
 	if err := r.srv.DeletePeer(context.Background(), &api.DeletePeerRequest{Address: addr.String()}); err != nil {
 		r.log.Warn("bgp: remove member", "member", m.info.Identity, "addr", addr, "err", err)
 	}
-	for _, i := range m.rules {
-		r.dropFromSet(i, addr)
-	}
+	r.dropMemberPolicy(m)
 	if m.held > 0 {
 		r.logRejections(m, r.cfg.Now())
 	}
@@ -667,7 +750,7 @@ func (r *Reflector) onPaths(paths []*apiutil.Path) {
 		} else if old, ok := m.rejected[p]; ok && old.Peer == st.Peer {
 			st.Since = old.Since
 		}
-		v := r.pol.Check(m.info.Identity, m.rules, p)
+		v := r.judge(m, p, st.Peer)
 		st.Rule, st.Reason = v.Rule, v.Reason
 		if v.Allowed && !usableNextHop(st.Peer) {
 			// GoBGP reflects it; the members ignore it.
@@ -733,6 +816,17 @@ func (r *Reflector) flushRejections() {
 		r.flushTimer = time.NewTimer(next.Sub(now))
 		r.flushC = r.flushTimer.C
 	}
+}
+
+// judge is the verdict on prefix p with next hop nh from member m: the
+// policy's, and with CheckNextHop the next hop's, as GoBGP's import
+// policy enforces them.
+func (r *Reflector) judge(m *rmember, p netip.Prefix, nh netip.Addr) policy.Verdict {
+	v := r.pol.Check(m.info.Identity, m.rules, p)
+	if v.Allowed && r.cfg.CheckNextHop && m.info.Underlay.IsValid() && nh.Unmap() != m.info.Underlay.Unmap() {
+		return policy.Verdict{Reason: fmt.Sprintf("next hop %s is not the member's IKE address %s", nh, m.info.Underlay.Unmap())}
+	}
+	return v
 }
 
 // PrefixStatus is one prefix a member advertised.

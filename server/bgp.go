@@ -389,7 +389,7 @@ func (cb *ctlBGP) sync(m *ctlMember) string {
 			return "the route reflector could not start: " + err.Error()
 		}
 	}
-	info := bgp.MemberInfo{Addr: m.addr, Local: l.local, Identity: l.remoteID}
+	info := bgp.MemberInfo{Addr: m.addr, Local: l.local, Identity: l.remoteID, Underlay: l.remoteHost}
 	if old, ok := cb.added[m.addr]; ok && old == info {
 		return ""
 	}

@@ -40,7 +40,7 @@ func groupSections() []string { return []string{"routes", "bgp"} }
 func routeKeys() []string { return []string{"prefixes", "peer"} }
 
 func bgpKeys() []string {
-	return []string{"enabled", "asn", "router_id", "port", "hold_time", "restart_time", "stale_time", "deferral_time"}
+	return []string{"enabled", "asn", "router_id", "port", "hold_time", "restart_time", "stale_time", "deferral_time", "next_hop"}
 }
 
 func bgpSections() []string { return []string{"policy"} }
@@ -573,6 +573,15 @@ func decodeBGP(r *sectionReader, role Role) *BGP {
 	}
 	if role != RoleMember || !ignored("deferral_time", "only a reflector defers") {
 		b.DeferralTime = r.seconds("deferral_time", DefaultBGPDeferralTime, 1, maxBGPDeferral, "GoBGP keeps the deferral time in 16 bits")
+	}
+	b.NextHop = NextHopIKE
+	if role != RoleMember || !ignored("next_hop", "the controller checks the members' next hops") {
+		switch v := r.str("next_hop", NextHopIKE); v {
+		case NextHopIKE, NextHopAny:
+			b.NextHop = v
+		default:
+			r.errorf(r.pos("next_hop"), "next_hop = %s is not a choice; write next_hop = ike (a member's routes must lead to its IKE address, the default) or next_hop = any (members whose ESP address is not their IKE address)", v)
+		}
 	}
 	if role != RoleMember || !ignored("policy", "the controller filters the routes") {
 		if ps := r.sub("policy"); ps != nil {

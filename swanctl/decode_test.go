@@ -115,7 +115,7 @@ func TestDecodeMember(t *testing.T) {
 		t.Errorf("routes\n got %+v\nwant %+v", g.Routes, wantRoutes)
 	}
 	wantBGP := &BGP{Enabled: true, ASN: 64512, RouterID: netip.MustParseAddr("10.1.0.1"), Port: 179, HoldTime: DefaultBGPHoldTime,
-		RestartTime: DefaultBGPRestartTime, StaleTime: DefaultBGPStaleTime, DeferralTime: DefaultBGPDeferralTime, Pos: Pos{testFile, 18}}
+		RestartTime: DefaultBGPRestartTime, StaleTime: DefaultBGPStaleTime, DeferralTime: DefaultBGPDeferralTime, NextHop: NextHopIKE, Pos: Pos{testFile, 18}}
 	if !reflect.DeepEqual(g.BGP, wantBGP) {
 		t.Errorf("bgp %+v", g.BGP)
 	}
@@ -343,7 +343,7 @@ var decodeErrorCases = []struct {
 		f + "9: mpsa.groups.g.bgp: asn is not set; write asn = the group's AS number (a private one such as 64512)",
 		f + "10: mpsa.groups.g.bgp: router_id = 2001:db8::1 is not an IPv4 address; write a BGP router ID as an IPv4 address, such as 192.0.2.1",
 		f + "11: mpsa.groups.g.bgp: port = 99999 is out of range; write a whole number from 1 to 65535",
-		f + "12: mpsa.groups.g.bgp: unknown setting \"neighbour\"; known here: enabled, asn, router_id, port, hold_time, restart_time, stale_time, deferral_time",
+		f + "12: mpsa.groups.g.bgp: unknown setting \"neighbour\"; known here: enabled, asn, router_id, port, hold_time, restart_time, stale_time, deferral_time, next_hop",
 		f + "13: mpsa.groups.g.bgp: unknown section \"peers\"; known here: policy",
 		f + "14: mpsa.groups.g.bgp: hold_time = 2s is too short; write hold_time = 90s (the default) or at least 3s",
 		f + "15: mpsa.groups.g.bgp: restart_time = 2h is too long (the graceful restart capability carries at most 4095 s); write restart_time = 2m (the default) or at most 4095s",
@@ -587,12 +587,12 @@ func TestDecodeBGP(t *testing.T) {
 		t.Errorf("member warnings\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
 	}
 
-	cfg, errs = load(t, group("controller", "connection = c", "bgp {\n asn = 64512\n port = 1179\n stale_time = 5m\n policy {\n  branches { identity = cpe-*.example.net\n prefixes = 10.0.0.0/8 le 24, 2001:db8::/32 ge 48 le 64 }\n  hq { identity = C=CH, O=Example, CN=hq\n prefixes = 0.0.0.0/0, 192.168.0.0/16 }\n }\n}"))
+	cfg, errs = load(t, group("controller", "connection = c", "bgp {\n asn = 64512\n port = 1179\n stale_time = 5m\n next_hop = any\n policy {\n  branches { identity = cpe-*.example.net\n prefixes = 10.0.0.0/8 le 24, 2001:db8::/32 ge 48 le 64 }\n  hq { identity = C=CH, O=Example, CN=hq\n prefixes = 0.0.0.0/0, 192.168.0.0/16 }\n }\n}"))
 	if errs != nil {
 		t.Fatalf("controller: %q", errs)
 	}
 	b := cfg.Groups[0].BGP
-	if b.Port != 1179 || b.StaleTime != DefaultBGPStaleTime || len(b.Policy) != 2 {
+	if b.Port != 1179 || b.StaleTime != DefaultBGPStaleTime || len(b.Policy) != 2 || b.NextHop != NextHopAny {
 		t.Fatalf("controller bgp %+v", b)
 	}
 	rules := b.Rules()
@@ -610,7 +610,7 @@ func TestDecodeBGP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{`"hold_time":"90s"`, `"restart_time":"2m"`, `"stale_time":"1h"`, `"deferral_time":"30s"`, `"prefixes":["10.0.0.0/8 le 24","2001:db8::/32 ge 48 le 64"]`} {
+	for _, key := range []string{`"hold_time":"90s"`, `"restart_time":"2m"`, `"stale_time":"1h"`, `"deferral_time":"30s"`, `"next_hop":"any"`, `"prefixes":["10.0.0.0/8 le 24","2001:db8::/32 ge 48 le 64"]`} {
 		if !strings.Contains(string(js), key) {
 			t.Errorf("JSON lacks %s: %s", key, js)
 		}
@@ -625,7 +625,12 @@ func TestDecodeBGP(t *testing.T) {
 	if got := errorStrings(t, cfg.Warnings); !slices.Equal(got, want) {
 		t.Errorf("no-policy warning\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
 	}
-	if js, _ := json.Marshal(cfg); !strings.Contains(string(js), `"policy":[]`) {
-		t.Errorf("JSON of an empty policy: %s", js)
+	if js, _ := json.Marshal(cfg); !strings.Contains(string(js), `"policy":[]`) || !strings.Contains(string(js), `"next_hop":"ike"`) {
+		t.Errorf("JSON of an empty policy, default next hop: %s", js)
+	}
+	_, errs = load(t, group("controller", "connection = c", "bgp { asn = 64512\n next_hop = self }"))
+	want = []string{f + "7: mpsa.groups.g.bgp: next_hop = self is not a choice; write next_hop = ike (a member's routes must lead to its IKE address, the default) or next_hop = any (members whose ESP address is not their IKE address)"}
+	if got := errs; !slices.Equal(got, want) {
+		t.Errorf("next_hop error\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
 	}
 }

@@ -69,6 +69,7 @@ func (b *BGP) format(w *writer, role Role) {
 	}
 	if role != RoleMember {
 		w.kv("deferral_time", b.DeferralTime.String())
+		w.kv("next_hop", b.NextHop)
 		if len(b.Policy) > 0 {
 			w.open("policy")
 			for _, p := range b.Policy {

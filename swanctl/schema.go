@@ -74,6 +74,15 @@ const (
 	defaultLogLevelLevel = slog.LevelInfo
 )
 
+// Values of a controller's bgp.next_hop.
+const (
+	// NextHopIKE: a member's routes must have its IKE address as next
+	// hop (the default).
+	NextHopIKE = "ike"
+	// NextHopAny: the next hop is not checked.
+	NextHopAny = "any"
+)
+
 // Defaults of the BGP timers; package bgp has the same, and docs/bgp.md
 // explains them.
 const (
@@ -256,6 +265,9 @@ type BGP struct {
 	// DeferralTime (controller) bounds how long a reflector that has just
 	// started waits for its members' routes before it reflects.
 	DeferralTime Duration `json:"deferral_time"`
+	// NextHop (controller) is what a member's routes may lead to:
+	// NextHopIKE, its IKE address, or NextHopAny.
+	NextHop string `json:"next_hop"`
 	// Policy (controller) is what each member may advertise, by IKE
 	// identity.
 	Policy []BGPPolicy `json:"policy"`
