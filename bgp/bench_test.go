@@ -1,163 +1,27 @@
 package bgp
 
 import (
-	"encoding/binary"
+	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	bgppkt "github.com/osrg/gobgp/v4/pkg/packet/bgp"
-
 	"github.com/mpsa/mpsa/bgp/policy"
+	"github.com/mpsa/mpsa/internal/bgptest"
 	"github.com/mpsa/mpsa/internal/nettest"
 	"github.com/mpsa/mpsa/internal/testenv"
 )
 
 // The convergence benchmark runs the real Reflector (a helper process in
-// its own namespace, as in the tests) against many light clients in
-// another namespace. The clients stand in for the members' speakers: a
-// thousand GoBGP instances in one process would each keep the whole
-// table, and the point is the reflector. Each client is a TCP connection
-// that sends an OPEN, its prefixes and an End-of-RIB encoded with GoBGP's
-// packet package, and counts the prefixes it receives.
-
-// lightClient is one simulated member.
-type lightClient struct {
-	conn     net.Conn
-	addr     netip.Addr
-	prefixes []netip.Prefix
-	got      atomic.Int64 // IPv4 prefixes announced to it
-	eor      atomic.Bool
-	mu       sync.Mutex
-}
-
-func (c *lightClient) write(m *bgppkt.BGPMessage) error {
-	b, err := m.Serialize()
-	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, err = c.conn.Write(b)
-	return err
-}
-
-// readMsg reads one BGP message: its type and body.
-func readMsg(r io.Reader) (uint8, []byte, error) {
-	var h [19]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
-		return 0, nil, err
-	}
-	n := int(binary.BigEndian.Uint16(h[16:18]))
-	if n < 19 {
-		return 0, nil, fmt.Errorf("bad length %d", n)
-	}
-	body := make([]byte, n-19)
-	_, err := io.ReadFull(r, body)
-	return h[18], body, err
-}
-
-// countNLRI returns the number of IPv4 NLRI in an UPDATE body, and
-// whether it is the IPv4 End-of-RIB.
-func countNLRI(body []byte) (int, bool) {
-	if len(body) < 4 {
-		return 0, false
-	}
-	wl := int(binary.BigEndian.Uint16(body))
-	if 2+wl+2 > len(body) {
-		return 0, false
-	}
-	al := int(binary.BigEndian.Uint16(body[2+wl:]))
-	nlri := body[2+wl+2+al:]
-	if wl == 0 && al == 0 && len(nlri) == 0 {
-		return 0, true
-	}
-	n := 0
-	for len(nlri) > 0 {
-		l := (int(nlri[0]) + 7) / 8
-		nlri = nlri[1+min(l, len(nlri)-1):]
-		n++
-	}
-	return n, false
-}
-
-// open establishes the client's session with the reflector at rr.
-func (c *lightClient) open(rr netip.AddrPort) error {
-	caps := []bgppkt.ParameterCapabilityInterface{
-		bgppkt.NewCapMultiProtocol(bgppkt.RF_IPv4_UC),
-		bgppkt.NewCapFourOctetASNumber(testASN),
-		bgppkt.NewCapGracefulRestart(false, false, 120, []*bgppkt.CapGracefulRestartTuple{bgppkt.NewCapGracefulRestartTuple(bgppkt.RF_IPv4_UC, true)}),
-	}
-	open, err := bgppkt.NewBGPOpenMessage(testASN, 90, c.addr, []bgppkt.OptionParameterInterface{bgppkt.NewOptionParameterCapability(caps)})
-	if err != nil {
-		return err
-	}
-	if err := c.write(open); err != nil {
-		return err
-	}
-	for {
-		typ, _, err := readMsg(c.conn)
-		if err != nil {
-			return fmt.Errorf("%s: %w", c.addr, err)
-		}
-		switch typ {
-		case bgppkt.BGP_MSG_OPEN:
-			if err := c.write(bgppkt.NewBGPKeepAliveMessage()); err != nil {
-				return err
-			}
-		case bgppkt.BGP_MSG_KEEPALIVE:
-			return nil
-		case bgppkt.BGP_MSG_NOTIFICATION:
-			return fmt.Errorf("%s: notification", c.addr)
-		}
-	}
-}
-
-// advertise sends the client's prefixes with underlay as next hop, then
-// End-of-RIB.
-func (c *lightClient) advertise(underlay netip.Addr) error {
-	nh, _ := bgppkt.NewPathAttributeNextHop(underlay)
-	attrs := []bgppkt.PathAttributeInterface{
-		bgppkt.NewPathAttributeOrigin(0),
-		bgppkt.NewPathAttributeAsPath(nil),
-		nh,
-		bgppkt.NewPathAttributeLocalPref(100),
-	}
-	var nlri []bgppkt.PathNLRI
-	for _, p := range c.prefixes {
-		n, _ := bgppkt.NewIPAddrPrefix(p)
-		nlri = append(nlri, bgppkt.PathNLRI{NLRI: n})
-	}
-	if err := c.write(bgppkt.NewBGPUpdateMessage(nil, attrs, nlri)); err != nil {
-		return err
-	}
-	return c.write(bgppkt.NewBGPUpdateMessage(nil, nil, nil))
-}
-
-// receive counts what the reflector sends until the connection closes.
-func (c *lightClient) receive() {
-	for {
-		typ, body, err := readMsg(c.conn)
-		if err != nil {
-			return
-		}
-		if typ == bgppkt.BGP_MSG_UPDATE {
-			n, eor := countNLRI(body)
-			c.got.Add(int64(n))
-			if eor {
-				c.eor.Store(true)
-			}
-		}
-	}
-}
+// its own namespace, as in the tests) against many light clients
+// (internal/bgptest.LightClient) in another namespace. The clients stand
+// in for the members' speakers: a thousand GoBGP instances in one process
+// would each keep the whole table, and the point is the reflector.
 
 // clientAddr is client i's control address; benchPrefixes its 4 prefixes
 // (four /26 of 10.x.y.0/24), and benchRule the policy rule that admits
@@ -237,56 +101,44 @@ func benchConverge(b *testing.B, n int) {
 		add(i)
 	}
 	rr := netip.AddrPortFrom(addr("172.31.255.254"), DefaultPort)
-	clients := make([]*lightClient, n+1)
+	clients := make([]*bgptest.LightClient, n+1)
+	cpu0 := procCPU(b, refl.cmd.Process.Pid)
 	dial := func(i int) {
-		c := &lightClient{addr: clientAddr(i), prefixes: benchPrefixes(i)}
-		var err error
+		c := &bgptest.LightClient{ASN: testASN, Addr: clientAddr(i), NextHop: underlay(i%250 + 1), Prefixes: benchPrefixes(i),
+			Dial: func(ctx context.Context) (conn net.Conn, err error) {
+				err = farm.Do(func() error {
+					d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(clientAddr(i), 0)), Timeout: 10 * time.Second}
+					conn, err = d.DialContext(ctx, "tcp", rr.String())
+					return err
+				})
+				return conn, err
+			}}
+		up := make(chan struct{})
+		c.Start(context.Background(), up)
+		b.Cleanup(c.Stop)
 		// A session can be refused while GoBGP has not yet moved the
-		// new neighbour out of Idle: retry, as a member's speaker does.
-		for try := 0; try < 5; try++ {
-			if try > 0 {
-				c.conn.Close()
-				time.Sleep(time.Second)
-			}
-			err = farm.Do(func() error {
-				d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(c.addr, 0)), Timeout: 10 * time.Second}
-				var err error
-				c.conn, err = d.Dial("tcp", rr.String())
-				return err
-			})
-			if err == nil {
-				if err = c.open(rr); err == nil {
-					break
-				}
-			}
+		// new neighbour out of Idle: the client tries again.
+		select {
+		case <-up:
+		case <-time.After(30 * time.Second):
+			b.Fatalf("client %d: no session: %s", i, c.LastError())
 		}
-		if err != nil {
-			b.Fatalf("client %d: %v", i, err)
-		}
-		b.Cleanup(func() { c.conn.Close() })
 		clients[i] = c
 	}
 	for i := range n {
 		dial(i)
 	}
-	for _, c := range clients[:n] {
-		go c.receive()
-	}
+	// The reflector defers until every member it has sent its
+	// End-of-RIB: its work starts with the last client.
 	b.ResetTimer()
-	cpu0 := procCPU(b, refl.cmd.Process.Pid)
 	start := time.Now()
-	for i, c := range clients[:n] {
-		if err := c.advertise(underlay(i%250 + 1)); err != nil {
-			b.Fatal(err)
-		}
-	}
 	want := int64(4 * (n - 1))
-	waitAll := func(what string, want int64, cs []*lightClient) time.Duration {
+	waitAll := func(what string, want int64, cs []*bgptest.LightClient) time.Duration {
 		deadline := time.Now().Add(10 * time.Minute)
 		for {
 			done := 0
 			for _, c := range cs {
-				if c.got.Load() >= want {
+				if c.Got() >= want {
 					done++
 				}
 			}
@@ -304,19 +156,15 @@ func benchConverge(b *testing.B, n int) {
 	cpu := procCPU(b, refl.cmd.Process.Pid) - cpu0
 	b.ReportMetric(conv.Seconds(), "s-converge")
 	b.ReportMetric(cpu.Seconds(), "reflector-cpu-s")
-	b.Logf("%d members x 4 prefixes: every member had every other's %d prefixes %v after they advertised; the reflector used %v of CPU", n, want, conv.Round(time.Millisecond), cpu.Round(time.Millisecond))
+	b.Logf("%d members x 4 prefixes: every member had every other's %d prefixes %v after the last one advertised; the reflector used %v of CPU", n, want, conv.Round(time.Millisecond), cpu.Round(time.Millisecond))
 
 	// One more member joins: its prefixes reach all n.
 	add(n)
-	dial(n)
-	go clients[n].receive()
 	start = time.Now()
-	if err := clients[n].advertise(underlay(n%250 + 1)); err != nil {
-		b.Fatal(err)
-	}
+	dial(n)
 	join := waitAll("join", want+4, clients[:n])
 	b.ReportMetric(join.Seconds(), "s-join")
-	b.Logf("a joining member's prefixes reached all %d others %v after it advertised", n, join.Round(time.Millisecond))
+	b.Logf("a joining member's prefixes reached all %d others %v after it connected", n, join.Round(time.Millisecond))
 	if st := refl.reflectorStatus(); st.RejectedTotal != 0 || st.AcceptedTotal != uint64(4*(n+1)) {
 		b.Errorf("reflector accepted %d, rejected %d; want %d and 0", st.AcceptedTotal, st.RejectedTotal, 4*(n+1))
 	}
