@@ -81,10 +81,12 @@ fresh-root:
 # for each member count in N, REPEAT times each; with two counts or more it
 # draws the rekey times against N into docs/scale-rekey.png. Needs root;
 # installs the Debian packages it needs (scripts/scale.sh says which).
+# BGP=1 adds a route reflector and 4 prefixes per member (docs/scale.md).
 N      ?= 1000
 REPEAT ?= 1
+BGP    ?=
 scale:
-	GO=$(GO) N="$(N)" REPEAT="$(REPEAT)" scripts/scale.sh
+	GO=$(GO) N="$(N)" REPEAT="$(REPEAT)" BGP="$(BGP)" scripts/scale.sh
 
 # `make package`: dist/mpsa_<version>-1_<arch>.deb and dist/mpsa-<version>-1.<arch>.rpm,
 # by packaging/cmd/mkpkg (nfpm as a Go library). It builds mpsad and mpsactl

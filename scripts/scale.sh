@@ -17,7 +17,8 @@
 # charon's default proposals need), and gnuplot-nox when there is a plot
 # to draw.
 #
-# Environment: N (member counts, spaces between, default 1000), REPEAT
+# Environment: N (member counts, spaces between, default 1000), BGP (1:
+# the BGP mode, a route reflector and 4 prefixes per member), REPEAT
 # (runs of each count, default 1), PLOT (the PNG of the rekey times
 # against N, drawn with two counts or more: the median of the runs and
 # their range; default docs/scale-rekey.png), LOGS (a directory that
@@ -28,6 +29,7 @@ cd "$(dirname "$0")/.."
 GO=${GO:-go}
 N=${N:-1000}
 REPEAT=${REPEAT:-1}
+BGP=${BGP:-}
 PLOT=${PLOT:-docs/scale-rekey.png}
 LOGS=${LOGS:-}
 
@@ -61,5 +63,8 @@ if [ $# -ge 2 ]; then
 fi
 if [ -n "$LOGS" ]; then
   args+=(-logs "$LOGS")
+fi
+if [ -n "$BGP" ] && [ "$BGP" != 0 ]; then
+  args+=(-bgp)
 fi
 "$work/mpsa-scale" "${args[@]}"

@@ -112,10 +112,44 @@ func controllerSwanctl(psk string) string {
 	return b.String()
 }
 
+// BGP mode: the group's AS, the prefixes each member advertises, and the
+// controller's policy, one rule for the whole farm (a fleet of CPEs with
+// one identity pattern), which the next hop check (the farm's IKE
+// address) completes.
+const (
+	bgpASN = 64512
+	// BGPPrefixes is how many prefixes each member advertises.
+	BGPPrefixes = 4
+	// bgpDeferral is the reflector's deferral_time: above the time every
+	// member takes to come back after a restart of the controller's
+	// mpsad (docs/bgp.md).
+	bgpDeferral = "2m"
+)
+
+// MemberPrefixes are the BGPPrefixes /26 prefixes of member i (1-based):
+// four /26 of 10.x.y.0/24, x.y = i.
+func MemberPrefixes(i int) []netip.Prefix {
+	base := [4]byte{10, byte(i >> 8), byte(i), 0}
+	out := make([]netip.Prefix, 0, BGPPrefixes)
+	for k := range BGPPrefixes {
+		base[3] = byte(k * 64)
+		out = append(out, netip.PrefixFrom(netip.AddrFrom4(base), 26))
+	}
+	return out
+}
+
+// bgpSection is the controller group's bgp { }.
+func bgpSection() string {
+	return fmt.Sprintf("            bgp {\n                asn = %d\n                deferral_time = %s\n"+
+		"                policy {\n                    farm {\n                        identity = m*.farm.mpsa.test\n"+
+		"                        prefixes = 10.0.0.0/8 le 26\n                    }\n                }\n            }\n", bgpASN, bgpDeferral)
+}
+
 // controllerMPSA renders the controller mpsad's mpsa section. The SA lives
 // an hour, so nothing rekeys during a run but the harness; members switch
-// to a new SA after rollover1 and drop the old one after rollover2.
-func controllerMPSA(dir, statusSocket string) string {
+// to a new SA after rollover1 and drop the old one after rollover2. With
+// bgp the group has a route reflector.
+func controllerMPSA(dir, statusSocket string, bgp bool) string {
 	var b strings.Builder
 	b.WriteString("\nmpsa {\n    role = controller\n")
 	fmt.Fprintf(&b, "    vici = unix://%s/charon.vici\n", dir)
@@ -129,6 +163,9 @@ func controllerMPSA(dir, statusSocket string) string {
 	b.WriteString("            lifetime = 1h\n            rekey_time = 50m\n")
 	b.WriteString("            rollover1 = 1s\n            rollover2 = 2s\n")
 	b.WriteString("            rekey_on_join = no\n            rekey_on_leave = yes\n")
+	if bgp {
+		b.WriteString(bgpSection())
+	}
 	b.WriteString("        }\n    }\n}\n")
 	return b.String()
 }

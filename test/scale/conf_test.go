@@ -1,12 +1,14 @@
 package scale
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mpsa/mpsa/bgp/policy"
 	"github.com/mpsa/mpsa/swanctl"
 )
 
@@ -26,7 +28,7 @@ func loadConf(t *testing.T, conf string) *swanctl.Config {
 }
 
 func TestControllerConf(t *testing.T) {
-	cfg := loadConf(t, controllerSwanctl(psk)+controllerMPSA("/run/x", "/run/x/mpsad.sock"))
+	cfg := loadConf(t, controllerSwanctl(psk)+controllerMPSA("/run/x", "/run/x/mpsad.sock", false))
 	if cfg.Role != swanctl.RoleController || len(cfg.Groups) != 1 {
 		t.Fatalf("role %s, %d groups", cfg.Role, len(cfg.Groups))
 	}
@@ -39,6 +41,33 @@ func TestControllerConf(t *testing.T) {
 	}
 	if cfg.MetricsListen != metricsListen || cfg.ControlInterface != "ipsec0" || cfg.VICI != "unix:///run/x/charon.vici" {
 		t.Errorf("globals %+v", cfg)
+	}
+}
+
+// TestBGPConf: in BGP mode the controller's group has a reflector whose
+// one rule admits every member's prefixes, and no two members' prefixes
+// overlap.
+func TestBGPConf(t *testing.T) {
+	g := loadConf(t, controllerSwanctl(psk)+controllerMPSA("/run/x", "/run/x/mpsad.sock", true)).Group(GroupName)
+	if !g.BGPEnabled() || g.BGP.ASN != bgpASN || g.BGP.DeferralTime.Std() != 2*time.Minute || g.BGP.NextHop != swanctl.NextHopIKE {
+		t.Fatalf("bgp %+v", g.BGP)
+	}
+	pol := policy.New(g.BGP.Rules())
+	seen := map[netip.Prefix]int{}
+	for _, i := range []int{1, 255, 256, 1000, 16383} {
+		id := memberID(i)
+		rules := pol.Matching(id)
+		for _, p := range MemberPrefixes(i) {
+			if v := pol.Check(id, rules, p); !v.Allowed {
+				t.Errorf("member %d: %s rejected: %s", i, p, v.Reason)
+			}
+			for q, j := range seen {
+				if q.Overlaps(p) {
+					t.Errorf("member %d's %s overlaps member %d's %s", i, p, j, q)
+				}
+			}
+			seen[p] = i
+		}
 	}
 }
 

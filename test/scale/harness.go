@@ -19,6 +19,7 @@ import (
 
 	govici "github.com/strongswan/govici/vici"
 
+	"github.com/mpsa/mpsa/internal/bgptest"
 	"github.com/mpsa/mpsa/internal/nettest"
 	"github.com/mpsa/mpsa/internal/testenv"
 	"github.com/mpsa/mpsa/mpsa"
@@ -43,6 +44,16 @@ type Options struct {
 	// charons, the controller's mpsad and the load generator when the
 	// harness is cleaned up.
 	KeepLogs string
+	// BGP gives the group a route reflector, and each member a BGP
+	// speaker advertising BGPPrefixes prefixes (bgp.go): the BGP phase
+	// measures the reflector's convergence, and Restart its
+	// resynchronization.
+	BGP bool
+	// FRR, with BGP, makes FRR's bgpd the route reflector, in the
+	// controller's namespace beside an mpsad without BGP, for a
+	// comparison (docs/scale.md); Restart then measures no
+	// resynchronization.
+	FRR bool
 }
 
 // pollEvery is how often the harness asks the controller's mpsad for its
@@ -95,6 +106,12 @@ type Harness struct {
 
 	join           *JoinResult
 	rekey, restart *PushResult
+
+	// speakers are the members' BGP speakers (BGP mode), bgp the BGP
+	// phase's result.
+	speakers []*bgptest.LightClient
+	bgp      *BGPResult
+	frr      *proc // FRR's bgpd as the reflector (Options.FRR)
 }
 
 // New sets up both namespaces, starts both charons, the controller's
@@ -149,7 +166,7 @@ func New(t testenv.TB, o Options) *Harness {
 	defer cancel()
 	quiet := slog.New(slog.DiscardHandler)
 	h.ctlCharon, err = charon.Launch(ctx, charon.Config{NetNS: h.ctlNS.Name, Dir: ctlDir, Logger: quiet,
-		Settings: append(slices.Clone(charonSettings), ctlCharonSettings...), SwanctlConf: controllerSwanctl(psk) + controllerMPSA(ctlDir, h.ctlSock)})
+		Settings: append(slices.Clone(charonSettings), ctlCharonSettings...), SwanctlConf: controllerSwanctl(psk) + controllerMPSA(ctlDir, h.ctlSock, o.BGP && !o.FRR)})
 	if err != nil {
 		t.Fatalf("scale: controller charon: %v", err)
 	}
@@ -168,6 +185,16 @@ func New(t testenv.TB, o Options) *Harness {
 
 	if err := h.startController(ctx); err != nil {
 		t.Fatalf("scale: %v", err)
+	}
+	if o.BGP && o.FRR {
+		if err := h.startFRR(ctlDir); err != nil {
+			t.Fatalf("scale: %v", err)
+		}
+		t.Cleanup(func() {
+			if _, err := h.frr.stop(stopGrace); err != nil {
+				t.Errorf("scale: %v", err)
+			}
+		})
 	}
 	t.Cleanup(func() {
 		if _, err := h.ctl.stop(stopGrace); err != nil {
@@ -195,6 +222,7 @@ func New(t testenv.TB, o Options) *Harness {
 		t.Fatalf("scale: %v", err)
 	}
 	t.Cleanup(h.children.close)
+	t.Cleanup(h.stopSpeakers) // first, before anything they talk to stops
 	return h
 }
 
@@ -213,7 +241,7 @@ func (h *Harness) keepLogs() error {
 	prefix := fmt.Sprintf("n%d-%s-", h.o.Members, time.Now().Format("150405"))
 	for _, f := range []struct{ from, to string }{
 		{"ctl/charon.log", "ctl-charon.log"}, {"ctl/mpsad.log", "ctl-mpsad.log"},
-		{"farm/charon.log", "farm-charon.log"}, {"farm/farm.log", "farm-load-generator.log"},
+		{"farm/charon.log", "farm-charon.log"}, {"farm/farm.log", "farm-load-generator.log"}, {"ctl/bgpd.log", "ctl-frr-bgpd.log"},
 	} {
 		b, err := os.ReadFile(filepath.Join(h.dir, f.from))
 		if errors.Is(err, os.ErrNotExist) {
@@ -739,6 +767,11 @@ func (h *Harness) Restart(ctx context.Context) (PushResult, error) {
 	if err := h.finishPush(ctx, &r, "the restarted controller's SA", start, before); err != nil {
 		return r, err
 	}
+	if h.o.BGP && !h.o.FRR {
+		if err := h.bgpResync(ctx, start); err != nil {
+			return r, err
+		}
+	}
 	h.restart = &r
 	h.say("restart: all %d acknowledged %s %.2f s after the new mpsad started", h.o.Members, r.SPI, r.Acked.Seconds())
 	return r, nil
@@ -857,6 +890,9 @@ type Result struct {
 	// three phases (see Phase).
 	Sent, Received, Retransmits uint64
 	CtlLost, FarmLost           Losses
+	// BGP is the BGP phase and the resynchronization after the restart
+	// (BGP mode), nil without.
+	BGP *BGPResult
 }
 
 // Result sums up the run; call it after Restart.
@@ -868,7 +904,10 @@ func (h *Harness) Result() (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	r := Result{Members: h.o.Members, Join: *h.join, Rekey: *h.rekey, Restart: *h.restart, Ctl: h.ended.add(u)}
+	if h.o.BGP && (h.bgp == nil || (h.bgp.Resync == 0 && !h.o.FRR)) {
+		return Result{}, errors.New("scale: in BGP mode, Result comes after BGP and Restart")
+	}
+	r := Result{Members: h.o.Members, Join: *h.join, Rekey: *h.rekey, Restart: *h.restart, Ctl: h.ended.add(u), BGP: h.bgp}
 	for _, p := range []Phase{r.Join.Phase, r.Rekey.Phase, r.Restart.Phase} {
 		r.Sent += p.Sent
 		r.Received += p.Received

@@ -21,10 +21,21 @@ import (
 // The first seven fields are those of issue 12; charon_up_s (charon's
 // time to bring up the N IKE SAs and control children) and sent (the
 // controller's control datagrams) follow.
+//
+// In BGP mode it goes on with bgp_converged_s (the speakers' start until
+// every member has every other's prefixes), bgp_after_last_s (the same
+// from the last session), bgp_resync_s (the restarted mpsad's start until
+// every member has them again; 0 with FRR) and bgp_reflector_cpu_s (the
+// reflector's CPU in the BGP phase), after bgp_reflector (mpsad or frr).
 func (r Result) Line() string {
-	return fmt.Sprintf("scale: members=%d join_acked_s=%.3f rekey_acked_s=%.3f restart_acked_s=%.3f ctl_cpu_s=%.2f ctl_rss_mib=%.1f retransmits=%d charon_up_s=%.2f sent=%d",
+	l := fmt.Sprintf("scale: members=%d join_acked_s=%.3f rekey_acked_s=%.3f restart_acked_s=%.3f ctl_cpu_s=%.2f ctl_rss_mib=%.1f retransmits=%d charon_up_s=%.2f sent=%d",
 		r.Members, r.Join.Acked.Seconds(), r.Rekey.Acked.Seconds(), r.Restart.Acked.Seconds(),
 		r.Ctl.CPU.Seconds(), float64(r.Ctl.PeakRSS)/(1<<20), r.Retransmits, r.Join.ChildrenUp.Seconds(), r.Sent)
+	if b := r.BGP; b != nil {
+		l += fmt.Sprintf(" bgp_reflector=%s bgp_converged_s=%.3f bgp_after_last_s=%.3f bgp_resync_s=%.3f bgp_reflector_cpu_s=%.2f",
+			b.Reflector, b.Converged.Seconds(), b.AfterLast.Seconds(), b.Resync.Seconds(), b.ReflectorCPU.Seconds())
+	}
+	return l
 }
 
 // Report writes a readable account of r, ending with r.Line().
@@ -35,10 +46,19 @@ func (r Result) Report(w io.Writer) {
 	fmt.Fprintf(w, "  join     charon: %d IKE SAs and control children up in %s (swanctl --load-all took %s)\n", r.Members, s(j.ChildrenUp), s(j.Load))
 	fmt.Fprintf(w, "           mpsad: all acknowledged %s %s after the last control child came up\n", j.SPI, s(j.Acked))
 	fmt.Fprintf(w, "           per member, control child up -> SA installed: p50 %s, p90 %s, p99 %s, max %s\n", s(j.Latency[0]), s(j.Latency[1]), s(j.Latency[2]), s(j.Latency[3]))
+	if b := r.BGP; b != nil {
+		fmt.Fprintf(w, "  bgp      %d speakers with %d prefixes each: sessions up in %s; every member had the %d prefixes of the others %s after the start, %s after the last session\n",
+			r.Members, BGPPrefixes, s(b.Sessions), b.Prefixes, s(b.Converged), s(b.AfterLast))
+		fmt.Fprintf(w, "           reflector %s: CPU %.2f s; the policy accepted %d prefixes and rejected %d; controller charon %.2f s, farm charon %.2f s (BGP through kernel-libipsec: %d packets out of the controller's ipsec0, %d in)\n",
+			b.Reflector, b.ReflectorCPU.Seconds(), b.Accepted, b.Rejected, b.CtlCharon.Seconds(), b.FarmCharon.Seconds(), b.Sent, b.Received)
+	}
 	fmt.Fprintf(w, "  rekey    all acknowledged %s %s after mpsactl rekey (last member installed it after %s)\n", r.Rekey.SPI, s(r.Rekey.Acked), s(r.Rekey.LastInstall))
 	fmt.Fprintf(w, "           %d members installed it within 1 s, before any PUT could be retransmitted\n", r.Rekey.BeforeRetransmit)
 	fmt.Fprintf(w, "  restart  all acknowledged %s %s after the new mpsad started (last member installed it after %s)\n", r.Restart.SPI, s(r.Restart.Acked), s(r.Restart.LastInstall))
 	fmt.Fprintf(w, "           %d members installed it within 1 s, before any PUT could be retransmitted\n", r.Restart.BeforeRetransmit)
+	if b := r.BGP; b != nil && b.Resync > 0 {
+		fmt.Fprintf(w, "           bgp: every member had the others' prefixes again %s after the new mpsad started\n", s(b.Resync))
+	}
 	fmt.Fprintf(w, "  %-8s %7s %8s %7s  %-22s %-23s  %s\n", "phase", "sent", "received", "retrans",
 		"ctl lost tun/ch/md/ovl", "farm lost tun/ch/md/ovl", "CPU s: ctl mpsad / ctl charon / farm charon / load generator")
 	for _, p := range []struct {

@@ -204,3 +204,45 @@ func (w logWriter) Write(p []byte) (int, error) {
 	w.t.Logf("%s", p)
 	return len(p), nil
 }
+
+// TestScaleHarnessBGP runs the harness's BGP mode with a small N and
+// checks correctness only: the route reflector in the controller's mpsad
+// accepts every member's prefixes, every member learns every other's
+// (the harness waits for that), and after the controller's mpsad restarts
+// every member has a new session and all the prefixes again.
+func TestScaleHarnessBGP(t *testing.T) {
+	charon.Need(t)
+	const n = 20
+	bin := buildBinaries(t)
+	h := scale.New(t, scale.Options{Members: n, Bin: bin, Log: logWriter{t}, BGP: true})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs:\n%s", h.Logs())
+		}
+	})
+	ctx := t.Context()
+	if _, err := h.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, err := h.BGP(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Prefixes != scale.BGPPrefixes*(n-1) || b.Accepted != scale.BGPPrefixes*n || b.Rejected != 0 || b.Reflector != "mpsad" {
+		t.Errorf("bgp phase %+v", b)
+	}
+	if _, err := h.Rekey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := h.Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.BGP == nil || r.BGP.Resync <= 0 || r.BGP.Converged <= 0 {
+		t.Errorf("result's bgp %+v", r.BGP)
+	}
+	t.Log(r.Line())
+}

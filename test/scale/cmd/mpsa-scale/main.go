@@ -2,7 +2,7 @@
 // package github.com/mpsa/mpsa/test/scale). `make scale` runs it through
 // scripts/scale.sh.
 //
-//	mpsa-scale run [-members "100 300 1000"] [-repeat K] [-bin DIR] [-plot FILE] [-logs DIR]
+//	mpsa-scale run [-members "100 300 1000"] [-repeat K] [-bgp [-frr]] [-bin DIR] [-plot FILE] [-logs DIR]
 //	mpsa-scale farm -config FILE -record SOCKET
 //
 // run measures each member count in turn and prints a report per count,
@@ -52,8 +52,10 @@ func main() {
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
-  mpsa-scale run [-members "100 300 1000"] [-repeat K] [-bin DIR] [-plot FILE] [-logs DIR]
-      measure mpsad with real charon for each member count (needs root)
+  mpsa-scale run [-members "100 300 1000"] [-repeat K] [-bgp [-frr]] [-bin DIR] [-plot FILE] [-logs DIR]
+      measure mpsad with real charon for each member count (needs root);
+      -bgp adds a route reflector and 4 prefixes per member (BGP phase);
+      -frr makes FRR's bgpd the reflector
   mpsa-scale farm -config FILE -record SOCKET
       the load generator (run starts it in the member-farm namespace)
 `)
@@ -66,6 +68,8 @@ func run(ctx context.Context, args []string) int {
 	plot := fs.String("plot", "", "with two member counts or more, draw the rekey times against N into this PNG")
 	logs := fs.String("logs", "", "copy the logs of charon, mpsad and the load generator into this directory")
 	repeat := fs.Int("repeat", 1, "runs of each member count (the plot shows their median and range)")
+	bgp := fs.Bool("bgp", false, "give the group a route reflector and every member a BGP speaker with 4 prefixes, and measure its convergence")
+	frr := fs.Bool("frr", false, "with -bgp, make FRR's bgpd the route reflector instead of mpsad's (a comparison)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -81,7 +85,7 @@ func run(ctx context.Context, args []string) int {
 	var results []scale.Result
 	for _, n := range counts {
 		for range *repeat {
-			r, err := runOne(ctx, scale.Options{Members: n, Bin: *bin, Log: os.Stdout, KeepLogs: *logs})
+			r, err := runOne(ctx, scale.Options{Members: n, Bin: *bin, Log: os.Stdout, KeepLogs: *logs, BGP: *bgp || *frr, FRR: *frr})
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "mpsa-scale: %d members: %v\n", n, err)
 				return 1
@@ -136,6 +140,11 @@ func runOne(ctx context.Context, o scale.Options) (r scale.Result, err error) {
 	}()
 	if _, err = h.Join(ctx); err != nil {
 		return r, err
+	}
+	if o.BGP {
+		if _, err = h.BGP(ctx); err != nil {
+			return r, err
+		}
 	}
 	if _, err = h.Rekey(ctx); err != nil {
 		return r, err
