@@ -138,7 +138,7 @@ func (n *daemonNode) lanAddr() netip.Addr { return n.lan.Addr().Next() }
 // mpsaSection renders the node's mpsa { } section for the lab's group:
 // charon runs with the kernel's ESP (no control_interface).
 func (l *daemonLab) mpsaSection(n *daemonNode, role string, settings []string) string {
-	return l.group.MPSASection(charon.MPSA{Role: role, Dir: n.dir, StatusSocket: n.sock(), KernelESP: true,
+	return l.group.MPSASection(charon.MPSA{Role: role, Dir: n.dir, StatusSocket: n.sock(),
 		Globals: []string{"log_level = debug"}, Settings: settings})
 }
 
