@@ -47,6 +47,9 @@ func leaseDir(state, group string) string {
 type dataPlanes struct {
 	// stateDir is the state directory (stateDir).
 	stateDir string
+	// hardwareAES tells whether userspace ESP runs on AES-NI
+	// (esp.HardwareAES).
+	hardwareAES bool
 }
 
 // new builds a member group's data plane from its configuration.
@@ -60,6 +63,7 @@ func (f dataPlanes) new(ctx context.Context, g *swanctl.Group, local netip.Addr,
 	id := groupid.Of(g.Name)
 	switch g.Dataplane {
 	case swanctl.BackendUserspace:
+		warnSoftwareAES(log, f.hardwareAES)
 		dp, err = userspace.New(ctx, userspace.Config{Group: g.Name, TUNName: g.TUN, MTU: g.MTU, Local: []netip.Addr{local}, Logger: log, ESPInUDPPort: g.EncapPort,
 			SeqLeaseDir: leaseDir(f.stateDir, g.Name)})
 	case swanctl.BackendXFRM:
@@ -80,6 +84,17 @@ func (f dataPlanes) new(ctx context.Context, g *swanctl.Group, local netip.Addr,
 		return nil, fmt.Errorf("group %s: %w", g.Name, err)
 	}
 	return dp, nil
+}
+
+// warnSoftwareAES warns, for a userspace data plane, when AES runs
+// without the CPU's AES instructions.
+func warnSoftwareAES(log *slog.Logger, hardware bool) {
+	if hardware {
+		return
+	}
+	log.Warn("AES runs without hardware support (no AES-NI on this CPU, or mpsad built with the purego tag): " +
+		"the userspace data plane uses Go's table-based AES, whose memory accesses depend on the key and the data " +
+		"(cache-timing side channels) and which is several times slower; run it on a CPU with AES-NI, or use dataplane = xfrm")
 }
 
 // flushDataPlane is server.Options.FlushDataPlane: it removes the kernel

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -26,6 +28,22 @@ func TestStateDirs(t *testing.T) {
 		want = strings.ReplaceAll(want, " ", "")
 		if got := leaseDir("/s", group); got != want {
 			t.Errorf("leaseDir(/s, %q) = %q, want %q", group, got, want)
+		}
+	}
+}
+
+// TestWarnSoftwareAES: without AES-NI (or in a purego build) a userspace
+// data plane warns about table-based AES; with it, nothing is logged.
+func TestWarnSoftwareAES(t *testing.T) {
+	for _, hw := range []bool{false, true} {
+		var buf bytes.Buffer
+		warnSoftwareAES(slog.New(slog.NewTextHandler(&buf, nil)), hw)
+		out := buf.String()
+		switch {
+		case hw && out != "":
+			t.Errorf("with AES-NI: logged %q", out)
+		case !hw && (!strings.Contains(out, "level=WARN") || !strings.Contains(out, "table-based") || !strings.Contains(out, "side channels")):
+			t.Errorf("without AES-NI: logged %q, want a warning naming table-based AES and its side channels", out)
 		}
 	}
 }

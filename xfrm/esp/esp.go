@@ -138,6 +138,12 @@ func NewSA(spi uint32, suite mpsa.Suite, encrKey, integKey []byte) (*SA, error) 
 	}, nil
 }
 
+// HardwareAES reports whether AES-CBC runs on the CPU's AES instructions
+// (AES-NI). When false, it runs on crypto/aes's portable table-based code:
+// several times slower and open to cache-timing side channels; mpsad warns
+// at start.
+func HardwareAES() bool { return aescbc.Hardware() }
+
 // SPI returns the SA's SPI.
 func (sa *SA) SPI() uint32 { return sa.spi }
 
