@@ -64,6 +64,39 @@ func OpenDir(path string, log *slog.Logger) (*Dir, error) {
 // Path returns the directory's path.
 func (d *Dir) Path() string { return d.path }
 
+// Prune removes the leases (and leftover temporary files) last written
+// before now - age, and returns how many it removed. A lease is written
+// when its SA is installed and at every reservation, so with age above the
+// longest SA lifetime only the leases of SAs that ended without Remove (a
+// crash, a group stopped while they lived) go. Other files are left alone.
+func (d *Dir) Prune(age time.Duration, now time.Time) (int, error) {
+	entries, err := os.ReadDir(d.path)
+	if err != nil {
+		return 0, fmt.Errorf("sequence lease directory: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, e := range entries {
+		name := e.Name()
+		if !e.Type().IsRegular() || !validName(name) && !isTemp(name) {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil || !info.ModTime().Before(now.Add(-age)) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(d.path, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	if len(errs) > 0 {
+		return n, fmt.Errorf("sequence lease directory: %w", errors.Join(errs...))
+	}
+	return n, nil
+}
+
 // Lease is the reservation of one SA's outbound sequence numbers. Allows
 // is safe for concurrent use; Reserve and Remove serialize with the
 // background writes.
@@ -128,6 +161,14 @@ func validName(name string) bool {
 		}
 	}
 	return true
+}
+
+// isTemp reports whether name is a temporary file of writeFileSync for a
+// lease: ".NAME.RANDOM".
+func isTemp(name string) bool {
+	rest, ok := strings.CutPrefix(name, ".")
+	i := strings.LastIndexByte(rest, '.')
+	return ok && i > 0 && validName(rest[:i])
 }
 
 // readLease returns the reservation recorded at path, 0 if there is no

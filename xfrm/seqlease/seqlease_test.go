@@ -263,3 +263,43 @@ func BenchmarkAllows(b *testing.B) {
 		l.Allows(1000)
 	}
 }
+
+// TestPrune: leases and temporary files last written longer ago than the
+// age go, newer ones and files that are not leases stay.
+func TestPrune(t *testing.T) {
+	d := openDir(t)
+	now := time.Now()
+	files := map[string]time.Duration{
+		"old":          200 * time.Hour,
+		".old.12345":   200 * time.Hour,
+		"fresh":        time.Hour,
+		"README.txt":   200 * time.Hour, // not a lease name
+		".hidden":      200 * time.Hour, // not a temporary file of a lease
+		"edge-younger": 167 * time.Hour,
+	}
+	for name, ago := range files {
+		p := filepath.Join(d.Path(), name)
+		if err := os.WriteFile(p, []byte("1\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, now.Add(-ago), now.Add(-ago)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(d.Path(), "olddir"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	n, err := d.Prune(168*time.Hour, now)
+	if err != nil || n != 2 {
+		t.Fatalf("Prune removed %d, %v; want 2", n, err)
+	}
+	for name := range files {
+		_, err := os.Stat(filepath.Join(d.Path(), name))
+		if gone := os.IsNotExist(err); gone != (name == "old" || name == ".old.12345") {
+			t.Errorf("%s: gone %v", name, gone)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(d.Path(), "olddir")); err != nil {
+		t.Error("a directory was removed")
+	}
+}

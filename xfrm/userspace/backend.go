@@ -44,6 +44,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/mpsa/mpsa/mpsa"
 	"github.com/mpsa/mpsa/xfrm"
 	"github.com/mpsa/mpsa/xfrm/esp"
 	"github.com/mpsa/mpsa/xfrm/groupid"
@@ -101,7 +102,8 @@ type Config struct {
 	// leases (xfrm/seqlease), one file per SPI: an SA installed again
 	// (after a restart, with the same keys) numbers its packets above
 	// every number an earlier run may have sent, so that the peers'
-	// replay windows do not drop them. It is created if needed. mpsad
+	// replay windows do not drop them. It is created if needed; leases
+	// older than mpsa.MaxLifetime and a day are removed at start. mpsad
 	// sets it for every group; when empty, an SA installed again starts
 	// from 1 and its packets are dropped as replays by every peer until
 	// the SA is rekeyed.
@@ -476,6 +478,16 @@ func (b *Backend) init() error {
 			return fmt.Errorf("userspace data plane: %w", err)
 		}
 		b.leases = d
+		// A member holds no SA longer than mpsa.MaxLifetime after its
+		// lease was last written; older leases are of SAs that ended
+		// without Remove. A day more for clocks that were set.
+		n, err := d.Prune(mpsa.MaxLifetime+24*time.Hour, time.Now())
+		if err != nil {
+			b.log.Warn("removing sequence-number leases of ended SAs", "err", err)
+		}
+		if n > 0 {
+			b.log.Info("removed sequence-number leases of ended SAs", "files", n)
+		}
 	}
 	return nil
 }

@@ -123,12 +123,29 @@ func TestOutboundSeqNeverWraps(t *testing.T) {
 // SA installed again (a restart of mpsad with the SA pushed again) numbers
 // its packets above every number the first run could have sent, so that a
 // receiver's replay window for this sender accepts them; removing the SA
-// removes its lease.
+// removes its lease, and leases of SAs that ended long ago are removed
+// at start.
 func TestOutboundSeqContinuesAfterRestart(t *testing.T) {
 	testenv.NeedRoot(t)
 	dir := filepath.Join(t.TempDir(), "seq")
+	// The lease of an SA that ended long ago without Remove (a crash):
+	// removed at start.
+	stale := filepath.Join(dir, "c0000009")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stale, []byte("1048576\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	long := time.Now().Add(-9 * 24 * time.Hour)
+	if err := os.Chtimes(stale, long, long); err != nil {
+		t.Fatal(err)
+	}
 	cfg := Config{Sealers: 1, SeqLeaseDir: dir}
 	p1 := newPipelineBackendConfig(t, cfg, newFakeTUN(0, 0), quietLogger(t), nil)
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("the lease of an SA that ended 9 days ago is still there: %v", err)
+	}
 	if k := p1.sendBatch(t, 64); k != 64 {
 		t.Fatalf("first run routed %d of 64", k)
 	}
