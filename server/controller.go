@@ -469,7 +469,7 @@ func (g *ctlGroup) putNotify(now time.Time) (*mpsa.Notify, uint32, error) {
 // sameSA reports whether a reload from a to b leaves a controller group's
 // SA valid: they differ at most in the settings update applies to the
 // running group (the timers of the coming rekeys, the membership flags,
-// allow_counter_mode, which with an unchanged proposal changes nothing).
+// insecure_counter_mode_lab_only, which with an unchanged proposal changes nothing).
 // Any other change (connection, control_child, esp_proposal, lifetime,
 // nonce_length) needs a new group SA.
 func sameSA(a, b *swanctl.Group) bool {
@@ -509,7 +509,7 @@ func (g *ctlGroup) update(n *swanctl.Group) {
 		{"rekey_time", o.RekeyTime != n.RekeyTime}, {"rekey_jitter", o.RekeyJitter != n.RekeyJitter},
 		{"rollover1", o.Rollover1 != n.Rollover1}, {"rollover2", o.Rollover2 != n.Rollover2},
 		{"rekey_on_join", o.RekeyOnJoin != n.RekeyOnJoin}, {"rekey_on_leave", o.RekeyOnLeave != n.RekeyOnLeave},
-		{"allow_counter_mode", o.AllowCounterMode != n.AllowCounterMode},
+		{"insecure_counter_mode_lab_only", o.AllowCounterMode != n.AllowCounterMode},
 	} {
 		if c.diff {
 			changed = append(changed, c.key)

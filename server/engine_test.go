@@ -393,10 +393,10 @@ func TestEngineDropsForeignDatagrams(t *testing.T) {
 }
 
 // TestEngineCounterModeRefused: a member refuses a GCM SA unless
-// allow_counter_mode is set, and does not acknowledge it.
+// insecure_counter_mode_lab_only is set, and does not acknowledge it.
 func TestEngineCounterModeRefused(t *testing.T) {
 	b := newBench(t)
-	cfg := loadConfig(t, strings.Replace(ctlConf, "control_child = ctl", "control_child = ctl\n    esp_proposal = aes128gcm16\n    allow_counter_mode = yes", 1))
+	cfg := loadConfig(t, strings.Replace(ctlConf, "control_child = ctl", "control_child = ctl\n    esp_proposal = aes128gcm16\n    insecure_counter_mode_lab_only = yes", 1))
 	b.ctl.shutdown()
 	b.ctl.cfg = cfg
 	if err := b.ctl.applyConfig(b.ctx, cfg); err != nil {
@@ -404,7 +404,7 @@ func TestEngineCounterModeRefused(t *testing.T) {
 	}
 	b.up()
 	if c := b.dp.take(); len(c) != 1 || c[0] != peersCall {
-		t.Fatalf("member installed a counter-mode SA without allow_counter_mode: %v", c)
+		t.Fatalf("member installed a counter-mode SA without insecure_counter_mode_lab_only: %v", c)
 	}
 	if !strings.Contains(b.logs.String(), "counter-mode SA refused") {
 		t.Fatal("refusal not logged")

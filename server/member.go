@@ -254,7 +254,7 @@ func (g *memGroup) onPut(ctx context.Context, now time.Time, n *mpsa.Notify) boo
 	defer p.Zero()
 	if p.Suite.CounterMode() && !g.cfg.AllowCounterMode {
 		g.drops.drop(now, metrics.DropUnexpected, "detail", "counter-mode SA refused", "suite", p.Suite.String(),
-			"hint", "one key shared by many senders risks nonce reuse (RFC 6054); set allow_counter_mode = yes to accept it")
+			"hint", "one key shared by many senders risks nonce reuse (RFC 6054); only a lab may set insecure_counter_mode_lab_only = yes to accept it")
 		return false
 	}
 	if !g.ensureDataPlane(ctx, g.ctl.IKE.LocalHost) {

@@ -234,6 +234,8 @@ func (d *demo) startMPSAD(n *node) error {
 	}
 	defer logf.Close()
 	cmd := n.ns.Command(filepath.Join(d.bin, "mpsad"), "--config", filepath.Join(n.charon.SwanctlDir(), "swanctl.conf"))
+	// Each node's own state directory, not this host's /var/lib/mpsad.
+	cmd.Env = append(os.Environ(), "STATE_DIRECTORY="+filepath.Join(n.dir, "state"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
