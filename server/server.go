@@ -287,7 +287,15 @@ func (s *Server) Run(ctx context.Context) error {
 	cancel()
 	wg.Wait()
 	s.shutdown()
-	return err
+	// Datagrams the loop never took hold what they hold until wiped.
+	for {
+		select {
+		case d := <-s.datagrams:
+			d.Wipe()
+		default:
+			return err
+		}
+	}
 }
 
 // fromControlInterface reports whether a datagram arrived on the control
@@ -319,6 +327,7 @@ func (s *Server) deliver(d Datagram) {
 		// The loop is behind: drop rather than block the socket (or
 		// the shutdown, which waits for this goroutine).
 		s.overload.Add(1)
+		d.Wipe()
 	}
 }
 
@@ -371,6 +380,9 @@ func (s *Server) loop(ctx context.Context, errc <-chan error) error {
 			}
 		case d := <-s.datagrams:
 			s.onDatagram(ctx, d)
+			// A PUT carries SK_d and the nonce: nothing keeps the
+			// datagram once it is handled.
+			d.Wipe()
 		case ev := <-s.said:
 			s.vici.said(s.now(), ev)
 		case fn := <-s.calls:

@@ -155,3 +155,17 @@ func TestReadLoopClearsBuffer(t *testing.T) {
 		t.Fatalf("delivered %d; buffer holds the datagram after the loop: %v", delivered, bytes.Contains(buf, secret[:16]))
 	}
 }
+
+// TestDeliverWipesDropped: a datagram the loop has no room for is wiped
+// when it is dropped, since it may be a PUT with SK_d in the clear.
+func TestDeliverWipesDropped(t *testing.T) {
+	s := testServer(t, Options{Config: loadConfig(t, ctlConf)})
+	for range cap(s.datagrams) {
+		s.deliver(Datagram{Data: []byte{1}})
+	}
+	d := Datagram{Data: []byte("SK_d and nonce")}
+	s.deliver(d)
+	if !bytes.Equal(d.Data, make([]byte, len(d.Data))) || s.overload.Load() != 1 {
+		t.Fatalf("dropped datagram %q, overload %d: want it wiped and counted", d.Data, s.overload.Load())
+	}
+}
