@@ -165,8 +165,10 @@ func printStatus(w io.Writer, st api.Status) {
 				writeIndented(w, b.String())
 			}
 		} else {
-			if g.Controller != nil {
-				fmt.Fprintf(w, "  controller %s: %s\n", g.Controller.Address, g.Controller.State)
+			if c := g.Controller; c != nil && c.Address != "" {
+				fmt.Fprintf(w, "  controller %s: %s\n", c.Address, c.State)
+			} else if c != nil {
+				fmt.Fprintf(w, "  controller: %s (no control child)\n", c.State)
 			}
 			fmt.Fprintf(w, "  outbound %s, inbound %s\n", orDash(g.OutboundSPI), orDash(strings.Join(g.InboundSPIs, " ")))
 			if g.DataPlaneError != "" {
