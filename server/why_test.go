@@ -3,6 +3,7 @@ package server
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mpsa/mpsa/api"
 	"github.com/mpsa/mpsa/swanctl"
@@ -126,5 +127,48 @@ func TestCharonProblems(t *testing.T) {
 	g.charonChanged(ch)
 	if st := b.memStatus(); len(st.CharonProblems) != 1 || !strings.Contains(st.CharonProblems[0], "AH authenticates but does not encrypt") {
 		t.Fatalf("AH child: %q", st.CharonProblems)
+	}
+}
+
+// TestMemberAsksForControlChildAgain: while the member's IKE SA has no
+// control child, it asks charon for the child again, after the grace and
+// then with doubling waits; once the child is up it stops.
+func TestMemberAsksForControlChildAgain(t *testing.T) {
+	b := newBench(t)
+	b.mem.onUpdate(b.ctx, vici.Update{Snapshot: withoutControl(true, "")})
+	asked := func() int {
+		n := 0
+		for {
+			select {
+			case r := <-b.mem.initiates:
+				if r != (childRef{"c", "ctl"}) {
+					t.Fatalf("asked for %+v", r)
+				}
+				n++
+			default:
+				return n
+			}
+		}
+	}
+	b.advance(retryFirst - time.Millisecond)
+	if n := asked(); n != 0 {
+		t.Fatalf("asked %d times before %v", n, retryFirst)
+	}
+	b.advance(time.Millisecond)
+	if n := asked(); n != 1 {
+		t.Fatalf("asked %d times at %v, want once", n, retryFirst)
+	}
+	b.advance(2*retryFirst - time.Millisecond)
+	if n := asked(); n != 0 {
+		t.Fatalf("asked again before the doubled wait")
+	}
+	b.advance(time.Millisecond)
+	if n := asked(); n != 1 {
+		t.Fatalf("asked %d times after the doubled wait, want once", n)
+	}
+	b.up()
+	b.advance(time.Hour)
+	if n := asked(); n != 0 {
+		t.Fatalf("asked %d times with the control child up", n)
 	}
 }
