@@ -11,6 +11,14 @@
 // installed again, the numbers continue above the recorded reservation:
 // some are skipped, none reused. The file is removed with the SA.
 //
+// A sender that cannot be held to its reservation number by number (the
+// kernel's ESP, which numbers its packets itself) keeps the reservation
+// ahead of the numbers it reads (Reserve), and once it has stopped and
+// read its last number records that exactly (Settle), so that the SA
+// installed again continues right after it rather than after the unused
+// rest of the reservation. Raise records numbers found in use outside a
+// lease (states an earlier run left in the kernel).
+//
 // The hot path, Lease.Allows, is one atomic load and compare; the next
 // reservation is written in the background once half a step is used, and
 // a sender that outruns the disk is refused numbers (it must drop, never
@@ -98,15 +106,16 @@ func (d *Dir) Prune(age time.Duration, now time.Time) (int, error) {
 }
 
 // Lease is the reservation of one SA's outbound sequence numbers. Allows
-// is safe for concurrent use; Reserve and Remove serialize with the
-// background writes.
+// is safe for concurrent use; Reserve, Settle and Remove serialize with
+// the background writes.
 type Lease struct {
 	path  string
 	step  uint64
 	start uint32
 	log   *slog.Logger
 
-	// reserved is the highest number that may be used; it only grows.
+	// reserved is the highest number that may be used; it only grows,
+	// until Settle.
 	reserved atomic.Uint64
 	// extending is set while a background write runs.
 	extending atomic.Bool
@@ -114,8 +123,9 @@ type Lease struct {
 	// succeeds: the failure is logged once.
 	failing atomic.Bool
 
-	mu      sync.Mutex // serializes writes and Remove
+	mu      sync.Mutex // serializes writes, Settle and Remove
 	removed bool
+	settled bool
 	err     error // of the last write
 }
 
@@ -219,7 +229,7 @@ func (l *Lease) extend(seq uint32) {
 	to := min(max(uint64(seq), l.reserved.Load())+l.step, Max)
 	err := l.Reserve(uint32(to))
 	switch {
-	case errors.Is(err, errRemoved):
+	case errors.Is(err, errRemoved), errors.Is(err, errSettled):
 	case err != nil:
 		if !l.failing.Swap(true) {
 			l.log.Error("cannot extend the sequence-number lease; outbound packets beyond the reserved numbers are dropped until it can", "reserved", l.Reserved(), "err", err)
@@ -230,19 +240,22 @@ func (l *Lease) extend(seq uint32) {
 	}
 }
 
-// errRemoved is Reserve's error after Remove.
-var errRemoved = errors.New("lease removed")
+// errRemoved is Reserve's error after Remove, errSettled after Settle.
+var (
+	errRemoved = errors.New("lease removed")
+	errSettled = errors.New("lease settled")
+)
 
 // Reserve records on disk that numbers up to upTo may be used and then
 // permits them. It writes a new file and renames it over the old one,
 // with both synced, so that a crash leaves one reservation or the other.
 // A reservation at or below the current one changes nothing. After Remove
-// it fails.
+// or Settle it fails.
 func (l *Lease) Reserve(upTo uint32) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.removed {
-		return fmt.Errorf("sequence lease %s: %w", l.path, errRemoved)
+	if err := l.ended(); err != nil {
+		return err
 	}
 	if uint64(upTo) <= l.reserved.Load() {
 		return nil
@@ -253,6 +266,69 @@ func (l *Lease) Reserve(upTo uint32) error {
 	}
 	l.err = nil
 	l.reserved.Store(uint64(upTo))
+	return nil
+}
+
+// ended returns the error for a lease that was removed or settled; l.mu
+// is held.
+func (l *Lease) ended() error {
+	switch {
+	case l.removed:
+		return fmt.Errorf("sequence lease %s: %w", l.path, errRemoved)
+	case l.settled:
+		return fmt.Errorf("sequence lease %s: %w", l.path, errSettled)
+	}
+	return nil
+}
+
+// Settle ends the lease of a sender that has stopped for good and whose
+// highest used number is known: the file then records used, or Start if
+// that is higher (an earlier run may have used numbers up to Start), even
+// when that is below the reservation. The SA installed again then
+// continues right after it. A number the sender used above the one given
+// would be used again: Settle is only for a sender that read its last
+// number after it stopped sending. From then on Allows refuses every
+// number above the record and Reserve and Settle fail; the file stays for
+// the next Acquire (Remove deletes it).
+func (l *Lease) Settle(used uint32) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.ended(); err != nil {
+		return err
+	}
+	l.settled = true
+	rec := max(used, l.start)
+	l.reserved.Store(uint64(min(uint64(rec), l.reserved.Load())))
+	if err := writeFileSync(l.path, []byte(strconv.FormatUint(uint64(rec), 10)+"\n")); err != nil {
+		// The reservation on disk stays: higher, so never wrong.
+		l.err = fmt.Errorf("sequence lease %s: %w", l.path, err)
+		return l.err
+	}
+	l.err = nil
+	return nil
+}
+
+// Raise records in the lease file name that numbers up to used may have
+// been used, unless the file records more already, for numbers found in
+// use outside a lease: those of the outbound states an earlier run left
+// in the kernel, read before they are deleted. The next Acquire starts
+// above them. A file that cannot be read or parsed is an error, as for
+// Acquire.
+func (d *Dir) Raise(name string, used uint32) error {
+	if !validName(name) {
+		return fmt.Errorf("sequence lease %q: a name is letters, digits, '-' and '_'", name)
+	}
+	path := filepath.Join(d.path, name)
+	last, err := readLease(path)
+	if err != nil {
+		return err
+	}
+	if uint64(used) <= last {
+		return nil
+	}
+	if err := writeFileSync(path, []byte(strconv.FormatUint(uint64(used), 10)+"\n")); err != nil {
+		return fmt.Errorf("sequence lease %s: %w", path, err)
+	}
 	return nil
 }
 

@@ -303,3 +303,106 @@ func TestPrune(t *testing.T) {
 		t.Error("a directory was removed")
 	}
 }
+
+// TestSettle: a stopped sender records its last number exactly, below the
+// rest of its reservation, and the next Acquire continues right after
+// it; a record never goes below the start of the lease; a settled lease
+// permits and reserves nothing more.
+func TestSettle(t *testing.T) {
+	d := openDir(t)
+	l, err := d.Acquire("k", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Settle(123); err != nil {
+		t.Fatal(err)
+	}
+	if got := onDisk(t, d, "k"); got != 123 {
+		t.Fatalf("on disk %d after Settle(123), want 123 (not the reservation 1000)", got)
+	}
+	if l.Allows(124) || !l.Allows(123) {
+		t.Error("a settled lease permits numbers above its record, or not those up to it")
+	}
+	if err := l.Reserve(5000); err == nil || onDisk(t, d, "k") != 123 {
+		t.Errorf("Reserve after Settle: %v, on disk %d", err, onDisk(t, d, "k"))
+	}
+	if err := l.Settle(200); err == nil {
+		t.Error("second Settle succeeded")
+	}
+
+	l2, err := d.Acquire("k", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l2.Start() != 123 || l2.Reserved() != 1123 {
+		t.Fatalf("after Settle: start %d, reserved %d; want 123, 1123", l2.Start(), l2.Reserved())
+	}
+	// Nothing sent in this run: the record stays at the start, where an
+	// earlier run may have sent.
+	if err := l2.Settle(0); err != nil {
+		t.Fatal(err)
+	}
+	if got := onDisk(t, d, "k"); got != 123 {
+		t.Fatalf("Settle(0) on a lease that started at 123 recorded %d", got)
+	}
+	// A sender that outran its reservation records what it used.
+	l3, err := d.Acquire("k", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l3.Settle(5000); err != nil || onDisk(t, d, "k") != 5000 {
+		t.Fatalf("Settle above the reservation: %v, on disk %d; want 5000", err, onDisk(t, d, "k"))
+	}
+	if err := l3.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(d.Path(), "k")); !os.IsNotExist(err) {
+		t.Fatal("Remove after Settle left the file")
+	}
+}
+
+// TestSettleWriteFailure: a Settle that cannot write says so (the
+// reservation written before, higher, is what a restart then finds).
+func TestSettleWriteFailure(t *testing.T) {
+	d := openDir(t)
+	l, err := d.Acquire("w", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Root ignores permissions: take the directory away instead.
+	if err := os.RemoveAll(d.Path()); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Settle(10); err == nil || l.Err() == nil {
+		t.Fatalf("Settle without its directory: %v, Err %v; want an error", err, l.Err())
+	}
+}
+
+// TestRaise: Raise records numbers used outside a lease when they are
+// above the file's record, creates the file if needed, never lowers it,
+// and refuses what Acquire refuses.
+func TestRaise(t *testing.T) {
+	d := openDir(t)
+	if err := d.Raise("r", 500); err != nil || onDisk(t, d, "r") != 500 {
+		t.Fatalf("Raise on no file: %v, on disk %d", err, onDisk(t, d, "r"))
+	}
+	if err := d.Raise("r", 400); err != nil || onDisk(t, d, "r") != 500 {
+		t.Fatalf("Raise below the record: %v, on disk %d; want 500 kept", err, onDisk(t, d, "r"))
+	}
+	if err := d.Raise("r", 900); err != nil || onDisk(t, d, "r") != 900 {
+		t.Fatalf("Raise above the record: %v, on disk %d; want 900", err, onDisk(t, d, "r"))
+	}
+	l, err := d.Acquire("r", 100)
+	if err != nil || l.Start() != 900 {
+		t.Fatalf("Acquire after Raise: start %d, %v; want 900", l.Start(), err)
+	}
+	if err := os.WriteFile(filepath.Join(d.Path(), "bad"), []byte("x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Raise("bad", 1); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Errorf("Raise on a corrupt file: %v", err)
+	}
+	if err := d.Raise("../x", 1); err == nil {
+		t.Error("Raise accepted a name that is not a file name")
+	}
+}
