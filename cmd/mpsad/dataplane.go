@@ -60,23 +60,13 @@ func (f dataPlanes) new(ctx context.Context, g *swanctl.Group, local netip.Addr,
 		dp  xfrm.DataPlane
 		err error
 	)
-	id := groupid.Of(g.Name)
 	switch g.Dataplane {
 	case swanctl.BackendUserspace:
 		warnSoftwareAES(log, f.hardwareAES)
 		dp, err = userspace.New(ctx, userspace.Config{Group: g.Name, TUNName: g.TUN, MTU: g.MTU, Local: []netip.Addr{local}, Logger: log, ESPInUDPPort: g.EncapPort,
 			SeqLeaseDir: leaseDir(f.stateDir, g.Name)})
 	case swanctl.BackendXFRM:
-		dp, err = kernel.New(ctx, kernel.Config{
-			Group:            g.Name,
-			Underlay:         []netip.Addr{local},
-			ReqID:            id.ReqID(),
-			Priority:         id.Priority(),
-			Interface:        g.XFRMInterface,
-			IfID:             g.IfID,
-			AllowCounterMode: g.AllowCounterMode,
-			Logger:           log,
-		})
+		dp, err = kernel.New(ctx, f.kernelConfig(g, local, log))
 	default:
 		err = fmt.Errorf("unknown data plane %q", g.Dataplane)
 	}
@@ -84,6 +74,25 @@ func (f dataPlanes) new(ctx context.Context, g *swanctl.Group, local netip.Addr,
 		return nil, fmt.Errorf("group %s: %w", g.Name, err)
 	}
 	return dp, nil
+}
+
+// kernelConfig is the configuration of a group's kernel data plane: the
+// group's marks (xfrm/groupid) and, as for the userspace data plane, the
+// group's lease directory, which keeps the outbound sequence numbers from
+// going back across restarts, reboots and power losses.
+func (f dataPlanes) kernelConfig(g *swanctl.Group, local netip.Addr, log *slog.Logger) kernel.Config {
+	id := groupid.Of(g.Name)
+	return kernel.Config{
+		Group:            g.Name,
+		Underlay:         []netip.Addr{local},
+		ReqID:            id.ReqID(),
+		Priority:         id.Priority(),
+		Interface:        g.XFRMInterface,
+		IfID:             g.IfID,
+		AllowCounterMode: g.AllowCounterMode,
+		SeqLeaseDir:      leaseDir(f.stateDir, g.Name),
+		Logger:           log,
+	}
 }
 
 // warnSoftwareAES warns, for a userspace data plane, when AES runs

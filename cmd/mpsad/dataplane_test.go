@@ -2,9 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mpsa/mpsa/internal/nettest"
+	"github.com/mpsa/mpsa/swanctl"
+	"github.com/mpsa/mpsa/xfrm/groupid"
 )
 
 // TestStateDirs: the state directory comes from systemd's STATE_DIRECTORY
@@ -45,5 +53,34 @@ func TestWarnSoftwareAES(t *testing.T) {
 		case !hw && (!strings.Contains(out, "level=WARN") || !strings.Contains(out, "table-based") || !strings.Contains(out, "side channels")):
 			t.Errorf("without AES-NI: logged %q, want a warning naming table-based AES and its side channels", out)
 		}
+	}
+}
+
+// TestKernelPlaneKeepsLeases builds a group's kernel data plane the way
+// mpsad does, in a network namespace (no ESP needed): it gets the group's
+// marks and the group's lease directory under the state directory, the
+// one the userspace data plane uses, which it creates.
+func TestKernelPlaneKeepsLeases(t *testing.T) {
+	state := t.TempDir()
+	f := dataPlanes{stateDir: state}
+	g := &swanctl.Group{Name: "branch", Dataplane: swanctl.BackendXFRM}
+	local := netip.MustParseAddr("192.0.2.1")
+	cfg := f.kernelConfig(g, local, nil)
+	if id := groupid.Of("branch"); cfg.SeqLeaseDir != leaseDir(state, "branch") || cfg.ReqID != id.ReqID() || cfg.Priority != id.Priority() {
+		t.Fatalf("kernel config: lease directory %q, reqid %#x, priority %d; want %q, %#x, %d",
+			cfg.SeqLeaseDir, cfg.ReqID, cfg.Priority, leaseDir(state, "branch"), id.ReqID(), id.Priority())
+	}
+	ns := nettest.NewNS(t, "mdp")
+	if err := ns.Do(func() error {
+		dp, err := f.new(context.Background(), g, local, slog.New(slog.DiscardHandler))
+		if err != nil {
+			return err
+		}
+		return dp.Close()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(state, "seq", "branch")); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("lease directory of the kernel plane: %v, %v", fi, err)
 	}
 }
