@@ -178,6 +178,17 @@ func (g *ctlGroup) controlUp(_ context.Context, now time.Time, c proven) {
 		g.members[c.Remote] = m
 		g.joined(now, m, c.how)
 	} else {
+		// A control address belongs to the identity that holds it:
+		// another identity's IKE SA that narrowed its traffic
+		// selectors to it (the controller's remote_ts is usually a
+		// range) must not take the member's control exchange over.
+		for _, o := range m.links {
+			if o.ike != l.ike && o.v.remoteID != l.remoteID {
+				g.controlTaken(now, c.IKE, fmt.Sprintf("its control address %s belongs to member %s (IKE SA %d): an IKE SA of another identity cannot take it over while that one is up; give each member its own control address (remote_ts)",
+					c.Remote, o.v.remoteID, o.ike))
+				return
+			}
+		}
 		g.setLink(m, l)
 	}
 	g.follow(now, m)

@@ -172,3 +172,27 @@ func TestMemberAsksForControlChildAgain(t *testing.T) {
 		t.Fatalf("asked %d times with the control child up", n)
 	}
 }
+
+// TestControlAddressBelongsToItsMember: an IKE SA of another identity
+// whose control child claims a member's control address (charon narrows
+// a range of remote_ts to what the peer proposes) is refused while the
+// member's own is up; the member keeps its session.
+func TestControlAddressBelongsToItsMember(t *testing.T) {
+	b := newBench(t)
+	b.up()
+	before := b.ctlStatus().Members
+	snap := snapshot(ctlAddr, memAddr, false, 0x1111, 0x2222)
+	impostor := snap.IKESAs[0]
+	impostor.UniqueID, impostor.RemoteID, impostor.InitiatorSPI = 8, "member2", 0x3333
+	snap.IKESAs = append(snap.IKESAs, impostor)
+	b.ctl.onUpdate(b.ctx, vici.Update{Snapshot: snap})
+	b.w.drain(b.ctx)
+	st := b.ctlStatus()
+	if len(st.Members) != 1 || st.Members[0] != before[0] {
+		t.Fatalf("members changed: %+v, were %+v", st.Members, before)
+	}
+	p := problems(t, st)
+	if !strings.Contains(p, "control child ctl of connection c refused (IKE SA c[8]") || !strings.Contains(p, "its control address 10.98.1.1 belongs to member member1 (IKE SA 7)") {
+		t.Fatalf("problems:\n%s", p)
+	}
+}
