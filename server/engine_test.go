@@ -489,3 +489,20 @@ func testServer(tb testing.TB, o Options) *Server {
 	s.charon = &vici.Charon{Plugins: []string{"charon", "kernel-netlink"}}
 	return s
 }
+
+// warnDP is a recorder with warnings, as the kernel data plane has them.
+type warnDP struct{ *recorder }
+
+func (warnDP) Warnings() []string { return []string{"outbound SA 00001234 to 192.0.2.12 used 3/4 of its sequence numbers"} }
+
+// TestDataPlaneWarningsInStatus: a data plane's warnings reach the
+// member's status.
+func TestDataPlaneWarningsInStatus(t *testing.T) {
+	b := newBench(t)
+	b.up()
+	g := b.mem.groups[0].(*memGroup)
+	g.dp = warnDP{b.dp}
+	if w := b.memStatus().DataPlaneWarnings; len(w) != 1 || !strings.Contains(w[0], "3/4 of its sequence numbers") {
+		t.Fatalf("warnings %q", w)
+	}
+}

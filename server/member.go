@@ -435,6 +435,9 @@ func (g *memGroup) status(ctx context.Context) api.GroupStatus {
 	if dc, ok := g.dp.(dropCounter); ok {
 		st.DataPlaneDrops = dc.DropCounts()
 	}
+	if w, ok := g.dp.(warner); ok {
+		st.DataPlaneWarnings = w.Warnings()
+	}
 	if g.dp != nil {
 		if cs, err := g.dp.Counters(ctx); err == nil {
 			for _, c := range cs {
@@ -444,6 +447,12 @@ func (g *memGroup) status(ctx context.Context) api.GroupStatus {
 		}
 	}
 	return st
+}
+
+// warner is a data plane with warnings for the operator
+// (xfrm/kernel.Backend); they go into the member's status.
+type warner interface {
+	Warnings() []string
 }
 
 // dropCounter is a data plane that counts the packets it drops, by reason

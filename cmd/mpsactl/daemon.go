@@ -174,6 +174,9 @@ func printStatus(w io.Writer, st api.Status) {
 			if g.DataPlaneError != "" {
 				fmt.Fprintf(w, "  last data plane error: %s\n", g.DataPlaneError)
 			}
+			for _, x := range g.DataPlaneWarnings {
+				fmt.Fprintf(w, "  WARNING: %s\n", x)
+			}
 			var tables strings.Builder
 			if len(g.SAs) > 0 {
 				tw := tabwriter.NewWriter(&tables, 0, 0, 2, ' ', 0)
