@@ -493,7 +493,9 @@ func testServer(tb testing.TB, o Options) *Server {
 // warnDP is a recorder with warnings, as the kernel data plane has them.
 type warnDP struct{ *recorder }
 
-func (warnDP) Warnings() []string { return []string{"outbound SA 00001234 to 192.0.2.12 used 3/4 of its sequence numbers"} }
+func (warnDP) Warnings() []string {
+	return []string{"outbound SA 00001234 to 192.0.2.12 used 3/4 of its sequence numbers"}
+}
 
 // TestDataPlaneWarningsInStatus: a data plane's warnings reach the
 // member's status.
