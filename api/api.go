@@ -56,6 +56,11 @@ type GroupStatus struct {
 	// malformed, tun_write_errors, sa_in_errors, sa_out_errors; see
 	// xfrm/userspace.Backend.DropCounts). Absent otherwise.
 	DataPlaneDrops map[string]uint64 `json:"dataplane_drops,omitempty"`
+	// DataPlaneWarnings are what the member's data plane warns of and
+	// the operator should act on, for a data plane that has them (the
+	// kernel one: an outbound SA nearing the end of its sequence
+	// numbers, a sequence-number record that could not be written).
+	DataPlaneWarnings []string `json:"dataplane_warnings,omitempty"`
 	// Drops counts control datagrams dropped, by reason.
 	Drops map[string]uint64 `json:"drops,omitempty"`
 	// ControlProblems are the IKE SAs of the group's connection that

@@ -189,6 +189,17 @@ func (g *ctlGroup) controlUp(_ context.Context, now time.Time, c proven) {
 		g.members[c.Remote] = m
 		g.joined(now, m, c.how)
 	} else {
+		// A control address belongs to the identity that holds it:
+		// another identity's IKE SA that narrowed its traffic
+		// selectors to it (the controller's remote_ts is usually a
+		// range) must not take the member's control exchange over.
+		for _, o := range m.links {
+			if o.ike != l.ike && o.v.remoteID != l.remoteID {
+				g.controlTaken(now, c.IKE, fmt.Sprintf("its control address %s belongs to member %s (IKE SA %d): an IKE SA of another identity cannot take it over while that one is up; give each member its own control address (remote_ts)",
+					c.Remote, o.v.remoteID, o.ike))
+				return
+			}
+		}
 		g.setLink(m, l)
 	}
 	g.follow(now, m)
@@ -499,7 +510,7 @@ func (g *ctlGroup) putNotify(now time.Time) (*mpsa.Notify, uint32, error) {
 // sameSA reports whether a reload from a to b leaves a controller group's
 // SA valid: they differ at most in the settings update applies to the
 // running group (the timers of the coming rekeys, the membership flags,
-// allow_counter_mode, which with an unchanged proposal changes nothing).
+// insecure_counter_mode_lab_only, which with an unchanged proposal changes nothing).
 // Any other change (connection, control_child, esp_proposal, lifetime,
 // nonce_length) needs a new group SA.
 func sameSA(a, b *swanctl.Group) bool {
@@ -540,7 +551,7 @@ func (g *ctlGroup) update(n *swanctl.Group) {
 		{"rekey_time", o.RekeyTime != n.RekeyTime}, {"rekey_jitter", o.RekeyJitter != n.RekeyJitter},
 		{"rollover1", o.Rollover1 != n.Rollover1}, {"rollover2", o.Rollover2 != n.Rollover2},
 		{"rekey_on_join", o.RekeyOnJoin != n.RekeyOnJoin}, {"rekey_on_leave", o.RekeyOnLeave != n.RekeyOnLeave},
-		{"allow_counter_mode", o.AllowCounterMode != n.AllowCounterMode},
+		{"insecure_counter_mode_lab_only", o.AllowCounterMode != n.AllowCounterMode},
 		{"bgp", !sameBGP(o, n)},
 	} {
 		if c.diff {

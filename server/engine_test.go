@@ -393,10 +393,10 @@ func TestEngineDropsForeignDatagrams(t *testing.T) {
 }
 
 // TestEngineCounterModeRefused: a member refuses a GCM SA unless
-// allow_counter_mode is set, and does not acknowledge it.
+// insecure_counter_mode_lab_only is set, and does not acknowledge it.
 func TestEngineCounterModeRefused(t *testing.T) {
 	b := newBench(t)
-	cfg := loadConfig(t, strings.Replace(ctlConf, "control_child = ctl", "control_child = ctl\n    esp_proposal = aes128gcm16\n    allow_counter_mode = yes", 1))
+	cfg := loadConfig(t, strings.Replace(ctlConf, "control_child = ctl", "control_child = ctl\n    esp_proposal = aes128gcm16\n    insecure_counter_mode_lab_only = yes", 1))
 	b.ctl.shutdown()
 	b.ctl.cfg = cfg
 	if err := b.ctl.applyConfig(b.ctx, cfg); err != nil {
@@ -404,7 +404,7 @@ func TestEngineCounterModeRefused(t *testing.T) {
 	}
 	b.up()
 	if c := b.dp.take(); len(c) != 1 || c[0] != peersCall {
-		t.Fatalf("member installed a counter-mode SA without allow_counter_mode: %v", c)
+		t.Fatalf("member installed a counter-mode SA without insecure_counter_mode_lab_only: %v", c)
 	}
 	if !strings.Contains(b.logs.String(), "counter-mode SA refused") {
 		t.Fatal("refusal not logged")
@@ -488,4 +488,23 @@ func testServer(tb testing.TB, o Options) *Server {
 	}
 	s.charon = &vici.Charon{Plugins: []string{"charon", "kernel-netlink"}}
 	return s
+}
+
+// warnDP is a recorder with warnings, as the kernel data plane has them.
+type warnDP struct{ *recorder }
+
+func (warnDP) Warnings() []string {
+	return []string{"outbound SA 00001234 to 192.0.2.12 used 3/4 of its sequence numbers"}
+}
+
+// TestDataPlaneWarningsInStatus: a data plane's warnings reach the
+// member's status.
+func TestDataPlaneWarningsInStatus(t *testing.T) {
+	b := newBench(t)
+	b.up()
+	g := b.mem.groups[0].(*memGroup)
+	g.dp = warnDP{b.dp}
+	if w := b.memStatus().DataPlaneWarnings; len(w) != 1 || !strings.Contains(w[0], "3/4 of its sequence numbers") {
+		t.Fatalf("warnings %q", w)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/mpsa/mpsa/internal/metrics"
 	"github.com/mpsa/mpsa/mpsa"
 	"github.com/mpsa/mpsa/swanctl"
+	"github.com/mpsa/mpsa/vici"
 	"github.com/mpsa/mpsa/xfrm"
 )
 
@@ -56,14 +57,53 @@ type memGroup struct {
 	lastErr string
 	// controlWatch knows why the control child is not up.
 	controlWatch
+	// retry asks charon for the control child again while an IKE SA
+	// with the controller has none (retryChild); retryWait is the next
+	// wait, doubling from retryFirst to retryMax.
+	retry     deadline
+	retryWait time.Duration
 }
+
+// The waits between a member's requests to charon to establish its
+// control child again.
+const (
+	retryFirst = 10 * time.Second
+	retryMax   = 10 * time.Minute
+)
 
 func newMemGroup(s *Server, cfg *swanctl.Group, log *slog.Logger) *memGroup {
 	g := &memGroup{s: s, cfg: cfg, log: log, backoff: s.opts.Backoff, life: mpsa.NewMember(), drops: s.newDropLog(log),
 		metrics: s.opts.Metrics, peers: map[string][]xfrm.Peer{}, staticSince: map[netip.Prefix]time.Time{}}
 	g.timer.fire = g.onTimer
 	g.controlWatch.init(s, g.config, log)
+	g.retry.fire = g.retryChild
+	g.retryWait = retryFirst
 	return g
+}
+
+// controlMissing records the problem (controlWatch) and has charon asked
+// for the control child again if it stays missing.
+func (g *memGroup) controlMissing(ctx context.Context, now time.Time, sa vici.IKESA) {
+	g.controlWatch.controlMissing(ctx, now, sa)
+	g.s.sched.setEarlier(&g.retry, now.Add(max(g.retryWait, controlGrace)))
+}
+
+// retryChild asks charon to establish the control child again while the
+// member has an IKE SA with the controller but no control child: charon
+// does not retry a CHILD_SA that failed with its IKE SA (a proposal the
+// controller refused, say), so without this a member would stay cut off
+// after the cause is fixed. The waits double up to retryMax; charon's
+// answer, if the child fails again, comes in its log (control_problems).
+func (g *memGroup) retryChild(_ context.Context, now time.Time) {
+	if g.sess != nil || len(g.byIKE) == 0 {
+		g.retryWait = retryFirst
+		return
+	}
+	g.log.Info("asking charon to establish the control child again", "connection", g.cfg.Connection, "child", g.cfg.ControlChild,
+		"next_try_in", min(2*g.retryWait, retryMax).String())
+	g.s.initiate(g.cfg.Connection, g.cfg.ControlChild)
+	g.retryWait = min(2*g.retryWait, retryMax)
+	g.s.sched.set(&g.retry, now.Add(g.retryWait))
 }
 
 func (g *memGroup) config() *swanctl.Group { return g.cfg }
@@ -72,6 +112,8 @@ func (g *memGroup) config() *swanctl.Group { return g.cfg }
 // controller; see follow.
 func (g *memGroup) controlUp(ctx context.Context, now time.Time, c proven) {
 	g.controlFine(c.IKE.UniqueID, false)
+	g.s.sched.stop(&g.retry)
+	g.retryWait = retryFirst
 	g.links.set(c.IKE.UniqueID, c)
 	g.follow(ctx, now)
 }
@@ -388,7 +430,7 @@ func (g *memGroup) onPut(ctx context.Context, now time.Time, n *mpsa.Notify) boo
 	defer p.Zero()
 	if p.Suite.CounterMode() && !g.cfg.AllowCounterMode {
 		g.drops.drop(now, metrics.DropUnexpected, "detail", "counter-mode SA refused", "suite", p.Suite.String(),
-			"hint", "one key shared by many senders risks nonce reuse (RFC 6054); set allow_counter_mode = yes to accept it")
+			"hint", "one key shared by many senders risks nonce reuse (RFC 6054); only a lab may set insecure_counter_mode_lab_only = yes to accept it")
 		return false
 	}
 	if !g.ensureDataPlane(ctx, g.ctl.IKE.LocalHost) {
@@ -527,6 +569,9 @@ func (g *memGroup) status(ctx context.Context) api.GroupStatus {
 	if dc, ok := g.dp.(dropCounter); ok {
 		st.DataPlaneDrops = dc.DropCounts()
 	}
+	if w, ok := g.dp.(warner); ok {
+		st.DataPlaneWarnings = w.Warnings()
+	}
 	if g.dp != nil {
 		if cs, err := g.dp.Counters(ctx); err == nil {
 			for _, c := range cs {
@@ -536,6 +581,12 @@ func (g *memGroup) status(ctx context.Context) api.GroupStatus {
 		}
 	}
 	return st
+}
+
+// warner is a data plane with warnings for the operator
+// (xfrm/kernel.Backend); they go into the member's status.
+type warner interface {
+	Warnings() []string
 }
 
 // dropCounter is a data plane that counts the packets it drops, by reason
@@ -582,6 +633,7 @@ func (g *memGroup) retire(ctx context.Context, next *swanctl.Group) {
 		g.bgp = nil
 	}
 	g.s.sched.stop(&g.timer)
+	g.s.sched.stop(&g.retry)
 	g.controlWatch.stop()
 	g.s.sched.stop(&g.drops.flushAt)
 	g.listen(netip.Addr{})
@@ -594,6 +646,7 @@ func (g *memGroup) close() {
 		g.bgp = nil
 	}
 	g.s.sched.stop(&g.timer)
+	g.s.sched.stop(&g.retry)
 	g.controlWatch.stop()
 	g.s.sched.stop(&g.drops.flushAt)
 	g.listen(netip.Addr{})

@@ -122,6 +122,10 @@ type Server struct {
 	said chan vici.LogEvent
 	// charon is what charon said of itself at the last connection.
 	charon *vici.Charon
+	// initiates are control children to ask charon for again (member
+	// groups, see memGroup.retryChild), taken by one goroutine of Run;
+	// full, a request is dropped (the group asks again later).
+	initiates chan childRef
 	// verifier proves control children (Options.Verifier).
 	verifier  ControlVerifier
 	datagrams chan Datagram
@@ -175,6 +179,7 @@ func New(opts Options) (*Server, error) {
 		runCtx:    context.Background(),
 		datagrams: make(chan Datagram, 256),
 		said:      make(chan vici.LogEvent, 256),
+		initiates: make(chan childRef, 16),
 		calls:     make(chan func()),
 		reloads:   make(chan *swanctl.Config),
 		ready:     make(chan struct{}),
@@ -272,6 +277,11 @@ func (s *Server) Run(ctx context.Context) error {
 		defer wg.Done()
 		w.Run(ctx)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.initiateLoop(ctx, sock)
+	}()
 	if s.cfg.MetricsListen != "" && s.opts.Metrics != nil {
 		go func() {
 			if err := metrics.Serve(ctx, s.cfg.MetricsListen, s.opts.Metrics.Registry()); err != nil && ctx.Err() == nil {
@@ -297,7 +307,15 @@ func (s *Server) Run(ctx context.Context) error {
 	cancel()
 	wg.Wait()
 	s.shutdown()
-	return err
+	// Datagrams the loop never took hold what they hold until wiped.
+	for {
+		select {
+		case d := <-s.datagrams:
+			d.Wipe()
+		default:
+			return err
+		}
+	}
 }
 
 // fromControlInterface reports whether a datagram arrived on the control
@@ -329,6 +347,7 @@ func (s *Server) deliver(d Datagram) {
 		// The loop is behind: drop rather than block the socket (or
 		// the shutdown, which waits for this goroutine).
 		s.overload.Add(1)
+		d.Wipe()
 	}
 }
 
@@ -381,6 +400,9 @@ func (s *Server) loop(ctx context.Context, errc <-chan error) error {
 			}
 		case d := <-s.datagrams:
 			s.onDatagram(ctx, d)
+			// A PUT carries SK_d and the nonce: nothing keeps the
+			// datagram once it is handled.
+			d.Wipe()
 		case <-s.bgpIn.ready:
 			s.onBGP(ctx)
 		case ev := <-s.said:
@@ -440,6 +462,40 @@ func (s *Server) apply(ctx context.Context, b *viciBatch) {
 	s.connected = b.connected
 	if s.connected {
 		s.readyOnce.Do(func() { close(s.ready) })
+	}
+}
+
+// childRef names a CHILD_SA of a connection.
+type childRef struct{ conn, child string }
+
+// initiate asks charon, off the loop, to establish a control child again.
+func (s *Server) initiate(conn, child string) {
+	select {
+	case s.initiates <- childRef{conn, child}:
+	default:
+	}
+}
+
+// initiateLoop carries out initiate's requests over VICI, one at a time,
+// each on a session of its own (they are rare: each group asks at most
+// every 10 s, backing off to 10 min).
+func (s *Server) initiateLoop(ctx context.Context, sock string) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-s.initiates:
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			c, err := vici.Dial(cctx, sock)
+			if err == nil {
+				err = c.InitiateChild(cctx, r.conn, r.child)
+				c.Close()
+			}
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("could not ask charon to establish the control child again", "connection", r.conn, "child", r.child, "err", err)
+			}
+		}
 	}
 }
 

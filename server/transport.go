@@ -25,9 +25,13 @@ type Datagram struct {
 	Dst netip.Addr
 	// IfIndex is the interface it arrived on.
 	IfIndex int
-	// Data is the datagram.
+	// Data is the datagram. A PUT carries SK_d and the nonce in the
+	// clear: the receiver calls Wipe once it is done with it.
 	Data []byte
 }
+
+// Wipe overwrites the datagram's octets, which may hold key material.
+func (d *Datagram) Wipe() { clear(d.Data) }
 
 // Transport sends and receives control datagrams on the control port, over
 // IPv4 and IPv6, with the arrival interface and destination of each (so
@@ -115,11 +119,15 @@ func (t *Transport) read6(b []byte) (int, net.Addr, net.IP, int, error) {
 
 // readLoop delivers datagrams read with read until the socket is closed.
 // It reads into one buffer of its own and hands deliver a copy of each
-// datagram's octets.
+// datagram's octets; the buffer is cleared as soon as the copy is made,
+// since a PUT carries SK_d and the nonce (the copy is the receiver's to
+// wipe: Datagram.Wipe).
 func readLoop(family string, read readFunc, deliver func(Datagram)) error {
 	b := make([]byte, maxDatagram)
 	for {
 		n, src, dst, ifindex, err := read(b)
+		data := bytes.Clone(b[:n])
+		clear(b[:n])
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
@@ -127,7 +135,7 @@ func readLoop(family string, read readFunc, deliver func(Datagram)) error {
 			return fmt.Errorf("receive on the %s control port: %w", family, err)
 		}
 		sa := src.(*net.UDPAddr).AddrPort()
-		d := Datagram{Src: netip.AddrPortFrom(sa.Addr().Unmap(), sa.Port()), IfIndex: ifindex, Data: bytes.Clone(b[:n])}
+		d := Datagram{Src: netip.AddrPortFrom(sa.Addr().Unmap(), sa.Port()), IfIndex: ifindex, Data: data}
 		d.Dst, _ = netip.AddrFromSlice(dst)
 		deliver(d)
 	}

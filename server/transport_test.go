@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/netip"
@@ -116,5 +117,55 @@ func TestReadLoopCopiesDatagrams(t *testing.T) {
 	}
 	if d := got[0]; d.Src != netip.MustParseAddrPort("192.0.2.1:4501") || d.Dst != netip.MustParseAddr("192.0.2.2") || d.IfIndex != 3 {
 		t.Fatalf("datagram %+v", d)
+	}
+	got[0].Wipe()
+	if !bytes.Equal(got[0].Data, make([]byte, len("first datagram"))) {
+		t.Fatalf("Wipe left %q", got[0].Data)
+	}
+}
+
+// TestReadLoopClearsBuffer: a control datagram (a PUT carries SK_d and
+// the nonce in the clear) does not stay in readLoop's buffer after it is
+// delivered: by the next read, and after the last, the octets are zero.
+func TestReadLoopClearsBuffer(t *testing.T) {
+	secret := bytes.Repeat([]byte{0xa5}, 300)
+	src := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4501}
+	var buf []byte
+	reads := 0
+	read := func(b []byte) (int, net.Addr, net.IP, int, error) {
+		if reads > 0 && !bytes.Equal(b[:len(secret)], make([]byte, len(secret))) {
+			t.Errorf("read %d: the buffer still holds the last datagram", reads)
+		}
+		buf = b
+		if reads++; reads > 2 {
+			return 0, nil, nil, 0, net.ErrClosed
+		}
+		return copy(b, secret), src, nil, 0, nil
+	}
+	delivered := 0
+	if err := readLoop("IPv4", read, func(d Datagram) {
+		delivered++
+		if !bytes.Equal(d.Data, secret) {
+			t.Errorf("delivered %x", d.Data)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if delivered != 2 || bytes.Contains(buf, secret[:16]) {
+		t.Fatalf("delivered %d; buffer holds the datagram after the loop: %v", delivered, bytes.Contains(buf, secret[:16]))
+	}
+}
+
+// TestDeliverWipesDropped: a datagram the loop has no room for is wiped
+// when it is dropped, since it may be a PUT with SK_d in the clear.
+func TestDeliverWipesDropped(t *testing.T) {
+	s := testServer(t, Options{Config: loadConfig(t, ctlConf)})
+	for range cap(s.datagrams) {
+		s.deliver(Datagram{Data: []byte{1}})
+	}
+	d := Datagram{Data: []byte("SK_d and nonce")}
+	s.deliver(d)
+	if !bytes.Equal(d.Data, make([]byte, len(d.Data))) || s.overload.Load() != 1 {
+		t.Fatalf("dropped datagram %q, overload %d: want it wiped and counted", d.Data, s.overload.Load())
 	}
 }

@@ -33,9 +33,12 @@ const (
 type controlProblem struct {
 	ike   vici.IKESA // without its children
 	since time.Time
-	// refused is the verifier's reason when the child is INSTALLED
-	// but not provably protected; empty when the child is missing.
+	// refused is the reason mpsad does not use a child that is
+	// INSTALLED: the verifier's, when it cannot prove the child
+	// protects the control addresses, or another (taken says which);
+	// empty when the child is missing.
 	refused string
+	taken   bool
 	// state describes the child when it is there but not usable
 	// (INSTALLING, REKEYING, a traffic selector that is not one host).
 	state string
@@ -109,13 +112,24 @@ func (w *controlWatch) controlMissing(_ context.Context, now time.Time, sa vici.
 // INSTALLED but mpsad cannot verify that it protects the control
 // addresses: the group does not use it. It is said at once.
 func (w *controlWatch) controlRefused(now time.Time, sa vici.IKESA, why string) {
+	w.refuse(now, sa, why, false)
+}
+
+// controlTaken records that the control child of IKE SA sa claims a
+// control address that belongs to another member: the group does not use
+// it. It is said at once.
+func (w *controlWatch) controlTaken(now time.Time, sa vici.IKESA, why string) {
+	w.refuse(now, sa, why, true)
+}
+
+func (w *controlWatch) refuse(now time.Time, sa vici.IKESA, why string, taken bool) {
 	p := w.byIKE[sa.UniqueID]
 	if p == nil {
 		p = &controlProblem{since: now}
 		delete(w.pending, sa.UniqueID)
 		w.byIKE[sa.UniqueID] = p
 	}
-	p.ike, p.refused, p.state = withoutChildren(sa), why, ""
+	p.ike, p.refused, p.taken, p.state = withoutChildren(sa), why, taken, ""
 	w.report(p)
 }
 
@@ -213,7 +227,9 @@ func (w *controlWatch) onCheck(_ context.Context, now time.Time) {
 func (w *controlWatch) text(p *controlProblem) string {
 	var b strings.Builder
 	peer := ikeName(p.ike)
-	if p.refused != "" {
+	if p.refused != "" && p.taken {
+		fmt.Fprintf(&b, "%s refused (IKE SA %s): %s", w.what(), peer, p.refused)
+	} else if p.refused != "" {
 		fmt.Fprintf(&b, "%s not protected, refusing to use it (IKE SA %s): %s", w.what(), peer, p.refused)
 	} else {
 		fmt.Fprintf(&b, "%s not installed: IKE SA %s is %s but ", w.what(), peer, p.ike.State)

@@ -3,6 +3,7 @@ package server
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mpsa/mpsa/api"
 	"github.com/mpsa/mpsa/swanctl"
@@ -126,5 +127,72 @@ func TestCharonProblems(t *testing.T) {
 	g.charonChanged(ch)
 	if st := b.memStatus(); len(st.CharonProblems) != 1 || !strings.Contains(st.CharonProblems[0], "AH authenticates but does not encrypt") {
 		t.Fatalf("AH child: %q", st.CharonProblems)
+	}
+}
+
+// TestMemberAsksForControlChildAgain: while the member's IKE SA has no
+// control child, it asks charon for the child again, after the grace and
+// then with doubling waits; once the child is up it stops.
+func TestMemberAsksForControlChildAgain(t *testing.T) {
+	b := newBench(t)
+	b.mem.onUpdate(b.ctx, vici.Update{Snapshot: withoutControl(true, "")})
+	asked := func() int {
+		n := 0
+		for {
+			select {
+			case r := <-b.mem.initiates:
+				if r != (childRef{"c", "ctl"}) {
+					t.Fatalf("asked for %+v", r)
+				}
+				n++
+			default:
+				return n
+			}
+		}
+	}
+	b.advance(retryFirst - time.Millisecond)
+	if n := asked(); n != 0 {
+		t.Fatalf("asked %d times before %v", n, retryFirst)
+	}
+	b.advance(time.Millisecond)
+	if n := asked(); n != 1 {
+		t.Fatalf("asked %d times at %v, want once", n, retryFirst)
+	}
+	b.advance(2*retryFirst - time.Millisecond)
+	if n := asked(); n != 0 {
+		t.Fatalf("asked again before the doubled wait")
+	}
+	b.advance(time.Millisecond)
+	if n := asked(); n != 1 {
+		t.Fatalf("asked %d times after the doubled wait, want once", n)
+	}
+	b.up()
+	b.advance(time.Hour)
+	if n := asked(); n != 0 {
+		t.Fatalf("asked %d times with the control child up", n)
+	}
+}
+
+// TestControlAddressBelongsToItsMember: an IKE SA of another identity
+// whose control child claims a member's control address (charon narrows
+// a range of remote_ts to what the peer proposes) is refused while the
+// member's own is up; the member keeps its session.
+func TestControlAddressBelongsToItsMember(t *testing.T) {
+	b := newBench(t)
+	b.up()
+	before := b.ctlStatus().Members
+	snap := snapshot(ctlAddr, memAddr, false, 0x1111, 0x2222)
+	impostor := snap.IKESAs[0]
+	impostor.UniqueID, impostor.RemoteID, impostor.InitiatorSPI = 8, "member2", 0x3333
+	snap.IKESAs = append(snap.IKESAs, impostor)
+	b.ctl.onUpdate(b.ctx, vici.Update{Snapshot: snap})
+	b.w.drain(b.ctx)
+	st := b.ctlStatus()
+	if len(st.Members) != 1 || st.Members[0] != before[0] {
+		t.Fatalf("members changed: %+v, were %+v", st.Members, before)
+	}
+	p := problems(t, st)
+	if !strings.Contains(p, "control child ctl of connection c refused (IKE SA c[8]") || !strings.Contains(p, "its control address 10.98.1.1 belongs to member member1 (IKE SA 7)") {
+		t.Fatalf("problems:\n%s", p)
 	}
 }

@@ -28,7 +28,7 @@ func globalSections() []string { return []string{"groups"} }
 
 func groupKeys() []string {
 	return []string{
-		"connection", "control_child", "esp_proposal", "allow_counter_mode",
+		"connection", "control_child", "esp_proposal", counterModeKey,
 		"lifetime", "rekey_time", "rekey_jitter", "rollover1", "rollover2",
 		"rekey_on_join", "rekey_on_leave", "nonce_length",
 		"dataplane", "tun", "mtu", "encap", "encap_port", "if_id", "xfrm_interface", "underlay", "local_ts",
@@ -36,6 +36,17 @@ func groupKeys() []string {
 }
 
 func groupSections() []string { return []string{"routes", "bgp"} }
+
+// counterModeKey permits counter-mode ciphers. Its name says what it
+// risks; it was allow_counter_mode, which is refused with a pointer to
+// it (refuseRenamedCounterMode).
+const counterModeKey = "insecure_counter_mode_lab_only"
+
+// counterModeRisk says why counter modes are unsafe with a shared SA, for
+// the errors and the warning about them.
+const counterModeRisk = "with one key shared by every member, each sender must never use a counter (IV) another sender uses, " +
+	"which a group SA without sender IDs cannot ensure (RFC 6054) and neither data plane guarantees " +
+	"(the kernel's seqiv draws a random salt per state, so about one pair of senders in 2^32 reuses IVs, and the userspace data plane has no counter mode)"
 
 func routeKeys() []string { return []string{"prefixes", "peer"} }
 
@@ -113,7 +124,7 @@ func sortByPos(l Errors) {
 }
 
 func decodeGlobal(r *sectionReader) *Config {
-	r.checkNames(globalKeys(), globalSections())
+	r.checkNames(globalKeys(), globalSections(), nil)
 	cfg := &Config{
 		Role:             Role(r.enum("role", "", string(RoleController), string(RoleMember))),
 		VICI:             r.str("vici", DefaultVICI()),
@@ -213,12 +224,15 @@ func checkListen(hostport, example string) error {
 // not decoded, only warned about, and the group holds their defaults; with
 // no valid role, every setting is decoded.
 func decodeGroup(r *sectionReader, role Role) *Group {
-	r.checkNames(groupKeys(), groupSections())
+	r.checkNames(groupKeys(), groupSections(), retiredGroupKeys())
 	g := &Group{
 		Name:             r.sec.Name,
 		Connection:       r.str("connection", ""),
-		AllowCounterMode: r.boolean("allow_counter_mode", false),
+		AllowCounterMode: r.boolean(counterModeKey, false),
 		Pos:              r.sec.Pos,
+	}
+	if g.AllowCounterMode {
+		r.warnf(r.pos(counterModeKey), "%s = yes permits counter-mode ciphers: %s; it is meant for a lab only: remove it anywhere else", counterModeKey, counterModeRisk)
 	}
 	g.ControlChild = r.str("control_child", g.Connection)
 	if g.Connection == "" {
@@ -353,6 +367,19 @@ func warnIgnored(r *sectionReader, role Role) {
 	}
 }
 
+// retiredGroupKeys are the group settings that no longer exist, each
+// with the error that says why and what to write instead, given the
+// value written.
+func retiredGroupKeys() map[string]func(value string) string {
+	return map[string]func(string) string{
+		"allow_counter_mode": func(v string) string {
+			return fmt.Sprintf("allow_counter_mode was renamed %s, which says what it risks: %s; "+
+				"remove it and use a CBC proposal such as %s, or, in a lab only, write %s = %s",
+				counterModeKey, counterModeRisk, DefaultESPProposal, counterModeKey, v)
+		},
+	}
+}
+
 func decodeProposal(r *sectionReader, g *Group, role Role) {
 	prop := r.str("esp_proposal", DefaultESPProposal)
 	suite, err := mpsa.ParseProposal(prop)
@@ -362,7 +389,7 @@ func decodeProposal(r *sectionReader, g *Group, role Role) {
 	}
 	g.Suite, g.ESPProposal = suite, suite.String()
 	if role == RoleController && suite.CounterMode() && !g.AllowCounterMode {
-		r.errorf(r.pos("esp_proposal"), "esp_proposal = %s is a counter mode: with one key shared by every member each sender must never reuse a counter (IV) another sender uses, which a group SA without sender IDs cannot ensure (RFC 6054); use a CBC proposal such as %s, or write allow_counter_mode = yes if your data plane guarantees unique IVs", prop, DefaultESPProposal)
+		r.errorf(r.pos("esp_proposal"), "esp_proposal = %s is a counter mode: %s; use a CBC proposal such as %s, or, in a lab only, write %s = yes", prop, counterModeRisk, DefaultESPProposal, counterModeKey)
 	}
 }
 
@@ -513,7 +540,7 @@ func decodeRoutes(r *sectionReader) []Route {
 	var routes []Route
 	for _, rs := range r.sec.Sections {
 		rr := r.child(rs)
-		rr.checkNames(routeKeys(), nil)
+		rr.checkNames(routeKeys(), nil, nil)
 		rt := Route{Name: rs.Name, Prefixes: rr.prefixes("prefixes"), Peer: rr.addr("peer"), Pos: rs.Pos}
 		if rr.get("prefixes") == nil {
 			rr.errorf(rs.Pos, "route has no prefixes; write prefixes = the prefixes behind that peer (10.2.0.0/24)")
@@ -539,7 +566,7 @@ const (
 // decodeBGP decodes a group's bgp { } section. Settings that the role does
 // not use draw a warning and hold their defaults.
 func decodeBGP(r *sectionReader, role Role) *BGP {
-	r.checkNames(bgpKeys(), bgpSections())
+	r.checkNames(bgpKeys(), bgpSections(), nil)
 	b := &BGP{
 		Enabled:      r.boolean("enabled", true),
 		ASN:          uint32(r.uinteger("asn", 0, 1, 0xffffffff)),
@@ -619,7 +646,7 @@ func decodeBGPPolicy(r *sectionReader) []BGPPolicy {
 	var out []BGPPolicy
 	for _, ps := range r.sec.Sections {
 		pr := r.child(ps)
-		pr.checkNames(bgpPolicyKeys(), nil)
+		pr.checkNames(bgpPolicyKeys(), nil, nil)
 		p := BGPPolicy{Name: ps.Name, Identity: pr.str("identity", ""), Pos: ps.Pos}
 		if p.Identity == "" {
 			pr.errorf(ps.Pos, "policy has no identity; write identity = the IKE identity of the members it admits, * matching any characters (cpe-*.example.net)")

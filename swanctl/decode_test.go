@@ -87,7 +87,7 @@ func TestDecodeMember(t *testing.T) {
 		"mtu = 1300",
 		"underlay = 2001:db8::1",
 		"local_ts = 10.1.0.0/24, 2001:db8:a::/64, 10.9.9.9",
-		"allow_counter_mode = yes",
+		"insecure_counter_mode_lab_only = yes",
 		"routes {",
 		"  b { prefixes = 10.2.0.0/24, 2001:db8:b::/64",
 		"      peer = 2001:db8::2 }",
@@ -156,6 +156,24 @@ func TestDecodeWarnings(t *testing.T) {
 	if got := errorStrings(t, cfg.Warnings); !slices.Equal(got, want) {
 		t.Errorf("warnings\n got %q\nwant %q", got, want)
 	}
+	// The lab-only setting is valid, and says it is for labs whenever
+	// it is on.
+	for _, v := range []string{"yes", "no"} {
+		cfg, errs = load(t, group("controller", "connection = c", "esp_proposal = aes256gcm16", "insecure_counter_mode_lab_only = "+v))
+		if v == "no" {
+			if errs == nil {
+				t.Error("a counter mode with insecure_counter_mode_lab_only = no loaded")
+			}
+			continue
+		}
+		if errs != nil {
+			t.Fatalf("errors: %q", errs)
+		}
+		want = []string{"etc/swanctl.conf:7: mpsa.groups.g: insecure_counter_mode_lab_only = yes permits counter-mode ciphers: " + counterModeRiskText + "; it is meant for a lab only: remove it anywhere else"}
+		if got := errorStrings(t, cfg.Warnings); !slices.Equal(got, want) || !cfg.Groups[0].AllowCounterMode {
+			t.Errorf("warnings\n got %q\nwant %q (counter mode allowed: %v)", got, want, cfg.Groups[0].AllowCounterMode)
+		}
+	}
 }
 
 // TestDecodeIgnoresOtherRole checks that settings the role does not use
@@ -210,6 +228,11 @@ func TestDecodeIgnoresOtherRole(t *testing.T) {
 const f = testFile + ":"
 
 // decodeErrorCases are configurations with the errors LoadMPSA reports.
+// counterModeRiskText is the reason counter modes are refused, as the
+// errors and the warning give it; written out here so that a change of
+// the wording shows in the tests.
+const counterModeRiskText = "with one key shared by every member, each sender must never use a counter (IV) another sender uses, which a group SA without sender IDs cannot ensure (RFC 6054) and neither data plane guarantees (the kernel's seqiv draws a random salt per state, so about one pair of senders in 2^32 reuses IVs, and the userspace data plane has no counter mode)"
+
 var decodeErrorCases = []struct {
 	name string
 	src  string
@@ -312,7 +335,16 @@ var decodeErrorCases = []struct {
 		f + "7: mpsa.groups.g: rekey_time (2m) is not below lifetime (90s): the SA would expire before it is replaced; write a rekey_time below 90s, such as 30s",
 	}},
 	{"counter mode without opt-in", group("controller", "connection = c", "esp_proposal = aes128gcm16"), []string{
-		f + "6: mpsa.groups.g: esp_proposal = aes128gcm16 is a counter mode: with one key shared by every member each sender must never reuse a counter (IV) another sender uses, which a group SA without sender IDs cannot ensure (RFC 6054); use a CBC proposal such as aes256-sha256, or write allow_counter_mode = yes if your data plane guarantees unique IVs",
+		f + "6: mpsa.groups.g: esp_proposal = aes128gcm16 is a counter mode: " + counterModeRiskText + "; use a CBC proposal such as aes256-sha256, or, in a lab only, write insecure_counter_mode_lab_only = yes",
+	}},
+	// The old name of insecure_counter_mode_lab_only is refused, with
+	// or without a counter mode, and not reported again as unknown.
+	{"allow_counter_mode renamed", group("controller", "connection = c", "esp_proposal = aes128gcm16", "allow_counter_mode = yes"), []string{
+		f + "6: mpsa.groups.g: esp_proposal = aes128gcm16 is a counter mode: " + counterModeRiskText + "; use a CBC proposal such as aes256-sha256, or, in a lab only, write insecure_counter_mode_lab_only = yes",
+		f + "7: mpsa.groups.g: allow_counter_mode was renamed insecure_counter_mode_lab_only, which says what it risks: " + counterModeRiskText + "; remove it and use a CBC proposal such as aes256-sha256, or, in a lab only, write insecure_counter_mode_lab_only = yes",
+	}},
+	{"allow_counter_mode renamed, member", group("member", append(slices.Clone(memberOK), "allow_counter_mode = no")...), []string{
+		f + "9: mpsa.groups.g: allow_counter_mode was renamed insecure_counter_mode_lab_only, which says what it risks: " + counterModeRiskText + "; remove it and use a CBC proposal such as aes256-sha256, or, in a lab only, write insecure_counter_mode_lab_only = no",
 	}},
 	{"bad proposal", group("controller", "connection = c", "esp_proposal = aes256-sha256-modp2048"), []string{
 		f + "6: mpsa.groups.g: ESP proposal \"aes256-sha256-modp2048\": \"modp2048\" is a Diffie-Hellman group, which MPSA does not use (the controller distributes the keys); remove it; write a single proposal such as aes256-sha256",

@@ -33,7 +33,7 @@ func (g *Group) format(w *writer, role Role) {
 	w.open(g.Name)
 	w.kv("connection", g.Connection)
 	w.kv("control_child", g.ControlChild)
-	w.kv("allow_counter_mode", yesNo(g.AllowCounterMode))
+	w.kv(counterModeKey, yesNo(g.AllowCounterMode))
 	if role == RoleController {
 		w.kv("esp_proposal", g.ESPProposal)
 		w.kv("lifetime", g.Lifetime.String())

@@ -126,7 +126,8 @@ type Config struct {
 	// Groups are the MPSA groups in the order they were defined.
 	Groups []*Group `json:"groups"`
 	// Warnings are settings that are valid but have no effect, such as
-	// the timers in a member's group (the controller sends them).
+	// the timers in a member's group (the controller sends them), and
+	// insecure_counter_mode_lab_only = yes, which is meant for labs only.
 	Warnings Errors `json:"warnings,omitempty"`
 	// Pos is where the mpsa section starts.
 	Pos Pos `json:"-"`
@@ -151,10 +152,13 @@ type Group struct {
 	ESPProposal string `json:"esp_proposal"`
 	// Suite is ESPProposal decoded.
 	Suite mpsa.Suite `json:"-"`
-	// AllowCounterMode permits counter-mode ciphers (GCM, CTR,
-	// ChaCha20-Poly1305) despite the nonce reuse risk of one key shared by
-	// many senders (RFC 6054). On a member it permits accepting them.
-	AllowCounterMode bool `json:"allow_counter_mode"`
+	// AllowCounterMode is insecure_counter_mode_lab_only (formerly
+	// allow_counter_mode, now refused): it permits counter-mode ciphers
+	// (GCM, CTR, ChaCha20-Poly1305) despite the IV reuse risk of one key
+	// shared by many senders (RFC 6054), which no data plane removes. On
+	// a member it permits accepting them. For labs only; setting it draws
+	// a warning.
+	AllowCounterMode bool `json:"insecure_counter_mode_lab_only"`
 	// Lifetime is how long a shared SA lives; members delete it then.
 	Lifetime Duration `json:"lifetime"`
 	// RekeyTime is when the controller replaces the SA with a new one.

@@ -32,12 +32,16 @@ func (r *sectionReader) errorf(pos Pos, format string, args ...any) {
 }
 
 // checkNames reports keys and subsections that the schema does not know,
-// and section references, which mpsa does not support.
-func (r *sectionReader) checkNames(keys, sections []string) {
+// and section references, which mpsa does not support. A key in retired
+// (settings that were renamed or removed) gets the error retired gives for
+// its value instead of "unknown setting".
+func (r *sectionReader) checkNames(keys, sections []string, retired map[string]func(value string) string) {
 	r.checkRefs()
 	for _, kv := range r.sec.Keys {
 		switch {
 		case slices.Contains(keys, kv.Name):
+		case retired[kv.Name] != nil:
+			r.errorf(kv.Pos, "%s", retired[kv.Name](strings.TrimSpace(kv.Value)))
 		case slices.Contains(sections, kv.Name):
 			r.errorf(kv.Pos, "%s is a section, not a setting; write %s { ... }", kv.Name, kv.Name)
 		default:

@@ -163,3 +163,28 @@ func (c *Charon) ESPProblems(proposals []string) []string {
 		"libstrongswan-extra-plugins for chapoly) or restrict the child's esp_proposals to algorithms charon has",
 		strings.Join(missing, ", "), what)}
 }
+
+// InitiateChild asks charon to establish the CHILD_SA child of connection
+// ike (over the IKE SA it has for it, or a new one) and returns at once,
+// without waiting for the outcome (initiate with timeout -1): what charon
+// says about it arrives in its log event (Watcher.OnChildFailure), and
+// the CHILD_SA, if it comes up, in child-updown.
+func (c *Client) InitiateChild(ctx context.Context, ike, child string) error {
+	m := govici.NewMessage()
+	for k, v := range map[string]string{"ike": ike, "child": child, "timeout": "-1"} {
+		if err := m.Set(k, v); err != nil {
+			return fmt.Errorf("vici: initiate: %w", err)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, err := c.s.Call(ctx, "initiate", m)
+	if err != nil {
+		return fmt.Errorf("vici: initiate child %s of %s: %w", child, ike, err)
+	}
+	if ok, _ := r.Get("success").(string); ok != "yes" {
+		msg, _ := r.Get("errmsg").(string)
+		return fmt.Errorf("vici: initiate child %s of %s: charon said %q", child, ike, msg)
+	}
+	return nil
+}

@@ -178,12 +178,17 @@ func printStatus(w io.Writer, st api.Status) {
 				writeIndented(w, b.String())
 			}
 		} else {
-			if g.Controller != nil {
-				fmt.Fprintf(w, "  controller %s: %s\n", g.Controller.Address, g.Controller.State)
+			if c := g.Controller; c != nil && c.Address != "" {
+				fmt.Fprintf(w, "  controller %s: %s\n", c.Address, c.State)
+			} else if c != nil {
+				fmt.Fprintf(w, "  controller: %s (no control child)\n", c.State)
 			}
 			fmt.Fprintf(w, "  outbound %s, inbound %s\n", orDash(g.OutboundSPI), orDash(strings.Join(g.InboundSPIs, " ")))
 			if g.DataPlaneError != "" {
 				fmt.Fprintf(w, "  last data plane error: %s\n", g.DataPlaneError)
+			}
+			for _, x := range g.DataPlaneWarnings {
+				fmt.Fprintf(w, "  WARNING: %s\n", x)
 			}
 			var tables strings.Builder
 			if len(g.SAs) > 0 {

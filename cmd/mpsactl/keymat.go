@@ -1,19 +1,28 @@
 package main
 
 import (
+	"bytes"
 	"encoding/hex"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/mpsa/mpsa/mpsa"
 )
 
-func runKeymat(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("keymat", "keymat --proposal PROPOSAL [--prf PRF] --sk-d HEX --nonce HEX", stderr)
+// maxSKdInput bounds what keymat reads as SK_d: a PRF key is at most 64
+// octets, 128 hex digits; the rest is room for whitespace.
+const maxSKdInput = 4096
+
+func runKeymat(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := newFlagSet("keymat", "keymat --proposal PROPOSAL [--prf PRF] --sk-d-file FILE|- --nonce HEX", stderr)
 	proposal := fs.String("proposal", "", "ESP proposal in strongSwan keywords, e.g. aes256-sha256 (required)")
 	prfName := fs.String("prf", "", "PRF keyword: "+strings.Join(mpsa.PRFKeywords(), ", ")+"; by default it follows the integrity algorithm (sha256 gives prfsha256)")
-	skdHex := fs.String("sk-d", "", "SK_d as hex (required)")
+	skdFile := fs.String("sk-d-file", "", "read SK_d, in hex, from `FILE`, or from stdin with - (required)")
+	fs.String("sk-d", "", "refused: a secret on the command line is visible to other users (ps, /proc) and kept in shell history; use --sk-d-file")
 	nonceHex := fs.String("nonce", "", "Nonce as hex (required)")
 	pos, code, ok := parseArgs(fs, args, stdout)
 	if !ok {
@@ -23,7 +32,15 @@ func runKeymat(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mpsactl keymat: unexpected argument %q\n", pos[0])
 		return 2
 	}
-	for _, req := range []struct{ name, value string }{{"--proposal", *proposal}, {"--sk-d", *skdHex}, {"--nonce", *nonceHex}} {
+	skdGiven := false
+	fs.Visit(func(f *flag.Flag) { skdGiven = skdGiven || f.Name == "sk-d" })
+	if skdGiven {
+		// Never echoed: the value is a secret.
+		fmt.Fprintln(stderr, "mpsactl keymat: --sk-d is refused: SK_d on the command line is visible to every user of this machine (ps, /proc/PID/cmdline) and stays in your shell history; "+
+			"write it in hex to a file only you can read and pass --sk-d-file FILE, or pipe it in with --sk-d-file -")
+		return 2
+	}
+	for _, req := range []struct{ name, value string }{{"--proposal", *proposal}, {"--sk-d-file", *skdFile}, {"--nonce", *nonceHex}} {
 		if req.value == "" {
 			fmt.Fprintf(stderr, "mpsactl keymat: %s is required\n", req.name)
 			return 2
@@ -45,9 +62,9 @@ func runKeymat(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mpsactl keymat: %v\n", err)
 		return 1
 	}
-	skd, err := hex.DecodeString(*skdHex)
-	if err != nil || len(skd) == 0 {
-		fmt.Fprintln(stderr, "mpsactl keymat: --sk-d: not hex")
+	skd, err := readSKd(*skdFile, stdin, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "mpsactl keymat: --sk-d-file: %v\n", err)
 		return 1
 	}
 	nonce, err := hex.DecodeString(*nonceHex)
@@ -72,4 +89,39 @@ func runKeymat(args []string, stdout, stderr io.Writer) int {
 	defer keys.Zero()
 	fmt.Fprintf(stdout, "encr_key=%x\ninteg_key=%x\n", keys.Encr, keys.Integ)
 	return 0
+}
+
+// readSKd reads SK_d in hex from the file at path, or from stdin for "-":
+// surrounding whitespace is ignored. What it read is wiped once decoded.
+// A file that others can read draws a warning on stderr.
+func readSKd(path string, stdin io.Reader, stderr io.Writer) ([]byte, error) {
+	r := stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if st, err := f.Stat(); err == nil && st.Mode().Perm()&0o077 != 0 {
+			fmt.Fprintf(stderr, "mpsactl keymat: warning: %s holds a secret but others may read it (mode %04o); chmod 600 it\n", path, st.Mode().Perm())
+		}
+		r = f
+	}
+	buf := make([]byte, maxSKdInput+1)
+	defer clear(buf)
+	n, err := io.ReadFull(r, buf)
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, err
+	default:
+		return nil, fmt.Errorf("more than %d octets: not SK_d in hex", maxSKdInput)
+	}
+	text := bytes.TrimSpace(buf[:n])
+	skd := make([]byte, hex.DecodedLen(len(text)))
+	if _, err := hex.Decode(skd, text); err != nil || len(skd) == 0 {
+		clear(skd)
+		return nil, errors.New("not hex: want SK_d as hex digits, such as the sk_d of mpsactl decode --show-keys")
+	}
+	return skd, nil
 }

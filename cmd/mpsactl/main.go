@@ -38,9 +38,11 @@ Offline tools:
         Decode an IKEv2 message or a bare MPSA_PUT Notify payload (raw bytes,
         or hex text with --hex) and print it as one JSON object. Nonce and
         SK_d are printed only with --show-keys.
-  keymat --proposal PROPOSAL [--prf PRF] --sk-d HEX --nonce HEX
+  keymat --proposal PROPOSAL [--prf PRF] --sk-d-file FILE|- --nonce HEX
         Derive the ESP keys of a shared SA, KEYMAT = prf+(SK_d, Nonce), and
-        print encr_key= and integ_key= lines.
+        print encr_key= and integ_key= lines. SK_d is read in hex from FILE
+        or, with -, from stdin; never from the command line, where other
+        users see it.
 
 Options:
   --version   print the version and exit
@@ -71,7 +73,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "decode":
 		return runDecode(args[1:], stdin, stdout, stderr)
 	case "keymat":
-		return runKeymat(args[1:], stdout, stderr)
+		return runKeymat(args[1:], stdin, stdout, stderr)
 	case "flush":
 		return runFlush(args[1:], stdout, stderr, killswitch.FlushGroup)
 	case "status", "members", "peers", "rekey", "routes":

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -237,66 +238,122 @@ func TestDecodeFixedLengthCipher(t *testing.T) {
 //
 //	cd cmd/mpsactl/testdata && python3 gen_keymat.py
 //
-// Each case is three lines: the mpsactl keymat arguments, then the two
-// lines it must print.
-const keymatKAT = `--proposal aes256-sha256 --sk-d abababababababababababababababababababababababababababababababab --nonce 00112233445566778899aabbccddeeff
+// Each case is four lines: the mpsactl keymat arguments, SK_d in hex as
+// --sk-d-file reads it, then the two lines it must print.
+const keymatKAT = `--proposal aes256-sha256 --sk-d-file - --nonce 00112233445566778899aabbccddeeff
+abababababababababababababababababababababababababababababababab
 encr_key=f32b7c80364849621f002f1e1eb24e8c417be2b6003b75ee355da9a0d950d45e
 integ_key=97e1bd16bbc69b94b9e9d37c199212b52ffc31b8f2c7b6cf856c4cafde39b7f6
---proposal aes256gcm16 --prf prfsha256 --sk-d abababababababababababababababababababababababababababababababab --nonce 00112233445566778899aabbccddeeff
+--proposal aes256gcm16 --prf prfsha256 --sk-d-file - --nonce 00112233445566778899aabbccddeeff
+abababababababababababababababababababababababababababababababab
 encr_key=f32b7c80364849621f002f1e1eb24e8c417be2b6003b75ee355da9a0d950d45e97e1bd16
 integ_key=
---proposal aes128-sha1 --sk-d cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd --nonce 00112233445566778899aabbccddeeff
+--proposal aes128-sha1 --sk-d-file - --nonce 00112233445566778899aabbccddeeff
+cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd
 encr_key=0691ee9ef62d0841b7048289b2f66ede
 integ_key=20d14dea7e322047af70618a902cbb7ec90feb6a
---proposal aes256-sha512 --prf prfsha1 --sk-d efefefefefefefefefefefefefefefefefefefef --nonce 00112233445566778899aabbccddeeff
+--proposal aes256-sha512 --prf prfsha1 --sk-d-file - --nonce 00112233445566778899aabbccddeeff
+efefefefefefefefefefefefefefefefefefefef
 encr_key=e8712c4d1173053ff2e992cdfa5c746f28163abcc5c7161d35b9b7efb0553bcb
 integ_key=2ded84a9eaf8eff9255074e87952cb63491774f30b80297f6647efc1d52b9dc21702e1621b296aa9e7241dd4332cd767796a7c9b2fe4fd695585ed74de45dd96
 `
 
+// TestKeymat derives the known answers with SK_d from stdin and from a
+// file (mode 0600, so without a warning).
 func TestKeymat(t *testing.T) {
 	lines := strings.Split(strings.TrimSuffix(keymatKAT, "\n"), "\n")
-	if len(lines) == 0 || len(lines)%3 != 0 {
-		t.Fatalf("keymatKAT has %d lines, want cases of 3", len(lines))
+	if len(lines) == 0 || len(lines)%4 != 0 {
+		t.Fatalf("keymatKAT has %d lines, want cases of 4", len(lines))
 	}
-	for i := 0; i < len(lines); i += 3 {
+	for i := 0; i < len(lines); i += 4 {
 		args := strings.Fields(lines[i])
-		want := lines[i+1] + "\n" + lines[i+2] + "\n"
-		code, out, errs := mpsactl(t, nil, append([]string{"keymat"}, args...)...)
+		skd := lines[i+1]
+		want := lines[i+2] + "\n" + lines[i+3] + "\n"
+		code, out, errs := mpsactl(t, []byte(skd+"\n"), append([]string{"keymat"}, args...)...)
 		if code != 0 || out != want || errs != "" {
-			t.Errorf("%v: exit %d\n%s%s\nwant\n%s", args, code, out, errs, want)
+			t.Errorf("%v, SK_d on stdin: exit %d\n%s%s\nwant\n%s", args, code, out, errs, want)
 		}
+		file := filepath.Join(t.TempDir(), "skd")
+		if err := os.WriteFile(file, []byte("  "+skd+"\n\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fileArgs := slices.Clone(args)
+		fileArgs[slices.Index(fileArgs, "-")] = file
+		code, out, errs = mpsactl(t, nil, append([]string{"keymat"}, fileArgs...)...)
+		if code != 0 || out != want || errs != "" {
+			t.Errorf("%v, SK_d in a file: exit %d\n%s%s\nwant\n%s", fileArgs, code, out, errs, want)
+		}
+	}
+}
+
+// TestKeymatRefusesSKdOnCommandLine: SK_d on the command line, where
+// every user sees it, is refused with the reason and what to use instead,
+// and its value is not repeated.
+func TestKeymatRefusesSKdOnCommandLine(t *testing.T) {
+	const secret = "abababababababababababababababababababababababababababababababab"
+	for _, args := range [][]string{
+		{"--proposal", "aes256-sha256", "--sk-d", secret, "--nonce", "00112233445566778899aabbccddeeff"},
+		{"--proposal", "aes256-sha256", "--sk-d=" + secret, "--sk-d-file", "-", "--nonce", "00"},
+	} {
+		code, out, errs := mpsactl(t, []byte(secret), append([]string{"keymat"}, args...)...)
+		if code != 2 || out != "" || !strings.Contains(errs, "--sk-d is refused") || !strings.Contains(errs, "visible to every user") ||
+			!strings.Contains(errs, "--sk-d-file FILE") || !strings.Contains(errs, "--sk-d-file -") || strings.Contains(errs, secret) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, out, errs)
+		}
+	}
+	_, help, _ := mpsactl(t, nil, "keymat", "--help")
+	if !strings.Contains(help, "--sk-d-file FILE|-") || !strings.Contains(help, "refused") {
+		t.Errorf("keymat --help does not show --sk-d-file and the refusal:\n%s", help)
+	}
+	_, usage, _ := mpsactl(t, nil, "--help")
+	if strings.Contains(usage, "--sk-d HEX") || !strings.Contains(usage, "--sk-d-file FILE|-") {
+		t.Errorf("mpsactl --help:\n%s", usage)
 	}
 }
 
 func TestKeymatErrors(t *testing.T) {
 	for _, c := range []struct {
-		args []string
-		code int
-		want string
+		args  []string
+		stdin string
+		code  int
+		want  string
 	}{
-		{[]string{"--sk-d", "00", "--nonce", "00"}, 2, "--proposal is required"},
-		{nil, 2, "mpsactl keymat: --proposal is required\n"},
-		{[]string{"--proposal", "aes256-sha256", "--nonce", "00"}, 2, "--sk-d is required"},
-		{[]string{"--proposal", "blowfish-sha256", "--sk-d", "00", "--nonce", "00"}, 1, `unknown or unsupported keyword "blowfish"`},
-		{[]string{"--proposal", "aes256-sha256", "--sk-d", "xyz", "--nonce", "00"}, 1, "--sk-d: not hex"},
-		{[]string{"--proposal", "aes256-sha256-prfsha1", "--prf", "prfsha256", "--sk-d", "00", "--nonce", "00"}, 1, "more than one PRF"},
+		{[]string{"--sk-d-file", "-", "--nonce", "00"}, "00", 2, "--proposal is required"},
+		{nil, "", 2, "mpsactl keymat: --proposal is required\n"},
+		{[]string{"--proposal", "aes256-sha256", "--nonce", "00"}, "00", 2, "--sk-d-file is required"},
+		{[]string{"--proposal", "blowfish-sha256", "--sk-d-file", "-", "--nonce", "00"}, "00", 1, `unknown or unsupported keyword "blowfish"`},
+		{[]string{"--proposal", "aes256-sha256", "--sk-d-file", "-", "--nonce", "00"}, "xyz", 1, "--sk-d-file: not hex"},
+		{[]string{"--proposal", "aes256-sha256", "--sk-d-file", "-", "--nonce", "00"}, "", 1, "--sk-d-file: not hex"},
+		{[]string{"--proposal", "aes256-sha256", "--sk-d-file", "-", "--nonce", "00"}, "abc", 1, "--sk-d-file: not hex"},
+		{[]string{"--proposal", "aes256-sha256", "--sk-d-file", "-", "--nonce", "00"}, strings.Repeat("ab", 3000), 1, "more than 4096 octets"},
+		{[]string{"--proposal", "aes256-sha256", "--sk-d-file", "/nonexistent/skd", "--nonce", "00"}, "", 1, "no such file"},
+		{[]string{"--proposal", "aes256-sha256-prfsha1", "--prf", "prfsha256", "--sk-d-file", "-", "--nonce", "00"}, "00", 1, "more than one PRF"},
 		// --prf takes PRF keywords only: appended to the proposal, sha256
 		// would have made aes256 a valid proposal, and sha1 a second
 		// integrity algorithm.
-		{[]string{"--proposal", "aes256", "--prf", "sha256", "--sk-d", "00", "--nonce", "00"}, 1,
+		{[]string{"--proposal", "aes256", "--prf", "sha256", "--sk-d-file", "-", "--nonce", "00"}, "00", 1,
 			`mpsactl keymat: --prf: "sha256" is not a PRF keyword (prfsha1, prfsha256, prfsha384, prfsha512, prfaesxcbc)` + "\n"},
-		{[]string{"--proposal", "aes256-sha256", "--prf", "sha1", "--sk-d", "00", "--nonce", "00"}, 1, `--prf: "sha1" is not a PRF keyword`},
-		{[]string{"--proposal", "aes256-sha256", "--prf", "aes128", "--sk-d", "00", "--nonce", "00"}, 1, `--prf: "aes128" is not a PRF keyword`},
+		{[]string{"--proposal", "aes256-sha256", "--prf", "sha1", "--sk-d-file", "-", "--nonce", "00"}, "00", 1, `--prf: "sha1" is not a PRF keyword`},
+		{[]string{"--proposal", "aes256-sha256", "--prf", "aes128", "--sk-d-file", "-", "--nonce", "00"}, "00", 1, `--prf: "aes128" is not a PRF keyword`},
 	} {
-		code, _, errs := mpsactl(t, nil, append([]string{"keymat"}, c.args...)...)
+		code, _, errs := mpsactl(t, []byte(c.stdin), append([]string{"keymat"}, c.args...)...)
 		if code != c.code || !strings.Contains(errs, c.want) {
-			t.Errorf("%v: exit %d, stderr %q; want %d and %q", c.args, code, errs, c.code, c.want)
+			t.Errorf("%v with %q on stdin: exit %d, stderr %q; want %d and %q", c.args, c.stdin, code, errs, c.code, c.want)
 		}
 	}
 	// A short SK_d works (for debugging) but says it is unusual.
-	code, _, errs := mpsactl(t, nil, "keymat", "--proposal", "aes128-sha1", "--sk-d", "0011", "--nonce", strings.Repeat("00", 16))
+	code, _, errs := mpsactl(t, []byte("0011"), "keymat", "--proposal", "aes128-sha1", "--sk-d-file", "-", "--nonce", strings.Repeat("00", 16))
 	if code != 0 || !strings.Contains(errs, "warning: SK_d has 2 octets") {
 		t.Errorf("short SK_d: exit %d, stderr %q", code, errs)
+	}
+	// A file others can read works, with a warning.
+	file := filepath.Join(t.TempDir(), "skd")
+	if err := os.WriteFile(file, []byte(strings.Repeat("cd", 20)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs = mpsactl(t, nil, "keymat", "--proposal", "aes128-sha1", "--sk-d-file", file, "--nonce", strings.Repeat("00", 16))
+	if code != 0 || !strings.Contains(errs, "others may read it (mode 0644)") {
+		t.Errorf("readable SK_d file: exit %d, stderr %q", code, errs)
 	}
 }
 

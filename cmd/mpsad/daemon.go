@@ -15,6 +15,7 @@ import (
 	"github.com/mpsa/mpsa/internal/version"
 	"github.com/mpsa/mpsa/server"
 	"github.com/mpsa/mpsa/swanctl"
+	"github.com/mpsa/mpsa/xfrm/esp"
 )
 
 // runDaemon runs mpsad until SIGTERM or SIGINT. SIGHUP reloads the
@@ -39,7 +40,8 @@ func runDaemon(configPath string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mpsad: metrics: %v\n", err)
 		return 1
 	}
-	opts := server.Options{Config: cfg, Logger: log, NewDataPlane: newDataPlane, FlushDataPlane: flushDataPlane, Metrics: m}
+	planes := dataPlanes{stateDir: stateDir(os.Getenv("STATE_DIRECTORY")), hardwareAES: esp.HardwareAES()}
+	opts := server.Options{Config: cfg, Logger: log, NewDataPlane: planes.new, FlushDataPlane: flushDataPlane, Metrics: m}
 	if interval, err := daemon.SdWatchdogEnabled(false); err == nil && interval > 0 {
 		opts.Watchdog = func() { daemon.SdNotify(false, daemon.SdNotifyWatchdog) }
 		opts.WatchdogInterval = interval / 2

@@ -56,6 +56,11 @@ Without --check, mpsad runs until SIGTERM or SIGINT, removing the SAs it
 installed on the way out; SIGHUP reloads the configuration. Logs go to
 stderr (the journal under systemd). mpsactl talks to it through the status
 socket (mpsa.status_socket, default /run/mpsad/mpsad.sock).
+
+A member records how far each SA's sequence numbers went in the state
+directory, so that they continue there after a restart, a reboot or a
+power loss: $STATE_DIRECTORY (set by systemd's StateDirectory=), else
+/var/lib/mpsad, in seq/GROUP/SPI.
 `
 
 // usage is the help text with this build's defaults.

@@ -351,7 +351,7 @@ func newGroupCollector(now func() time.Time, timeout time.Duration) *groupCollec
 		sourceErrDesc: prometheus.NewDesc(name("dataplane_scrape_error"),
 			"1 if reading the data plane's counters failed at this scrape, else 0.", []string{"group"}, nil),
 		droppedDesc: prometheus.NewDesc(name("dataplane_dropped_total"),
-			"Packets the member's data plane dropped, by reason (no_outbound_sa, no_route, unknown_spi, malformed, tun_write_errors, sa_in_errors, sa_out_errors).", []string{"group", "reason"}, nil),
+			"Packets the member's data plane dropped, by reason (no_outbound_sa, no_route, unknown_spi, malformed, tun_write_errors, unknown_peer, origin, replay, seq_exhausted, seq_lease, sa_in_errors, sa_out_errors).", []string{"group", "reason"}, nil),
 		bgpAcceptedDesc: prometheus.NewDesc(name("bgp_prefixes_accepted_total"),
 			"Prefixes a member advertised that the route reflector's policy accepted (controller).", []string{"group", "member"}, nil),
 		bgpRejectedDesc: prometheus.NewDesc(name("bgp_prefixes_rejected_total"),

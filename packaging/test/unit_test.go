@@ -63,6 +63,8 @@ func TestUnitSettings(t *testing.T) {
 		"Service.Restart":                  "on-failure",
 		"Service.RestartPreventExitStatus": "78",
 		"Service.RuntimeDirectory":         "mpsad",
+		"Service.StateDirectory":           "mpsad",
+		"Service.StateDirectoryMode":       "0700",
 		"Service.CapabilityBoundingSet":    "CAP_NET_ADMIN CAP_NET_RAW",
 		"Service.AmbientCapabilities":      "CAP_NET_ADMIN CAP_NET_RAW",
 		"Service.NoNewPrivileges":          "yes",

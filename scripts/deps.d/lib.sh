@@ -15,8 +15,11 @@
 # libstrongswan-extra-plugins holds curve25519 and chapoly for the rest of
 # charon's default proposals. libstrongswan Recommends the standard plugins,
 # but these scripts install with --no-install-recommends: name them.
-# procps: sysctl, which tests use inside namespaces (rp_filter).
-netns_packages=(iproute2 iputils-ping tcpdump procps)
+# procps: sysctl, which tests use inside namespaces (rp_filter). netbase:
+# /etc/protocols and /etc/services, without which ip, swanctl and charon
+# know no protocol or service names ("udp", "[tcp/bgp]"): the tests write
+# traffic selectors and policies with them (a minimal Debian has none).
+netns_packages=(iproute2 iputils-ping tcpdump procps netbase)
 charon_packages=(strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins)
 
 # install_missing installs the Debian packages given that are not

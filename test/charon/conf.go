@@ -129,22 +129,16 @@ type MPSA struct {
 	// Settings are the group's settings after connection and
 	// control_child, one per line (nested sections included).
 	Settings []string
-	// KernelESP says that charon runs with the kernel's ESP
-	// (kernel-netlink, as in the qemu guest of test/vm), not
-	// kernel-libipsec: no control_interface is set.
-	KernelESP bool
 }
 
-// MPSASection renders m for this group. Control datagrams are accepted
-// only from ipsec0, as charon runs kernel-libipsec here, unless
-// m.KernelESP.
+// MPSASection renders m for this group. It sets no control_interface:
+// mpsad finds how charon protects the control child itself (charon's TUN
+// under kernel-libipsec, the kernel's policies otherwise), so the tests
+// run the default configuration.
 func (g Group) MPSASection(m MPSA) string {
 	var b strings.Builder
 	b.WriteString("\nmpsa {\n")
 	fmt.Fprintf(&b, "    role = %s\n    vici = unix://%s/charon.vici\n", m.Role, m.Dir)
-	if !m.KernelESP {
-		b.WriteString("    control_interface = ipsec0     # charon runs kernel-libipsec here\n")
-	}
 	fmt.Fprintf(&b, "    status_socket = %s\n", m.StatusSocket)
 	for _, l := range m.Globals {
 		fmt.Fprintf(&b, "    %s\n", l)

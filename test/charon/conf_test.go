@@ -9,11 +9,10 @@ import (
 	"github.com/mpsa/mpsa/swanctl"
 )
 
-// TestMemberChildAndKernelESP reads the rendered files back with mpsad's
-// own reader: Group.MemberChild lines land in that member's control child
-// only, and MPSA.KernelESP leaves control_interface unset, while the
-// default keeps ipsec0.
-func TestMemberChildAndKernelESP(t *testing.T) {
+// TestMemberChildAndMPSA reads the rendered files back with mpsad's own
+// reader: Group.MemberChild lines land in that member's control child
+// only, and the mpsa section sets no control_interface.
+func TestMemberChildAndMPSA(t *testing.T) {
 	peer := func(i byte) Peer {
 		return Peer{ID: "p", Underlay: netip.AddrFrom4([4]byte{192, 0, 2, i}), Control: netip.AddrFrom4([4]byte{10, 98, i, 1})}
 	}
@@ -53,21 +52,16 @@ func TestMemberChildAndKernelESP(t *testing.T) {
 	if c.Key("start_action") == nil {
 		t.Errorf("member 1's child lost start_action: %+v", c.Keys)
 	}
-	for _, tc := range []struct {
-		kernelESP bool
-		want      string
-	}{{false, "ipsec0"}, {true, ""}} {
-		m := MPSA{Role: "controller", Dir: dir, StatusSocket: filepath.Join(dir, "s.sock"), KernelESP: tc.kernelESP}
-		p := filepath.Join(dir, "ctl.conf")
-		if err := os.WriteFile(p, []byte(g.ControllerConf()+g.MPSASection(m)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := swanctl.LoadMPSA(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if cfg.ControlInterface != tc.want {
-			t.Errorf("KernelESP %v: control_interface %q, want %q", tc.kernelESP, cfg.ControlInterface, tc.want)
-		}
+	m := MPSA{Role: "controller", Dir: dir, StatusSocket: filepath.Join(dir, "s.sock")}
+	p := filepath.Join(dir, "ctl.conf")
+	if err := os.WriteFile(p, []byte(g.ControllerConf()+g.MPSASection(m)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := swanctl.LoadMPSA(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ControlInterface != "" {
+		t.Errorf("control_interface %q, want none: the tests run mpsad's default", cfg.ControlInterface)
 	}
 }

@@ -106,9 +106,17 @@ func (d *demo) run(ctx context.Context) (err error) {
 		if i > 0 {
 			conf = group.MemberConf(i-1) + d.memberMPSA(group, n)
 		}
-		in, err := charon.Launch(ctx, charon.Config{NetNS: n.ns.Name, Dir: n.dir, SwanctlConf: conf,
+		cc := charon.Config{NetNS: n.ns.Name, Dir: n.dir, SwanctlConf: conf,
 			// the demo says what happens in its own words
-			Logger: slog.New(slog.DiscardHandler)})
+			Logger: slog.New(slog.DiscardHandler)}
+		if i == 0 {
+			// MPSA_DEMO_CONTROLLER_OMIT_PLUGINS="gcm openssl" shows a
+			// failure as a fresh Debian without
+			// libstrongswan-standard-plugins had it (the demo's
+			// own test uses it).
+			cc.OmitPlugins = strings.Fields(os.Getenv("MPSA_DEMO_CONTROLLER_OMIT_PLUGINS"))
+		}
+		in, err := charon.Launch(ctx, cc)
 		if err != nil {
 			return fmt.Errorf("charon on %s: %w", n.name, err)
 		}
@@ -234,6 +242,8 @@ func (d *demo) startMPSAD(n *node) error {
 	}
 	defer logf.Close()
 	cmd := n.ns.Command(filepath.Join(d.bin, "mpsad"), "--config", filepath.Join(n.charon.SwanctlDir(), "swanctl.conf"))
+	// Each node's own state directory, not this host's /var/lib/mpsad.
+	cmd.Env = append(os.Environ(), "STATE_DIRECTORY="+filepath.Join(n.dir, "state"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -246,11 +256,21 @@ func (d *demo) startMPSAD(n *node) error {
 
 // waitSPI waits until every member sends with the controller's SPI, and
 // that SPI differs from not.
+//
+// When the daemons say why it cannot happen (a control child charon did
+// not install, a charon without what the control child needs), it stops
+// waiting after 10 s and fails with their words.
 func (d *demo) waitSPI(ctx context.Context, not string) (string, error) {
-	deadline := time.Now().Add(time.Minute)
+	start := time.Now()
+	deadline := start.Add(time.Minute)
 	for time.Now().Before(deadline) {
 		if spi, ok := d.commonSPI(ctx); ok && spi != not {
 			return spi, nil
+		}
+		if time.Since(start) > 10*time.Second {
+			if p := d.problems(ctx); len(p) > 0 {
+				return "", fmt.Errorf("the CPEs did not all receive the group SA; the daemons say why:\n  %s", strings.Join(p, "\n  "))
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -310,6 +330,29 @@ func (d *demo) inboundHolders(ctx context.Context, spi string) ([]string, error)
 		}
 	}
 	return holders, nil
+}
+
+// problems are what every node's mpsad says is wrong: what its charon
+// lacks, and control children that are not up, each with the node's name.
+func (d *demo) problems(ctx context.Context) []string {
+	c, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var out []string
+	for _, n := range d.nodes {
+		st, err := server.NewClient(n.sock()).Status(c)
+		if err != nil {
+			continue
+		}
+		for _, g := range st.Groups {
+			for _, p := range g.CharonProblems {
+				out = append(out, n.name+": "+p)
+			}
+			for _, p := range g.ControlProblems {
+				out = append(out, n.name+": "+p.Problem)
+			}
+		}
+	}
+	return out
 }
 
 func (d *demo) commonSPI(ctx context.Context) (string, bool) {

@@ -238,6 +238,9 @@ func (e *env) startMPSAD(n *node) {
 		t.Fatal(err)
 	}
 	cmd := n.ns.Command(filepath.Join(binDir, "mpsad"), "--config", conf)
+	// Every node's own state directory: the nodes share this host's
+	// /var/lib, and a test must not write there.
+	cmd.Env = append(os.Environ(), "STATE_DIRECTORY="+filepath.Join(n.dir, "state"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start mpsad on %s: %v", n.name, err)

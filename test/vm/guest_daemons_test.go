@@ -138,7 +138,7 @@ func (n *daemonNode) lanAddr() netip.Addr { return n.lan.Addr().Next() }
 // mpsaSection renders the node's mpsa { } section for the lab's group:
 // charon runs with the kernel's ESP (no control_interface).
 func (l *daemonLab) mpsaSection(n *daemonNode, role string, settings []string) string {
-	return l.group.MPSASection(charon.MPSA{Role: role, Dir: n.dir, StatusSocket: n.sock(), KernelESP: true,
+	return l.group.MPSASection(charon.MPSA{Role: role, Dir: n.dir, StatusSocket: n.sock(),
 		Globals: []string{"log_level = debug"}, Settings: settings})
 }
 
@@ -207,6 +207,10 @@ func (l *daemonLab) startMPSAD(n *daemonNode) error {
 	defer logf.Close()
 	cmd := (&nettest.NS{Name: n.ns.name}).Command(filepath.Join(l.bin, "mpsad"), "--config", filepath.Join(n.charon.SwanctlDir(), "swanctl.conf"))
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// A state directory of its own, as on a machine of its own: the
+	// sequence-number records of two members of a group must not share
+	// files.
+	cmd.Env = append(os.Environ(), "STATE_DIRECTORY="+filepath.Join(n.dir, "state"))
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start mpsad on %s: %w", n.name, err)
 	}

@@ -9,8 +9,11 @@
 // side, which is what makes SealBatch several times faster than Seal per
 // packet.
 //
-// The shared SA of MPSA runs without anti-replay (replay window 0) and
-// without ESN, so Open does not look at the sequence number.
+// The shared SA of MPSA runs without ESN. Open returns the sequence
+// number but does not check it: anti-replay is the caller's, per sender
+// (one window per SPI and outer source address, after Open has verified
+// the ICV), since every member numbers its own packets. NextSeq never
+// wraps: after 2^32-1 packets an SA cannot send any more.
 //
 // Wire layout of a tunnel-mode packet:
 //
@@ -85,8 +88,11 @@ type SA struct {
 	newHash  func() hash.Hash
 	integKey []byte
 	icvLen   int
-	seq      atomic.Uint32
-	zeroed   atomic.Bool
+	// seq is the last sequence number handed out. It counts on past
+	// 2^32-1 (a uint64 does not wrap in any SA's lifetime), and NextSeq
+	// refuses every number above that.
+	seq    atomic.Uint64
+	zeroed atomic.Bool
 }
 
 // NewSA keys an SA. The suite must be AES-CBC with one of the HMAC
@@ -132,15 +138,39 @@ func NewSA(spi uint32, suite mpsa.Suite, encrKey, integKey []byte) (*SA, error) 
 	}, nil
 }
 
+// HardwareAES reports whether AES-CBC runs on the CPU's AES instructions
+// (AES-NI). When false, it runs on crypto/aes's portable table-based code:
+// several times slower and open to cache-timing side channels; mpsad warns
+// at start.
+func HardwareAES() bool { return aescbc.Hardware() }
+
 // SPI returns the SA's SPI.
 func (sa *SA) SPI() uint32 { return sa.spi }
 
 // ICVLen is the length of the truncated ICV that ends every packet.
 func (sa *SA) ICVLen() int { return sa.icvLen }
 
-// NextSeq returns the next outbound sequence number: 1 for the first
-// packet. Without ESN it wraps after 2^32 packets; rekey long before.
-func (sa *SA) NextSeq() uint32 { return sa.seq.Add(1) }
+// MaxSeq is the last sequence number an SA without ESN may send (RFC 4303
+// section 3.3.3: the counter must not cycle).
+const MaxSeq = 1<<32 - 1
+
+// NextSeq returns the next outbound sequence number, 1 for the first
+// packet, or false once MaxSeq has been handed out: the counter never
+// wraps, and the SA must not send again (only a new SA can). It is safe
+// for concurrent use and does not allocate.
+func (sa *SA) NextSeq() (uint32, bool) {
+	n := sa.seq.Add(1)
+	if n > MaxSeq {
+		return 0, false
+	}
+	return uint32(n), true
+}
+
+// SetLastSeq makes last the highest sequence number already used, so that
+// NextSeq continues with last+1: an SA installed again with the same keys
+// (after a restart) must not number packets its receivers have seen. It
+// must be called before the SA sends.
+func (sa *SA) SetLastSeq(last uint32) { sa.seq.Store(uint64(last)) }
 
 // Overhead is the number of bytes ESP adds to an inner packet of innerLen
 // bytes (header, IV, padding, trailer, ICV), not counting the outer IP

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mpsa/mpsa/internal/testenv"
@@ -88,6 +90,68 @@ func ipv6Packet(n int, fill byte) []byte {
 	return p
 }
 
+// nextSeq is sa.NextSeq for tests that never exhaust it; it panics when
+// tb is nil.
+func nextSeq(tb testing.TB, sa *SA) uint32 {
+	seq, ok := sa.NextSeq()
+	if !ok {
+		if tb == nil {
+			panic("sequence numbers exhausted")
+		}
+		tb.Fatal("sequence numbers exhausted")
+	}
+	return seq
+}
+
+// TestNextSeqNeverWraps: the sequence counter stops at 2^32-1 instead of
+// wrapping to 0 and 1 (RFC 4303 section 3.3.3), concurrently too, and
+// SetLastSeq continues above the number given.
+func TestNextSeqNeverWraps(t *testing.T) {
+	s := suites()[0]
+	sa := newSA(t, 1, s)
+	if seq, ok := sa.NextSeq(); !ok || seq != 1 {
+		t.Fatalf("first NextSeq = %d, %v; want 1", seq, ok)
+	}
+	sa.SetLastSeq(1000)
+	if seq, ok := sa.NextSeq(); !ok || seq != 1001 {
+		t.Fatalf("NextSeq after SetLastSeq(1000) = %d, %v; want 1001", seq, ok)
+	}
+	sa.SetLastSeq(MaxSeq - 100)
+	var wg sync.WaitGroup
+	var issued, refused atomic.Uint64
+	var highest atomic.Uint32
+	for range 4 {
+		wg.Go(func() {
+			for range 100 {
+				seq, ok := sa.NextSeq()
+				if !ok {
+					refused.Add(1)
+					continue
+				}
+				issued.Add(1)
+				for {
+					h := highest.Load()
+					if seq <= h || highest.CompareAndSwap(h, seq) {
+						break
+					}
+				}
+				if seq <= MaxSeq-100 {
+					t.Errorf("NextSeq gave %d, at or below the last one set", seq)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if issued.Load() != 100 || refused.Load() != 300 || highest.Load() != MaxSeq {
+		t.Fatalf("issued %d (want 100) up to %d (want %d), refused %d (want 300)", issued.Load(), highest.Load(), uint32(MaxSeq), refused.Load())
+	}
+	for range 3 {
+		if seq, ok := sa.NextSeq(); ok {
+			t.Fatalf("NextSeq after exhaustion gave %d", seq)
+		}
+	}
+}
+
 func TestRoundTripAllSuites(t *testing.T) {
 	for _, s := range suites() {
 		t.Run(s.String(), func(t *testing.T) {
@@ -98,7 +162,7 @@ func TestRoundTripAllSuites(t *testing.T) {
 				for _, inner := range [][]byte{ipv4Packet(max(n, 20), byte(n)), ipv6Packet(max(n, 40), byte(n))} {
 					buf := make([]byte, 64+len(inner)+MaxTrailerLen)
 					copy(buf[64:], inner)
-					seq := sa.NextSeq()
+					seq := nextSeq(t, sa)
 					pkt, err := tx.Seal(buf, 64, len(inner), seq)
 					if err != nil {
 						t.Fatalf("seal %d: %v", n, err)
@@ -396,7 +460,7 @@ func TestSealOpenNoAllocs(t *testing.T) {
 	buf := make([]byte, 64+len(inner)+MaxTrailerLen)
 	allocs := testing.AllocsPerRun(200, func() {
 		copy(buf[64:], inner)
-		pkt, err := tx.Seal(buf, 64, len(inner), sa.NextSeq())
+		pkt, err := tx.Seal(buf, 64, len(inner), nextSeq(t, sa))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -431,7 +495,7 @@ func newSealBatch(sa *SA, inner []byte, n int) (ps []Sealing, fill func()) {
 	return ps, func() {
 		for i := range ps {
 			copy(bufs[i][64:], inner)
-			ps[i] = Sealing{Buf: bufs[i], Off: 64, N: len(inner), Seq: sa.NextSeq()}
+			ps[i] = Sealing{Buf: bufs[i], Off: 64, N: len(inner), Seq: nextSeq(nil, sa)}
 		}
 	}
 }
@@ -456,7 +520,7 @@ func BenchmarkSeal(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
 					copy(buf[64:], inner)
-					if _, err := c.Seal(buf, 64, n, sa.NextSeq()); err != nil {
+					if _, err := c.Seal(buf, 64, n, nextSeq(b, sa)); err != nil {
 						b.Fatal(err)
 					}
 				}

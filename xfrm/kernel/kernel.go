@@ -55,11 +55,12 @@
 // New adopts the policies with these marks as its own: it keeps them,
 // turns out policies that still name a template into block policies, and
 // deletes the states with the reqid (after noting the highest outbound
-// sequence number of each SPI). The first SetPeers then reconciles the
-// policies with the configuration. A policy at one of the priorities that
-// does not have the shape above, or a state with the reqid that is not a
-// tunnel-mode ESP state, is not mpsa's: New refuses to start and names
-// it, rather than delete or replace what it cannot prove is its own.
+// sequence number of each SPI, and recording it with Config.SeqLeaseDir).
+// The first SetPeers then reconciles the policies with the configuration.
+// A policy at one of the priorities that does not have the shape above,
+// or a state with the reqid that is not a tunnel-mode ESP state, is not
+// mpsa's: New refuses to start and names it, rather than delete or
+// replace what it cannot prove is its own.
 //
 // # Rollover
 //
@@ -96,12 +97,38 @@
 // XFRM_SA_XFLAG_OSEQ_MAY_WRAP): when they run out it drops every further
 // packet of the state (counted as XfrmOutStateSeqError), nothing leaves in
 // plaintext. Before that, at Config.SeqSoftLimit, the kernel reports a
-// soft expiry, which the backend logs and Warnings lists. An outbound
-// state added for an SPI that had one before (a peer that left and came
-// back, an adoption after a restart) starts after the highest sequence
-// number the backend knows for that SPI, or Config.InitialSeq's answer if
-// higher, so that a receiver's per-sender replay window never sees it go
-// back.
+// soft expiry, which the backend logs and Warnings lists.
+//
+// A receiver with the userspace data plane keeps a replay window per SA
+// and sender, so an outbound state must never number below what an
+// earlier state of its SPI may have sent, toward any peer: each state has
+// its own counter, and a receiver sees only the one toward it, so the
+// highest over all of the SPI's states is a safe start for every state.
+// An outbound state starts after the highest of:
+//
+//   - the last numbers of the SPI's states deleted in this run (a peer
+//     that left and came back) or left by a crashed run (read by New
+//     before it deletes them), each plus SeqMargin: a state's number is
+//     read after its out policies stopped sending (block or gone), and a
+//     packet that passed the policy lookup just before can still take a
+//     number until the state is deleted;
+//   - with Config.SeqLeaseDir, the SA's record on disk (xfrm/seqlease, one
+//     file per SPI, the userspace data plane's lease format): at
+//     InstallInbound the backend reads it and reserves Config.SeqReserve
+//     numbers beyond; the reservation is moved ahead of the states'
+//     highest number at every Counters call and, when Counters was not
+//     called for half of Config.SeqCheckInterval, every
+//     Config.SeqCheckInterval (the same dump of the states, and a file
+//     write per SA only when less than half of the distance is left). New
+//     records the numbers of a crashed run's states before it deletes
+//     them; Close, once the states are deleted, records the exact highest
+//     number read (plus SeqMargin), below the reservation; Remove deletes
+//     the file; Flush leaves it at its reservation at least; files of SAs
+//     that ended otherwise are pruned at New after mpsa.MaxLifetime and a
+//     day. After a power loss the next run starts at the last
+//     reservation written, which is ahead of what was sent unless the
+//     traffic outgrew it between two checks (logged when seen);
+//   - Config.InitialSeq's answer.
 package kernel
 
 import (
@@ -116,6 +143,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -123,6 +151,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mpsa/mpsa/xfrm"
+	"github.com/mpsa/mpsa/xfrm/seqlease"
 )
 
 // DefaultReqID is the reqid on every state and policy template the backend
@@ -173,11 +202,27 @@ type Config struct {
 	// so they are refused unless this is set (for tests and lab use).
 	AllowCounterMode bool
 	// InitialSeq, if not nil, returns for an SPI the sequence number
-	// after which a new outbound state of that SPI starts (0: from 1):
-	// the highest this member may have sent with it before, persisted
-	// across restarts. The backend uses it or the highest it knows
-	// itself, whichever is higher.
+	// after which a new outbound state of that SPI starts (0: from 1).
+	// The backend uses it or the highest it knows itself (from earlier
+	// states and SeqLeaseDir), whichever is higher.
 	InitialSeq func(spi uint32) uint32
+	// SeqLeaseDir, when set, is the directory of the SAs' sequence-number
+	// records (xfrm/seqlease), one file per SPI, in the format of the
+	// userspace data plane's leases: an SA installed again after a
+	// restart, a reboot or a power loss numbers its packets above every
+	// number an earlier run may have sent, so that the replay windows of
+	// peers with the userspace data plane do not drop them (package
+	// documentation, "Sequence numbers"). It is created if needed;
+	// records older than mpsa.MaxLifetime and a day are removed at start.
+	// mpsad sets it for every group.
+	SeqLeaseDir string
+	// SeqReserve is how far ahead of the highest outbound sequence number
+	// of an SA its record is kept at least; DefaultSeqReserve if 0.
+	SeqReserve uint32
+	// SeqCheckInterval is how often the outbound sequence numbers are
+	// read to keep the records ahead, unless a Counters call read them
+	// less than half of it ago; DefaultSeqCheckInterval if 0.
+	SeqCheckInterval time.Duration
 	// SeqSoftLimit is the outbound sequence number at which the kernel
 	// reports a soft expiry; DefaultSeqSoftLimit if 0.
 	SeqSoftLimit uint32
@@ -217,10 +262,20 @@ type Backend struct {
 	cur  plan // what is in the kernel now
 	link netlink.Link
 	// seq is the highest outbound sequence number known per SPI, from
-	// outbound states deleted or adopted.
+	// outbound states deleted or adopted (SeqMargin included).
 	seq map[uint32]uint32
 	// warnings are the soft expiries of outbound states, by state.
 	warnings map[outKey]string
+	// leases is the directory of Config.SeqLeaseDir, nil without; recs
+	// holds the record of every installed SA then. lastCheck is when the
+	// records were last compared with the states; chkStop and chkDone
+	// stop and wait for the goroutine that compares them (startSeqChecks).
+	leases           *seqlease.Dir
+	recs             map[uint32]*seqRecord
+	lastCheck        time.Time
+	chkStop, chkDone chan struct{}
+	// seqWarnings are the records that cannot be written, by SPI.
+	seqWarnings map[uint32]string
 	// ops counts the kernel requests that change objects (tests).
 	ops int
 }
@@ -250,6 +305,12 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if cfg.SeqSoftLimit == 0 {
 		cfg.SeqSoftLimit = DefaultSeqSoftLimit
 	}
+	if cfg.SeqReserve == 0 {
+		cfg.SeqReserve = DefaultSeqReserve
+	}
+	if cfg.SeqCheckInterval <= 0 {
+		cfg.SeqCheckInterval = DefaultSeqCheckInterval
+	}
 	if cfg.Interface != "" && cfg.IfID == 0 {
 		return nil, fmt.Errorf("kernel data plane: XFRM interface %s needs a non-zero if_id", cfg.Interface)
 	}
@@ -276,15 +337,22 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	b := &Backend{
 		cfg: cfg, log: log, h: h, xs: xs,
-		sas:      map[uint32]installed{},
-		table:    map[netip.Prefix]netip.Addr{},
-		uses:     map[netip.Addr]int{},
-		full:     true,
-		cur:      plan{policies: map[policyKey]netlink.XfrmPolicy{}, out: map[outKey]netip.Addr{}},
-		seq:      map[uint32]uint32{},
-		warnings: map[outKey]string{},
+		sas:         map[uint32]installed{},
+		table:       map[netip.Prefix]netip.Addr{},
+		uses:        map[netip.Addr]int{},
+		full:        true,
+		cur:         plan{policies: map[policyKey]netlink.XfrmPolicy{}, out: map[outKey]netip.Addr{}},
+		seq:         map[uint32]uint32{},
+		warnings:    map[outKey]string{},
+		recs:        map[uint32]*seqRecord{},
+		seqWarnings: map[uint32]string{},
 	}
-	err = b.adopt(ctx)
+	if cfg.SeqLeaseDir != "" {
+		err = b.openLeases()
+	}
+	if err == nil {
+		err = b.adopt(ctx)
+	}
 	if err == nil && cfg.Interface != "" {
 		err = b.ensureInterface(ctx)
 	}
@@ -296,6 +364,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		xs.close()
 		return nil, err
 	}
+	b.startSeqChecks()
 	return b, nil
 }
 
@@ -402,7 +471,7 @@ func (b *Backend) adopt(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kernel data plane: %w", err)
 	}
-	removed := 0
+	var mine []stateInfo
 	for _, s := range states {
 		marked, ours := m.classifyState(s)
 		if !marked {
@@ -412,8 +481,18 @@ func (b *Backend) adopt(ctx context.Context) error {
 			return fmt.Errorf("kernel data plane: state %08x to %s has this group's reqid %#x but is not a tunnel-mode ESP state; it is not mpsa's, so it is left alone: remove it, or rename the group", s.spi, s.dst, m.reqID)
 		}
 		if s.src.IsValid() && !s.src.IsUnspecified() {
+			// Read after the out policies turned to block.
 			b.noteSeq(s.spi, s.oseq)
 		}
+		mine = append(mine, s)
+	}
+	// On disk before the states go: a crash from here on still finds
+	// the numbers.
+	if err := b.raiseRecords(b.seq); err != nil {
+		return err
+	}
+	removed := 0
+	for _, s := range mine {
 		if err := b.delStateIf(s.dst, s.spi, s.ifid); err != nil {
 			return fmt.Errorf("kernel data plane: remove state %08x to %s of an earlier run: %w", s.spi, s.dst, err)
 		}
@@ -500,6 +579,21 @@ func (b *Backend) InstallInbound(ctx context.Context, sa xfrm.SA) error {
 	if err != nil {
 		return fmt.Errorf("install inbound SA %08x: %w", sa.SPI, err)
 	}
+	var rec *seqRecord
+	if b.leases != nil {
+		// Reserved before any outbound state of the SA can send. On a
+		// failure below the file stays: it may hold an earlier run's
+		// numbers, and a reservation too high is never wrong.
+		l, err := b.leases.Acquire(leaseName(sa.SPI), uint64(b.cfg.SeqReserve))
+		if err != nil {
+			own.sa.Zero()
+			return fmt.Errorf("install inbound SA %08x: %w", sa.SPI, err)
+		}
+		rec = &seqRecord{lease: l}
+		if l.Start() > 0 {
+			b.log.InfoContext(ctx, "SA installed again: its outbound sequence numbers continue above those an earlier run may have sent", "spi", fmt.Sprintf("%08x", sa.SPI), "from", uint64(l.Start())+1)
+		}
+	}
 	var added []netip.Addr
 	for _, u := range b.cfg.Underlay {
 		b.ops++
@@ -514,6 +608,9 @@ func (b *Backend) InstallInbound(ctx context.Context, sa xfrm.SA) error {
 		added = append(added, u)
 	}
 	b.sas[sa.SPI] = own
+	if rec != nil {
+		b.recs[sa.SPI] = rec
+	}
 	b.log.InfoContext(ctx, "installed inbound SA", "spi", fmt.Sprintf("%08x", sa.SPI), "suite", sa.Suite.String(), "underlay", b.cfg.Underlay)
 	return nil
 }
@@ -567,6 +664,14 @@ func (b *Backend) Remove(ctx context.Context, spi uint32) error {
 	in.sa.Zero()
 	delete(b.sas, spi)
 	delete(b.seq, spi)
+	if r := b.recs[spi]; r != nil {
+		// The SA is gone for good: its numbers need no memory.
+		if err := r.lease.Remove(); err != nil {
+			errs = append(errs, fmt.Errorf("remove SA %08x: %w", spi, err))
+		}
+		delete(b.recs, spi)
+		delete(b.seqWarnings, spi)
+	}
 	b.log.InfoContext(ctx, "removed SA", "spi", fmt.Sprintf("%08x", spi))
 	return errors.Join(errs...)
 }
@@ -843,6 +948,10 @@ func (b *Backend) addOut(k outKey, src netip.Addr) error {
 	if b.cfg.InitialSeq != nil {
 		oseq = max(oseq, b.cfg.InitialSeq(k.spi))
 	}
+	if r := b.recs[k.spi]; r != nil {
+		oseq = max(oseq, r.lease.Start())
+		b.ensureReserved(k.spi, oseq)
+	}
 	soft := uint64(1) // already past the limit: report at once
 	if oseq < b.cfg.SeqSoftLimit {
 		soft = uint64(b.cfg.SeqSoftLimit - oseq)
@@ -857,9 +966,13 @@ func (b *Backend) addOut(k outKey, src netip.Addr) error {
 
 // delOut deletes the outbound state k after noting its last sequence
 // number, so that a state added again for the SPI continues after it.
+// Every caller has made the state's out policies block or deleted them
+// before (SeqMargin).
 func (b *Backend) delOut(k outKey) error {
 	if s, err := b.xs.getState(k.peer, k.spi); err == nil {
 		b.noteSeq(k.spi, s.oseq)
+	} else if r := b.recs[k.spi]; r != nil {
+		r.unread = true
 	}
 	b.ops++
 	if err := b.delState(k.peer, k.spi); err != nil {
@@ -870,9 +983,13 @@ func (b *Backend) delOut(k outKey) error {
 	return nil
 }
 
+// noteSeq notes the last sequence number read from an outbound state of
+// spi that is deleted next, SeqMargin added for the packets that may still
+// take a number until then (never beyond 2^32-1).
 func (b *Backend) noteSeq(spi, oseq uint32) {
-	if oseq > b.seq[spi] {
-		b.seq[spi] = oseq
+	used := uint32(min(uint64(oseq)+SeqMargin, seqlease.Max))
+	if used > b.seq[spi] {
+		b.seq[spi] = used
 	}
 }
 
@@ -952,16 +1069,24 @@ func (b *Backend) explain(in installed, at netip.Addr, err error) error {
 // inbound states (InErrors counts integrity failures and replays); outbound
 // figures are the sums over the outbound states of every peer. The kernel
 // keeps no per-state count of outbound errors, so OutErrors stays 0.
+//
+// With Config.SeqLeaseDir it also keeps the SAs' sequence-number records
+// ahead of the states' numbers (the periodic check then has nothing to
+// read).
 func (b *Backend) Counters(ctx context.Context) ([]xfrm.Counters, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.closed {
+		b.mu.Unlock()
 		return nil, errors.New("kernel data plane: closed")
 	}
 	states, err := b.xs.listStates()
 	if err != nil {
+		b.mu.Unlock()
 		return nil, fmt.Errorf("counters: %w", err)
 	}
+	pending := b.planRecords(states, time.Now())
+	defer b.writeRecords(pending)
+	defer b.mu.Unlock()
 	byspi := map[uint32]*xfrm.Counters{}
 	spis := make([]uint32, 0, len(b.sas))
 	for spi := range b.sas {
@@ -995,8 +1120,11 @@ func (b *Backend) Counters(ctx context.Context) ([]xfrm.Counters, error) {
 func (b *Backend) Warnings() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := make([]string, 0, len(b.warnings))
+	out := make([]string, 0, len(b.warnings)+len(b.seqWarnings))
 	for _, w := range b.warnings {
+		out = append(out, w)
+	}
+	for _, w := range b.seqWarnings {
 		out = append(out, w)
 	}
 	sort.Strings(out)
@@ -1006,7 +1134,9 @@ func (b *Backend) Warnings() []string {
 // Close implements xfrm.DataPlane: it keeps the kill switch. Every out
 // policy blocks, the states are deleted (their keys leave the kernel), the
 // policies and the XFRM interface stay, and the backend's copies of the
-// keys are zeroed.
+// keys are zeroed. With Config.SeqLeaseDir each SA's record then holds the
+// highest outbound sequence number read from its states before they went,
+// plus SeqMargin (package documentation, "Sequence numbers").
 func (b *Backend) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -1015,6 +1145,7 @@ func (b *Backend) Close() error {
 	}
 	b.closed = true
 	b.stopMonitor()
+	b.stopSeqChecks()
 	// Every out policy blocks before its states go (a policy naming a
 	// missing state would make the kernel ask the key managers for one).
 	// No policy is deleted, whatever the peer table: a backend that
@@ -1039,6 +1170,9 @@ func (b *Backend) Close() error {
 			errs = append(errs, fmt.Errorf("delete outbound SA %08x to %s: %w", k.spi, k.peer, err))
 		}
 	}
+	if err := b.settleRecords(); err != nil {
+		errs = append(errs, err)
+	}
 	for spi, in := range b.sas {
 		errs = append(errs, b.removeInbound(spi)...)
 		in.sa.Zero()
@@ -1053,7 +1187,9 @@ func (b *Backend) Close() error {
 
 // Flush implements xfrm.DataPlane: it removes every object with the
 // group's marks (the policies and the states, whoever's run installed
-// them) and the XFRM interface, and closes the backend.
+// them) and the XFRM interface, and closes the backend. The SAs'
+// sequence-number records stay, as the userspace data plane's do: the
+// group may come back with the same SA.
 func (b *Backend) Flush(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -1062,7 +1198,20 @@ func (b *Backend) Flush(ctx context.Context) error {
 	}
 	b.closed = true
 	b.stopMonitor()
-	n, err := sweep(b.h, b.xs, b.marks(), b.link)
+	b.stopSeqChecks()
+	n, err := sweep(b.h, b.xs, b.marks(), b.link, func(s stateInfo) {
+		if s.src.IsValid() && !s.src.IsUnspecified() {
+			// Read after the group's policies are gone.
+			b.noteSeq(s.spi, s.oseq)
+		}
+	})
+	// The records stay, at least at their reservations (a state the
+	// sweep missed goes unread): the group may come back with the same
+	// SA before they are pruned.
+	for _, r := range b.recs {
+		r.unread = true
+	}
+	err = errors.Join(err, b.settleRecords())
 	for _, in := range b.sas {
 		in.sa.Zero()
 	}
@@ -1084,8 +1233,9 @@ func (b *Backend) release() {
 // sweep deletes the policies and states with the marks m, and link if not
 // nil, going on after a failure; it returns how many it deleted. Policies
 // at m's priorities that do not have the group's shape are left alone and
-// reported.
-func sweep(h *netlink.Handle, xs *xfrmSocket, m marks, link netlink.Link) (int, error) {
+// reported. Each state to delete is handed to seen (if not nil) first,
+// as read after the policies were deleted.
+func sweep(h *netlink.Handle, xs *xfrmSocket, m marks, link netlink.Link, seen func(stateInfo)) (int, error) {
 	var errs []error
 	n := 0
 	pols, err := xs.listPolicies()
@@ -1119,6 +1269,9 @@ func sweep(h *netlink.Handle, xs *xfrmSocket, m marks, link netlink.Link) (int, 
 		case !ours:
 			errs = append(errs, fmt.Errorf("state %08x to %s has reqid %#x but is not a tunnel-mode ESP state; left alone", s.spi, s.dst, m.reqID))
 			continue
+		}
+		if seen != nil {
+			seen(s)
 		}
 		if err := delState(h, s.dst, s.spi, s.ifid); err != nil {
 			errs = append(errs, fmt.Errorf("delete state %08x to %s: %w", s.spi, s.dst, err))
@@ -1183,7 +1336,7 @@ func FlushGroup(ctx context.Context, fc FlushConfig) (int, error) {
 		}
 		n++
 	}
-	swept, err := sweep(h, xs, marks{reqID: fc.ReqID, priority: fc.Priority}, nil)
+	swept, err := sweep(h, xs, marks{reqID: fc.ReqID, priority: fc.Priority}, nil, nil)
 	return n + swept, errors.Join(append(errs, err)...)
 }
 

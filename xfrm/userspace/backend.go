@@ -14,10 +14,18 @@
 // place with the outbound SA, in parallel; one goroutine sends the batches
 // with sendmmsg in the order they were read. Inbound, one goroutine per
 // local underlay address receives batches with recvmmsg, finds the SA by
-// SPI (two during a rollover), opens the packet in place, checks that the
-// inner source is a peer prefix and the destination a local prefix, and
-// writes the batch to the TUN (coalesced by GRO). Buffers are allocated
-// once; the per-packet path does not allocate.
+// SPI (two during a rollover), drops ESP from addresses that are no
+// peer's underlay, opens the packet in place, checks that the inner source
+// is a prefix of the peer that sent it (origin binding) and the
+// destination a local prefix, checks the sequence number against that
+// sender's anti-replay window on the SA (replay.go), and writes the batch
+// to the TUN (coalesced by GRO). Buffers are allocated once; the
+// per-packet path does not allocate.
+//
+// Outbound sequence numbers never wrap: an SA that has sent 2^32-1
+// packets sends no more. With Config.SeqLeaseDir they never go backwards
+// either, across restarts, since receivers keep a window per sender
+// (xfrm/seqlease).
 package userspace
 
 import (
@@ -36,10 +44,12 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/mpsa/mpsa/mpsa"
 	"github.com/mpsa/mpsa/xfrm"
 	"github.com/mpsa/mpsa/xfrm/esp"
 	"github.com/mpsa/mpsa/xfrm/groupid"
 	"github.com/mpsa/mpsa/xfrm/killswitch"
+	"github.com/mpsa/mpsa/xfrm/seqlease"
 )
 
 // Defaults of Config.
@@ -88,6 +98,16 @@ type Config struct {
 	// keeps one Crypter per sealer, and each sealer three batches of
 	// buffers (3 x 128 x 64 KiB of address space, mostly never touched).
 	Sealers int
+	// SeqLeaseDir, when set, is the directory of the SAs' sequence-number
+	// leases (xfrm/seqlease), one file per SPI: an SA installed again
+	// (after a restart, with the same keys) numbers its packets above
+	// every number an earlier run may have sent, so that the peers'
+	// replay windows do not drop them. It is created if needed; leases
+	// older than mpsa.MaxLifetime and a day are removed at start. mpsad
+	// sets it for every group; when empty, an SA installed again starts
+	// from 1 and its packets are dropped as replays by every peer until
+	// the SA is rekeyed.
+	SeqLeaseDir string
 }
 
 // DefaultMaxSealers caps the default number of sealers: one sender
@@ -113,6 +133,22 @@ type Drops struct {
 	// write of up to a batch of inner packets, some of which may have been
 	// written. It counts writes, not packets.
 	TUNWriteErrors uint64
+	// UnknownPeer counts ESP packets from an address that is no peer's
+	// underlay address, dropped before their ICV is checked.
+	UnknownPeer uint64
+	// Origin counts authenticated packets whose inner source is not in
+	// the prefixes of the peer whose underlay address sent them.
+	Origin uint64
+	// Replay counts authenticated packets whose sequence number the
+	// sender's replay window on the SA had seen, or was too far behind.
+	Replay uint64
+	// SeqExhausted counts packets from the TUN not sent because the
+	// outbound SA had used its last sequence number (2^32-1).
+	SeqExhausted uint64
+	// SeqLease counts packets from the TUN not sent because their
+	// sequence number was not yet reserved on disk (Config.SeqLeaseDir):
+	// the lease file could not be written, or not as fast as the traffic.
+	SeqLease uint64
 }
 
 // Names of the drop reasons in DropCounts.
@@ -122,6 +158,11 @@ const (
 	DropUnknownSPI     = "unknown_spi"
 	DropMalformed      = "malformed"
 	DropTUNWriteErrors = "tun_write_errors"
+	DropUnknownPeer    = "unknown_peer"
+	DropOrigin         = "origin"
+	DropReplay         = "replay"
+	DropSeqExhausted   = "seq_exhausted"
+	DropSeqLease       = "seq_lease"
 	// DropSAInErrors and DropSAOutErrors are the inbound and outbound
 	// errors of every SA since the backend started, those of removed SAs
 	// included: the sum of Counters' InErrors and OutErrors, except that
@@ -161,6 +202,19 @@ type saEntry struct {
 	// between acquire and release: a sealer on one batch, an inbound
 	// goroutine on a run of packets of one batch.
 	users atomic.Int64
+	// windows holds the SA's anti-replay window of each sender, indexed
+	// by the sender's slot (peerTable.senders). It is replaced, longer,
+	// under Backend.mu before a peer table with new slots is published,
+	// so the inbound path finds a window for every sender of the table
+	// it reads.
+	windows atomic.Pointer[[]*replayWindow]
+	// lease reserves the outbound sequence numbers on disk; nil without
+	// Config.SeqLeaseDir. Only the reader goroutine asks it per packet.
+	lease *seqlease.Lease
+	// exhausted and unleased are set once the reader has logged that the
+	// SA's sequence numbers ran out, or ran past the lease, so that each
+	// is logged once (unleased again after numbers pass once more).
+	exhausted, unleased atomic.Bool
 
 	_                            [64]byte
 	inPackets, inBytes, inErrors atomic.Uint64
@@ -222,9 +276,46 @@ func (e *saEntry) retire() {
 	e.sa.Zero()
 }
 
+// growWindows gives the SA a replay window for every slot below n that
+// has none; windows already there stay (with what they have seen). Called
+// under Backend.mu.
+func (e *saEntry) growWindows(n int) {
+	var cur []*replayWindow
+	if p := e.windows.Load(); p != nil {
+		cur = *p
+	}
+	if len(cur) >= n {
+		return
+	}
+	next := make([]*replayWindow, n)
+	copy(next, cur)
+	for i := len(cur); i < n; i++ {
+		next[i] = new(replayWindow)
+	}
+	e.windows.Store(&next)
+}
+
+// window returns the SA's replay window of the sender in slot, nil if
+// there is none.
+func (e *saEntry) window(slot int) *replayWindow {
+	p := e.windows.Load()
+	if p == nil || slot >= len(*p) {
+		return nil
+	}
+	return (*p)[slot]
+}
+
 // saSet is the immutable set of installed SAs that the data path reads.
 type saSet struct {
 	entries []*saEntry
+}
+
+// all returns the installed SAs (none for a nil set).
+func (s *saSet) all() []*saEntry {
+	if s == nil {
+		return nil
+	}
+	return s.entries
 }
 
 func (s *saSet) find(spi uint32) *saEntry {
@@ -262,9 +353,16 @@ type Backend struct {
 	// holes is the group's kill switch: a blackhole route per peer
 	// prefix, kept when the backend closes or dies.
 	holes *killswitch.Routes
+	// slots gives every underlay address that was ever a peer its
+	// replay window slot, for good: a sender that leaves the peer table
+	// and comes back finds its windows as it left them (see SetPeers).
+	slots map[netip.Addr]int
+	// leases is the directory of Config.SeqLeaseDir, nil without.
+	leases *seqlease.Dir
 
 	drops struct {
 		noOutbound, noRoute, unknownSPI, malformed, tunWrite atomic.Uint64
+		unknownPeer, origin, replay, seqExhausted, seqLease  atomic.Uint64
 	}
 	saErrors saErrorTotals
 
@@ -309,6 +407,9 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, errors.New("userspace data plane: no local underlay address")
 	}
 	b := &Backend{cfg: cfg, log: cfg.Logger.With("dataplane", "userspace", "tun", cfg.TUNName), closed: make(chan struct{})}
+	if err := b.init(); err != nil {
+		return nil, err
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -367,6 +468,30 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	return b, nil
 }
 
+// init sets up what the data path needs besides devices and sockets: the
+// slots of the replay windows and the lease directory.
+func (b *Backend) init() error {
+	b.slots = map[netip.Addr]int{}
+	if b.cfg.SeqLeaseDir != "" {
+		d, err := seqlease.OpenDir(b.cfg.SeqLeaseDir, b.log)
+		if err != nil {
+			return fmt.Errorf("userspace data plane: %w", err)
+		}
+		b.leases = d
+		// A member holds no SA longer than mpsa.MaxLifetime after its
+		// lease was last written; older leases are of SAs that ended
+		// without Remove. A day more for clocks that were set.
+		n, err := d.Prune(mpsa.MaxLifetime+24*time.Hour, time.Now())
+		if err != nil {
+			b.log.Warn("removing sequence-number leases of ended SAs", "err", err)
+		}
+		if n > 0 {
+			b.log.Info("removed sequence-number leases of ended SAs", "files", n)
+		}
+	}
+	return nil
+}
+
 // openSockets opens one raw ESP socket, or one ESP-in-UDP socket, per
 // local underlay address.
 func (b *Backend) openSockets() error {
@@ -407,6 +532,21 @@ func (b *Backend) InstallInbound(ctx context.Context, sa xfrm.SA) error {
 		return fmt.Errorf("install inbound SA %08x: %w", sa.SPI, err)
 	}
 	e := &saEntry{sa: s, totals: &b.saErrors}
+	if b.leases != nil {
+		// Reserved before the SA can send: a number it sends is on
+		// disk first.
+		l, err := b.leases.Acquire(fmt.Sprintf("%08x", sa.SPI), seqlease.DefaultStep)
+		if err != nil {
+			s.Zero()
+			return fmt.Errorf("install inbound SA %08x: %w", sa.SPI, err)
+		}
+		e.lease = l
+		s.SetLastSeq(l.Start())
+		if l.Start() > 0 {
+			b.log.Info("SA installed again: its sequence numbers continue above those an earlier run may have sent", "spi", fmt.Sprintf("%08x", sa.SPI), "from", uint64(l.Start())+1)
+		}
+	}
+	e.growWindows(b.peers.Load().slotCount())
 	for range b.cfg.Sealers {
 		e.seal = append(e.seal, s.NewCrypter(nil))
 	}
@@ -463,6 +603,12 @@ func (b *Backend) Remove(ctx context.Context, spi uint32) error {
 	// the last user is done.
 	e.retire()
 	b.log.Info("removed SA", "spi", fmt.Sprintf("%08x", spi))
+	if e.lease != nil {
+		// The SA is gone for good: its numbers need no memory.
+		if err := e.lease.Remove(); err != nil {
+			return fmt.Errorf("remove SA %08x: %w", spi, err)
+		}
+	}
 	return nil
 }
 
@@ -475,7 +621,9 @@ func (b *Backend) SetPeers(ctx context.Context, local []netip.Prefix, peers []xf
 	if b.isClosed() {
 		return errors.New("set peers: data plane closed")
 	}
-	t, err := newPeerTable(local, peers, b.cfg.ESPInUDPPort)
+	// New senders get new slots; b.slots keeps them (so a failed
+	// SetPeers may leave a slot unused, which costs nothing).
+	t, err := newPeerTable(local, peers, b.cfg.ESPInUDPPort, b.slots)
 	if err != nil {
 		return fmt.Errorf("set peers: %w", err)
 	}
@@ -492,12 +640,22 @@ func (b *Backend) SetPeers(ctx context.Context, local []netip.Prefix, peers []xf
 	if err := b.holes.Sync(prefixes); err != nil {
 		return fmt.Errorf("set peers: kill switch: %w", err)
 	}
-	b.peers.Store(t)
+	b.publishPeers(t)
 	if err := b.syncRoutes(routes); err != nil {
 		return fmt.Errorf("set peers: %w", err)
 	}
 	b.log.Info("peer table set", "local", len(t.local), "peers", len(t.peers))
 	return nil
+}
+
+// publishPeers makes t the peer table of the data path, once every SA has
+// a replay window for every sender of t, so that the inbound path finds
+// one for every sender it knows. Called under b.mu.
+func (b *Backend) publishPeers(t *peerTable) {
+	for _, e := range b.sas.Load().all() {
+		e.growWindows(t.slotCount())
+	}
+	b.peers.Store(t)
 }
 
 // Counters implements xfrm.DataPlane.
@@ -529,6 +687,11 @@ func (b *Backend) Drops() Drops {
 		UnknownSPI:     b.drops.unknownSPI.Load(),
 		Malformed:      b.drops.malformed.Load(),
 		TUNWriteErrors: b.drops.tunWrite.Load(),
+		UnknownPeer:    b.drops.unknownPeer.Load(),
+		Origin:         b.drops.origin.Load(),
+		Replay:         b.drops.replay.Load(),
+		SeqExhausted:   b.drops.seqExhausted.Load(),
+		SeqLease:       b.drops.seqLease.Load(),
 	}
 }
 
@@ -545,6 +708,11 @@ func (b *Backend) DropCounts() map[string]uint64 {
 		DropUnknownSPI:     d.UnknownSPI,
 		DropMalformed:      d.Malformed,
 		DropTUNWriteErrors: d.TUNWriteErrors,
+		DropUnknownPeer:    d.UnknownPeer,
+		DropOrigin:         d.Origin,
+		DropReplay:         d.Replay,
+		DropSeqExhausted:   d.SeqExhausted,
+		DropSeqLease:       d.SeqLease,
 		DropSAInErrors:     b.saErrors.in.Load(),
 		DropSAOutErrors:    b.saErrors.out.Load(),
 	}

@@ -172,6 +172,15 @@ func testGroupConnectivity(t *testing.T, udpPort uint16) {
 					t.Errorf("member %d: drops %+v", m.i, d)
 				}
 			}
+			// The next phase moves the peers' prefixes to the other
+			// outer family, member by member; a packet of this phase
+			// still on its way (a sync datagram) would then come from
+			// an address that no longer owns its source, and be
+			// dropped (origin). Every packet sent so far has been
+			// received once every member has had an answer from every
+			// other in both families: the data paths keep order per
+			// sender, socket and family.
+			barrier(t, g)
 		})
 	}
 	for _, m := range g.members {
@@ -186,6 +195,26 @@ func testGroupConnectivity(t *testing.T, udpPort uint16) {
 		t.Errorf("no UDP GSO frame left any member: the sends were not coalesced")
 	case udpPort == 0 && gsoFrames != 0:
 		t.Errorf("%d GSO frames left the members in raw ESP mode, which cannot segment", gsoFrames)
+	}
+}
+
+// barrier pings every member from every other, once per inner family,
+// and waits for each answer.
+func barrier(t *testing.T, g *group) {
+	t.Helper()
+	for _, a := range g.members {
+		for _, b := range g.members {
+			if a == b {
+				continue
+			}
+			for _, fam := range []int{4, 6} {
+				out, err := a.ns.Command("ping", fmt.Sprintf("-%d", fam), "-c", "1", "-W", "5",
+					"-I", lanHost(a, fam).String(), lanHost(b, fam).String()).CombinedOutput()
+				if err != nil {
+					t.Fatalf("barrier ping m%d -> m%d (IPv%d): %v\n%s", a.i, b.i, fam, err, out)
+				}
+			}
+		}
 	}
 }
 
@@ -468,7 +497,8 @@ func ipv4UDP(src, dst netip.Addr, port uint16, payload []byte) []byte {
 // namespace to another over outer IPv4 and IPv6, with a raw socket or, for
 // ESP in UDP, a UDP socket: a packet sealed with the group's keys is
 // delivered, and tampered, truncated, unknown-SPI and policy-violating
-// packets are dropped and counted.
+// packets are dropped and counted, as are a replay of the good packet
+// and a packet whose inner source is not the sending peer's (origin).
 func TestRejectsForgedTamperedTruncated(t *testing.T) {
 	for _, enc := range encapsulations {
 		t.Run(enc.name, func(t *testing.T) { testRejectsForged(t, enc.port) })
@@ -477,7 +507,6 @@ func TestRejectsForgedTamperedTruncated(t *testing.T) {
 
 func testRejectsForged(t *testing.T, udpPort uint16) {
 	g := newGroup(t, 2, udpPort)
-	g.setPeers(4, 4)
 	sa := g.newSA(0x3000_0001, testSuite)
 	g.install(sa)
 	g.setOutbound(sa.SPI)
@@ -509,7 +538,11 @@ func testRejectsForged(t *testing.T, udpPort uint16) {
 	}
 	cr := espSA.NewCrypter(nil)
 	seal := func(inner []byte) []byte {
-		p, err := cr.AppendSeal(nil, inner, espSA.NextSeq())
+		seq, ok := espSA.NextSeq()
+		if !ok {
+			t.Fatal("sequence numbers exhausted")
+		}
+		p, err := cr.AppendSeal(nil, inner, seq)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -517,6 +550,9 @@ func testRejectsForged(t *testing.T, udpPort uint16) {
 	}
 	for _, outer := range []int{4, 6} {
 		t.Run(fmt.Sprintf("outer-ipv%d", outer), func(t *testing.T) {
+			// The peers' inner IPv4 prefixes over this outer family:
+			// m1's packets come from its address of that family.
+			g.setPeers(outer, outer)
 			var fd int
 			dst := unix.Sockaddr(&unix.SockaddrInet4{Addr: m2.u4.As4(), Port: int(udpPort)})
 			typ, proto := unix.SOCK_RAW, unix.IPPROTO_ESP
@@ -559,11 +595,13 @@ func testRejectsForged(t *testing.T, udpPort uint16) {
 				good[:30],                       // truncated, SPI intact
 				good[:len(good)-1],              // one byte short
 				seal(ipv4UDP(m1.host4(), netip.MustParseAddr("10.0.9.1"), 7000, []byte("policy-dst"))), // not to a local prefix
-				seal(ipv4UDP(netip.MustParseAddr("10.9.9.9"), m2.host4(), 7000, []byte("policy-src"))), // not from a peer prefix
 			)
 			for _, p := range bad {
 				send(p)
 			}
+			send(good) // a replay
+			// not from m1's prefix
+			send(seal(ipv4UDP(netip.MustParseAddr("10.9.9.9"), m2.host4(), 7000, []byte("policy-src"))))
 			short := bytes.Clone(good[:5])
 			send(short)
 			unknown := bytes.Clone(good)
@@ -572,11 +610,13 @@ func testRejectsForged(t *testing.T, udpPort uint16) {
 			waitFor(t, "drops to be counted", func() bool {
 				c := g.counters(m2, sa.SPI)
 				d := m2.be.Drops()
-				return c.InErrors == before.InErrors+uint64(len(bad)) && d.Malformed == drops.Malformed+1 && d.UnknownSPI == drops.UnknownSPI+1
+				return c.InErrors == before.InErrors+uint64(len(bad)) && d.Malformed == drops.Malformed+1 && d.UnknownSPI == drops.UnknownSPI+1 &&
+					d.Replay == drops.Replay+1 && d.Origin == drops.Origin+1
 			})
 			// DropCounts, which a member's status shows, has the same.
 			dc := m2.be.DropCounts()
-			for reason, want := range map[string]uint64{DropSAInErrors: uint64(len(bad)), DropMalformed: 1, DropUnknownSPI: 1, DropNoOutbound: 0, DropSAOutErrors: 0} {
+			for reason, want := range map[string]uint64{DropSAInErrors: uint64(len(bad)), DropMalformed: 1, DropUnknownSPI: 1, DropNoOutbound: 0, DropSAOutErrors: 0,
+				DropReplay: 1, DropOrigin: 1, DropUnknownPeer: 0} {
 				if got := dc[reason] - counts[reason]; got != want {
 					t.Errorf("DropCounts %s rose by %d, want %d (%v)", reason, got, want, dc)
 				}

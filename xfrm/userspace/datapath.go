@@ -2,6 +2,7 @@ package userspace
 
 import (
 	"errors"
+	"net/netip"
 
 	"github.com/mpsa/mpsa/xfrm/esp"
 )
@@ -32,11 +33,12 @@ func (b *Backend) inboundLoop(idx int, s *espSocket) {
 	wbufs := make([][]byte, 0, batch)
 	sizes := make([]int, batch)
 	segs := make([]int, batch) // always 0: a raw socket has no GRO
+	srcs := make([]netip.Addr, batch)
 	for i := range bufs {
 		bufs[i] = make([]byte, inOff+maxPacket+esp.MaxTrailerLen)
 	}
 	for {
-		n, err := s.recv(bufs, recvOff, sizes, segs)
+		n, err := s.recv(bufs, recvOff, sizes, segs, srcs)
 		if err != nil {
 			if errors.Is(err, errClosed) || b.isClosed() {
 				return
@@ -44,7 +46,7 @@ func (b *Backend) inboundLoop(idx int, s *espSocket) {
 			b.log.Debug("ESP receive", "err", err)
 			continue
 		}
-		wbufs = b.openBatch(idx, s.local.Is4(), bufs[:n], sizes[:n], recvOff, wbufs[:0])
+		wbufs = b.openBatch(idx, s.local.Is4(), bufs[:n], sizes[:n], srcs[:n], recvOff, wbufs[:0])
 		if len(wbufs) > 0 {
 			b.writeTUN(wbufs)
 		}
@@ -60,26 +62,28 @@ func (b *Backend) inboundLoopUDP(idx int, s *espSocket) {
 	rbufs := make([][]byte, len(s.rx.msgs))
 	sizes := make([]int, len(rbufs))
 	segs := make([]int, len(rbufs))
+	srcs := make([]netip.Addr, len(rbufs))
 	for i := range rbufs {
 		rbufs[i] = make([]byte, maxPacket)
 	}
 	recvOff := inOff - esp.HeaderLen - esp.IVLen
 	tbufs := make([][]byte, b.cfg.BatchSize)
 	tsizes := make([]int, len(tbufs))
+	tsrcs := make([]netip.Addr, len(tbufs))
 	for i := range tbufs {
 		tbufs[i] = make([]byte, inOff+maxPacket+esp.MaxTrailerLen)
 	}
 	wbufs := make([][]byte, 0, len(tbufs))
 	k := 0
 	deliver := func() {
-		wbufs = b.openBatch(idx, false, tbufs[:k], tsizes[:k], recvOff, wbufs[:0])
+		wbufs = b.openBatch(idx, false, tbufs[:k], tsizes[:k], tsrcs[:k], recvOff, wbufs[:0])
 		if len(wbufs) > 0 {
 			b.writeTUN(wbufs)
 		}
 		k = 0
 	}
 	for {
-		n, err := s.recv(rbufs, 0, sizes, segs)
+		n, err := s.recv(rbufs, 0, sizes, segs, srcs)
 		if err != nil {
 			if errors.Is(err, errClosed) || b.isClosed() {
 				return
@@ -101,6 +105,7 @@ func (b *Backend) inboundLoopUDP(idx int, s *espSocket) {
 			for len(data) > 0 {
 				l := min(seg, len(data))
 				tsizes[k] = copy(tbufs[k][recvOff:], data[:l])
+				tsrcs[k] = srcs[i]
 				data = data[l:]
 				if k++; k == len(tbufs) {
 					deliver()
@@ -126,13 +131,25 @@ func (b *Backend) writeTUN(bufs [][]byte) {
 }
 
 // openBatch authenticates and decrypts received ESP packets in place and
-// appends the inner packets, moved to start at inOff, to wbufs. Counters
-// are summed over the batch and added once (per SA for the SA's).
-func (b *Backend) openBatch(idx int, v4 bool, bufs [][]byte, sizes []int, recvOff int, wbufs [][]byte) [][]byte {
+// appends the inner packets, moved to start at inOff, to wbufs; srcs are
+// the packets' outer source addresses. Counters are summed over the batch
+// and added once (per SA for the SA's).
+//
+// The checks, in order: the outer source must be a peer's underlay
+// address (before any cryptography, so that strangers cost little); the
+// ICV must verify (esp.Crypter.Open); the inner source must lie in that
+// peer's prefixes (origin binding) and the inner destination in a local
+// prefix; and last the sequence number must be new to that peer's window
+// on the SA, which records it. A packet that fails an earlier check
+// therefore never moves a window.
+func (b *Backend) openBatch(idx int, v4 bool, bufs [][]byte, sizes []int, srcs []netip.Addr, recvOff int, wbufs [][]byte) [][]byte {
 	set := b.sas.Load()
 	tbl := b.peers.Load()
-	var malformed, unknownSPI uint64
+	var malformed, unknownSPI, unknownPeer, origin, replay uint64
 	var t inTally
+	// The sender of the previous packet: a batch mostly comes from few.
+	var lastSrc netip.Addr
+	var snd *sender
 	for i := range bufs {
 		if sizes[i] < 0 {
 			malformed++
@@ -159,18 +176,33 @@ func (b *Backend) openBatch(idx int, v4 bool, bufs [][]byte, sizes []int, recvOf
 			unknownSPI++
 			continue
 		}
+		if src := srcs[i]; src != lastSrc || snd == nil {
+			lastSrc, snd = src, tbl.sender(src)
+		}
+		if snd == nil {
+			unknownPeer++
+			continue
+		}
 		if !t.charge(e) {
 			t.errors++ // the SA is being removed
 			continue
 		}
-		inner, _, err := e.open[idx].Open(pkt)
+		inner, seq, err := e.open[idx].Open(pkt)
 		if err != nil {
 			t.errors++
 			continue
 		}
 		src, dst, ok := addrs(inner)
-		if !ok || !tbl.accepts(src, dst) {
+		if !ok || !tbl.toLocal(dst) {
 			t.errors++
+			continue
+		}
+		if !snd.owns(src) {
+			origin++
+			continue
+		}
+		if w := e.window(snd.slot); w == nil || !w.check(seq) {
+			replay++
 			continue
 		}
 		if start+esp.HeaderLen+esp.IVLen != inOff {
@@ -186,6 +218,15 @@ func (b *Backend) openBatch(idx int, v4 bool, bufs [][]byte, sizes []int, recvOf
 	}
 	if unknownSPI > 0 {
 		b.drops.unknownSPI.Add(unknownSPI)
+	}
+	if unknownPeer > 0 {
+		b.drops.unknownPeer.Add(unknownPeer)
+	}
+	if origin > 0 {
+		b.drops.origin.Add(origin)
+	}
+	if replay > 0 {
+		b.drops.replay.Add(replay)
 	}
 	return wbufs
 }

@@ -2,6 +2,7 @@ package userspace
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 
@@ -151,8 +152,10 @@ func (b *Backend) readBatch(e *outElem) bool {
 // routeBatch prepares the n packets just read into e: it takes the
 // outbound SA once for the batch, finds each packet's peer and send queue,
 // moves the routed packets to the front and numbers them in read order.
-// Packets without an SA, malformed or without a route are counted as
-// dropped here, once per batch. It reports whether a packet is left.
+// Packets without an SA, malformed or without a route, and those for which
+// the SA has no sequence number left (never wrapping) or none reserved on
+// disk yet (Config.SeqLeaseDir), are counted as dropped here, once per
+// batch. It reports whether a packet is left.
 func (b *Backend) routeBatch(e *outElem, n int) bool {
 	out := b.outbound.Load()
 	if out == nil {
@@ -162,7 +165,7 @@ func (b *Backend) routeBatch(e *outElem, n int) bool {
 		return false
 	}
 	tbl := b.peers.Load()
-	var malformed, noRoute uint64
+	var malformed, noRoute, exhausted, unleased uint64
 	k := 0
 	for i := range n {
 		_, dst, ok := addrs(e.bufs[i][outOff : outOff+e.sizes[i]])
@@ -183,9 +186,18 @@ func (b *Backend) routeBatch(e *outElem, n int) bool {
 			noRoute++
 			continue
 		}
+		seq, ok := out.sa.NextSeq()
+		if !ok {
+			exhausted++
+			continue
+		}
+		if out.lease != nil && !out.lease.Allows(seq) {
+			unleased++
+			continue
+		}
 		// Swapping keeps every buffer in e; only their order changes.
 		e.bufs[k], e.bufs[i] = e.bufs[i], e.bufs[k]
-		e.sealing[k] = esp.Sealing{Buf: e.bufs[k], Off: outOff, N: e.sizes[i], Seq: out.sa.NextSeq()}
+		e.sealing[k] = esp.Sealing{Buf: e.bufs[k], Off: outOff, N: e.sizes[i], Seq: seq}
 		e.dests[k], e.queues[k] = d, q
 		k++
 	}
@@ -194,6 +206,22 @@ func (b *Backend) routeBatch(e *outElem, n int) bool {
 	}
 	if noRoute > 0 {
 		b.drops.noRoute.Add(noRoute)
+	}
+	if exhausted > 0 {
+		b.drops.seqExhausted.Add(exhausted)
+		if !out.exhausted.Swap(true) {
+			b.log.Error("outbound SA has used its last sequence number (2^32-1) and sends no more; packets are dropped until the controller's next SA is in use (a rekey is overdue)",
+				"spi", fmt.Sprintf("%08x", out.sa.SPI()))
+		}
+	}
+	if unleased > 0 {
+		b.drops.seqLease.Add(unleased)
+		if !out.unleased.Swap(true) {
+			b.log.Warn("outbound packets dropped: their sequence numbers are not yet reserved on disk",
+				"spi", fmt.Sprintf("%08x", out.sa.SPI()), "reserved", out.lease.Reserved(), "err", out.lease.Err())
+		}
+	} else if k > 0 && out.unleased.Load() {
+		out.unleased.Store(false)
 	}
 	e.n, e.out = k, out
 	return k > 0

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	mrand "math/rand/v2"
 	"net"
 	"net/netip"
@@ -136,6 +137,14 @@ type pipelineBackend struct {
 
 func newPipelineBackend(t *testing.T, sealers int, dev *fakeTUN) *pipelineBackend {
 	t.Helper()
+	return newPipelineBackendConfig(t, Config{Sealers: sealers}, dev, quietLogger(t), nil)
+}
+
+// newPipelineBackendConfig is newPipelineBackend with a configuration
+// (Sealers and SeqLeaseDir are used), a logger and, if not nil, the SA to
+// install instead of a fresh one.
+func newPipelineBackendConfig(t *testing.T, cfg Config, dev *fakeTUN, log *slog.Logger, sa *xfrm.SA) *pipelineBackend {
+	t.Helper()
 	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -150,24 +159,30 @@ func newPipelineBackend(t *testing.T, sealers int, dev *fakeTUN) *pipelineBacken
 	if err := rc.Control(func(fd uintptr) { sockErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20) }); err != nil || sockErr != nil {
 		testenv.Unavailable(t, "a large receive buffer needs CAP_NET_ADMIN: %v %v", err, sockErr)
 	}
-	log := quietLogger(t)
 	s, err := openESPSocket(netip.MustParseAddr("127.0.0.1"), true, 0, 128, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &Backend{cfg: Config{Sealers: sealers, BatchSize: 128}, log: log, dev: dev, name: "fake0", closed: make(chan struct{})}
+	b := &Backend{cfg: Config{Sealers: cfg.Sealers, BatchSize: 128, SeqLeaseDir: cfg.SeqLeaseDir}, log: log, dev: dev, name: "fake0", closed: make(chan struct{})}
+	if err := b.init(); err != nil {
+		t.Fatal(err)
+	}
 	b.socks = []*espSocket{s}
 	b.tx4 = &s.tx
 	tbl, err := newPeerTable(nil, []xfrm.Peer{{Prefix: netip.MustParsePrefix("10.9.0.0/16"), Underlay: netip.MustParseAddr("127.0.0.1")}},
-		uint16(rx.LocalAddr().(*net.UDPAddr).Port))
+		uint16(rx.LocalAddr().(*net.UDPAddr).Port), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.peers.Store(tbl)
 	p := &pipelineBackend{b: b, dev: dev, rx: rx}
-	p.sa = xfrm.SA{SPI: 0x5000_0001, Suite: testSuite, EncrKey: make([]byte, testSuite.EncrKeyBytes()), IntegKey: make([]byte, testSuite.IntegKeyBytes())}
-	rand.Read(p.sa.EncrKey)
-	rand.Read(p.sa.IntegKey)
+	if sa != nil {
+		p.sa = *sa
+	} else {
+		p.sa = xfrm.SA{SPI: 0x5000_0001, Suite: testSuite, EncrKey: make([]byte, testSuite.EncrKeyBytes()), IntegKey: make([]byte, testSuite.IntegKeyBytes())}
+		rand.Read(p.sa.EncrKey)
+		rand.Read(p.sa.IntegKey)
+	}
 	mine, err := esp.NewSA(p.sa.SPI, p.sa.Suite, p.sa.EncrKey, p.sa.IntegKey)
 	if err != nil {
 		t.Fatal(err)

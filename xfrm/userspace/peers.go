@@ -84,12 +84,41 @@ type peerTable struct {
 	peers  []xfrm.Peer
 	dests  []dest
 	v4, v6 lpm
+	// senders has every peer's underlay address: ESP from any other
+	// address is dropped before its ICV is checked.
+	senders map[netip.Addr]*sender
+	// nslots is one more than the highest slot of a sender.
+	nslots int
+}
+
+// sender is what the inbound path knows of a peer's underlay address:
+// the prefixes a packet from it may come from (origin binding), and its
+// slot, the index of its replay window in every SA (saEntry.windows).
+type sender struct {
+	slot   int
+	v4, v6 lpm
+}
+
+// owns reports whether the inner source address a lies in one of the
+// sender's prefixes.
+func (s *sender) owns(a netip.Addr) bool {
+	l := &s.v6
+	if a.Is4() {
+		l = &s.v4
+	}
+	_, ok := l.lookup(a)
+	return ok
 }
 
 // newPeerTable builds the table; port is the ESP-in-UDP port of the peers,
-// 0 for raw ESP.
-func newPeerTable(local []netip.Prefix, peers []xfrm.Peer, port uint16) (*peerTable, error) {
-	t := &peerTable{}
+// 0 for raw ESP. slots gives each underlay address its slot; an address
+// it lacks gets the next free one, added to slots, so that a sender keeps
+// its slot (and its replay windows) across tables. slots may be nil.
+func newPeerTable(local []netip.Prefix, peers []xfrm.Peer, port uint16, slots map[netip.Addr]int) (*peerTable, error) {
+	if slots == nil {
+		slots = map[netip.Addr]int{}
+	}
+	t := &peerTable{senders: map[netip.Addr]*sender{}}
 	for _, p := range local {
 		if !p.IsValid() {
 			return nil, fmt.Errorf("local prefix %v is not valid", p)
@@ -109,13 +138,44 @@ func newPeerTable(local []netip.Prefix, peers []xfrm.Peer, port uint16) (*peerTa
 		under := p.Underlay.Unmap()
 		t.peers = append(t.peers, xfrm.Peer{Prefix: pfx, Underlay: under})
 		t.dests = append(t.dests, newDest(under, port))
+		s := t.senders[under]
+		if s == nil {
+			slot, ok := slots[under]
+			if !ok {
+				slot = len(slots)
+				slots[under] = slot
+			}
+			s = &sender{slot: slot}
+			t.senders[under] = s
+			t.nslots = max(t.nslots, slot+1)
+		}
 		if pfx.Addr().Is4() {
 			t.v4.add(pfx, len(t.dests)-1)
+			s.v4.add(pfx, 0)
 		} else {
 			t.v6.add(pfx, len(t.dests)-1)
+			s.v6.add(pfx, 0)
 		}
 	}
 	return t, nil
+}
+
+// sender returns the peer whose underlay address is a, nil if there is
+// none. It does not allocate.
+func (t *peerTable) sender(a netip.Addr) *sender {
+	if t == nil {
+		return nil
+	}
+	return t.senders[a]
+}
+
+// slotCount is one more than the highest slot of the table's senders, 0
+// for a nil table.
+func (t *peerTable) slotCount() int {
+	if t == nil {
+		return 0
+	}
+	return t.nslots
 }
 
 // route returns the destination of a packet to a.
@@ -131,12 +191,10 @@ func (t *peerTable) route(a netip.Addr) (*dest, bool) {
 	return &t.dests[i], true
 }
 
-// accepts is the inbound policy check: a decrypted packet must come from a
-// peer prefix and, when local prefixes are configured, go to one of them.
-func (t *peerTable) accepts(src, dst netip.Addr) bool {
-	if _, ok := t.route(src); !ok {
-		return false
-	}
+// toLocal is the inbound destination check: when local prefixes are
+// configured, a decrypted packet must go to one of them. (Its source is
+// checked against the prefixes of the peer that sent it: sender.owns.)
+func (t *peerTable) toLocal(dst netip.Addr) bool {
 	if len(t.local) == 0 {
 		return true
 	}

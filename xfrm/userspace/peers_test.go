@@ -1,7 +1,6 @@
 package userspace
 
 import (
-	"bytes"
 	"net/netip"
 	"testing"
 
@@ -18,7 +17,7 @@ func TestPeerTableLongestPrefix(t *testing.T) {
 		{Prefix: p("10.2.0.0/16"), Underlay: a("192.0.2.2")},
 		{Prefix: p("10.2.3.0/24"), Underlay: a("2001:db8::3")},
 		{Prefix: p("fd02::/64"), Underlay: a("::ffff:192.0.2.4")},
-	}, 0)
+	}, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,16 +35,13 @@ func TestPeerTableLongestPrefix(t *testing.T) {
 	if d, _ := tbl.route(a("fd02::1")); d.family6 {
 		t.Error("a v4-mapped underlay must be sent as IPv4")
 	}
-	if !tbl.accepts(a("10.2.3.4"), a("10.1.0.7")) {
-		t.Error("policy refused a peer-to-local packet")
+	if !tbl.toLocal(a("10.1.0.7")) || !tbl.toLocal(a("fd01::9")) {
+		t.Error("policy refused a packet to a local prefix")
 	}
-	if tbl.accepts(a("10.2.3.4"), a("10.3.0.7")) {
+	if tbl.toLocal(a("10.3.0.7")) {
 		t.Error("policy accepted a packet to a non-local destination")
 	}
-	if tbl.accepts(a("172.16.0.1"), a("10.1.0.7")) {
-		t.Error("policy accepted a packet from outside every peer prefix")
-	}
-	if _, err := newPeerTable(nil, []xfrm.Peer{{Prefix: p("10.0.0.0/8"), Underlay: a("192.0.2.1")}, {Prefix: p("10.0.0.0/8"), Underlay: a("192.0.2.2")}}, 0); err == nil {
+	if _, err := newPeerTable(nil, []xfrm.Peer{{Prefix: p("10.0.0.0/8"), Underlay: a("192.0.2.1")}, {Prefix: p("10.0.0.0/8"), Underlay: a("192.0.2.2")}}, 0, nil); err == nil {
 		t.Error("duplicate prefix accepted")
 	}
 }
@@ -54,7 +50,7 @@ func TestPeerTableNoAllocs(t *testing.T) {
 	tbl, err := newPeerTable(nil, []xfrm.Peer{
 		{Prefix: netip.MustParsePrefix("10.2.0.0/16"), Underlay: netip.MustParseAddr("192.0.2.2")},
 		{Prefix: netip.MustParsePrefix("fd02::/48"), Underlay: netip.MustParseAddr("192.0.2.2")},
-	}, 4501)
+	}, 4501, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,58 +65,6 @@ func TestPeerTableNoAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("route lookup allocates %.1f times", allocs)
-	}
-}
-
-// TestOpenBatchNoAllocs: the inbound path from received ESP to the batch
-// handed to the TUN allocates nothing per packet.
-func TestOpenBatchNoAllocs(t *testing.T) {
-	s := testSuite
-	sa, err := esp.NewSA(0x42, s, make([]byte, s.EncrKeyBytes()), make([]byte, s.IntegKeyBytes()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &saEntry{sa: sa, seal: []*esp.Crypter{sa.NewCrypter(nil)}, open: []*esp.Crypter{sa.NewCrypter(nil)}}
-	b := &Backend{}
-	b.sas.Store(&saSet{entries: []*saEntry{e}})
-	tbl, err := newPeerTable([]netip.Prefix{netip.MustParsePrefix("fd01::/64")},
-		[]xfrm.Peer{{Prefix: netip.MustParsePrefix("fd02::/64"), Underlay: netip.MustParseAddr("fd50::2")}}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.peers.Store(tbl)
-	inner := make([]byte, 1280)
-	inner[0] = 0x60
-	inner[6] = 6
-	inner[8], inner[9], inner[23] = 0xfd, 0x02, 1
-	inner[24], inner[25], inner[39] = 0xfd, 0x01, 1
-	pkt, err := e.seal[0].AppendSeal(nil, inner, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const n = 16
-	recvOff := inOff - esp.HeaderLen - esp.IVLen
-	bufs := make([][]byte, n)
-	sizes := make([]int, n)
-	for i := range bufs {
-		bufs[i] = make([]byte, inOff+2048)
-		sizes[i] = len(pkt)
-	}
-	wbufs := make([][]byte, 0, n)
-	allocs := testing.AllocsPerRun(50, func() {
-		for i := range bufs {
-			copy(bufs[i][recvOff:], pkt)
-		}
-		wbufs = b.openBatch(0, false, bufs, sizes, recvOff, wbufs[:0])
-		if len(wbufs) != n {
-			t.Fatalf("%d of %d packets accepted", len(wbufs), n)
-		}
-	})
-	if allocs != 0 {
-		t.Fatalf("openBatch allocates %.1f times per batch", allocs)
-	}
-	if !bytes.Equal(wbufs[0][inOff:], inner) {
-		t.Fatal("inner packet not at inOff")
 	}
 }
 

@@ -149,12 +149,15 @@ func openSocket(local netip.Addr, port uint16, typ, proto int, what string) (*os
 	return f, rc, nil
 }
 
-// recvBatch holds preallocated mmsghdr and iovec arrays for recvmmsg and
-// the closure handed to RawConn, made once so that a syscall does not
-// allocate.
+// recvBatch holds preallocated mmsghdr, iovec and source address arrays
+// for recvmmsg and the closure handed to RawConn, made once so that a
+// syscall does not allocate.
 type recvBatch struct {
-	msgs  []mmsghdr
-	iovs  []unix.Iovec
+	msgs []mmsghdr
+	iovs []unix.Iovec
+	// names receive each message's source address (a RawSockaddrInet4
+	// or RawSockaddrInet6, which fits).
+	names []unix.RawSockaddrInet6
 	n     int // messages to receive
 	done  int // result of the last syscall
 	errno syscall.Errno
@@ -162,10 +165,11 @@ type recvBatch struct {
 }
 
 func (b *recvBatch) init(n int) {
-	b.msgs, b.iovs = make([]mmsghdr, n), make([]unix.Iovec, n)
+	b.msgs, b.iovs, b.names = make([]mmsghdr, n), make([]unix.Iovec, n), make([]unix.RawSockaddrInet6, n)
 	for i := range b.msgs {
 		b.msgs[i].hdr.Iov = &b.iovs[i]
 		b.msgs[i].hdr.SetIovlen(1)
+		b.msgs[i].hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
 	}
 	b.fn = b.recvmmsg
 }
@@ -201,9 +205,11 @@ func (b *recvBatch) receive(rc syscall.RawConn, local netip.Addr) error {
 var errClosed = errors.New("socket closed")
 
 // recv receives up to len(s.rx.msgs) messages into bufs[i][off:] and sets
-// sizes[i] (-1 for a truncated message) and segs[i], the UDP_GRO segment
-// size (0: one ESP packet, always so for raw ESP).
-func (s *espSocket) recv(bufs [][]byte, off int, sizes, segs []int) (int, error) {
+// sizes[i] (-1 for a truncated message), segs[i], the UDP_GRO segment
+// size (0: one ESP packet, always so for raw ESP), and srcs[i], the
+// sender's address (the outer source; the zero Addr if the kernel gave
+// none).
+func (s *espSocket) recv(bufs [][]byte, off int, sizes, segs []int, srcs []netip.Addr) (int, error) {
 	r := &s.rx
 	n := min(len(bufs), len(r.msgs))
 	for i := 0; i < n; i++ {
@@ -212,6 +218,7 @@ func (s *espSocket) recv(bufs [][]byte, off int, sizes, segs []int) (int, error)
 		r.msgs[i].n = 0
 		h := &r.msgs[i].hdr
 		h.Flags = 0
+		h.Namelen = unix.SizeofSockaddrInet6
 		if s.gro {
 			// The Control pointer was set at open.
 			h.SetControllen(cmsgGROSpace())
@@ -225,6 +232,7 @@ func (s *espSocket) recv(bufs [][]byte, off int, sizes, segs []int) (int, error)
 		h := &r.msgs[i].hdr
 		sizes[i] = int(r.msgs[i].n)
 		segs[i] = 0
+		srcs[i] = sockaddrAddr(&r.names[i], h.Namelen)
 		if h.Flags&unix.MSG_TRUNC != 0 {
 			sizes[i] = -1
 			continue
@@ -234,6 +242,19 @@ func (s *espSocket) recv(bufs [][]byte, off int, sizes, segs []int) (int, error)
 		}
 	}
 	return r.done, nil
+}
+
+// sockaddrAddr returns the address of a received sockaddr_in or
+// sockaddr_in6 of length n (IPv4-mapped addresses unmapped), the zero
+// Addr for anything else.
+func sockaddrAddr(sa *unix.RawSockaddrInet6, n uint32) netip.Addr {
+	switch {
+	case sa.Family == unix.AF_INET && n >= unix.SizeofSockaddrInet4:
+		return netip.AddrFrom4((*unix.RawSockaddrInet4)(unsafe.Pointer(sa)).Addr)
+	case sa.Family == unix.AF_INET6 && n >= unix.SizeofSockaddrInet6:
+		return netip.AddrFrom16(sa.Addr).Unmap()
+	}
+	return netip.Addr{}
 }
 
 func (s *espSocket) close() error { return s.file.Close() }

@@ -6,8 +6,9 @@ split into the encryption key (salt included for an AEAD) and the
 integrity key.
 
 Run from this folder:  python3 gen_keymat.py
-Each case prints its mpsactl arguments and then the two lines that
-`mpsactl keymat` must print for them, as TestKeymat has them.
+Each case prints its mpsactl arguments, SK_d in hex as mpsactl reads it
+from --sk-d-file (stdin here), and then the two lines that `mpsactl
+keymat` must print for them, as TestKeymat has them.
 """
 import hashlib, hmac
 
@@ -38,6 +39,7 @@ CASES = [
 
 for args, h, skd, encr, integ in CASES:
     keymat = prf_plus(h, bytes.fromhex(skd), bytes.fromhex(NONCE), encr + integ)
-    print(f"{args} --sk-d {skd} --nonce {NONCE}")
+    print(f"{args} --sk-d-file - --nonce {NONCE}")
+    print(skd)
     print(f"encr_key={keymat[:encr].hex()}")
     print(f"integ_key={keymat[encr:].hex()}")

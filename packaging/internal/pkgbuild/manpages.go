@@ -28,6 +28,7 @@ func manPages(in *Inputs, d paths.Distro) []manpage.Page {
 					{Term: ExamplesDir + "/", Text: "annotated controller and member configurations."},
 					{Term: d.SocketPath(), Text: "charon's VICI socket (the default of mpsa.vici)."},
 					{Term: "/run/mpsad/mpsad.sock", Text: "the status socket mpsactl talks to."},
+					{Term: "/var/lib/mpsad/seq/", Text: "the sequence-number leases of both data planes, one file per group and SA (StateDirectory=mpsad; STATE_DIRECTORY names it)."},
 				}},
 				{Title: "See also", Text: "mpsactl(8), swanctl(8), swanctl.conf(5), charon-systemd(8), systemctl(1), journalctl(1)"},
 			},

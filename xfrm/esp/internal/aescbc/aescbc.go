@@ -39,6 +39,13 @@ type Cipher struct {
 	block cipher.Block
 }
 
+// Hardware reports whether Ciphers run on AES-NI. When false (a CPU
+// without AES-NI, another architecture, or the purego build tag), they use
+// crypto/aes's portable code, which on amd64 is table-based: slower, and
+// its memory accesses depend on the key and data (cache-timing side
+// channels).
+func Hardware() bool { return hasAESNI() }
+
 // New expands key, which must be 16, 24 or 32 bytes (AES-128, -192 or
 // -256).
 func New(key []byte) (*Cipher, error) {

@@ -331,3 +331,16 @@ func BenchmarkCBC(b *testing.B) {
 		}
 	}
 }
+
+// TestHardwareReportsPath: Hardware, on which mpsad's warning about
+// table-based AES rests, tells the path New takes on this machine and
+// build (false with -tags purego or without AES-NI).
+func TestHardwareReportsPath(t *testing.T) {
+	c, err := New(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if asm := c.block == nil; Hardware() != asm {
+		t.Fatalf("Hardware() = %v, but New took the %s path", Hardware(), map[bool]string{true: "assembly", false: "crypto/aes"}[asm])
+	}
+}
