@@ -122,18 +122,11 @@ func runHelper(raw string) int {
 		defer mem.Close()
 	case "reflector":
 		var err error
-		refl, err = NewReflector(ReflectorConfig{
-			ASN: cfg.ASN, RouterID: cfg.RouterID, Port: cfg.Port, HoldTime: cfg.HoldTime, DeferralTime: cfg.DeferralTime,
-			Policy: cfg.Policy, CheckNextHop: cfg.CheckNextHop, Logger: log, RejectLogInterval: time.Second,
-		})
-		if err == nil {
-			err = refl.Start(ctx)
-		}
-		if err != nil {
+		if refl, err = newReflector(ctx, cfg, log); err != nil {
 			log.Error("reflector", "err", err)
 			return 2
 		}
-		defer refl.Close()
+		defer func() { refl.Close() }()
 	default:
 		log.Error("unknown role", "role", cfg.Role)
 		return 2
@@ -161,6 +154,12 @@ func runHelper(raw string) int {
 			refl.RemoveMember(c.Member.Addr)
 		case "policy":
 			err = refl.SetPolicy(c.Policy)
+		case "abandon":
+			// As the engine replaces a reflector: the old one's
+			// sessions and listener end at once, and a new one takes
+			// the port while GoBGP stops in the background.
+			refl.Abandon()
+			refl, err = newReflector(ctx, cfg, log)
 		case "status":
 			if mem != nil {
 				var st MemberStatus
@@ -184,6 +183,22 @@ func runHelper(raw string) int {
 		write(reply)
 	}
 	return 0
+}
+
+// newReflector starts a reflector of the helper's configuration.
+func newReflector(ctx context.Context, cfg helperConfig, log *slog.Logger) (*Reflector, error) {
+	r, err := NewReflector(ReflectorConfig{
+		ASN: cfg.ASN, RouterID: cfg.RouterID, Port: cfg.Port, HoldTime: cfg.HoldTime, DeferralTime: cfg.DeferralTime,
+		Policy: cfg.Policy, CheckNextHop: cfg.CheckNextHop, Logger: log, RejectLogInterval: time.Second,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := r.Start(ctx); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
 }
 
 // speakerProc is a helper process seen from the test.

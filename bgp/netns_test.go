@@ -270,8 +270,9 @@ func withdrawnIn(changes []timedChange, prefix string) []timedChange {
 	return out
 }
 
-// TestReflectorRestart: when the controller's mpsad restarts (cleanly, or
-// killed), the members keep the routes they learned, stale, so that their
+// TestReflectorRestart: when the controller's mpsad restarts (cleanly,
+// killed, or its reflector replaced in the same process by Abandon and a
+// new one on the same port), the members keep the routes they learned, stale, so that their
 // traffic to each other goes on; the new reflector defers until both
 // members have sent their routes, and then the members keep what is
 // still advertised without a blip and drop what is not.
@@ -288,12 +289,17 @@ func TestReflectorRestart(t *testing.T) {
 	m1.waitRoutes(t, 15*time.Second, time.Now(), map[string]string{"10.2.0.0/24": "192.0.2.2", "2001:db8:2::/64": "192.0.2.2"})
 	m2.waitRoutes(t, 15*time.Second, time.Now(), map[string]string{"10.1.0.0/24": "192.0.2.1"})
 
-	for round, crash := range []bool{false, true} {
+	for round, how := range []string{"stop", "crash", "abandon"} {
 		before := len(m1.history())
-		if crash {
+		switch how {
+		case "crash":
 			refl.kill()
-		} else {
+		case "stop":
 			refl.stop()
+		case "abandon":
+			// In the same process: the new reflector takes the port
+			// at once.
+			refl.call(command{Op: "abandon"})
 		}
 		testenv.WaitFor(t, 10*time.Second, "member 1 to notice the session is down", func() (bool, string) {
 			st := m1.memberStatus()
@@ -301,7 +307,7 @@ func TestReflectorRestart(t *testing.T) {
 		})
 		// Member 2 changes its prefixes while the controller is away.
 		adv := prefixes("10.2.0.0/24", "10.2.1.0/24")
-		if round == 1 {
+		if round%2 == 1 {
 			adv = prefixes("10.2.0.0/24", "2001:db8:2::/64")
 		}
 		m2.call(command{Op: "advertise", Prefixes: adv, Underlay: underlay(2)})
@@ -309,7 +315,9 @@ func TestReflectorRestart(t *testing.T) {
 			t.Fatalf("round %d: member 1 changed routes while the controller was away: %+v", round, got)
 		}
 
-		refl = l.startReflector(t, rules, 10*time.Second)
+		if how != "abandon" {
+			refl = l.startReflector(t, rules, 10*time.Second)
+		}
 		start := time.Now()
 		refl.call(command{Op: "add", Member: MemberInfo{Addr: memberAddr(1, false), Local: ctlAddr(1, false), Identity: identity(1)}})
 		refl.call(command{Op: "add", Member: MemberInfo{Addr: memberAddr(2, false), Local: ctlAddr(2, false), Identity: identity(2)}})
@@ -317,7 +325,7 @@ func TestReflectorRestart(t *testing.T) {
 			t.Errorf("round %d: a reflector that just started does not defer: %+v", round, st)
 		}
 		want := map[string]string{"10.2.0.0/24": "192.0.2.2", "10.2.1.0/24": "192.0.2.2"}
-		if round == 1 {
+		if round%2 == 1 {
 			want = map[string]string{"10.2.0.0/24": "192.0.2.2", "2001:db8:2::/64": "192.0.2.2"}
 		}
 		took := m1.waitRoutes(t, 40*time.Second, start, want)
@@ -329,9 +337,9 @@ func TestReflectorRestart(t *testing.T) {
 			}
 			return fresh && len(st.Learned) == 2, fmt.Sprintf("%+v", st)
 		})
-		t.Logf("round %d (crash %v): member 1 resynchronized %v after the new reflector got its members", round, crash, took.Round(time.Millisecond))
-		if st := refl.reflectorStatus(); st.Deferring {
-			t.Errorf("round %d: still deferring after every member sent its routes", round)
+		t.Logf("round %d (%s): member 1 resynchronized %v after the new reflector got its members", round, how, took.Round(time.Millisecond))
+		if st := refl.reflectorStatus(); st.Deferring || st.LastError != "" {
+			t.Errorf("round %d: still deferring after every member sent its routes, or an error: %+v", round, st)
 		}
 		// The route that stayed advertised was never withdrawn.
 		if w := withdrawnIn(m1.history()[before:], "10.2.0.0/24"); len(w) != 0 {

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/osrg/gobgp/v4/api"
@@ -113,6 +114,9 @@ type Reflector struct {
 	log *slog.Logger
 	run *runner
 	evs chan reflectorEvent
+	// abandoned: Abandon ended the sessions; the loop leaves the port's
+	// sockets alone when it ends.
+	abandoned atomic.Bool
 
 	// Owned by the loop.
 	srv        *speaker
@@ -210,14 +214,35 @@ func (r *Reflector) Close() error {
 	return nil
 }
 
+// Abandon ends every session of the reflector at once, at the socket
+// level, as a crash would (members that do graceful restart, and mpsa's
+// members in any case, keep its routes), and stops GoBGP in the
+// background without waiting for it. It is for mpsad stopping, or a group
+// removed: GoBGP's own stop of a thousand neighbours, each with its queue
+// of routes, can take longer than a service manager waits. Its listener
+// is shut down too, so that the port is free at once for a new reflector
+// (a group set up again).
+func (r *Reflector) Abandon() {
+	// The loop must not shut down sessions on the port when it ends: by
+	// then they may be a new reflector's.
+	r.abandoned.Store(true)
+	n := shutdownSockets(r.cfg.Port, func(netip.Addr) bool { return true }, true)
+	r.log.Info("bgp: route reflector abandoned; members keep its routes", "sessions", n)
+	if r.run.cancel != nil {
+		r.run.cancel()
+	}
+}
+
 func (r *Reflector) loop(ctx context.Context) {
 	defer func() {
 		if r.watchStop != nil {
 			r.watchStop()
 		}
 		if r.srv != nil {
-			n := shutdownSessions(r.cfg.Port, func(a netip.Addr) bool { return r.members[a] != nil })
-			r.log.Info("bgp: route reflector stopping; members keep its routes", "sessions", n)
+			if !r.abandoned.Load() {
+				n := shutdownSessions(r.cfg.Port, func(a netip.Addr) bool { return r.members[a] != nil })
+				r.log.Info("bgp: route reflector stopping; members keep its routes", "sessions", n)
+			}
 			r.srv.stop(r.log)
 		}
 		stopTimer(r.flushTimer)

@@ -26,6 +26,14 @@ import (
 // usual. The descriptors are looked up in /proc/self/fd, each checked with
 // getsockname and getpeername right before the shutdown.
 func shutdownSessions(port uint16, peer func(netip.Addr) bool) int {
+	return shutdownSockets(port, peer, false)
+}
+
+// shutdownSockets is shutdownSessions that also shuts down, when
+// listeners is set, the listening sockets on port: accept fails on them
+// (GoBGP's accept loop ends) and the port is free at once for a new
+// listener, before GoBGP closes them.
+func shutdownSockets(port uint16, peer func(netip.Addr) bool, listeners bool) int {
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return 0
@@ -45,7 +53,13 @@ func shutdownSessions(port uint16, peer func(netip.Addr) bool) int {
 		}
 		remote, err := unix.Getpeername(fd)
 		if err != nil {
-			continue // a listener
+			// A listener (or a socket not connected yet).
+			if listeners {
+				if acc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err == nil && acc == 1 {
+					_ = unix.Shutdown(fd, unix.SHUT_RDWR)
+				}
+			}
+			continue
 		}
 		if a, ok := sockAddr(remote); !ok || !peer(a) {
 			continue

@@ -343,15 +343,16 @@ func (cb *ctlBGP) start(p *bgpProof) error {
 	return nil
 }
 
-// stop closes the reflector: its sessions end without a withdrawal, so
-// the members keep their routes.
+// stop ends the reflector (bgp.Reflector.Abandon): its sessions and its
+// listener are shut down at once, without a withdrawal, so that the
+// members keep their routes and the port is free for a new reflector;
+// GoBGP stops in the background, so that the loop never waits for its
+// stop of many neighbours.
 func (cb *ctlBGP) stop() {
 	if cb.r == nil {
 		return
 	}
-	if err := cb.r.Close(); err != nil {
-		cb.g.log.Error("bgp: close the route reflector", "err", err)
-	}
+	cb.r.Abandon()
 	cb.r, cb.bound, cb.boundName = nil, 0, ""
 }
 

@@ -326,10 +326,19 @@ func TestBGP(t *testing.T) {
 	})
 
 	t.Run("member restart", func(t *testing.T) {
-		// Member 2's mpsad restarts: it starts with the routes it had
-		// learned (stale), so that its kill switch never lets go of
-		// them, and the controller's routes refresh them.
+		// Member 2's mpsad restarts while its LAN pings member 1's and it
+		// has a default route out of its underlay, as a CPE has: it
+		// starts with the routes it had learned (stale), so that its
+		// kill switch never lets go of them and nothing leaves in
+		// plaintext, and the controller's routes refresh them.
+		m2.ns.Run(t, "ip", "route", "add", "default", "via", e.ctl.peer.Underlay.String())
+		plain := startCapture(t, m2, fmt.Sprintf("ip and net %s and net %s", m2.lan, m1.lan))
+		stopPing := pingUntil(t, m2, m1)
 		e.stopMPSAD(m2)
+		if out := m2.ns.Run(t, "ip", "route", "show", m1.lan.String()); !strings.HasPrefix(out, "blackhole") {
+			t.Errorf("with mpsad stopped, the route to member 1's learned LAN is not the kill switch's blackhole: %q", out)
+		}
+		time.Sleep(300 * time.Millisecond)
 		e.startMPSAD(m2)
 		var first map[string]string
 		testWaitFast(t, "member 2's mpsad to answer", func() (bool, string) {
@@ -360,6 +369,10 @@ func TestBGP(t *testing.T) {
 		})
 		e.waitSPI(m1, m2)
 		pingOK(t, m2, m1)
+		stopPing()
+		if lines := plain.Stop(0); len(lines) != 0 {
+			t.Errorf("%d packets between the LANs in plaintext on member 2's underlay across its restart:\n%s", len(lines), strings.Join(lines[:min(len(lines), 5)], "\n"))
+		}
 	})
 }
 
