@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -100,12 +101,10 @@ func (f Flow) String() string {
 	return fmt.Sprintf("%s from %s of the local control address to %s of the remote one", protoWord(f.Proto), port(f.LocalPort), port(f.RemotePort))
 }
 
+// protoWord names protocol p in a sentence: "UDP", "TCP", "protocol 47".
 func protoWord(p uint8) string {
-	switch p {
-	case unix.IPPROTO_UDP:
-		return "UDP"
-	case unix.IPPROTO_TCP:
-		return "TCP"
+	if n := protoName(p); n != strconv.Itoa(int(p)) {
+		return strings.ToUpper(n)
 	}
 	return fmt.Sprintf("protocol %d", p)
 }
