@@ -122,7 +122,7 @@ func runHelper(raw string) int {
 		defer mem.Close()
 	case "reflector":
 		var err error
-		if refl, err = newReflector(ctx, cfg, log); err != nil {
+		if refl, err = newReflector(ctx, cfg, log, nil); err != nil {
 			log.Error("reflector", "err", err)
 			return 2
 		}
@@ -159,7 +159,7 @@ func runHelper(raw string) int {
 			// sessions and listener end at once, and a new one takes
 			// the port while GoBGP stops in the background.
 			refl.Abandon()
-			refl, err = newReflector(ctx, cfg, log)
+			refl, err = newReflector(ctx, cfg, log, refl.Done())
 		case "status":
 			if mem != nil {
 				var st MemberStatus
@@ -185,11 +185,12 @@ func runHelper(raw string) int {
 	return 0
 }
 
-// newReflector starts a reflector of the helper's configuration.
-func newReflector(ctx context.Context, cfg helperConfig, log *slog.Logger) (*Reflector, error) {
+// newReflector starts a reflector of the helper's configuration; after
+// is the Done of the reflector it replaces, if any.
+func newReflector(ctx context.Context, cfg helperConfig, log *slog.Logger, after <-chan struct{}) (*Reflector, error) {
 	r, err := NewReflector(ReflectorConfig{
 		ASN: cfg.ASN, RouterID: cfg.RouterID, Port: cfg.Port, HoldTime: cfg.HoldTime, DeferralTime: cfg.DeferralTime,
-		Policy: cfg.Policy, CheckNextHop: cfg.CheckNextHop, Logger: log, RejectLogInterval: time.Second,
+		Policy: cfg.Policy, CheckNextHop: cfg.CheckNextHop, Logger: log, RejectLogInterval: time.Second, After: after,
 	})
 	if err != nil {
 		return nil, err

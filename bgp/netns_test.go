@@ -460,4 +460,16 @@ func TestNextHopCheck(t *testing.T) {
 			t.Errorf("member 1 learned a rejected route: %+v", c.Change)
 		}
 	}
+	// Member 2 leaves before the helpers stop. Left to end with a
+	// graceful restart, its session's end makes GoBGP mark the paths of
+	// its Adj-RIB-In stale (AdjRib.StaleAll) while the pre-policy watcher
+	// has read those path objects without synchronization
+	// (toPathApiUtil): a data race inside GoBGP v4.8.0 that -race reports
+	// in this sequence (a prefix advertised again with another next hop),
+	// not in mpsa's code.
+	refl.call(command{Op: "remove", Member: MemberInfo{Addr: memberAddr(2, false)}})
+	testenv.WaitFor(t, 10*time.Second, "the reflector to drop member 2", func() (bool, string) {
+		st := refl.reflectorStatus()
+		return len(st.Members) == 1, fmt.Sprintf("%+v", st.Members)
+	})
 }

@@ -70,6 +70,12 @@ type ReflectorConfig struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// After, if not nil, holds GoBGP's start until it is closed: the
+	// Done of the reflector this one replaces in the same process, whose
+	// GoBGP may still be stopping after Abandon. GoBGP keeps
+	// process-wide state (its route selection options) that a speaker
+	// starting writes while another stopping reads it.
+	After <-chan struct{}
 }
 
 func (c *ReflectorConfig) defaults() {
@@ -197,14 +203,26 @@ func checkRules(rules []policy.Rule) error {
 // Start runs the reflector until ctx is done or Close is called. With a
 // configured RouterID the speaker starts at once, else with the first
 // member.
+//
+// With ReflectorConfig.After, GoBGP starts on the reflector's own
+// goroutine once After is closed, and an error in starting it is logged
+// and shown in Status instead of returned.
 func (r *Reflector) Start(ctx context.Context) error {
 	var err error
 	if r.cfg.RouterID.IsValid() {
-		err = r.ensureServer(netip.Addr{})
+		if r.cfg.After == nil {
+			err = r.ensureServer(netip.Addr{})
+		} else {
+			r.run.push(func() { r.record(r.ensureServer(netip.Addr{})) })
+		}
 	}
 	r.run.start(ctx, r.loop)
 	return err
 }
+
+// Done is closed once the reflector has stopped, GoBGP included (after
+// Close, or some time after Abandon).
+func (r *Reflector) Done() <-chan struct{} { return r.run.done }
 
 // Close stops the reflector without a NOTIFICATION to the members, so
 // that those that do graceful restart keep its routes while it restarts
@@ -266,6 +284,13 @@ func (r *Reflector) loop(ctx context.Context) {
 func (r *Reflector) ensureServer(local netip.Addr) error {
 	if r.srv != nil {
 		return nil
+	}
+	if r.cfg.After != nil {
+		select {
+		case <-r.cfg.After:
+		case <-r.run.ctx.Done():
+			return errors.New("bgp reflector: stopped before it started")
+		}
 	}
 	id, err := routerID(r.cfg.RouterID, local)
 	if err != nil {

@@ -18,7 +18,9 @@ type runner struct {
 	signal chan struct{}
 	done   chan struct{}
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// ctx is the loop's context, set by start.
+	ctx context.Context
+	wg  sync.WaitGroup
 }
 
 func newRunner(name string) *runner {
@@ -29,6 +31,7 @@ func newRunner(name string) *runner {
 // the queued functions (drain) when signal fires.
 func (r *runner) start(ctx context.Context, loop func(context.Context)) {
 	ctx, r.cancel = context.WithCancel(ctx)
+	r.ctx = ctx
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()

@@ -330,6 +330,10 @@ func newCtlBGP(g *ctlGroup) *ctlBGP {
 func (cb *ctlBGP) start(p *bgpProof) error {
 	cfg := bgp.ReflectorConfigFor(cb.cfg, p.ifName)
 	cfg.Logger = cb.g.log
+	// GoBGP keeps process-wide state: a reflector abandoned on this
+	// port (this group's, or the one of a group set up again) must have
+	// stopped before the new one starts GoBGP (bgp.ReflectorConfig.After).
+	cfg.After = cb.g.s.bgpStopping[cb.cfg.Port]
 	r, err := bgp.NewReflector(cfg)
 	if err != nil {
 		return err
@@ -352,6 +356,7 @@ func (cb *ctlBGP) stop() {
 	if cb.r == nil {
 		return
 	}
+	cb.g.s.bgpStopping[cb.cfg.Port] = cb.r.Done()
 	cb.r.Abandon()
 	cb.r, cb.bound, cb.boundName = nil, 0, ""
 }

@@ -117,6 +117,9 @@ type Server struct {
 	// runCtx is Run's context: what lives as long as the server (the
 	// BGP speakers) runs under it.
 	runCtx context.Context
+	// bgpStopping are the reflectors abandoned, by port, whose GoBGP
+	// may still be stopping (ctlBGP.stop).
+	bgpStopping map[uint16]<-chan struct{}
 	// said carries charon's messages about CHILD_SA failures from the
 	// watcher's log session to the loop; full, they are dropped.
 	said chan vici.LogEvent
@@ -168,21 +171,22 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("a member needs a data plane factory")
 	}
 	s := &Server{
-		opts:      opts,
-		log:       opts.Logger,
-		now:       opts.Now,
-		cfg:       opts.Config,
-		byConn:    map[string][]group{},
-		byLocal:   map[netip.Addr][]group{},
-		updates:   newVICIInbox(),
-		bgpIn:     newBGPInbox(),
-		runCtx:    context.Background(),
-		datagrams: make(chan Datagram, 256),
-		said:      make(chan vici.LogEvent, 256),
-		initiates: make(chan childRef, 16),
-		calls:     make(chan func()),
-		reloads:   make(chan *swanctl.Config),
-		ready:     make(chan struct{}),
+		opts:        opts,
+		log:         opts.Logger,
+		now:         opts.Now,
+		cfg:         opts.Config,
+		byConn:      map[string][]group{},
+		byLocal:     map[netip.Addr][]group{},
+		updates:     newVICIInbox(),
+		bgpIn:       newBGPInbox(),
+		bgpStopping: map[uint16]<-chan struct{}{},
+		runCtx:      context.Background(),
+		datagrams:   make(chan Datagram, 256),
+		said:        make(chan vici.LogEvent, 256),
+		initiates:   make(chan childRef, 16),
+		calls:       make(chan func()),
+		reloads:     make(chan *swanctl.Config),
+		ready:       make(chan struct{}),
 	}
 	s.verifier = opts.Verifier
 	s.vici = newVICISource(func(conn string) []group { return s.byConn[conn] }, s.verifyControl)
