@@ -112,6 +112,10 @@
 //     read after its out policies stopped sending (block or gone), and a
 //     packet that passed the policy lookup just before can still take a
 //     number until the state is deleted;
+//   - the numbers of the SPI's live states that the same change retires,
+//     read before the new states are added, plus SeqMargin: a peer that
+//     moved to another underlay keeps its replay window for this member,
+//     and the old state sends until the policies switch;
 //   - with Config.SeqLeaseDir, the SA's record on disk (xfrm/seqlease, one
 //     file per SPI, the userspace data plane's lease format): at
 //     InstallInbound the backend reads it and reserves Config.SeqReserve
@@ -860,6 +864,32 @@ func (b *Backend) applyAll(ctx context.Context, local []netip.Prefix, outSPI uin
 // policies, then the policies of oldKeys that want lacks, then the
 // outbound states of oldOut that want lacks, except those keep reports.
 func (b *Backend) apply(ctx context.Context, want plan, oldKeys []policyKey, oldOut []outKey, keep func(outKey) bool) error {
+	retiring := func(k outKey) bool {
+		_, wanted := want.out[k]
+		_, have := b.cur.out[k]
+		return !wanted && have && (keep == nil || !keep(k))
+	}
+	// 0. The numbers of the states this change retires, of the SPIs it
+	// adds states for, read before the new states start: a peer that
+	// moved to another underlay keeps its replay window for this
+	// member (per SPI and this member's address, both unchanged), so
+	// the state toward its new underlay must start above what the one
+	// toward the old sent. The old state still sends until step 2
+	// switches its policies: SeqMargin covers that.
+	adding := map[uint32]bool{}
+	for k := range want.out {
+		if _, have := b.cur.out[k]; !have {
+			adding[k.spi] = true
+		}
+	}
+	for _, k := range oldOut {
+		if !adding[k.spi] || !retiring(k) {
+			continue
+		}
+		if s, err := b.xs.getState(k.peer, k.spi); err == nil {
+			b.noteSeq(k.spi, s.oseq)
+		}
+	}
 	// 1. Outbound states.
 	var addedOut []outKey
 	undo := func() {
@@ -924,10 +954,7 @@ func (b *Backend) apply(ctx context.Context, want plan, oldKeys []policyKey, old
 	// still be on its way through the old state, and the kernel drops it
 	// (EINVAL) if that state is gone. States of peers that left go now.
 	for _, k := range oldOut {
-		if _, wanted := want.out[k]; wanted {
-			continue
-		}
-		if _, have := b.cur.out[k]; !have || (keep != nil && keep(k)) {
+		if !retiring(k) {
 			continue
 		}
 		if err := b.delOut(k); err != nil {
