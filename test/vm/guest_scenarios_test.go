@@ -495,6 +495,9 @@ func TestRouteBased(t *testing.T) {
 // removes its own states, and leaves a foreign state and policy and
 // another instance's objects alone; Flush then removes its policies, and
 // the route-based instance adopts its interface, which its Flush removes.
+// An XFRM interface of the configured name without the group's alias (the
+// operator's) is refused, whatever its if_id, and left as it was; one
+// with the alias and another if_id is replaced.
 func TestAdoptedOnStart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -589,6 +592,44 @@ func TestAdoptedOnStart(t *testing.T) {
 	states, policies = ns.xfrmCounts(t)
 	if states != 1 || policies != 1 {
 		t.Errorf("at the end: %d states, %d policies; want only the foreign ones", states, policies)
+	}
+
+	// XFRM interfaces of the configured name that are not the group's
+	// (no alias: the operator's) are neither adopted, whatever their
+	// if_id, nor replaced; one with the group's alias and another if_id
+	// is replaced.
+	if err := ns.h.LinkAdd(&netlink.Xfrmi{LinkAttrs: netlink.LinkAttrs{Name: "op0"}, Ifid: 8}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ifid := range []uint32{8, 5} {
+		b, err := kernel.New(ctx, kernel.Config{NetNS: ns.path(), Underlay: cfg.Underlay, Group: "g", Interface: "op0", IfID: ifid})
+		if err == nil || !strings.Contains(err.Error(), "op0") || !strings.Contains(err.Error(), "not this group's") {
+			t.Errorf("if_id %d: New over the operator's op0: %v; want a refusal naming it", ifid, err)
+		}
+		if b != nil {
+			_ = b.Flush(ctx)
+		}
+		if l, err := ns.h.LinkByName("op0"); err != nil {
+			t.Errorf("if_id %d: the operator's op0 is gone: %v", ifid, err)
+		} else if x, ok := l.(*netlink.Xfrmi); !ok || x.Ifid != 8 || l.Attrs().Alias != "" {
+			t.Errorf("if_id %d: the operator's op0 was changed: %+v", ifid, l)
+		}
+	}
+	if err := ns.h.LinkAdd(&netlink.Xfrmi{LinkAttrs: netlink.LinkAttrs{Name: "mpsa7"}, Ifid: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.h.LinkSetAlias(ns.link(t, "mpsa7"), kernel.InterfaceAlias("g")); err != nil {
+		t.Fatal(err)
+	}
+	b7, err := kernel.New(ctx, kernel.Config{NetNS: ns.path(), Underlay: cfg.Underlay, Group: "g", Interface: "mpsa7", IfID: 7})
+	if err != nil {
+		t.Fatalf("New over the group's own mpsa7 with another if_id: %v", err)
+	}
+	if x, ok := ns.link(t, "mpsa7").(*netlink.Xfrmi); !ok || x.Ifid != 7 {
+		t.Errorf("the group's mpsa7 was not replaced with if_id 7")
+	}
+	if err := b7.Flush(ctx); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -27,7 +27,10 @@
 // In route-based mode (Config.Interface set) the backend also creates an
 // XFRM interface with Config.IfID and puts that if_id on every state and
 // policy: only traffic the operator routes into the interface is
-// protected, and what arrives appears on it.
+// protected, and what arrives appears on it. A link of that name that does
+// not carry the group's alias (InterfaceAlias) is not the group's: New
+// refuses to start and names it, rather than adopt it (Flush would then
+// delete it) or replace it.
 //
 // # Kill switch
 //
@@ -193,9 +196,11 @@ type Config struct {
 	Priority uint32
 	// Interface, when not empty, selects route-based mode: the backend
 	// creates an XFRM interface of this name with IfID (adopting one of
-	// the group's own that is already there), sets it up, and leaves it
-	// in place on Close; Flush removes it. Addresses and routes on it are
-	// the operator's.
+	// the group's own that is already there, recognized by its alias
+	// InterfaceAlias(Group), and replacing one of the group's with
+	// another if_id), sets it up, and leaves it in place on Close; Flush
+	// removes it. New refuses a link of this name that is not the
+	// group's. Addresses and routes on it are the operator's.
 	Interface string
 	// IfID is the XFRM interface ID for route-based mode; required, and
 	// not 0, when Interface is set.
@@ -510,24 +515,30 @@ func (b *Backend) adopt(ctx context.Context) error {
 
 // ensureInterface adopts the group's XFRM interface if it is there with
 // the configured if_id, replaces it if it has another, and creates it
-// otherwise; it refuses a link of that name that is not an XFRM interface.
+// otherwise. A link of that name that is not the group's (not an XFRM
+// interface, or without the group's alias: the operator's, or another
+// group's) is refused and left alone: adopting it would have Flush delete
+// it.
 func (b *Backend) ensureInterface(ctx context.Context) error {
 	name := b.cfg.Interface
 	if l, err := b.h.LinkByName(name); err == nil {
 		x, ok := l.(*netlink.Xfrmi)
 		if !ok {
-			return fmt.Errorf("kernel data plane: interface %s exists and is a %s, not an XFRM interface", name, l.Type())
+			return fmt.Errorf("kernel data plane: interface %s exists and is a %s, not an XFRM interface; it is left alone: remove it, or give the group another xfrm_interface", name, l.Type())
+		}
+		if alias := l.Attrs().Alias; alias != InterfaceAlias(b.cfg.Group) {
+			return fmt.Errorf("kernel data plane: XFRM interface %s (if_id %d) exists but is not this group's (its alias is %q, not %q): it is left alone; remove it (ip link del %s), or give the group another xfrm_interface",
+				name, x.Ifid, alias, InterfaceAlias(b.cfg.Group), name)
 		}
 		if x.Ifid == b.cfg.IfID {
 			if err := b.h.LinkSetUp(l); err != nil {
 				return fmt.Errorf("kernel data plane: set XFRM interface %s up: %w", name, err)
 			}
-			_ = b.h.LinkSetAlias(l, InterfaceAlias(b.cfg.Group))
 			b.link = l
 			b.log.InfoContext(ctx, "adopted the XFRM interface", "interface", name, "if_id", x.Ifid)
 			return nil
 		}
-		b.log.WarnContext(ctx, "replacing the XFRM interface: its if_id is not the configured one", "interface", name, "if_id", x.Ifid, "configured", b.cfg.IfID)
+		b.log.WarnContext(ctx, "replacing the group's XFRM interface: its if_id is not the configured one", "interface", name, "if_id", x.Ifid, "configured", b.cfg.IfID)
 		if err := b.h.LinkDel(l); err != nil {
 			return fmt.Errorf("kernel data plane: remove XFRM interface %s: %w", name, err)
 		}
