@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
+	"sync"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -131,6 +133,51 @@ func TestUserspaceKillSwitch(t *testing.T) {
 	expectBlocked(t, ns, "flushed", false)
 	if err := sendErr(t, ns, "10.1.0.1", "10.99.0.5"); err == nil {
 		t.Error("the other group's blackhole route was removed")
+	}
+}
+
+// TestUserspaceFlushBeatsSetPeers: a SetPeers that runs while Flush
+// removes the kill switch either comes before it (its routes are removed)
+// or is refused (the backend is closed); none adds a blackhole route after
+// the flush, which would stay until mpsactl flush. Two goroutines keep
+// changing the peer table, so that each SetPeers adds routes, while Flush
+// runs; repeated, since the gap it closed was short.
+func TestUserspaceFlushBeatsSetPeers(t *testing.T) {
+	ns := underlayNS(t)
+	ctx := context.Background()
+	local := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}
+	tables := [][]xfrm.Peer{
+		{{Prefix: netip.MustParsePrefix("10.2.0.0/24"), Underlay: netip.MustParseAddr("192.0.2.2")}},
+		{{Prefix: netip.MustParsePrefix("10.3.0.0/24"), Underlay: netip.MustParseAddr("192.0.2.3")}},
+	}
+	for round := range 20 {
+		var b *userspace.Backend
+		if err := ns.Do(func() (err error) {
+			b, err = userspace.New(ctx, userspace.Config{Group: "race", TUNName: "mpsa-race", Local: []netip.Addr{netip.MustParseAddr("192.0.2.1")}, Logger: slog.New(slog.DiscardHandler)})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.SetPeers(ctx, local, tables[0]); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for g := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := g; b.SetPeers(ctx, local, tables[i%2]) == nil; i++ {
+				}
+			}()
+		}
+		runtime.Gosched()
+		if err := b.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		if n := blackholes(t, ns, groupid.Of("race")); n != 0 {
+			t.Fatalf("round %d: %d blackhole routes left after Flush", round, n)
+		}
 	}
 }
 

@@ -733,7 +733,7 @@ func (b *Backend) isClosed() bool {
 func (b *Backend) Close() error {
 	b.closeOnce.Do(func() {
 		b.mu.Lock()
-		close(b.closed)
+		b.markClosed()
 		b.mu.Unlock()
 		if b.stopCtx != nil {
 			b.stopCtx()
@@ -744,11 +744,23 @@ func (b *Backend) Close() error {
 	return b.closeErr
 }
 
+// markClosed marks the backend closed, so that the control operations
+// refuse from then on, and reports whether this call did; b.mu is held.
+func (b *Backend) markClosed() bool {
+	if b.isClosed() {
+		return false
+	}
+	close(b.closed)
+	return true
+}
+
 // Flush implements xfrm.DataPlane: it removes the group's blackhole
-// routes, whoever's run installed them, and closes the backend.
+// routes, whoever's run installed them, and closes the backend. The
+// backend is marked closed in the same critical section, before the
+// routes go, so that no SetPeers can add one after them.
 func (b *Backend) Flush(ctx context.Context) error {
 	b.mu.Lock()
-	if b.isClosed() {
+	if !b.markClosed() {
 		b.mu.Unlock()
 		return errors.New("userspace data plane: flush: closed")
 	}
@@ -756,8 +768,10 @@ func (b *Backend) Flush(ctx context.Context) error {
 	b.mu.Unlock()
 	if err != nil {
 		err = fmt.Errorf("userspace data plane: flush kill switch: %w", err)
+		b.log.ErrorContext(ctx, "flushing: the kill switch was not removed entirely", "blackhole_routes_removed", n, "err", err)
+	} else {
+		b.log.InfoContext(ctx, "flushing: kill switch removed", "blackhole_routes", n)
 	}
-	b.log.InfoContext(ctx, "flushing: kill switch removed", "blackhole_routes", n)
 	return errors.Join(err, b.Close())
 }
 
