@@ -77,6 +77,14 @@
 // qemu test as EINVAL on send). Remove deletes the SA's inbound and
 // outbound states.
 //
+// A SetOutbound (or SetPeers, or Remove of the outbound SA) that fails
+// part way may leave some out policies naming the new SPI and others the
+// old; the backend then recomputes everything at the next SetPeers,
+// SetOutbound or Remove, and Remove does so before it deletes any state,
+// so that no policy is left naming a state that is gone. Before the first
+// SetPeers the peer table is not known: SetOutbound and Remove only note
+// the outbound SA, and leave the adopted policies as they are.
+//
 // # Peer changes
 //
 // SetPeers compares the new peer table with the one in force, a map
@@ -266,8 +274,15 @@ type Backend struct {
 	table map[netip.Prefix]netip.Addr
 	uses  map[netip.Addr]int
 	// full makes the next SetPeers recompute everything: before the
-	// first, and after a failed one.
-	full bool
+	// first, and after a failed SetPeers, SetOutbound or Remove, which
+	// may have left the kernel half way between two plans (some out
+	// policies naming the new SPI, others the old). Remove then
+	// reconciles first too, so that it never deletes states a policy
+	// still names. peersSet tells that a SetPeers succeeded: before, the
+	// table is not known, and the policies in the kernel (adopted ones)
+	// are left as they are.
+	full, peersSet bool
+
 	cur  plan // what is in the kernel now
 	link netlink.Link
 	// seq is the highest outbound sequence number known per SPI, from
@@ -641,10 +656,20 @@ func (b *Backend) SetOutbound(ctx context.Context, spi uint32) error {
 		return fmt.Errorf("set outbound SA %08x: not installed", spi)
 	}
 	old := b.outSPI
+	if !b.peersSet {
+		// The first SetPeers installs the policies with it; until then
+		// the adopted ones stay as they are (blocking).
+		b.outSPI = spi
+		b.log.InfoContext(ctx, "outbound SA set; it is used once the peer table is", "spi", fmt.Sprintf("%08x", spi))
+		return nil
+	}
 	if err := b.applyAll(ctx, b.local, spi); err != nil {
+		// Some out policies may name spi already, others old: the
+		// next SetPeers, SetOutbound or Remove reconciles.
+		b.full = true
 		return fmt.Errorf("set outbound SA %08x: %w", spi, err)
 	}
-	b.outSPI = spi
+	b.outSPI, b.full = spi, false
 	b.log.InfoContext(ctx, "switched outbound SA", "spi", fmt.Sprintf("%08x", spi), "previous", fmt.Sprintf("%08x", old), "peers", len(b.table))
 	return nil
 }
@@ -660,12 +685,20 @@ func (b *Backend) Remove(ctx context.Context, spi uint32) error {
 	if !ok {
 		return fmt.Errorf("remove SA %08x: not installed", spi)
 	}
-	if b.outSPI == spi {
-		if err := b.applyAll(ctx, b.local, 0); err != nil {
+	next := b.outSPI
+	if next == spi {
+		next = 0
+	}
+	if b.peersSet && (b.outSPI == spi || b.full) {
+		// Every out policy names next (or blocks) before the states
+		// of spi go: after a failed SetOutbound some may name spi.
+		if err := b.applyAll(ctx, b.local, next); err != nil {
+			b.full = true
 			return fmt.Errorf("remove SA %08x: stop sending with it: %w", spi, err)
 		}
-		b.outSPI = 0
+		b.full = false
 	}
+	b.outSPI = next
 	var errs []error
 	for k := range b.cur.out {
 		if k.spi != spi {
@@ -712,7 +745,7 @@ func (b *Backend) SetPeers(ctx context.Context, local []netip.Prefix, peers []xf
 			b.table, b.full = old, true
 			return fmt.Errorf("set peers: %w", err)
 		}
-		b.local, b.full = local, false
+		b.local, b.full, b.peersSet = local, false, true
 		b.uses = usesOf(table)
 		b.log.InfoContext(ctx, "set peers", "local", local, "peers", len(table))
 		return nil

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mpsa/mpsa/internal/nettest"
+	"github.com/mpsa/mpsa/mpsa"
 	"github.com/mpsa/mpsa/xfrm"
 	"github.com/mpsa/mpsa/xfrm/groupid"
 )
@@ -320,5 +321,100 @@ func samePolicies(t *testing.T, what string, got []netlink.XfrmPolicy, want map[
 		if !seen[k] {
 			t.Errorf("%s: policy %s missing", what, k)
 		}
+	}
+}
+
+// fakeSA puts an SA into b as InstallInbound would, without its inbound
+// states (the host has no ESP).
+func fakeSA(t *testing.T, b *Backend, spi uint32) {
+	t.Helper()
+	own, err := newInstalled(xfrm.SA{SPI: spi, Suite: mpsa.Suite{Encr: mpsa.EncrAESCBC, KeyBits: 128, PRF: mpsa.PRFHMACSHA2_256, Integ: mpsa.IntegHMACSHA2_256},
+		EncrKey: make([]byte, 16), IntegKey: make([]byte, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	b.sas[spi] = own
+	b.mu.Unlock()
+}
+
+// TestRemoveReconcilesAfterFailedSwitch: a SetOutbound that fails leaves
+// the backend marked for a full reconcile (here it fails at its first
+// step: the host has no ESP for the new outbound states). One that failed
+// half way, after some out policies were switched to the new SPI (made
+// here directly, as the host cannot add the states such a switch needs),
+// leaves policies naming an SPI the backend does not send with; Remove of
+// that SPI then moves every policy back to the plan in force before it
+// deletes the SPI's states, instead of leaving policies that name states
+// that are gone.
+func TestRemoveReconcilesAfterFailedSwitch(t *testing.T) {
+	ns := groupNS(t)
+	ctx := context.Background()
+	b := newGroupBackend(t, ns, "east")
+	defer b.Flush(ctx)
+	local := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}
+	peers := []xfrm.Peer{peer("10.2.1.0/24", "192.0.2.2"), peer("10.2.2.0/24", "192.0.2.3")}
+	if err := b.SetPeers(ctx, local, peers); err != nil {
+		t.Fatal(err)
+	}
+	const spi = 0x4242
+	fakeSA(t, b, spi)
+	if err := b.SetOutbound(ctx, spi); err == nil {
+		t.Fatal("SetOutbound succeeded on a host without ESP (the test would prove nothing)")
+	}
+	if !b.full || b.outSPI != 0 {
+		t.Fatalf("after a failed SetOutbound: full %v, outbound SA %08x; want a full reconcile pending and no outbound SA", b.full, b.outSPI)
+	}
+	// Half way: the out policy of the first peer names the new SPI.
+	k := policyKey{netlink.XFRM_DIR_OUT, local[0], netip.MustParsePrefix("10.2.1.0/24")}
+	p := b.cur.policies[k]
+	p.Action = netlink.XFRM_POLICY_ALLOW
+	p.Tmpls = []netlink.XfrmPolicyTmpl{{Src: net.ParseIP("192.0.2.1"), Dst: net.ParseIP("192.0.2.2"),
+		Proto: netlink.XFRM_PROTO_ESP, Mode: netlink.XFRM_MODE_TUNNEL, Spi: spi, Reqid: int(b.cfg.ReqID)}}
+	if err := b.h.XfrmPolicyUpdate(&p); err != nil {
+		t.Fatal(err)
+	}
+	b.cur.policies[k] = p
+	if err := b.Remove(ctx, spi); err != nil {
+		t.Fatal(err)
+	}
+	want, err := b.planTable(local, b.table, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	samePolicies(t, "after Remove", policiesAt(t, ns, groupid.Of("east").Priority()), want.policies)
+	if b.full {
+		t.Error("the reconcile is still pending after Remove reconciled")
+	}
+}
+
+// TestSetOutboundBeforePeersKeepsAdopted: SetOutbound before the first
+// SetPeers (after a restart) does not know the peer table yet, and leaves
+// the adopted kill switch as it is instead of removing every policy the
+// empty table lacks.
+func TestSetOutboundBeforePeersKeepsAdopted(t *testing.T) {
+	ns := groupNS(t)
+	ctx := context.Background()
+	local := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}
+	b := newGroupBackend(t, ns, "east")
+	if err := b.SetPeers(ctx, local, []xfrm.Peer{peer("10.2.1.0/24", "192.0.2.2")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	id := groupid.Of("east")
+	n := len(policiesAt(t, ns, id.Priority()))
+	b = newGroupBackend(t, ns, "east")
+	defer b.Flush(ctx)
+	fakeSA(t, b, 0x4242)
+	if err := b.SetOutbound(ctx, 0x4242); err != nil {
+		t.Fatal(err)
+	}
+	if got := policiesAt(t, ns, id.Priority()); len(got) != n {
+		t.Errorf("SetOutbound before SetPeers left %d of the %d adopted policies: %s", len(got), n, policyText(got))
+	}
+	if err := sendErr(t, ns, "10.1.0.1", "10.2.1.5"); !errors.Is(err, unix.EPERM) {
+		t.Errorf("send to the peer: %v, want EPERM from the kill switch", err)
 	}
 }
