@@ -6,6 +6,7 @@ package xfrm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -95,4 +96,69 @@ type DataPlane interface {
 	// installed, kill switch included, and closes the backend. mpsad
 	// calls it when the group is removed from the configuration.
 	Flush(ctx context.Context) error
+}
+
+// Protector is implemented by the data planes that can be told which
+// addresses no peer prefix may contain: the addresses of charon's control
+// child to the controller, local and remote. The group's objects for such
+// a prefix would take the control exchange (and BGP) away from the child:
+// the kernel data plane's XFRM policies are preferred over charon's, so
+// the control datagrams would go into the group's SA or be blocked, and
+// the userspace data plane's route through its TUN, or its blackhole
+// route, is more specific than the route to the controller. The member
+// calls Protect with the control child's addresses whenever they change,
+// before the peer table is set where it can.
+type Protector interface {
+	// Protect replaces the protected addresses and applies the last
+	// peer table given to SetPeers again. From then on a peer whose
+	// prefix contains a protected address is left out of the peer
+	// table, kill switch included (its block policies or blackhole route
+	// would drop the control exchange): the rest of the table is
+	// applied, and SetPeers (or Protect) returns an error naming it.
+	Protect(ctx context.Context, addrs []netip.Addr) error
+}
+
+// CoversAddr returns the first of prefixes that contains addr, an
+// IPv4-mapped IPv6 address counting as the IPv4 address.
+func CoversAddr(prefixes []netip.Prefix, addr netip.Addr) (netip.Prefix, bool) {
+	addr = addr.Unmap()
+	for _, p := range prefixes {
+		if p.Contains(addr) {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// Uncovered returns peers without those whose prefix contains one of
+// addrs (CoversAddr), and an error naming each of those; peers itself if
+// none does.
+func Uncovered(peers []Peer, addrs []netip.Addr) ([]Peer, error) {
+	if len(addrs) == 0 {
+		return peers, nil
+	}
+	var (
+		kept []Peer
+		errs []error
+	)
+	for i, p := range peers {
+		bad := false
+		for _, a := range addrs {
+			if _, ok := CoversAddr([]netip.Prefix{p.Prefix}, a); ok {
+				errs = append(errs, fmt.Errorf("peer prefix %s (via %s) contains %s, an address of the control child to the controller: left out of the peer table, kill switch included, since the group's objects for it would take the control exchange away from the control child; the member or the routes that give this prefix must not cover the control addresses", p.Prefix, p.Underlay, a.Unmap()))
+				bad = true
+				break
+			}
+		}
+		switch {
+		case bad && kept == nil:
+			kept = append(make([]Peer, 0, len(peers)), peers[:i]...)
+		case !bad && kept != nil:
+			kept = append(kept, p)
+		}
+	}
+	if kept == nil {
+		return peers, nil
+	}
+	return kept, errors.Join(errs...)
 }

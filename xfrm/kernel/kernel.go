@@ -282,6 +282,11 @@ type Backend struct {
 	// table is not known, and the policies in the kernel (adopted ones)
 	// are left as they are.
 	full, peersSet bool
+	// asked is the peer table last given to SetPeers, which Protect
+	// applies again; nil before the first. protected are the addresses
+	// given to Protect, sorted.
+	asked     *askedPeers
+	protected []netip.Addr
 
 	cur  plan // what is in the kernel now
 	link netlink.Link
@@ -304,7 +309,16 @@ type Backend struct {
 	ops int
 }
 
-var _ xfrm.DataPlane = (*Backend)(nil)
+var (
+	_ xfrm.DataPlane = (*Backend)(nil)
+	_ xfrm.Protector = (*Backend)(nil)
+)
+
+// askedPeers is a peer table as given to SetPeers.
+type askedPeers struct {
+	local []netip.Prefix
+	peers []xfrm.Peer
+}
 
 // New opens netlink in the configured namespace, adopts the objects of an
 // earlier run (see the package documentation), and in route-based mode
@@ -726,29 +740,70 @@ func (b *Backend) Remove(ctx context.Context, spi uint32) error {
 
 // SetPeers implements xfrm.DataPlane. Only the prefixes that changed are
 // touched, unless the local prefixes changed too (package
-// documentation).
+// documentation). A peer whose prefix contains an address given to
+// Protect is left out, and named in the error, after the rest is applied.
 func (b *Backend) SetPeers(ctx context.Context, local []netip.Prefix, peers []xfrm.Peer) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return errors.New("kernel data plane: closed")
 	}
-	local = maskAll(local)
+	b.asked = &askedPeers{local: slices.Clone(local), peers: slices.Clone(peers)}
+	return b.setPeers(ctx)
+}
+
+// Protect implements xfrm.Protector: a peer whose prefix contains one of
+// addrs is left out of the peer table from now on, its block policies
+// too (they would drop the control exchange). The last peer table given
+// to SetPeers is applied again.
+func (b *Backend) Protect(ctx context.Context, addrs []netip.Addr) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errors.New("kernel data plane: closed")
+	}
+	norm := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		if a.IsValid() {
+			norm = append(norm, a.Unmap())
+		}
+	}
+	slices.SortFunc(norm, netip.Addr.Compare)
+	norm = slices.Compact(norm)
+	if slices.Equal(norm, b.protected) {
+		return nil
+	}
+	b.protected = norm
+	if b.asked == nil {
+		return nil
+	}
+	return b.setPeers(ctx)
+}
+
+// setPeers applies the peer table last given to SetPeers (b.asked); b.mu
+// is held.
+func (b *Backend) setPeers(ctx context.Context) error {
+	local := maskAll(b.asked.local)
+	peers, refused := xfrm.Uncovered(b.asked.peers, b.protected)
+	if refused != nil {
+		refused = fmt.Errorf("set peers: %w", refused)
+		b.log.ErrorContext(ctx, "peers left out of the peer table", "err", refused)
+	}
 	table, err := b.peerTable(peers)
 	if err != nil {
-		return fmt.Errorf("set peers: %w", err)
+		return errors.Join(fmt.Errorf("set peers: %w", err), refused)
 	}
 	if b.full || !slices.Equal(local, b.local) {
 		old := b.table
 		b.table = table
 		if err := b.applyAll(ctx, local, b.outSPI); err != nil {
 			b.table, b.full = old, true
-			return fmt.Errorf("set peers: %w", err)
+			return errors.Join(fmt.Errorf("set peers: %w", err), refused)
 		}
 		b.local, b.full, b.peersSet = local, false, true
 		b.uses = usesOf(table)
 		b.log.InfoContext(ctx, "set peers", "local", local, "peers", len(table))
-		return nil
+		return refused
 	}
 	var changed []netip.Prefix
 	for r, u := range table {
@@ -762,7 +817,7 @@ func (b *Backend) SetPeers(ctx context.Context, local []netip.Prefix, peers []xf
 		}
 	}
 	if len(changed) == 0 {
-		return nil
+		return refused
 	}
 	want := newPlan()
 	var oldKeys []policyKey
@@ -772,7 +827,7 @@ func (b *Backend) SetPeers(ctx context.Context, local []netip.Prefix, peers []xf
 		if u, ok := table[r]; ok {
 			if err := b.planPeer(&want, local, r, u, b.outSPI); err != nil {
 				b.full = true
-				return fmt.Errorf("set peers: %w", err)
+				return errors.Join(fmt.Errorf("set peers: %w", err), refused)
 			}
 			delta[u]++
 		}
@@ -797,7 +852,7 @@ func (b *Backend) SetPeers(ctx context.Context, local []netip.Prefix, peers []xf
 	}
 	if err := b.apply(ctx, want, oldKeys, gone, nil); err != nil {
 		b.full = true
-		return fmt.Errorf("set peers: %w", err)
+		return errors.Join(fmt.Errorf("set peers: %w", err), refused)
 	}
 	for u, d := range delta {
 		if uses[u] += d; uses[u] == 0 {
@@ -806,7 +861,7 @@ func (b *Backend) SetPeers(ctx context.Context, local []netip.Prefix, peers []xf
 	}
 	b.table = table
 	b.log.InfoContext(ctx, "set peers", "local", local, "peers", len(table), "changed", len(changed))
-	return nil
+	return refused
 }
 
 // peerTable validates peers and maps each peer prefix (masked) to its

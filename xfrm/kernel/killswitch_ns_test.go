@@ -418,3 +418,48 @@ func TestSetOutboundBeforePeersKeepsAdopted(t *testing.T) {
 		t.Errorf("send to the peer: %v, want EPERM from the kill switch", err)
 	}
 }
+
+// TestProtectLeavesControlAddressesAlone: the remote control address
+// (10.98.0.1, routed out of the underlay like the controller) lies in a
+// peer prefix. Without Protect the group's policies for that prefix catch
+// the control datagrams (here: block them, there being no outbound SA;
+// with one they would go into the group's SA); after Protect with the
+// control addresses the prefix is left out of the peer table, kill
+// switch included, the error names it, the datagrams leave, and the other
+// peers keep their policies. A later SetPeers leaves it out as well.
+func TestProtectLeavesControlAddressesAlone(t *testing.T) {
+	ns := groupNS(t)
+	ctx := context.Background()
+	b := newGroupBackend(t, ns, "east")
+	defer b.Flush(ctx)
+	local := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}
+	peers := []xfrm.Peer{peer("10.2.1.0/24", "192.0.2.2"), peer("10.98.0.0/16", "192.0.2.3")}
+	if err := b.SetPeers(ctx, local, peers); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendErr(t, ns, "10.1.0.1", "10.98.0.1"); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("control datagram before Protect: %v; want EPERM from the group's policies (the test would prove nothing)", err)
+	}
+	ctl := []netip.Addr{netip.MustParseAddr("10.1.0.1"), netip.MustParseAddr("10.98.0.1")}
+	err := b.Protect(ctx, ctl)
+	if err == nil || !strings.Contains(err.Error(), "10.98.0.0/16 (via 192.0.2.3) contains 10.98.0.1") {
+		t.Errorf("Protect: %v; want the covering prefix named", err)
+	}
+	if err := sendErr(t, ns, "10.1.0.1", "10.98.0.1"); err != nil {
+		t.Errorf("control datagram after Protect: %v; want it sent (by charon's child, in real life)", err)
+	}
+	want, perr := b.planFor(local, peers[:1], 0)
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	samePolicies(t, "after Protect", policiesAt(t, ns, groupid.Of("east").Priority()), want.policies)
+	if err := b.SetPeers(ctx, local, append(peers, peer("10.3.0.0/24", "192.0.2.4"))); err == nil {
+		t.Error("SetPeers with the covering prefix again: no error")
+	}
+	if err := sendErr(t, ns, "10.1.0.1", "10.98.0.1"); err != nil {
+		t.Errorf("control datagram after SetPeers: %v", err)
+	}
+	if err := sendErr(t, ns, "10.1.0.1", "10.3.0.5"); !errors.Is(err, unix.EPERM) {
+		t.Errorf("the new peer's prefix: %v, want EPERM (its policies are there)", err)
+	}
+}

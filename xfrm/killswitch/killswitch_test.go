@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 
@@ -178,6 +179,45 @@ func TestUserspaceFlushBeatsSetPeers(t *testing.T) {
 		if n := blackholes(t, ns, groupid.Of("race")); n != 0 {
 			t.Fatalf("round %d: %d blackhole routes left after Flush", round, n)
 		}
+	}
+}
+
+// TestUserspaceProtect: a peer prefix that contains a control address
+// gets neither a route through the TUN nor a blackhole route once the
+// control addresses are protected (either would take the control
+// datagrams from the route to the controller); the error names it and the
+// other peers keep theirs.
+func TestUserspaceProtect(t *testing.T) {
+	ns := underlayNS(t)
+	ctx := context.Background()
+	var b *userspace.Backend
+	if err := ns.Do(func() (err error) {
+		b, err = userspace.New(ctx, userspace.Config{Group: "ctl", TUNName: "mpsa-ctl", Local: []netip.Addr{netip.MustParseAddr("192.0.2.1")}, Logger: slog.New(slog.DiscardHandler)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Flush(ctx)
+	local := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}
+	peers := []xfrm.Peer{
+		{Prefix: netip.MustParsePrefix("10.2.0.0/24"), Underlay: netip.MustParseAddr("192.0.2.2")},
+		{Prefix: netip.MustParsePrefix("10.98.0.0/16"), Underlay: netip.MustParseAddr("192.0.2.3")},
+	}
+	if err := b.SetPeers(ctx, local, peers); err != nil {
+		t.Fatal(err)
+	}
+	if n := blackholes(t, ns, groupid.Of("ctl")); n != 2 {
+		t.Fatalf("before Protect: %d blackhole routes, want 2", n)
+	}
+	err := b.Protect(ctx, []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("10.98.0.1")})
+	if err == nil || !strings.Contains(err.Error(), "10.98.0.0/16 (via 192.0.2.3) contains 10.98.0.1") {
+		t.Errorf("Protect: %v; want the covering prefix named", err)
+	}
+	if n := blackholes(t, ns, groupid.Of("ctl")); n != 1 {
+		t.Errorf("after Protect: %d blackhole routes, want 1", n)
+	}
+	if err := sendErr(t, ns, "10.1.0.1", "10.98.0.1"); err != nil {
+		t.Errorf("control datagram after Protect: %v; want it to follow the default route", err)
 	}
 }
 

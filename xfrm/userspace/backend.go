@@ -359,6 +359,11 @@ type Backend struct {
 	slots map[netip.Addr]int
 	// leases is the directory of Config.SeqLeaseDir, nil without.
 	leases *seqlease.Dir
+	// asked is the peer table last given to SetPeers, which Protect
+	// applies again; nil before the first. protected are the addresses
+	// given to Protect, sorted.
+	asked     *askedPeers
+	protected []netip.Addr
 
 	drops struct {
 		noOutbound, noRoute, unknownSPI, malformed, tunWrite atomic.Uint64
@@ -373,7 +378,10 @@ type Backend struct {
 	stopCtx   func() bool
 }
 
-var _ xfrm.DataPlane = (*Backend)(nil)
+var (
+	_ xfrm.DataPlane = (*Backend)(nil)
+	_ xfrm.Protector = (*Backend)(nil)
+)
 
 // New creates the TUN device and the ESP sockets in the calling
 // thread's network namespace and starts the data path. It first removes a
@@ -615,21 +623,71 @@ func (b *Backend) Remove(ctx context.Context, spi uint32) error {
 // SetPeers implements xfrm.DataPlane: it replaces the peer table and the
 // routes through the TUN, one per peer prefix, with a preferred source
 // address taken from a local prefix where the host has one.
+//
+// A peer whose prefix contains an address given to Protect is left out,
+// its blackhole route too, and named in the error, after the rest is
+// applied.
 func (b *Backend) SetPeers(ctx context.Context, local []netip.Prefix, peers []xfrm.Peer) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.isClosed() {
 		return errors.New("set peers: data plane closed")
 	}
+	b.asked = &askedPeers{local: slices.Clone(local), peers: slices.Clone(peers)}
+	return b.setPeers(ctx)
+}
+
+// askedPeers is a peer table as given to SetPeers.
+type askedPeers struct {
+	local []netip.Prefix
+	peers []xfrm.Peer
+}
+
+// Protect implements xfrm.Protector: a peer whose prefix contains one of
+// addrs is left out of the peer table from now on, its blackhole route
+// too (it would drop the control exchange). The last peer table given to
+// SetPeers is applied again.
+func (b *Backend) Protect(ctx context.Context, addrs []netip.Addr) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.isClosed() {
+		return errors.New("protect: data plane closed")
+	}
+	norm := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		if a.IsValid() {
+			norm = append(norm, a.Unmap())
+		}
+	}
+	slices.SortFunc(norm, netip.Addr.Compare)
+	norm = slices.Compact(norm)
+	if slices.Equal(norm, b.protected) {
+		return nil
+	}
+	b.protected = norm
+	if b.asked == nil {
+		return nil
+	}
+	return b.setPeers(ctx)
+}
+
+// setPeers applies the peer table last given to SetPeers (b.asked); b.mu
+// is held.
+func (b *Backend) setPeers(ctx context.Context) error {
+	peers, refused := xfrm.Uncovered(b.asked.peers, b.protected)
+	if refused != nil {
+		refused = fmt.Errorf("set peers: %w", refused)
+		b.log.ErrorContext(ctx, "peers left out of the peer table", "err", refused)
+	}
 	// New senders get new slots; b.slots keeps them (so a failed
 	// SetPeers may leave a slot unused, which costs nothing).
-	t, err := newPeerTable(local, peers, b.cfg.ESPInUDPPort, b.slots)
+	t, err := newPeerTable(b.asked.local, peers, b.cfg.ESPInUDPPort, b.slots)
 	if err != nil {
-		return fmt.Errorf("set peers: %w", err)
+		return errors.Join(fmt.Errorf("set peers: %w", err), refused)
 	}
 	routes, err := b.routesFor(t)
 	if err != nil {
-		return fmt.Errorf("set peers: %w", err)
+		return errors.Join(fmt.Errorf("set peers: %w", err), refused)
 	}
 	// The kill switch first: a prefix is covered before its TUN route
 	// exists, and still covered after the TUN route is gone.
@@ -638,14 +696,14 @@ func (b *Backend) SetPeers(ctx context.Context, local []netip.Prefix, peers []xf
 		prefixes[i] = p.Prefix
 	}
 	if err := b.holes.Sync(prefixes); err != nil {
-		return fmt.Errorf("set peers: kill switch: %w", err)
+		return errors.Join(fmt.Errorf("set peers: kill switch: %w", err), refused)
 	}
 	b.publishPeers(t)
 	if err := b.syncRoutes(routes); err != nil {
-		return fmt.Errorf("set peers: %w", err)
+		return errors.Join(fmt.Errorf("set peers: %w", err), refused)
 	}
 	b.log.Info("peer table set", "local", len(t.local), "peers", len(t.peers))
-	return nil
+	return refused
 }
 
 // publishPeers makes t the peer table of the data path, once every SA has

@@ -1,0 +1,47 @@
+package xfrm
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestCoversAddr(t *testing.T) {
+	ps := []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16"), netip.MustParsePrefix("fd00::/8")}
+	for _, c := range []struct {
+		addr string
+		want string
+	}{
+		{"10.2.3.4", "10.2.0.0/16"},
+		{"::ffff:10.2.3.4", "10.2.0.0/16"},
+		{"fd00:98::1", "fd00::/8"},
+		{"10.3.0.1", ""},
+		{"2001:db8::1", ""},
+	} {
+		got, ok := CoversAddr(ps, netip.MustParseAddr(c.addr))
+		if ok != (c.want != "") || ok && got.String() != c.want {
+			t.Errorf("CoversAddr(%s) = %s, %v; want %q", c.addr, got, ok, c.want)
+		}
+	}
+}
+
+func TestUncovered(t *testing.T) {
+	peer := func(p, u string) Peer {
+		return Peer{Prefix: netip.MustParsePrefix(p), Underlay: netip.MustParseAddr(u)}
+	}
+	peers := []Peer{peer("10.98.0.0/16", "192.0.2.3"), peer("10.2.0.0/24", "192.0.2.2"), peer("0.0.0.0/0", "192.0.2.4"), peer("fd02::/64", "192.0.2.2")}
+	ctl := []netip.Addr{netip.MustParseAddr("10.98.1.1"), netip.MustParseAddr("10.98.0.1")}
+	kept, err := Uncovered(peers, ctl)
+	if len(kept) != 2 || kept[0] != peers[1] || kept[1] != peers[3] {
+		t.Errorf("kept %v, want %v and %v", kept, peers[1], peers[3])
+	}
+	if err == nil || !strings.Contains(err.Error(), "10.98.0.0/16 (via 192.0.2.3) contains 10.98.1.1") || !strings.Contains(err.Error(), "0.0.0.0/0 (via 192.0.2.4)") {
+		t.Errorf("error %v, want both prefixes named", err)
+	}
+	if kept, err := Uncovered(peers[1:2], ctl); err != nil || len(kept) != 1 {
+		t.Errorf("nothing covered: %v, %v", kept, err)
+	}
+	if kept, err := Uncovered(peers, nil); err != nil || len(kept) != len(peers) {
+		t.Errorf("no protected address: %v, %v", kept, err)
+	}
+}
