@@ -208,6 +208,9 @@ type saEntry struct {
 	// so the inbound path finds a window for every sender of the table
 	// it reads.
 	windows atomic.Pointer[[]*replayWindow]
+	// gen orders the SAs by installation (Backend.gen): a sender's slot
+	// stays while an SA older than its departure is installed.
+	gen uint64
 	// lease reserves the outbound sequence numbers on disk; nil without
 	// Config.SeqLeaseDir. Only the reader goroutine asks it per packet.
 	lease *seqlease.Lease
@@ -295,6 +298,18 @@ func (e *saEntry) growWindows(n int) {
 	e.windows.Store(&next)
 }
 
+// resetWindow gives the SA a fresh window in slot, if it has one there.
+// Called under Backend.mu.
+func (e *saEntry) resetWindow(slot int) {
+	p := e.windows.Load()
+	if p == nil || slot >= len(*p) {
+		return
+	}
+	next := slices.Clone(*p)
+	next[slot] = new(replayWindow)
+	e.windows.Store(&next)
+}
+
 // window returns the SA's replay window of the sender in slot, nil if
 // there is none.
 func (e *saEntry) window(slot int) *replayWindow {
@@ -353,10 +368,12 @@ type Backend struct {
 	// holes is the group's kill switch: a blackhole route per peer
 	// prefix, kept when the backend closes or dies.
 	holes *killswitch.Routes
-	// slots gives every underlay address that was ever a peer its
-	// replay window slot, for good: a sender that leaves the peer table
-	// and comes back finds its windows as it left them (see SetPeers).
-	slots map[netip.Addr]int
+	// slots gives every peer underlay address its replay window slot,
+	// kept after it leaves the peer table while an SA it may have sent
+	// with is installed (slotAlloc); gen is the generation of the next
+	// SA installed (saEntry.gen).
+	slots *slotAlloc
+	gen   uint64
 	// leases is the directory of Config.SeqLeaseDir, nil without.
 	leases *seqlease.Dir
 	// asked is the peer table last given to SetPeers, which Protect
@@ -479,7 +496,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 // init sets up what the data path needs besides devices and sockets: the
 // slots of the replay windows and the lease directory.
 func (b *Backend) init() error {
-	b.slots = map[netip.Addr]int{}
+	b.slots = newSlotAlloc()
 	if b.cfg.SeqLeaseDir != "" {
 		d, err := seqlease.OpenDir(b.cfg.SeqLeaseDir, b.log)
 		if err != nil {
@@ -539,7 +556,7 @@ func (b *Backend) InstallInbound(ctx context.Context, sa xfrm.SA) error {
 	if err != nil {
 		return fmt.Errorf("install inbound SA %08x: %w", sa.SPI, err)
 	}
-	e := &saEntry{sa: s, totals: &b.saErrors}
+	e := &saEntry{sa: s, totals: &b.saErrors, gen: b.gen}
 	if b.leases != nil {
 		// Reserved before the SA can send: a number it sends is on
 		// disk first.
@@ -567,6 +584,7 @@ func (b *Backend) InstallInbound(ctx context.Context, sa xfrm.SA) error {
 	}
 	next.entries = append(next.entries, e)
 	b.sas.Store(next)
+	b.gen++
 	b.log.Info("installed SA", "spi", fmt.Sprintf("%08x", sa.SPI), "suite", sa.Suite.String())
 	return nil
 }
@@ -610,6 +628,8 @@ func (b *Backend) Remove(ctx context.Context, spi uint32) error {
 	// batch being sent at this very moment). The keys are zeroed once
 	// the last user is done.
 	e.retire()
+	// Senders that left while it was installed may give up their slots.
+	b.settleSlots(b.peers.Load())
 	b.log.Info("removed SA", "spi", fmt.Sprintf("%08x", spi))
 	if e.lease != nil {
 		// The SA is gone for good: its numbers need no memory.
@@ -710,10 +730,29 @@ func (b *Backend) setPeers(ctx context.Context) error {
 // a replay window for every sender of t, so that the inbound path finds
 // one for every sender it knows. Called under b.mu.
 func (b *Backend) publishPeers(t *peerTable) {
+	b.settleSlots(t)
 	for _, e := range b.sas.Load().all() {
 		e.growWindows(t.slotCount())
 	}
 	b.peers.Store(t)
+}
+
+// settleSlots frees the slots of the senders out of t that no installed
+// SA predates, with fresh windows on every SA for whoever gets them next.
+// Called under b.mu.
+func (b *Backend) settleSlots(t *peerTable) {
+	if b.slots == nil {
+		return // a Backend of a unit test, without init
+	}
+	oldest := b.gen
+	for _, e := range b.sas.Load().all() {
+		oldest = min(oldest, e.gen)
+	}
+	for _, slot := range b.slots.settle(t, b.gen, oldest) {
+		for _, e := range b.sas.Load().all() {
+			e.resetWindow(slot)
+		}
+	}
 }
 
 // Counters implements xfrm.DataPlane.

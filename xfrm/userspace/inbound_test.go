@@ -323,6 +323,79 @@ func TestInboundReplayPerSender(t *testing.T) {
 	wantDrops(t, "A back, replaying", dropsSince(h.b, before), map[string]uint64{DropReplay: 1})
 }
 
+// TestReplaySlotsReused: the replay windows grow with the senders seen
+// while the installed SAs lived, not with every sender ever seen. Over 20
+// rekeys, 10 new peers join and leave during each SA's life (200 in all):
+// a sender that left keeps its slot while an SA installed before it left
+// is installed (back in the table, its window on that SA is as it left
+// it), and its slot is reused once no such SA remains, with a fresh window.
+func TestReplaySlotsReused(t *testing.T) {
+	h := newInboundHarness(t, 1)
+	ctx := context.Background()
+	spi := h.spi
+	newSA := func() uint32 {
+		spi++
+		sa := xfrm.SA{SPI: spi, Suite: testSuite, EncrKey: make([]byte, testSuite.EncrKeyBytes()), IntegKey: make([]byte, testSuite.IntegKeyBytes())}
+		if err := h.b.InstallInbound(ctx, sa); err != nil {
+			t.Fatal(err)
+		}
+		return spi
+	}
+	windows := func(spi uint32) int {
+		e := h.b.sas.Load().find(spi)
+		if p := e.windows.Load(); p != nil {
+			return len(*p)
+		}
+		return 0
+	}
+	const perSA = 10
+	old := h.spi
+	for round := range 20 {
+		for i := range perSA {
+			x := netip.AddrFrom4([4]byte{198, 18, byte(round), byte(i + 1)})
+			h.setPeers(append(harnessPeers(), xfrm.Peer{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 50, byte(round), byte(i)}), 32), Underlay: x}))
+			if i == 0 {
+				// The sender that leaves first, back while old is
+				// installed: its window on old is as it left it.
+				e := h.b.sas.Load().find(old)
+				slot := h.b.peers.Load().sender(x).slot
+				if !e.window(slot).check(100) {
+					t.Fatal("first packet refused")
+				}
+				h.setPeers(harnessPeers())
+				h.setPeers(append(harnessPeers(), xfrm.Peer{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 50, byte(round), byte(i)}), 32), Underlay: x}))
+				if got := h.b.peers.Load().sender(x).slot; got != slot {
+					t.Fatalf("round %d: back while the SA is installed, slot %d; want its slot %d", round, got, slot)
+				}
+				if e.window(slot).check(100) {
+					t.Fatalf("round %d: a sender back in the table was replayed into its window", round)
+				}
+			}
+		}
+		h.setPeers(harnessPeers())
+		next := newSA()
+		if err := h.b.Remove(ctx, old); err != nil {
+			t.Fatal(err)
+		}
+		old = next
+	}
+	// A new sender gets a freed slot, with a fresh window: its first
+	// numbers are accepted; and the SA's windows stay within the two
+	// peers and the senders of one SA's life.
+	y := netip.MustParseAddr("198.19.0.1")
+	h.setPeers(append(harnessPeers(), xfrm.Peer{Prefix: netip.MustParsePrefix("10.60.0.0/24"), Underlay: y}))
+	slot := h.b.peers.Load().sender(y).slot
+	if slot >= 2+perSA {
+		t.Errorf("new sender after 200 others over 20 SAs got slot %d; want a freed one below %d", slot, 2+perSA)
+	}
+	if n := windows(old); n > 2+perSA {
+		t.Errorf("after 200 senders over 20 SAs: %d windows per SA; want at most %d", n, 2+perSA)
+	}
+	if !h.b.sas.Load().find(old).window(slot).check(1) {
+		t.Error("a new sender's first packet was refused in a reused slot")
+	}
+}
+
 // TestInboundOriginBinding: a peer's packet is delivered only when its
 // inner source lies in that peer's own prefixes: not in another peer's,
 // not outside every prefix, for IPv4 and IPv6, over outer IPv4 and IPv6.

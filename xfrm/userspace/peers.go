@@ -111,12 +111,12 @@ func (s *sender) owns(a netip.Addr) bool {
 }
 
 // newPeerTable builds the table; port is the ESP-in-UDP port of the peers,
-// 0 for raw ESP. slots gives each underlay address its slot; an address
-// it lacks gets the next free one, added to slots, so that a sender keeps
-// its slot (and its replay windows) across tables. slots may be nil.
-func newPeerTable(local []netip.Prefix, peers []xfrm.Peer, port uint16, slots map[netip.Addr]int) (*peerTable, error) {
+// 0 for raw ESP. slots gives each underlay address its slot (slotAlloc),
+// so that a sender keeps its slot (and its replay windows) across tables.
+// slots may be nil.
+func newPeerTable(local []netip.Prefix, peers []xfrm.Peer, port uint16, slots *slotAlloc) (*peerTable, error) {
 	if slots == nil {
-		slots = map[netip.Addr]int{}
+		slots = newSlotAlloc()
 	}
 	t := &peerTable{senders: map[netip.Addr]*sender{}}
 	for _, p := range local {
@@ -140,11 +140,7 @@ func newPeerTable(local []netip.Prefix, peers []xfrm.Peer, port uint16, slots ma
 		t.dests = append(t.dests, newDest(under, port))
 		s := t.senders[under]
 		if s == nil {
-			slot, ok := slots[under]
-			if !ok {
-				slot = len(slots)
-				slots[under] = slot
-			}
+			slot := slots.get(under)
 			s = &sender{slot: slot}
 			t.senders[under] = s
 			t.nslots = max(t.nslots, slot+1)
