@@ -34,6 +34,9 @@ import (
 type xfrmSocket struct {
 	sock *nl.NetlinkSocket
 	seq  uint32
+	// buf receives the answers; the requests are serialized (Backend.mu,
+	// or one caller), and what a read filled is zeroed after it.
+	buf []byte
 	// sent, if not nil, sees each request just before it is sent (tests).
 	sent func([]byte)
 }
@@ -57,7 +60,7 @@ func openXfrmSocket(ns netns.NsHandle) (*xfrmSocket, error) {
 			return nil, fmt.Errorf("set up netlink socket: %w", err)
 		}
 	}
-	return &xfrmSocket{sock: s}, nil
+	return &xfrmSocket{sock: s, buf: make([]byte, 64<<10)}, nil
 }
 
 func (x *xfrmSocket) close() {
@@ -173,17 +176,16 @@ func (x *xfrmSocket) addState(s newState) error {
 	return nil
 }
 
-// exchange sends req and reads the answers until the acknowledgement or
-// the end of a dump, handing every other message to each (nil: none
-// expected). The receive buffer is zeroed after each read.
+// exchange sends req and reads the answers into x.buf until the
+// acknowledgement or the end of a dump, handing every other message to
+// each (nil: none expected). What each read filled is zeroed after it.
 func (x *xfrmSocket) exchange(req []byte, each func(syscall.NetlinkMessage) error) error {
 	fd := x.sock.GetFd()
 	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return err
 	}
 	seq := binary.NativeEndian.Uint32(req[8:12])
-	buf := make([]byte, 64<<10)
-	defer clear(buf)
+	buf := x.buf
 	for {
 		n, _, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil {
