@@ -1166,7 +1166,8 @@ func (b *Backend) removeInbound(spi uint32) []error {
 
 // explain turns the kernel's ENOSYS or ENOENT ("no such algorithm") into
 // an error that names the missing algorithm, found by probing the
-// encryption algorithm alone with a short-lived state (SPI probeSPI).
+// encryption algorithm alone, with a zero key of the same length, in a
+// short-lived state (SPI probeSPI).
 func (b *Backend) explain(in installed, at netip.Addr, err error) error {
 	if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.ENOENT) {
 		return err
@@ -1175,10 +1176,12 @@ func (b *Backend) explain(in installed, at netip.Addr, err error) error {
 	if a.aead != nil {
 		return fmt.Errorf("the kernel lacks the ESP algorithm %s (%s); load its module: %w", a.aead.Name, suite, err)
 	}
+	// The probe needs a key of the right length, not the SA's.
 	probe := &netlink.XfrmState{
 		Src: net.IP(zeroOf(at).AsSlice()), Dst: net.IP(at.AsSlice()),
 		Proto: netlink.XFRM_PROTO_ESP, Mode: netlink.XFRM_MODE_TUNNEL,
-		Spi: probeSPI, Reqid: int(b.cfg.ReqID), Crypt: a.crypt, Ifid: int(b.cfg.IfID),
+		Spi: probeSPI, Reqid: int(b.cfg.ReqID), Ifid: int(b.cfg.IfID),
+		Crypt: &netlink.XfrmStateAlgo{Name: a.crypt.Name, Key: make([]byte, len(a.crypt.Key))},
 	}
 	perr := b.xs.addState(newState{st: probe})
 	if perr == nil {

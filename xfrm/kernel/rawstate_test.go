@@ -3,13 +3,17 @@ package kernel
 import (
 	"bytes"
 	"net"
+	"net/netip"
 	"runtime"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/mpsa/mpsa/internal/nettest"
+	"github.com/mpsa/mpsa/mpsa"
+	"github.com/mpsa/mpsa/xfrm"
 )
 
 // TestAddStateZeroesRequest: the NEWSA request carries the keys; after
@@ -84,5 +88,42 @@ func TestExchangeReusesBuffer(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	if per := (after.TotalAlloc - before.TotalAlloc) / (2 * n); per > 8<<10 {
 		t.Errorf("%d bytes allocated per request; want well under the 64 KiB buffer", per)
+	}
+}
+
+// TestProbeCarriesNoKey: the state that finds out which algorithm the
+// kernel lacks carries a zero key of the SA's length, never the SA's
+// key.
+func TestProbeCarriesNoKey(t *testing.T) {
+	ns := nettest.NewNS(t, "probe")
+	h, err := netns.GetFromPath("/run/netns/" + ns.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	xs, err := openXfrmSocket(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer xs.close()
+	sa := xfrm.SA{SPI: 0x1000, Suite: mpsa.Suite{Encr: mpsa.EncrAESCBC, KeyBits: 256, PRF: mpsa.PRFHMACSHA2_256, Integ: mpsa.IntegHMACSHA2_256},
+		EncrKey: bytes.Repeat([]byte{0xa5}, 32), IntegKey: bytes.Repeat([]byte{0x5a}, 32)}
+	own, err := newInstalled(sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var probes [][]byte
+	xs.sent = func(req []byte) { probes = append(probes, bytes.Clone(req)) }
+	b := &Backend{cfg: Config{ReqID: DefaultReqID}, xs: xs}
+	err = b.explain(own, netip.MustParseAddr("192.0.2.1"), unix.ENOENT)
+	t.Logf("explain: %v", err)
+	if len(probes) != 1 {
+		t.Fatalf("%d probe requests, want 1", len(probes))
+	}
+	if bytes.Contains(probes[0], sa.EncrKey[:16]) || bytes.Contains(probes[0], sa.IntegKey[:16]) {
+		t.Error("the probe carries the SA's key")
+	}
+	if !bytes.Contains(probes[0], append([]byte("cbc(aes)"), make([]byte, 56)...)) {
+		t.Error("the probe does not name the SA's encryption algorithm (the test would prove nothing)")
 	}
 }
