@@ -627,13 +627,21 @@ func (b *Backend) InstallInbound(ctx context.Context, sa xfrm.SA) error {
 	if b.leases != nil {
 		// Reserved before any outbound state of the SA can send. On a
 		// failure below the file stays: it may hold an earlier run's
-		// numbers, and a reservation too high is never wrong.
+		// numbers, and a reservation too high is never wrong. A
+		// record that cannot be read is an error; one that cannot be
+		// written is logged and listed (noteRecordErr), and receiving
+		// goes on.
 		l, err := b.leases.Acquire(leaseName(sa.SPI), uint64(b.cfg.SeqReserve))
 		if err != nil {
 			own.sa.Zero()
 			return fmt.Errorf("install inbound SA %08x: %w", sa.SPI, err)
 		}
 		rec = &seqRecord{lease: l}
+		if err := l.Err(); err != nil {
+			// Not fatal: the kernel numbers its packets itself, and
+			// addOut tries the reservation again.
+			b.noteRecordErr(sa.SPI, rec, err)
+		}
 		if l.Start() > 0 {
 			b.log.InfoContext(ctx, "SA installed again: its outbound sequence numbers continue above those an earlier run may have sent", "spi", fmt.Sprintf("%08x", sa.SPI), "from", uint64(l.Start())+1)
 		}
@@ -646,6 +654,7 @@ func (b *Backend) InstallInbound(ctx context.Context, sa xfrm.SA) error {
 			for _, a := range added {
 				_ = b.delState(a, sa.SPI)
 			}
+			delete(b.seqWarnings, sa.SPI)
 			own.sa.Zero()
 			return fmt.Errorf("install inbound SA %08x on %s: %w", sa.SPI, u, err)
 		}

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -461,5 +463,34 @@ func TestProtectLeavesControlAddressesAlone(t *testing.T) {
 	}
 	if err := sendErr(t, ns, "10.1.0.1", "10.3.0.5"); !errors.Is(err, unix.EPERM) {
 		t.Errorf("the new peer's prefix: %v, want EPERM (its policies are there)", err)
+	}
+}
+
+// TestInstallInboundUnwritableRecord: a sequence-number record that
+// cannot be written does not stop InstallInbound (receiving must go on;
+// addOut tries again and Warnings lists it); here the host has no ESP, so
+// InstallInbound still fails, but at the states, not at the record.
+func TestInstallInboundUnwritableRecord(t *testing.T) {
+	ns := groupNS(t)
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "seq")
+	b, err := New(ctx, Config{NetNS: "/run/netns/" + ns.Name, Underlay: []netip.Addr{netip.MustParseAddr("192.0.2.1")},
+		SeqLeaseDir: dir, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	// Root ignores permissions: take the directory away.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	err = b.InstallInbound(ctx, xfrm.SA{SPI: 0x4243, Suite: mpsa.Suite{Encr: mpsa.EncrAESCBC, KeyBits: 128, PRF: mpsa.PRFHMACSHA2_256, Integ: mpsa.IntegHMACSHA2_256},
+		EncrKey: make([]byte, 16), IntegKey: make([]byte, 32)})
+	t.Logf("InstallInbound: %v", err)
+	if err != nil && strings.Contains(err.Error(), "sequence lease") {
+		t.Errorf("InstallInbound failed at the record: %v; want it to go on to the states", err)
+	}
+	if w := b.Warnings(); len(w) != 0 {
+		t.Errorf("warnings of an SA that was not installed: %v", w)
 	}
 }

@@ -132,9 +132,13 @@ type Lease struct {
 // Acquire reads the lease name (if an earlier run left one) and reserves
 // the first step above it, before it returns: the returned lease's Start
 // is the highest number that may have been used before, and Allows
-// permits the numbers after it. step is the size of a reservation (DefaultStep if 0). A lease
-// file that cannot be read or parsed is an error: nothing tells then where
-// the numbers stopped.
+// permits the numbers after it. step is the size of a reservation
+// (DefaultStep if 0). A lease file that cannot be read or parsed is an
+// error: nothing tells then where the numbers stopped. A first
+// reservation that cannot be written is not: the lease then permits no
+// number above Start, Err reports the failure, and Allows retries the
+// write in the background until one succeeds, so that the sender sends
+// nothing unreserved while the SA can still receive.
 func (d *Dir) Acquire(name string, step uint64) (*Lease, error) {
 	if !validName(name) {
 		return nil, fmt.Errorf("sequence lease %q: a name is letters, digits, '-' and '_'", name)
@@ -156,7 +160,9 @@ func (d *Dir) Acquire(name string, step uint64) (*Lease, error) {
 	l.start = uint32(last)
 	l.reserved.Store(last)
 	if err := l.Reserve(uint32(min(last+step, Max))); err != nil {
-		return nil, err
+		// The caller reports it (Err); a later write that succeeds is
+		// logged.
+		l.failing.Store(true)
 	}
 	return l, nil
 }

@@ -178,6 +178,42 @@ func TestWriteFailureRefuses(t *testing.T) {
 	}
 }
 
+// TestAcquireWriteFailure: a first reservation that cannot be written
+// does not fail Acquire (the SA can still receive) but permits no number
+// until a write succeeds, which Allows retries; a lease that cannot be
+// read still fails it.
+func TestAcquireWriteFailure(t *testing.T) {
+	d := openDir(t)
+	// Root ignores permissions: take the directory away (no file: a new
+	// SA, read as 0).
+	if err := os.RemoveAll(d.Path()); err != nil {
+		t.Fatal(err)
+	}
+	l, err := d.Acquire("c", 10)
+	if err != nil {
+		t.Fatalf("Acquire with an unwritable first reservation: %v; want the lease, refusing numbers", err)
+	}
+	if l.Err() == nil || l.Start() != 0 || l.Reserved() != 0 {
+		t.Fatalf("err %v, start %d, reserved %d; want the write error and nothing reserved", l.Err(), l.Start(), l.Reserved())
+	}
+	if l.Allows(1) {
+		t.Fatal("1 permitted, but nothing is on disk")
+	}
+	if err := os.MkdirAll(d.Path(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a write after the retry delay", func() bool { return l.Allows(1) })
+	if l.Err() != nil || onDisk(t, d, "c") < 1 {
+		t.Fatalf("after recovery: err %v, on disk %d", l.Err(), onDisk(t, d, "c"))
+	}
+	if err := os.Mkdir(filepath.Join(d.Path(), "unreadable"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Acquire("unreadable", 10); err == nil {
+		t.Error("a lease that cannot be read was accepted")
+	}
+}
+
 // TestCapsAtMax: a lease never reserves past 2^32-1, and one recorded
 // there leaves the SA no number to send.
 func TestCapsAtMax(t *testing.T) {

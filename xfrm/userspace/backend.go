@@ -559,11 +559,16 @@ func (b *Backend) InstallInbound(ctx context.Context, sa xfrm.SA) error {
 	e := &saEntry{sa: s, totals: &b.saErrors, gen: b.gen}
 	if b.leases != nil {
 		// Reserved before the SA can send: a number it sends is on
-		// disk first.
+		// disk first. Only a lease that cannot be read is an error.
 		l, err := b.leases.Acquire(fmt.Sprintf("%08x", sa.SPI), seqlease.DefaultStep)
 		if err != nil {
 			s.Zero()
 			return fmt.Errorf("install inbound SA %08x: %w", sa.SPI, err)
+		}
+		if err := l.Err(); err != nil {
+			// Receiving works; sending waits for a reservation on
+			// disk, which Allows retries.
+			b.log.Error("cannot write the sequence-number lease: the SA receives, but sends nothing until the lease can be written", "spi", fmt.Sprintf("%08x", sa.SPI), "err", err)
 		}
 		e.lease = l
 		s.SetLastSeq(l.Start())

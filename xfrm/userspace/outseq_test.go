@@ -233,3 +233,39 @@ func TestOutboundSeqLeaseFailClosed(t *testing.T) {
 		t.Fatalf("lease file %q after recovery, want above %d", b, reserved)
 	}
 }
+
+// TestInstallWithUnwritableLease: an SA whose lease cannot be written is
+// installed all the same, so that it receives; it sends nothing (dropped
+// as seq_lease) until the lease is written, which happens by itself once
+// the directory is back.
+func TestInstallWithUnwritableLease(t *testing.T) {
+	testenv.NeedRoot(t)
+	dir := filepath.Join(t.TempDir(), "seq")
+	p := newPipelineBackendConfig(t, Config{Sealers: 1, SeqLeaseDir: dir}, newFakeTUN(0, 0), quietLogger(t), nil)
+	// The root user ignores permissions: take the directory away.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	sa := p.sa
+	sa.SPI++
+	if err := p.b.InstallInbound(ctx, sa); err != nil {
+		t.Fatalf("InstallInbound with an unwritable lease: %v; want the SA installed for receiving", err)
+	}
+	if p.b.sas.Load().find(sa.SPI) == nil {
+		t.Fatal("the SA is not installed")
+	}
+	if err := p.b.SetOutbound(ctx, sa.SPI); err != nil {
+		t.Fatal(err)
+	}
+	if k := p.sendBatch(t, 8); k != 0 {
+		t.Fatalf("%d packets routed with nothing reserved on disk", k)
+	}
+	if d := p.b.DropCounts(); d[DropSeqLease] != 8 {
+		t.Fatalf("drops %v, want %s = 8", d, DropSeqLease)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "packets to be sent once the lease is written", func() bool { return p.sendBatch(t, 8) > 0 })
+}
