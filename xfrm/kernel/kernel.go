@@ -17,12 +17,12 @@
 //     outbound SPI, and in and fwd policies p -> l whose template accepts
 //     any of the installed inbound SPIs. Until an outbound SA is set, the
 //     out policies block, so nothing for a peer leaves in plaintext.
-//   - when L is not empty, for every peer prefix p with a prefix of its
-//     family in L: a fallback out policy from any source of p's family to
-//     p that blocks, at priority Priority+1 (less preferred than the
-//     policies above). Traffic the member originates from an address
-//     outside L (its underlay address, say) to a peer's LAN is dropped
-//     instead of leaving in plaintext.
+//   - when L is not empty, for every peer prefix p (whether or not L has
+//     a prefix of its family): a fallback out policy from any source of
+//     p's family to p that blocks, at priority Priority+1 (less preferred
+//     than the policies above). Traffic the member originates from an
+//     address outside L (its underlay address, say) to a peer's LAN is
+//     dropped instead of leaving in plaintext.
 //
 // In route-based mode (Config.Interface set) the backend also creates an
 // XFRM interface with Config.IfID and puts that if_id on every state and

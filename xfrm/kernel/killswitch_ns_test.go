@@ -494,3 +494,26 @@ func TestInstallInboundUnwritableRecord(t *testing.T) {
 		t.Errorf("warnings of an SA that was not installed: %v", w)
 	}
 }
+
+// TestFallbackForUnpairedFamily: a member with IPv4 LANs only and a peer
+// with an IPv6 LAN: what the member itself sends to that LAN (from its
+// IPv6 underlay address, over its IPv6 default route) is dropped by the
+// fallback block policy instead of leaving in plaintext.
+func TestFallbackForUnpairedFamily(t *testing.T) {
+	ns := groupNS(t)
+	ns.Run(t, "ip", "addr", "add", "2001:db8::1/64", "dev", "u0", "nodad")
+	ns.Run(t, "ip", "neigh", "add", "2001:db8::fe", "lladdr", "02:00:00:00:00:fe", "dev", "u0")
+	ns.Run(t, "ip", "-6", "route", "add", "default", "via", "2001:db8::fe")
+	ctx := context.Background()
+	if err := sendErr(t, ns, "2001:db8::1", "fd02::5"); err != nil {
+		t.Fatalf("without policies the probe must leave (the control): %v", err)
+	}
+	b := newGroupBackend(t, ns, "east")
+	defer b.Flush(ctx)
+	if err := b.SetPeers(ctx, []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, []xfrm.Peer{peer("10.2.1.0/24", "192.0.2.2"), peer("fd02::/64", "192.0.2.2")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendErr(t, ns, "2001:db8::1", "fd02::5"); !errors.Is(err, unix.EPERM) {
+		t.Errorf("to the peer's IPv6 LAN from the underlay: %v, want EPERM from the fallback block policy", err)
+	}
+}

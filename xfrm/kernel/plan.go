@@ -129,10 +129,11 @@ func (b *Backend) planTable(local []netip.Prefix, t map[netip.Prefix]netip.Addr,
 //
 // With local prefixes, r also gets an out policy from any source of its
 // family that blocks, at priority Priority+1 (less preferred than the
-// policies above), if some local prefix of its family pairs with it:
-// traffic the member originates from an address outside its local
-// prefixes (its underlay address, say) to a peer's LAN is dropped instead
-// of leaving in plaintext.
+// policies above), whether or not a local prefix of its family pairs
+// with it: traffic the member originates from an address outside its
+// local prefixes (its underlay address, say) to a peer's LAN is dropped
+// instead of leaving in plaintext, also to a peer prefix of a family the
+// member has no LAN of.
 func (b *Backend) planPeer(p *plan, local []netip.Prefix, r netip.Prefix, u netip.Addr, outSPI uint32) error {
 	ifid := b.cfg.IfID
 	src, ok := b.underlayFor(u)
@@ -146,12 +147,10 @@ func (b *Backend) planPeer(p *plan, local []netip.Prefix, r netip.Prefix, u neti
 	if len(locals) == 0 {
 		locals = []netip.Prefix{anyPrefix(r.Addr())}
 	}
-	paired := false // a local prefix of r's family exists
 	for _, l := range locals {
 		if l.Addr().Is4() != r.Addr().Is4() {
 			continue
 		}
-		paired = true
 		out := netlink.XfrmPolicy{
 			Src: ipNet(l), Dst: ipNet(r), Dir: netlink.XFRM_DIR_OUT,
 			Priority: int(b.cfg.Priority), Ifid: int(ifid),
@@ -182,7 +181,7 @@ func (b *Backend) planPeer(p *plan, local []netip.Prefix, r netip.Prefix, u neti
 		}
 	}
 	fb := policyKey{netlink.XFRM_DIR_OUT, anyPrefix(r.Addr()), r}
-	if _, exists := p.policies[fb]; !exists && paired && len(local) > 0 {
+	if _, exists := p.policies[fb]; !exists && len(local) > 0 {
 		p.policies[fb] = netlink.XfrmPolicy{
 			Src: ipNet(fb.src), Dst: ipNet(r), Dir: netlink.XFRM_DIR_OUT,
 			Priority: int(b.cfg.Priority) + 1, Ifid: int(ifid), Action: netlink.XFRM_POLICY_BLOCK,

@@ -80,6 +80,27 @@ func TestPlanPoliciesAndStates(t *testing.T) {
 	}
 }
 
+// TestPlanFallbackForEveryFamily: with IPv4 local prefixes only, a peer's
+// IPv6 prefix gets no prefix-pair policies but still the fallback block
+// policy, so that traffic the member originates to it (from its IPv6
+// underlay address, say) is dropped instead of leaving in plaintext.
+func TestPlanFallbackForEveryFamily(t *testing.T) {
+	b := testBackend("192.0.2.1", "2001:db8::1")
+	p, err := b.planFor([]netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, []xfrm.Peer{peer("10.2.0.0/24", "192.0.2.2"), peer("fd00:2::/64", "192.0.2.2")}, 0x1234)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb, ok := p.policies[policyKey{netlink.XFRM_DIR_OUT, netip.MustParsePrefix("::/0"), netip.MustParsePrefix("fd00:2::/64")}]
+	if !ok || fb.Action != netlink.XFRM_POLICY_BLOCK || fb.Priority != DefaultPriority+1 || len(fb.Tmpls) != 0 {
+		t.Fatalf("fallback block policy for fd00:2::/64: %v %+v; have %v", ok, fb, sortedKeys(p.policies))
+	}
+	// 10.2.0.0/24: out, in, fwd and its fallback; fd00:2::/64: the
+	// fallback only.
+	if len(p.policies) != 5 {
+		t.Errorf("%d policies, want 5: %v", len(p.policies), sortedKeys(p.policies))
+	}
+}
+
 func TestPlanBlocksWithoutOutboundSA(t *testing.T) {
 	b := testBackend("192.0.2.1")
 	p, err := b.planFor([]netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, []xfrm.Peer{peer("10.2.0.0/24", "192.0.2.2")}, 0)
