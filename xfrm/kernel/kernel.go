@@ -100,6 +100,13 @@
 // destination to the peer of its longest prefix (the userspace data
 // plane can).
 //
+// A peer that cannot be served does not make the table refused: a prefix
+// whose underlay has no local underlay address of its family, or that two
+// peers claim with different underlays, gets the policies of a peer
+// without an outbound SA (it is blocked, both ways), a peer with an
+// invalid prefix is left out, the rest of the table is applied, and
+// SetPeers returns an error naming them.
+//
 // # Sequence numbers
 //
 // The shared SA runs without ESN (a shared inbound state cannot keep a
@@ -798,9 +805,14 @@ func (b *Backend) setPeers(ctx context.Context) error {
 		refused = fmt.Errorf("set peers: %w", refused)
 		b.log.ErrorContext(ctx, "peers left out of the peer table", "err", refused)
 	}
-	table, err := b.peerTable(peers)
+	table, skipped, err := b.peerTable(peers)
 	if err != nil {
 		return errors.Join(fmt.Errorf("set peers: %w", err), refused)
+	}
+	if skipped != nil {
+		skipped = fmt.Errorf("set peers: %w", skipped)
+		b.log.ErrorContext(ctx, "peers that cannot be served: their prefixes are blocked", "err", skipped)
+		refused = errors.Join(refused, skipped)
 	}
 	if b.full || !slices.Equal(local, b.local) {
 		old := b.table
@@ -834,19 +846,20 @@ func (b *Backend) setPeers(ctx context.Context) error {
 	delta := map[netip.Addr]int{}
 	for _, r := range changed {
 		if u, ok := table[r]; ok {
-			if err := b.planPeer(&want, local, r, u, b.outSPI); err != nil {
-				b.full = true
-				return errors.Join(fmt.Errorf("set peers: %w", err), refused)
+			b.planPeer(&want, local, r, u, b.outSPI)
+			if u.IsValid() {
+				delta[u]++
 			}
-			delta[u]++
 		}
 		if u, ok := b.table[r]; ok {
 			old := newPlan()
-			_ = b.planPeer(&old, local, r, u, b.outSPI)
+			b.planPeer(&old, local, r, u, b.outSPI)
 			for k := range old.policies {
 				oldKeys = append(oldKeys, k)
 			}
-			delta[u]--
+			if u.IsValid() {
+				delta[u]--
+			}
 		}
 	}
 	var gone []outKey
@@ -875,27 +888,51 @@ func (b *Backend) setPeers(ctx context.Context) error {
 
 // peerTable validates peers and maps each peer prefix (masked) to its
 // underlay, leaving out this member's own underlays (peer discovery may
-// list the member itself).
-func (b *Backend) peerTable(peers []xfrm.Peer) (map[netip.Prefix]netip.Addr, error) {
-	t := make(map[netip.Prefix]netip.Addr, len(peers))
+// list the member itself). A peer that cannot be served is not a reason
+// to refuse the others, nor to leave its prefix unprotected: a prefix
+// whose underlay has no local underlay address of its family, or that
+// two peers with different underlays claim, maps to the zero Addr
+// (blocked: block policies only, planPeer), and skipped names them. A
+// peer with an invalid prefix is left out and named too. err is for a
+// table that cannot be served at all (refuseOverlaps).
+func (b *Backend) peerTable(peers []xfrm.Peer) (t map[netip.Prefix]netip.Addr, skipped, err error) {
+	t = make(map[netip.Prefix]netip.Addr, len(peers))
+	var (
+		problems []error
+		claimed  = map[netip.Prefix]netip.Addr{} // the first claim of a prefix in conflict
+	)
 	for _, p := range peers {
 		u := p.Underlay.Unmap()
-		if !p.Prefix.IsValid() || !u.IsValid() {
-			return nil, fmt.Errorf("invalid peer %s", p)
+		if !p.Prefix.IsValid() {
+			problems = append(problems, fmt.Errorf("peer %s: invalid prefix, left out", p))
+			continue
 		}
 		if slices.Contains(b.cfg.Underlay, u) {
 			continue
 		}
 		r := p.Prefix.Masked()
+		if first, conflict := claimed[r]; conflict {
+			if u != first {
+				problems = append(problems, fmt.Errorf("prefix %s is also claimed via %s", r, u))
+			}
+			continue
+		}
 		if prev, dup := t[r]; dup && prev != u {
-			return nil, fmt.Errorf("prefix %s is announced by two peers with different underlays", r)
+			problems = append(problems, fmt.Errorf("prefix %s is claimed by two peers, via %s and via %s: its traffic is blocked until one of them gives it up", r, prev, u))
+			claimed[r] = prev
+			t[r] = netip.Addr{}
+			continue
+		}
+		if _, ok := b.underlayFor(u); !ok || !u.IsValid() {
+			problems = append(problems, fmt.Errorf("peer %s via %s: no local underlay address of its family (have %v): its traffic is blocked", r, p.Underlay, b.cfg.Underlay))
+			u = netip.Addr{}
 		}
 		t[r] = u
 	}
 	if err := refuseOverlaps(t); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return t, nil
+	return t, errors.Join(problems...), nil
 }
 
 // refuseOverlaps refuses a peer table where one prefix contains another
@@ -915,12 +952,15 @@ func refuseOverlaps(t map[netip.Prefix]netip.Addr) error {
 		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
 	}
 	for _, r := range slices.SortedFunc(maps.Keys(t), byAddr) {
+		if !t[r].IsValid() {
+			continue // blocked: never sent to a peer
+		}
 		for bits := range lengths[r.Addr().Is4()] {
 			if bits >= r.Bits() {
 				continue
 			}
 			outer, _ := r.Addr().Prefix(bits)
-			if u, ok := t[outer]; ok && u != t[r] {
+			if u, ok := t[outer]; ok && u.IsValid() && u != t[r] {
 				errs = append(errs, fmt.Errorf("peer prefix %s (via %s) lies inside %s (via %s): the kernel data plane cannot send each destination to the peer of its longest prefix (XFRM policies of one priority have no prefix-length order), so it refuses the peer table; give each member prefixes that do not overlap another's (the controller's bgp policy), or use the userspace data plane, which matches the longest prefix",
 					r, t[r], outer, u))
 			}
@@ -932,7 +972,9 @@ func refuseOverlaps(t map[netip.Prefix]netip.Addr) error {
 func usesOf(t map[netip.Prefix]netip.Addr) map[netip.Addr]int {
 	uses := map[netip.Addr]int{}
 	for _, u := range t {
-		uses[u]++
+		if u.IsValid() {
+			uses[u]++
+		}
 	}
 	return uses
 }
@@ -948,10 +990,7 @@ func maskAll(ps []netip.Prefix) []netip.Prefix {
 // applyAll moves the kernel to the full plan for (local, b.table,
 // outSPI).
 func (b *Backend) applyAll(ctx context.Context, local []netip.Prefix, outSPI uint32) error {
-	want, err := b.planTable(local, b.table, outSPI)
-	if err != nil {
-		return err
-	}
+	want := b.planTable(local, b.table, outSPI)
 	oldKeys := make([]policyKey, 0, len(b.cur.policies))
 	for k := range b.cur.policies {
 		oldKeys = append(oldKeys, k)

@@ -380,10 +380,7 @@ func TestRemoveReconcilesAfterFailedSwitch(t *testing.T) {
 	if err := b.Remove(ctx, spi); err != nil {
 		t.Fatal(err)
 	}
-	want, err := b.planTable(local, b.table, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	want := b.planTable(local, b.table, 0)
 	samePolicies(t, "after Remove", policiesAt(t, ns, groupid.Of("east").Priority()), want.policies)
 	if b.full {
 		t.Error("the reconcile is still pending after Remove reconciled")
@@ -515,5 +512,30 @@ func TestFallbackForUnpairedFamily(t *testing.T) {
 	}
 	if err := sendErr(t, ns, "2001:db8::1", "fd02::5"); !errors.Is(err, unix.EPERM) {
 		t.Errorf("to the peer's IPv6 LAN from the underlay: %v, want EPERM from the fallback block policy", err)
+	}
+}
+
+// TestBadPeerDoesNotRejectTable: one peer that cannot be served (its
+// underlay is IPv6, the member has none) is named in SetPeers' error, but
+// the rest of the table is applied and its prefix gets block policies:
+// traffic to both prefixes is dropped (no outbound SA yet) instead of the
+// whole table being refused and the new prefixes leaving in plaintext.
+func TestBadPeerDoesNotRejectTable(t *testing.T) {
+	ns := groupNS(t)
+	ctx := context.Background()
+	b := newGroupBackend(t, ns, "east")
+	defer b.Flush(ctx)
+	local := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}
+	err := b.SetPeers(ctx, local, []xfrm.Peer{peer("10.2.1.0/24", "192.0.2.2"), peer("10.2.2.0/24", "2001:db8::3")})
+	if err == nil || !strings.Contains(err.Error(), "10.2.2.0/24 via 2001:db8::3") {
+		t.Errorf("SetPeers: %v; want the peer without an underlay of its family named", err)
+	}
+	for _, dst := range []string{"10.2.1.5", "10.2.2.5"} {
+		if err := sendErr(t, ns, "10.1.0.1", dst); !errors.Is(err, unix.EPERM) {
+			t.Errorf("send to %s: %v, want EPERM", dst, err)
+		}
+	}
+	if got := len(policiesAt(t, ns, groupid.Of("east").Priority())); got != 8 {
+		t.Errorf("%d policies, want 8 (4 per prefix)", got)
 	}
 }

@@ -98,27 +98,27 @@ func newPlan() plan {
 // prefixes, the peers and the outbound SPI (0: none, out policies block):
 // planPeer for each peer prefix.
 func (b *Backend) planFor(local []netip.Prefix, peers []xfrm.Peer, outSPI uint32) (plan, error) {
-	t, err := b.peerTable(peers)
+	t, _, err := b.peerTable(peers)
 	if err != nil {
 		return plan{}, err
 	}
-	return b.planTable(maskAll(local), t, outSPI)
+	return b.planTable(maskAll(local), t, outSPI), nil
 }
 
 // planTable is planFor for a peer table (Backend.peerTable) and masked
 // local prefixes.
-func (b *Backend) planTable(local []netip.Prefix, t map[netip.Prefix]netip.Addr, outSPI uint32) (plan, error) {
+func (b *Backend) planTable(local []netip.Prefix, t map[netip.Prefix]netip.Addr, outSPI uint32) plan {
 	p := newPlan()
 	for r, u := range t {
-		if err := b.planPeer(&p, local, r, u, outSPI); err != nil {
-			return plan{}, err
-		}
+		b.planPeer(&p, local, r, u, outSPI)
 	}
-	return p, nil
+	return p
 }
 
 // planPeer adds to p the objects of the peer prefix r (masked) via the
-// peer underlay u.
+// peer underlay u, which has a local underlay address of its family
+// (peerTable); a zero u blocks r: its policies are those of a peer
+// without an outbound SA.
 //
 // For every local prefix of r's family there is an out policy (local ->
 // r, template: tunnel from our underlay to u with the outbound SPI) and an
@@ -134,11 +134,12 @@ func (b *Backend) planTable(local []netip.Prefix, t map[netip.Prefix]netip.Addr,
 // local prefixes (its underlay address, say) to a peer's LAN is dropped
 // instead of leaving in plaintext, also to a peer prefix of a family the
 // member has no LAN of.
-func (b *Backend) planPeer(p *plan, local []netip.Prefix, r netip.Prefix, u netip.Addr, outSPI uint32) error {
+func (b *Backend) planPeer(p *plan, local []netip.Prefix, r netip.Prefix, u netip.Addr, outSPI uint32) {
 	ifid := b.cfg.IfID
 	src, ok := b.underlayFor(u)
-	if !ok {
-		return fmt.Errorf("peer %s via %s: no local underlay address of its family (have %v)", r, u, b.cfg.Underlay)
+	if !ok || !u.IsValid() {
+		// Blocked: the inbound templates only need the family.
+		outSPI, src = 0, zeroOf(r.Addr())
 	}
 	if outSPI != 0 {
 		p.out[outKey{outSPI, u}] = src
@@ -187,7 +188,6 @@ func (b *Backend) planPeer(p *plan, local []netip.Prefix, r netip.Prefix, u neti
 			Priority: int(b.cfg.Priority) + 1, Ifid: int(ifid), Action: netlink.XFRM_POLICY_BLOCK,
 		}
 	}
-	return nil
 }
 
 // underlayFor returns the local underlay address of peer's family.

@@ -119,11 +119,57 @@ func TestPlanBlocksWithoutOutboundSA(t *testing.T) {
 	}
 }
 
-func TestPlanNeedsUnderlayOfPeerFamily(t *testing.T) {
+// TestPeerTableBlocksWhatItCannotServe: a peer whose underlay has no
+// local underlay address of its family, and a prefix two peers claim with
+// different underlays, are named, not served, and blocked (block policies
+// only, no outbound state); the other peers of the table are served as
+// usual; an invalid prefix is left out.
+func TestPeerTableBlocksWhatItCannotServe(t *testing.T) {
 	b := testBackend("192.0.2.1")
-	_, err := b.planFor(nil, []xfrm.Peer{peer("10.2.0.0/24", "2001:db8::2")}, 0x1234)
-	if err == nil || !strings.Contains(err.Error(), "no local underlay") {
-		t.Fatalf("got %v, want an error about the missing IPv6 underlay", err)
+	local := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}
+	peers := []xfrm.Peer{
+		peer("10.2.0.0/24", "2001:db8::2"), // no IPv6 underlay
+		peer("10.3.0.0/24", "192.0.2.3"),
+		peer("10.3.0.0/24", "192.0.2.4"), // claimed twice
+		peer("10.4.0.0/24", "192.0.2.4"),
+		{Underlay: netip.MustParseAddr("192.0.2.5")}, // no prefix
+	}
+	table, skipped, err := b.peerTable(peers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"10.2.0.0/24 via 2001:db8::2: no local underlay", "prefix 10.3.0.0/24 is claimed by two peers, via 192.0.2.3 and via 192.0.2.4", "invalid prefix"} {
+		if skipped == nil || !strings.Contains(skipped.Error(), w) {
+			t.Errorf("skipped: %v; want it to say %q", skipped, w)
+		}
+	}
+	p := b.planTable(local, table, 0x1234)
+	if len(p.out) != 1 || !p.out[outKey{0x1234, netip.MustParseAddr("192.0.2.4")}].IsValid() {
+		t.Errorf("outbound states %v; want the one to 192.0.2.4 only", p.out)
+	}
+	for _, r := range []string{"10.2.0.0/24", "10.3.0.0/24"} {
+		k := policyKey{netlink.XFRM_DIR_OUT, local[0], netip.MustParsePrefix(r)}
+		if out, ok := p.policies[k]; !ok || out.Action != netlink.XFRM_POLICY_BLOCK || len(out.Tmpls) != 0 {
+			t.Errorf("%s: out policy %v %+v; want a block policy", r, ok, out)
+		}
+		fb := policyKey{netlink.XFRM_DIR_OUT, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix(r)}
+		if _, ok := p.policies[fb]; !ok {
+			t.Errorf("%s: no fallback block policy", r)
+		}
+		for _, dir := range []netlink.Dir{netlink.XFRM_DIR_IN, netlink.XFRM_DIR_FWD} {
+			in, ok := p.policies[policyKey{dir, netip.MustParsePrefix(r), local[0]}]
+			if !ok || len(in.Tmpls) != 1 || in.Tmpls[0].Reqid != DefaultReqID {
+				t.Errorf("%s: %s policy %v %+v; want one that demands ESP", r, dir, ok, in)
+			}
+		}
+	}
+	if out := p.policies[policyKey{netlink.XFRM_DIR_OUT, local[0], netip.MustParsePrefix("10.4.0.0/24")}]; len(out.Tmpls) != 1 || out.Tmpls[0].Spi != 0x1234 {
+		t.Errorf("10.4.0.0/24: out policy %+v; want it served", out)
+	}
+	for k, pol := range p.policies {
+		if !b.ours(pol) {
+			t.Errorf("policy %s not recognized as ours", k)
+		}
 	}
 }
 
@@ -231,7 +277,7 @@ func TestPeerTableRefusesNestedPrefixesOfTwoPeers(t *testing.T) {
 		// An IPv4 prefix never lies inside an IPv6 one.
 		{[]xfrm.Peer{peer("::/0", "2001:db8::2"), peer("10.3.0.0/24", "192.0.2.3")}, ""},
 	} {
-		_, err := b.peerTable(c.peers)
+		_, _, err := b.peerTable(c.peers)
 		switch {
 		case c.err == "" && err != nil:
 			t.Errorf("%v: %v", c.peers, err)
