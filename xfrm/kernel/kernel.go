@@ -270,8 +270,11 @@ type Backend struct {
 	mon     *nl.NetlinkSocket
 	monDone chan struct{}
 
-	mu     sync.Mutex
+	mu sync.Mutex
+	// closed is set by the first Close or Flush; done is closed once it
+	// has finished, for the calls that come meanwhile to wait on.
 	closed bool
+	done   chan struct{}
 	sas    map[uint32]installed // installed SAs, keys copied
 	outSPI uint32
 	local  []netip.Prefix
@@ -381,7 +384,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf("kernel data plane: %w", err)
 	}
 	b := &Backend{
-		cfg: cfg, log: log, h: h, xs: xs,
+		cfg: cfg, log: log, h: h, xs: xs, done: make(chan struct{}),
 		sas:         map[uint32]installed{},
 		table:       map[netip.Prefix]netip.Addr{},
 		uses:        map[netip.Addr]int{},
@@ -1314,12 +1317,18 @@ func (b *Backend) Warnings() []string {
 // keys are zeroed. With Config.SeqLeaseDir each SA's record then holds the
 // highest outbound sequence number read from its states before they went,
 // plus SeqMargin (package documentation, "Sequence numbers").
+//
+// A Close or Flush called while another runs returns once that one has
+// finished.
 func (b *Backend) Close() error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.closed {
+		b.mu.Unlock()
+		<-b.done
 		return nil
 	}
+	defer close(b.done)
+	defer b.mu.Unlock()
 	b.closed = true
 	b.stopMonitor()
 	b.stopSeqChecks()
@@ -1369,10 +1378,13 @@ func (b *Backend) Close() error {
 // group may come back with the same SA.
 func (b *Backend) Flush(ctx context.Context) error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.closed {
+		b.mu.Unlock()
+		<-b.done
 		return errors.New("kernel data plane: flush: closed")
 	}
+	defer close(b.done)
+	defer b.mu.Unlock()
 	b.closed = true
 	b.stopMonitor()
 	b.stopSeqChecks()

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -537,5 +538,45 @@ func TestBadPeerDoesNotRejectTable(t *testing.T) {
 	}
 	if got := len(policiesAt(t, ns, groupid.Of("east").Priority())); got != 8 {
 		t.Errorf("%d policies, want 8 (4 per prefix)", got)
+	}
+}
+
+// TestConcurrentCloseWaits: of two Close calls at once, neither returns
+// before the backend is closed for good (sockets closed, keys zeroed,
+// objects forgotten), whichever of them did the work.
+func TestConcurrentCloseWaits(t *testing.T) {
+	ns := groupNS(t)
+	ctx := context.Background()
+	for round := range 50 {
+		b := newGroupBackend(t, ns, "east")
+		if err := b.SetPeers(ctx, []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, []xfrm.Peer{peer("10.2.1.0/24", "192.0.2.2")}); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		early := make(chan string, 2)
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := b.Close(); err != nil {
+					early <- err.Error()
+					return
+				}
+				b.mu.Lock()
+				released := b.sas == nil
+				b.mu.Unlock()
+				if !released {
+					early <- "a Close returned before the backend was released"
+				}
+			}()
+		}
+		wg.Wait()
+		close(early)
+		for e := range early {
+			t.Fatalf("round %d: %s", round, e)
+		}
+	}
+	if _, err := FlushGroup(ctx, FlushConfig{NetNS: "/run/netns/" + ns.Name, Group: "east", ReqID: groupid.Of("east").ReqID(), Priority: groupid.Of("east").Priority()}); err != nil {
+		t.Fatal(err)
 	}
 }
