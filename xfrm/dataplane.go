@@ -93,8 +93,10 @@ type DataPlane interface {
 	// stops or restarts.
 	Close() error
 	// Flush removes everything the backend and earlier runs of its group
-	// installed, kill switch included, and closes the backend. mpsad
-	// calls it when the group is removed from the configuration.
+	// installed, kill switch included, and closes the backend; on a
+	// backend already closed it removes them all the same, by the
+	// group's marks. mpsad calls it when the group is removed from the
+	// configuration.
 	Flush(ctx context.Context) error
 }
 

@@ -1376,12 +1376,20 @@ func (b *Backend) Close() error {
 // them) and the XFRM interface, and closes the backend. The SAs'
 // sequence-number records stay, as the userspace data plane's do: the
 // group may come back with the same SA.
+//
+// On a backend already closed it removes the same objects by the group's
+// marks alone, as FlushGroup does (mpsactl flush).
 func (b *Backend) Flush(ctx context.Context) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		<-b.done
-		return errors.New("kernel data plane: flush: closed")
+		n, err := FlushGroup(ctx, FlushConfig{NetNS: b.cfg.NetNS, Group: b.cfg.Group, ReqID: b.cfg.ReqID, Priority: b.cfg.Priority})
+		if err != nil {
+			return fmt.Errorf("kernel data plane: flush after close: %w", err)
+		}
+		b.log.InfoContext(ctx, "flushed after close: kill switch, states and interface removed", "objects", n)
+		return nil
 	}
 	defer close(b.done)
 	defer b.mu.Unlock()

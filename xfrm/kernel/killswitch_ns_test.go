@@ -580,3 +580,26 @@ func TestConcurrentCloseWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFlushAfterClose: Flush on a backend already closed still removes
+// the group's kill switch, by its marks.
+func TestFlushAfterClose(t *testing.T) {
+	ns := groupNS(t)
+	ctx := context.Background()
+	b := newGroupBackend(t, ns, "east")
+	if err := b.SetPeers(ctx, []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, []xfrm.Peer{peer("10.2.1.0/24", "192.0.2.2")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(policiesAt(t, ns, groupid.Of("east").Priority())); got != 4 {
+		t.Fatalf("after Close: %d policies, want the 4 of the kill switch", got)
+	}
+	if err := b.Flush(ctx); err != nil {
+		t.Errorf("Flush after Close: %v", err)
+	}
+	if got := policiesAt(t, ns, groupid.Of("east").Priority()); len(got) != 0 {
+		t.Errorf("after Flush: %s", policyText(got))
+	}
+}

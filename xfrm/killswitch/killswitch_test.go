@@ -221,6 +221,37 @@ func TestUserspaceProtect(t *testing.T) {
 	}
 }
 
+// TestUserspaceFlushAfterClose: Flush on a backend already closed (by
+// Close, or by the end of its context) still removes the group's
+// blackhole routes.
+func TestUserspaceFlushAfterClose(t *testing.T) {
+	ns := underlayNS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var b *userspace.Backend
+	if err := ns.Do(func() (err error) {
+		b, err = userspace.New(ctx, userspace.Config{Group: "late", TUNName: "mpsa-late", Local: []netip.Addr{netip.MustParseAddr("192.0.2.1")}, Logger: slog.New(slog.DiscardHandler)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetPeers(ctx, []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, []xfrm.Peer{{Prefix: netip.MustParsePrefix("10.2.0.0/24"), Underlay: netip.MustParseAddr("192.0.2.2")}}); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // closes the backend
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := blackholes(t, ns, groupid.Of("late")); n != 1 {
+		t.Fatalf("after Close: %d blackhole routes, want 1", n)
+	}
+	if err := ns.Do(func() error { return b.Flush(context.Background()) }); err != nil {
+		t.Errorf("Flush after Close: %v", err)
+	}
+	if n := blackholes(t, ns, groupid.Of("late")); n != 0 {
+		t.Errorf("after Flush: %d blackhole routes", n)
+	}
+}
+
 // TestFlushGroupRoutes: FlushGroup finds a group's blackhole routes by
 // its name alone, as mpsactl flush does while no mpsad runs.
 func TestFlushGroupRoutes(t *testing.T) {

@@ -859,12 +859,26 @@ func (b *Backend) markClosed() bool {
 // Flush implements xfrm.DataPlane: it removes the group's blackhole
 // routes, whoever's run installed them, and closes the backend. The
 // backend is marked closed in the same critical section, before the
-// routes go, so that no SetPeers can add one after them.
+// routes go, so that no SetPeers can add one after them. On a backend
+// already closed (by Close, or by the end of New's context) it removes
+// them all the same, in the calling thread's network namespace, as New
+// works in.
 func (b *Backend) Flush(ctx context.Context) error {
 	b.mu.Lock()
 	if !b.markClosed() {
 		b.mu.Unlock()
-		return errors.New("userspace data plane: flush: closed")
+		closeErr := b.Close() // waits for a Close under way
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return errors.Join(fmt.Errorf("userspace data plane: flush after close: netlink: %w", err), closeErr)
+		}
+		defer h.Close()
+		n, err := killswitch.Flush(h, groupid.Of(b.cfg.Group))
+		if err != nil {
+			return errors.Join(fmt.Errorf("userspace data plane: flush after close: %w", err), closeErr)
+		}
+		b.log.InfoContext(ctx, "flushed after close: kill switch removed", "blackhole_routes", n)
+		return closeErr
 	}
 	n, err := killswitch.Flush(b.nl, groupid.Of(b.cfg.Group))
 	b.mu.Unlock()
