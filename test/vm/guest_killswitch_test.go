@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -178,7 +179,9 @@ func TestKillSwitchUnderTraffic(t *testing.T) {
 }
 
 // TestSeqNearWrap starts the outbound state 20 sequence numbers before
-// 2^32 (Config.InitialSeq): 19 datagrams go out, then the kernel refuses
+// 2^32 (a sequence-number record left at that number in the lease
+// directory, as an earlier run would): 19 datagrams go out, then the
+// kernel refuses
 // to wrap (no ESN, no OSEQ_MAY_WRAP): the sends fail with EOVERFLOW,
 // XfrmOutStateSeqError counts them, nothing leaves in plaintext, the
 // soft expiry is reported (Warnings), and a state added again for the SPI
@@ -194,13 +197,12 @@ func TestSeqNearWrap(t *testing.T) {
 	bb := startMember(t, ctx, kernel.Config{NetNS: b.ns.path(), Underlay: []netip.Addr{b.ul4}}, sa, []netip.Prefix{b.lanPrefix(false)}, peersOf(ms, b, []bool{false}, false))
 	defer bb.Flush(ctx)
 	peers := peersOf(ms, a, []bool{false}, false)
-	ba := startMember(t, ctx, kernel.Config{NetNS: a.ns.path(), Underlay: []netip.Addr{a.ul4},
-		InitialSeq: func(spi uint32) uint32 {
-			if spi == sa.SPI {
-				return start
-			}
-			return 0
-		}}, sa, []netip.Prefix{a.lanPrefix(false)}, peers)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%08x", sa.SPI)), []byte(fmt.Sprintf("%d\n", start)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ba := startMember(t, ctx, kernel.Config{NetNS: a.ns.path(), Underlay: []netip.Addr{a.ul4}, SeqLeaseDir: dir},
+		sa, []netip.Prefix{a.lanPrefix(false)}, peers)
 	defer ba.Flush(ctx)
 	if got := a.ns.outboundSeq(t, b.ul4, sa.SPI); got != start {
 		t.Fatalf("outbound state starts at %d, want %d", got, start)

@@ -149,8 +149,7 @@
 //     that ended otherwise are pruned at New after mpsa.MaxLifetime and a
 //     day. After a power loss the next run starts at the last
 //     reservation written, which is ahead of what was sent unless the
-//     traffic outgrew it between two checks (logged when seen);
-//   - Config.InitialSeq's answer.
+//     traffic outgrew it between two checks (logged when seen).
 package kernel
 
 import (
@@ -225,11 +224,6 @@ type Config struct {
 	// salt and per-sender sequence numbers can repeat a nonce (RFC 6054),
 	// so they are refused unless this is set (for tests and lab use).
 	AllowCounterMode bool
-	// InitialSeq, if not nil, returns for an SPI the sequence number
-	// after which a new outbound state of that SPI starts (0: from 1).
-	// The backend uses it or the highest it knows itself (from earlier
-	// states and SeqLeaseDir), whichever is higher.
-	InitialSeq func(spi uint32) uint32
 	// SeqLeaseDir, when set, is the directory of the SAs' sequence-number
 	// records (xfrm/seqlease), one file per SPI, in the format of the
 	// userspace data plane's leases: an SA installed again after a
@@ -1122,9 +1116,6 @@ func (b *Backend) apply(ctx context.Context, want plan, oldKeys []policyKey, old
 func (b *Backend) addOut(k outKey, src netip.Addr) error {
 	in := b.sas[k.spi]
 	oseq := b.seq[k.spi]
-	if b.cfg.InitialSeq != nil {
-		oseq = max(oseq, b.cfg.InitialSeq(k.spi))
-	}
 	if r := b.recs[k.spi]; r != nil {
 		oseq = max(oseq, r.lease.Start())
 		b.ensureReserved(k.spi, oseq)

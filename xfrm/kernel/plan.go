@@ -94,19 +94,9 @@ func newPlan() plan {
 	return plan{policies: map[policyKey]netlink.XfrmPolicy{}, out: map[outKey]netip.Addr{}}
 }
 
-// planFor computes the policies and outbound states for the local
-// prefixes, the peers and the outbound SPI (0: none, out policies block):
-// planPeer for each peer prefix.
-func (b *Backend) planFor(local []netip.Prefix, peers []xfrm.Peer, outSPI uint32) (plan, error) {
-	t, _, err := b.peerTable(peers)
-	if err != nil {
-		return plan{}, err
-	}
-	return b.planTable(maskAll(local), t, outSPI), nil
-}
-
-// planTable is planFor for a peer table (Backend.peerTable) and masked
-// local prefixes.
+// planTable computes the policies and outbound states for the masked
+// local prefixes, a peer table (Backend.peerTable) and the outbound SPI
+// (0: none, out policies block): planPeer for each peer prefix.
 func (b *Backend) planTable(local []netip.Prefix, t map[netip.Prefix]netip.Addr, outSPI uint32) plan {
 	p := newPlan()
 	for r, u := range t {
@@ -198,13 +188,6 @@ func (b *Backend) underlayFor(peer netip.Addr) (netip.Addr, bool) {
 		}
 	}
 	return netip.Addr{}, false
-}
-
-// ours reports whether a policy in the kernel is one this backend (or an
-// earlier run of its group) installed, with the configured if_id.
-func (b *Backend) ours(p netlink.XfrmPolicy) bool {
-	_, ours := b.marks().classify(p)
-	return ours && p.Ifid == int(b.cfg.IfID)
 }
 
 func sameTmpls(a, b netlink.XfrmPolicy) bool {

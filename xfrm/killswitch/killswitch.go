@@ -46,9 +46,6 @@ func Adopt(h *netlink.Handle, id groupid.ID) (*Routes, error) {
 // Len is the number of blackhole routes in place.
 func (r *Routes) Len() int { return len(r.have) }
 
-// Has reports whether p has a blackhole route.
-func (r *Routes) Has(p netip.Prefix) bool { return r.have[p.Masked()] }
-
 // Sync makes the blackhole routes those of prefixes: it adds the missing
 // ones first and then removes those no longer wanted. The kernel is asked
 // only about the prefixes that changed.
