@@ -235,7 +235,8 @@ type Config struct {
 	// mpsad sets it for every group.
 	SeqLeaseDir string
 	// SeqReserve is how far ahead of the highest outbound sequence number
-	// of an SA its record is kept at least; DefaultSeqReserve if 0.
+	// of an SA its record is kept at least (and at most 16 times that,
+	// at a high rate); DefaultSeqReserve if 0.
 	SeqReserve uint32
 	// SeqCheckInterval is how often the outbound sequence numbers are
 	// read to keep the records ahead, unless a Counters call read them
@@ -1156,7 +1157,11 @@ func (b *Backend) delOut(k outKey) error {
 // take a number until then (never beyond 2^32-1).
 func (b *Backend) noteSeq(spi, oseq uint32) {
 	used := uint32(min(uint64(oseq)+SeqMargin, seqlease.Max))
-	if used > b.seq[spi] {
+	if prev := b.seq[spi]; used > prev {
+		if r := b.recs[spi]; r != nil {
+			// Skipped, not sent: out of the record's rate.
+			r.skipped += used - max(oseq, prev)
+		}
 		b.seq[spi] = used
 	}
 }

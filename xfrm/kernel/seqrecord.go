@@ -35,9 +35,12 @@ const SeqMargin = 1 << 16
 type seqRecord struct {
 	lease *seqlease.Lease
 	// high is the highest outbound sequence number of the SA's states at
-	// the last check, at the time at.
-	high uint32
-	at   time.Time
+	// the last check, at the time at. skipped counts the numbers that
+	// noteSeq added since (SeqMargin, skipped, not sent), which the rate
+	// leaves out.
+	high    uint32
+	at      time.Time
+	skipped uint32
 	// unread is set when one of the SA's outbound states was deleted
 	// without its last number read: the record then keeps the
 	// reservation at Close instead of the exact number.
@@ -55,18 +58,25 @@ type pendingReserve struct {
 	upTo uint32
 }
 
+// maxAheadFactor caps the distance the rate asks for, in multiples of
+// the least distance (SeqReserve): a burst, or a gap between two checks
+// much shorter than the interval, would otherwise spend a large part of
+// the 2^32-1 numbers on one reservation.
+const maxAheadFactor = 16
+
 // reserveAhead tells how far the record of an SA should reach, given the
 // reservation on disk, the highest sequence number of its outbound states
-// now and at the last check, the time since that check, the check
-// interval and the least distance to keep (min): at least min, and four
-// check intervals' worth of numbers at the rate since the last check. It
-// writes (write true) only when less than half of that distance is left,
-// so the disk sees one write per half distance.
-func reserveAhead(reserved, high, prevHigh uint32, elapsed, interval time.Duration, least uint32) (upTo uint32, write bool) {
+// now, the numbers they sent since the last check, the time since that
+// check, the check interval and the least distance to keep: at least
+// least, and four check intervals' worth of numbers at the rate since the
+// last check, but never more than maxAheadFactor times least. It writes
+// (write true) only when less than half of that distance is left, so the
+// disk sees one write per half distance.
+func reserveAhead(reserved, high, sent uint32, elapsed, interval time.Duration, least uint32) (upTo uint32, write bool) {
 	ahead := uint64(least)
-	if elapsed > 0 && high > prevHigh {
-		perInterval := float64(high-prevHigh) * float64(interval) / float64(elapsed)
-		ahead = max(ahead, uint64(min(4*perInterval, seqlease.Max)))
+	if elapsed > 0 && sent > 0 {
+		perInterval := float64(sent) * float64(interval) / float64(elapsed)
+		ahead = max(ahead, uint64(min(4*perInterval, float64(maxAheadFactor)*float64(least))))
 	}
 	if reserved == seqlease.Max || uint64(high)+ahead/2 <= uint64(reserved) {
 		return reserved, false
@@ -150,10 +160,16 @@ func (b *Backend) planRecords(states []stateInfo, now time.Time) []pendingReserv
 		if !r.at.IsZero() {
 			elapsed = now.Sub(r.at)
 		}
-		if upTo, write := reserveAhead(reserved, h, r.high, elapsed, b.cfg.SeqCheckInterval, b.cfg.SeqReserve); write {
+		// Numbers sent since the last check: SeqMargin added by
+		// noteSeq was skipped, not sent.
+		var sent uint32
+		if h > r.high {
+			sent = h - r.high - min(r.skipped, h-r.high)
+		}
+		if upTo, write := reserveAhead(reserved, h, sent, elapsed, b.cfg.SeqCheckInterval, b.cfg.SeqReserve); write {
 			out = append(out, pendingReserve{spi: spi, rec: r, upTo: upTo})
 		}
-		r.high, r.at = h, now
+		r.high, r.at, r.skipped = h, now, 0
 	}
 	return out
 }
@@ -199,7 +215,7 @@ func (b *Backend) ensureReserved(spi, start uint32) {
 	if r == nil {
 		return
 	}
-	if upTo, write := reserveAhead(r.lease.Reserved(), start, start, 0, b.cfg.SeqCheckInterval, b.cfg.SeqReserve); write {
+	if upTo, write := reserveAhead(r.lease.Reserved(), start, 0, 0, b.cfg.SeqCheckInterval, b.cfg.SeqReserve); write {
 		b.noteRecordErr(spi, r, r.lease.Reserve(upTo))
 	}
 }

@@ -18,35 +18,61 @@ import (
 
 // TestReserveAhead: the record is written only when less than half the
 // distance to keep is left, reaches at least the least distance ahead, and
-// four intervals' worth at the rate seen since the last check; it never
-// passes 2^32-1.
+// four intervals' worth at the rate seen since the last check, but never
+// more than 16 times the least distance; it never passes 2^32-1.
 func TestReserveAhead(t *testing.T) {
 	const least = 1000
 	iv := 5 * time.Second
 	for _, tc := range []struct {
-		name                     string
-		reserved, high, prevHigh uint32
-		elapsed                  time.Duration
-		upTo                     uint32
-		write                    bool
+		name                 string
+		reserved, high, sent uint32
+		elapsed              time.Duration
+		upTo                 uint32
+		write                bool
 	}{
 		{"fresh lease, idle", 1000, 0, 0, 0, 1000, false},
-		{"more than half left", 2000, 1499, 1450, iv, 2000, false},
-		{"half left", 2000, 1500, 1450, iv, 2000, false},
-		{"less than half left", 2000, 1501, 1400, iv, 2501, true},
-		// 10000 numbers in one interval: keep 40000 ahead.
-		{"fast", 20000, 11000, 1000, iv, 51000, true},
-		// The same numbers in half an interval: twice the rate.
-		{"faster", 20000, 11000, 1000, iv / 2, 91000, true},
-		{"past the record", 2000, 3000, 2900, iv, 4000, true},
+		{"more than half left", 2000, 1499, 49, iv, 2000, false},
+		{"half left", 2000, 1500, 50, iv, 2000, false},
+		{"less than half left", 2000, 1501, 101, iv, 2501, true},
+		// 10000 numbers in one interval: keep 40000 ahead, over the
+		// cap of 16000.
+		{"fast", 15000, 11000, 10000, iv, 27000, true},
+		// 2000 numbers in half an interval: keep 16000 ahead.
+		{"faster", 5000, 3000, 2000, iv / 2, 19000, true},
+		{"capped however fast", 15000, 11000, 10000, iv / 100, 27000, true},
+		{"past the record", 2000, 3000, 100, iv, 4000, true},
 		{"no check before", 2000, 1800, 0, 0, 2800, true},
-		{"near the end", seqlease.Max - 100, seqlease.Max - 10, seqlease.Max - 20, iv, seqlease.Max, true},
-		{"at the end", seqlease.Max, seqlease.Max, seqlease.Max - 20, iv, seqlease.Max, false},
+		{"near the end", seqlease.Max - 100, seqlease.Max - 10, 10, iv, seqlease.Max, true},
+		{"at the end", seqlease.Max, seqlease.Max, 20, iv, seqlease.Max, false},
 	} {
-		upTo, write := reserveAhead(tc.reserved, tc.high, tc.prevHigh, tc.elapsed, iv, least)
+		upTo, write := reserveAhead(tc.reserved, tc.high, tc.sent, tc.elapsed, iv, least)
 		if upTo != tc.upTo || write != tc.write {
-			t.Errorf("%s: reserveAhead(%d, %d, %d, %v) = %d, %v; want %d, %v", tc.name, tc.reserved, tc.high, tc.prevHigh, tc.elapsed, upTo, write, tc.upTo, tc.write)
+			t.Errorf("%s: reserveAhead(%d, %d, %d, %v) = %d, %v; want %d, %v", tc.name, tc.reserved, tc.high, tc.sent, tc.elapsed, upTo, write, tc.upTo, tc.write)
 		}
+	}
+}
+
+// TestRecordRateLeavesOutMargin: a state deleted and added again between
+// two checks raises the SA's number by SeqMargin without sending those
+// numbers; the rate that decides how far the record reaches counts only
+// the numbers sent.
+func TestRecordRateLeavesOutMargin(t *testing.T) {
+	var logs bytes.Buffer
+	b := recordBackend(t, &logs) // least distance 1000
+	const spi = 0x5000
+	b.acquireRecord(t, spi)
+	t0 := time.Unix(1e9, 0)
+	b.writeRecords(b.planRecords([]stateInfo{outState(spi, "192.0.2.2", 100)}, t0))
+	// The state toward 192.0.2.2 goes at 200 (its peer moved) and the
+	// one toward 192.0.2.3 starts above it (200 + SeqMargin) and sends
+	// 100.
+	b.noteSeq(spi, 200)
+	high := b.seq[spi] + 100
+	b.writeRecords(b.planRecords([]stateInfo{outState(spi, "192.0.2.3", high)}, t0.Add(5*time.Second)))
+	// 200 numbers sent in one interval: four intervals' worth, 800, is
+	// below the least distance, which the record keeps ahead.
+	if got, want := recorded(t, b, spi), high+1000; got != want {
+		t.Errorf("record %d; want %d, the least distance ahead (the margin counted as numbers sent would ask for %d)", got, want, 4*(high-100))
 	}
 }
 
