@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/mpsa/mpsa/mpsa"
 )
@@ -118,6 +119,48 @@ type Protector interface {
 	// would drop the control exchange): the rest of the table is
 	// applied, and SetPeers (or Protect) returns an error naming it.
 	Protect(ctx context.Context, addrs []netip.Addr) error
+}
+
+// ProtectedTable is what a Protector keeps: the peer table last given to
+// SetPeers and the protected addresses. The zero value has neither. It is
+// not safe for concurrent use.
+type ProtectedTable struct {
+	local     []netip.Prefix
+	peers     []Peer
+	asked     bool
+	protected []netip.Addr
+}
+
+// Set keeps copies of the local prefixes and the peers of a SetPeers.
+func (t *ProtectedTable) Set(local []netip.Prefix, peers []Peer) {
+	t.local, t.peers, t.asked = slices.Clone(local), slices.Clone(peers), true
+}
+
+// Protect replaces the protected addresses (IPv4-mapped ones unmapped)
+// and reports whether the peer table must be applied again: they changed
+// and a table was given.
+func (t *ProtectedTable) Protect(addrs []netip.Addr) bool {
+	norm := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		if a.IsValid() {
+			norm = append(norm, a.Unmap())
+		}
+	}
+	slices.SortFunc(norm, netip.Addr.Compare)
+	norm = slices.Compact(norm)
+	if slices.Equal(norm, t.protected) {
+		return false
+	}
+	t.protected = norm
+	return t.asked
+}
+
+// Table returns the local prefixes and the peers of the last SetPeers,
+// without the peers whose prefix contains a protected address, which the
+// error names (Uncovered).
+func (t *ProtectedTable) Table() ([]netip.Prefix, []Peer, error) {
+	peers, err := Uncovered(t.peers, t.protected)
+	return t.local, peers, err
 }
 
 // CoversAddr returns the first of prefixes that contains addr, an

@@ -45,3 +45,28 @@ func TestUncovered(t *testing.T) {
 		t.Errorf("no protected address: %v, %v", kept, err)
 	}
 }
+
+// TestProtectedTable: Protect asks for the table to be applied again only
+// when the addresses change and a table was given; Table leaves out the
+// covering peers.
+func TestProtectedTable(t *testing.T) {
+	var pt ProtectedTable
+	ctl := []netip.Addr{netip.MustParseAddr("::ffff:10.98.0.1"), netip.MustParseAddr("10.1.0.1")}
+	if pt.Protect(ctl) {
+		t.Error("re-apply asked before any table")
+	}
+	peers := []Peer{{Prefix: netip.MustParsePrefix("10.98.0.0/16"), Underlay: netip.MustParseAddr("192.0.2.3")}, {Prefix: netip.MustParsePrefix("10.2.0.0/24"), Underlay: netip.MustParseAddr("192.0.2.2")}}
+	pt.Set(nil, peers)
+	if _, kept, err := pt.Table(); len(kept) != 1 || err == nil {
+		t.Errorf("Table: %v, %v; want the covering peer left out and named", kept, err)
+	}
+	if pt.Protect([]netip.Addr{netip.MustParseAddr("10.1.0.1"), netip.MustParseAddr("10.98.0.1"), netip.MustParseAddr("10.1.0.1")}) {
+		t.Error("re-apply asked for the same addresses in another form")
+	}
+	if !pt.Protect(nil) {
+		t.Error("no re-apply asked after the addresses changed")
+	}
+	if _, kept, err := pt.Table(); len(kept) != 2 || err != nil {
+		t.Errorf("Table with nothing protected: %v, %v", kept, err)
+	}
+}

@@ -18,7 +18,6 @@ import (
 	"github.com/mpsa/mpsa/xfrm"
 	"github.com/mpsa/mpsa/xfrm/groupid"
 	"github.com/mpsa/mpsa/xfrm/kernel"
-	"github.com/mpsa/mpsa/xfrm/userspace"
 )
 
 // wantGroup is what a kernel backend with IPv4 local prefixes, IPv4 peers
@@ -156,14 +155,7 @@ func TestPeerMoveToUserspace(t *testing.T) {
 	second := netip.MustParseAddr("192.0.2.102")
 	user.ns.addAddr(t, "ul0", second.String()+"/24")
 	sa := newSA(t, 0x74001, "aes256-sha256")
-	var ub *userspace.Backend
-	if err := user.ns.do(func() (err error) {
-		ub, err = userspace.New(ctx, userspace.Config{TUNName: "mpsa0", MTU: 1400, Local: []netip.Addr{user.ul4, second}, Logger: slog.New(slog.DiscardHandler)})
-		return err
-	}); err != nil {
-		t.Fatalf("userspace backend: %v", err)
-	}
-	defer ub.Close()
+	ub := startUserspace(t, ctx, user, user.ul4, second)
 	for _, step := range []func() error{
 		func() error { return ub.InstallInbound(ctx, sa) },
 		func() error {

@@ -77,6 +77,22 @@ func (n *guestNS) udpCsumErrors(t *testing.T) int {
 	return total
 }
 
+// startUserspace starts a userspace backend (TUN mpsa0) in m's namespace
+// that receives on the underlay addresses local; it is closed when the
+// test ends.
+func startUserspace(t *testing.T, ctx context.Context, m *member, local ...netip.Addr) *userspace.Backend {
+	t.Helper()
+	var ub *userspace.Backend
+	if err := m.ns.do(func() (err error) {
+		ub, err = userspace.New(ctx, userspace.Config{TUNName: "mpsa0", MTU: 1400, Local: local, Logger: slog.New(slog.DiscardHandler)})
+		return err
+	}); err != nil {
+		t.Fatalf("userspace backend: %v", err)
+	}
+	t.Cleanup(func() { _ = ub.Close() })
+	return ub
+}
+
 // TestSeqAcrossRestarts: member 1's kernel backend, with a lease directory
 // as mpsad gives it but a reservation of one number (so that the record
 // is only what Close and New write), sends to members 2 and 3, more to 3,
@@ -187,14 +203,7 @@ func TestSeqRestartToUserspace(t *testing.T) {
 	kern, user := ms[0], ms[1]
 	sa := newSA(t, 0x72001, "aes256-sha256")
 	inner := []bool{false}
-	var ub *userspace.Backend
-	if err := user.ns.do(func() (err error) {
-		ub, err = userspace.New(ctx, userspace.Config{TUNName: "mpsa0", MTU: 1400, Local: []netip.Addr{user.ul4}, Logger: slog.New(slog.DiscardHandler)})
-		return err
-	}); err != nil {
-		t.Fatalf("userspace backend: %v", err)
-	}
-	defer ub.Close()
+	ub := startUserspace(t, ctx, user, user.ul4)
 	for _, step := range []func() error{
 		func() error { return ub.InstallInbound(ctx, sa) },
 		func() error {

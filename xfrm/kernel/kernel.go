@@ -287,11 +287,9 @@ type Backend struct {
 	// table is not known, and the policies in the kernel (adopted ones)
 	// are left as they are.
 	full, peersSet bool
-	// asked is the peer table last given to SetPeers, which Protect
-	// applies again; nil before the first. protected are the addresses
-	// given to Protect, sorted.
-	asked     *askedPeers
-	protected []netip.Addr
+	// wanted is the peer table last given to SetPeers, which Protect
+	// applies again, and the addresses given to Protect.
+	wanted xfrm.ProtectedTable
 
 	cur  plan // what is in the kernel now
 	link netlink.Link
@@ -318,12 +316,6 @@ var (
 	_ xfrm.DataPlane = (*Backend)(nil)
 	_ xfrm.Protector = (*Backend)(nil)
 )
-
-// askedPeers is a peer table as given to SetPeers.
-type askedPeers struct {
-	local []netip.Prefix
-	peers []xfrm.Peer
-}
 
 // New opens netlink in the configured namespace, adopts the objects of an
 // earlier run (see the package documentation), and in route-based mode
@@ -762,7 +754,7 @@ func (b *Backend) SetPeers(ctx context.Context, local []netip.Prefix, peers []xf
 	if b.closed {
 		return errors.New("kernel data plane: closed")
 	}
-	b.asked = &askedPeers{local: slices.Clone(local), peers: slices.Clone(peers)}
+	b.wanted.Set(local, peers)
 	return b.setPeers(ctx)
 }
 
@@ -776,29 +768,17 @@ func (b *Backend) Protect(ctx context.Context, addrs []netip.Addr) error {
 	if b.closed {
 		return errors.New("kernel data plane: closed")
 	}
-	norm := make([]netip.Addr, 0, len(addrs))
-	for _, a := range addrs {
-		if a.IsValid() {
-			norm = append(norm, a.Unmap())
-		}
-	}
-	slices.SortFunc(norm, netip.Addr.Compare)
-	norm = slices.Compact(norm)
-	if slices.Equal(norm, b.protected) {
-		return nil
-	}
-	b.protected = norm
-	if b.asked == nil {
+	if !b.wanted.Protect(addrs) {
 		return nil
 	}
 	return b.setPeers(ctx)
 }
 
-// setPeers applies the peer table last given to SetPeers (b.asked); b.mu
-// is held.
+// setPeers applies the peer table last given to SetPeers (b.wanted);
+// b.mu is held.
 func (b *Backend) setPeers(ctx context.Context) error {
-	local := maskAll(b.asked.local)
-	peers, refused := xfrm.Uncovered(b.asked.peers, b.protected)
+	local, peers, refused := b.wanted.Table()
+	local = maskAll(local)
 	if refused != nil {
 		refused = fmt.Errorf("set peers: %w", refused)
 		b.log.ErrorContext(ctx, "peers left out of the peer table", "err", refused)

@@ -2,16 +2,16 @@ package kernel
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/mpsa/mpsa/internal/nlraw"
 )
 
 // xfrmSocket is the backend's own NETLINK_XFRM socket, for the requests
@@ -78,23 +78,6 @@ type newState struct {
 	softPackets uint64
 }
 
-// appendAttr appends a netlink attribute of type typ made of the parts.
-func appendAttr(b []byte, typ uint16, parts ...[]byte) []byte {
-	n := 4
-	for _, p := range parts {
-		n += len(p)
-	}
-	b = binary.NativeEndian.AppendUint16(b, uint16(n))
-	b = binary.NativeEndian.AppendUint16(b, typ)
-	for _, p := range parts {
-		b = append(b, p...)
-	}
-	for len(b)%4 != 0 {
-		b = append(b, 0)
-	}
-	return b
-}
-
 // algoHead is the fixed part of struct xfrm_algo, xfrm_algo_auth or
 // xfrm_algo_aead: the name in 64 bytes, the key length in bits and, for
 // the latter two, the truncation or ICV length.
@@ -138,21 +121,21 @@ func encodeNewSA(s newState, seq uint32) []byte {
 	}
 	b = append(b, msg.Serialize()...)
 	if st.Auth != nil {
-		b = appendAttr(b, nl.XFRMA_ALG_AUTH_TRUNC, algoHead(st.Auth.Name, len(st.Auth.Key), uint32(st.Auth.TruncateLen)), st.Auth.Key)
+		b = nlraw.AppendAttr(b, nl.XFRMA_ALG_AUTH_TRUNC, algoHead(st.Auth.Name, len(st.Auth.Key), uint32(st.Auth.TruncateLen)), st.Auth.Key)
 	}
 	if st.Crypt != nil {
-		b = appendAttr(b, nl.XFRMA_ALG_CRYPT, algoHead(st.Crypt.Name, len(st.Crypt.Key)), st.Crypt.Key)
+		b = nlraw.AppendAttr(b, nl.XFRMA_ALG_CRYPT, algoHead(st.Crypt.Name, len(st.Crypt.Key)), st.Crypt.Key)
 	}
 	if st.Aead != nil {
-		b = appendAttr(b, nl.XFRMA_ALG_AEAD, algoHead(st.Aead.Name, len(st.Aead.Key), uint32(st.Aead.ICVLen)), st.Aead.Key)
+		b = nlraw.AppendAttr(b, nl.XFRMA_ALG_AEAD, algoHead(st.Aead.Name, len(st.Aead.Key), uint32(st.Aead.ICVLen)), st.Aead.Key)
 	}
 	if st.Ifid != 0 {
-		b = appendAttr(b, nl.XFRMA_IF_ID, binary.NativeEndian.AppendUint32(nil, uint32(st.Ifid)))
+		b = nlraw.AppendAttr(b, nl.XFRMA_IF_ID, binary.NativeEndian.AppendUint32(nil, uint32(st.Ifid)))
 	}
 	if s.oseq != 0 {
 		// struct xfrm_replay_state: oseq, seq, bitmap.
 		rs := binary.NativeEndian.AppendUint32(make([]byte, 0, 12), s.oseq)
-		b = appendAttr(b, nl.XFRMA_REPLAY_VAL, rs, make([]byte, 8))
+		b = nlraw.AppendAttr(b, nl.XFRMA_REPLAY_VAL, rs, make([]byte, 8))
 	}
 	binary.NativeEndian.PutUint32(b[0:4], uint32(len(b)))
 	binary.NativeEndian.PutUint16(b[4:6], nl.XFRM_MSG_NEWSA)
@@ -176,65 +159,14 @@ func (x *xfrmSocket) addState(s newState) error {
 	return nil
 }
 
-// exchange sends req and reads the answers into x.buf until the
-// acknowledgement or the end of a dump, handing every other message to
-// each (nil: none expected). What each read filled is zeroed after it.
-func (x *xfrmSocket) exchange(req []byte, each func(syscall.NetlinkMessage) error) error {
-	fd := x.sock.GetFd()
-	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return err
+// exchange sends req and reads the answers into x.buf (nlraw.Do, which
+// zeroes what each read filled) until the acknowledgement or the end of a
+// dump, handing every other message to each (nil: none expected).
+func (x *xfrmSocket) exchange(req []byte, each func(typ uint16, data []byte) error) error {
+	if each == nil {
+		each = func(uint16, []byte) error { return nil }
 	}
-	seq := binary.NativeEndian.Uint32(req[8:12])
-	buf := x.buf
-	for {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			return err
-		}
-		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
-		if err != nil {
-			clear(buf[:n])
-			return err
-		}
-		done, err := x.handle(msgs, seq, each)
-		clear(buf[:n])
-		if done || err != nil {
-			return err
-		}
-	}
-}
-
-// handle processes one read's messages; done reports the end of the
-// exchange.
-func (x *xfrmSocket) handle(msgs []syscall.NetlinkMessage, seq uint32, each func(syscall.NetlinkMessage) error) (done bool, err error) {
-	for _, m := range msgs {
-		if m.Header.Seq != seq {
-			continue
-		}
-		switch m.Header.Type {
-		case unix.NLMSG_DONE:
-			return true, nil
-		case unix.NLMSG_ERROR:
-			if len(m.Data) < 4 {
-				return true, errors.New("short netlink error message")
-			}
-			if code := int32(binary.NativeEndian.Uint32(m.Data[:4])); code != 0 {
-				return true, syscall.Errno(-code)
-			}
-			return true, nil
-		default:
-			if each == nil {
-				continue
-			}
-			if err := each(m); err != nil {
-				return true, err
-			}
-		}
-	}
-	return false, nil
+	return nlraw.Do(x.sock.GetFd(), x.buf, req, each)
 }
 
 // stateInfo is what the backend reads of a state: never its keys.
@@ -304,11 +236,11 @@ func (x *xfrmSocket) listStates() ([]stateInfo, error) {
 	binary.NativeEndian.PutUint16(req[6:8], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
 	binary.NativeEndian.PutUint32(req[8:12], x.seq)
 	var out []stateInfo
-	err := x.exchange(req, func(m syscall.NetlinkMessage) error {
-		if m.Header.Type != nl.XFRM_MSG_NEWSA {
+	err := x.exchange(req, func(typ uint16, data []byte) error {
+		if typ != nl.XFRM_MSG_NEWSA {
 			return nil
 		}
-		if s, ok := parseState(m.Data); ok && s.proto == unix.IPPROTO_ESP {
+		if s, ok := parseState(data); ok && s.proto == unix.IPPROTO_ESP {
 			out = append(out, s)
 		}
 		return nil
@@ -338,13 +270,13 @@ func (x *xfrmSocket) getState(dst netip.Addr, spi uint32) (stateInfo, error) {
 		got   stateInfo
 		found bool
 	)
-	err := x.exchange(req, func(m syscall.NetlinkMessage) error {
-		if m.Header.Type == nl.XFRM_MSG_NEWSA {
-			got, found = parseState(m.Data)
+	err := x.exchange(req, func(typ uint16, data []byte) error {
+		if typ == nl.XFRM_MSG_NEWSA {
+			got, found = parseState(data)
 		}
-		return errStop
+		return nlraw.Stop
 	})
-	if err != nil && !errors.Is(err, errStop) {
+	if err != nil {
 		return stateInfo{}, err
 	}
 	if !found {
@@ -352,9 +284,6 @@ func (x *xfrmSocket) getState(dst netip.Addr, spi uint32) (stateInfo, error) {
 	}
 	return got, nil
 }
-
-// errStop ends an exchange whose single answer has been read.
-var errStop = errors.New("answer read")
 
 // listPolicies dumps the namespace's policies. The netlink package reads a
 // selector's family from the address bytes, so an IPv6 prefix whose last
@@ -368,11 +297,11 @@ func (x *xfrmSocket) listPolicies() ([]netlink.XfrmPolicy, error) {
 	binary.NativeEndian.PutUint16(req[6:8], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
 	binary.NativeEndian.PutUint32(req[8:12], x.seq)
 	var out []netlink.XfrmPolicy
-	err := x.exchange(req, func(m syscall.NetlinkMessage) error {
-		if m.Header.Type != nl.XFRM_MSG_NEWPOLICY || len(m.Data) < nl.SizeofXfrmUserpolicyInfo {
+	err := x.exchange(req, func(typ uint16, data []byte) error {
+		if typ != nl.XFRM_MSG_NEWPOLICY || len(data) < nl.SizeofXfrmUserpolicyInfo {
 			return nil
 		}
-		info := nl.DeserializeXfrmUserpolicyInfo(m.Data)
+		info := nl.DeserializeXfrmUserpolicyInfo(data)
 		fam := info.Sel.Family
 		p := netlink.XfrmPolicy{
 			Src:      selNet(info.Sel.Saddr, info.Sel.PrefixlenS, fam),
@@ -382,7 +311,7 @@ func (x *xfrmSocket) listPolicies() ([]netlink.XfrmPolicy, error) {
 			Index:    int(info.Index),
 			Action:   netlink.PolicyAction(info.Action),
 		}
-		attrs, err := nl.ParseRouteAttr(m.Data[nl.SizeofXfrmUserpolicyInfo:])
+		attrs, err := nl.ParseRouteAttr(data[nl.SizeofXfrmUserpolicyInfo:])
 		if err != nil {
 			return nil
 		}

@@ -16,11 +16,10 @@ import (
 	"github.com/mpsa/mpsa/xfrm"
 )
 
-// TestAddStateZeroesRequest: the NEWSA request carries the keys; after
-// the send it is all zeros, whether the kernel took the state or not (on a
-// host without ESP it refuses it).
-func TestAddStateZeroesRequest(t *testing.T) {
-	ns := nettest.NewNS(t, "raw")
+// testSocket opens the backend's XFRM socket in a new namespace.
+func testSocket(t *testing.T, label string) *xfrmSocket {
+	t.Helper()
+	ns := nettest.NewNS(t, label)
 	h, err := netns.GetFromPath("/run/netns/" + ns.Name)
 	if err != nil {
 		t.Fatal(err)
@@ -30,7 +29,15 @@ func TestAddStateZeroesRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer xs.close()
+	t.Cleanup(xs.close)
+	return xs
+}
+
+// TestAddStateZeroesRequest: the NEWSA request carries the keys; after
+// the send it is all zeros, whether the kernel took the state or not (on a
+// host without ESP it refuses it).
+func TestAddStateZeroesRequest(t *testing.T) {
+	xs := testSocket(t, "raw")
 	encr := bytes.Repeat([]byte{0xa5}, 32)
 	integ := bytes.Repeat([]byte{0x5a}, 32)
 	var sent []byte
@@ -46,7 +53,7 @@ func TestAddStateZeroesRequest(t *testing.T) {
 		Crypt: &netlink.XfrmStateAlgo{Name: "cbc(aes)", Key: encr},
 		Auth:  &netlink.XfrmStateAlgo{Name: "hmac(sha256)", Key: integ, TruncateLen: 128},
 	}
-	err = xs.addState(newState{st: st, oseq: 41, softPackets: 100})
+	err := xs.addState(newState{st: st, oseq: 41, softPackets: 100})
 	t.Logf("add state: %v", err)
 	if sent == nil {
 		t.Fatal("no request sent")
@@ -60,17 +67,7 @@ func TestAddStateZeroesRequest(t *testing.T) {
 // periodic sequence check and every Counters call make) allocates far
 // less than the 64 KiB receive buffer per call: the socket keeps one.
 func TestExchangeReusesBuffer(t *testing.T) {
-	ns := nettest.NewNS(t, "rawbuf")
-	h, err := netns.GetFromPath("/run/netns/" + ns.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	xs, err := openXfrmSocket(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xs.close()
+	xs := testSocket(t, "rawbuf")
 	if _, err := xs.listStates(); err != nil {
 		t.Fatal(err)
 	}
@@ -95,17 +92,7 @@ func TestExchangeReusesBuffer(t *testing.T) {
 // kernel lacks carries a zero key of the SA's length, never the SA's
 // key.
 func TestProbeCarriesNoKey(t *testing.T) {
-	ns := nettest.NewNS(t, "probe")
-	h, err := netns.GetFromPath("/run/netns/" + ns.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	xs, err := openXfrmSocket(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xs.close()
+	xs := testSocket(t, "probe")
 	sa := xfrm.SA{SPI: 0x1000, Suite: mpsa.Suite{Encr: mpsa.EncrAESCBC, KeyBits: 256, PRF: mpsa.PRFHMACSHA2_256, Integ: mpsa.IntegHMACSHA2_256},
 		EncrKey: bytes.Repeat([]byte{0xa5}, 32), IntegKey: bytes.Repeat([]byte{0x5a}, 32)}
 	own, err := newInstalled(sa)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/mpsa/mpsa/mpsa"
 	"github.com/mpsa/mpsa/xfrm/seqlease"
 )
 
@@ -87,18 +86,9 @@ func reserveAhead(reserved, high, sent uint32, elapsed, interval time.Duration, 
 // openLeases opens the lease directory and removes the leases of SAs
 // that ended without Remove, as the userspace data plane does.
 func (b *Backend) openLeases() error {
-	d, err := seqlease.OpenDir(b.cfg.SeqLeaseDir, b.log)
+	d, err := seqlease.OpenPruned(b.cfg.SeqLeaseDir, seqlease.PruneAge, b.log)
 	if err != nil {
 		return fmt.Errorf("kernel data plane: %w", err)
-	}
-	// A member holds no SA longer than mpsa.MaxLifetime after its lease
-	// was last written; a day more for clocks that were set.
-	n, err := d.Prune(mpsa.MaxLifetime+24*time.Hour, time.Now())
-	if err != nil {
-		b.log.Warn("removing sequence-number leases of ended SAs", "err", err)
-	}
-	if n > 0 {
-		b.log.Info("removed sequence-number leases of ended SAs", "files", n)
 	}
 	b.leases = d
 	return nil

@@ -6,11 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/mpsa/mpsa/internal/nlraw"
 )
 
 // requestTimeout bounds the wait for one answer of the kernel, which
@@ -86,50 +87,21 @@ func (s *nlSocket) do(ctx context.Context, typ, flags uint16, body []byte, each 
 	binary.NativeEndian.PutUint16(req[6:8], unix.NLM_F_REQUEST|flags)
 	binary.NativeEndian.PutUint32(req[8:12], s.seq)
 	s.requests++
-	if err := unix.Sendto(s.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return err
-	}
-	dump := flags&unix.NLM_F_DUMP != 0
-	for {
-		n, _, err := unix.Recvfrom(s.fd, s.buf, 0)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
+	if flags&unix.NLM_F_DUMP == 0 {
+		// One answer, and no acknowledgement after it.
+		next := each
+		each = func(typ uint16, data []byte) error {
+			if err := next(typ, data); err != nil {
+				return err
 			}
-			if errors.Is(err, unix.EAGAIN) {
-				return fmt.Errorf("no answer from the kernel within %v", timeout)
-			}
-			return err
-		}
-		msgs, err := syscall.ParseNetlinkMessage(s.buf[:n])
-		if err != nil {
-			return err
-		}
-		for _, m := range msgs {
-			if m.Header.Seq != s.seq {
-				continue // a late answer to an earlier request
-			}
-			switch m.Header.Type {
-			case unix.NLMSG_DONE:
-				return nil
-			case unix.NLMSG_ERROR:
-				if len(m.Data) < 4 {
-					return errors.New("short netlink error message")
-				}
-				if code := int32(binary.NativeEndian.Uint32(m.Data[:4])); code != 0 {
-					return syscall.Errno(-code)
-				}
-				return nil
-			default:
-				if err := each(m.Header.Type, m.Data); err != nil {
-					return err
-				}
-				if !dump {
-					return nil
-				}
-			}
+			return nlraw.Stop
 		}
 	}
+	err := nlraw.Do(s.fd, s.buf, req, each)
+	if errors.Is(err, unix.EAGAIN) {
+		return fmt.Errorf("no answer from the kernel within %v", timeout)
+	}
+	return err
 }
 
 // get sends a request that the kernel answers with one message of type
@@ -156,17 +128,6 @@ func get[T any](ctx context.Context, s *nlSocket, typ uint16, body []byte, answe
 		return v, errNotFound
 	}
 	return v, nil
-}
-
-// appendAttr appends a netlink attribute, padded to 4 octets.
-func appendAttr(b []byte, typ uint16, payload []byte) []byte {
-	b = binary.NativeEndian.AppendUint16(b, uint16(4+len(payload)))
-	b = binary.NativeEndian.AppendUint16(b, typ)
-	b = append(b, payload...)
-	for len(b)%4 != 0 {
-		b = append(b, 0)
-	}
-	return b
 }
 
 // attrs parses attributes, with the nested and byte-order flags cleared
@@ -307,7 +268,7 @@ func (s *nlSocket) getPolicy(ctx context.Context, sel selector, dir uint8, ifID 
 	body = append(body, 0, 0, 0, 0) // index 0: look up by selector
 	body = append(body, dir, 0, 0, 0)
 	if ifID != 0 {
-		body = appendAttr(body, nl.XFRMA_IF_ID, binary.NativeEndian.AppendUint32(nil, ifID))
+		body = nlraw.AppendAttr(body, nl.XFRMA_IF_ID, binary.NativeEndian.AppendUint32(nil, ifID))
 	}
 	return get(ctx, s, nl.XFRM_MSG_GETPOLICY, body, nl.XFRM_MSG_NEWPOLICY, parsePolicy)
 }
@@ -331,16 +292,16 @@ func (s *nlSocket) getRoute(ctx context.Context, src, dst netip.Addr, f Flow) (r
 	body[0] = fam
 	body[1] = uint8(dst.BitLen()) // dst_len
 	body[2] = uint8(src.BitLen()) // src_len
-	body = appendAttr(body, unix.RTA_DST, dst.AsSlice())
-	body = appendAttr(body, unix.RTA_SRC, src.AsSlice())
+	body = nlraw.AppendAttr(body, unix.RTA_DST, dst.AsSlice())
+	body = nlraw.AppendAttr(body, unix.RTA_SRC, src.AsSlice())
 	if f.LocalPort != 0 || f.RemotePort != 0 || f.Proto != unix.IPPROTO_UDP {
-		body = appendAttr(body, unix.RTA_IP_PROTO, []byte{f.Proto})
+		body = nlraw.AppendAttr(body, unix.RTA_IP_PROTO, []byte{f.Proto})
 	}
 	if f.LocalPort != 0 {
-		body = appendAttr(body, unix.RTA_SPORT, binary.BigEndian.AppendUint16(nil, f.LocalPort))
+		body = nlraw.AppendAttr(body, unix.RTA_SPORT, binary.BigEndian.AppendUint16(nil, f.LocalPort))
 	}
 	if f.RemotePort != 0 {
-		body = appendAttr(body, unix.RTA_DPORT, binary.BigEndian.AppendUint16(nil, f.RemotePort))
+		body = nlraw.AppendAttr(body, unix.RTA_DPORT, binary.BigEndian.AppendUint16(nil, f.RemotePort))
 	}
 	r, err := get(ctx, s, unix.RTM_GETROUTE, body, unix.RTM_NEWROUTE, parseRoute)
 	if errors.Is(err, errNotFound) {
@@ -440,7 +401,7 @@ const rtextFilterSkipStats = 1 << 3
 func (s *nlSocket) getLink(ctx context.Context, i int) (link, error) {
 	body := make([]byte, unix.SizeofIfInfomsg, 32)
 	binary.NativeEndian.PutUint32(body[4:8], uint32(int32(i)))
-	body = appendAttr(body, unix.IFLA_EXT_MASK, binary.NativeEndian.AppendUint32(nil, rtextFilterSkipStats))
+	body = nlraw.AppendAttr(body, unix.IFLA_EXT_MASK, binary.NativeEndian.AppendUint32(nil, rtextFilterSkipStats))
 	return get(ctx, s, unix.RTM_GETLINK, body, unix.RTM_NEWLINK, parseLink)
 }
 
@@ -449,8 +410,8 @@ func (s *nlSocket) getLink(ctx context.Context, i int) (link, error) {
 // checked here again for kernels that do not filter).
 func (s *nlSocket) linksOfKind(ctx context.Context, kind string) ([]link, error) {
 	body := make([]byte, unix.SizeofIfInfomsg, 48)
-	body = appendAttr(body, unix.IFLA_EXT_MASK, binary.NativeEndian.AppendUint32(nil, rtextFilterSkipStats))
-	body = appendAttr(body, unix.IFLA_LINKINFO|unix.NLA_F_NESTED, appendAttr(nil, unix.IFLA_INFO_KIND, append([]byte(kind), 0)))
+	body = nlraw.AppendAttr(body, unix.IFLA_EXT_MASK, binary.NativeEndian.AppendUint32(nil, rtextFilterSkipStats))
+	body = nlraw.AppendAttr(body, unix.IFLA_LINKINFO|unix.NLA_F_NESTED, nlraw.AppendAttr(nil, unix.IFLA_INFO_KIND, append([]byte(kind), 0)))
 	var out []link
 	err := s.do(ctx, unix.RTM_GETLINK, unix.NLM_F_DUMP, body, func(typ uint16, data []byte) error {
 		if typ != unix.RTM_NEWLINK {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mpsa/mpsa/internal/nettest"
+	"github.com/mpsa/mpsa/internal/nlraw"
 )
 
 // These tests read the kernel's state of throw-away namespaces: XFRM
@@ -379,7 +380,7 @@ func addPolicy(t *testing.T, ns *nettest.NS, sel selector, dir uint8, reqid uint
 	for i := 52; i < 64; i++ {
 		tmpl[i] = 0xff
 	}
-	body = appendAttr(body, nl.XFRMA_TMPL, tmpl)
+	body = nlraw.AppendAttr(body, nl.XFRMA_TMPL, tmpl)
 	err := ns.Do(func() error {
 		s, err := openNetlink(unix.NETLINK_XFRM)
 		if err != nil {

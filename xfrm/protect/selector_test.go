@@ -11,6 +11,8 @@ import (
 
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/mpsa/mpsa/internal/nlraw"
 )
 
 // lookupPort resolves the service names the tests use without
@@ -230,20 +232,20 @@ func TestParseLink(t *testing.T) {
 	msg := func(index int, name, kind string, data []byte) []byte {
 		b := make([]byte, unix.SizeofIfInfomsg)
 		b[4] = byte(index)
-		b = appendAttr(b, unix.IFLA_IFNAME, append([]byte(name), 0))
-		info := appendAttr(nil, unix.IFLA_INFO_KIND, append([]byte(kind), 0))
+		b = nlraw.AppendAttr(b, unix.IFLA_IFNAME, append([]byte(name), 0))
+		info := nlraw.AppendAttr(nil, unix.IFLA_INFO_KIND, append([]byte(kind), 0))
 		if data != nil {
-			info = appendAttr(info, unix.IFLA_INFO_DATA|unix.NLA_F_NESTED, data)
+			info = nlraw.AppendAttr(info, unix.IFLA_INFO_DATA|unix.NLA_F_NESTED, data)
 		}
-		return appendAttr(b, unix.IFLA_LINKINFO|unix.NLA_F_NESTED, info)
+		return nlraw.AppendAttr(b, unix.IFLA_LINKINFO|unix.NLA_F_NESTED, info)
 	}
-	xdata := appendAttr(nil, unix.IFLA_XFRM_LINK, []byte{2, 0, 0, 0})
-	xdata = appendAttr(xdata, unix.IFLA_XFRM_IF_ID, []byte{42, 0, 0, 0})
+	xdata := nlraw.AppendAttr(nil, unix.IFLA_XFRM_LINK, []byte{2, 0, 0, 0})
+	xdata = nlraw.AppendAttr(xdata, unix.IFLA_XFRM_IF_ID, []byte{42, 0, 0, 0})
 	l, err := parseLink(msg(7, "xfrm-ctl", "xfrm", xdata))
 	if err != nil || l.index != 7 || l.name != "xfrm-ctl" || l.kind != "xfrm" || l.ifID != 42 {
 		t.Errorf("xfrm link: %+v, %v", l, err)
 	}
-	l, err = parseLink(msg(5, "ipsec0", "tun", appendAttr(nil, unix.IFLA_TUN_TYPE, []byte{unix.IFF_TUN})))
+	l, err = parseLink(msg(5, "ipsec0", "tun", nlraw.AppendAttr(nil, unix.IFLA_TUN_TYPE, []byte{unix.IFF_TUN})))
 	if err != nil || l.index != 5 || l.name != "ipsec0" || l.kind != "tun" || l.tunType != unix.IFF_TUN {
 		t.Errorf("tun link: %+v, %v", l, err)
 	}

@@ -37,6 +37,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mpsa/mpsa/mpsa"
 )
 
 // Max is the highest sequence number of an SA without extended sequence
@@ -67,6 +69,31 @@ func OpenDir(path string, log *slog.Logger) (*Dir, error) {
 		log = slog.Default()
 	}
 	return &Dir{path: path, log: log}, nil
+}
+
+// PruneAge is the age past which OpenPruned removes a lease: a member
+// holds no SA longer than mpsa.MaxLifetime after the SA's lease was last
+// written (at installation and at every reservation), so an older lease
+// is of an SA that ended without Remove (a crash, a group stopped while
+// it lived); a day more for clocks that were set.
+const PruneAge = mpsa.MaxLifetime + 24*time.Hour
+
+// OpenPruned is OpenDir followed by Prune of the leases older than age,
+// what a data plane does at start. A failed prune is logged, not
+// returned: the leases it could not remove only take room.
+func OpenPruned(path string, age time.Duration, log *slog.Logger) (*Dir, error) {
+	d, err := OpenDir(path, log)
+	if err != nil {
+		return nil, err
+	}
+	n, err := d.Prune(age, time.Now())
+	if err != nil {
+		d.log.Warn("removing sequence-number leases of ended SAs", "err", err)
+	}
+	if n > 0 {
+		d.log.Info("removed sequence-number leases of ended SAs", "files", n)
+	}
+	return d, nil
 }
 
 // Path returns the directory's path.

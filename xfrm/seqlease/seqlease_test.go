@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mpsa/mpsa/mpsa"
 )
 
 func openDir(t *testing.T) *Dir {
@@ -440,5 +442,36 @@ func TestRaise(t *testing.T) {
 	}
 	if err := d.Raise("../x", 1); err == nil {
 		t.Error("Raise accepted a name that is not a file name")
+	}
+}
+
+// TestOpenPruned: opening with a prune age removes the leases older than
+// it and keeps the others; PruneAge is the longest SA lifetime and a day.
+func TestOpenPruned(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "seq")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for name, ago := range map[string]time.Duration{"ended": PruneAge + time.Hour, "live": PruneAge - time.Hour} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("1\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, now.Add(-ago), now.Add(-ago)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := OpenPruned(dir, PruneAge, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ended")); !os.IsNotExist(err) {
+		t.Errorf("the lease older than PruneAge is still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "live")); err != nil {
+		t.Errorf("the younger lease is gone: %v", err)
+	}
+	if PruneAge != mpsa.MaxLifetime+24*time.Hour {
+		t.Errorf("PruneAge %v, want the longest SA lifetime and a day", PruneAge)
 	}
 }

@@ -44,7 +44,6 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 
-	"github.com/mpsa/mpsa/mpsa"
 	"github.com/mpsa/mpsa/xfrm"
 	"github.com/mpsa/mpsa/xfrm/esp"
 	"github.com/mpsa/mpsa/xfrm/groupid"
@@ -376,11 +375,9 @@ type Backend struct {
 	gen   uint64
 	// leases is the directory of Config.SeqLeaseDir, nil without.
 	leases *seqlease.Dir
-	// asked is the peer table last given to SetPeers, which Protect
-	// applies again; nil before the first. protected are the addresses
-	// given to Protect, sorted.
-	asked     *askedPeers
-	protected []netip.Addr
+	// wanted is the peer table last given to SetPeers, which Protect
+	// applies again, and the addresses given to Protect.
+	wanted xfrm.ProtectedTable
 
 	drops struct {
 		noOutbound, noRoute, unknownSPI, malformed, tunWrite atomic.Uint64
@@ -498,21 +495,11 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 func (b *Backend) init() error {
 	b.slots = newSlotAlloc()
 	if b.cfg.SeqLeaseDir != "" {
-		d, err := seqlease.OpenDir(b.cfg.SeqLeaseDir, b.log)
+		d, err := seqlease.OpenPruned(b.cfg.SeqLeaseDir, seqlease.PruneAge, b.log)
 		if err != nil {
 			return fmt.Errorf("userspace data plane: %w", err)
 		}
 		b.leases = d
-		// A member holds no SA longer than mpsa.MaxLifetime after its
-		// lease was last written; older leases are of SAs that ended
-		// without Remove. A day more for clocks that were set.
-		n, err := d.Prune(mpsa.MaxLifetime+24*time.Hour, time.Now())
-		if err != nil {
-			b.log.Warn("removing sequence-number leases of ended SAs", "err", err)
-		}
-		if n > 0 {
-			b.log.Info("removed sequence-number leases of ended SAs", "files", n)
-		}
 	}
 	return nil
 }
@@ -658,14 +645,8 @@ func (b *Backend) SetPeers(ctx context.Context, local []netip.Prefix, peers []xf
 	if b.isClosed() {
 		return errors.New("set peers: data plane closed")
 	}
-	b.asked = &askedPeers{local: slices.Clone(local), peers: slices.Clone(peers)}
+	b.wanted.Set(local, peers)
 	return b.setPeers(ctx)
-}
-
-// askedPeers is a peer table as given to SetPeers.
-type askedPeers struct {
-	local []netip.Prefix
-	peers []xfrm.Peer
 }
 
 // Protect implements xfrm.Protector: a peer whose prefix contains one of
@@ -678,35 +659,23 @@ func (b *Backend) Protect(ctx context.Context, addrs []netip.Addr) error {
 	if b.isClosed() {
 		return errors.New("protect: data plane closed")
 	}
-	norm := make([]netip.Addr, 0, len(addrs))
-	for _, a := range addrs {
-		if a.IsValid() {
-			norm = append(norm, a.Unmap())
-		}
-	}
-	slices.SortFunc(norm, netip.Addr.Compare)
-	norm = slices.Compact(norm)
-	if slices.Equal(norm, b.protected) {
-		return nil
-	}
-	b.protected = norm
-	if b.asked == nil {
+	if !b.wanted.Protect(addrs) {
 		return nil
 	}
 	return b.setPeers(ctx)
 }
 
-// setPeers applies the peer table last given to SetPeers (b.asked); b.mu
-// is held.
+// setPeers applies the peer table last given to SetPeers (b.wanted);
+// b.mu is held.
 func (b *Backend) setPeers(ctx context.Context) error {
-	peers, refused := xfrm.Uncovered(b.asked.peers, b.protected)
+	local, peers, refused := b.wanted.Table()
 	if refused != nil {
 		refused = fmt.Errorf("set peers: %w", refused)
 		b.log.ErrorContext(ctx, "peers left out of the peer table", "err", refused)
 	}
 	// New senders get new slots; b.slots keeps them (so a failed
 	// SetPeers may leave a slot unused, which costs nothing).
-	t, err := newPeerTable(b.asked.local, peers, b.cfg.ESPInUDPPort, b.slots)
+	t, err := newPeerTable(local, peers, b.cfg.ESPInUDPPort, b.slots)
 	if err != nil {
 		return errors.Join(fmt.Errorf("set peers: %w", err), refused)
 	}
