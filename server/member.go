@@ -94,8 +94,11 @@ func (g *memGroup) controlMissing(ctx context.Context, now time.Time, sa vici.IK
 // controller refused, say), so without this a member would stay cut off
 // after the cause is fixed. The waits double up to retryMax; charon's
 // answer, if the child fails again, comes in its log (control_problems).
+// A child that charon has INSTALLED but mpsad refused is not asked for:
+// charon would answer that it has it; a fixed route or policy is noticed
+// at the next resync, which verifies a refused child again.
 func (g *memGroup) retryChild(_ context.Context, now time.Time) {
-	if g.sess != nil || len(g.byIKE) == 0 {
+	if g.sess != nil || !g.childMissing() {
 		g.retryWait = retryFirst
 		return
 	}
@@ -104,6 +107,19 @@ func (g *memGroup) retryChild(_ context.Context, now time.Time) {
 	g.s.initiate(g.cfg.Connection, g.cfg.ControlChild)
 	g.retryWait = min(2*g.retryWait, retryMax)
 	g.s.sched.set(&g.retry, now.Add(g.retryWait))
+}
+
+// childMissing reports whether an IKE SA with the controller lacks its
+// control child (not INSTALLED), as opposed to carrying one mpsad
+// refused. The problems of a member are its IKE SAs with the controller:
+// one, two while it reconnects.
+func (g *memGroup) childMissing() bool {
+	for _, p := range g.byIKE {
+		if p.refused == "" {
+			return true
+		}
+	}
+	return false
 }
 
 func (g *memGroup) config() *swanctl.Group { return g.cfg }

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +10,7 @@ import (
 	"github.com/mpsa/mpsa/api"
 	"github.com/mpsa/mpsa/swanctl"
 	"github.com/mpsa/mpsa/vici"
+	"github.com/mpsa/mpsa/xfrm/protect"
 )
 
 // withoutControl is snapshot's IKE SA, as the member or the controller
@@ -194,5 +197,43 @@ func TestControlAddressBelongsToItsMember(t *testing.T) {
 	p := problems(t, st)
 	if !strings.Contains(p, "control child ctl of connection c refused (IKE SA c[8]") || !strings.Contains(p, "its control address 10.98.1.1 belongs to member member1 (IKE SA 7)") {
 		t.Fatalf("problems:\n%s", p)
+	}
+}
+
+// refusingVerifier proves no control child.
+type refusingVerifier struct{}
+
+func (refusingVerifier) Verify(context.Context, protect.Child, bool) (protect.Proof, error) {
+	return protect.Proof{}, errors.New("no inbound XFRM policy")
+}
+
+// TestMemberDoesNotAskForRefusedChild: a member whose control child is
+// INSTALLED but refused (verification failed) does not ask charon for it
+// again: charon has it, and asking would change nothing. It asks only
+// while a child is missing.
+func TestMemberDoesNotAskForRefusedChild(t *testing.T) {
+	b := newBench(t)
+	b.mem.verifier = refusingVerifier{}
+	// The IKE SA first comes without its child (the retry is armed),
+	// then the child is installed and refused.
+	b.mem.onUpdate(b.ctx, vici.Update{Snapshot: withoutControl(true, "")})
+	b.advance(time.Second)
+	b.mem.onUpdate(b.ctx, vici.Update{Snapshot: snapshot(memAddr, ctlAddr, true, 0x1111, 0x2222)})
+	if p := problems(t, b.memStatus()); !strings.Contains(p, "not protected, refusing to use it") {
+		t.Fatalf("problems:\n%s", p)
+	}
+	n := 0
+	for range 360 { // an hour, 10 s at a time
+		b.advance(10 * time.Second)
+		for len(b.mem.initiates) > 0 {
+			<-b.mem.initiates
+			n++
+		}
+	}
+	if n != 0 {
+		t.Fatalf("asked charon %d times for a control child it has installed (refused by mpsad)", n)
+	}
+	if strings.Contains(b.logs.String(), "asking charon to establish the control child again") {
+		t.Fatalf("logged a request for a refused child:\n%s", b.logs)
 	}
 }
