@@ -525,14 +525,17 @@ func sameSA(a, b *swanctl.Group) bool {
 
 // reconfigure keeps the group for a reload that leaves its SA valid.
 func (g *ctlGroup) reconfigure(_ context.Context, n *swanctl.Group) bool {
+	old := g.cfg
 	switch {
 	case sameGroup(g.cfg, n):
-		return true
+		g.cfg = n // positions, the control child's definition
 	case sameSA(g.cfg, n):
 		g.update(n)
-		return true
+	default:
+		return false
 	}
-	return false
+	g.childConfChanged(old)
+	return true
 }
 
 // update applies n, which sameSA accepts, to the running group without a

@@ -298,11 +298,13 @@ func (g *memGroup) countPeers(table []xfrm.Peer) {
 // its peers come from (routes, bgp) and local_ts, and loads the new peer
 // table.
 func (g *memGroup) reconfigure(ctx context.Context, n *swanctl.Group) bool {
+	old := g.cfg
+	defer g.childConfChanged(old)
 	switch {
 	case sameGroup(g.cfg, n):
+		g.cfg = n // positions, the control child's definition
 		return true
 	case sameExceptPeers(g.cfg, n):
-		old := g.cfg
 		g.cfg = n
 		g.setStatic(staticPeers(n), g.s.now())
 		if !sameBGP(old, n) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -268,6 +269,16 @@ func (w *controlWatch) charonChanged(ch *vici.Charon) {
 	w.charon = problems
 	for _, p := range problems {
 		w.log.Error(w.what()+": "+p, "charon", ch.Version.Version)
+	}
+}
+
+// childConfChanged checks the control child's definition again after a
+// reload that kept the group (old is its previous configuration) when
+// the definition, or where it is, changed. Without charon's plugin list
+// it waits, as at setup, for the connection to charon.
+func (w *controlWatch) childConfChanged(old *swanctl.Group) {
+	if w.s.charon != nil && !reflect.DeepEqual(old.ControlChildConf, w.cfg().ControlChildConf) {
+		w.charonChanged(w.s.charon)
 	}
 }
 
