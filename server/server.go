@@ -123,7 +123,8 @@ type Server struct {
 	// said carries charon's messages about CHILD_SA failures from the
 	// watcher's log session to the loop; full, they are dropped.
 	said chan vici.LogEvent
-	// charon is what charon said of itself at the last connection.
+	// charon is what charon said of itself in the current VICI
+	// session; nil while disconnected and until charon answers.
 	charon *vici.Charon
 	// initiates are control children to ask charon for again (member
 	// groups, see memGroup.retryChild), taken by one goroutine of Run;
@@ -436,6 +437,14 @@ func (s *Server) onUpdate(ctx context.Context, u vici.Update) {
 // groups keep what they know until charon is back and resynced.
 func (s *Server) apply(ctx context.Context, b *viciBatch) {
 	now := s.now()
+	if b.lost {
+		// What charon said of itself held for that session: a charon
+		// that comes back may be another (restarted, with other
+		// plugins), and until it says so (b.charon) nothing is proven
+		// against the old one.
+		s.charon = nil
+		s.vici.forgetProofs()
+	}
 	if b.charon != nil && b.charon != s.charon {
 		// First, so that the control children of this batch are
 		// verified against the charon that reported them.

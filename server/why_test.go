@@ -237,3 +237,38 @@ func TestMemberDoesNotAskForRefusedChild(t *testing.T) {
 		t.Fatalf("logged a request for a refused child:\n%s", b.logs)
 	}
 }
+
+// TestCharonForgottenWhenLost: when the VICI session ends, what charon
+// said of itself and every proof go with it: a charon that comes back
+// without saying which plugins it has (its stats failed) has the control
+// child refused, in words, until it says so.
+func TestCharonForgottenWhenLost(t *testing.T) {
+	b := newBench(t)
+	b.up()
+	if ms := b.memStatus(); ms.Controller.State != "up" {
+		t.Fatalf("member's link %+v", ms.Controller)
+	}
+	ch := &vici.Charon{Plugins: []string{"charon", "kernel-netlink"}}
+	b.mem.onUpdate(b.ctx, vici.Update{Cause: vici.CauseDisconnected})
+	if b.mem.charon != nil || len(b.mem.vici.proofs) != 0 {
+		t.Fatalf("after the session ended: charon %v, %d proofs", b.mem.charon, len(b.mem.vici.proofs))
+	}
+	again := snapshot(memAddr, ctlAddr, true, 0x1111, 0x2222)
+	b.mem.onUpdate(b.ctx, vici.Update{Cause: vici.CauseResync, Snapshot: vici.Snapshot{Connected: true}, Changed: again.IKESAs})
+	p := problems(t, b.memStatus())
+	if !strings.Contains(p, "not protected, refusing to use it") || !strings.Contains(p, "charon did not say which plugins it loaded") {
+		t.Fatalf("problems with a charon that did not answer stats:\n%s", p)
+	}
+	if ms := b.memStatus(); ms.Controller.State != "down" {
+		t.Fatalf("member kept its link over an unproven child: %+v", ms.Controller)
+	}
+	// charon answers at the next resync.
+	b.mem.onUpdate(b.ctx, vici.Update{Cause: vici.CauseResync, Snapshot: vici.Snapshot{Connected: true}, Changed: again.IKESAs, Charon: ch})
+	b.w.drain(b.ctx)
+	if p := problems(t, b.memStatus()); p != "" || b.mem.charon != ch {
+		t.Fatalf("after charon answered: charon %v, problems\n%s", b.mem.charon, p)
+	}
+	if ms := b.memStatus(); ms.Controller.State != "up" {
+		t.Fatalf("member's link after charon answered: %+v", ms.Controller)
+	}
+}
