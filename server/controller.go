@@ -176,19 +176,15 @@ func (g *ctlGroup) setPeers(context.Context, string, []xfrm.Peer) {}
 
 // controlUp follows a member's control child: a new address joins (and
 // is pushed the SA once it has a session), a new IKE SA for a known
-// address replaces the member's session.
+// address replaces the member's session. A child that claims another
+// identity's control address is refused before anything else, so that a
+// resync that tells of it again neither reports it verified nor resets
+// its problem.
 func (g *ctlGroup) controlUp(_ context.Context, now time.Time, c proven) {
-	g.controlFine(c.IKE.UniqueID, false)
 	l := memberLink{ike: c.IKE.UniqueID, id: sessionID(c.IKE), initiator: c.IKE.Initiator, local: c.Local, remoteID: c.IKE.RemoteID,
 		ifIndex: c.ifIndex, srcPort: c.srcPort, remoteHost: c.IKE.RemoteHost, bgp: c.bgp, bgpErr: c.bgpErr}
 	m := g.members[c.Remote]
-	if m == nil {
-		m = &ctlMember{g: g, addr: c.Remote}
-		m.retx.fire = m.onRetransmit
-		g.setLink(m, l)
-		g.members[c.Remote] = m
-		g.joined(now, m, c.how)
-	} else {
+	if m != nil {
 		// A control address belongs to the identity that holds it:
 		// another identity's IKE SA that narrowed its traffic
 		// selectors to it (the controller's remote_ts is usually a
@@ -200,6 +196,15 @@ func (g *ctlGroup) controlUp(_ context.Context, now time.Time, c proven) {
 				return
 			}
 		}
+	}
+	g.controlFine(c.IKE.UniqueID, false)
+	if m == nil {
+		m = &ctlMember{g: g, addr: c.Remote}
+		m.retx.fire = m.onRetransmit
+		g.setLink(m, l)
+		g.members[c.Remote] = m
+		g.joined(now, m, c.how)
+	} else {
 		g.setLink(m, l)
 	}
 	g.follow(now, m)

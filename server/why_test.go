@@ -198,6 +198,19 @@ func TestControlAddressBelongsToItsMember(t *testing.T) {
 	if !strings.Contains(p, "control child ctl of connection c refused (IKE SA c[8]") || !strings.Contains(p, "its control address 10.98.1.1 belongs to member member1 (IKE SA 7)") {
 		t.Fatalf("problems:\n%s", p)
 	}
+	// The same listing again (a resync every 60 s): nothing new is
+	// logged, neither a recovery nor the refusal, and the problem keeps
+	// its age.
+	logged, since := b.logs.String(), st.ControlProblems[0].Since
+	b.now = b.now.Add(time.Minute)
+	b.ctl.onUpdate(b.ctx, vici.Update{Snapshot: snap})
+	b.w.drain(b.ctx)
+	if more := strings.TrimPrefix(b.logs.String(), logged); more != "" {
+		t.Fatalf("a repeated listing logged:\n%s", more)
+	}
+	if st := b.ctlStatus(); len(st.ControlProblems) != 1 || !st.ControlProblems[0].Since.Equal(since) {
+		t.Fatalf("after a repeated listing: %+v, want the problem since %v", st.ControlProblems, since)
+	}
 }
 
 // refusingVerifier proves no control child.
