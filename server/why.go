@@ -23,10 +23,14 @@ import (
 const controlGrace = 3 * time.Second
 
 // saidPerIKE bounds the messages of charon's kept for one IKE SA, and
-// saidPending the IKE SAs whose messages arrive before the IKE SA does.
+// saidPending the IKE SAs whose messages arrive before the IKE SA does,
+// each kept for saidPendingFor at most: charon lists an IKE SA within a
+// moment of its messages, and one that fails before it is established
+// (in IKE_AUTH) is never listed.
 const (
-	saidPerIKE  = 3
-	saidPending = 256
+	saidPerIKE     = 3
+	saidPending    = 256
+	saidPendingFor = time.Minute
 )
 
 // controlProblem is an IKE SA of a group's connection that carries no
@@ -68,20 +72,35 @@ type controlWatch struct {
 	// (groups with BGP only).
 	bgp map[uint32]*controlProblem
 	// pending are charon's messages for IKE SAs not (yet) known as
-	// problems, at most saidPending of them.
-	pending map[uint32][]string
-	check   deadline
+	// problems, at most saidPending of them, each for saidPendingFor;
+	// pendingOrder has them in order of arrival (an entry whose IKE SA
+	// is gone from pending, or came again later, is skipped).
+	pending      map[uint32]pendingSaid
+	pendingOrder []pendingRef
+	check        deadline
 	// charon are the problems with what charon has, for this group's
 	// control child (vici.Charon.ESPProblems and the child's
 	// configuration), as last checked.
 	charon []string
 }
 
+// pendingSaid are charon's messages for an IKE SA not known as a
+// problem, and when the first arrived.
+type pendingSaid struct {
+	said []string
+	at   time.Time
+}
+
+type pendingRef struct {
+	ike uint32
+	at  time.Time
+}
+
 func (w *controlWatch) init(s *Server, cfg func() *swanctl.Group, log *slog.Logger) {
 	w.s, w.cfg, w.log = s, cfg, log
 	w.byIKE = map[uint32]*controlProblem{}
 	w.bgp = map[uint32]*controlProblem{}
-	w.pending = map[uint32][]string{}
+	w.pending = map[uint32]pendingSaid{}
 	w.check.fire = w.onCheck
 }
 
@@ -96,8 +115,7 @@ func (w *controlWatch) what() string {
 func (w *controlWatch) controlMissing(_ context.Context, now time.Time, sa vici.IKESA) {
 	p := w.byIKE[sa.UniqueID]
 	if p == nil {
-		p = &controlProblem{since: now, said: w.pending[sa.UniqueID]}
-		delete(w.pending, sa.UniqueID)
+		p = &controlProblem{since: now, said: w.takePending(now, sa.UniqueID)}
 		w.byIKE[sa.UniqueID] = p
 	}
 	p.ike, p.refused = withoutChildren(sa), ""
@@ -185,7 +203,10 @@ func (w *controlWatch) bgpFine(ike uint32) {
 }
 
 // charonSaid adds one of charon's messages about a CHILD_SA failure of
-// the group's connection.
+// the group's connection. For an IKE SA not known as a problem it is
+// kept a minute, in case the IKE SA comes up without its control child;
+// a message that only says a CHILD_SA closed, which charon logs at every
+// rekey, is not kept for such an IKE SA.
 func (w *controlWatch) charonSaid(now time.Time, ev vici.LogEvent) {
 	msg := ev.String()
 	if p := w.byIKE[ev.IKEUniqueID]; p != nil {
@@ -195,12 +216,55 @@ func (w *controlWatch) charonSaid(now time.Time, ev vici.LogEvent) {
 		w.report(p)
 		return
 	}
-	said, ok := w.pending[ev.IKEUniqueID]
-	if !ok && len(w.pending) >= saidPending {
-		return // a flood of failures for IKE SAs nobody listed: drop
+	if ev.ChildClosed() {
+		return
 	}
-	if !slices.Contains(said, msg) {
-		w.pending[ev.IKEUniqueID] = keepLast(append(said, msg), saidPerIKE)
+	w.expirePending(now)
+	e, ok := w.pending[ev.IKEUniqueID]
+	if !ok {
+		for len(w.pending) >= saidPending {
+			w.dropOldestPending() // a flood of failures for IKE SAs nobody listed
+		}
+		e.at = now
+		w.pendingOrder = append(w.pendingOrder, pendingRef{ev.IKEUniqueID, now})
+	}
+	if !slices.Contains(e.said, msg) {
+		e.said = keepLast(append(e.said, msg), saidPerIKE)
+	}
+	w.pending[ev.IKEUniqueID] = e
+}
+
+// takePending returns and forgets what charon said of IKE SA ike before
+// it was known as a problem, unless that is older than saidPendingFor.
+func (w *controlWatch) takePending(now time.Time, ike uint32) []string {
+	e, ok := w.pending[ike]
+	if !ok {
+		return nil
+	}
+	delete(w.pending, ike)
+	if now.Sub(e.at) >= saidPendingFor {
+		return nil
+	}
+	return e.said
+}
+
+// expirePending forgets the messages kept longer than saidPendingFor,
+// oldest first: O(1) for each.
+func (w *controlWatch) expirePending(now time.Time) {
+	for len(w.pendingOrder) > 0 && now.Sub(w.pendingOrder[0].at) >= saidPendingFor {
+		w.dropOldestPending()
+	}
+	if len(w.pendingOrder) == 0 {
+		w.pendingOrder = nil // let the array go
+	}
+}
+
+// dropOldestPending forgets the IKE SA that waits longest in pending.
+func (w *controlWatch) dropOldestPending() {
+	r := w.pendingOrder[0]
+	w.pendingOrder = w.pendingOrder[1:]
+	if e, ok := w.pending[r.ike]; ok && e.at.Equal(r.at) {
+		delete(w.pending, r.ike)
 	}
 }
 

@@ -285,3 +285,49 @@ func TestCharonForgottenWhenLost(t *testing.T) {
 		t.Fatalf("member's link after charon answered: %+v", ms.Controller)
 	}
 }
+
+// TestCharonWordsForUnknownIKESAsBounded: charon's messages for IKE SAs
+// not known as problems are kept a minute, at most saidPending IKE SAs of
+// them, the oldest dropped first so that a flood never shuts the newest
+// out; a message that only says a CHILD_SA closed (every rekey logs one)
+// is kept only for an IKE SA already known to lack its child.
+func TestCharonWordsForUnknownIKESAsBounded(t *testing.T) {
+	b := newBench(t)
+	g := b.mem.groups[0].(*memGroup)
+	say := func(ike uint32, msg string) {
+		b.mem.vici.said(b.now, vici.LogEvent{Group: "IKE", Level: 1, IKEName: "c", IKEUniqueID: ike, Msg: msg})
+	}
+	// Routine rekeys of many IKE SAs keep nothing.
+	for i := range uint32(1000) {
+		say(1000+i, "closing CHILD_SA ctl{5} with SPIs c1234567_i 01234567_o and TS 10.98.1.1/32 === 10.98.0.1/32")
+		say(1000+i, "CHILD_SA closed")
+	}
+	if n := len(g.pending); n != 0 {
+		t.Fatalf("%d IKE SAs kept for routine closes", n)
+	}
+	// IKE SAs that fail in IKE_AUTH are never listed: forgotten after a
+	// minute.
+	say(1, "received AUTHENTICATION_FAILED notify error")
+	b.advance(saidPendingFor)
+	say(2, "received AUTHENTICATION_FAILED notify error")
+	if _, ok := g.pending[1]; ok || len(g.pending) != 1 {
+		t.Fatalf("after a minute: %d IKE SAs pending, IKE SA 1 among them: %v", len(g.pending), ok)
+	}
+	// A flood of failures for IKE SAs nobody lists: the newest are kept.
+	for i := range uint32(2 * saidPending) {
+		say(5000+i, "failed to establish CHILD_SA, keeping IKE_SA")
+	}
+	say(7, "received NO_PROPOSAL_CHOSEN notify, no CHILD_SA built")
+	if len(g.pending) != saidPending {
+		t.Fatalf("%d IKE SAs pending, want at most %d", len(g.pending), saidPending)
+	}
+	b.mem.onUpdate(b.ctx, vici.Update{Snapshot: withoutControl(true, "")})
+	if p := problems(t, b.memStatus()); !strings.Contains(p, "charon said: [IKE] received NO_PROPOSAL_CHOSEN notify, no CHILD_SA built") {
+		t.Fatalf("IKE SA 7's words lost in the flood:\n%s", p)
+	}
+	// For IKE SA 7, now known to lack its child, a close is kept.
+	say(7, "CHILD_SA closed")
+	if p := problems(t, b.memStatus()); !strings.Contains(p, "; [IKE] CHILD_SA closed") {
+		t.Fatalf("a close for an IKE SA known to lack its child was not kept:\n%s", p)
+	}
+}
