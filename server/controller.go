@@ -248,6 +248,17 @@ func (g *ctlGroup) dropLocal(a netip.Addr) {
 	}
 }
 
+// uses reports whether the member with control address remote runs on
+// the control child of IKE SA ike (one of its links).
+func (g *ctlGroup) uses(ike uint32, remote netip.Addr) bool {
+	m := g.members[remote]
+	if m == nil {
+		return false
+	}
+	_, ok := m.links.get(ike)
+	return ok
+}
+
 // controlDown drops one of a member's control children; the member leaves
 // with its last.
 func (g *ctlGroup) controlDown(_ context.Context, now time.Time, ike uint32, remote netip.Addr) {

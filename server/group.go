@@ -43,6 +43,11 @@ type group interface {
 	// sa is INSTALLED but mpsad cannot verify that it protects the
 	// control addresses (why): the group does not use it.
 	controlRefused(now time.Time, sa vici.IKESA, why string)
+	// uses reports whether the group runs a control exchange over the
+	// control child of IKE SA ike to the remote control address
+	// remote: it was told of it by controlUp and took it. The VICI
+	// source tells a group again only of what changed for it.
+	uses(ike uint32, remote netip.Addr) bool
 	controlFine(ike uint32, gone bool)
 	charonSaid(now time.Time, ev vici.LogEvent)
 	charonChanged(ch *vici.Charon)

@@ -134,6 +134,11 @@ func (g *memGroup) controlUp(ctx context.Context, now time.Time, c proven) {
 	g.follow(ctx, now)
 }
 
+func (g *memGroup) uses(ike uint32, remote netip.Addr) bool {
+	l, ok := g.links.get(ike)
+	return ok && l.Remote == remote
+}
+
 func (g *memGroup) controlDown(ctx context.Context, now time.Time, ike uint32, _ netip.Addr) {
 	g.links.remove(ike)
 	g.follow(ctx, now)

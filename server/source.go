@@ -168,8 +168,9 @@ func (v *viciSource) tell(ctx context.Context, now time.Time, g group, sa vici.I
 		}
 	}
 	// What went away first: a member group keeps one link per IKE SA,
-	// which the new state then replaces.
-	if prev != nil && (!ok || prev.Remote != c.Remote) {
+	// which the new state then replaces. A child the group never took
+	// (refused before) has nothing to go.
+	if prev != nil && (!ok || prev.Remote != c.Remote) && g.uses(sa.UniqueID, prev.Remote) {
 		g.controlDown(ctx, now, sa.UniqueID, prev.Remote)
 	}
 	switch {
@@ -185,7 +186,10 @@ func (v *viciSource) tell(ctx context.Context, now time.Time, g group, sa vici.I
 	}
 }
 
-// set records sa, new or changed, and tells the groups of its connection.
+// set records sa, new or changed, and tells the groups of its connection
+// what changed for them: a group that took the control child of sa is not
+// told again while the IKE SA and the child are as it took them (a resync
+// lists every IKE SA; a child refused before is verified again).
 func (v *viciSource) set(ctx context.Context, now time.Time, sa vici.IKESA) {
 	old, had := v.ikes[sa.UniqueID]
 	v.ikes[sa.UniqueID] = sa
@@ -196,11 +200,47 @@ func (v *viciSource) set(ctx context.Context, now time.Time, sa vici.IKESA) {
 				prev = &oc
 			}
 		}
+		if prev != nil && v.unchanged(g, old, sa) {
+			continue
+		}
 		v.tell(ctx, now, g, sa, prev)
 	}
 	if had && old.Conn != sa.Conn {
 		v.down(ctx, now, old)
 	}
+}
+
+// unchanged reports whether group g took the control child of IKE SA sa
+// as it is now: the IKE SA is the same as old but for its age, the child
+// is the one proved (and, with BGP, proved for the group's port), and g
+// uses it.
+func (v *viciSource) unchanged(g group, old, sa vici.IKESA) bool {
+	cfg := g.config()
+	c, ok := sa.Control(cfg.ControlChild)
+	if !ok || !sameIKE(&old, &sa) {
+		return false
+	}
+	e, ok := v.proofs[proofKey{sa.UniqueID, cfg.ControlChild}]
+	if !ok || !sameChild(e.ctl.Child, c.Child) || e.ctl.Local != c.Local || e.ctl.Remote != c.Remote {
+		return false
+	}
+	if cfg.BGPEnabled() {
+		if _, ok := e.bgp[cfg.BGP.Port]; !ok {
+			return false
+		}
+	}
+	return g.uses(sa.UniqueID, c.Remote)
+}
+
+// sameIKE reports whether a and b are the same IKE SA in the same state,
+// apart from their age and children (field by field: reflect would cost
+// more than the telling it spares).
+func sameIKE(a, b *vici.IKESA) bool {
+	return a.Conn == b.Conn && a.UniqueID == b.UniqueID && a.Version == b.Version && a.State == b.State &&
+		a.LocalHost == b.LocalHost && a.LocalPort == b.LocalPort && a.LocalID == b.LocalID &&
+		a.RemoteHost == b.RemoteHost && a.RemotePort == b.RemotePort && a.RemoteID == b.RemoteID &&
+		a.Initiator == b.Initiator && a.InitiatorSPI == b.InitiatorSPI && a.ResponderSPI == b.ResponderSPI &&
+		a.NATLocal == b.NATLocal && a.NATRemote == b.NATRemote
 }
 
 // remove forgets the IKE SA id and tells the groups that had its control
