@@ -47,9 +47,9 @@ type ctlGroup struct {
 	acked, current int
 	// queued counts the group's entries in the pacer's queue.
 	queued int
-	// locals counts the members' control links by local control
-	// address, the addresses the server routes to the group.
-	locals map[netip.Addr]int
+	// pairs counts the members' control links by control addresses,
+	// local and remote, the pairs the server routes to the group.
+	pairs map[addrPair]int
 	// fanoutDone: every member has acknowledged the current SA since it
 	// was made (logged once).
 	fanoutDone bool
@@ -148,7 +148,7 @@ func newCtlGroup(s *Server, cfg *swanctl.Group, rnd io.Reader, log *slog.Logger)
 		return nil, err
 	}
 	cg := &ctlGroup{s: s, cfg: cfg, log: log, group: g, backoff: s.opts.Backoff, members: map[netip.Addr]*ctlMember{},
-		drops: s.newDropLog(log), metrics: s.opts.Metrics, locals: map[netip.Addr]int{}}
+		drops: s.newDropLog(log), metrics: s.opts.Metrics, pairs: map[addrPair]int{}}
 	cg.rekeyAt.fire = cg.onRekeyDue
 	cg.controlWatch.init(s, cg.config, log)
 	if cfg.BGPEnabled() {
@@ -225,7 +225,7 @@ func (g *ctlGroup) followBGP(now time.Time, m *ctlMember) {
 	g.bgpFine(l.ike)
 }
 
-// setLink adds or replaces one of m's links and keeps the local control
+// setLink adds or replaces one of m's links and keeps the control
 // addresses the server routes to the group.
 func (g *ctlGroup) setLink(m *ctlMember, l memberLink) {
 	old, had := m.links.get(l.ike)
@@ -234,17 +234,18 @@ func (g *ctlGroup) setLink(m *ctlMember, l memberLink) {
 		return
 	}
 	if had {
-		g.dropLocal(old.local)
+		g.dropPair(addrPair{old.local, m.addr})
 	}
-	if g.locals[l.local]++; g.locals[l.local] == 1 {
-		g.s.listen(l.local, g)
+	p := addrPair{l.local, m.addr}
+	if g.pairs[p]++; g.pairs[p] == 1 {
+		g.s.listen(p, g)
 	}
 }
 
-func (g *ctlGroup) dropLocal(a netip.Addr) {
-	if g.locals[a]--; g.locals[a] <= 0 {
-		delete(g.locals, a)
-		g.s.unlisten(a, g)
+func (g *ctlGroup) dropPair(p addrPair) {
+	if g.pairs[p]--; g.pairs[p] <= 0 {
+		delete(g.pairs, p)
+		g.s.unlisten(p, g)
 	}
 }
 
@@ -272,7 +273,7 @@ func (g *ctlGroup) controlDown(_ context.Context, now time.Time, ike uint32, rem
 		return
 	}
 	m.links.remove(ike)
-	g.dropLocal(l.local)
+	g.dropPair(addrPair{l.local, m.addr})
 	if len(m.links) > 0 {
 		g.follow(now, m)
 		g.followBGP(now, m)
@@ -743,10 +744,10 @@ func (g *ctlGroup) close() {
 	g.s.sched.stop(&g.rekeyAt)
 	g.s.sched.stop(&g.drops.flushAt)
 	g.controlWatch.stop()
-	for a := range g.locals {
-		g.s.unlisten(a, g)
+	for p := range g.pairs {
+		g.s.unlisten(p, g)
 	}
-	clear(g.locals)
+	clear(g.pairs)
 	g.put.zero()
 	g.group.Close()
 }

@@ -50,9 +50,9 @@ type memGroup struct {
 	// timer is the earliest of the SA lifecycle's and the hello's
 	// retransmission.
 	timer deadline
-	// local is the local control address the server routes to the
-	// group, while the session is up.
-	local netip.Addr
+	// route are the control addresses, local and remote, the server
+	// routes to the group, while the session is up.
+	route addrPair
 	// lastErr is the last data-plane failure, for status.
 	lastErr string
 	// controlWatch knows why the control child is not up.
@@ -156,14 +156,14 @@ func (g *memGroup) follow(ctx context.Context, now time.Time) {
 			g.sess.Close()
 			g.sess, g.hello = nil, false
 		}
-		g.listen(netip.Addr{})
+		g.listen(addrPair{})
 		g.followBGP(now, nil)
 		return
 	}
 	g.ensureDataPlane(ctx, c.IKE.LocalHost)
 	id := sessionID(c.IKE)
 	g.ctl = c
-	g.listen(c.Local)
+	g.listen(addrPair{c.Local, c.Remote})
 	g.followBGP(now, &c)
 	if g.sess != nil && g.sess.ID() == id {
 		return
@@ -182,17 +182,17 @@ func (g *memGroup) follow(ctx context.Context, now time.Time) {
 	g.s.send(b, c.Local, c.Remote)
 }
 
-// listen has the server route datagrams to the local control address a
-// (none if a is the zero Addr) to the group.
-func (g *memGroup) listen(a netip.Addr) {
-	if a == g.local {
+// listen has the server route datagrams between the control addresses
+// of p (none if p is the zero addrPair) to the group.
+func (g *memGroup) listen(p addrPair) {
+	if p == g.route {
 		return
 	}
-	if g.local.IsValid() {
-		g.s.unlisten(g.local, g)
+	if g.route.local.IsValid() {
+		g.s.unlisten(g.route, g)
 	}
-	if g.local = a; a.IsValid() {
-		g.s.listen(a, g)
+	if g.route = p; p.local.IsValid() {
+		g.s.listen(p, g)
 	}
 }
 
@@ -659,7 +659,7 @@ func (g *memGroup) retire(ctx context.Context, next *swanctl.Group) {
 	g.s.sched.stop(&g.retry)
 	g.controlWatch.stop()
 	g.s.sched.stop(&g.drops.flushAt)
-	g.listen(netip.Addr{})
+	g.listen(addrPair{})
 	g.flush(ctx, g.s.opts.FlushDataPlane)
 }
 
@@ -672,7 +672,7 @@ func (g *memGroup) close() {
 	g.s.sched.stop(&g.retry)
 	g.controlWatch.stop()
 	g.s.sched.stop(&g.drops.flushAt)
-	g.listen(netip.Addr{})
+	g.listen(addrPair{})
 	if g.sess != nil {
 		g.sess.Close()
 	}

@@ -155,14 +155,18 @@ func checkCounts(t *testing.T, f *fleet, step, up int) {
 		t.Fatalf("step %d: %d members (want %d), counts acked %d current %d queued %d; recounted %d %d %d",
 			step, len(g.members), up, g.acked, g.current, g.queued, acked, current, queued)
 	}
-	// Datagrams to the local control address reach the group while it
-	// has a member: its links are counted by local address.
-	links := 0
+	// Datagrams between the control addresses of a member's links reach
+	// the group: its links are counted by pair, one route per member.
+	links, counted := 0, 0
 	for _, m := range g.members {
 		links += len(m.links)
+		counted += g.pairs[addrPair{ctlAddr, m.addr}]
+		if gs := f.s.byPair[addrPair{ctlAddr, m.addr}]; len(gs) != 1 || gs[0] != g {
+			t.Fatalf("step %d: member %s routed to %d groups", step, m.addr, len(gs))
+		}
 	}
-	if routed := len(f.s.byLocal[ctlAddr]) == 1; g.locals[ctlAddr] != links || routed != (links > 0) || len(f.s.byLocal) > 1 {
-		t.Fatalf("step %d: %d links counted at %s, %d links; routed %v", step, g.locals[ctlAddr], ctlAddr, links, routed)
+	if counted != links || len(g.pairs) != len(g.members) || len(f.s.byPair) != len(g.members) {
+		t.Fatalf("step %d: %d links, %d counted; %d pairs, %d routed, %d members", step, links, counted, len(g.pairs), len(f.s.byPair), len(g.members))
 	}
 }
 
@@ -190,8 +194,8 @@ func TestLeaveWhileQueued(t *testing.T) {
 
 // TestManyMemberGroupsRoutedByLocalAddress: a member with many groups
 // (as the scale harness's load generator runs one per simulated member)
-// routes each datagram to the group of its destination, the local control
-// address, without asking the others.
+// routes each datagram to the group of its control addresses, without
+// asking the others.
 func TestManyMemberGroupsRoutedByLocalAddress(t *testing.T) {
 	const n = 50
 	var conf strings.Builder
@@ -222,9 +226,10 @@ func TestManyMemberGroupsRoutedByLocalAddress(t *testing.T) {
 		sas = append(sas, sa)
 	}
 	s.onUpdate(ctx, vici.Update{Cause: vici.CauseResync, Snapshot: vici.Snapshot{Connected: true}, Changed: sas})
-	if len(sent) != n || len(s.byLocal) != n {
-		t.Fatalf("%d hellos, %d local addresses routed; want %d", len(sent), len(s.byLocal), n)
+	if len(sent) != n || len(s.byPair) != n {
+		t.Fatalf("%d hellos, %d pairs of control addresses routed; want %d", len(sent), len(s.byPair), n)
 	}
+	asked := countAsked(s)
 	// The controller answers the hello of group 37 only.
 	hello := sent[0]
 	for _, d := range sent {
@@ -241,11 +246,87 @@ func TestManyMemberGroupsRoutedByLocalAddress(t *testing.T) {
 	if !s.onDatagram(ctx, Datagram{Src: netip.AddrPortFrom(ctlAddr, hello.Src.Port()), Dst: hello.Src.Addr(), Data: b}) {
 		t.Fatal("the answer to group 37's hello was not claimed")
 	}
+	if *asked != 1 {
+		t.Fatalf("the datagram was offered to %d groups, want 1", *asked)
+	}
 	for i, g := range s.groups {
 		if up := g.(*memGroup).hello; up != (i == 37) {
 			t.Fatalf("group %d: hello answered %v", i, up)
 		}
 	}
+}
+
+// TestManyControllerGroupsOneLocalAddress: a controller whose groups all
+// share one local control address hands a member's datagram to the
+// member's group alone, whatever the number of groups.
+func TestManyControllerGroupsOneLocalAddress(t *testing.T) {
+	const n = 50
+	var conf strings.Builder
+	conf.WriteString("mpsa {\n role = controller\n groups {\n")
+	for i := range n {
+		fmt.Fprintf(&conf, " g%d { connection = c%d\n control_child = ctl }\n", i, i)
+	}
+	conf.WriteString(" }\n}\n")
+	var sent []Datagram
+	s := testServer(t, Options{Config: loadConfig(t, conf.String()), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s.out = sendFunc(func(b []byte, src netip.Addr, dst netip.AddrPort) error {
+		sent = append(sent, Datagram{Src: netip.AddrPortFrom(src, dst.Port()), Dst: dst.Addr(), Data: bytes.Clone(b)})
+		return nil
+	})
+	ctx := context.Background()
+	if err := s.applyConfig(ctx, s.cfg); err != nil {
+		t.Fatal(err)
+	}
+	var sas []vici.IKESA
+	for i := range n {
+		sa := fleetSA(i) // member i in group i, every group on ctlAddr
+		sa.Conn = fmt.Sprintf("c%d", i)
+		sas = append(sas, sa)
+	}
+	s.onUpdate(ctx, vici.Update{Cause: vici.CauseResync, Snapshot: vici.Snapshot{Connected: true}, Changed: sas})
+	if len(sent) != n || len(s.byPair) != n {
+		t.Fatalf("%d pushes, %d pairs of control addresses routed; want %d", len(sent), len(s.byPair), n)
+	}
+	asked := countAsked(s)
+	for _, d := range sent {
+		if d.Dst != memberAddr(n-1) {
+			continue
+		}
+		if !s.onDatagram(ctx, response(t, d)) {
+			t.Fatal("the last member's answer was not claimed")
+		}
+	}
+	if *asked != 1 {
+		t.Fatalf("the datagram was offered to %d groups, want 1", *asked)
+	}
+	for i, g := range s.groups {
+		if acked := g.(*ctlGroup).acked; acked != 0 != (i == n-1) {
+			t.Fatalf("group %d: %d members acknowledged", i, acked)
+		}
+	}
+}
+
+// countingGroup is a group whose datagrams are counted.
+type countingGroup struct {
+	group
+	asked *int
+}
+
+func (c countingGroup) onDatagram(ctx context.Context, now time.Time, d Datagram) bool {
+	*c.asked++
+	return c.group.onDatagram(ctx, now, d)
+}
+
+// countAsked wraps every group the server routes datagrams to, so that
+// the count returned says to how many groups the datagrams went.
+func countAsked(s *Server) *int {
+	n := new(int)
+	for _, gs := range s.byPair {
+		for i, g := range gs {
+			gs[i] = countingGroup{g, n}
+		}
+	}
+	return n
 }
 
 // sendFunc is a test's control wire.

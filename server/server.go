@@ -79,7 +79,7 @@ type ControlVerifier interface {
 // deltas (vici.Update.Changed and Removed) that the VICI source turns into
 // control-up and control-down events for the groups of each connection; a
 // datagram finds its group and member with two map look-ups (by its
-// destination, then its source); every timer is a deadline on one heap; pushes leave through one token
+// destination and source, then its source); every timer is a deadline on one heap; pushes leave through one token
 // bucket (push_rate). docs/design.md, "The engine", has the picture and
 // docs/scale.md the figures.
 type Server struct {
@@ -98,12 +98,15 @@ type Server struct {
 		Send(b []byte, src netip.Addr, dst netip.AddrPort) error
 	}
 	// groups in configuration order, by connection name, and by the
-	// local control addresses of their control children: a datagram
-	// goes to the groups of its destination, usually one (a member has
-	// one per group; a controller's groups often share one).
-	groups  []group
-	byConn  map[string][]group
-	byLocal map[netip.Addr][]group
+	// control addresses of their control children: a datagram goes to
+	// the group of its destination and source, the local and the remote
+	// control address (a controller's groups often share one local
+	// address, each member has its own remote one). Two groups share a
+	// pair only when charon gave two connections the same control
+	// addresses.
+	groups []group
+	byConn map[string][]group
+	byPair map[addrPair][]group
 	// vici follows charon's IKE SAs and feeds the groups.
 	vici  *viciSource
 	sched deadlines
@@ -177,7 +180,7 @@ func New(opts Options) (*Server, error) {
 		now:         opts.Now,
 		cfg:         opts.Config,
 		byConn:      map[string][]group{},
-		byLocal:     map[netip.Addr][]group{},
+		byPair:      map[addrPair][]group{},
 		updates:     newVICIInbox(),
 		bgpIn:       newBGPInbox(),
 		bgpStopping: map[uint16]<-chan struct{}{},
@@ -556,10 +559,10 @@ func (s *Server) drop(now time.Time, reason string, attrs ...any) {
 }
 
 // onDatagram hands a datagram to the group it belongs to, or drops it. It
-// reports whether a group handled it. The groups of its destination
-// address are one map look-up away, and each finds the sender with one
-// more: the cost depends neither on the number of members nor on the
-// number of groups.
+// reports whether a group handled it. Its group is one map look-up away,
+// by its destination and source address, and the group finds the sender
+// with one more: the cost depends neither on the number of members nor
+// on the number of groups.
 func (s *Server) onDatagram(ctx context.Context, d Datagram) bool {
 	now := s.now()
 	s.noteOverload(now)
@@ -571,7 +574,7 @@ func (s *Server) onDatagram(ctx context.Context, d Datagram) bool {
 		s.drop(now, metrics.DropNoIKESA, "src", d.Src, "detail", "not connected to charon")
 		return false
 	}
-	for _, g := range s.byLocal[d.Dst] {
+	for _, g := range s.byPair[addrPair{local: d.Dst, remote: d.Src.Addr()}] {
 		if g.onDatagram(ctx, now, d) {
 			return true
 		}
@@ -701,20 +704,25 @@ func (s *Server) attach(ctx context.Context, g group) {
 	s.vici.feed(ctx, s.now(), g)
 }
 
-// listen routes datagrams to the local control address a to g, which
-// calls it once for each address it has control children on.
-func (s *Server) listen(a netip.Addr, g group) {
-	s.byLocal[a] = append(s.byLocal[a], g)
+// addrPair is a local and a remote control address: the two ends of a
+// control child.
+type addrPair struct{ local, remote netip.Addr }
+
+// listen routes datagrams from the remote to the local control address
+// of p to g, which calls it once for each pair it has control children
+// on.
+func (s *Server) listen(p addrPair, g group) {
+	s.byPair[p] = append(s.byPair[p], g)
 }
 
 // unlisten undoes listen.
-func (s *Server) unlisten(a netip.Addr, g group) {
-	gs := slices.DeleteFunc(s.byLocal[a], func(x group) bool { return x == g })
+func (s *Server) unlisten(p addrPair, g group) {
+	gs := slices.DeleteFunc(s.byPair[p], func(x group) bool { return x == g })
 	if len(gs) == 0 {
-		delete(s.byLocal, a)
+		delete(s.byPair, p)
 		return
 	}
-	s.byLocal[a] = gs
+	s.byPair[p] = gs
 }
 
 // reindex rebuilds the groups by connection (at setup and reload).
