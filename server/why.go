@@ -61,7 +61,8 @@ type controlProblem struct {
 // appears (after controlGrace for a child still being negotiated) and when
 // its reason changes, and hands them to the status. Its work grows with
 // the problems, not with the members: a group with every control child up
-// holds nothing here.
+// holds nothing here, and the grace check looks only at the problems
+// waiting for it.
 type controlWatch struct {
 	s     *Server
 	cfg   func() *swanctl.Group
@@ -77,7 +78,11 @@ type controlWatch struct {
 	// is gone from pending, or came again later, is skipped).
 	pending      map[uint32]pendingSaid
 	pendingOrder []pendingRef
-	check        deadline
+	// waiting are the problems not reported yet, within their grace, in
+	// order of since (the order they appear in): check fires for the
+	// first. A problem reported or gone meanwhile is skipped.
+	waiting []*controlProblem
+	check   deadline
 	// charon are the problems with what charon has, for this group's
 	// control child (vici.Charon.ESPProblems and the child's
 	// configuration), as last checked.
@@ -114,17 +119,23 @@ func (w *controlWatch) what() string {
 // connection has no usable control child.
 func (w *controlWatch) controlMissing(_ context.Context, now time.Time, sa vici.IKESA) {
 	p := w.byIKE[sa.UniqueID]
-	if p == nil {
+	isNew := p == nil
+	if isNew {
 		p = &controlProblem{since: now, said: w.takePending(now, sa.UniqueID)}
 		w.byIKE[sa.UniqueID] = p
 	}
 	p.ike, p.refused = withoutChildren(sa), ""
 	p.state = childState(sa, w.cfg().ControlChild)
-	if len(p.said) > 0 {
+	if len(p.said) > 0 || p.reported != "" {
+		// Definite (charon said why), or reported before (refused,
+		// say): a new reason is said at once.
 		w.report(p)
 		return
 	}
-	w.s.sched.setEarlier(&w.check, p.since.Add(controlGrace))
+	if isNew {
+		w.waiting = append(w.waiting, p)
+		w.s.sched.setEarlier(&w.check, p.since.Add(controlGrace))
+	}
 }
 
 // controlRefused records that the control child of IKE SA sa is
@@ -268,24 +279,24 @@ func (w *controlWatch) dropOldestPending() {
 	}
 }
 
-// onCheck reports the problems whose grace has passed and schedules the
-// next.
+// onCheck reports the problems whose grace has passed, from the front of
+// waiting, and schedules the next: it looks at no problem that is not
+// waiting.
 func (w *controlWatch) onCheck(_ context.Context, now time.Time) {
-	var next time.Time
-	for _, p := range w.byIKE {
-		if p.reported != "" {
-			continue
-		}
-		due := p.since.Add(controlGrace)
-		if !due.After(now) {
+	for len(w.waiting) > 0 {
+		p := w.waiting[0]
+		if w.byIKE[p.ike.UniqueID] == p && p.reported == "" {
+			due := p.since.Add(controlGrace)
+			if due.After(now) {
+				w.s.sched.set(&w.check, due)
+				return
+			}
 			w.report(p)
-		} else if next.IsZero() || due.Before(next) {
-			next = due
 		}
+		w.waiting[0] = nil
+		w.waiting = w.waiting[1:]
 	}
-	if !next.IsZero() {
-		w.s.sched.set(&w.check, next)
-	}
+	w.waiting = nil // let the array go
 }
 
 // text says what is wrong with p in words an operator can act on.

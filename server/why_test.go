@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -329,5 +330,50 @@ func TestCharonWordsForUnknownIKESAsBounded(t *testing.T) {
 	say(7, "CHILD_SA closed")
 	if p := problems(t, b.memStatus()); !strings.Contains(p, "; [IKE] CHILD_SA closed") {
 		t.Fatalf("a close for an IKE SA known to lack its child was not kept:\n%s", p)
+	}
+}
+
+// TestControlProblemsReportedAfterGrace: problems that appear at
+// different times are each reported when their own grace has passed, one
+// whose child comes up within its grace never is, and a reported problem
+// whose reason changes is reported again at once. Nothing waits once
+// everything due is reported.
+func TestControlProblemsReportedAfterGrace(t *testing.T) {
+	f := newFleet(t, fleetConf(), 10, nil)
+	g := f.group()
+	missing := func(i int) vici.IKESA {
+		sa := f.sas[i]
+		sa.Children = nil
+		return sa
+	}
+	for i := range 10 {
+		f.s.onUpdate(f.ctx, vici.Update{Cause: vici.CauseEvent, Snapshot: vici.Snapshot{Connected: true}, Changed: []vici.IKESA{missing(i)}})
+		f.advance(f.now.Add(controlGrace / 4))
+	}
+	// IKE SA 10 (member 9) gets its child within its grace.
+	f.join(9)
+	reported := func() []uint32 {
+		st := g.status(f.ctx)
+		var ids []uint32
+		for _, p := range st.ControlProblems {
+			ids = append(ids, p.IKE)
+		}
+		return ids
+	}
+	// 10 x grace/4 have passed since the first: the first 7 are due.
+	if got := reported(); !slices.Equal(got, []uint32{1, 2, 3, 4, 5, 6, 7}) {
+		t.Fatalf("reported %v", got)
+	}
+	f.advance(f.now.Add(controlGrace))
+	if got := reported(); !slices.Equal(got, []uint32{1, 2, 3, 4, 5, 6, 7, 8, 9}) || len(g.waiting) != 0 {
+		t.Fatalf("reported %v, %d waiting", got, len(g.waiting))
+	}
+	// Member 0's child comes, INSTALLING: said at once.
+	sa := f.sas[0]
+	sa.Children = []vici.ChildSA{sa.Children[0]}
+	sa.Children[0].State = vici.ChildInstalling
+	f.s.onUpdate(f.ctx, vici.Update{Cause: vici.CauseEvent, Snapshot: vici.Snapshot{Connected: true}, Changed: []vici.IKESA{sa}})
+	if st := g.status(f.ctx); !strings.Contains(st.ControlProblems[0].Problem, "its CHILD_SA ctl is INSTALLING") {
+		t.Fatalf("a changed reason was not reported: %q", st.ControlProblems[0].Problem)
 	}
 }
