@@ -372,8 +372,11 @@ func childProblems(g *swanctl.Group, ch *vici.Charon) []string {
 	}
 	for _, p := range cc.ESPProposals {
 		for _, w := range strings.Split(p, "-") {
-			if strings.EqualFold(w, "null") {
+			switch w = strings.ToLower(w); w {
+			case "null":
 				out = append(out, fmt.Sprintf("esp_proposals offers NULL encryption (%s, %s:%d): SK_d and the nonce would cross the network in clear; mpsad refuses such a child; remove it", p, cc.Pos.File, cc.Pos.Line))
+			case "aes128gmac", "aes192gmac", "aes256gmac":
+				out = append(out, fmt.Sprintf("esp_proposals offers %s, NULL_AES_GMAC (%s, %s:%d): it authenticates but does not encrypt, so SK_d and the nonce would cross the network in clear; mpsad refuses such a child; remove it", w, p, cc.Pos.File, cc.Pos.Line))
 			}
 		}
 	}

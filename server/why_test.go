@@ -132,6 +132,22 @@ func TestCharonProblems(t *testing.T) {
 	if st := b.memStatus(); len(st.CharonProblems) != 1 || !strings.Contains(st.CharonProblems[0], "AH authenticates but does not encrypt") {
 		t.Fatalf("AH child: %q", st.CharonProblems)
 	}
+	// Proposals that do not encrypt: NULL, and NULL_AES_GMAC in each
+	// key size; one that encrypts beside them is not named.
+	g.cfg.ControlChildConf = &swanctl.ChildConf{ESPProposals: []string{"aes256-sha256", "null-sha256", "AES128GMAC", "aes192gmac-modp2048", "aes256gmac"},
+		Pos: swanctl.Pos{File: "test.conf", Line: 3}}
+	nogcm := &vici.Charon{Plugins: []string{"charon", "aes", "hmac", "gcm", "kernel-netlink"}}
+	g.charonChanged(nogcm)
+	st = b.memStatus()
+	for _, want := range []string{"NULL encryption (null-sha256, test.conf:3)", "aes128gmac, NULL_AES_GMAC (AES128GMAC, test.conf:3)",
+		"aes192gmac, NULL_AES_GMAC (aes192gmac-modp2048", "aes256gmac, NULL_AES_GMAC (aes256gmac, test.conf:3)"} {
+		if !slices.ContainsFunc(st.CharonProblems, func(p string) bool { return strings.Contains(p, want) }) {
+			t.Errorf("no problem says %q: %q", want, st.CharonProblems)
+		}
+	}
+	if n := len(st.CharonProblems); n != 4 {
+		t.Errorf("%d problems, want 4: %q", n, st.CharonProblems)
+	}
 }
 
 // TestMemberAsksForControlChildAgain: while the member's IKE SA has no
