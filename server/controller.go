@@ -90,10 +90,9 @@ type memberLink struct {
 	initiator bool
 	local     netip.Addr
 	remoteID  string
-	// ifIndex and srcPort are what proves the link's control child
-	// (proven).
-	ifIndex int
-	srcPort uint16
+	// adm is the way the proof of the link's control child admits the
+	// member's datagrams (proven).
+	adm admission
 	// remoteHost is the member's IKE address.
 	remoteHost netip.Addr
 	// bgp proves that the child also protects the member's BGP session
@@ -182,7 +181,7 @@ func (g *ctlGroup) setPeers(context.Context, string, []xfrm.Peer) {}
 // its problem.
 func (g *ctlGroup) controlUp(_ context.Context, now time.Time, c proven) {
 	l := memberLink{ike: c.IKE.UniqueID, id: sessionID(c.IKE), initiator: c.IKE.Initiator, local: c.Local, remoteID: c.IKE.RemoteID,
-		ifIndex: c.ifIndex, srcPort: c.srcPort, remoteHost: c.IKE.RemoteHost, bgp: c.bgp, bgpErr: c.bgpErr}
+		adm: c.admission, remoteHost: c.IKE.RemoteHost, bgp: c.bgp, bgpErr: c.bgpErr}
 	m := g.members[c.Remote]
 	if m != nil {
 		// A control address belongs to the identity that holds it:
@@ -355,12 +354,7 @@ func (g *ctlGroup) onDatagram(_ context.Context, now time.Time, d Datagram) bool
 	if l.local != d.Dst {
 		return false
 	}
-	if !(proven{ifIndex: l.ifIndex, srcPort: l.srcPort}).admits(d) {
-		g.drops.drop(now, metrics.DropNotProtected, "member", l.remoteID, "src", d.Src, "ifindex", d.IfIndex,
-			"detail", "not the way the control child protects (its interface or source port)")
-		return true
-	}
-	msg, kind, ok := g.s.receive(now, d, m.sess, l.local, m.addr, g.drops, l.remoteID)
+	msg, kind, ok := g.s.receive(now, d, l.adm, m.sess, l.local, m.addr, g.drops, l.remoteID)
 	if !ok {
 		return true
 	}

@@ -40,6 +40,8 @@ type wire struct {
 	queue []delivery
 	// drop, if set, loses datagrams it returns true for.
 	drop func(Datagram) bool
+	// ifIndex is the interface datagrams arrive on.
+	ifIndex int
 }
 
 type port struct {
@@ -51,7 +53,7 @@ func (p port) Send(b []byte, src netip.Addr, dst netip.AddrPort) error {
 	if to == nil {
 		return fmt.Errorf("no host %s", dst.Addr())
 	}
-	p.w.queue = append(p.w.queue, delivery{to, Datagram{Src: netip.AddrPortFrom(src, dst.Port()), Dst: dst.Addr(), Data: bytes.Clone(b)}})
+	p.w.queue = append(p.w.queue, delivery{to, Datagram{Src: netip.AddrPortFrom(src, dst.Port()), Dst: dst.Addr(), IfIndex: p.w.ifIndex, Data: bytes.Clone(b)}})
 	return nil
 }
 

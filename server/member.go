@@ -404,13 +404,8 @@ func (g *memGroup) onDatagram(ctx context.Context, now time.Time, d Datagram) bo
 	if g.sess == nil || d.Src.Addr() != g.ctl.Remote || d.Dst != g.ctl.Local {
 		return false
 	}
-	if !g.ctl.admits(d) {
-		g.drops.drop(now, metrics.DropNotProtected, "src", d.Src, "ifindex", d.IfIndex,
-			"detail", "not the way the control child protects (its interface or source port)")
-		return true
-	}
 	defer g.rearm()
-	msg, kind, ok := g.s.receive(now, d, g.sess, g.ctl.Local, g.ctl.Remote, g.drops, "")
+	msg, kind, ok := g.s.receive(now, d, g.ctl.admission, g.sess, g.ctl.Local, g.ctl.Remote, g.drops, "")
 	if !ok {
 		return true
 	}

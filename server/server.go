@@ -538,7 +538,7 @@ func (s *Server) verify(ctx context.Context, c vici.Control, f protect.Flow) (pr
 	if err != nil {
 		return proven{}, err
 	}
-	return proven{Control: c, ifIndex: p.IfIndex, ifName: p.IfName, srcPort: p.SrcPort, how: p.How}, nil
+	return proven{Control: c, admission: admission{ifIndex: p.IfIndex, srcPort: p.SrcPort}, ifName: p.IfName, how: p.How}, nil
 }
 
 // noteOverload hands the datagrams dropped for overload since the last
@@ -607,17 +607,25 @@ func (s *Server) send(b []byte, src netip.Addr, dst netip.Addr) {
 	}
 }
 
-// receive decodes a datagram claimed by the control session sess between
-// the control addresses local and remote and checks that its header
-// belongs to the session; if not, it is dropped with a counted reason
-// (member, if set, names the sender in the log line). A retransmitted
-// request is answered at once from the session's cache. It returns the
-// message and its kind, and false when nothing more is to be done with
-// it.
-func (s *Server) receive(now time.Time, d Datagram, sess *mpsa.Session, local, remote netip.Addr, drops *dropLog, member string) (*mpsa.Message, mpsa.Kind, bool) {
+// receive takes a datagram claimed by the control session sess between
+// the control addresses local and remote: it checks that the datagram
+// came the way the control child's proof admits (its interface, its
+// source port), then decodes it and checks that its header belongs to
+// the session; if not, it is dropped with a counted reason (member, if
+// set, names the sender in the log line). A retransmitted request is
+// answered at once from the session's cache. It returns the message and
+// its kind, and false when nothing more is to be done with it. Every
+// control datagram goes through here, so that no caller can skip the
+// proof.
+func (s *Server) receive(now time.Time, d Datagram, adm admission, sess *mpsa.Session, local, remote netip.Addr, drops *dropLog, member string) (*mpsa.Message, mpsa.Kind, bool) {
 	var attrs []any
 	if member != "" {
 		attrs = []any{"member", member}
+	}
+	if !adm.admits(d) {
+		drops.drop(now, metrics.DropNotProtected, append(attrs, "src", d.Src, "ifindex", d.IfIndex,
+			"detail", "not the way the control child protects (its interface or source port)")...)
+		return nil, 0, false
 	}
 	msg, err := mpsa.ParseMessage(d.Data)
 	if err != nil {

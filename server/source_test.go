@@ -145,7 +145,7 @@ func TestVICISourceVerifies(t *testing.T) {
 		if refuse[c.Child.UniqueID] {
 			return proven{}, errors.New("no inbound XFRM policy")
 		}
-		return proven{Control: c, ifIndex: 3}, nil
+		return proven{Control: c, admission: admission{ifIndex: 3}}, nil
 	})
 	ctx, now := context.Background(), time.Now()
 	a := fleetSA(0)

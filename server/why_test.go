@@ -3,12 +3,15 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mpsa/mpsa/api"
+	"github.com/mpsa/mpsa/internal/metrics"
 	"github.com/mpsa/mpsa/swanctl"
 	"github.com/mpsa/mpsa/vici"
 	"github.com/mpsa/mpsa/xfrm/protect"
@@ -391,5 +394,92 @@ func TestControlProblemsReportedAfterGrace(t *testing.T) {
 	f.s.onUpdate(f.ctx, vici.Update{Cause: vici.CauseEvent, Snapshot: vici.Snapshot{Connected: true}, Changed: []vici.IKESA{sa}})
 	if st := g.status(f.ctx); !strings.Contains(st.ControlProblems[0].Problem, "its CHILD_SA ctl is INSTALLING") {
 		t.Fatalf("a changed reason was not reported: %q", st.ControlProblems[0].Problem)
+	}
+}
+
+// proofVerifier proves every control child as kernel-libipsec or a
+// route-based child would: datagrams only on interface 7, only from port
+// 4501.
+type proofVerifier struct{}
+
+func (proofVerifier) Verify(context.Context, protect.Child, bool) (protect.Proof, error) {
+	return protect.Proof{IfIndex: 7, IfName: "ipsec0", SrcPort: 4501, How: "route into ipsec0"}, nil
+}
+
+// TestProofAdmitsOnlyItsWay: with a proof that names an interface and a
+// source port, a control datagram that arrives on another interface or
+// from another port is dropped as not_protected in either role, and
+// nothing follows from it: no SA installed, no acknowledgement, no
+// acknowledgement counted. The same datagram the proof's way is taken.
+func TestProofAdmitsOnlyItsWay(t *testing.T) {
+	b := newBench(t)
+	b.ctl.verifier, b.mem.verifier = proofVerifier{}, proofVerifier{}
+	b.w.ifIndex = 7
+	b.up()
+	first := b.ctlGroup().group.Current().SPI()
+	b.expectCalls(peersCall, fmt.Sprintf("install %08x", first), fmt.Sprintf("outbound %08x", first))
+	if _, err := b.ctlGroup().rekey(b.now, metrics.RekeyManual); err != nil {
+		t.Fatal(err)
+	}
+	second := b.ctlGroup().group.Current().SPI()
+	wrong := func(d Datagram) []Datagram {
+		onIf := d
+		onIf.IfIndex = 8
+		fromPort := d
+		fromPort.Src = netip.AddrPortFrom(d.Src.Addr(), 4502)
+		return []Datagram{onIf, fromPort}
+	}
+	take := func() Datagram {
+		t.Helper()
+		if len(b.w.queue) != 1 {
+			t.Fatalf("%d datagrams on the wire, want 1", len(b.w.queue))
+		}
+		d := b.w.queue[0].d
+		b.w.queue = b.w.queue[1:]
+		return d
+	}
+	// The member's side: the controller's MPSA_PUT.
+	put := take()
+	for _, d := range wrong(put) {
+		b.mem.onDatagram(b.ctx, d)
+	}
+	b.expectCalls()
+	if n := len(b.w.queue); n != 0 {
+		t.Fatalf("the member answered a datagram its proof does not admit (%d datagrams)", n)
+	}
+	if got := b.memStatus().Drops[metrics.DropNotProtected]; got != 2 {
+		t.Fatalf("member counted %d not_protected, want 2", got)
+	}
+	b.mem.onDatagram(b.ctx, put)
+	b.expectCalls(fmt.Sprintf("install %08x", second))
+	// The controller's side: the member's acknowledgement.
+	ack := take()
+	for _, d := range wrong(ack) {
+		b.ctl.onDatagram(b.ctx, d)
+	}
+	st := b.ctlStatus()
+	if st.Members[0].AckedSPI != spiString(first) || st.Members[0].PendingSPI != spiString(second) || st.Drops[metrics.DropNotProtected] != 2 {
+		t.Fatalf("after acknowledgements its proof does not admit: member %+v, drops %v", st.Members[0], st.Drops)
+	}
+	b.ctl.onDatagram(b.ctx, ack)
+	if st := b.ctlStatus(); st.Members[0].AckedSPI != spiString(second) {
+		t.Fatalf("the acknowledgement the proof admits was not taken: %+v", st.Members[0])
+	}
+}
+
+// TestNoCharonNoControl: until charon says which plugins it has, neither
+// role uses a control child, and both say why.
+func TestNoCharonNoControl(t *testing.T) {
+	b := newBench(t)
+	b.ctl.charon, b.mem.charon = nil, nil
+	b.up()
+	if n := len(b.w.queue); n != 0 || len(b.ctlStatus().Members) != 0 {
+		t.Fatalf("control children used without charon's plugin list: %d datagrams, members %+v", n, b.ctlStatus().Members)
+	}
+	for side, st := range map[string]GroupStatus{"controller": b.ctlStatus(), "member": b.memStatus()} {
+		p := problems(t, st)
+		if !strings.Contains(p, "not protected, refusing to use it") || !strings.Contains(p, "charon did not say which plugins it loaded (VICI stats)") {
+			t.Errorf("%s: problems\n%s", side, p)
+		}
 	}
 }
