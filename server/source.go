@@ -58,10 +58,12 @@ type viciSource struct {
 	groups func(conn string) []group
 	// verify proves that a control child protects the control
 	// addresses (Server.verifyControl); proofs keeps what it proved,
-	// so that an event or a resync that does not change a child costs
-	// no second verification.
+	// by IKE SA and child name, so that an event or a resync that does
+	// not change a child costs no second verification. An IKE SA's
+	// proofs go with it, whatever groups and children the
+	// configuration names by then.
 	verify func(ctx context.Context, c vici.Control) (proven, error)
-	proofs map[proofKey]*proofEntry
+	proofs map[uint32]map[string]*proofEntry
 	// verifyBGP proves that a control child also protects a group's BGP
 	// session on a port (Server.verifyBGP); nil refuses BGP.
 	verifyBGP func(ctx context.Context, c vici.Control, port uint16) (bgpProof, error)
@@ -80,39 +82,48 @@ type bgpResult struct {
 	err error
 }
 
-// proofKey names the control child of one group in one IKE SA.
-type proofKey struct {
-	ike   uint32
-	child string
-}
-
 func newVICISource(groups func(conn string) []group, verify func(context.Context, vici.Control) (proven, error)) *viciSource {
-	return &viciSource{ikes: map[uint32]vici.IKESA{}, groups: groups, verify: verify, proofs: map[proofKey]*proofEntry{}}
+	return &viciSource{ikes: map[uint32]vici.IKESA{}, groups: groups, verify: verify, proofs: map[uint32]map[string]*proofEntry{}}
 }
 
 // prove returns the verified control child c of IKE SA c.IKE, from the
 // cache when the same CHILD_SA was verified before.
 func (v *viciSource) prove(ctx context.Context, c vici.Control) (proven, error) {
-	k := proofKey{c.IKE.UniqueID, c.Child.Name}
-	if e, ok := v.proofs[k]; ok && sameChild(e.ctl.Child, c.Child) && e.ctl.Local == c.Local && e.ctl.Remote == c.Remote {
+	ike, name := c.IKE.UniqueID, c.Child.Name
+	if e, ok := v.proofs[ike][name]; ok && sameChild(e.ctl.Child, c.Child) && e.ctl.Local == c.Local && e.ctl.Remote == c.Remote {
 		p := e.ctl
 		p.Control = c
 		return p, nil
 	}
 	p, err := v.verify(ctx, c)
 	if err != nil {
-		delete(v.proofs, k)
+		v.forgetProof(ike, name)
 		return proven{}, err
 	}
-	v.proofs[k] = &proofEntry{ctl: p}
+	byName := v.proofs[ike]
+	if byName == nil {
+		byName = map[string]*proofEntry{}
+		v.proofs[ike] = byName
+	}
+	byName[name] = &proofEntry{ctl: p}
 	return p, nil
+}
+
+// forgetProof drops the proof of child name in IKE SA ike.
+func (v *viciSource) forgetProof(ike uint32, name string) {
+	if byName := v.proofs[ike]; byName != nil {
+		delete(byName, name)
+		if len(byName) == 0 {
+			delete(v.proofs, ike)
+		}
+	}
 }
 
 // proveBGP adds to p, the proved control child of a group with BGP on
 // port, whether it also protects the BGP session; from the cache when
 // the same CHILD_SA was verified for that port before.
 func (v *viciSource) proveBGP(ctx context.Context, p proven, port uint16) proven {
-	e := v.proofs[proofKey{p.IKE.UniqueID, p.Child.Name}]
+	e := v.proofs[p.IKE.UniqueID][p.Child.Name]
 	r, ok := bgpResult{}, false
 	if e != nil {
 		r, ok = e.bgp[port]
@@ -220,7 +231,7 @@ func (v *viciSource) unchanged(g group, old, sa vici.IKESA) bool {
 	if !ok || !sameIKE(&old, &sa) {
 		return false
 	}
-	e, ok := v.proofs[proofKey{sa.UniqueID, cfg.ControlChild}]
+	e, ok := v.proofs[sa.UniqueID][cfg.ControlChild]
 	if !ok || !sameChild(e.ctl.Child, c.Child) || e.ctl.Local != c.Local || e.ctl.Remote != c.Remote {
 		return false
 	}
@@ -252,11 +263,12 @@ func (v *viciSource) remove(ctx context.Context, now time.Time, id uint32) {
 	}
 	delete(v.ikes, id)
 	v.down(ctx, now, old)
+	delete(v.proofs, id)
 }
 
 func (v *viciSource) down(ctx context.Context, now time.Time, old vici.IKESA) {
 	for _, g := range v.groups(old.Conn) {
-		delete(v.proofs, proofKey{old.UniqueID, g.config().ControlChild})
+		v.forgetProof(old.UniqueID, g.config().ControlChild)
 		g.controlFine(old.UniqueID, true)
 		if oc, ok := old.Control(g.config().ControlChild); ok {
 			g.controlDown(ctx, now, old.UniqueID, oc.Remote)

@@ -244,3 +244,26 @@ func TestSameIKEComparesEveryField(t *testing.T) {
 		}
 	}
 }
+
+// TestVICISourceProofsGoWithIKESA: the proofs of an IKE SA go with it,
+// even those of a control child the configuration no longer names (a
+// reload renamed control_child) or of a group removed since.
+func TestVICISourceProofsGoWithIKESA(t *testing.T) {
+	g := &feedRecorder{cfg: &swanctl.Group{Connection: "c", ControlChild: "ctl"}}
+	groups := []group{g}
+	v := newVICISource(func(string) []group { return groups }, trust)
+	ctx, now := context.Background(), time.Now()
+	a, b := fleetSA(0), fleetSA(1)
+	v.set(ctx, now, a)
+	v.set(ctx, now, b)
+	if len(v.proofs) != 2 {
+		t.Fatalf("%d IKE SAs with proofs, want 2", len(v.proofs))
+	}
+	g.cfg = &swanctl.Group{Connection: "c", ControlChild: "renamed"}
+	v.remove(ctx, now, a.UniqueID)
+	groups = nil
+	v.remove(ctx, now, b.UniqueID)
+	if len(v.proofs) != 0 {
+		t.Fatalf("proofs kept for IKE SAs gone: %v", v.proofs)
+	}
+}
