@@ -57,7 +57,12 @@ type ctlGroup struct {
 	// window (logged when it becomes true, and at every rekey).
 	overWindow bool
 	rekeyAt    deadline
-	put        putCache
+	// rekeyWait is the wait before the next try after a rekey failed,
+	// doubling from rekeyRetryFirst to rekeyRetryMax; 0 after a rekey.
+	rekeyWait time.Duration
+	put       putCache
+	// encodePut is putNotify; tests make it fail.
+	encodePut func(now time.Time) (*mpsa.Notify, uint32, error)
 	// bgp is the group's route reflector, nil without BGP.
 	bgp *ctlBGP
 	// controlWatch knows why members' control children are not up.
@@ -149,6 +154,7 @@ func newCtlGroup(s *Server, cfg *swanctl.Group, rnd io.Reader, log *slog.Logger)
 	cg := &ctlGroup{s: s, cfg: cfg, log: log, group: g, backoff: s.opts.Backoff, members: map[netip.Addr]*ctlMember{},
 		drops: s.newDropLog(log), metrics: s.opts.Metrics, pairs: map[addrPair]int{}}
 	cg.rekeyAt.fire = cg.onRekeyDue
+	cg.encodePut = cg.putNotify
 	cg.controlWatch.init(s, cg.config, log)
 	if cfg.BGPEnabled() {
 		cg.bgp = newCtlBGP(cg)
@@ -449,17 +455,19 @@ func (g *ctlGroup) send(now time.Time, m *ctlMember) {
 	l := m.cur()
 	switch {
 	case m.needPush:
+		n, spi, err := g.encodePut(now)
+		var b []byte
+		if err == nil {
+			b, err = m.sess.Request(now, n)
+		}
+		if err != nil {
+			// The push stays due: tried again when the member's
+			// retransmission deadline brings it back to the pacer.
+			g.log.Error("encode MPSA_PUT; trying again", "member", l.remoteID, "err", err, "retry_in", g.backoff.Initial.String())
+			g.s.sched.set(&m.retx, now.Add(g.backoff.Initial))
+			return
+		}
 		m.needPush = false
-		n, spi, err := g.putNotify(now)
-		if err != nil {
-			g.log.Error("encode MPSA_PUT", "err", err)
-			return
-		}
-		b, err := m.sess.Request(now, n)
-		if err != nil {
-			g.log.Error("encode MPSA_PUT", "err", err)
-			return
-		}
 		m.pending = spi
 		g.s.send(b, l.local, m.addr)
 		clear(b)
@@ -595,6 +603,7 @@ func (g *ctlGroup) rekey(now time.Time, reason string) (string, error) {
 		return "", err
 	}
 	g.rekeys++
+	g.rekeyWait = 0
 	g.joinWait = false
 	g.current, g.fanoutDone = 0, false
 	g.put.zero()
@@ -627,10 +636,19 @@ func (g *ctlGroup) onRekeyDue(_ context.Context, now time.Time) {
 		}
 	}
 	if _, err := g.rekey(now, reason); err != nil {
-		// Try again in a second rather than at once, forever.
-		g.s.sched.set(&g.rekeyAt, now.Add(time.Second))
+		// Try again, not at once and not every second forever: the
+		// wait doubles up to a minute.
+		g.rekeyWait = min(max(2*g.rekeyWait, rekeyRetryFirst), rekeyRetryMax)
+		g.s.sched.set(&g.rekeyAt, now.Add(g.rekeyWait))
+		g.log.Warn("rekey will be tried again", "in", g.rekeyWait.String())
 	}
 }
+
+// The waits between tries of a rekey that failed.
+const (
+	rekeyRetryFirst = time.Second
+	rekeyRetryMax   = time.Minute
+)
 
 // fanoutTime is how long a push to every member takes at the push rate
 // (the burst goes at once), and the rollover window it must fit in:
