@@ -113,7 +113,11 @@ func (m *ctlMember) cur() memberLink {
 }
 
 // putCache is the current SA's N(MPSA_PUT), encoded once per SPI and
-// second of lifetime left: a rekey's pushes share it.
+// second of lifetime left: a rekey's pushes share it. It holds SK_d and
+// the nonce, so it is kept only while pushes of the group wait in the
+// pacer's queue, and encoded again when the next push needs it; a
+// request sent keeps its own copy in its session until it is answered or
+// replaced.
 type putCache struct {
 	spi, life uint32
 	n         *mpsa.Notify

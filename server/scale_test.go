@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -333,3 +334,28 @@ func countAsked(s *Server) *int {
 type sendFunc func(b []byte, src netip.Addr, dst netip.AddrPort) error
 
 func (f sendFunc) Send(b []byte, src netip.Addr, dst netip.AddrPort) error { return f(b, src, dst) }
+
+// TestPutCacheOnlyWhilePushesWait: the encoded MPSA_PUT, which holds SK_d
+// and the nonce, is kept while a rekey's pushes wait for the push rate,
+// and wiped once the last has left; a single push wipes it at once.
+func TestPutCacheOnlyWhilePushesWait(t *testing.T) {
+	f := newFleet(t, fleetConf("push_rate = 10", "push_burst = 5"), 20, nil)
+	f.joinAll(0, 20)
+	g := f.group()
+	if g.put.n != nil {
+		t.Fatal("the encoded MPSA_PUT is kept after the joins' pushes left")
+	}
+	f.advance(f.now.Add(time.Second)) // the bucket fills: a burst goes at once
+	if _, err := g.rekey(f.now, "manual"); err != nil {
+		t.Fatal(err)
+	}
+	if g.queued == 0 || g.put.n == nil {
+		t.Fatalf("%d pushes wait, cache %v", g.queued, g.put.n != nil)
+	}
+	data := g.put.n.Data
+	f.settle(f.now.Add(time.Minute))
+	if g.queued != 0 || g.put.n != nil || slices.ContainsFunc(data, func(b byte) bool { return b != 0 }) || g.current != 20 {
+		t.Fatalf("after the fan-out: %d waiting, cache %v, its old bytes wiped %v, %d members on the SA", g.queued, g.put.n != nil,
+			!slices.ContainsFunc(data, func(b byte) bool { return b != 0 }), g.current)
+	}
+}
