@@ -591,3 +591,39 @@ func TestPushEncodingFailureRetried(t *testing.T) {
 		t.Fatalf("the push was not tried again: %+v", st.Members[0])
 	}
 }
+
+// TestMemberTeardownStopsDeadlines: a member group torn down, by a
+// reload that removes it or at shutdown, leaves no deadline on the
+// server's heap and no route to itself: its SA lifecycle, its request
+// for the control child, its grace check and its drop log's flush.
+func TestMemberTeardownStopsDeadlines(t *testing.T) {
+	for _, how := range []string{"retire", "close"} {
+		t.Run(how, func(t *testing.T) {
+			b := newBench(t)
+			b.up()
+			// Another IKE SA without its control child: the grace check
+			// and the request to charon are due; a forged datagram is
+			// held back in the drop log.
+			noChild := withoutControl(true, "")
+			noChild.IKESAs[0].UniqueID = 9
+			b.mem.onUpdate(b.ctx, vici.Update{Cause: vici.CauseEvent, Snapshot: vici.Snapshot{Connected: true}, Changed: noChild.IKESAs})
+			g := b.mem.groups[0].(*memGroup)
+			for range 2 {
+				g.drops.drop(b.now, metrics.DropMalformed)
+			}
+			for _, d := range []*deadline{&g.timer, &g.retry, &g.check, &g.drops.flushAt} {
+				if d.pos == 0 {
+					t.Fatalf("a deadline of the group is not set before the teardown")
+				}
+			}
+			if how == "retire" {
+				g.retire(b.ctx, nil)
+			} else {
+				g.close()
+			}
+			if n := len(b.mem.sched.h); n != 0 || len(b.mem.byPair) != 0 {
+				t.Fatalf("after %s: %d deadlines on the heap, %d routes", how, n, len(b.mem.byPair))
+			}
+		})
+	}
+}

@@ -650,12 +650,18 @@ func (g *memGroup) retire(ctx context.Context, next *swanctl.Group) {
 		g.bgp.forget()
 		g.bgp = nil
 	}
+	g.stopDeadlines()
+	g.flush(ctx, g.s.opts.FlushDataPlane)
+}
+
+// stopDeadlines stops the group's deadlines and the server's routing of its
+// datagrams, for either teardown (retire, close).
+func (g *memGroup) stopDeadlines() {
 	g.s.sched.stop(&g.timer)
 	g.s.sched.stop(&g.retry)
 	g.controlWatch.stop()
 	g.s.sched.stop(&g.drops.flushAt)
 	g.listen(addrPair{})
-	g.flush(ctx, g.s.opts.FlushDataPlane)
 }
 
 func (g *memGroup) close() {
@@ -663,11 +669,7 @@ func (g *memGroup) close() {
 		g.bgp.close()
 		g.bgp = nil
 	}
-	g.s.sched.stop(&g.timer)
-	g.s.sched.stop(&g.retry)
-	g.controlWatch.stop()
-	g.s.sched.stop(&g.drops.flushAt)
-	g.listen(addrPair{})
+	g.stopDeadlines()
 	if g.sess != nil {
 		g.sess.Close()
 	}
