@@ -102,10 +102,15 @@ func (g *memGroup) retryChild(_ context.Context, now time.Time) {
 		g.retryWait = retryFirst
 		return
 	}
-	g.log.Info("asking charon to establish the control child again", "connection", g.cfg.Connection, "child", g.cfg.ControlChild,
-		"next_try_in", min(2*g.retryWait, retryMax).String())
-	g.s.initiate(g.cfg.Connection, g.cfg.ControlChild)
-	g.retryWait = min(2*g.retryWait, retryMax)
+	next := min(2*g.retryWait, retryMax)
+	if g.s.initiate(g.cfg.Connection, g.cfg.ControlChild) {
+		g.log.Info("asking charon to establish the control child again", "connection", g.cfg.Connection, "child", g.cfg.ControlChild,
+			"next_try_in", next.String())
+	} else {
+		g.log.Warn("cannot ask charon to establish the control child again now: earlier requests still wait for charon", "connection", g.cfg.Connection,
+			"child", g.cfg.ControlChild, "next_try_in", next.String())
+	}
+	g.retryWait = next
 	g.s.sched.set(&g.retry, now.Add(g.retryWait))
 }
 

@@ -484,11 +484,15 @@ func (s *Server) apply(ctx context.Context, b *viciBatch) {
 // childRef names a CHILD_SA of a connection.
 type childRef struct{ conn, child string }
 
-// initiate asks charon, off the loop, to establish a control child again.
-func (s *Server) initiate(conn, child string) {
+// initiate asks charon, off the loop, to establish a control child
+// again. It reports false when the request was not queued (the queue is
+// full: charon is slow to answer the requests before it).
+func (s *Server) initiate(conn, child string) bool {
 	select {
 	case s.initiates <- childRef{conn, child}:
+		return true
 	default:
+		return false
 	}
 }
 

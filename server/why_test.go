@@ -196,6 +196,29 @@ func TestMemberAsksForControlChildAgain(t *testing.T) {
 	}
 }
 
+// TestMemberAskQueueFull: when the requests to charon cannot be queued
+// (charon is slow to answer earlier ones), the member says so instead of
+// claiming to ask, and asks again at its next try.
+func TestMemberAskQueueFull(t *testing.T) {
+	b := newBench(t)
+	for len(b.mem.initiates) < cap(b.mem.initiates) {
+		b.mem.initiates <- childRef{"other", "child"}
+	}
+	b.mem.onUpdate(b.ctx, vici.Update{Snapshot: withoutControl(true, "")})
+	b.advance(retryFirst)
+	if strings.Contains(b.logs.String(), "asking charon to establish the control child again") ||
+		!strings.Contains(b.logs.String(), "cannot ask charon to establish the control child again now") {
+		t.Fatalf("with the queue full:\n%s", b.logs)
+	}
+	for len(b.mem.initiates) > 0 {
+		<-b.mem.initiates
+	}
+	b.advance(2 * retryFirst)
+	if r := <-b.mem.initiates; r != (childRef{"c", "ctl"}) || !strings.Contains(b.logs.String(), "asking charon to establish the control child again") {
+		t.Fatalf("asked for %+v at the next try:\n%s", r, b.logs)
+	}
+}
+
 // TestControlAddressBelongsToItsMember: an IKE SA of another identity
 // whose control child claims a member's control address (charon narrows
 // a range of remote_ts to what the peer proposes) is refused while the
