@@ -422,13 +422,7 @@ func (w *Watcher) connected(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		w.change(func(st state) (Update, bool) {
-			clear(st)
-			for _, sa := range sas {
-				st[sa.UniqueID] = sa
-			}
-			return Update{Cause: CauseResync, Changed: sas, Charon: info}, true
-		})
+		w.resynced(sas, info)
 		return nil
 	}
 	if err := resync(); err != nil {
@@ -488,15 +482,7 @@ func (w *Watcher) connected(ctx context.Context) error {
 				continue
 			}
 			w.log.Debug("VICI event", "kind", ev.Kind, "conn", ev.IKE.Conn, "ike", ev.IKE.UniqueID)
-			applied := false
-			w.change(func(st state) (Update, bool) {
-				if applied = st.apply(ev); !applied {
-					return Update{}, false
-				}
-				changed, removed := st.delta(ev)
-				return Update{Cause: CauseEvent, Event: &ev, Changed: changed, Removed: removed, Charon: info}, true
-			})
-			if !applied {
+			if !w.applyEvent(ev, info) {
 				pending = true
 				continue
 			}
@@ -505,6 +491,33 @@ func (w *Watcher) connected(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// resynced replaces the state with the listing sas and publishes it as a
+// resync, with what charon said of itself (info).
+func (w *Watcher) resynced(sas []IKESA, info *Charon) {
+	w.change(func(st state) (Update, bool) {
+		clear(st)
+		for _, sa := range sas {
+			st[sa.UniqueID] = sa
+		}
+		return Update{Cause: CauseResync, Changed: sas, Charon: info}, true
+	})
+}
+
+// applyEvent patches the state with ev and publishes what it changed; it
+// reports false, publishing nothing, for an event it cannot apply (a
+// resync is due).
+func (w *Watcher) applyEvent(ev Event, info *Charon) bool {
+	applied := false
+	w.change(func(st state) (Update, bool) {
+		if applied = st.apply(ev); !applied {
+			return Update{}, false
+		}
+		changed, removed := st.delta(ev)
+		return Update{Cause: CauseEvent, Event: &ev, Changed: changed, Removed: removed, Charon: info}, true
+	})
+	return applied
 }
 
 // askCharon asks charon what it is and has (Client.Charon), within 10 s.
