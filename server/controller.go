@@ -304,6 +304,9 @@ func (g *ctlGroup) follow(now time.Time, m *ctlMember) {
 	}
 	if m.sess != nil {
 		m.sess.Close()
+		// Its outstanding request went with it: the new session
+		// sets its own retransmission when it sends.
+		g.s.sched.stop(&m.retx)
 		g.log.Info("member moved to a new IKE SA", "member", l.remoteID, "ike_sa", l.ike)
 	}
 	m.sess = mpsa.NewSession(l.id, l.initiator, g.backoff)

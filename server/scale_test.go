@@ -359,3 +359,28 @@ func TestPutCacheOnlyWhilePushesWait(t *testing.T) {
 			!slices.ContainsFunc(data, func(b byte) bool { return b != 0 }), g.current)
 	}
 }
+
+// TestMovedMemberDropsOldRetransmission: a member that moves to a new IKE
+// SA while a push to it is unanswered loses that push's retransmission
+// deadline with the old session; the new session's push, waiting for the
+// push rate, sets its own when it leaves.
+func TestMovedMemberDropsOldRetransmission(t *testing.T) {
+	f := newFleet(t, fleetConf("push_rate = 1", "push_burst = 1"), 1, nil)
+	f.lose = func(int) bool { return true }
+	f.join(0)
+	f.answer()
+	m := f.group().members[memberAddr(0)]
+	if m.retx.pos == 0 || m.pending == 0 {
+		t.Fatalf("no retransmission pending for the unanswered push (pending %08x)", m.pending)
+	}
+	moved := fleetSA(0)
+	moved.UniqueID, moved.InitiatorSPI, moved.ResponderSPI = 100, 0x9900, 0x9901
+	f.s.onUpdate(f.ctx, vici.Update{Cause: vici.CauseEvent, Snapshot: vici.Snapshot{Connected: true}, Changed: []vici.IKESA{moved}})
+	if m.cur().ike != 100 || !m.queued || m.retx.pos != 0 {
+		t.Fatalf("after the move: IKE SA %d, queued %v, old retransmission still set %v", m.cur().ike, m.queued, m.retx.pos != 0)
+	}
+	f.advance(f.now.Add(time.Second))
+	if m.queued || m.retx.pos == 0 || len(f.sent) != 1 {
+		t.Fatalf("the new session's push: queued %v, retransmission set %v, %d sent", m.queued, m.retx.pos != 0, len(f.sent))
+	}
+}
