@@ -199,26 +199,10 @@ func TestLeaveWhileQueued(t *testing.T) {
 // asking the others.
 func TestManyMemberGroupsRoutedByLocalAddress(t *testing.T) {
 	const n = 50
-	var conf strings.Builder
-	conf.WriteString("mpsa {\n role = member\n groups {\n")
-	for i := range n {
-		fmt.Fprintf(&conf, " g%d { connection = c%d\n control_child = ctl\n dataplane = userspace\n tun = t%d\n local_ts = 10.100.%d.0/24\n routes { r { prefixes = 10.200.%d.0/24\n peer = 192.0.2.200 } } }\n",
-			i, i, i, i, i)
-	}
-	conf.WriteString(" }\n}\n")
-	var sent []Datagram
-	s := testServer(t, Options{Config: loadConfig(t, conf.String()), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		NewDataPlane: func(context.Context, *swanctl.Group, netip.Addr, *slog.Logger) (xfrm.DataPlane, error) {
-			return &recorder{keys: map[uint32]xfrm.SA{}}, nil
-		}})
-	s.out = sendFunc(func(b []byte, src netip.Addr, dst netip.AddrPort) error {
-		sent = append(sent, Datagram{Src: netip.AddrPortFrom(src, dst.Port()), Dst: dst.Addr(), Data: bytes.Clone(b)})
-		return nil
+	s, sent := manyGroups(t, "member", n, func(i int) string {
+		return fmt.Sprintf("dataplane = userspace\n tun = t%d\n local_ts = 10.100.%d.0/24\n routes { r { prefixes = 10.200.%d.0/24\n peer = 192.0.2.200 } }", i, i, i)
 	})
 	ctx := context.Background()
-	if err := s.applyConfig(ctx, s.cfg); err != nil {
-		t.Fatal(err)
-	}
 	var sas []vici.IKESA
 	for i := range n {
 		sa := fleetSA(i) // here: the member's IKE SA to the controller
@@ -227,13 +211,13 @@ func TestManyMemberGroupsRoutedByLocalAddress(t *testing.T) {
 		sas = append(sas, sa)
 	}
 	s.onUpdate(ctx, vici.Update{Cause: vici.CauseResync, Snapshot: vici.Snapshot{Connected: true}, Changed: sas})
-	if len(sent) != n || len(s.byPair) != n {
-		t.Fatalf("%d hellos, %d pairs of control addresses routed; want %d", len(sent), len(s.byPair), n)
+	if len(*sent) != n || len(s.byPair) != n {
+		t.Fatalf("%d hellos, %d pairs of control addresses routed; want %d", len(*sent), len(s.byPair), n)
 	}
 	asked := countAsked(s)
 	// The controller answers the hello of group 37 only.
-	hello := sent[0]
-	for _, d := range sent {
+	hello := (*sent)[0]
+	for _, d := range *sent {
 		if d.Src.Addr() == memberAddr(37) {
 			hello = d
 		}
@@ -262,22 +246,8 @@ func TestManyMemberGroupsRoutedByLocalAddress(t *testing.T) {
 // member's group alone, whatever the number of groups.
 func TestManyControllerGroupsOneLocalAddress(t *testing.T) {
 	const n = 50
-	var conf strings.Builder
-	conf.WriteString("mpsa {\n role = controller\n groups {\n")
-	for i := range n {
-		fmt.Fprintf(&conf, " g%d { connection = c%d\n control_child = ctl }\n", i, i)
-	}
-	conf.WriteString(" }\n}\n")
-	var sent []Datagram
-	s := testServer(t, Options{Config: loadConfig(t, conf.String()), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	s.out = sendFunc(func(b []byte, src netip.Addr, dst netip.AddrPort) error {
-		sent = append(sent, Datagram{Src: netip.AddrPortFrom(src, dst.Port()), Dst: dst.Addr(), Data: bytes.Clone(b)})
-		return nil
-	})
+	s, sent := manyGroups(t, "controller", n, func(int) string { return "" })
 	ctx := context.Background()
-	if err := s.applyConfig(ctx, s.cfg); err != nil {
-		t.Fatal(err)
-	}
 	var sas []vici.IKESA
 	for i := range n {
 		sa := fleetSA(i) // member i in group i, every group on ctlAddr
@@ -285,11 +255,11 @@ func TestManyControllerGroupsOneLocalAddress(t *testing.T) {
 		sas = append(sas, sa)
 	}
 	s.onUpdate(ctx, vici.Update{Cause: vici.CauseResync, Snapshot: vici.Snapshot{Connected: true}, Changed: sas})
-	if len(sent) != n || len(s.byPair) != n {
-		t.Fatalf("%d pushes, %d pairs of control addresses routed; want %d", len(sent), len(s.byPair), n)
+	if len(*sent) != n || len(s.byPair) != n {
+		t.Fatalf("%d pushes, %d pairs of control addresses routed; want %d", len(*sent), len(s.byPair), n)
 	}
 	asked := countAsked(s)
-	for _, d := range sent {
+	for _, d := range *sent {
 		if d.Dst != memberAddr(n-1) {
 			continue
 		}
@@ -305,6 +275,32 @@ func TestManyControllerGroupsOneLocalAddress(t *testing.T) {
 			t.Fatalf("group %d: %d members acknowledged", i, acked)
 		}
 	}
+}
+
+// manyGroups is a server of role with n groups, group i called g<i> on
+// connection c<i> with control child ctl and the settings more(i), and
+// the datagrams it sends.
+func manyGroups(t *testing.T, role string, n int, more func(i int) string) (*Server, *[]Datagram) {
+	t.Helper()
+	var conf strings.Builder
+	fmt.Fprintf(&conf, "mpsa {\n role = %s\n groups {\n", role)
+	for i := range n {
+		fmt.Fprintf(&conf, " g%d { connection = c%d\n control_child = ctl\n %s }\n", i, i, more(i))
+	}
+	conf.WriteString(" }\n}\n")
+	sent := new([]Datagram)
+	s := testServer(t, Options{Config: loadConfig(t, conf.String()), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		NewDataPlane: func(context.Context, *swanctl.Group, netip.Addr, *slog.Logger) (xfrm.DataPlane, error) {
+			return &recorder{keys: map[uint32]xfrm.SA{}}, nil
+		}})
+	s.out = sendFunc(func(b []byte, src netip.Addr, dst netip.AddrPort) error {
+		*sent = append(*sent, Datagram{Src: netip.AddrPortFrom(src, dst.Port()), Dst: dst.Addr(), Data: bytes.Clone(b)})
+		return nil
+	})
+	if err := s.applyConfig(context.Background(), s.cfg); err != nil {
+		t.Fatal(err)
+	}
+	return s, sent
 }
 
 // countingGroup is a group whose datagrams are counted.
