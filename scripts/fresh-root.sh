@@ -20,7 +20,9 @@
 #
 # Shared with the root, only download caches whose content cannot change
 # what gets installed: apt's .deb archives (apt checks every .deb against
-# the index it fetched), the Go module cache (go.sum checks every module),
+# the index it fetched), the Go module cache (go.sum checks the build's
+# modules, the checksum database sum.golang.org those not in go.sum:
+# staticcheck's),
 # the Go toolchain zip (SHA-256 pinned in 05-go.sh) and the kernel package
 # (test/vm). apt's indexes, Go's build cache, the installed tools and every
 # other file come fresh each run. Nothing from the host's /usr, /etc or
