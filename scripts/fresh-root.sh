@@ -53,6 +53,19 @@ case "$only" in
   ;;
 esac
 cache=${MPSA_TEST_CACHE:-/var/cache/mpsa-test}
+# One run at a time: runs share apt's archive cache (whose lock would fail
+# the second apt-get), the cached base and 05-go.sh's download. The lock
+# is held until this script and everything it started are gone.
+mkdir -p "$cache/fresh-root"
+exec 9>"$cache/fresh-root/lock"
+if ! flock -n 9; then
+  echo "fresh-root: another run holds $cache/fresh-root/lock: waiting for it (up to 30 minutes)"
+  if ! flock -w 1800 9; then
+    echo "fresh-root: $cache/fresh-root/lock still held after 30 minutes: giving up" >&2
+    exit 1
+  fi
+  echo "fresh-root: the other run is done"
+fi
 max_days=${MPSA_FRESH_ROOT_DAYS:-7}
 t0=$(date +%s)
 declare -a timings=()
@@ -242,7 +255,7 @@ unshare --mount --propagation private -- /bin/bash -euc '
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     MPSA_FRESH_ROOT_ONLY="${4:-}" MPSA_GO_CACHE="$cache/go" MPSA_KERNEL_CACHE="$cache/kernel" MPSA_KERNEL_DIR="$cache/kernel/current" \
     /root/fresh-root-run.sh
-' fresh-root "$root" "$src" "$cache" "$only"
+' fresh-root "$root" "$src" "$cache" "$only" 9>&-
 rc=$?
 set -e
 lap inside "$start"
