@@ -92,6 +92,37 @@ mirror() {
   done
 }
 
+# in_use says whether a process has its root, working directory or an
+# open file under the folder $1.
+in_use() {
+  local p l
+  for p in /proc/[0-9]*; do
+    for l in "$p/root" "$p/cwd" "$p"/fd/*; do
+      case "$(readlink "$l" 2>/dev/null)" in "$1" | "$1"/*) return 0 ;; esac
+    done
+  done
+  return 1
+}
+
+# Copies left by runs that crashed (killed, the machine rebooted): older
+# than an hour and used by no process. Their mounts were in the run's own
+# mount namespace and went with it; --one-file-system keeps rm on this
+# file system whatever is mounted there. A copy kept on purpose
+# (MPSA_FRESH_ROOT_KEEP) stays.
+for d in /var/tmp/mpsa-fresh-root.*; do
+  [ -d "$d" ] && [ -n "$(find "$d" -maxdepth 0 -mmin +60)" ] || continue
+  if [ -e "$d/.kept" ]; then
+    echo "fresh-root: $d is a copy kept by an earlier run; rm -rf --one-file-system $d removes it"
+    continue
+  fi
+  if in_use "$d"; then
+    echo "fresh-root: $d is left from an earlier run but a process still uses it: not removing it" >&2
+    continue
+  fi
+  echo "fresh-root: removing $d, left by a run that did not finish"
+  rm -rf --one-file-system "$d" || echo "fresh-root: could not remove all of $d" >&2
+done
+
 start=$(date +%s)
 install_missing debootstrap
 m=$(mirror | head -n1)
@@ -109,15 +140,17 @@ if [ -f "$base/.complete" ] && [ "$(cat "$base/.complete")" = "$stamp" ] &&
   echo "fresh-root: cached base $base ($(date -r "$base/.complete" +%F))"
 else
   echo "fresh-root: debootstrap --variant=minbase bookworm from $m (about 35 s)"
-  rm -rf "$base.tmp"
+  rm -rf --one-file-system "$base.tmp"
   mkdir -p "$(dirname "$base")"
-  if ! debootstrap --variant=minbase bookworm "$base.tmp" "$m" >"$cache/fresh-root/debootstrap.log" 2>&1; then
+  # In a mount namespace of its own: the /proc and /sys debootstrap mounts
+  # in the new root go with it, even if it is killed.
+  if ! unshare --mount --propagation private -- debootstrap --variant=minbase bookworm "$base.tmp" "$m" >"$cache/fresh-root/debootstrap.log" 2>&1 9>&-; then
     tail -n 20 "$cache/fresh-root/debootstrap.log" >&2
     echo "fresh-root: debootstrap failed (log: $cache/fresh-root/debootstrap.log)" >&2
     exit 1
   fi
   echo "$stamp" >"$base.tmp/.complete"
-  rm -rf "$base"
+  rm -rf --one-file-system "$base"
   mv "$base.tmp" "$base"
 fi
 lap base "$start"
@@ -137,6 +170,7 @@ cleanup() {
     kill -9 "${p#/proc/}" 2>/dev/null || true
   done
   if [ "${MPSA_FRESH_ROOT_KEEP:-no}" = yes ]; then
+    touch "$work/.kept"
     echo "fresh-root: kept $root"
   else
     rm -rf --one-file-system "$work"
