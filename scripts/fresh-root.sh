@@ -161,19 +161,32 @@ work=$(mktemp -d /var/tmp/mpsa-fresh-root.XXXXXX)
 root=$work/root
 ns_pid=""
 cleanup() {
-  local rc=$? p
+  local rc=$? p pids=() i
+  # Whatever fails here, the run's verdict stands.
+  set +e
   # Processes whose root is the copy (a test that leaked one): stopped by
-  # PID, found by their root directory.
+  # PID, found by their root directory, and waited for (10 s at most).
   for p in /proc/[0-9]*; do
     [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] || continue
     echo "fresh-root: stopping leftover process ${p#/proc/} ($(tr '\0' ' ' <"$p/cmdline" 2>/dev/null | cut -c1-80))" >&2
-    kill -9 "${p#/proc/}" 2>/dev/null || true
+    kill -9 "${p#/proc/}" 2>/dev/null
+    pids+=("${p#/proc/}")
   done
+  for ((i = 0; i < 100 && ${#pids[@]} > 0; i++)); do
+    for p in "${!pids[@]}"; do
+      # gone, or a zombie (which has no root any more)
+      [ "$(readlink "/proc/${pids[$p]}/root" 2>/dev/null)" = "$root" ] || unset "pids[$p]"
+    done
+    [ ${#pids[@]} -eq 0 ] || sleep 0.1
+  done
+  if [ ${#pids[@]} -gt 0 ]; then
+    echo "fresh-root: warning: processes ${pids[*]} still run in $root after SIGKILL" >&2
+  fi
   if [ "${MPSA_FRESH_ROOT_KEEP:-no}" = yes ]; then
     touch "$work/.kept"
     echo "fresh-root: kept $root"
-  else
-    rm -rf --one-file-system "$work"
+  elif ! rm -rf --one-file-system "$work"; then
+    echo "fresh-root: warning: could not remove all of $work (rm -rf --one-file-system $work)" >&2
   fi
   exit "$rc"
 }
