@@ -9,7 +9,8 @@
 #      machine's apt sources name;
 #   2. copies it afresh for every run, adds only what any machine that
 #      clones the repository has (make, git, ca-certificates) and clones the
-#      repository's committed HEAD into it;
+#      repository's committed HEAD into it (from this side, so that a git
+#      worktree works too);
 #   3. enters it in a private mount namespace (chroot, with /proc, /sys,
 #      /dev, and a tmpfs on /run and /tmp) and runs the two commands of the
 #      README's first code block, in order, with CI=true (a test that cannot
@@ -221,11 +222,16 @@ if [ -d /usr/local/share/ca-certificates ]; then
 fi
 # The download caches (see the top of this file).
 mkdir -p "$cache/fresh-root/apt-archives/partial" "$cache/fresh-root/gomod" "$cache/go" "$cache/kernel/debs"
-mkdir -p "$root/var/cache/apt/archives" "$root/root/go/pkg/mod" "$root$cache/go" "$root$cache/kernel/debs" "$root/mnt/src"
+mkdir -p "$root/var/cache/apt/archives" "$root/root/go/pkg/mod" "$root$cache/go" "$root$cache/kernel/debs"
+# The repository's committed HEAD, cloned from this side (a git worktree's
+# .git points outside the repository, where the root cannot see), as a
+# newcomer clones it; no hard links into this repository's objects.
+git clone -q --no-hardlinks "$src" "$root/root/mpsa"
+echo "fresh-root: cloned $(git -C "$root/root/mpsa" log -1 --format='%h %s' | cut -c1-72)"
 lap copy "$start"
 
 # 3. The run inside. The script is written into the root; the repository
-# is cloned there from a read-only bind of this one (committed HEAD only).
+# was cloned there above (committed HEAD only).
 cat >"$root/root/fresh-root-run.sh" <<'INSIDE'
 #!/bin/bash
 set -uo pipefail
@@ -238,11 +244,8 @@ if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -
   say "could not install make, git and ca-certificates"
   exit 1
 fi
-git config --global --add safe.directory /mnt/src
-git clone -q /mnt/src /root/mpsa || exit 1
 cd /root/mpsa
 echo "timing setup $(($(date +%s) - t))s" >>/root/timings
-say "cloned $(git log -1 --format='%h %s' | cut -c1-72)"
 # The README's first code block: its two commands, in order.
 mapfile -t cmds < <(awk '/^```sh$/ { inside = 1; next } inside && /^```$/ { exit } inside' README.md | sed 's/[[:space:]]*#.*$//' | grep -v '^[[:space:]]*$')
 if [ "${#cmds[@]}" -ne 2 ]; then
@@ -283,7 +286,7 @@ chmod +x "$root/root/fresh-root-run.sh"
 start=$(date +%s)
 set +e
 unshare --mount --propagation private -- /bin/bash -euc '
-  root=$1 src=$2 cache=$3
+  root=$1 cache=$2
   # The root is a mount point of its own, as / is on a machine: ip netns
   # exec makes / a slave mount, which fails on a plain directory.
   mount --bind "$root" "$root"
@@ -292,17 +295,15 @@ unshare --mount --propagation private -- /bin/bash -euc '
   mount -t sysfs sysfs "$root/sys"
   mount -t tmpfs -o mode=755 tmpfs "$root/run"
   mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
-  mount --bind "$src" "$root/mnt/src"
-  mount -o remount,bind,ro "$root/mnt/src"
   mount --bind "$cache/fresh-root/apt-archives" "$root/var/cache/apt/archives"
   mount --bind "$cache/fresh-root/gomod" "$root/root/go/pkg/mod"
   mount --bind "$cache/go" "$root$cache/go"
   mount --bind "$cache/kernel/debs" "$root$cache/kernel/debs"
   exec chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb CI=true \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    MPSA_FRESH_ROOT_ONLY="${4:-}" MPSA_GO_CACHE="$cache/go" MPSA_KERNEL_CACHE="$cache/kernel" MPSA_KERNEL_DIR="$cache/kernel/current" \
+    MPSA_FRESH_ROOT_ONLY="${3:-}" MPSA_GO_CACHE="$cache/go" MPSA_KERNEL_CACHE="$cache/kernel" MPSA_KERNEL_DIR="$cache/kernel/current" \
     /root/fresh-root-run.sh
-' fresh-root "$root" "$src" "$cache" "$only" 9>&-
+' fresh-root "$root" "$cache" "$only" 9>&-
 rc=$?
 set -e
 lap inside "$start"
