@@ -12,7 +12,8 @@
 #      repository's committed HEAD into it (from this side, so that a git
 #      worktree works too);
 #   3. enters it in a private mount namespace (chroot, with /proc, /sys,
-#      /dev, and a tmpfs on /run and /tmp) and runs the two commands of the
+#      /dev, a tmpfs on /run and /tmp on disk, as Debian 12 has them) and
+#      runs the two commands of the
 #      README's first code block, in order, with CI=true (a test that cannot
 #      run fails instead of skipping); as root without sudo, the leading
 #      "sudo " is dropped;
@@ -185,7 +186,7 @@ cleanup() {
   fi
   if [ "${MPSA_FRESH_ROOT_KEEP:-no}" = yes ]; then
     touch "$work/.kept"
-    echo "fresh-root: kept $root"
+    echo "fresh-root: kept $root (its /tmp is $work/tmp)"
   elif ! rm -rf --one-file-system "$work"; then
     echo "fresh-root: warning: could not remove all of $work (rm -rf --one-file-system $work)" >&2
   fi
@@ -194,6 +195,7 @@ cleanup() {
 trap cleanup EXIT
 cp -a "$base" "$root"
 rm -f "$root/.complete"
+mkdir -m 1777 "$work/tmp"
 # The machine's apt sources (the same mirror and suites, security updates
 # included) and resolver; debootstrap wrote only the main suite.
 # Only Debian's own archives: a third-party source would need a keyring
@@ -286,7 +288,7 @@ chmod +x "$root/root/fresh-root-run.sh"
 start=$(date +%s)
 set +e
 unshare --mount --propagation private -- /bin/bash -euc '
-  root=$1 cache=$2
+  root=$1 cache=$2 work=$4
   # The root is a mount point of its own, as / is on a machine: ip netns
   # exec makes / a slave mount, which fails on a plain directory.
   mount --bind "$root" "$root"
@@ -294,7 +296,9 @@ unshare --mount --propagation private -- /bin/bash -euc '
   mount -t proc proc "$root/proc"
   mount -t sysfs sysfs "$root/sys"
   mount -t tmpfs -o mode=755 tmpfs "$root/run"
-  mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+  # /tmp on disk, as on Debian 12: builds use no RAM, and
+  # MPSA_FRESH_ROOT_KEEP keeps what the demo and the tests left there.
+  mount --bind "$work/tmp" "$root/tmp"
   mount --bind "$cache/fresh-root/apt-archives" "$root/var/cache/apt/archives"
   mount --bind "$cache/fresh-root/gomod" "$root/root/go/pkg/mod"
   mount --bind "$cache/go" "$root$cache/go"
@@ -303,7 +307,7 @@ unshare --mount --propagation private -- /bin/bash -euc '
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     MPSA_FRESH_ROOT_ONLY="${3:-}" MPSA_GO_CACHE="$cache/go" MPSA_KERNEL_CACHE="$cache/kernel" MPSA_KERNEL_DIR="$cache/kernel/current" \
     /root/fresh-root-run.sh
-' fresh-root "$root" "$cache" "$only" 9>&-
+' fresh-root "$root" "$cache" "$only" "$work" 9>&-
 rc=$?
 set -e
 lap inside "$start"
