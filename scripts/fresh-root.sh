@@ -29,8 +29,12 @@
 # (test/vm). apt's indexes, Go's build cache, the installed tools and every
 # other file come fresh each run. Nothing from the host's /usr, /etc or
 # /root enters the root apart from what reaches the network as this
-# machine does: its Debian apt sources, its DNS resolver configuration and
-# the site's certificate authorities in /usr/local/share/ca-certificates.
+# machine does: its Debian mirror (and security archive), written as the
+# root's own apt sources; the apt settings that reach them
+# (Acquire::Check-Valid-Until, Check-Date, http::Proxy and https::Proxy
+# lines) in one file, /etc/apt/apt.conf.d/99fresh-root; its DNS resolver
+# configuration; and the site's certificate authorities in
+# /usr/local/share/ca-certificates.
 #
 #   MPSA_TEST_CACHE        cache folder (default /var/cache/mpsa-test)
 #   MPSA_FRESH_ROOT_DAYS   rebuild the cached base when older (default 7)
@@ -75,23 +79,73 @@ lap() { # lap NAME START: records NAME's duration
   timings+=("$1 $(($(date +%s) - $2))s")
 }
 
-# The mirror of this machine's Debian sources (deb822 or one-line format),
-# for the bookworm suite itself; never written into the repository.
-mirror() {
-  local f
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [ -e "$f" ] || continue
-    awk '
-      /^[ \t]*$/ { if (uri != "" && suite ~ /(^| )bookworm( |$)/) { print uri; exit } uri = ""; suite = ""; next }
-      /^URIs:/ { uri = $2 }
-      /^Suites:/ { $1 = ""; suite = $0 " " }
-      END { if (uri != "" && suite ~ /(^| )bookworm( |$)/) print uri }
-    ' "$f"
+# archive SUITE prints the URI of the first enabled source of Debian's
+# archive in this machine's apt sources (deb822 or one-line format) that
+# serves SUITE with its main component, or nothing. Debian's: no
+# Signed-By, or Debian's archive keyring (a third-party source would need
+# a keyring the root does not have). Never written into the repository.
+archive() {
+  local f uri
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*; do
+    [ -f "$f" ] || continue
+    case "$f" in
+    *.sources)
+      # Stanzas end at a blank line; field names ignore case; lines
+      # starting with # are comments, with a space continuations.
+      uri=$(awk -v want="$1" '
+        function flush() {
+          if (!found && uri != "" && enabled != "no" && enabled != "false" &&
+            index(" " types " ", " deb ") && index(" " suites " ", " " want " ") &&
+            index(" " comps " ", " main ") && (signed == "" || signed ~ /debian-archive-keyring/)) {
+            print uri
+            found = 1
+          }
+          uri = types = suites = comps = signed = enabled = ""
+        }
+        /^#/ { next }
+        /^[ \t]*$/ { flush(); next }
+        /^[ \t]/ { next }
+        { key = tolower($1); $1 = ""; sub(/^ +/, "") }
+        key == "types:" { types = $0 }
+        key == "uris:" { uri = $1 }
+        key == "suites:" { suites = $0 }
+        key == "components:" { comps = $0 }
+        key == "signed-by:" { signed = $0 }
+        key == "enabled:" { enabled = tolower($1) }
+        END { flush() }
+      ' "$f")
+      ;;
+    /etc/apt/sources.list | *.list)
+      # deb [OPTION=VALUE ...] URI SUITE COMPONENT...
+      uri=$(awk -v want="$1" '
+        found || $1 != "deb" { next }
+        {
+          i = 2
+          opts = ""
+          if ($2 ~ /^\[/) {
+            for (; i <= NF; i++) {
+              opts = opts " " $i
+              if ($i ~ /\]$/) { i++; break }
+            }
+          }
+          comps = ""
+          for (j = i + 2; j <= NF && $j !~ /^#/; j++) comps = comps " " $j
+          if ($(i + 1) == want && index(comps " ", " main ") && opts !~ /enabled=no/ &&
+            (opts !~ /signed-by=/ || opts ~ /debian-archive-keyring/)) {
+            print $i
+            found = 1
+          }
+        }
+      ' "$f")
+      ;;
+    *) continue ;;
+    esac
+    if [ -n "$uri" ]; then
+      echo "$uri"
+      return 0
+    fi
   done
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [ -e "$f" ] || continue
-    awk '$1 == "deb" && $3 == "bookworm" { for (i = 2; i <= NF; i++) if ($i !~ /^\[/) { print $i; exit } }' "$f"
-  done
+  return 0
 }
 
 # in_use says whether a process has its root, working directory or an
@@ -127,9 +181,9 @@ done
 
 start=$(date +%s)
 install_missing debootstrap
-m=$(mirror | head -n1)
+m=$(archive bookworm)
 if [ -z "$m" ]; then
-  echo "fresh-root: no bookworm mirror in /etc/apt/sources.list{,.d}: cannot build a Debian 12 root" >&2
+  echo "fresh-root: no enabled source of Debian's archive for bookworm (main) in /etc/apt/sources.list{,.d}: cannot build a Debian 12 root" >&2
   exit 1
 fi
 
@@ -196,24 +250,29 @@ trap cleanup EXIT
 cp -a "$base" "$root"
 rm -f "$root/.complete"
 mkdir -m 1777 "$work/tmp"
-# The machine's apt sources (the same mirror and suites, security updates
-# included) and resolver; debootstrap wrote only the main suite.
-# Only Debian's own archives: a third-party source would need a keyring
-# the root does not have.
+# The root's own apt sources: this machine's Debian mirror for bookworm
+# and bookworm-updates, and its security archive if it has one;
+# debootstrap wrote only the main suite.
+sec=$(archive bookworm-security)
 rm -f "$root/etc/apt/sources.list"
-for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-  [ -f "$f" ] || continue
-  if grep -qiE 'signed-by' "$f" && ! grep -qi 'debian-archive-keyring' "$f"; then
-    echo "fresh-root: not copying $f (not Debian's archive)"
-    continue
+{
+  printf 'Types: deb\nURIs: %s\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$m"
+  if [ -n "$sec" ]; then
+    printf '\nTypes: deb\nURIs: %s\nSuites: bookworm-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$sec"
   fi
-  cp "$f" "$root$f"
-done
-for f in /etc/apt/apt.conf.d/*; do
-  # Only settings about reaching the mirror (e.g. a snapshot mirror's
-  # Valid-Until), not the host's install policy.
-  grep -qiE '^[[:space:]]*Acquire::' "$f" 2>/dev/null && cp "$f" "$root/etc/apt/apt.conf.d/"
-done
+} >"$root/etc/apt/sources.list.d/debian.sources"
+if [ -n "$sec" ]; then
+  echo "fresh-root: apt sources: $m bookworm bookworm-updates, $sec bookworm-security"
+else
+  echo "fresh-root: apt sources: $m bookworm bookworm-updates (this machine has no bookworm-security source)"
+fi
+# Of this machine's apt settings, only those that reach the mirror (a
+# snapshot mirror's dates, a proxy), one line each, not its install policy.
+acquire=$(grep -hiE '^[[:space:]]*Acquire::(Check-Valid-Until|Check-Date|https?::Proxy)([[:space:]"]|::)' /etc/apt/apt.conf /etc/apt/apt.conf.d/* 2>/dev/null || true)
+if [ -n "$acquire" ]; then
+  printf '// From this machine'"'"'s apt settings (scripts/fresh-root.sh): how to reach the mirror.\n%s\n' "$acquire" >"$root/etc/apt/apt.conf.d/99fresh-root"
+  echo "fresh-root: apt settings: $(echo "$acquire" | tr -s ' \n' ' ')"
+fi
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
 # The site's own certificate authorities (an egress proxy's, say), which
 # every machine here trusts; ca-certificates adds them to the root's store
