@@ -11,12 +11,13 @@
 #      clones the repository has (make, git, ca-certificates) and clones the
 #      repository's committed HEAD into it (from this side, so that a git
 #      worktree works too);
-#   3. enters it in a private mount namespace (chroot, with /proc, /sys,
-#      /dev, a tmpfs on /run and /tmp on disk, as Debian 12 has them) and
-#      runs the two commands of the
-#      README's first code block, in order, with CI=true (a test that cannot
-#      run fails instead of skipping); as root without sudo, the leading
-#      "sudo " is dropped;
+#   3. enters it in mount and PID namespaces of its own (chroot, with
+#      /proc, /sys, /dev, a tmpfs on /run and /tmp on disk, as Debian 12
+#      has them) and runs the two commands of the README's first code
+#      block, in order, with CI=true (a test that cannot run fails instead
+#      of skipping); as root without sudo, the leading "sudo " is dropped;
+#      after each, a process or network namespace left behind fails the
+#      run, as it would stay on a newcomer's machine;
 #   4. runs `make lint` there too, removes the copy, and fails if any step
 #      failed.
 #
@@ -299,6 +300,47 @@ set -uo pipefail
 cd /root
 status=0
 say() { echo "fresh-root[inside]: $*"; }
+
+# check_leftovers NAME: after the README command NAME, fails the run and
+# names what it left behind in the root: processes (anything but this
+# script, PID 1 of the run's own PID namespace) and network namespaces. A
+# newcomer's machine would keep them. They are then stopped and removed,
+# so that the next command starts clean.
+check_leftovers() {
+  local p pid stat i procs=() netns=()
+  for i in 1 2 3 4 5 6 7 8 9 10; do # 5 s for what is still exiting
+    procs=()
+    for p in /proc/[0-9]*; do
+      pid=${p#/proc/}
+      [ "$pid" != "$$" ] || continue
+      stat=$(cat "$p/stat" 2>/dev/null) || continue
+      stat=${stat##*) }
+      [ "${stat%% *}" != Z ] || continue
+      procs+=("$pid")
+    done
+    netns=()
+    if command -v ip >/dev/null; then
+      mapfile -t netns < <(ip netns list 2>/dev/null | awk '{ print $1 }')
+    fi
+    [ ${#procs[@]} -gt 0 ] || [ ${#netns[@]} -gt 0 ] || return 0
+    sleep 0.5
+  done
+  status=1
+  for pid in "${procs[@]}"; do
+    say "LEFT BEHIND by \"$1\": process $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-120)"
+  done
+  for p in "${netns[@]}"; do
+    say "LEFT BEHIND by \"$1\": network namespace $p"
+  done
+  say "stopping and removing them, so that the next command starts clean"
+  for pid in "${procs[@]}"; do
+    kill -KILL "$pid" 2>/dev/null
+  done
+  for p in "${netns[@]}"; do
+    ip netns delete "$p" 2>/dev/null
+  done
+  return 1
+}
 t=$(date +%s)
 say "apt-get install make git ca-certificates (what any machine that clones the repository has)"
 if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends make git ca-certificates >/dev/null; }; then
@@ -333,12 +375,14 @@ for c in "${cmds[@]}"; do
     status=1
   fi
   echo "timing $name $(($(date +%s) - t))s" >>/root/timings
+  check_leftovers "$run"
 done
 if [ -z "${MPSA_FRESH_ROOT_ONLY:-}" ]; then
   t=$(date +%s)
   say "make lint"
   make lint || status=1
   echo "timing lint $(($(date +%s) - t))s" >>/root/timings
+  check_leftovers "make lint"
 fi
 exit $status
 INSIDE
@@ -346,7 +390,11 @@ chmod +x "$root/root/fresh-root-run.sh"
 
 start=$(date +%s)
 set +e
-unshare --mount --propagation private -- /bin/bash -euc '
+# In mount and PID namespaces of its own: the script run inside is PID 1
+# there, with a /proc of its own, so it sees only what the run started;
+# when it ends (or unshare is killed, --kill-child), the kernel kills
+# whatever is left.
+unshare --mount --pid --fork --kill-child --propagation private -- /bin/bash -euc '
   root=$1 cache=$2 work=$4
   # The root is a mount point of its own, as / is on a machine: ip netns
   # exec makes / a slave mount, which fails on a plain directory.
