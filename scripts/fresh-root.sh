@@ -42,6 +42,8 @@
 #   MPSA_FRESH_ROOT_KEEP   keep the root's copy after the run (default no)
 #   MPSA_FRESH_ROOT_ONLY   "demo" or "test": run only that command (the
 #                          verdict says "partial run"; CI unsets it)
+#   MPSA_FRESH_ROOT_TIMEOUT  minutes the run inside may take (default 26):
+#                          then it is killed and the verdict names the step
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=$(pwd)
@@ -59,6 +61,13 @@ case "$only" in
   exit 1
   ;;
 esac
+# The time limit of the run inside, in minutes: CI must end well within
+# its 30.
+limit=${MPSA_FRESH_ROOT_TIMEOUT:-26}
+if ! [[ "$limit" =~ ^[1-9][0-9]*$ ]]; then
+  echo "fresh-root: MPSA_FRESH_ROOT_TIMEOUT=$limit: want a number of minutes" >&2
+  exit 1
+fi
 cache=${MPSA_TEST_CACHE:-/var/cache/mpsa-test}
 # One run at a time: runs share apt's archive cache (whose lock would fail
 # the second apt-get), the cached base and 05-go.sh's download. The lock
@@ -341,7 +350,10 @@ check_leftovers() {
   done
   return 1
 }
+# step says what the run does now, for the verdict if it times out.
+step() { echo "$*" >/root/step; }
 t=$(date +%s)
+step "setup: apt-get install make git ca-certificates"
 say "apt-get install make git ca-certificates (what any machine that clones the repository has)"
 if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends make git ca-certificates >/dev/null; }; then
   say "could not install make, git and ca-certificates"
@@ -367,6 +379,7 @@ for c in "${cmds[@]}"; do
     continue
   fi
   say "README: $c   (running: $run)"
+  step "README: $c"
   t=$(date +%s)
   if bash -c "$run"; then
     say "\"$run\" passed in $(($(date +%s) - t)) s"
@@ -375,13 +388,16 @@ for c in "${cmds[@]}"; do
     status=1
   fi
   echo "timing $name $(($(date +%s) - t))s" >>/root/timings
+  step "the check for leftovers after \"$run\""
   check_leftovers "$run"
 done
 if [ -z "${MPSA_FRESH_ROOT_ONLY:-}" ]; then
   t=$(date +%s)
   say "make lint"
+  step "make lint"
   make lint || status=1
   echo "timing lint $(($(date +%s) - t))s" >>/root/timings
+  step "the check for leftovers after make lint"
   check_leftovers "make lint"
 fi
 exit $status
@@ -389,7 +405,6 @@ INSIDE
 chmod +x "$root/root/fresh-root-run.sh"
 
 start=$(date +%s)
-set +e
 # In mount and PID namespaces of its own: the script run inside is PID 1
 # there, with a /proc of its own, so it sees only what the run started;
 # when it ends (or unshare is killed, --kill-child), the kernel kills
@@ -414,10 +429,40 @@ unshare --mount --pid --fork --kill-child --propagation private -- /bin/bash -eu
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     MPSA_FRESH_ROOT_ONLY="${3:-}" MPSA_GO_CACHE="$cache/go" MPSA_KERNEL_CACHE="$cache/kernel" MPSA_KERNEL_DIR="$cache/kernel/current" \
     /root/fresh-root-run.sh
-' fresh-root "$root" "$cache" "$only" "$work" 9>&-
+' fresh-root "$root" "$cache" "$only" "$work" 9>&- &
+inner=$!
+# The time limit, and Ctrl-C or SIGTERM: unshare is killed, and with it
+# (--kill-child) everything in the run's PID namespace. (unshare ignores
+# SIGTERM, and PID 1 of the namespace every signal it has no handler for.)
+stopped=""
+trap 'stopped=interrupted; kill -KILL "$inner" 2>/dev/null' INT TERM
+deadline=$((start + limit * 60))
+while [ -d "/proc/$inner" ]; do
+  inner_stat=$(cat "/proc/$inner/stat" 2>/dev/null) || break
+  inner_stat=${inner_stat##*) }
+  [ "${inner_stat%% *}" != Z ] || break
+  if [ -z "$stopped" ] && [ "$(date +%s)" -ge "$deadline" ]; then
+    stopped=timeout
+    kill -KILL "$inner" 2>/dev/null
+  fi
+  sleep 1 || true
+done
+set +e
+wait "$inner" 2>/dev/null # (no "Killed" line from bash)
 rc=$?
 set -e
+trap - INT TERM
 lap inside "$start"
+case "$stopped" in
+timeout)
+  echo "fresh-root: TIMED OUT: the run inside took more than $limit minutes (MPSA_FRESH_ROOT_TIMEOUT) and was killed during: $(cat "$root/root/step" 2>/dev/null || echo "its start")" >&2
+  rc=124
+  ;;
+interrupted)
+  echo "fresh-root: interrupted during: $(cat "$root/root/step" 2>/dev/null || echo "its start"); the run inside was killed" >&2
+  rc=130
+  ;;
+esac
 if [ -f "$root/root/timings" ]; then
   while read -r _ name secs; do timings+=("$name $secs"); done <"$root/root/timings"
 fi
