@@ -19,11 +19,19 @@ REKEYS=${REKEYS:-5}
 JOINS=${JOINS:-20000}
 
 out=$(mktemp /tmp/mpsa-bench-engine.XXXXXX)
-trap 'rm -f "$out"' EXIT
+log=$(mktemp /tmp/mpsa-bench-engine-log.XXXXXX)
+trap 'rm -f "$out" "$log"' EXIT
 
 echo "bench-engine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $("$GO" env GOVERSION), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 run() { # PACKAGE BENCH BENCHTIME
-  "$GO" test -run '^$' -count "$COUNT" -bench "$2" -benchtime "$3" -benchmem "$1" | grep '^Benchmark' | tee -a "$out"
+  # go test's whole output goes to a log, shown when it fails (a grep in
+  # the pipe would hide its failure and its words).
+  if ! "$GO" test -run '^$' -count "$COUNT" -bench "$2" -benchtime "$3" -benchmem "$1" >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "bench-engine: go test -bench $2 $1 failed (its output is above)" >&2
+    exit 1
+  fi
+  grep '^Benchmark' "$log" | tee -a "$out" || true
 }
 run ./server 'RekeyFanout' "${REKEYS}x"
 run ./server 'JoinLeave' "${JOINS}x"

@@ -26,6 +26,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     rm -f "$aptlog"
     exit 1
   fi
+  # The services of the new packages that were disabled again (lib.sh).
+  grep '^services: ' "$aptlog" || true
   rm -f "$aptlog"
 fi
 # Go builds mpsad and mpsactl: a machine without Go 1.26 gets the official

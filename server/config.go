@@ -7,11 +7,15 @@ import (
 )
 
 // comparable returns a copy of g without source positions, so that two
-// loads of the same settings compare equal.
+// loads of the same settings compare equal, and without the control
+// child's definition: that is charon's configuration, which mpsad only
+// checks (controlWatch.childConfChanged), and a line added above it must
+// not rebuild a group (a new group SA for every member, a new data plane).
 func comparable(g *swanctl.Group) swanctl.Group {
 	c := *g
 	c.Pos = swanctl.Pos{}
 	c.Routes = nil
+	c.ControlChildConf = nil
 	c.BGP = comparableBGP(g.BGP)
 	return c
 }

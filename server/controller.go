@@ -47,9 +47,9 @@ type ctlGroup struct {
 	acked, current int
 	// queued counts the group's entries in the pacer's queue.
 	queued int
-	// locals counts the members' control links by local control
-	// address, the addresses the server routes to the group.
-	locals map[netip.Addr]int
+	// pairs counts the members' control links by control addresses,
+	// local and remote, the pairs the server routes to the group.
+	pairs map[addrPair]int
 	// fanoutDone: every member has acknowledged the current SA since it
 	// was made (logged once).
 	fanoutDone bool
@@ -57,7 +57,12 @@ type ctlGroup struct {
 	// window (logged when it becomes true, and at every rekey).
 	overWindow bool
 	rekeyAt    deadline
-	put        putCache
+	// rekeyWait is the wait before the next try after a rekey failed,
+	// doubling from rekeyRetryFirst to rekeyRetryMax; 0 after a rekey.
+	rekeyWait time.Duration
+	put       putCache
+	// encodePut is putNotify; tests make it fail.
+	encodePut func(now time.Time) (*mpsa.Notify, uint32, error)
 	// bgp is the group's route reflector, nil without BGP.
 	bgp *ctlBGP
 	// controlWatch knows why members' control children are not up.
@@ -90,10 +95,9 @@ type memberLink struct {
 	initiator bool
 	local     netip.Addr
 	remoteID  string
-	// ifIndex and srcPort are what proves the link's control child
-	// (proven).
-	ifIndex int
-	srcPort uint16
+	// adm is the way the proof of the link's control child admits the
+	// member's datagrams (proven).
+	adm admission
 	// remoteHost is the member's IKE address.
 	remoteHost netip.Addr
 	// bgp proves that the child also protects the member's BGP session
@@ -109,7 +113,11 @@ func (m *ctlMember) cur() memberLink {
 }
 
 // putCache is the current SA's N(MPSA_PUT), encoded once per SPI and
-// second of lifetime left: a rekey's pushes share it.
+// second of lifetime left: a rekey's pushes share it. It holds SK_d and
+// the nonce, so it is kept only while pushes of the group wait in the
+// pacer's queue, and encoded again when the next push needs it; a
+// request sent keeps its own copy in its session until it is answered or
+// replaced.
 type putCache struct {
 	spi, life uint32
 	n         *mpsa.Notify
@@ -148,8 +156,9 @@ func newCtlGroup(s *Server, cfg *swanctl.Group, rnd io.Reader, log *slog.Logger)
 		return nil, err
 	}
 	cg := &ctlGroup{s: s, cfg: cfg, log: log, group: g, backoff: s.opts.Backoff, members: map[netip.Addr]*ctlMember{},
-		drops: s.newDropLog(log), metrics: s.opts.Metrics, locals: map[netip.Addr]int{}}
+		drops: s.newDropLog(log), metrics: s.opts.Metrics, pairs: map[addrPair]int{}}
 	cg.rekeyAt.fire = cg.onRekeyDue
+	cg.encodePut = cg.putNotify
 	cg.controlWatch.init(s, cg.config, log)
 	if cfg.BGPEnabled() {
 		cg.bgp = newCtlBGP(cg)
@@ -176,19 +185,15 @@ func (g *ctlGroup) setPeers(context.Context, string, []xfrm.Peer) {}
 
 // controlUp follows a member's control child: a new address joins (and
 // is pushed the SA once it has a session), a new IKE SA for a known
-// address replaces the member's session.
+// address replaces the member's session. A child that claims another
+// identity's control address is refused before anything else, so that a
+// resync that tells of it again neither reports it verified nor resets
+// its problem.
 func (g *ctlGroup) controlUp(_ context.Context, now time.Time, c proven) {
-	g.controlFine(c.IKE.UniqueID, false)
 	l := memberLink{ike: c.IKE.UniqueID, id: sessionID(c.IKE), initiator: c.IKE.Initiator, local: c.Local, remoteID: c.IKE.RemoteID,
-		ifIndex: c.ifIndex, srcPort: c.srcPort, remoteHost: c.IKE.RemoteHost, bgp: c.bgp, bgpErr: c.bgpErr}
+		adm: c.admission, remoteHost: c.IKE.RemoteHost, bgp: c.bgp, bgpErr: c.bgpErr}
 	m := g.members[c.Remote]
-	if m == nil {
-		m = &ctlMember{g: g, addr: c.Remote}
-		m.retx.fire = m.onRetransmit
-		g.setLink(m, l)
-		g.members[c.Remote] = m
-		g.joined(now, m, c.how)
-	} else {
+	if m != nil {
 		// A control address belongs to the identity that holds it:
 		// another identity's IKE SA that narrowed its traffic
 		// selectors to it (the controller's remote_ts is usually a
@@ -200,6 +205,15 @@ func (g *ctlGroup) controlUp(_ context.Context, now time.Time, c proven) {
 				return
 			}
 		}
+	}
+	g.controlFine(c.IKE.UniqueID, false)
+	if m == nil {
+		m = &ctlMember{g: g, addr: c.Remote}
+		m.retx.fire = m.onRetransmit
+		g.setLink(m, l)
+		g.members[c.Remote] = m
+		g.joined(now, m, c.how)
+	} else {
 		g.setLink(m, l)
 	}
 	g.follow(now, m)
@@ -220,7 +234,7 @@ func (g *ctlGroup) followBGP(now time.Time, m *ctlMember) {
 	g.bgpFine(l.ike)
 }
 
-// setLink adds or replaces one of m's links and keeps the local control
+// setLink adds or replaces one of m's links and keeps the control
 // addresses the server routes to the group.
 func (g *ctlGroup) setLink(m *ctlMember, l memberLink) {
 	old, had := m.links.get(l.ike)
@@ -229,18 +243,30 @@ func (g *ctlGroup) setLink(m *ctlMember, l memberLink) {
 		return
 	}
 	if had {
-		g.dropLocal(old.local)
+		g.dropPair(addrPair{old.local, m.addr})
 	}
-	if g.locals[l.local]++; g.locals[l.local] == 1 {
-		g.s.listen(l.local, g)
+	p := addrPair{l.local, m.addr}
+	if g.pairs[p]++; g.pairs[p] == 1 {
+		g.s.listen(p, g)
 	}
 }
 
-func (g *ctlGroup) dropLocal(a netip.Addr) {
-	if g.locals[a]--; g.locals[a] <= 0 {
-		delete(g.locals, a)
-		g.s.unlisten(a, g)
+func (g *ctlGroup) dropPair(p addrPair) {
+	if g.pairs[p]--; g.pairs[p] <= 0 {
+		delete(g.pairs, p)
+		g.s.unlisten(p, g)
 	}
+}
+
+// uses reports whether the member with control address remote runs on
+// the control child of IKE SA ike (one of its links).
+func (g *ctlGroup) uses(ike uint32, remote netip.Addr) bool {
+	m := g.members[remote]
+	if m == nil {
+		return false
+	}
+	_, ok := m.links.get(ike)
+	return ok
 }
 
 // controlDown drops one of a member's control children; the member leaves
@@ -256,7 +282,7 @@ func (g *ctlGroup) controlDown(_ context.Context, now time.Time, ike uint32, rem
 		return
 	}
 	m.links.remove(ike)
-	g.dropLocal(l.local)
+	g.dropPair(addrPair{l.local, m.addr})
 	if len(m.links) > 0 {
 		g.follow(now, m)
 		g.followBGP(now, m)
@@ -278,6 +304,9 @@ func (g *ctlGroup) follow(now time.Time, m *ctlMember) {
 	}
 	if m.sess != nil {
 		m.sess.Close()
+		// Its outstanding request went with it: the new session
+		// sets its own retransmission when it sends.
+		g.s.sched.stop(&m.retx)
 		g.log.Info("member moved to a new IKE SA", "member", l.remoteID, "ike_sa", l.ike)
 	}
 	m.sess = mpsa.NewSession(l.id, l.initiator, g.backoff)
@@ -338,12 +367,7 @@ func (g *ctlGroup) onDatagram(_ context.Context, now time.Time, d Datagram) bool
 	if l.local != d.Dst {
 		return false
 	}
-	if !(proven{ifIndex: l.ifIndex, srcPort: l.srcPort}).admits(d) {
-		g.drops.drop(now, metrics.DropNotProtected, "member", l.remoteID, "src", d.Src, "ifindex", d.IfIndex,
-			"detail", "not the way the control child protects (its interface or source port)")
-		return true
-	}
-	msg, kind, ok := g.s.receive(now, d, m.sess, l.local, m.addr, g.drops, l.remoteID)
+	msg, kind, ok := g.s.receive(now, d, l.adm, m.sess, l.local, m.addr, g.drops, l.remoteID)
 	if !ok {
 		return true
 	}
@@ -438,17 +462,19 @@ func (g *ctlGroup) send(now time.Time, m *ctlMember) {
 	l := m.cur()
 	switch {
 	case m.needPush:
+		n, spi, err := g.encodePut(now)
+		var b []byte
+		if err == nil {
+			b, err = m.sess.Request(now, n)
+		}
+		if err != nil {
+			// The push stays due: tried again when the member's
+			// retransmission deadline brings it back to the pacer.
+			g.log.Error("encode MPSA_PUT; trying again", "member", l.remoteID, "err", err, "retry_in", g.backoff.Initial.String())
+			g.s.sched.set(&m.retx, now.Add(g.backoff.Initial))
+			return
+		}
 		m.needPush = false
-		n, spi, err := g.putNotify(now)
-		if err != nil {
-			g.log.Error("encode MPSA_PUT", "err", err)
-			return
-		}
-		b, err := m.sess.Request(now, n)
-		if err != nil {
-			g.log.Error("encode MPSA_PUT", "err", err)
-			return
-		}
 		m.pending = spi
 		g.s.send(b, l.local, m.addr)
 		clear(b)
@@ -525,14 +551,17 @@ func sameSA(a, b *swanctl.Group) bool {
 
 // reconfigure keeps the group for a reload that leaves its SA valid.
 func (g *ctlGroup) reconfigure(_ context.Context, n *swanctl.Group) bool {
+	old := g.cfg
 	switch {
 	case sameGroup(g.cfg, n):
-		return true
+		g.cfg = n // positions, the control child's definition
 	case sameSA(g.cfg, n):
 		g.update(n)
-		return true
+	default:
+		return false
 	}
-	return false
+	g.childConfChanged(old)
+	return true
 }
 
 // update applies n, which sameSA accepts, to the running group without a
@@ -581,6 +610,7 @@ func (g *ctlGroup) rekey(now time.Time, reason string) (string, error) {
 		return "", err
 	}
 	g.rekeys++
+	g.rekeyWait = 0
 	g.joinWait = false
 	g.current, g.fanoutDone = 0, false
 	g.put.zero()
@@ -613,10 +643,19 @@ func (g *ctlGroup) onRekeyDue(_ context.Context, now time.Time) {
 		}
 	}
 	if _, err := g.rekey(now, reason); err != nil {
-		// Try again in a second rather than at once, forever.
-		g.s.sched.set(&g.rekeyAt, now.Add(time.Second))
+		// Try again, not at once and not every second forever: the
+		// wait doubles up to a minute.
+		g.rekeyWait = min(max(2*g.rekeyWait, rekeyRetryFirst), rekeyRetryMax)
+		g.s.sched.set(&g.rekeyAt, now.Add(g.rekeyWait))
+		g.log.Warn("rekey will be tried again", "in", g.rekeyWait.String())
 	}
 }
+
+// The waits between tries of a rekey that failed.
+const (
+	rekeyRetryFirst = time.Second
+	rekeyRetryMax   = time.Minute
+)
 
 // fanoutTime is how long a push to every member takes at the push rate
 // (the burst goes at once), and the rollover window it must fit in:
@@ -724,10 +763,10 @@ func (g *ctlGroup) close() {
 	g.s.sched.stop(&g.rekeyAt)
 	g.s.sched.stop(&g.drops.flushAt)
 	g.controlWatch.stop()
-	for a := range g.locals {
-		g.s.unlisten(a, g)
+	for p := range g.pairs {
+		g.s.unlisten(p, g)
 	}
-	clear(g.locals)
+	clear(g.pairs)
 	g.put.zero()
 	g.group.Close()
 }

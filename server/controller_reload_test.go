@@ -300,3 +300,50 @@ func TestEngineOverloadLogged(t *testing.T) {
 		}
 	}
 }
+
+// withChild is conf with a connections section before it that defines
+// the control child, after lines blank lines (which move the section).
+func withChild(conf string, lines int, proposals string) string {
+	return strings.Repeat("# moved\n", lines) + "connections { c { children {\n ctl { esp_proposals = " + proposals + " } } } }\n" + conf
+}
+
+// TestReloadControlChildMoved: a reload that only moves the control
+// child's section in the file (a comment line added above it) keeps both
+// groups as they are: the same group SA, no push, no new data plane; the
+// group takes the new position for its messages. A changed esp_proposals
+// of the child is checked again.
+func TestReloadControlChildMoved(t *testing.T) {
+	b := newBench(t)
+	if err := b.ctl.reload(b.ctx, loadConfig(t, withChild(ctlConf, 0, "aes256-sha256"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.mem.reload(b.ctx, loadConfig(t, withChild(memConf, 0, "aes256-sha256"))); err != nil {
+		t.Fatal(err)
+	}
+	b.up()
+	b.dp.take()
+	g, mg, spi := b.ctlGroup(), b.mem.groups[0].(*memGroup), b.ctlGroup().group.Current().SPI()
+	if err := b.ctl.reload(b.ctx, loadConfig(t, withChild(ctlConf, 1, "aes256-sha256"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.mem.reload(b.ctx, loadConfig(t, withChild(memConf, 1, "aes256-sha256"))); err != nil {
+		t.Fatal(err)
+	}
+	b.expectNoPush("the control child's section moved")
+	b.expectCalls()
+	if b.ctlGroup() != g || g.group.Current().SPI() != spi || b.mem.groups[0] != mg {
+		t.Fatalf("moving the control child's section replaced a group (SPI %08x, was %08x)", b.ctlGroup().group.Current().SPI(), spi)
+	}
+	for side, cc := range map[string]*swanctl.ChildConf{"controller": g.cfg.ControlChildConf, "member": mg.cfg.ControlChildConf} {
+		if cc == nil || cc.Pos.Line != 3 {
+			t.Errorf("%s: control child at %+v, want line 3", side, cc)
+		}
+	}
+	if err := b.mem.reload(b.ctx, loadConfig(t, withChild(memConf, 1, "null-sha256"))); err != nil {
+		t.Fatal(err)
+	}
+	b.expectCalls()
+	if st := b.memStatus(); b.mem.groups[0] != mg || len(st.CharonProblems) != 1 || !strings.Contains(st.CharonProblems[0], "NULL encryption (null-sha256, test.conf:3)") {
+		t.Fatalf("after esp_proposals changed to NULL: charon problems %q", st.CharonProblems)
+	}
+}

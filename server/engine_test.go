@@ -7,9 +7,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +42,8 @@ type wire struct {
 	queue []delivery
 	// drop, if set, loses datagrams it returns true for.
 	drop func(Datagram) bool
+	// ifIndex is the interface datagrams arrive on.
+	ifIndex int
 }
 
 type port struct {
@@ -51,7 +55,7 @@ func (p port) Send(b []byte, src netip.Addr, dst netip.AddrPort) error {
 	if to == nil {
 		return fmt.Errorf("no host %s", dst.Addr())
 	}
-	p.w.queue = append(p.w.queue, delivery{to, Datagram{Src: netip.AddrPortFrom(src, dst.Port()), Dst: dst.Addr(), Data: bytes.Clone(b)}})
+	p.w.queue = append(p.w.queue, delivery{to, Datagram{Src: netip.AddrPortFrom(src, dst.Port()), Dst: dst.Addr(), IfIndex: p.w.ifIndex, Data: bytes.Clone(b)}})
 	return nil
 }
 
@@ -506,5 +510,120 @@ func TestDataPlaneWarningsInStatus(t *testing.T) {
 	g.dp = warnDP{b.dp}
 	if w := b.memStatus().DataPlaneWarnings; len(w) != 1 || !strings.Contains(w[0], "3/4 of its sequence numbers") {
 		t.Fatalf("warnings %q", w)
+	}
+}
+
+// flakyReader is a source of randomness that fails while fail is set.
+type flakyReader struct {
+	r    io.Reader
+	fail bool
+}
+
+func (f *flakyReader) Read(b []byte) (int, error) {
+	if f.fail {
+		return 0, errors.New("simulated entropy failure")
+	}
+	return f.r.Read(b)
+}
+
+// TestRekeyFailureBacksOff: a rekey that fails is tried again after 1 s,
+// then after doubling waits up to a minute (not every second forever),
+// and once it works the group SA is pushed as at any rekey.
+func TestRekeyFailureBacksOff(t *testing.T) {
+	logs := &syncBuffer{}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	rnd := &flakyReader{r: rand.NewChaCha8([32]byte{3})}
+	s := testServer(t, Options{Config: loadConfig(t, ctlConf), Logger: slog.New(slog.NewTextHandler(logs, nil)),
+		Now: func() time.Time { return now }, Rand: rnd})
+	s.out = discard{}
+	ctx := context.Background()
+	if err := s.applyConfig(ctx, s.cfg); err != nil {
+		t.Fatal(err)
+	}
+	g := s.groups[0].(*ctlGroup)
+	spi := g.group.Current().SPI()
+	rnd.fail = true
+	now = g.group.NextRekey()
+	var waits []time.Duration
+	for range 9 {
+		s.onTimers(ctx)
+		waits = append(waits, g.rekeyAt.at.Sub(now))
+		now = g.rekeyAt.at
+	}
+	want := []time.Duration{1, 2, 4, 8, 16, 32, 60, 60, 60}
+	for i := range want {
+		want[i] *= time.Second
+	}
+	if !slices.Equal(waits, want) {
+		t.Fatalf("waits after failed rekeys %v, want %v", waits, want)
+	}
+	if n := strings.Count(logs.String(), "rekey failed"); n != 9 {
+		t.Fatalf("%d failures logged, want 9", n)
+	}
+	rnd.fail = false
+	s.onTimers(ctx)
+	if g.group.Current().SPI() == spi || g.rekeyWait != 0 || !g.rekeyAt.at.Equal(g.group.NextRekey()) {
+		t.Fatalf("after entropy came back: SPI %08x (was %08x), wait %v", g.group.Current().SPI(), spi, g.rekeyWait)
+	}
+}
+
+// TestPushEncodingFailureRetried: when the MPSA_PUT cannot be encoded
+// (the push at the join, and the one the member's hello asks for), the
+// push stays due and is tried again; the member gets the SA.
+func TestPushEncodingFailureRetried(t *testing.T) {
+	b := newBench(t)
+	g := b.ctlGroup()
+	failures := 2
+	g.encodePut = func(now time.Time) (*mpsa.Notify, uint32, error) {
+		if failures > 0 {
+			failures--
+			return nil, 0, errors.New("simulated encoding failure")
+		}
+		return g.putNotify(now)
+	}
+	b.up()
+	spi := g.group.Current().SPI()
+	if st := b.ctlStatus(); len(st.Members) != 1 || st.Members[0].AckedSPI != "" || failures != 0 {
+		t.Fatalf("after the failures: %+v, %d failures left", st.Members, failures)
+	}
+	b.advance(time.Second)
+	if st := b.ctlStatus(); st.Members[0].AckedSPI != spiString(spi) {
+		t.Fatalf("the push was not tried again: %+v", st.Members[0])
+	}
+}
+
+// TestMemberTeardownStopsDeadlines: a member group torn down, by a
+// reload that removes it or at shutdown, leaves no deadline on the
+// server's heap and no route to itself: its SA lifecycle, its request
+// for the control child, its grace check and its drop log's flush.
+func TestMemberTeardownStopsDeadlines(t *testing.T) {
+	for _, how := range []string{"retire", "close"} {
+		t.Run(how, func(t *testing.T) {
+			b := newBench(t)
+			b.up()
+			// Another IKE SA without its control child: the grace check
+			// and the request to charon are due; a forged datagram is
+			// held back in the drop log.
+			noChild := withoutControl(true, "")
+			noChild.IKESAs[0].UniqueID = 9
+			b.mem.onUpdate(b.ctx, vici.Update{Cause: vici.CauseEvent, Snapshot: vici.Snapshot{Connected: true}, Changed: noChild.IKESAs})
+			g := b.mem.groups[0].(*memGroup)
+			for range 2 {
+				g.drops.drop(b.now, metrics.DropMalformed)
+			}
+			for _, d := range []*deadline{&g.timer, &g.retry, &g.check, &g.drops.flushAt} {
+				if d.pos == 0 {
+					t.Fatalf("a deadline of the group is not set before the teardown")
+				}
+			}
+			if how == "retire" {
+				g.retire(b.ctx, nil)
+			} else {
+				g.close()
+			}
+			if n := len(b.mem.sched.h); n != 0 || len(b.mem.byPair) != 0 {
+				t.Fatalf("after %s: %d deadlines on the heap, %d routes", how, n, len(b.mem.byPair))
+			}
+		})
 	}
 }

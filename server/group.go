@@ -43,6 +43,11 @@ type group interface {
 	// sa is INSTALLED but mpsad cannot verify that it protects the
 	// control addresses (why): the group does not use it.
 	controlRefused(now time.Time, sa vici.IKESA, why string)
+	// uses reports whether the group runs a control exchange over the
+	// control child of IKE SA ike to the remote control address
+	// remote: it was told of it by controlUp and took it. The VICI
+	// source tells a group again only of what changed for it.
+	uses(ike uint32, remote netip.Addr) bool
 	controlFine(ike uint32, gone bool)
 	charonSaid(now time.Time, ev vici.LogEvent)
 	charonChanged(ch *vici.Charon)
@@ -130,13 +135,10 @@ func (l controlLinks[T]) newest() (T, bool) {
 // over it are accepted only as the proof allows.
 type proven struct {
 	vici.Control
-	// ifIndex, if not 0, is the only interface the peer's datagrams may
-	// arrive on (charon's TUN under kernel-libipsec, the child's XFRM
-	// interface for a route-based child); srcPort, if not 0, the only
-	// UDP source port its traffic selector protects.
-	ifIndex int
-	ifName  string
-	srcPort uint16
+	// admission is the way the peer's datagrams come through the child;
+	// ifName names its interface.
+	admission
+	ifName string
 	// how says it in words, for the log.
 	how string
 	// bgp, for a group with BGP, proves that the child also protects
@@ -145,8 +147,19 @@ type proven struct {
 	bgpErr string
 }
 
+// admission is the way a proof (protect.Proof) says the peer's control
+// datagrams come through the control child: ifIndex, if not 0, is the
+// only interface they may arrive on (charon's TUN under kernel-libipsec,
+// the child's XFRM interface for a route-based child); srcPort, if not 0,
+// the only UDP source port its traffic selector protects. Server.receive
+// checks every control datagram against it.
+type admission struct {
+	ifIndex int
+	srcPort uint16
+}
+
 // admits reports whether datagram d, from the control child's remote
 // control address, came the way the proof protects.
-func (c proven) admits(d Datagram) bool {
-	return (c.ifIndex == 0 || d.IfIndex == c.ifIndex) && (c.srcPort == 0 || d.Src.Port() == c.srcPort)
+func (a admission) admits(d Datagram) bool {
+	return (a.ifIndex == 0 || d.IfIndex == a.ifIndex) && (a.srcPort == 0 || d.Src.Port() == a.srcPort)
 }

@@ -21,7 +21,7 @@ type viciBatch struct {
 	// IKE SA, or removed.
 	changes map[uint32]viciChange
 	// charon is what charon said of itself in the newest update that
-	// carried it.
+	// carried it since the session last ended (nil when none did).
 	charon *vici.Charon
 }
 
@@ -40,6 +40,7 @@ func (b *viciBatch) add(u vici.Update) {
 	switch {
 	case u.Cause == vici.CauseDisconnected || (u.Cause == 0 && !u.Snapshot.Connected):
 		b.lost, b.connected = true, false
+		b.charon = nil // said by the session that ended
 	case u.Cause == vici.CauseEvent:
 		b.connected = true
 		if b.changes == nil {

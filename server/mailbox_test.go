@@ -42,3 +42,22 @@ func TestInboxMergesWithoutLoss(t *testing.T) {
 		t.Fatalf("a reused batch kept old state: %+v", b)
 	}
 }
+
+// TestInboxForgetsCharonOfEndedSession: what charon said in a session
+// that ended does not outlive it in a merged batch.
+func TestInboxForgetsCharonOfEndedSession(t *testing.T) {
+	in := newVICIInbox()
+	old, cur := &vici.Charon{Plugins: []string{"charon"}}, &vici.Charon{Plugins: []string{"charon"}}
+	connected := vici.Snapshot{Connected: true}
+	in.put(vici.Update{Cause: vici.CauseEvent, Snapshot: connected, Charon: old})
+	in.put(vici.Update{Cause: vici.CauseDisconnected})
+	in.put(vici.Update{Cause: vici.CauseResync, Snapshot: connected}) // stats failed
+	if b, _ := in.take(); !b.lost || b.charon != nil {
+		t.Fatalf("lost %v, charon %p (the old session's is %p)", b.lost, b.charon, old)
+	}
+	in.put(vici.Update{Cause: vici.CauseDisconnected})
+	in.put(vici.Update{Cause: vici.CauseResync, Snapshot: connected, Charon: cur})
+	if b, _ := in.take(); !b.lost || b.charon != cur {
+		t.Fatalf("lost %v, charon %p, want %p", b.lost, b.charon, cur)
+	}
+}

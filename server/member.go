@@ -50,9 +50,9 @@ type memGroup struct {
 	// timer is the earliest of the SA lifecycle's and the hello's
 	// retransmission.
 	timer deadline
-	// local is the local control address the server routes to the
-	// group, while the session is up.
-	local netip.Addr
+	// route are the control addresses, local and remote, the server
+	// routes to the group, while the session is up.
+	route addrPair
 	// lastErr is the last data-plane failure, for status.
 	lastErr string
 	// controlWatch knows why the control child is not up.
@@ -94,16 +94,37 @@ func (g *memGroup) controlMissing(ctx context.Context, now time.Time, sa vici.IK
 // controller refused, say), so without this a member would stay cut off
 // after the cause is fixed. The waits double up to retryMax; charon's
 // answer, if the child fails again, comes in its log (control_problems).
+// A child that charon has INSTALLED but mpsad refused is not asked for:
+// charon would answer that it has it; a fixed route or policy is noticed
+// at the next resync, which verifies a refused child again.
 func (g *memGroup) retryChild(_ context.Context, now time.Time) {
-	if g.sess != nil || len(g.byIKE) == 0 {
+	if g.sess != nil || !g.childMissing() {
 		g.retryWait = retryFirst
 		return
 	}
-	g.log.Info("asking charon to establish the control child again", "connection", g.cfg.Connection, "child", g.cfg.ControlChild,
-		"next_try_in", min(2*g.retryWait, retryMax).String())
-	g.s.initiate(g.cfg.Connection, g.cfg.ControlChild)
-	g.retryWait = min(2*g.retryWait, retryMax)
+	next := min(2*g.retryWait, retryMax)
+	if g.s.initiate(g.cfg.Connection, g.cfg.ControlChild) {
+		g.log.Info("asking charon to establish the control child again", "connection", g.cfg.Connection, "child", g.cfg.ControlChild,
+			"next_try_in", next.String())
+	} else {
+		g.log.Warn("cannot ask charon to establish the control child again now: earlier requests still wait for charon", "connection", g.cfg.Connection,
+			"child", g.cfg.ControlChild, "next_try_in", next.String())
+	}
+	g.retryWait = next
 	g.s.sched.set(&g.retry, now.Add(g.retryWait))
+}
+
+// childMissing reports whether an IKE SA with the controller lacks its
+// control child (not INSTALLED), as opposed to carrying one mpsad
+// refused. The problems of a member are its IKE SAs with the controller:
+// one, two while it reconnects.
+func (g *memGroup) childMissing() bool {
+	for _, p := range g.byIKE {
+		if p.refused == "" {
+			return true
+		}
+	}
+	return false
 }
 
 func (g *memGroup) config() *swanctl.Group { return g.cfg }
@@ -116,6 +137,11 @@ func (g *memGroup) controlUp(ctx context.Context, now time.Time, c proven) {
 	g.retryWait = retryFirst
 	g.links.set(c.IKE.UniqueID, c)
 	g.follow(ctx, now)
+}
+
+func (g *memGroup) uses(ike uint32, remote netip.Addr) bool {
+	l, ok := g.links.get(ike)
+	return ok && l.Remote == remote
 }
 
 func (g *memGroup) controlDown(ctx context.Context, now time.Time, ike uint32, _ netip.Addr) {
@@ -135,14 +161,14 @@ func (g *memGroup) follow(ctx context.Context, now time.Time) {
 			g.sess.Close()
 			g.sess, g.hello = nil, false
 		}
-		g.listen(netip.Addr{})
+		g.listen(addrPair{})
 		g.followBGP(now, nil)
 		return
 	}
 	g.ensureDataPlane(ctx, c.IKE.LocalHost)
 	id := sessionID(c.IKE)
 	g.ctl = c
-	g.listen(c.Local)
+	g.listen(addrPair{c.Local, c.Remote})
 	g.followBGP(now, &c)
 	if g.sess != nil && g.sess.ID() == id {
 		return
@@ -161,17 +187,17 @@ func (g *memGroup) follow(ctx context.Context, now time.Time) {
 	g.s.send(b, c.Local, c.Remote)
 }
 
-// listen has the server route datagrams to the local control address a
-// (none if a is the zero Addr) to the group.
-func (g *memGroup) listen(a netip.Addr) {
-	if a == g.local {
+// listen has the server route datagrams between the control addresses
+// of p (none if p is the zero addrPair) to the group.
+func (g *memGroup) listen(p addrPair) {
+	if p == g.route {
 		return
 	}
-	if g.local.IsValid() {
-		g.s.unlisten(g.local, g)
+	if g.route.local.IsValid() {
+		g.s.unlisten(g.route, g)
 	}
-	if g.local = a; a.IsValid() {
-		g.s.listen(a, g)
+	if g.route = p; p.local.IsValid() {
+		g.s.listen(p, g)
 	}
 }
 
@@ -282,11 +308,13 @@ func (g *memGroup) countPeers(table []xfrm.Peer) {
 // its peers come from (routes, bgp) and local_ts, and loads the new peer
 // table.
 func (g *memGroup) reconfigure(ctx context.Context, n *swanctl.Group) bool {
+	old := g.cfg
+	defer g.childConfChanged(old)
 	switch {
 	case sameGroup(g.cfg, n):
+		g.cfg = n // positions, the control child's definition
 		return true
 	case sameExceptPeers(g.cfg, n):
-		old := g.cfg
 		g.cfg = n
 		g.setStatic(staticPeers(n), g.s.now())
 		if !sameBGP(old, n) {
@@ -381,13 +409,8 @@ func (g *memGroup) onDatagram(ctx context.Context, now time.Time, d Datagram) bo
 	if g.sess == nil || d.Src.Addr() != g.ctl.Remote || d.Dst != g.ctl.Local {
 		return false
 	}
-	if !g.ctl.admits(d) {
-		g.drops.drop(now, metrics.DropNotProtected, "src", d.Src, "ifindex", d.IfIndex,
-			"detail", "not the way the control child protects (its interface or source port)")
-		return true
-	}
 	defer g.rearm()
-	msg, kind, ok := g.s.receive(now, d, g.sess, g.ctl.Local, g.ctl.Remote, g.drops, "")
+	msg, kind, ok := g.s.receive(now, d, g.ctl.admission, g.sess, g.ctl.Local, g.ctl.Remote, g.drops, "")
 	if !ok {
 		return true
 	}
@@ -632,12 +655,18 @@ func (g *memGroup) retire(ctx context.Context, next *swanctl.Group) {
 		g.bgp.forget()
 		g.bgp = nil
 	}
+	g.stopDeadlines()
+	g.flush(ctx, g.s.opts.FlushDataPlane)
+}
+
+// stopDeadlines stops the group's deadlines and the server's routing of its
+// datagrams, for either teardown (retire, close).
+func (g *memGroup) stopDeadlines() {
 	g.s.sched.stop(&g.timer)
 	g.s.sched.stop(&g.retry)
 	g.controlWatch.stop()
 	g.s.sched.stop(&g.drops.flushAt)
-	g.listen(netip.Addr{})
-	g.flush(ctx, g.s.opts.FlushDataPlane)
+	g.listen(addrPair{})
 }
 
 func (g *memGroup) close() {
@@ -645,11 +674,7 @@ func (g *memGroup) close() {
 		g.bgp.close()
 		g.bgp = nil
 	}
-	g.s.sched.stop(&g.timer)
-	g.s.sched.stop(&g.retry)
-	g.controlWatch.stop()
-	g.s.sched.stop(&g.drops.flushAt)
-	g.listen(netip.Addr{})
+	g.stopDeadlines()
 	if g.sess != nil {
 		g.sess.Close()
 	}

@@ -123,6 +123,9 @@ func (s *Server) pace(now time.Time) {
 		if send {
 			m.g.send(now, m)
 		}
+		if m.g.queued == 0 {
+			m.g.put.zero() // no push of the group waits for it
+		}
 	}
 	s.sched.stop(&p.wake)
 }

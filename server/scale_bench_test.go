@@ -28,6 +28,9 @@ import (
 //     member joined and acknowledged (B/member).
 //   - BenchmarkResync: a VICI resync that finds nothing changed
 //     (ns/ike-sa), the periodic O(N) cost.
+//   - BenchmarkControlCheck: with N IKE SAs reported without their
+//     control child, one more appears and is reported after its grace
+//     (ns/op: the problem's life; it does not grow with N).
 
 // fleetSizes are the simulated group sizes.
 var fleetSizes = []int{1000, 10000, 100000}
@@ -176,4 +179,34 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkControlCheck: a controller holds N reported control problems
+// (IKE SAs without their control child) when one more appears, is
+// reported after its grace, and goes.
+func BenchmarkControlCheck(b *testing.B) {
+	for _, n := range []int{100, 10000} {
+		b.Run(fmt.Sprintf("problems=%d", n), func(b *testing.B) {
+			f := newFleet(b, benchConf, n+1, nil)
+			g := f.group()
+			missing := make([]vici.IKESA, n+1)
+			for i := range missing {
+				missing[i] = f.sas[i]
+				missing[i].Children = nil
+			}
+			for i := range n {
+				g.controlMissing(f.ctx, f.now, missing[i])
+			}
+			f.advance(f.now.Add(controlGrace))
+			for b.Loop() {
+				g.controlMissing(f.ctx, f.now, missing[n])
+				f.now = f.now.Add(controlGrace)
+				g.onCheck(f.ctx, f.now)
+				g.controlFine(missing[n].UniqueID, true)
+			}
+			if st := g.status(f.ctx); len(st.ControlProblems) != n {
+				b.Fatalf("%d problems, want %d", len(st.ControlProblems), n)
+			}
+		})
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -155,14 +156,18 @@ func checkCounts(t *testing.T, f *fleet, step, up int) {
 		t.Fatalf("step %d: %d members (want %d), counts acked %d current %d queued %d; recounted %d %d %d",
 			step, len(g.members), up, g.acked, g.current, g.queued, acked, current, queued)
 	}
-	// Datagrams to the local control address reach the group while it
-	// has a member: its links are counted by local address.
-	links := 0
+	// Datagrams between the control addresses of a member's links reach
+	// the group: its links are counted by pair, one route per member.
+	links, counted := 0, 0
 	for _, m := range g.members {
 		links += len(m.links)
+		counted += g.pairs[addrPair{ctlAddr, m.addr}]
+		if gs := f.s.byPair[addrPair{ctlAddr, m.addr}]; len(gs) != 1 || gs[0] != g {
+			t.Fatalf("step %d: member %s routed to %d groups", step, m.addr, len(gs))
+		}
 	}
-	if routed := len(f.s.byLocal[ctlAddr]) == 1; g.locals[ctlAddr] != links || routed != (links > 0) || len(f.s.byLocal) > 1 {
-		t.Fatalf("step %d: %d links counted at %s, %d links; routed %v", step, g.locals[ctlAddr], ctlAddr, links, routed)
+	if counted != links || len(g.pairs) != len(g.members) || len(f.s.byPair) != len(g.members) {
+		t.Fatalf("step %d: %d links, %d counted; %d pairs, %d routed, %d members", step, links, counted, len(g.pairs), len(f.s.byPair), len(g.members))
 	}
 }
 
@@ -190,30 +195,14 @@ func TestLeaveWhileQueued(t *testing.T) {
 
 // TestManyMemberGroupsRoutedByLocalAddress: a member with many groups
 // (as the scale harness's load generator runs one per simulated member)
-// routes each datagram to the group of its destination, the local control
-// address, without asking the others.
+// routes each datagram to the group of its control addresses, without
+// asking the others.
 func TestManyMemberGroupsRoutedByLocalAddress(t *testing.T) {
 	const n = 50
-	var conf strings.Builder
-	conf.WriteString("mpsa {\n role = member\n groups {\n")
-	for i := range n {
-		fmt.Fprintf(&conf, " g%d { connection = c%d\n control_child = ctl\n dataplane = userspace\n tun = t%d\n local_ts = 10.100.%d.0/24\n routes { r { prefixes = 10.200.%d.0/24\n peer = 192.0.2.200 } } }\n",
-			i, i, i, i, i)
-	}
-	conf.WriteString(" }\n}\n")
-	var sent []Datagram
-	s := testServer(t, Options{Config: loadConfig(t, conf.String()), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		NewDataPlane: func(context.Context, *swanctl.Group, netip.Addr, *slog.Logger) (xfrm.DataPlane, error) {
-			return &recorder{keys: map[uint32]xfrm.SA{}}, nil
-		}})
-	s.out = sendFunc(func(b []byte, src netip.Addr, dst netip.AddrPort) error {
-		sent = append(sent, Datagram{Src: netip.AddrPortFrom(src, dst.Port()), Dst: dst.Addr(), Data: bytes.Clone(b)})
-		return nil
+	s, sent := manyGroups(t, "member", n, func(i int) string {
+		return fmt.Sprintf("dataplane = userspace\n tun = t%d\n local_ts = 10.100.%d.0/24\n routes { r { prefixes = 10.200.%d.0/24\n peer = 192.0.2.200 } }", i, i, i)
 	})
 	ctx := context.Background()
-	if err := s.applyConfig(ctx, s.cfg); err != nil {
-		t.Fatal(err)
-	}
 	var sas []vici.IKESA
 	for i := range n {
 		sa := fleetSA(i) // here: the member's IKE SA to the controller
@@ -222,12 +211,13 @@ func TestManyMemberGroupsRoutedByLocalAddress(t *testing.T) {
 		sas = append(sas, sa)
 	}
 	s.onUpdate(ctx, vici.Update{Cause: vici.CauseResync, Snapshot: vici.Snapshot{Connected: true}, Changed: sas})
-	if len(sent) != n || len(s.byLocal) != n {
-		t.Fatalf("%d hellos, %d local addresses routed; want %d", len(sent), len(s.byLocal), n)
+	if len(*sent) != n || len(s.byPair) != n {
+		t.Fatalf("%d hellos, %d pairs of control addresses routed; want %d", len(*sent), len(s.byPair), n)
 	}
+	asked := countAsked(s)
 	// The controller answers the hello of group 37 only.
-	hello := sent[0]
-	for _, d := range sent {
+	hello := (*sent)[0]
+	for _, d := range *sent {
 		if d.Src.Addr() == memberAddr(37) {
 			hello = d
 		}
@@ -241,6 +231,9 @@ func TestManyMemberGroupsRoutedByLocalAddress(t *testing.T) {
 	if !s.onDatagram(ctx, Datagram{Src: netip.AddrPortFrom(ctlAddr, hello.Src.Port()), Dst: hello.Src.Addr(), Data: b}) {
 		t.Fatal("the answer to group 37's hello was not claimed")
 	}
+	if *asked != 1 {
+		t.Fatalf("the datagram was offered to %d groups, want 1", *asked)
+	}
 	for i, g := range s.groups {
 		if up := g.(*memGroup).hello; up != (i == 37) {
 			t.Fatalf("group %d: hello answered %v", i, up)
@@ -248,7 +241,142 @@ func TestManyMemberGroupsRoutedByLocalAddress(t *testing.T) {
 	}
 }
 
+// TestManyControllerGroupsOneLocalAddress: a controller whose groups all
+// share one local control address hands a member's datagram to the
+// member's group alone, whatever the number of groups.
+func TestManyControllerGroupsOneLocalAddress(t *testing.T) {
+	const n = 50
+	s, sent := manyGroups(t, "controller", n, func(int) string { return "" })
+	ctx := context.Background()
+	var sas []vici.IKESA
+	for i := range n {
+		sa := fleetSA(i) // member i in group i, every group on ctlAddr
+		sa.Conn = fmt.Sprintf("c%d", i)
+		sas = append(sas, sa)
+	}
+	s.onUpdate(ctx, vici.Update{Cause: vici.CauseResync, Snapshot: vici.Snapshot{Connected: true}, Changed: sas})
+	if len(*sent) != n || len(s.byPair) != n {
+		t.Fatalf("%d pushes, %d pairs of control addresses routed; want %d", len(*sent), len(s.byPair), n)
+	}
+	asked := countAsked(s)
+	for _, d := range *sent {
+		if d.Dst != memberAddr(n-1) {
+			continue
+		}
+		if !s.onDatagram(ctx, response(t, d)) {
+			t.Fatal("the last member's answer was not claimed")
+		}
+	}
+	if *asked != 1 {
+		t.Fatalf("the datagram was offered to %d groups, want 1", *asked)
+	}
+	for i, g := range s.groups {
+		if acked := g.(*ctlGroup).acked; acked != 0 != (i == n-1) {
+			t.Fatalf("group %d: %d members acknowledged", i, acked)
+		}
+	}
+}
+
+// manyGroups is a server of role with n groups, group i called g<i> on
+// connection c<i> with control child ctl and the settings more(i), and
+// the datagrams it sends.
+func manyGroups(t *testing.T, role string, n int, more func(i int) string) (*Server, *[]Datagram) {
+	t.Helper()
+	var conf strings.Builder
+	fmt.Fprintf(&conf, "mpsa {\n role = %s\n groups {\n", role)
+	for i := range n {
+		fmt.Fprintf(&conf, " g%d { connection = c%d\n control_child = ctl\n %s }\n", i, i, more(i))
+	}
+	conf.WriteString(" }\n}\n")
+	sent := new([]Datagram)
+	s := testServer(t, Options{Config: loadConfig(t, conf.String()), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		NewDataPlane: func(context.Context, *swanctl.Group, netip.Addr, *slog.Logger) (xfrm.DataPlane, error) {
+			return &recorder{keys: map[uint32]xfrm.SA{}}, nil
+		}})
+	s.out = sendFunc(func(b []byte, src netip.Addr, dst netip.AddrPort) error {
+		*sent = append(*sent, Datagram{Src: netip.AddrPortFrom(src, dst.Port()), Dst: dst.Addr(), Data: bytes.Clone(b)})
+		return nil
+	})
+	if err := s.applyConfig(context.Background(), s.cfg); err != nil {
+		t.Fatal(err)
+	}
+	return s, sent
+}
+
+// countingGroup is a group whose datagrams are counted.
+type countingGroup struct {
+	group
+	asked *int
+}
+
+func (c countingGroup) onDatagram(ctx context.Context, now time.Time, d Datagram) bool {
+	*c.asked++
+	return c.group.onDatagram(ctx, now, d)
+}
+
+// countAsked wraps every group the server routes datagrams to, so that
+// the count returned says to how many groups the datagrams went.
+func countAsked(s *Server) *int {
+	n := new(int)
+	for _, gs := range s.byPair {
+		for i, g := range gs {
+			gs[i] = countingGroup{g, n}
+		}
+	}
+	return n
+}
+
 // sendFunc is a test's control wire.
 type sendFunc func(b []byte, src netip.Addr, dst netip.AddrPort) error
 
 func (f sendFunc) Send(b []byte, src netip.Addr, dst netip.AddrPort) error { return f(b, src, dst) }
+
+// TestPutCacheOnlyWhilePushesWait: the encoded MPSA_PUT, which holds SK_d
+// and the nonce, is kept while a rekey's pushes wait for the push rate,
+// and wiped once the last has left; a single push wipes it at once.
+func TestPutCacheOnlyWhilePushesWait(t *testing.T) {
+	f := newFleet(t, fleetConf("push_rate = 10", "push_burst = 5"), 20, nil)
+	f.joinAll(0, 20)
+	g := f.group()
+	if g.put.n != nil {
+		t.Fatal("the encoded MPSA_PUT is kept after the joins' pushes left")
+	}
+	f.advance(f.now.Add(time.Second)) // the bucket fills: a burst goes at once
+	if _, err := g.rekey(f.now, "manual"); err != nil {
+		t.Fatal(err)
+	}
+	if g.queued == 0 || g.put.n == nil {
+		t.Fatalf("%d pushes wait, cache %v", g.queued, g.put.n != nil)
+	}
+	data := g.put.n.Data
+	f.settle(f.now.Add(time.Minute))
+	if g.queued != 0 || g.put.n != nil || slices.ContainsFunc(data, func(b byte) bool { return b != 0 }) || g.current != 20 {
+		t.Fatalf("after the fan-out: %d waiting, cache %v, its old bytes wiped %v, %d members on the SA", g.queued, g.put.n != nil,
+			!slices.ContainsFunc(data, func(b byte) bool { return b != 0 }), g.current)
+	}
+}
+
+// TestMovedMemberDropsOldRetransmission: a member that moves to a new IKE
+// SA while a push to it is unanswered loses that push's retransmission
+// deadline with the old session; the new session's push, waiting for the
+// push rate, sets its own when it leaves.
+func TestMovedMemberDropsOldRetransmission(t *testing.T) {
+	f := newFleet(t, fleetConf("push_rate = 1", "push_burst = 1"), 1, nil)
+	f.lose = func(int) bool { return true }
+	f.join(0)
+	f.answer()
+	m := f.group().members[memberAddr(0)]
+	if m.retx.pos == 0 || m.pending == 0 {
+		t.Fatalf("no retransmission pending for the unanswered push (pending %08x)", m.pending)
+	}
+	moved := fleetSA(0)
+	moved.UniqueID, moved.InitiatorSPI, moved.ResponderSPI = 100, 0x9900, 0x9901
+	f.s.onUpdate(f.ctx, vici.Update{Cause: vici.CauseEvent, Snapshot: vici.Snapshot{Connected: true}, Changed: []vici.IKESA{moved}})
+	if m.cur().ike != 100 || !m.queued || m.retx.pos != 0 {
+		t.Fatalf("after the move: IKE SA %d, queued %v, old retransmission still set %v", m.cur().ike, m.queued, m.retx.pos != 0)
+	}
+	f.advance(f.now.Add(time.Second))
+	if m.queued || m.retx.pos == 0 || len(f.sent) != 1 {
+		t.Fatalf("the new session's push: queued %v, retransmission set %v, %d sent", m.queued, m.retx.pos != 0, len(f.sent))
+	}
+}

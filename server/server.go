@@ -79,7 +79,7 @@ type ControlVerifier interface {
 // deltas (vici.Update.Changed and Removed) that the VICI source turns into
 // control-up and control-down events for the groups of each connection; a
 // datagram finds its group and member with two map look-ups (by its
-// destination, then its source); every timer is a deadline on one heap; pushes leave through one token
+// destination and source, then its source); every timer is a deadline on one heap; pushes leave through one token
 // bucket (push_rate). docs/design.md, "The engine", has the picture and
 // docs/scale.md the figures.
 type Server struct {
@@ -98,12 +98,15 @@ type Server struct {
 		Send(b []byte, src netip.Addr, dst netip.AddrPort) error
 	}
 	// groups in configuration order, by connection name, and by the
-	// local control addresses of their control children: a datagram
-	// goes to the groups of its destination, usually one (a member has
-	// one per group; a controller's groups often share one).
-	groups  []group
-	byConn  map[string][]group
-	byLocal map[netip.Addr][]group
+	// control addresses of their control children: a datagram goes to
+	// the group of its destination and source, the local and the remote
+	// control address (a controller's groups often share one local
+	// address, each member has its own remote one). Two groups share a
+	// pair only when charon gave two connections the same control
+	// addresses.
+	groups []group
+	byConn map[string][]group
+	byPair map[addrPair][]group
 	// vici follows charon's IKE SAs and feeds the groups.
 	vici  *viciSource
 	sched deadlines
@@ -123,7 +126,8 @@ type Server struct {
 	// said carries charon's messages about CHILD_SA failures from the
 	// watcher's log session to the loop; full, they are dropped.
 	said chan vici.LogEvent
-	// charon is what charon said of itself at the last connection.
+	// charon is what charon said of itself in the current VICI
+	// session; nil while disconnected and until charon answers.
 	charon *vici.Charon
 	// initiates are control children to ask charon for again (member
 	// groups, see memGroup.retryChild), taken by one goroutine of Run;
@@ -176,7 +180,7 @@ func New(opts Options) (*Server, error) {
 		now:         opts.Now,
 		cfg:         opts.Config,
 		byConn:      map[string][]group{},
-		byLocal:     map[netip.Addr][]group{},
+		byPair:      map[addrPair][]group{},
 		updates:     newVICIInbox(),
 		bgpIn:       newBGPInbox(),
 		bgpStopping: map[uint16]<-chan struct{}{},
@@ -436,6 +440,14 @@ func (s *Server) onUpdate(ctx context.Context, u vici.Update) {
 // groups keep what they know until charon is back and resynced.
 func (s *Server) apply(ctx context.Context, b *viciBatch) {
 	now := s.now()
+	if b.lost {
+		// What charon said of itself held for that session: a charon
+		// that comes back may be another (restarted, with other
+		// plugins), and until it says so (b.charon) nothing is proven
+		// against the old one.
+		s.charon = nil
+		s.vici.forgetProofs()
+	}
 	if b.charon != nil && b.charon != s.charon {
 		// First, so that the control children of this batch are
 		// verified against the charon that reported them.
@@ -472,11 +484,15 @@ func (s *Server) apply(ctx context.Context, b *viciBatch) {
 // childRef names a CHILD_SA of a connection.
 type childRef struct{ conn, child string }
 
-// initiate asks charon, off the loop, to establish a control child again.
-func (s *Server) initiate(conn, child string) {
+// initiate asks charon, off the loop, to establish a control child
+// again. It reports false when the request was not queued (the queue is
+// full: charon is slow to answer the requests before it).
+func (s *Server) initiate(conn, child string) bool {
 	select {
 	case s.initiates <- childRef{conn, child}:
+		return true
 	default:
+		return false
 	}
 }
 
@@ -526,7 +542,7 @@ func (s *Server) verify(ctx context.Context, c vici.Control, f protect.Flow) (pr
 	if err != nil {
 		return proven{}, err
 	}
-	return proven{Control: c, ifIndex: p.IfIndex, ifName: p.IfName, srcPort: p.SrcPort, how: p.How}, nil
+	return proven{Control: c, admission: admission{ifIndex: p.IfIndex, srcPort: p.SrcPort}, ifName: p.IfName, how: p.How}, nil
 }
 
 // noteOverload hands the datagrams dropped for overload since the last
@@ -547,10 +563,10 @@ func (s *Server) drop(now time.Time, reason string, attrs ...any) {
 }
 
 // onDatagram hands a datagram to the group it belongs to, or drops it. It
-// reports whether a group handled it. The groups of its destination
-// address are one map look-up away, and each finds the sender with one
-// more: the cost depends neither on the number of members nor on the
-// number of groups.
+// reports whether a group handled it. Its group is one map look-up away,
+// by its destination and source address, and the group finds the sender
+// with one more: the cost depends neither on the number of members nor
+// on the number of groups.
 func (s *Server) onDatagram(ctx context.Context, d Datagram) bool {
 	now := s.now()
 	s.noteOverload(now)
@@ -562,7 +578,7 @@ func (s *Server) onDatagram(ctx context.Context, d Datagram) bool {
 		s.drop(now, metrics.DropNoIKESA, "src", d.Src, "detail", "not connected to charon")
 		return false
 	}
-	for _, g := range s.byLocal[d.Dst] {
+	for _, g := range s.byPair[addrPair{local: d.Dst, remote: d.Src.Addr()}] {
 		if g.onDatagram(ctx, now, d) {
 			return true
 		}
@@ -595,17 +611,25 @@ func (s *Server) send(b []byte, src netip.Addr, dst netip.Addr) {
 	}
 }
 
-// receive decodes a datagram claimed by the control session sess between
-// the control addresses local and remote and checks that its header
-// belongs to the session; if not, it is dropped with a counted reason
-// (member, if set, names the sender in the log line). A retransmitted
-// request is answered at once from the session's cache. It returns the
-// message and its kind, and false when nothing more is to be done with
-// it.
-func (s *Server) receive(now time.Time, d Datagram, sess *mpsa.Session, local, remote netip.Addr, drops *dropLog, member string) (*mpsa.Message, mpsa.Kind, bool) {
+// receive takes a datagram claimed by the control session sess between
+// the control addresses local and remote: it checks that the datagram
+// came the way the control child's proof admits (its interface, its
+// source port), then decodes it and checks that its header belongs to
+// the session; if not, it is dropped with a counted reason (member, if
+// set, names the sender in the log line). A retransmitted request is
+// answered at once from the session's cache. It returns the message and
+// its kind, and false when nothing more is to be done with it. Every
+// control datagram goes through here, so that no caller can skip the
+// proof.
+func (s *Server) receive(now time.Time, d Datagram, adm admission, sess *mpsa.Session, local, remote netip.Addr, drops *dropLog, member string) (*mpsa.Message, mpsa.Kind, bool) {
 	var attrs []any
 	if member != "" {
 		attrs = []any{"member", member}
+	}
+	if !adm.admits(d) {
+		drops.drop(now, metrics.DropNotProtected, append(attrs, "src", d.Src, "ifindex", d.IfIndex,
+			"detail", "not the way the control child protects (its interface or source port)")...)
+		return nil, 0, false
 	}
 	msg, err := mpsa.ParseMessage(d.Data)
 	if err != nil {
@@ -692,20 +716,25 @@ func (s *Server) attach(ctx context.Context, g group) {
 	s.vici.feed(ctx, s.now(), g)
 }
 
-// listen routes datagrams to the local control address a to g, which
-// calls it once for each address it has control children on.
-func (s *Server) listen(a netip.Addr, g group) {
-	s.byLocal[a] = append(s.byLocal[a], g)
+// addrPair is a local and a remote control address: the two ends of a
+// control child.
+type addrPair struct{ local, remote netip.Addr }
+
+// listen routes datagrams from the remote to the local control address
+// of p to g, which calls it once for each pair it has control children
+// on.
+func (s *Server) listen(p addrPair, g group) {
+	s.byPair[p] = append(s.byPair[p], g)
 }
 
 // unlisten undoes listen.
-func (s *Server) unlisten(a netip.Addr, g group) {
-	gs := slices.DeleteFunc(s.byLocal[a], func(x group) bool { return x == g })
+func (s *Server) unlisten(p addrPair, g group) {
+	gs := slices.DeleteFunc(s.byPair[p], func(x group) bool { return x == g })
 	if len(gs) == 0 {
-		delete(s.byLocal, a)
+		delete(s.byPair, p)
 		return
 	}
-	s.byLocal[a] = gs
+	s.byPair[p] = gs
 }
 
 // reindex rebuilds the groups by connection (at setup and reload).

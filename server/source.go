@@ -58,10 +58,12 @@ type viciSource struct {
 	groups func(conn string) []group
 	// verify proves that a control child protects the control
 	// addresses (Server.verifyControl); proofs keeps what it proved,
-	// so that an event or a resync that does not change a child costs
-	// no second verification.
+	// by IKE SA and child name, so that an event or a resync that does
+	// not change a child costs no second verification. An IKE SA's
+	// proofs go with it, whatever groups and children the
+	// configuration names by then.
 	verify func(ctx context.Context, c vici.Control) (proven, error)
-	proofs map[proofKey]*proofEntry
+	proofs map[uint32]map[string]*proofEntry
 	// verifyBGP proves that a control child also protects a group's BGP
 	// session on a port (Server.verifyBGP); nil refuses BGP.
 	verifyBGP func(ctx context.Context, c vici.Control, port uint16) (bgpProof, error)
@@ -80,39 +82,48 @@ type bgpResult struct {
 	err error
 }
 
-// proofKey names the control child of one group in one IKE SA.
-type proofKey struct {
-	ike   uint32
-	child string
-}
-
 func newVICISource(groups func(conn string) []group, verify func(context.Context, vici.Control) (proven, error)) *viciSource {
-	return &viciSource{ikes: map[uint32]vici.IKESA{}, groups: groups, verify: verify, proofs: map[proofKey]*proofEntry{}}
+	return &viciSource{ikes: map[uint32]vici.IKESA{}, groups: groups, verify: verify, proofs: map[uint32]map[string]*proofEntry{}}
 }
 
 // prove returns the verified control child c of IKE SA c.IKE, from the
 // cache when the same CHILD_SA was verified before.
 func (v *viciSource) prove(ctx context.Context, c vici.Control) (proven, error) {
-	k := proofKey{c.IKE.UniqueID, c.Child.Name}
-	if e, ok := v.proofs[k]; ok && sameChild(e.ctl.Child, c.Child) && e.ctl.Local == c.Local && e.ctl.Remote == c.Remote {
+	ike, name := c.IKE.UniqueID, c.Child.Name
+	if e, ok := v.proofs[ike][name]; ok && sameChild(e.ctl.Child, c.Child) && e.ctl.Local == c.Local && e.ctl.Remote == c.Remote {
 		p := e.ctl
 		p.Control = c
 		return p, nil
 	}
 	p, err := v.verify(ctx, c)
 	if err != nil {
-		delete(v.proofs, k)
+		v.forgetProof(ike, name)
 		return proven{}, err
 	}
-	v.proofs[k] = &proofEntry{ctl: p}
+	byName := v.proofs[ike]
+	if byName == nil {
+		byName = map[string]*proofEntry{}
+		v.proofs[ike] = byName
+	}
+	byName[name] = &proofEntry{ctl: p}
 	return p, nil
+}
+
+// forgetProof drops the proof of child name in IKE SA ike.
+func (v *viciSource) forgetProof(ike uint32, name string) {
+	if byName := v.proofs[ike]; byName != nil {
+		delete(byName, name)
+		if len(byName) == 0 {
+			delete(v.proofs, ike)
+		}
+	}
 }
 
 // proveBGP adds to p, the proved control child of a group with BGP on
 // port, whether it also protects the BGP session; from the cache when
 // the same CHILD_SA was verified for that port before.
 func (v *viciSource) proveBGP(ctx context.Context, p proven, port uint16) proven {
-	e := v.proofs[proofKey{p.IKE.UniqueID, p.Child.Name}]
+	e := v.proofs[p.IKE.UniqueID][p.Child.Name]
 	r, ok := bgpResult{}, false
 	if e != nil {
 		r, ok = e.bgp[port]
@@ -168,8 +179,9 @@ func (v *viciSource) tell(ctx context.Context, now time.Time, g group, sa vici.I
 		}
 	}
 	// What went away first: a member group keeps one link per IKE SA,
-	// which the new state then replaces.
-	if prev != nil && (!ok || prev.Remote != c.Remote) {
+	// which the new state then replaces. A child the group never took
+	// (refused before) has nothing to go.
+	if prev != nil && (!ok || prev.Remote != c.Remote) && g.uses(sa.UniqueID, prev.Remote) {
 		g.controlDown(ctx, now, sa.UniqueID, prev.Remote)
 	}
 	switch {
@@ -185,7 +197,10 @@ func (v *viciSource) tell(ctx context.Context, now time.Time, g group, sa vici.I
 	}
 }
 
-// set records sa, new or changed, and tells the groups of its connection.
+// set records sa, new or changed, and tells the groups of its connection
+// what changed for them: a group that took the control child of sa is not
+// told again while the IKE SA and the child are as it took them (a resync
+// lists every IKE SA; a child refused before is verified again).
 func (v *viciSource) set(ctx context.Context, now time.Time, sa vici.IKESA) {
 	old, had := v.ikes[sa.UniqueID]
 	v.ikes[sa.UniqueID] = sa
@@ -196,11 +211,47 @@ func (v *viciSource) set(ctx context.Context, now time.Time, sa vici.IKESA) {
 				prev = &oc
 			}
 		}
+		if prev != nil && v.unchanged(g, old, sa) {
+			continue
+		}
 		v.tell(ctx, now, g, sa, prev)
 	}
 	if had && old.Conn != sa.Conn {
 		v.down(ctx, now, old)
 	}
+}
+
+// unchanged reports whether group g took the control child of IKE SA sa
+// as it is now: the IKE SA is the same as old but for its age, the child
+// is the one proved (and, with BGP, proved for the group's port), and g
+// uses it.
+func (v *viciSource) unchanged(g group, old, sa vici.IKESA) bool {
+	cfg := g.config()
+	c, ok := sa.Control(cfg.ControlChild)
+	if !ok || !sameIKE(&old, &sa) {
+		return false
+	}
+	e, ok := v.proofs[sa.UniqueID][cfg.ControlChild]
+	if !ok || !sameChild(e.ctl.Child, c.Child) || e.ctl.Local != c.Local || e.ctl.Remote != c.Remote {
+		return false
+	}
+	if cfg.BGPEnabled() {
+		if _, ok := e.bgp[cfg.BGP.Port]; !ok {
+			return false
+		}
+	}
+	return g.uses(sa.UniqueID, c.Remote)
+}
+
+// sameIKE reports whether a and b are the same IKE SA in the same state,
+// apart from their age and children (field by field: reflect would cost
+// more than the telling it spares).
+func sameIKE(a, b *vici.IKESA) bool {
+	return a.Conn == b.Conn && a.UniqueID == b.UniqueID && a.Version == b.Version && a.State == b.State &&
+		a.LocalHost == b.LocalHost && a.LocalPort == b.LocalPort && a.LocalID == b.LocalID &&
+		a.RemoteHost == b.RemoteHost && a.RemotePort == b.RemotePort && a.RemoteID == b.RemoteID &&
+		a.Initiator == b.Initiator && a.InitiatorSPI == b.InitiatorSPI && a.ResponderSPI == b.ResponderSPI &&
+		a.NATLocal == b.NATLocal && a.NATRemote == b.NATRemote
 }
 
 // remove forgets the IKE SA id and tells the groups that had its control
@@ -212,11 +263,12 @@ func (v *viciSource) remove(ctx context.Context, now time.Time, id uint32) {
 	}
 	delete(v.ikes, id)
 	v.down(ctx, now, old)
+	delete(v.proofs, id)
 }
 
 func (v *viciSource) down(ctx context.Context, now time.Time, old vici.IKESA) {
 	for _, g := range v.groups(old.Conn) {
-		delete(v.proofs, proofKey{old.UniqueID, g.config().ControlChild})
+		v.forgetProof(old.UniqueID, g.config().ControlChild)
 		g.controlFine(old.UniqueID, true)
 		if oc, ok := old.Control(g.config().ControlChild); ok {
 			g.controlDown(ctx, now, old.UniqueID, oc.Remote)

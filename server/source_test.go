@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -15,27 +16,44 @@ import (
 	"github.com/mpsa/mpsa/xfrm"
 )
 
-// feedRecorder is a group that records what sources feed it.
+// feedRecorder is a group that records what sources feed it: the
+// control children in calls, every other call in others.
 type feedRecorder struct {
-	cfg   *swanctl.Group
-	calls []string
+	cfg    *swanctl.Group
+	calls  []string
+	others []string
+	// up are the control children it was told of, by IKE SA.
+	up map[uint32]netip.Addr
 }
 
 func (r *feedRecorder) config() *swanctl.Group { return r.cfg }
 func (r *feedRecorder) view() (bgpView, bool)  { return bgpView{}, false }
 func (r *feedRecorder) controlUp(_ context.Context, _ time.Time, c proven) {
 	r.calls = append(r.calls, fmt.Sprintf("up %d %s", c.IKE.UniqueID, c.Remote))
+	if r.up == nil {
+		r.up = map[uint32]netip.Addr{}
+	}
+	r.up[c.IKE.UniqueID] = c.Remote
 }
 func (r *feedRecorder) controlRefused(_ time.Time, sa vici.IKESA, why string) {
 	r.calls = append(r.calls, fmt.Sprintf("refused %d: %s", sa.UniqueID, why))
 }
 func (r *feedRecorder) controlDown(_ context.Context, _ time.Time, ike uint32, remote netip.Addr) {
 	r.calls = append(r.calls, fmt.Sprintf("down %d %s", ike, remote))
+	if r.up[ike] == remote {
+		delete(r.up, ike)
+	}
 }
 func (r *feedRecorder) controlMissing(_ context.Context, _ time.Time, sa vici.IKESA) {
 	r.calls = append(r.calls, fmt.Sprintf("missing %d", sa.UniqueID))
 }
-func (r *feedRecorder) controlFine(uint32, bool)                             {}
+func (r *feedRecorder) uses(ike uint32, remote netip.Addr) bool {
+	a, ok := r.up[ike]
+	return ok && a == remote
+}
+func (r *feedRecorder) controlFine(ike uint32, gone bool) {
+	r.others = append(r.others, fmt.Sprintf("fine %d %v", ike, gone))
+}
 func (r *feedRecorder) charonSaid(time.Time, vici.LogEvent)                  {}
 func (r *feedRecorder) charonChanged(*vici.Charon)                           {}
 func (r *feedRecorder) setPeers(context.Context, string, []xfrm.Peer)        {}
@@ -127,7 +145,7 @@ func TestVICISourceVerifies(t *testing.T) {
 		if refuse[c.Child.UniqueID] {
 			return proven{}, errors.New("no inbound XFRM policy")
 		}
-		return proven{Control: c, ifIndex: 3}, nil
+		return proven{Control: c, admission: admission{ifIndex: 3}}, nil
 	})
 	ctx, now := context.Background(), time.Now()
 	a := fleetSA(0)
@@ -150,5 +168,102 @@ func TestVICISourceVerifies(t *testing.T) {
 	v.set(ctx, now, a)
 	if len(verified) != 3 {
 		t.Fatalf("after charon changed: verified %v, want the child again", verified)
+	}
+}
+
+// TestVICISourceResyncUnchanged: a resync that lists the same IKE SAs
+// (only their age changed) calls no group method; one whose control
+// child was refused is verified and told again (how a route fixed by
+// hand is noticed), and one whose IKE SA changed is told again.
+func TestVICISourceResyncUnchanged(t *testing.T) {
+	g := &feedRecorder{cfg: &swanctl.Group{Connection: "c", ControlChild: "ctl"}}
+	refuse := map[uint32]bool{}
+	verified := 0
+	v := newVICISource(func(string) []group { return []group{g} }, func(_ context.Context, c vici.Control) (proven, error) {
+		verified++
+		if refuse[c.Child.UniqueID] {
+			return proven{}, errors.New("no inbound XFRM policy")
+		}
+		return proven{Control: c}, nil
+	})
+	ctx, now := context.Background(), time.Now()
+	var sas []vici.IKESA
+	for i := range 3 {
+		sas = append(sas, fleetSA(i))
+	}
+	refuse[sas[2].Children[0].UniqueID] = true
+	v.resync(ctx, now, sas)
+	g.take()
+	g.others = nil
+	verified = 0
+	for i := range sas {
+		sas[i].Established += time.Minute
+	}
+	v.resync(ctx, now, sas)
+	want := []string{"refused 3: no inbound XFRM policy"}
+	if got := g.take(); !slices.Equal(got, want) || len(g.others) != 0 || verified != 1 {
+		t.Fatalf("unchanged resync: told %q and %q, verified %d; want %q and only the refused child verified", got, g.others, verified, want)
+	}
+	// Another IKE SA for the same child (MOBIKE moved it): told again.
+	sas[0].RemoteHost = netip.MustParseAddr("192.0.2.99")
+	v.resync(ctx, now, sas)
+	if got := g.take(); len(got) != 2 || got[0] != "up 1 "+memberAddr(0).String() {
+		t.Fatalf("IKE SA moved: told %q", got)
+	}
+}
+
+// TestSameIKEComparesEveryField: sameIKE tells IKE SAs apart by every
+// field but their age and children, including fields added to vici.IKESA
+// later.
+func TestSameIKEComparesEveryField(t *testing.T) {
+	base := fleetSA(0)
+	typ := reflect.TypeOf(base)
+	for i := range typ.NumField() {
+		name := typ.Field(i).Name
+		changed := base
+		f := reflect.ValueOf(&changed).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString(f.String() + "x")
+		case reflect.Bool:
+			f.SetBool(!f.Bool())
+		case reflect.Int, reflect.Int64:
+			f.SetInt(f.Int() + 1)
+		case reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			f.SetUint(f.Uint() + 1)
+		case reflect.Slice:
+			f.Set(reflect.Zero(f.Type()))
+		case reflect.Struct: // netip.Addr
+			f.Set(reflect.ValueOf(netip.MustParseAddr("203.0.113.99")))
+		default:
+			t.Fatalf("field %s of kind %s: teach this test to change it", name, f.Kind())
+		}
+		same := name == "Established" || name == "Children"
+		if got := sameIKE(&base, &changed); got != same {
+			t.Errorf("%s changed: sameIKE %v, want %v", name, got, same)
+		}
+	}
+}
+
+// TestVICISourceProofsGoWithIKESA: the proofs of an IKE SA go with it,
+// even those of a control child the configuration no longer names (a
+// reload renamed control_child) or of a group removed since.
+func TestVICISourceProofsGoWithIKESA(t *testing.T) {
+	g := &feedRecorder{cfg: &swanctl.Group{Connection: "c", ControlChild: "ctl"}}
+	groups := []group{g}
+	v := newVICISource(func(string) []group { return groups }, trust)
+	ctx, now := context.Background(), time.Now()
+	a, b := fleetSA(0), fleetSA(1)
+	v.set(ctx, now, a)
+	v.set(ctx, now, b)
+	if len(v.proofs) != 2 {
+		t.Fatalf("%d IKE SAs with proofs, want 2", len(v.proofs))
+	}
+	g.cfg = &swanctl.Group{Connection: "c", ControlChild: "renamed"}
+	v.remove(ctx, now, a.UniqueID)
+	groups = nil
+	v.remove(ctx, now, b.UniqueID)
+	if len(v.proofs) != 0 {
+		t.Fatalf("proofs kept for IKE SAs gone: %v", v.proofs)
 	}
 }

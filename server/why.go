@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -22,10 +23,14 @@ import (
 const controlGrace = 3 * time.Second
 
 // saidPerIKE bounds the messages of charon's kept for one IKE SA, and
-// saidPending the IKE SAs whose messages arrive before the IKE SA does.
+// saidPending the IKE SAs whose messages arrive before the IKE SA does,
+// each kept for saidPendingFor at most: charon lists an IKE SA within a
+// moment of its messages, and one that fails before it is established
+// (in IKE_AUTH) is never listed.
 const (
-	saidPerIKE  = 3
-	saidPending = 256
+	saidPerIKE     = 3
+	saidPending    = 256
+	saidPendingFor = time.Minute
 )
 
 // controlProblem is an IKE SA of a group's connection that carries no
@@ -56,7 +61,8 @@ type controlProblem struct {
 // appears (after controlGrace for a child still being negotiated) and when
 // its reason changes, and hands them to the status. Its work grows with
 // the problems, not with the members: a group with every control child up
-// holds nothing here.
+// holds nothing here, and the grace check looks only at the problems
+// waiting for it.
 type controlWatch struct {
 	s     *Server
 	cfg   func() *swanctl.Group
@@ -67,8 +73,15 @@ type controlWatch struct {
 	// (groups with BGP only).
 	bgp map[uint32]*controlProblem
 	// pending are charon's messages for IKE SAs not (yet) known as
-	// problems, at most saidPending of them.
-	pending map[uint32][]string
+	// problems, at most saidPending of them, each for saidPendingFor;
+	// pendingOrder has them in order of arrival (an entry whose IKE SA
+	// is gone from pending, or came again later, is skipped).
+	pending      map[uint32]pendingSaid
+	pendingOrder []pendingRef
+	// waiting are the problems not reported yet, within their grace, in
+	// order of since (the order they appear in): check fires for the
+	// first. A problem reported or gone meanwhile is skipped.
+	waiting []*controlProblem
 	check   deadline
 	// charon are the problems with what charon has, for this group's
 	// control child (vici.Charon.ESPProblems and the child's
@@ -76,11 +89,23 @@ type controlWatch struct {
 	charon []string
 }
 
+// pendingSaid are charon's messages for an IKE SA not known as a
+// problem, and when the first arrived.
+type pendingSaid struct {
+	said []string
+	at   time.Time
+}
+
+type pendingRef struct {
+	ike uint32
+	at  time.Time
+}
+
 func (w *controlWatch) init(s *Server, cfg func() *swanctl.Group, log *slog.Logger) {
 	w.s, w.cfg, w.log = s, cfg, log
 	w.byIKE = map[uint32]*controlProblem{}
 	w.bgp = map[uint32]*controlProblem{}
-	w.pending = map[uint32][]string{}
+	w.pending = map[uint32]pendingSaid{}
 	w.check.fire = w.onCheck
 }
 
@@ -94,18 +119,23 @@ func (w *controlWatch) what() string {
 // connection has no usable control child.
 func (w *controlWatch) controlMissing(_ context.Context, now time.Time, sa vici.IKESA) {
 	p := w.byIKE[sa.UniqueID]
-	if p == nil {
-		p = &controlProblem{since: now, said: w.pending[sa.UniqueID]}
-		delete(w.pending, sa.UniqueID)
+	isNew := p == nil
+	if isNew {
+		p = &controlProblem{since: now, said: w.takePending(now, sa.UniqueID)}
 		w.byIKE[sa.UniqueID] = p
 	}
 	p.ike, p.refused = withoutChildren(sa), ""
 	p.state = childState(sa, w.cfg().ControlChild)
-	if len(p.said) > 0 {
+	if len(p.said) > 0 || p.reported != "" {
+		// Definite (charon said why), or reported before (refused,
+		// say): a new reason is said at once.
 		w.report(p)
 		return
 	}
-	w.s.sched.setEarlier(&w.check, p.since.Add(controlGrace))
+	if isNew {
+		w.waiting = append(w.waiting, p)
+		w.s.sched.setEarlier(&w.check, p.since.Add(controlGrace))
+	}
 }
 
 // controlRefused records that the control child of IKE SA sa is
@@ -184,7 +214,10 @@ func (w *controlWatch) bgpFine(ike uint32) {
 }
 
 // charonSaid adds one of charon's messages about a CHILD_SA failure of
-// the group's connection.
+// the group's connection. For an IKE SA not known as a problem it is
+// kept a minute, in case the IKE SA comes up without its control child;
+// a message that only says a CHILD_SA closed, which charon logs at every
+// rekey, is not kept for such an IKE SA.
 func (w *controlWatch) charonSaid(now time.Time, ev vici.LogEvent) {
 	msg := ev.String()
 	if p := w.byIKE[ev.IKEUniqueID]; p != nil {
@@ -194,33 +227,76 @@ func (w *controlWatch) charonSaid(now time.Time, ev vici.LogEvent) {
 		w.report(p)
 		return
 	}
-	said, ok := w.pending[ev.IKEUniqueID]
-	if !ok && len(w.pending) >= saidPending {
-		return // a flood of failures for IKE SAs nobody listed: drop
+	if ev.ChildClosed() {
+		return
 	}
-	if !slices.Contains(said, msg) {
-		w.pending[ev.IKEUniqueID] = keepLast(append(said, msg), saidPerIKE)
+	w.expirePending(now)
+	e, ok := w.pending[ev.IKEUniqueID]
+	if !ok {
+		for len(w.pending) >= saidPending {
+			w.dropOldestPending() // a flood of failures for IKE SAs nobody listed
+		}
+		e.at = now
+		w.pendingOrder = append(w.pendingOrder, pendingRef{ev.IKEUniqueID, now})
+	}
+	if !slices.Contains(e.said, msg) {
+		e.said = keepLast(append(e.said, msg), saidPerIKE)
+	}
+	w.pending[ev.IKEUniqueID] = e
+}
+
+// takePending returns and forgets what charon said of IKE SA ike before
+// it was known as a problem, unless that is older than saidPendingFor.
+func (w *controlWatch) takePending(now time.Time, ike uint32) []string {
+	e, ok := w.pending[ike]
+	if !ok {
+		return nil
+	}
+	delete(w.pending, ike)
+	if now.Sub(e.at) >= saidPendingFor {
+		return nil
+	}
+	return e.said
+}
+
+// expirePending forgets the messages kept longer than saidPendingFor,
+// oldest first: O(1) for each.
+func (w *controlWatch) expirePending(now time.Time) {
+	for len(w.pendingOrder) > 0 && now.Sub(w.pendingOrder[0].at) >= saidPendingFor {
+		w.dropOldestPending()
+	}
+	if len(w.pendingOrder) == 0 {
+		w.pendingOrder = nil // let the array go
 	}
 }
 
-// onCheck reports the problems whose grace has passed and schedules the
-// next.
+// dropOldestPending forgets the IKE SA that waits longest in pending.
+func (w *controlWatch) dropOldestPending() {
+	r := w.pendingOrder[0]
+	w.pendingOrder = w.pendingOrder[1:]
+	if e, ok := w.pending[r.ike]; ok && e.at.Equal(r.at) {
+		delete(w.pending, r.ike)
+	}
+}
+
+// onCheck reports the problems whose grace has passed, from the front of
+// waiting, and schedules the next: it looks at no problem that is not
+// waiting.
 func (w *controlWatch) onCheck(_ context.Context, now time.Time) {
-	var next time.Time
-	for _, p := range w.byIKE {
-		if p.reported != "" {
-			continue
-		}
-		due := p.since.Add(controlGrace)
-		if !due.After(now) {
+	for len(w.waiting) > 0 {
+		p := w.waiting[0]
+		if w.byIKE[p.ike.UniqueID] == p && p.reported == "" {
+			due := p.since.Add(controlGrace)
+			if due.After(now) {
+				w.s.sched.set(&w.check, due)
+				return
+			}
 			w.report(p)
-		} else if next.IsZero() || due.Before(next) {
-			next = due
 		}
+		w.waiting[0] = nil
+		w.waiting = w.waiting[1:]
 	}
-	if !next.IsZero() {
-		w.s.sched.set(&w.check, next)
-	}
+	w.waiting = nil // let the array go
 }
 
 // text says what is wrong with p in words an operator can act on.
@@ -271,6 +347,16 @@ func (w *controlWatch) charonChanged(ch *vici.Charon) {
 	}
 }
 
+// childConfChanged checks the control child's definition again after a
+// reload that kept the group (old is its previous configuration) when
+// the definition, or where it is, changed. Without charon's plugin list
+// it waits, as at setup, for the connection to charon.
+func (w *controlWatch) childConfChanged(old *swanctl.Group) {
+	if w.s.charon != nil && !reflect.DeepEqual(old.ControlChildConf, w.cfg().ControlChildConf) {
+		w.charonChanged(w.s.charon)
+	}
+}
+
 // childProblems are the reasons, known from the configuration and from
 // charon's plugins and algorithms, why the group's control child cannot
 // be installed or cannot be trusted with SK_d.
@@ -286,8 +372,11 @@ func childProblems(g *swanctl.Group, ch *vici.Charon) []string {
 	}
 	for _, p := range cc.ESPProposals {
 		for _, w := range strings.Split(p, "-") {
-			if strings.EqualFold(w, "null") {
+			switch w = strings.ToLower(w); w {
+			case "null":
 				out = append(out, fmt.Sprintf("esp_proposals offers NULL encryption (%s, %s:%d): SK_d and the nonce would cross the network in clear; mpsad refuses such a child; remove it", p, cc.Pos.File, cc.Pos.Line))
+			case "aes128gmac", "aes192gmac", "aes256gmac":
+				out = append(out, fmt.Sprintf("esp_proposals offers %s, NULL_AES_GMAC (%s, %s:%d): it authenticates but does not encrypt, so SK_d and the nonce would cross the network in clear; mpsad refuses such a child; remove it", w, p, cc.Pos.File, cc.Pos.Line))
 			}
 		}
 	}

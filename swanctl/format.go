@@ -20,6 +20,10 @@ func (c *Config) Format() string {
 	w.kv("status_socket", c.StatusSocket)
 	w.kv("log_level", c.LogLevel)
 	w.kv("metrics_listen", c.MetricsListen)
+	if c.Role == RoleController {
+		w.kv("push_rate", fmt.Sprint(c.PushRate))
+		w.kv("push_burst", fmt.Sprint(c.PushBurst))
+	}
 	w.open("groups")
 	for _, g := range c.Groups {
 		g.format(w, c.Role)

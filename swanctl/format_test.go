@@ -18,6 +18,7 @@ func TestFormatRoundTrip(t *testing.T) {
 		group("member", "connection = c", "dataplane = userspace", "tun = tun7", "encap = yes", "encap_port = 4600", "mtu = 1500", "underlay = 2001:db8::1", "local_ts = 10.1.0.0/24, 2001:db8:1::/64",
 			"routes { x { prefixes = 10.2.0.0/24\n peer = 2001:db8::2 } }", "bgp { enabled = no\n router_id = 10.0.0.1\n port = 1179\n stale_time = 10m\n restart_time = 1m }"),
 		group("member", "connection = c", "local_ts = 10.1.0.0/24", "bgp { asn = 4200000000 }"),
+		"mpsa {\n role = controller\n push_rate = 50\n push_burst = 5\n groups { g { connection = c } }\n}\n",
 		"mpsa {\n role = member\n vici = tcp://127.0.0.1:4502\n metrics_listen = [::1]:9474\n log_level = debug\n groups { a { connection = a\n local_ts = 10.1.0.0/24\n if_id = 7\n routes { r { prefixes = 10.2.0.0/24\n peer = 192.0.2.2 } } }\n b { connection = b\n local_ts = 10.1.0.0/24\n routes { r { prefixes = 10.3.0.0/24\n peer = 192.0.2.3 } } } }\n}\n",
 	} {
 		cfg, errs := load(t, src)

@@ -39,12 +39,9 @@ func TestDeltaFollowsState(t *testing.T) {
 	}
 	crk := event(EventChildRekey, "child-rekey-controller.json")
 	crk.OldChild.UniqueID = listed.Children[0].UniqueID // captured in another run: same ids
-	steps := []func(st state) (Update, bool){
-		func(st state) (Update, bool) {
-			st[listed.UniqueID] = listed
-			return Update{Cause: CauseResync, Changed: []IKESA{listed}}, true
-		},
-	}
+	// The watcher's own steps (Run calls them for a listing and for each
+	// event).
+	steps := []func(){func() { w.resynced([]IKESA{listed}, nil) }}
 	for _, ev := range []Event{
 		event(EventIKEUpdown, "ike-updown-up.json"),
 		event(EventChildUpdown, "child-updown-up.json"),
@@ -53,16 +50,14 @@ func TestDeltaFollowsState(t *testing.T) {
 		event(EventChildUpdown, "child-updown-down.json"),
 		event(EventIKEUpdown, "ike-updown-down.json"),
 	} {
-		steps = append(steps, func(st state) (Update, bool) {
-			if !st.apply(ev) {
+		steps = append(steps, func() {
+			if !w.applyEvent(ev, nil) {
 				t.Fatalf("%s not applied", ev.Kind)
 			}
-			changed, removed := st.delta(ev)
-			return Update{Cause: CauseEvent, Event: &ev, Changed: changed, Removed: removed}, true
 		})
 	}
 	for i, step := range steps {
-		w.change(step)
+		step()
 		u := got[len(got)-1]
 		if u.Snapshot.IKESAs != nil || !u.Snapshot.Connected {
 			t.Fatalf("step %d: OnUpdate got snapshot %+v, want only Connected", i, u.Snapshot)

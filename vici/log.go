@@ -76,24 +76,44 @@ var childFailureMarks = []string{
 	"unable to add SAD entry",
 	"unable to add policy",
 	"failed to install",
-	"CHILD_SA closed",
-	"closing CHILD_SA",
 	"received DELETE for ESP CHILD_SA",
 	"received AUTHENTICATION_FAILED",
 }
 
+// childCloseMarks are fragments of charon's messages that say a CHILD_SA
+// was closed: charon logs them at every delete, each rekey's included, so
+// alone they are routine; they explain a control child only once it is
+// known to be missing.
+var childCloseMarks = []string{
+	"CHILD_SA closed",
+	"closing CHILD_SA",
+}
+
 // ChildFailure reports whether the message is one of those that say why a
-// CHILD_SA failed, was not installed or went down (see childFailureMarks):
-// a reason worth showing an operator whose control child is missing.
+// CHILD_SA failed, was not installed or went down (see childFailureMarks
+// and childCloseMarks): a reason worth showing an operator whose control
+// child is missing.
 func (e LogEvent) ChildFailure() bool {
 	return e.IKEName != "" && ExplainsChildFailure(e.Msg)
+}
+
+// ChildClosed reports whether the message only says that a CHILD_SA was
+// closed (childCloseMarks), which charon logs at every delete and rekey:
+// worth showing for a child known to be missing, noise otherwise.
+func (e LogEvent) ChildClosed() bool {
+	return contains(e.Msg, childCloseMarks) && !contains(e.Msg, childFailureMarks)
 }
 
 // ExplainsChildFailure reports whether a message of charon's (from the
 // log event or a line of its log file) is one that says why a CHILD_SA
 // failed, was not installed or went down.
 func ExplainsChildFailure(msg string) bool {
-	for _, m := range childFailureMarks {
+	return contains(msg, childFailureMarks) || contains(msg, childCloseMarks)
+}
+
+// contains reports whether msg contains one of marks.
+func contains(msg string, marks []string) bool {
+	for _, m := range marks {
 		if strings.Contains(msg, m) {
 			return true
 		}

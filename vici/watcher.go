@@ -62,8 +62,10 @@ type Update struct {
 	// Seq counts updates from 1.
 	Seq uint64
 	// Charon is what charon said of itself (version, plugins,
-	// algorithms) when the current VICI session began; nil while
-	// disconnected or when charon did not answer. Never modified.
+	// algorithms) in the current VICI session: asked when it began and,
+	// while charon has not answered, again at each periodic resync (the
+	// update of that resync carries the answer); nil while disconnected
+	// or until charon answers. Never modified.
 	Charon *Charon
 }
 
@@ -390,13 +392,12 @@ func (w *Watcher) connected(ctx context.Context) error {
 	defer c.Close()
 	w.log.Info("connected to charon")
 	// What charon is and has: read once per session, handed out with
-	// every update of it.
-	ictx, icancel := context.WithTimeout(ctx, 10*time.Second)
-	info, err := c.Charon(ictx)
-	icancel()
+	// every update of it; asked again at each periodic resync while
+	// charon has not answered (a consumer refuses what it cannot tell
+	// without it).
+	info, err := w.askCharon(ctx, c)
 	if err != nil {
-		w.log.Warn("charon did not say which plugins and algorithms it has", "err", err)
-		info = nil
+		w.log.Warn("charon did not say which plugins and algorithms it has; asking again at each resync", "err", err)
 	}
 	if w.o.OnChildFailure != nil {
 		stop, err := w.followLog(ctx)
@@ -421,13 +422,7 @@ func (w *Watcher) connected(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		w.change(func(st state) (Update, bool) {
-			clear(st)
-			for _, sa := range sas {
-				st[sa.UniqueID] = sa
-			}
-			return Update{Cause: CauseResync, Changed: sas, Charon: info}, true
-		})
+		w.resynced(sas, info)
 		return nil
 	}
 	if err := resync(); err != nil {
@@ -454,6 +449,13 @@ func (w *Watcher) connected(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick:
+			if info == nil {
+				if info, err = w.askCharon(ctx, c); err == nil {
+					w.log.Info("charon said which plugins and algorithms it has")
+				} else {
+					w.log.Debug("charon still did not say which plugins and algorithms it has", "err", err)
+				}
+			}
 			if err := resync(); err != nil {
 				return err
 			}
@@ -480,15 +482,7 @@ func (w *Watcher) connected(ctx context.Context) error {
 				continue
 			}
 			w.log.Debug("VICI event", "kind", ev.Kind, "conn", ev.IKE.Conn, "ike", ev.IKE.UniqueID)
-			applied := false
-			w.change(func(st state) (Update, bool) {
-				if applied = st.apply(ev); !applied {
-					return Update{}, false
-				}
-				changed, removed := st.delta(ev)
-				return Update{Cause: CauseEvent, Event: &ev, Changed: changed, Removed: removed, Charon: info}, true
-			})
-			if !applied {
+			if !w.applyEvent(ev, info) {
 				pending = true
 				continue
 			}
@@ -497,6 +491,40 @@ func (w *Watcher) connected(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// resynced replaces the state with the listing sas and publishes it as a
+// resync, with what charon said of itself (info).
+func (w *Watcher) resynced(sas []IKESA, info *Charon) {
+	w.change(func(st state) (Update, bool) {
+		clear(st)
+		for _, sa := range sas {
+			st[sa.UniqueID] = sa
+		}
+		return Update{Cause: CauseResync, Changed: sas, Charon: info}, true
+	})
+}
+
+// applyEvent patches the state with ev and publishes what it changed; it
+// reports false, publishing nothing, for an event it cannot apply (a
+// resync is due).
+func (w *Watcher) applyEvent(ev Event, info *Charon) bool {
+	applied := false
+	w.change(func(st state) (Update, bool) {
+		if applied = st.apply(ev); !applied {
+			return Update{}, false
+		}
+		changed, removed := st.delta(ev)
+		return Update{Cause: CauseEvent, Event: &ev, Changed: changed, Removed: removed, Charon: info}, true
+	})
+	return applied
+}
+
+// askCharon asks charon what it is and has (Client.Charon), within 10 s.
+func (w *Watcher) askCharon(ctx context.Context, c *Client) (*Charon, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return c.Charon(ctx)
 }
 
 // followLog opens a VICI session subscribed to charon's log event and

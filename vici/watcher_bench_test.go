@@ -70,11 +70,7 @@ func BenchmarkWatcherEvent(b *testing.B) {
 				ev := Event{Kind: ChildUp, IKE: sa}
 				ev.IKE.Children = sa.Children[:1]
 				for b.Loop() {
-					w.change(func(st state) (Update, bool) {
-						st.apply(ev)
-						changed, removed := st.delta(ev)
-						return Update{Cause: CauseEvent, Event: &ev, Changed: changed, Removed: removed}, true
-					})
+					w.applyEvent(ev, nil)
 				}
 			})
 		}

@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/mpsa/mpsa/bgp/policy"
 	"github.com/mpsa/mpsa/swanctl"
 )
 
@@ -24,7 +26,7 @@ func TestCheckExamples(t *testing.T) {
 		role swanctl.Role
 		want []string // lines the effective configuration must contain
 	}{
-		{"controller.conf", swanctl.RoleController, []string{"role = controller", "esp_proposal = aes256-sha256-prfsha256", "rekey_jitter = 5m", "nonce_length = 32", "metrics_listen = 127.0.0.1:9474", "    deferral_time = 30s", "            identity = site-a.branch.example.net", "            prefixes = 10.1.0.0/16 le 24, 2001:db8:a::/48 le 64"}},
+		{"controller.conf", swanctl.RoleController, []string{"role = controller", "esp_proposal = aes256-sha256-prfsha256", "rekey_jitter = 5m", "nonce_length = 32", "metrics_listen = 127.0.0.1:9474", "    deferral_time = 30s", "            identity = site-a.branch.example.net", "            prefixes = 10.1.0.0/16 le 24, 2001:db8:a::/48 le 64", "            identity = site-c.branch.example.net", "            prefixes = 10.3.0.0/16 le 24"}},
 		{"member.conf", swanctl.RoleMember, []string{"role = member", "vici = unix:///var/run/charon.vici", "dataplane = xfrm", "local_ts = 10.1.0.0/24, 2001:db8:a::/64", "peer = 198.51.100.12", "    asn = 64512", "    stale_time = 1h"}},
 	} {
 		t.Run(tt.file, func(t *testing.T) {
@@ -53,6 +55,38 @@ func TestCheckExamples(t *testing.T) {
 				t.Errorf("JSON config %+v", cfg)
 			}
 		})
+	}
+}
+
+// TestExamplesAgree: the controller's BGP policy admits what the member
+// example advertises (its local_ts, as site-a) and every site its static
+// routes lead to (route site-x, identity site-x.branch.example.net), so
+// that the two examples describe one group.
+func TestExamplesAgree(t *testing.T) {
+	dir := filepath.Join("..", "..", "packaging", "examples")
+	ctl, err := swanctl.LoadMPSA(filepath.Join(dir, "controller.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := swanctl.LoadMPSA(filepath.Join(dir, "member.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ctl.Groups) != 1 || ctl.Groups[0].BGP == nil || len(mem.Groups) != 1 {
+		t.Fatalf("want one group with bgp { } in controller.conf and one group in member.conf")
+	}
+	pol := policy.New(ctl.Groups[0].BGP.Rules())
+	sites := map[string][]netip.Prefix{"site-a": mem.Groups[0].LocalTS}
+	for _, rt := range mem.Groups[0].Routes {
+		sites[rt.Name] = rt.Prefixes
+	}
+	for site, prefixes := range sites {
+		id := site + ".branch.example.net"
+		for _, p := range prefixes {
+			if v := pol.Check(id, pol.Matching(id), p); !v.Allowed {
+				t.Errorf("member.conf routes %s to %s, but controller.conf's policy does not admit it: %s", p, site, v.Reason)
+			}
+		}
 	}
 }
 

@@ -25,8 +25,20 @@ charon_packages=(strongswan-charon strongswan-swanctl libcharon-extra-plugins li
 # install_missing installs the Debian packages given that are not
 # installed yet, with one apt-get update first when there are any. Not as
 # root it cannot: it says what is missing and fails.
+#
+# Debian starts and enables the services of the packages it installs
+# (frr, bird, charon as strongswan-starter and as charon-systemd's
+# strongswan.service): the tests and the demo run their own daemons in
+# namespaces, and would leave a developer's machine with a second charon
+# and routing daemons running. So apt-get runs under a policy-rc.d that
+# lets nothing start (exit 101), and on a machine that runs systemd the
+# .service units the newly installed packages ship and Debian enabled are
+# disabled again, each named.
+#
+#   MPSA_DEPS_SYSROOT   for the scripts' tests only: where policy-rc.d is
+#                       written (usr/sbin) and run/systemd/system looked for
 install_missing() {
-  local missing=() p
+  local missing=() p before
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
@@ -36,8 +48,54 @@ install_missing() {
     return 1
   fi
   echo "installing: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  apt-get update -qq || return
+  before=$(installed_packages)
+  install_without_starting "${missing[@]}" || return
+  disable_new_services "$before"
+}
+
+# installed_packages lists the installed packages, one a line, sorted.
+installed_packages() {
+  dpkg-query -W -f='${db:Status-Abbrev} ${binary:Package}\n' 2>/dev/null | awk '$1 == "ii" { print $2 }' | LC_ALL=C sort
+}
+
+# install_without_starting runs apt-get install with a policy-rc.d that
+# forbids starting any service (invoke-rc.d and deb-systemd-invoke ask it);
+# one that was there before is put back afterwards.
+install_without_starting() (
+  policy=${MPSA_DEPS_SYSROOT:-}/usr/sbin/policy-rc.d
+  saved=""
+  if [ -e "$policy" ] || [ -L "$policy" ]; then
+    saved=$(mktemp "$policy.mpsa-saved.XXXXXX") && mv -f "$policy" "$saved" || exit 1
+  fi
+  trap 'rm -f "$policy"; [ -z "$saved" ] || mv -f "$saved" "$policy"' EXIT
+  printf '#!/bin/sh\n# mpsa, scripts/deps.d/lib.sh: no service starts while it installs packages\nexit 101\n' >"$policy" &&
+    chmod 755 "$policy" || exit 1
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+)
+
+# disable_new_services BEFORE: on a machine that runs systemd (as PID 1),
+# disables the enabled .service units of the packages installed since
+# BEFORE (installed_packages' list), and says which.
+disable_new_services() {
+  local p u units=() enabled=()
+  [ -d "${MPSA_DEPS_SYSROOT:-}/run/systemd/system" ] || return 0
+  while read -r p; do
+    [ -n "$p" ] || continue
+    while read -r u; do
+      units+=("$u")
+    done < <(dpkg -L "$p" 2>/dev/null | sed -n 's|^/\(usr/\)\{0,1\}lib/systemd/system/\([^/]*\.service\)$|\2|p')
+  done < <(LC_ALL=C comm -13 <(printf '%s\n' "$1") <(installed_packages))
+  for u in "${units[@]}"; do
+    if [ "$(systemctl is-enabled "$u" 2>/dev/null)" = enabled ] && [[ " ${enabled[*]} " != *" $u "* ]]; then
+      enabled+=("$u")
+    fi
+  done
+  [ ${#enabled[@]} -gt 0 ] || return 0
+  echo "services: not started, and disabled again (systemctl enable --now UNIT starts one): ${enabled[*]}"
+  if ! systemctl disable --quiet "${enabled[@]}"; then
+    echo "services: systemctl disable ${enabled[*]} failed: they start at the next boot" >&2
+  fi
 }
 
 # go_binary prints the go command to use: go on PATH, else the one

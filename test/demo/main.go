@@ -2,6 +2,20 @@
 // members (CPEs), each in its own network namespace with a real charon and
 // a real mpsad, traffic between the members' LANs over the one shared SA,
 // and a rekey under traffic. Run it as root through `make demo`.
+//
+// When it fails it says why in the daemons' own words, removes the
+// namespaces and keeps each node's folder under the temporary directory
+// ($TMPDIR, else /tmp: mpsa-demo-*, with charon's and mpsad's logs and
+// configuration), naming the folders and the command that removes them.
+// Interrupted (Ctrl-C, SIGTERM), it says so, stops everything and removes
+// it all.
+//
+// Environment:
+//
+//	MPSA_DEMO_KEEP                      non-empty: keep the nodes' folders after a run that passed too
+//	MPSA_DEMO_CONTROLLER_OMIT_PLUGINS   charon plugins the controller's charon does not load, such as
+//	                                    "gcm openssl": the failure of a fresh Debian without
+//	                                    libstrongswan-standard-plugins (the demo's own test uses it)
 package main
 
 import (
@@ -40,15 +54,21 @@ func main() {
 	d := &demo{bin: *bin, setup: testenv.Program{Prefix: "demo: "}}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := d.run(ctx)
+	interrupted := ctx.Err() != nil
 	stop()
-	if err != nil {
+	switch {
+	case interrupted:
+		// Asked to stop: nothing to explain, and nothing to keep.
+		fmt.Fprintf(os.Stderr, "\ndemo interrupted: stopping mpsad and charon, removing the namespaces and files\n")
+		d.cleanup(false)
+		os.Exit(130)
+	case err != nil:
 		fmt.Fprintf(os.Stderr, "\ndemo failed: %v\n", err)
 		d.explain()
-	}
-	d.cleanup(err != nil)
-	if err != nil {
+		d.cleanup(true)
 		os.Exit(1)
 	}
+	d.cleanup(false)
 }
 
 type node struct {
@@ -388,7 +408,13 @@ func (d *demo) mpsactl(n *node, args ...string) {
 // charon log that say why an SA or a plugin failed, with the paths of the
 // whole logs, which are kept.
 func (d *demo) explain() {
-	fmt.Fprintf(os.Stderr, "\nwhat the daemons say (their files are kept; remove them with rm -r /tmp/mpsa-demo-*):\n")
+	var dirs []string
+	for _, n := range d.nodes {
+		if n.dir != "" {
+			dirs = append(dirs, n.dir)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "\nwhat the daemons say (their files are kept; rm -r %s removes them):\n", strings.Join(dirs, " "))
 	for _, n := range d.nodes {
 		if n.dir == "" {
 			continue
