@@ -13,14 +13,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Stop, returned by the callback of Do, ends the exchange; Do then
+// ErrStop, returned by the callback of Do, ends the exchange; Do then
 // returns nil.
-var Stop = errors.New("nlraw: stop")
+var ErrStop = errors.New("nlraw: stop")
 
 // Do sends req, a complete netlink request whose header carries its
 // sequence number, on the netlink socket fd, and reads the answers into
 // buf until the kernel's acknowledgement or error answer, the end of a
-// dump, or each returning Stop or another error. Every other answer with
+// dump, or each returning ErrStop or another error. Every other answer with
 // the request's sequence number is handed to each; answers with another
 // (late ones to an earlier request) are skipped. What a read filled in
 // buf is zeroed once it is handled, since answers may carry keys. A
@@ -41,7 +41,7 @@ func Do(fd int, buf, req []byte, each func(typ uint16, data []byte) error) error
 		}
 		done, err := handle(buf[:n], seq, each)
 		clear(buf[:n])
-		if errors.Is(err, Stop) {
+		if errors.Is(err, ErrStop) {
 			return nil
 		}
 		if done || err != nil {

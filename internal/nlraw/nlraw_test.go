@@ -20,7 +20,7 @@ func request(typ, flags uint16, seq uint32, body []byte) []byte {
 }
 
 // TestDo runs requests the kernel answers in every way Do knows: a dump
-// (answers, then the end), one answer ended by Stop, an error answer, and
+// (answers, then the end), one answer ended by ErrStop, an error answer, and
 // an acknowledgement; what the reads filled is zeroed afterwards.
 func TestDo(t *testing.T) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
@@ -57,7 +57,7 @@ func TestDo(t *testing.T) {
 	answers := 0
 	err = Do(fd, buf, request(unix.RTM_GETLINK, 0, 2, lo), func(typ uint16, data []byte) error {
 		answers++
-		return Stop
+		return ErrStop
 	})
 	if err != nil || answers != 1 {
 		t.Errorf("get lo: %d answers, %v", answers, err)

@@ -274,7 +274,7 @@ func (x *xfrmSocket) getState(dst netip.Addr, spi uint32) (stateInfo, error) {
 		if typ == nl.XFRM_MSG_NEWSA {
 			got, found = parseState(data)
 		}
-		return nlraw.Stop
+		return nlraw.ErrStop
 	})
 	if err != nil {
 		return stateInfo{}, err

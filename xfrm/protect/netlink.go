@@ -94,7 +94,7 @@ func (s *nlSocket) do(ctx context.Context, typ, flags uint16, body []byte, each 
 			if err := next(typ, data); err != nil {
 				return err
 			}
-			return nlraw.Stop
+			return nlraw.ErrStop
 		}
 	}
 	err := nlraw.Do(s.fd, s.buf, req, each)
