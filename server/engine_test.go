@@ -627,3 +627,34 @@ func TestMemberTeardownStopsDeadlines(t *testing.T) {
 		})
 	}
 }
+
+// protectDP is a recorder that is an xfrm.Protector.
+type protectDP struct{ *recorder }
+
+func (p protectDP) Protect(_ context.Context, addrs []netip.Addr) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls = append(p.calls, fmt.Sprintf("protect %v", addrs))
+	return nil
+}
+
+// TestMemberProtectsControlAddresses: a member's data plane is told the
+// control addresses before its first peer table, so that no peer prefix
+// containing one is installed, and not again while they stay the same.
+func TestMemberProtectsControlAddresses(t *testing.T) {
+	b := newBench(t)
+	b.mem.opts.NewDataPlane = func(context.Context, *swanctl.Group, netip.Addr, *slog.Logger) (xfrm.DataPlane, error) {
+		return protectDP{b.dp}, nil
+	}
+	b.up()
+	calls := b.dp.take()
+	if len(calls) < 2 || calls[0] != fmt.Sprintf("protect [%s %s]", memAddr, ctlAddr) || calls[1] != peersCall {
+		t.Fatalf("data plane calls %q, want protect before the first peer table", calls)
+	}
+	b.mem.onUpdate(b.ctx, vici.Update{Snapshot: snapshot(memAddr, ctlAddr, true, 0x1111, 0x2222)})
+	for _, c := range b.dp.take() {
+		if strings.HasPrefix(c, "protect") {
+			t.Fatalf("protected again with the same addresses: %q", c)
+		}
+	}
+}

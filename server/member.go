@@ -47,6 +47,9 @@ type memGroup struct {
 	// underlay is the member's underlay address once known: the data
 	// plane's, and the next hop it advertises by BGP.
 	underlay netip.Addr
+	// protected is the control address pair the data plane was told
+	// to keep out of its peer table (xfrm.Protector).
+	protected addrPair
 	// timer is the earliest of the SA lifecycle's and the hello's
 	// retransmission.
 	timer deadline
@@ -165,9 +168,10 @@ func (g *memGroup) follow(ctx context.Context, now time.Time) {
 		g.followBGP(now, nil)
 		return
 	}
-	g.ensureDataPlane(ctx, c.IKE.LocalHost)
-	id := sessionID(c.IKE)
 	g.ctl = c
+	g.ensureDataPlane(ctx, c.IKE.LocalHost)
+	g.protectControl(ctx)
+	id := sessionID(c.IKE)
 	g.listen(addrPair{c.Local, c.Remote})
 	g.followBGP(now, &c)
 	if g.sess != nil && g.sess.ID() == id {
@@ -219,8 +223,27 @@ func (g *memGroup) ensureDataPlane(ctx context.Context, ikeLocal netip.Addr) boo
 	}
 	g.dp, g.underlay = dp, local
 	g.log.Info("data plane ready", "backend", g.cfg.Dataplane, "underlay", local)
+	g.protectControl(ctx)
 	g.applyPeers(ctx)
 	return true
+}
+
+// protectControl tells the data plane the control addresses of the
+// current control child, so that no peer prefix that contains one is
+// installed (a group policy or route for it would take the control
+// exchange away from the control child), before the first peer table and
+// whenever the control child's addresses change.
+func (g *memGroup) protectControl(ctx context.Context) {
+	p, ok := g.dp.(xfrm.Protector)
+	want := addrPair{g.ctl.Local, g.ctl.Remote}
+	if !ok || !want.local.IsValid() || !want.remote.IsValid() || want == g.protected {
+		return
+	}
+	g.protected = want
+	if err := p.Protect(ctx, []netip.Addr{want.local, want.remote}); err != nil {
+		g.lastErr = err.Error()
+		g.log.Error("a peer prefix contains a control address; that peer is left out of the peer table", "err", err)
+	}
 }
 
 // underlayFor is the member's underlay address: the configured one, or
