@@ -621,8 +621,15 @@ func TestMemberTeardownStopsDeadlines(t *testing.T) {
 			} else {
 				g.close()
 			}
-			if n := len(b.mem.sched.h); n != 0 || len(b.mem.byPair) != 0 {
-				t.Fatalf("after %s: %d deadlines on the heap, %d routes", how, n, len(b.mem.byPair))
+			// The server's own deadline to stop following charon's
+			// log, now that no group lacks its control child, is all
+			// that may remain.
+			n := len(b.mem.sched.h)
+			if b.mem.logOff.pos != 0 {
+				n--
+			}
+			if n != 0 || len(b.mem.byPair) != 0 {
+				t.Fatalf("after %s: %d deadlines of the group on the heap, %d routes", how, n, len(b.mem.byPair))
 			}
 		})
 	}

@@ -129,6 +129,14 @@ type Server struct {
 	// charon is what charon said of itself in the current VICI
 	// session; nil while disconnected and until charon answers.
 	charon *vici.Charon
+	// watcher follows charon over VICI (nil until Run). missingGroups
+	// counts the groups with an IKE SA that lacks its control child:
+	// while there are any, the watcher follows charon's log, to hear
+	// charon say why; logOff ends that a while after the last went.
+	watcher       *vici.Watcher
+	missingGroups int
+	followingLog  bool
+	logOff        deadline
 	// initiates are control children to ask charon for again (member
 	// groups, see memGroup.retryChild), taken by one goroutine of Run;
 	// full, a request is dropped (the group asks again later).
@@ -198,6 +206,11 @@ func New(opts Options) (*Server, error) {
 	s.pacer = newPacer(opts.Config.PushRate, opts.Config.PushBurst, s.now())
 	s.pacer.wake.fire = func(_ context.Context, now time.Time) { s.pace(now) }
 	s.drops = s.newDropLog(s.log)
+	s.logOff.fire = func(context.Context, time.Time) {
+		if s.missingGroups == 0 {
+			s.followLog(false)
+		}
+	}
 	return s, nil
 }
 
@@ -281,6 +294,9 @@ func (s *Server) Run(ctx context.Context) error {
 			default:
 			}
 		}})
+	// The loop has not started: this goroutine still owns the state.
+	s.watcher = w
+	w.FollowLog(s.followingLog)
 	go func() {
 		defer wg.Done()
 		w.Run(ctx)
@@ -478,6 +494,36 @@ func (s *Server) apply(ctx context.Context, b *viciBatch) {
 	s.connected = b.connected
 	if s.connected {
 		s.readyOnce.Do(func() { close(s.ready) })
+	}
+}
+
+// logLinger is how long the server keeps following charon's log after
+// the last group's control child came back: a child that fails again soon
+// is then explained at once.
+const logLinger = 30 * time.Second
+
+// childrenMissing notes that a group now has (+1) or no longer has (-1)
+// an IKE SA without its control child. charon's log is followed only
+// while some group has one: charon formats and sends every log line to a
+// subscriber, which costs it as much CPU again when a thousand IKE SAs
+// come up.
+func (s *Server) childrenMissing(d int) {
+	s.missingGroups += d
+	if s.missingGroups > 0 {
+		s.sched.stop(&s.logOff)
+		s.followLog(true)
+		return
+	}
+	s.sched.set(&s.logOff, s.now().Add(logLinger))
+}
+
+func (s *Server) followLog(on bool) {
+	if s.followingLog == on {
+		return
+	}
+	s.followingLog = on
+	if s.watcher != nil {
+		s.watcher.FollowLog(on)
 	}
 }
 

@@ -52,6 +52,8 @@ type controlProblem struct {
 	said []string
 	// reported is the text last logged; empty until reported.
 	reported string
+	// counted: it counts in controlWatch.missing (countAsMissing).
+	counted bool
 }
 
 // controlWatch is the part of a group, in either role, that knows why its
@@ -83,6 +85,9 @@ type controlWatch struct {
 	// first. A problem reported or gone meanwhile is skipped.
 	waiting []*controlProblem
 	check   deadline
+	// missing counts the problems that are a missing control child
+	// (not a refused one).
+	missing int
 	// charon are the problems with what charon has, for this group's
 	// control child (vici.Charon.ESPProblems and the child's
 	// configuration), as last checked.
@@ -160,6 +165,7 @@ func (w *controlWatch) refuse(now time.Time, sa vici.IKESA, why string, taken bo
 		w.byIKE[sa.UniqueID] = p
 	}
 	p.ike, p.refused, p.taken, p.state = withoutChildren(sa), why, taken, ""
+	w.countAsMissing(p)
 	w.report(p)
 }
 
@@ -175,6 +181,10 @@ func (w *controlWatch) controlFine(ike uint32, gone bool) {
 		return
 	}
 	delete(w.byIKE, ike)
+	if p.counted {
+		p.counted = false
+		w.countMissing(-1)
+	}
 	if p.reported != "" {
 		if gone {
 			w.log.Info(w.what()+": IKE SA gone", "ike_sa", ikeName(p.ike))
@@ -332,6 +342,24 @@ func (w *controlWatch) report(p *controlProblem) {
 	}
 	p.reported = t
 	w.log.Warn(t, "ike_sa", p.ike.UniqueID, "peer", p.ike.RemoteID, "peer_address", p.ike.RemoteHost)
+	w.countAsMissing(p)
+}
+
+// countAsMissing keeps p in the count of reported missing control
+// children (countMissing) exactly while it is one: a child still within
+// its grace does not count (a thousand IKE SAs coming up each lack their
+// child for a moment), nor a refused one (charon has nothing to say).
+func (w *controlWatch) countAsMissing(p *controlProblem) {
+	want := p.reported != "" && p.refused == ""
+	if want == p.counted {
+		return
+	}
+	p.counted = want
+	if want {
+		w.countMissing(+1)
+	} else {
+		w.countMissing(-1)
+	}
 }
 
 // charonChanged checks what charon has against the group's control
@@ -403,8 +431,29 @@ func (w *controlWatch) problems() (list []api.ControlProblem, charon []string) {
 	return list, slices.Clone(w.charon)
 }
 
-// stop removes the watch's deadline (the group is closed).
-func (w *controlWatch) stop() { w.s.sched.stop(&w.check) }
+// stop removes the watch's deadline (the group is closed) and its part
+// in following charon's log.
+func (w *controlWatch) stop() {
+	w.s.sched.stop(&w.check)
+	if w.missing > 0 {
+		w.missing = 1
+		w.countMissing(-1)
+	}
+}
+
+// countMissing follows how many of the group's IKE SAs lack their control
+// child; the server follows charon's log while any group has one
+// (Server.childrenMissing), to hear charon say why.
+func (w *controlWatch) countMissing(d int) {
+	was := w.missing > 0
+	w.missing += d
+	switch now := w.missing > 0; {
+	case now && !was:
+		w.s.childrenMissing(+1)
+	case !now && was:
+		w.s.childrenMissing(-1)
+	}
+}
 
 // childState describes the control child of sa when it is there but not
 // usable; empty when sa has no child of that name.

@@ -506,3 +506,30 @@ func TestNoCharonNoControl(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowLogOnlyWhileMissing: charon's log is followed while some
+// group has an IKE SA without its control child past the grace, and stops
+// a while after the last one came up.
+func TestFollowLogOnlyWhileMissing(t *testing.T) {
+	b := newBench(t)
+	if b.mem.followingLog {
+		t.Fatal("following charon's log with nothing to explain")
+	}
+	b.mem.onUpdate(b.ctx, vici.Update{Snapshot: withoutControl(true, "")})
+	if b.mem.followingLog {
+		t.Fatal("following charon's log for a control child within its grace (every IKE SA lacks it for a moment)")
+	}
+	b.advance(controlGrace)
+	if !b.mem.followingLog {
+		t.Fatal("not following charon's log with a control child missing")
+	}
+	b.up()
+	b.advance(logLinger - time.Millisecond)
+	if !b.mem.followingLog {
+		t.Fatal("stopped following before the linger")
+	}
+	b.advance(time.Millisecond)
+	if b.mem.followingLog {
+		t.Fatal("still following charon's log with every control child up")
+	}
+}

@@ -652,6 +652,11 @@ func TestChildFailureSaysWhy(t *testing.T) {
 	ctl := charon.Start(t, lab.Controller.NS, charon.Config{SwanctlConf: g.ControllerConf(), OmitPlugins: []string{"gcm", "openssl"}})
 	var ctlFail, memFail failures
 	wc := vici.NewWatcher(vici.WatcherOptions{Socket: ctl.SocketPath(), Logger: testLogger(t), OnChildFailure: ctlFail.add})
+	wc.FollowLog(true)
+	// A watcher that is not asked to follow charon's log hears nothing
+	// of it (charon pays for every log line a subscriber gets).
+	var quietFail failures
+	wq := vici.NewWatcher(vici.WatcherOptions{Socket: ctl.SocketPath(), Logger: testLogger(t), OnChildFailure: quietFail.add})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
@@ -659,10 +664,12 @@ func TestChildFailureSaysWhy(t *testing.T) {
 	var wm *vici.Watcher
 	mem := charon.Start(t, lab.Members[0].NS, charon.Config{})
 	wm = vici.NewWatcher(vici.WatcherOptions{Socket: mem.SocketPath(), Logger: testLogger(t), OnChildFailure: memFail.add})
+	wm.FollowLog(true)
 	wg.Go(func() { wm.Run(ctx) })
+	wg.Go(func() { wq.Run(ctx) })
 	// Load the member's connection once both watchers follow charon's
 	// log, so that no message of the attempt is missed.
-	for _, w := range []*vici.Watcher{wc, wm} {
+	for _, w := range []*vici.Watcher{wc, wm, wq} {
 		wctx, wcancel := context.WithTimeout(ctx, patience)
 		_, err := w.WaitUpdate(wctx, 0, func(u vici.Update) bool { return u.Charon != nil })
 		wcancel()
@@ -724,4 +731,7 @@ func TestChildFailureSaysWhy(t *testing.T) {
 		return has(&memFail, "NO_PROPOSAL_CHOSEN", "no CHILD_SA built")
 	})
 	t.Logf("controller's charon:\n%smember's charon:\n%s", ctlFail.String(), memFail.String())
+	if q := quietFail.String(); q != "" {
+		t.Errorf("a watcher not following charon's log got:\n%s", q)
+	}
 }

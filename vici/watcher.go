@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	govici "github.com/strongswan/govici/vici"
@@ -97,6 +98,12 @@ type WatcherOptions struct {
 	// messages never costs an SA event. It is called from that
 	// session's goroutine and must not block; messages are dropped
 	// when charon logs faster than they are read.
+	//
+	// The session runs only while FollowLog(true) is in force: charon
+	// formats and sends every log message of level 1 to a subscriber,
+	// which at a thousand IKE SAs coming up costs charon about as much
+	// CPU again as the IKE work itself, so the consumer asks for it only
+	// while it has something to explain.
 	OnChildFailure func(LogEvent)
 	// OmitSnapshots hands OnUpdate updates without the snapshot's IKE
 	// SAs, for a consumer that follows Changed and Removed: the watcher
@@ -111,6 +118,11 @@ type WatcherOptions struct {
 type Watcher struct {
 	o   WatcherOptions
 	log *slog.Logger
+
+	// logWanted is FollowLog's setting; logChanged wakes the session's
+	// log follower when it changes.
+	logWanted  atomic.Bool
+	logChanged chan struct{}
 
 	mu   sync.Mutex
 	last Update
@@ -139,11 +151,12 @@ func NewWatcher(o WatcherOptions) *Watcher {
 		log = slog.Default()
 	}
 	return &Watcher{
-		o:       o,
-		log:     log.With("vici", o.Socket),
-		last:    Update{Cause: CauseDisconnected},
-		st:      state{},
-		changed: make(chan struct{}),
+		o:          o,
+		log:        log.With("vici", o.Socket),
+		last:       Update{Cause: CauseDisconnected},
+		st:         state{},
+		changed:    make(chan struct{}),
+		logChanged: make(chan struct{}, 1),
 	}
 }
 
@@ -400,11 +413,22 @@ func (w *Watcher) connected(ctx context.Context) error {
 		w.log.Warn("charon did not say which plugins and algorithms it has; asking again at each resync", "err", err)
 	}
 	if w.o.OnChildFailure != nil {
-		stop, err := w.followLog(ctx)
-		if err != nil {
-			return err
+		// Wanted now, the log session is open before the first
+		// update goes out, so that nothing charon says after it is
+		// missed; later changes are followed in the background.
+		var first func()
+		if w.logWanted.Load() {
+			if first, err = w.followLog(ctx); err != nil {
+				return err
+			}
 		}
-		defer stop()
+		lctx, lcancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			w.followLogWhileWanted(lctx, first)
+		}()
+		defer func() { lcancel(); <-done }()
 	}
 	events := make(chan govici.Event, w.o.EventBuffer)
 	// Register the channel before subscribing so that no event is lost
@@ -525,6 +549,54 @@ func (w *Watcher) askCharon(ctx context.Context, c *Client) (*Charon, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return c.Charon(ctx)
+}
+
+// FollowLog starts (true) or stops (false) following charon's log for
+// OnChildFailure; it may be called from any goroutine. It holds across
+// reconnections.
+func (w *Watcher) FollowLog(on bool) {
+	if w.logWanted.Swap(on) == on {
+		return
+	}
+	select {
+	case w.logChanged <- struct{}{}:
+	default:
+	}
+}
+
+// followLogWhileWanted runs the log session while FollowLog(true) is in
+// force, until ctx is done; stop, if not nil, ends the session already
+// open. A session that cannot be opened is tried again at the next change
+// or after a second.
+func (w *Watcher) followLogWhileWanted(ctx context.Context, stop func()) {
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+	for {
+		switch want := w.logWanted.Load(); {
+		case want && stop == nil:
+			s, err := w.followLog(ctx)
+			if err != nil && ctx.Err() == nil {
+				w.log.Warn("cannot follow charon's log", "err", err)
+			}
+			stop = s
+		case !want && stop != nil:
+			stop()
+			stop = nil
+		}
+		retry := (<-chan time.Time)(nil)
+		if w.logWanted.Load() && stop == nil {
+			retry = time.After(time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.logChanged:
+		case <-retry:
+		}
+	}
 }
 
 // followLog opens a VICI session subscribed to charon's log event and
