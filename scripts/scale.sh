@@ -21,7 +21,7 @@
 # the BGP mode, a route reflector and 4 prefixes per member), REPEAT
 # (runs of each count, default 1), PLOT (the PNG of the rekey times
 # against N, drawn with two counts or more: the median of the runs and
-# their range; default docs/scale-rekey.png), LOGS (a directory that
+# their range; default docs/scale-rekey.png; PLOT= draws none), LOGS (a directory that
 # receives the logs of charon, mpsad and the load generator; default
 # none).
 set -euo pipefail
@@ -30,7 +30,7 @@ GO=${GO:-go}
 N=${N:-1000}
 REPEAT=${REPEAT:-1}
 BGP=${BGP:-}
-PLOT=${PLOT:-docs/scale-rekey.png}
+PLOT=${PLOT-docs/scale-rekey.png}
 LOGS=${LOGS:-}
 
 if [ "$(id -u)" != 0 ]; then
@@ -58,7 +58,7 @@ echo "scale: building mpsad, mpsactl and the harness (mpsa-scale)"
 CGO_ENABLED=0 "$GO" build -o "$work/" ./cmd/mpsad ./cmd/mpsactl ./test/scale/cmd/mpsa-scale
 echo "scale: machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 args=(run -members "$N" -repeat "$REPEAT" -bin "$work")
-if [ $# -ge 2 ]; then
+if [ $# -ge 2 ] && [ -n "$PLOT" ]; then
   args+=(-plot "$PLOT")
 fi
 if [ -n "$LOGS" ]; then
