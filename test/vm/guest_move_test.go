@@ -141,13 +141,24 @@ func diffLines(want, got []string) []string {
 // underlay address to the other and back under the stream: member 1's
 // state toward the new address must start above the numbers the state
 // toward the old one sent, or member 2 drops the stream as replays until
-// the new state's numbers catch up. (No state of the SPI is deleted
-// before the first move, so nothing else raises its numbers.) After every
+// the new state's numbers catch up: hundreds of datagrams here. (No state
+// of the SPI is deleted before the first move, so nothing else raises its
+// numbers.) A datagram the old state sealed just before the switch may
+// reach member 2's process after the first ones of the new state (they
+// arrive on two sockets, read by two goroutines): the new state starts
+// kernel.SeqMargin above, beyond member 2's window, so such a datagram is
+// dropped as too old. That is the cost of the margin (docs/design.md,
+// "Sequence numbers"); the test accepts it only for the few datagrams
+// sent around a switch (at most maxOvertaken per move). After every
 // change of member 1's peer table (the moves, then one peer added and one
 // removed, among eight others)
 // its policies and outbound states are exactly the expected ones, field by
 // field: templates, action, priority, selectors.
 func TestPeerMoveToUserspace(t *testing.T) {
+	// A datagram sealed by the old state up to overtakeSlack before a
+	// switch may still wait in member 2's socket when the new state's
+	// first ones arrive; at most maxOvertaken of them per move.
+	const overtakeSlack, maxOvertaken = 50 * time.Millisecond, 10
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	ms := topology(t, "mv", 2)
@@ -192,6 +203,7 @@ func TestPeerMoveToUserspace(t *testing.T) {
 		checkGroup(t, what, kern.ns, id, kern.ul4, local, ps, sa.SPI)
 		peers = ps
 	}
+	var moves [][2]time.Time // when the peer table of each move was applied
 	csum := user.ns.udpCsumErrors(t)
 	s := startUDPStream(t, kern.ns, kern.lan4, user.ns, netip.AddrPortFrom(user.lan4, 9400), time.Millisecond)
 	for _, step := range []struct {
@@ -201,7 +213,9 @@ func TestPeerMoveToUserspace(t *testing.T) {
 		if !s.waitSent(300, 30*time.Second) {
 			t.Fatalf("%s: not 300 datagrams sent within 30 s", step.what)
 		}
+		start := time.Now().Add(-overtakeSlack)
 		set(step.what, table(step.via))
+		moves = append(moves, [2]time.Time{start, time.Now()})
 	}
 	if !s.waitSent(300, 30*time.Second) {
 		t.Fatal("not 300 datagrams sent within 30 s after the moves")
@@ -209,19 +223,25 @@ func TestPeerMoveToUserspace(t *testing.T) {
 	sent, got := s.finish(5 * time.Second)
 	d := ub.Drops()
 	t.Logf("%d of %d datagrams arrived; member 2's drops: %+v", got, sent, d)
-	if d.Replay != 0 {
-		t.Errorf("member 2 dropped %d packets as replays: the state toward the new underlay started below the numbers sent toward the old one", d.Replay)
+	lost := s.missing()
+	overtaken := s.missingSentIn(moves)
+	switch {
+	case d.Replay == 0:
+	case d.Replay <= uint64(overtaken) && d.Replay <= maxOvertaken*uint64(len(moves)):
+		t.Logf("member 2 dropped %d datagram(s) as too old, all sent around a switch (%d lost within %v of a move): sealed by the old state, overtaken by the new one's (kernel.SeqMargin ahead)", d.Replay, overtaken, overtakeSlack)
+	default:
+		t.Errorf("member 2 dropped %d packets as replays (%d of the lost sent around a switch): the state toward the new underlay started below the numbers sent toward the old one", d.Replay, overtaken)
 	}
 	// The userspace data plane's known issue (docs/performance.md): now
 	// and then the kernel rejects a datagram written to the TUN with a
 	// UDP checksum error. Such losses are not this test's.
-	lost := s.missing()
-	if grew := user.ns.udpCsumErrors(t) - csum; len(lost) > 0 && len(lost) <= grew && d.Replay == 0 {
-		t.Logf("KNOWN ISSUE: member 2's kernel rejected %d datagram(s) written to the TUN with a UDP checksum error (+%d)", len(lost), grew)
-		lost = nil
+	unexplained := len(lost) - int(d.Replay)
+	if grew := user.ns.udpCsumErrors(t) - csum; unexplained > 0 && unexplained <= grew {
+		t.Logf("KNOWN ISSUE: member 2's kernel rejected %d datagram(s) written to the TUN with a UDP checksum error (+%d)", unexplained, grew)
+		unexplained = 0
 	}
-	if len(lost) > 0 {
-		t.Errorf("%d of %d datagrams lost; the first: %v", len(lost), sent, lost[:min(len(lost), 5)])
+	if d.Replay > uint64(overtaken) || unexplained > 0 {
+		t.Errorf("%d of %d datagrams lost, %d as replays; the first: %v", len(lost), sent, d.Replay, lost[:min(len(lost), 5)])
 	}
 	// After the moves (a state deleted before would have raised the
 	// numbers of every later one: the moves come first).

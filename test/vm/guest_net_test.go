@@ -621,6 +621,26 @@ func (u *udpStream) missing() []string {
 	return out
 }
 
+// missingSentIn returns how many of the datagrams sent but not received
+// were sent within one of the spans.
+func (u *udpStream) missingSentIn(spans [][2]time.Time) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := 0
+	for seq, at := range u.sentAt {
+		if u.got[uint64(seq)] {
+			continue
+		}
+		for _, sp := range spans {
+			if !at.Before(sp[0]) && !at.After(sp[1]) {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
 // waitFor polls cond until it holds or ctx ends.
 func waitFor(ctx context.Context, cond func() bool) error {
 	for !cond() {
