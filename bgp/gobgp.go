@@ -91,6 +91,54 @@ func newSpeaker(log *slog.Logger) speaker {
 	return speaker{BgpServer: s, quiet: quiet}
 }
 
+// speakerEvent is what GoBGP's watcher reports: paths received, an
+// End-of-RIB, or a session state change.
+type speakerEvent struct {
+	paths []*apiutil.Path
+	eor   *apiutil.Path
+	peer  *apiutil.WatchEventMessage_PeerEvent
+}
+
+// watch sends the speaker's path updates, End-of-RIBs and session state
+// changes to evs until the returned cancel is called (never blocking
+// after it); opts choose what GoBGP reports beside the peer events.
+func (s speaker) watch(evs chan<- speakerEvent, opts ...server.WatchOption) (context.CancelFunc, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	send := func(ev speakerEvent) {
+		select {
+		case evs <- ev:
+		case <-ctx.Done():
+		}
+	}
+	err := s.WatchEvent(ctx, server.WatchEventMessageCallbacks{
+		OnPathUpdate: func(paths []*apiutil.Path, _ time.Time) { send(speakerEvent{paths: paths}) },
+		OnPathEor:    func(p *apiutil.Path, _ time.Time) { send(speakerEvent{eor: p}) },
+		OnPeerUpdate: func(p *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
+			if p.Type == apiutil.PEER_EVENT_STATE {
+				send(speakerEvent{peer: p})
+			}
+		},
+	}, append([]server.WatchOption{server.WatchPeer()}, opts...)...)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return cancel, nil
+}
+
+// checkSpeaker checks what every speaker's configuration needs: an AS
+// number, and a router ID that is IPv4 when one is given. what names the
+// speaker in the error.
+func checkSpeaker(what string, asn uint32, routerID netip.Addr) error {
+	if asn == 0 {
+		return fmt.Errorf("%s: no AS number", what)
+	}
+	if routerID.IsValid() && !routerID.Is4() {
+		return fmt.Errorf("%s: router ID %s is not an IPv4 address", what, routerID)
+	}
+	return nil
+}
+
 // stop closes every session without a NOTIFICATION, so that peers that
 // negotiated graceful restart keep this speaker's routes (RFC 4724), and
 // stops the server.

@@ -83,7 +83,7 @@ type Member struct {
 	cfg MemberConfig
 	log *slog.Logger
 	run *runner
-	evs chan memberEvent
+	evs chan speakerEvent
 
 	// Owned by the loop.
 	srv        *speaker
@@ -112,28 +112,17 @@ type learnedRoute struct {
 	ignored string // why it is not delivered; "" when delivered
 }
 
-// memberEvent is what GoBGP's watcher reports: paths received from the
-// controller, an End-of-RIB, or a session state change.
-type memberEvent struct {
-	paths []*apiutil.Path
-	eor   *apiutil.Path
-	peer  *apiutil.WatchEventMessage_PeerEvent
-}
-
 // NewMember returns a Member; Start runs it.
 func NewMember(cfg MemberConfig) (*Member, error) {
 	cfg.defaults()
-	if cfg.ASN == 0 {
-		return nil, errors.New("bgp member: no AS number")
-	}
-	if cfg.RouterID.IsValid() && !cfg.RouterID.Is4() {
-		return nil, fmt.Errorf("bgp member: router ID %s is not an IPv4 address", cfg.RouterID)
+	if err := checkSpeaker("bgp member", cfg.ASN, cfg.RouterID); err != nil {
+		return nil, err
 	}
 	return &Member{
 		cfg:        cfg,
 		log:        cfg.Logger,
 		run:        newRunner("bgp member"),
-		evs:        make(chan memberEvent, 64),
+		evs:        make(chan speakerEvent, 64),
 		advertised: map[netip.Prefix]netip.Addr{},
 		learned:    map[netip.Prefix]*learnedRoute{},
 		eor:        map[bgppkt.Family]bool{},
@@ -278,24 +267,8 @@ func (m *Member) ensureServer(local netip.Addr) error {
 		srv.stop(m.log)
 		return fmt.Errorf("bgp member: start: %w", err)
 	}
-	wctx, cancel := context.WithCancel(context.Background())
-	send := func(ev memberEvent) {
-		select {
-		case m.evs <- ev:
-		case <-wctx.Done():
-		}
-	}
-	err = srv.WatchEvent(wctx, server.WatchEventMessageCallbacks{
-		OnPathUpdate: func(paths []*apiutil.Path, _ time.Time) { send(memberEvent{paths: paths}) },
-		OnPathEor:    func(p *apiutil.Path, _ time.Time) { send(memberEvent{eor: p}) },
-		OnPeerUpdate: func(p *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
-			if p.Type == apiutil.PEER_EVENT_STATE {
-				send(memberEvent{peer: p})
-			}
-		},
-	}, server.WatchPeer(), server.WatchUpdate(false, "", ""), server.WatchEor(false))
+	cancel, err := srv.watch(m.evs, server.WatchUpdate(false, "", ""), server.WatchEor(false))
 	if err != nil {
-		cancel()
 		srv.stop(m.log)
 		return fmt.Errorf("bgp member: watch: %w", err)
 	}
@@ -474,7 +447,7 @@ func (m *Member) emit(out []Change) {
 	}
 }
 
-func (m *Member) onEvent(ev memberEvent) {
+func (m *Member) onEvent(ev speakerEvent) {
 	switch {
 	case ev.peer != nil:
 		m.onPeer(ev.peer)

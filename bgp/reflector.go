@@ -119,7 +119,7 @@ type Reflector struct {
 	cfg ReflectorConfig
 	log *slog.Logger
 	run *runner
-	evs chan reflectorEvent
+	evs chan speakerEvent
 	// abandoned: Abandon ended the sessions; the loop leaves the port's
 	// sockets alone when it ends.
 	abandoned atomic.Bool
@@ -162,20 +162,11 @@ type rmember struct {
 	heldEx  PrefixStatus
 }
 
-type reflectorEvent struct {
-	paths []*apiutil.Path
-	eor   *apiutil.Path
-	peer  *apiutil.WatchEventMessage_PeerEvent
-}
-
 // NewReflector returns a Reflector; Start runs it.
 func NewReflector(cfg ReflectorConfig) (*Reflector, error) {
 	cfg.defaults()
-	if cfg.ASN == 0 {
-		return nil, errors.New("bgp reflector: no AS number")
-	}
-	if cfg.RouterID.IsValid() && !cfg.RouterID.Is4() {
-		return nil, fmt.Errorf("bgp reflector: router ID %s is not an IPv4 address", cfg.RouterID)
+	if err := checkSpeaker("bgp reflector", cfg.ASN, cfg.RouterID); err != nil {
+		return nil, err
 	}
 	if err := checkRules(cfg.Policy); err != nil {
 		return nil, err
@@ -184,7 +175,7 @@ func NewReflector(cfg ReflectorConfig) (*Reflector, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		run:     newRunner("bgp reflector"),
-		evs:     make(chan reflectorEvent, 256),
+		evs:     make(chan speakerEvent, 256),
 		pol:     policy.New(cfg.Policy),
 		members: map[netip.Addr]*rmember{},
 		pending: map[netip.Addr]struct{}{},
@@ -305,24 +296,8 @@ func (r *Reflector) ensureServer(local netip.Addr) error {
 		srv.stop(r.log)
 		return fmt.Errorf("bgp reflector: start (listening on port %d): %w", r.cfg.Port, err)
 	}
-	wctx, cancel := context.WithCancel(context.Background())
-	send := func(ev reflectorEvent) {
-		select {
-		case r.evs <- ev:
-		case <-wctx.Done():
-		}
-	}
-	err = srv.WatchEvent(wctx, server.WatchEventMessageCallbacks{
-		OnPathUpdate: func(paths []*apiutil.Path, _ time.Time) { send(reflectorEvent{paths: paths}) },
-		OnPathEor:    func(p *apiutil.Path, _ time.Time) { send(reflectorEvent{eor: p}) },
-		OnPeerUpdate: func(p *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
-			if p.Type == apiutil.PEER_EVENT_STATE {
-				send(reflectorEvent{peer: p})
-			}
-		},
-	}, server.WatchPeer(), server.WatchUpdate(false, "", ""), server.WatchAdjInWithdraw(), server.WatchEor(false))
+	cancel, err := srv.watch(r.evs, server.WatchUpdate(false, "", ""), server.WatchAdjInWithdraw(), server.WatchEor(false))
 	if err != nil {
-		cancel()
 		srv.stop(r.log)
 		return fmt.Errorf("bgp reflector: watch: %w", err)
 	}
@@ -702,7 +677,7 @@ func (r *Reflector) removeMember(addr netip.Addr, why string) {
 	r.log.Info("bgp: member removed; its routes are withdrawn", "member", m.info.Identity, "addr", addr, "reason", why, "routes", len(m.accepted))
 }
 
-func (r *Reflector) onEvent(ev reflectorEvent) {
+func (r *Reflector) onEvent(ev speakerEvent) {
 	switch {
 	case ev.peer != nil:
 		r.onPeer(ev.peer)
