@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"time"
 
 	"github.com/mpsa/mpsa/swanctl"
@@ -63,7 +64,7 @@ type viciSource struct {
 	// proofs go with it, whatever groups and children the
 	// configuration names by then.
 	verify func(ctx context.Context, c vici.Control) (proven, error)
-	proofs map[uint32]map[string]*proofEntry
+	proofs map[uint32]*proofEntry
 	// verifyBGP proves that a control child also protects a group's BGP
 	// session on a port (Server.verifyBGP); nil refuses BGP.
 	verifyBGP func(ctx context.Context, c vici.Control, port uint16) (bgpProof, error)
@@ -71,10 +72,35 @@ type viciSource struct {
 
 // proofEntry is what was proved of one control child: the control
 // exchange, and BGP sessions by port (for the groups with BGP), each
-// proved once per CHILD_SA.
+// proved once per CHILD_SA. It keeps of the child only what tells whether
+// it is still the same one (childKey) and what the proof found, not the
+// IKE SA and child themselves: the cache holds an entry per member. An
+// IKE SA's entries (one per control child name its groups use, nearly
+// always one) form a list.
 type proofEntry struct {
-	ctl proven
-	bgp map[uint16]bgpResult
+	name  string
+	child childKey
+	adm   admission
+	// ifName and how, as proven has them.
+	ifName, how string
+	bgp         map[uint16]bgpResult
+	next        *proofEntry
+}
+
+// childKey is what a proof of a control child depends on: the CHILD_SA
+// (its identity, SPIs, reqid, interface IDs, protocol and cipher) and
+// the control addresses.
+type childKey struct {
+	uniqueID, reqID, spiIn, spiOut, ifIDIn, ifIDOut uint32
+	protocol, encrAlg                               string
+	local, remote                                   netip.Addr
+}
+
+// keyOf returns c's childKey.
+func keyOf(c vici.Control) childKey {
+	ch := c.Child
+	return childKey{uniqueID: ch.UniqueID, reqID: ch.ReqID, spiIn: ch.SPIIn, spiOut: ch.SPIOut, ifIDIn: ch.IfIDIn, ifIDOut: ch.IfIDOut,
+		protocol: ch.Protocol, encrAlg: ch.EncrAlg, local: c.Local, remote: c.Remote}
 }
 
 type bgpResult struct {
@@ -83,39 +109,52 @@ type bgpResult struct {
 }
 
 func newVICISource(groups func(conn string) []group, verify func(context.Context, vici.Control) (proven, error)) *viciSource {
-	return &viciSource{ikes: map[uint32]vici.IKESA{}, groups: groups, verify: verify, proofs: map[uint32]map[string]*proofEntry{}}
+	return &viciSource{ikes: map[uint32]vici.IKESA{}, groups: groups, verify: verify, proofs: map[uint32]*proofEntry{}}
+}
+
+// proof returns the cached proof of the control child name of IKE SA ike.
+func (v *viciSource) proof(ike uint32, name string) *proofEntry {
+	for e := v.proofs[ike]; e != nil; e = e.next {
+		if e.name == name {
+			return e
+		}
+	}
+	return nil
 }
 
 // prove returns the verified control child c of IKE SA c.IKE, from the
 // cache when the same CHILD_SA was verified before.
 func (v *viciSource) prove(ctx context.Context, c vici.Control) (proven, error) {
 	ike, name := c.IKE.UniqueID, c.Child.Name
-	if e, ok := v.proofs[ike][name]; ok && sameChild(e.ctl.Child, c.Child) && e.ctl.Local == c.Local && e.ctl.Remote == c.Remote {
-		p := e.ctl
-		p.Control = c
-		return p, nil
+	key := keyOf(c)
+	if e := v.proof(ike, name); e != nil && e.child == key {
+		return proven{Control: c, admission: e.adm, ifName: e.ifName, how: e.how}, nil
 	}
 	p, err := v.verify(ctx, c)
+	v.forgetProof(ike, name)
 	if err != nil {
-		v.forgetProof(ike, name)
 		return proven{}, err
 	}
-	byName := v.proofs[ike]
-	if byName == nil {
-		byName = map[string]*proofEntry{}
-		v.proofs[ike] = byName
-	}
-	byName[name] = &proofEntry{ctl: p}
+	v.proofs[ike] = &proofEntry{name: name, child: key, adm: p.admission, ifName: p.ifName, how: p.how, next: v.proofs[ike]}
 	return p, nil
 }
 
 // forgetProof drops the proof of child name in IKE SA ike.
 func (v *viciSource) forgetProof(ike uint32, name string) {
-	if byName := v.proofs[ike]; byName != nil {
-		delete(byName, name)
-		if len(byName) == 0 {
+	var prev *proofEntry
+	for e := v.proofs[ike]; e != nil; prev, e = e, e.next {
+		if e.name != name {
+			continue
+		}
+		switch {
+		case prev != nil:
+			prev.next = e.next
+		case e.next != nil:
+			v.proofs[ike] = e.next
+		default:
 			delete(v.proofs, ike)
 		}
+		return
 	}
 }
 
@@ -123,7 +162,7 @@ func (v *viciSource) forgetProof(ike uint32, name string) {
 // port, whether it also protects the BGP session; from the cache when
 // the same CHILD_SA was verified for that port before.
 func (v *viciSource) proveBGP(ctx context.Context, p proven, port uint16) proven {
-	e := v.proofs[p.IKE.UniqueID][p.Child.Name]
+	e := v.proof(p.IKE.UniqueID, p.Child.Name)
 	r, ok := bgpResult{}, false
 	if e != nil {
 		r, ok = e.bgp[port]
@@ -148,13 +187,6 @@ func (v *viciSource) proveBGP(ctx context.Context, p proven, port uint16) proven
 	bp := r.p
 	p.bgp, p.bgpErr = &bp, ""
 	return p
-}
-
-// sameChild reports whether a and b are the same CHILD_SA, unchanged in
-// what its verification looked at.
-func sameChild(a, b vici.ChildSA) bool {
-	return a.UniqueID == b.UniqueID && a.ReqID == b.ReqID && a.SPIIn == b.SPIIn && a.SPIOut == b.SPIOut &&
-		a.Protocol == b.Protocol && a.EncrAlg == b.EncrAlg && a.IfIDIn == b.IfIDIn && a.IfIDOut == b.IfIDOut
 }
 
 // forgetProofs drops every verification: charon changed (restarted,
@@ -231,8 +263,8 @@ func (v *viciSource) unchanged(g group, old, sa vici.IKESA) bool {
 	if !ok || !sameIKE(&old, &sa) {
 		return false
 	}
-	e, ok := v.proofs[sa.UniqueID][cfg.ControlChild]
-	if !ok || !sameChild(e.ctl.Child, c.Child) || e.ctl.Local != c.Local || e.ctl.Remote != c.Remote {
+	e := v.proof(sa.UniqueID, cfg.ControlChild)
+	if e == nil || e.child != keyOf(c) {
 		return false
 	}
 	if cfg.BGPEnabled() {
