@@ -42,6 +42,9 @@
 #   MPSA_FRESH_ROOT_KEEP   keep the root's copy after the run (default no)
 #   MPSA_FRESH_ROOT_ONLY   "demo" or "test": run only that command (the
 #                          verdict says "partial run"; CI unsets it)
+#   MPSA_FRESH_ROOT_RUN    a command to run instead of the README's two
+#                          (say "make scale N=50"): another target checked
+#                          on a pristine root; a partial run too
 #   MPSA_FRESH_ROOT_TIMEOUT  minutes the run inside may take (default 26):
 #                          then it is killed and the verdict names the step
 set -euo pipefail
@@ -54,6 +57,11 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 only=${MPSA_FRESH_ROOT_ONLY:-}
+run_cmd=${MPSA_FRESH_ROOT_RUN:-}
+if [ -n "$only" ] && [ -n "$run_cmd" ]; then
+  echo "fresh-root: MPSA_FRESH_ROOT_ONLY and MPSA_FRESH_ROOT_RUN together: give one" >&2
+  exit 1
+fi
 case "$only" in
 "" | demo | test) ;;
 *)
@@ -363,7 +371,10 @@ cd /root/mpsa
 echo "timing setup $(($(date +%s) - t))s" >>/root/timings
 # The README's first code block: its two commands, in order.
 mapfile -t cmds < <(awk '/^```sh$/ { inside = 1; next } inside && /^```$/ { exit } inside' README.md | sed 's/[[:space:]]*#.*$//' | grep -v '^[[:space:]]*$')
-if [ "${#cmds[@]}" -ne 2 ]; then
+if [ -n "${MPSA_FRESH_ROOT_RUN:-}" ]; then
+  cmds=("$MPSA_FRESH_ROOT_RUN")
+  say "instead of the README's commands: $MPSA_FRESH_ROOT_RUN (MPSA_FRESH_ROOT_RUN)"
+elif [ "${#cmds[@]}" -ne 2 ]; then
   say "the README's first code block holds ${#cmds[@]} commands, not the two (demo, tests) a newcomer is promised:"
   printf '  %s\n' "${cmds[@]}"
   exit 1
@@ -374,12 +385,15 @@ for c in "${cmds[@]}"; do
     run=${run#sudo }
   fi
   name=$(echo "$run" | awk '{print $NF}')
+  [ -z "${MPSA_FRESH_ROOT_RUN:-}" ] || name=run
   if [ -n "${MPSA_FRESH_ROOT_ONLY:-}" ] && [ "$name" != "$MPSA_FRESH_ROOT_ONLY" ]; then
     say "skipping \"$c\" (MPSA_FRESH_ROOT_ONLY=$MPSA_FRESH_ROOT_ONLY)"
     continue
   fi
-  say "README: $c   (running: $run)"
-  step "README: $c"
+  label=README
+  [ -z "${MPSA_FRESH_ROOT_RUN:-}" ] || label=MPSA_FRESH_ROOT_RUN
+  say "$label: $c   (running: $run)"
+  step "$label: $c"
   t=$(date +%s)
   if bash -c "$run"; then
     say "\"$run\" passed in $(($(date +%s) - t)) s"
@@ -391,7 +405,7 @@ for c in "${cmds[@]}"; do
   step "the check for leftovers after \"$run\""
   check_leftovers "$run"
 done
-if [ -z "${MPSA_FRESH_ROOT_ONLY:-}" ]; then
+if [ -z "${MPSA_FRESH_ROOT_ONLY:-}${MPSA_FRESH_ROOT_RUN:-}" ]; then
   t=$(date +%s)
   say "make lint"
   step "make lint"
@@ -427,9 +441,9 @@ unshare --mount --pid --fork --kill-child --propagation private -- /bin/bash -eu
   mount --bind "$cache/kernel/debs" "$root$cache/kernel/debs"
   exec chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb CI=true \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    MPSA_FRESH_ROOT_ONLY="${3:-}" MPSA_GO_CACHE="$cache/go" MPSA_KERNEL_CACHE="$cache/kernel" MPSA_KERNEL_DIR="$cache/kernel/current" \
+    MPSA_FRESH_ROOT_ONLY="${3:-}" MPSA_FRESH_ROOT_RUN="${5:-}" MPSA_GO_CACHE="$cache/go" MPSA_KERNEL_CACHE="$cache/kernel" MPSA_KERNEL_DIR="$cache/kernel/current" \
     /root/fresh-root-run.sh
-' fresh-root "$root" "$cache" "$only" "$work" 9>&- &
+' fresh-root "$root" "$cache" "$only" "$work" "$run_cmd" 9>&- &
 inner=$!
 # The time limit, and Ctrl-C or SIGTERM: unshare is killed, and with it
 # (--kill-child) everything in the run's PID namespace. (unshare ignores
@@ -471,6 +485,8 @@ echo "fresh-root: timings: ${timings[*]}"
 partial=""
 if [ -n "$only" ]; then
   partial=" (partial run: make $only only, MPSA_FRESH_ROOT_ONLY=$only)"
+elif [ -n "$run_cmd" ]; then
+  partial=" (partial run: \"$run_cmd\" instead of the README's commands, MPSA_FRESH_ROOT_RUN)"
 fi
 if [ "$rc" != 0 ]; then
   echo "fresh-root: FAILED: the README's commands do not pass on a pristine Debian 12 root (see above)$partial" >&2
