@@ -18,6 +18,11 @@ COUNT=${COUNT:-1}
 REKEYS=${REKEYS:-5}
 JOINS=${JOINS:-20000}
 
+if ! command -v "$GO" >/dev/null; then
+  echo "bench-engine: no Go ($GO): sudo bash scripts/deps.d/05-go.sh installs the toolchain this project pins (sudo make deps installs it with the rest)" >&2
+  exit 1
+fi
+
 out=$(mktemp /tmp/mpsa-bench-engine.XXXXXX)
 log=$(mktemp /tmp/mpsa-bench-engine-log.XXXXXX)
 trap 'rm -f "$out" "$log"' EXIT

@@ -10,8 +10,8 @@
 # once each, however many packets they carry. ESP in UDP uses port 4502,
 # mpsad's default encap_port (4501 is its control port).
 #
-# Needs root, iperf3, wg (wireguard-tools; installed here if missing on
-# Debian) and Go. wireguard-go is built from the Go module proxy at the
+# Needs root, iperf3, wg (wireguard-tools) and Go, each installed here if
+# missing (Debian's packages; Go by scripts/deps.d/05-go.sh). wireguard-go is built from the Go module proxy at the
 # version this module already requires for its TUN library.
 #
 # Environment: DURATION (seconds per run, default 10), SUITE (ESP proposal,
@@ -24,9 +24,10 @@ SUITE=${SUITE:-aes256-sha256}
 MTU=${MTU:-1420}
 
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces)" >&2; exit 1; }
-command -v iperf3 >/dev/null || { echo "bench: iperf3 missing (scripts/install-deps.sh)" >&2; exit 1; }
 . scripts/deps.d/lib.sh   # the working directory is the repository root (above)
-install_missing wireguard-tools
+install_missing "${netns_packages[@]}" iperf3 wireguard-tools
+bash scripts/deps.d/05-go.sh
+command -v "$GO" >/dev/null || GO=/usr/local/go/bin/go
 
 work=$(mktemp -d /tmp/mpsa-bench.XXXXXX)
 nsA="mpsab-$$-a"

@@ -52,6 +52,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   install_missing "${missing[@]}"
 fi
 
+# Go, when the machine has none recent enough (05-go.sh: the pinned
+# toolchain at /usr/local/go, as the demo installs it).
+bash scripts/deps.d/05-go.sh
+if ! command -v "$GO" >/dev/null; then
+  GO=/usr/local/go/bin/go
+fi
+
 work=$(mktemp -d /tmp/mpsa-scale-bin.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 echo "scale: building mpsad, mpsactl and the harness (mpsa-scale)"
