@@ -232,16 +232,9 @@ func TestPeerMoveToUserspace(t *testing.T) {
 	default:
 		t.Errorf("member 2 dropped %d packets as replays (%d of the lost sent around a switch): the state toward the new underlay started below the numbers sent toward the old one", d.Replay, overtaken)
 	}
-	// The userspace data plane's known issue (docs/performance.md): now
-	// and then the kernel rejects a datagram written to the TUN with a
-	// UDP checksum error. Such losses are not this test's.
-	unexplained := len(lost) - int(d.Replay)
-	if grew := user.ns.udpCsumErrors(t) - csum; unexplained > 0 && unexplained <= grew {
-		t.Logf("KNOWN ISSUE: member 2's kernel rejected %d datagram(s) written to the TUN with a UDP checksum error (+%d)", unexplained, grew)
-		unexplained = 0
-	}
-	if d.Replay > uint64(overtaken) || unexplained > 0 {
-		t.Errorf("%d of %d datagrams lost, %d as replays; the first: %v", len(lost), sent, d.Replay, lost[:min(len(lost), 5)])
+	if unexplained := len(lost) - int(d.Replay); d.Replay > uint64(overtaken) || unexplained > 0 {
+		t.Errorf("%d of %d datagrams lost, %d as replays, member 2's kernel's UDP checksum errors +%d; the first: %v",
+			len(lost), sent, d.Replay, user.ns.udpCsumErrors(t)-csum, lost[:min(len(lost), 5)])
 	}
 	// After the moves (a state deleted before would have raised the
 	// numbers of every later one: the moves come first).

@@ -254,15 +254,9 @@ func TestSeqRestartToUserspace(t *testing.T) {
 		}
 		d := ub.Drops()
 		t.Logf("%s: %d of %d datagrams arrived, %d sent after the restart; member 2's drops: %+v", what, got, sent, sent-from, d)
-		// The userspace data plane's known issue (docs/performance.md):
-		// now and then the kernel rejects a datagram written to the TUN
-		// with a UDP checksum error. Such losses are not this test's.
-		if grew := user.ns.udpCsumErrors(t) - csum; len(lost) > 0 && len(lost) <= grew && d.Replay == 0 {
-			t.Logf("KNOWN ISSUE: member 2's kernel rejected %d datagram(s) written to the TUN with a UDP checksum error (+%d)", len(lost), grew)
-			lost = nil
-		}
 		if len(lost) > 0 || d.Replay != 0 {
-			t.Errorf("%s: %d of the %d datagrams sent after the restart lost, %d dropped as replays by member 2 so far; the first lost: %v", what, len(lost), sent-from, d.Replay, lost[:min(len(lost), 5)])
+			t.Errorf("%s: %d of the %d datagrams sent after the restart lost, %d dropped as replays by member 2 so far, its kernel's UDP checksum errors +%d; the first lost: %v",
+				what, len(lost), sent-from, d.Replay, user.ns.udpCsumErrors(t)-csum, lost[:min(len(lost), 5)])
 		}
 	}
 

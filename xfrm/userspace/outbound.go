@@ -168,10 +168,14 @@ func (b *Backend) routeBatch(e *outElem, n int) bool {
 	var malformed, noRoute, exhausted, unleased uint64
 	k := 0
 	for i := range n {
-		_, dst, ok := addrs(e.bufs[i][outOff : outOff+e.sizes[i]])
+		pkt := e.bufs[i][outOff : outOff+e.sizes[i]]
+		_, dst, ok := addrs(pkt)
 		if !ok {
 			malformed++
 			continue
+		}
+		if dst.Is6() {
+			fixUDP6ZeroChecksum(pkt) // udpcsum.go
 		}
 		d, ok := tbl.route(dst)
 		if !ok {
