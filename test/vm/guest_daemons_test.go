@@ -58,7 +58,13 @@ type daemonLab struct {
 	group charon.Group
 	// hosts counts the nodes made so far, numbering the switch ports.
 	hosts int
+	// bgp: the members learn each other's LANs by BGP (a speaker each,
+	// the controller's route reflector) instead of static routes.
+	bgp bool
 }
+
+// labASN is the AS number of a daemon lab with BGP.
+const labASN = 64512
 
 // controlPort is mpsad's default control port.
 const controlPort = 4501
@@ -144,25 +150,41 @@ func (l *daemonLab) mpsaSection(n *daemonNode, role string, settings []string) s
 
 // controllerConf is the controller's swanctl.conf with its mpsa section:
 // rollovers of 2 s and 4 s, no rekey during the test.
+// With BGP, the controller is the route reflector and member N
+// (identity memberN.mpsa.test) may advertise its LAN.
 func (l *daemonLab) controllerConf() string {
-	return l.group.ControllerConf() + l.mpsaSection(l.ctl, "controller", []string{
+	settings := []string{
 		"esp_proposal = aes256-sha256",
 		"lifetime = 1h", "rekey_time = 50m", "rollover1 = 2s", "rollover2 = 4s",
-	})
+	}
+	if l.bgp {
+		settings = append(settings, "bgp {", fmt.Sprintf("    asn = %d", labASN), "    policy {")
+		for i, m := range l.mems {
+			settings = append(settings, fmt.Sprintf("        site%d {", i+1), "            identity = "+m.peer.ID,
+				"            prefixes = "+m.lan.String(), "        }")
+		}
+		settings = append(settings, "    }", "}")
+	}
+	return l.group.ControllerConf() + l.mpsaSection(l.ctl, "controller", settings)
 }
 
 // memberConf is member i's (0-based) swanctl.conf with its mpsa section:
 // the kernel data plane, policy-based, with a static route to every
-// other member's LAN.
+// other member's LAN, or with BGP.
 func (l *daemonLab) memberConf(i int) string {
 	m := l.mems[i]
+	settings := []string{"dataplane = xfrm", "local_ts = " + m.lan.String()}
+	if l.bgp {
+		settings = append(settings, "bgp {", fmt.Sprintf("    asn = %d", labASN), "}")
+		return l.group.MemberConf(i) + l.mpsaSection(m, "member", settings)
+	}
 	var routes []charon.Route
 	for j, o := range l.mems {
 		if j != i {
 			routes = append(routes, charon.Route{Name: o.name, Prefix: o.lan, Peer: o.peer.Underlay})
 		}
 	}
-	settings := append([]string{"dataplane = xfrm", "local_ts = " + m.lan.String()}, charon.RoutesSection(routes)...)
+	settings = append(settings, charon.RoutesSection(routes)...)
 	return l.group.MemberConf(i) + l.mpsaSection(m, "member", settings)
 }
 
