@@ -14,6 +14,7 @@ type DecodeError struct {
 	Reason string
 }
 
+// Error says which field of which message is malformed, and why.
 func (e *DecodeError) Error() string {
 	return fmt.Sprintf("%s at offset %d: %s", e.Field, e.Offset, e.Reason)
 }

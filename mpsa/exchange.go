@@ -58,6 +58,7 @@ type SessionID struct {
 	SPIr uint64
 }
 
+// String writes the IKE SPIs as charon's logs do ("%016x_i %016x_r").
 func (id SessionID) String() string { return fmt.Sprintf("%016x_i %016x_r", id.SPIi, id.SPIr) }
 
 // Session is one side of the MPSA control exchange with one peer under one
@@ -188,6 +189,7 @@ const (
 	StaleResponse
 )
 
+// String names the message kind.
 func (k Kind) String() string {
 	names := [...]string{"invalid", "new request", "repeated request", "repeated unanswered request", "response", "stale response"}
 	if k >= 0 && int(k) < len(names) {

@@ -18,6 +18,7 @@ const (
 	Remove
 )
 
+// String names the action kind.
 func (k ActionKind) String() string {
 	switch k {
 	case InstallInbound:
@@ -40,6 +41,7 @@ type Action struct {
 	Reason string
 }
 
+// String describes the action for logs; it never shows key material.
 func (a Action) String() string {
 	return fmt.Sprintf("%s %08x (%s) at %s", a.Kind, a.SPI, a.Reason, a.At.Format(time.RFC3339Nano))
 }
@@ -64,6 +66,7 @@ const (
 	Retired
 )
 
+// String names the verdict on a received SA.
 func (r Received) String() string {
 	switch r {
 	case Accepted:

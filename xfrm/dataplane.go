@@ -41,6 +41,7 @@ type Peer struct {
 	Underlay netip.Addr
 }
 
+// String writes the peer as "PREFIX via UNDERLAY".
 func (p Peer) String() string { return fmt.Sprintf("%s via %s", p.Prefix, p.Underlay) }
 
 // Counters are the traffic counters of one SPI.

@@ -153,6 +153,7 @@ type UnprotectedError struct {
 	Reason string
 }
 
+// Error names the control child and why it is not proved to protect.
 func (e *UnprotectedError) Error() string { return "control child " + e.Child + ": " + e.Reason }
 
 // Is makes errors.Is(err, ErrUnprotected) true.
