@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/mpsa/mpsa/xfrm/groupid"
 )
 
 // The addresses of the two namespaces. The controller and the farm share
@@ -19,8 +21,10 @@ var (
 	memberNet = netip.MustParsePrefix("10.98.0.0/16")
 )
 
-// MaxMembers is the most members the address plan holds.
-const MaxMembers = 1<<16 - 2
+// MaxMembers is the most members the harness runs: the load generator's
+// groups, one per member, each need a kernel identity of their own
+// (xfrm/groupid's slots; MemberConn), and the address plan holds more.
+const MaxMembers = groupid.Slots
 
 // Names in the generated configurations.
 const (
@@ -44,9 +48,61 @@ func MemberControl(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{b[0], b[1], byte(i >> 8), byte(i)})
 }
 
-// MemberConn is the farm's connection name of member i, and also the name
-// of its group in the load generator.
-func MemberConn(i int) string { return fmt.Sprintf("m%d", i) }
+// MemberConn is the farm's connection name of member i (1 to
+// MaxMembers), and also the name of its group in the load generator:
+// "m<i>-" and three (now and then four) letters or digits chosen so that
+// the group's kernel identity (xfrm/groupid) is slot i-1. mpsad refuses two
+// groups with one identity, and names such as m1 to m10000 would share
+// some by chance (2^15 slots). The slot is the name's 32-bit FNV-1a hash
+// modulo 2^15, so the last letter is computed rather than searched: the
+// hash's low 15 bits before the last multiplication must equal slot/prime
+// mod 2^15, which XOR with the last byte reaches when bits 8-14 already
+// agree and the byte needed is a letter or digit.
+func MemberConn(i int) string {
+	const (
+		alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+		offset   = 2166136261
+		prime    = 16777619
+		mask     = groupid.Slots - 1
+	)
+	prefix := fmt.Sprintf("m%d-", i)
+	h0 := uint32(offset)
+	for j := range len(prefix) {
+		h0 = (h0 ^ uint32(prefix[j])) * prime
+	}
+	// prime's inverse mod 2^32 by Newton's iteration (each step doubles
+	// the correct low bits, from 3 for an odd number).
+	inv := uint32(prime)
+	for range 5 {
+		inv *= 2 - prime*inv
+	}
+	want := (uint32(i-1) * inv) & mask
+	// Two free letters suffice for most i (about 7 pairs of the 3,844
+	// fit); a third is added for the others.
+	last := func(h uint32) (byte, bool) {
+		x := (h ^ want) & mask
+		return byte(x), x < 256 && strings.IndexByte(alphabet, byte(x)) >= 0
+	}
+	for _, c0 := range []byte(alphabet) {
+		for _, c1 := range []byte(alphabet) {
+			h := ((h0^uint32(c0))*prime ^ uint32(c1)) * prime
+			if c, ok := last(h); ok {
+				return prefix + string([]byte{c0, c1, c})
+			}
+		}
+	}
+	for _, c0 := range []byte(alphabet) {
+		for _, c1 := range []byte(alphabet) {
+			for _, c2 := range []byte(alphabet) {
+				h := (((h0^uint32(c0))*prime^uint32(c1))*prime ^ uint32(c2)) * prime
+				if c, ok := last(h); ok {
+					return prefix + string([]byte{c0, c1, c2, c})
+				}
+			}
+		}
+	}
+	panic(fmt.Sprintf("scale: no name of member %d has slot %d", i, i-1))
+}
 
 // memberChild is the control child of member i's connection.
 func memberChild(i int) string { return MemberConn(i) + "-ctl" }

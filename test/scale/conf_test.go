@@ -1,6 +1,7 @@
 package scale
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/mpsa/mpsa/bgp/policy"
 	"github.com/mpsa/mpsa/swanctl"
+	"github.com/mpsa/mpsa/xfrm/groupid"
 )
 
 // loadConf writes conf to a file and decodes its mpsa section as mpsad
@@ -105,8 +107,24 @@ func TestFarmConf(t *testing.T) {
 	}
 }
 
+// TestMemberConnSlots: every member's group has its own kernel identity,
+// slot i-1, up to MaxMembers, and its name is one swanctl.conf takes.
+func TestMemberConnSlots(t *testing.T) {
+	seen := map[string]bool{}
+	for i := 1; i <= MaxMembers; i++ {
+		name := MemberConn(i)
+		if got := groupid.Of(name).Slot; int(got) != i-1 {
+			t.Fatalf("MemberConn(%d) = %q has slot %d, want %d", i, name, got, i-1)
+		}
+		if seen[name] || !strings.HasPrefix(name, fmt.Sprintf("m%d-", i)) || strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
+			t.Fatalf("MemberConn(%d) = %q: repeated or not a plain name", i, name)
+		}
+		seen[name] = true
+	}
+}
+
 func TestMemberControl(t *testing.T) {
-	for i, want := range map[int]string{1: "10.98.0.1", 255: "10.98.0.255", 256: "10.98.1.0", MaxMembers: "10.98.255.254"} {
+	for i, want := range map[int]string{1: "10.98.0.1", 255: "10.98.0.255", 256: "10.98.1.0", MaxMembers: "10.98.128.0", 1<<16 - 2: "10.98.255.254"} {
 		if got := MemberControl(i).String(); got != want {
 			t.Errorf("MemberControl(%d) = %s, want %s", i, got, want)
 		}
