@@ -439,13 +439,23 @@ func (w *Watcher) connected(ctx context.Context) error {
 	if err := ec.Subscribe(EventIKEUpdown, EventChildUpdown, EventIKERekey, EventChildRekey); err != nil {
 		return err
 	}
+	// lastList is how long the last listing took, lastAt when it
+	// ended: the periodic resync waits at least ten listings' time, so
+	// that listing a large fleet never takes more than a tenth of
+	// charon's VICI time. (ListSAs bounds each listing by the fleet's
+	// size, listTimeout.)
+	var (
+		lastList time.Duration
+		lastAt   time.Time
+	)
 	resync := func() error {
-		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		sas, err := c.ListSAs(rctx)
+		begin := time.Now()
+		sas, err := c.ListSAs(ctx)
 		if err != nil {
 			return err
 		}
+		lastAt = time.Now()
+		lastList = lastAt.Sub(begin)
 		w.resynced(sas, info)
 		return nil
 	}
@@ -479,6 +489,10 @@ func (w *Watcher) connected(ctx context.Context) error {
 				} else {
 					w.log.Debug("charon still did not say which plugins and algorithms it has", "err", err)
 				}
+			}
+			if since := time.Since(lastAt); since < 10*lastList {
+				w.log.Debug("periodic resync skipped: the last listing took long", "took", lastList, "since", since)
+				continue
 			}
 			if err := resync(); err != nil {
 				return err
