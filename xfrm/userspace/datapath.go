@@ -201,7 +201,15 @@ func (b *Backend) openBatch(idx int, v4 bool, bufs [][]byte, sizes []int, srcs [
 			origin++
 			continue
 		}
-		if w := e.window(snd.slot); w == nil || !w.check(seq) {
+		w := e.window(snd.slot)
+		if w == nil {
+			// Windows grow before a peer table or SA is published:
+			// a sender without one is a fault of ours, not a
+			// replay. Dropped all the same, as an error of the SA.
+			t.errors++ // the SA's in errors
+			continue
+		}
+		if !w.check(seq) {
 			replay++
 			continue
 		}

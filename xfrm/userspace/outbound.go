@@ -174,9 +174,6 @@ func (b *Backend) routeBatch(e *outElem, n int) bool {
 			malformed++
 			continue
 		}
-		if dst.Is6() {
-			fixUDP6ZeroChecksum(pkt) // udpcsum.go
-		}
 		d, ok := tbl.route(dst)
 		if !ok {
 			noRoute++
@@ -196,9 +193,15 @@ func (b *Backend) routeBatch(e *outElem, n int) bool {
 			continue
 		}
 		if out.lease != nil && !out.lease.Allows(seq) {
+			// Not sent: the number goes back, so that a disk that
+			// cannot take the reservation for a while does not use
+			// up the SA's numbers. The reader is NextSeq's only
+			// caller.
+			out.sa.SetLastSeq(seq - 1)
 			unleased++
 			continue
 		}
+		fixUDP6ZeroChecksum(pkt) // udpcsum.go; only packets that are sent
 		// Swapping keeps every buffer in e; only their order changes.
 		e.bufs[k], e.bufs[i] = e.bufs[i], e.bufs[k]
 		e.sealing[k] = esp.Sealing{Buf: e.bufs[k], Off: outOff, N: e.sizes[i], Seq: seq}
