@@ -164,20 +164,9 @@ func (t *ProtectedTable) Table() ([]netip.Prefix, []Peer, error) {
 	return t.local, peers, err
 }
 
-// CoversAddr returns the first of prefixes that contains addr, an
-// IPv4-mapped IPv6 address counting as the IPv4 address.
-func CoversAddr(prefixes []netip.Prefix, addr netip.Addr) (netip.Prefix, bool) {
-	addr = addr.Unmap()
-	for _, p := range prefixes {
-		if p.Contains(addr) {
-			return p, true
-		}
-	}
-	return netip.Prefix{}, false
-}
-
 // Uncovered returns peers without those whose prefix contains one of
-// addrs (CoversAddr), and an error naming each of those; peers itself if
+// addrs (an IPv4-mapped IPv6 address counting as the IPv4 address), and
+// an error naming each of those; peers itself if
 // none does.
 func Uncovered(peers []Peer, addrs []netip.Addr) ([]Peer, error) {
 	if len(addrs) == 0 {
@@ -190,7 +179,7 @@ func Uncovered(peers []Peer, addrs []netip.Addr) ([]Peer, error) {
 	for i, p := range peers {
 		bad := false
 		for _, a := range addrs {
-			if _, ok := CoversAddr([]netip.Prefix{p.Prefix}, a); ok {
+			if p.Prefix.Contains(a.Unmap()) {
 				errs = append(errs, fmt.Errorf("peer prefix %s (via %s) contains %s, an address of the control child to the controller: left out of the peer table, kill switch included, since the group's objects for it would take the control exchange away from the control child; the member or the routes that give this prefix must not cover the control addresses", p.Prefix, p.Underlay, a.Unmap()))
 				bad = true
 				break

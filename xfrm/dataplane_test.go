@@ -6,25 +6,6 @@ import (
 	"testing"
 )
 
-func TestCoversAddr(t *testing.T) {
-	ps := []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16"), netip.MustParsePrefix("fd00::/8")}
-	for _, c := range []struct {
-		addr string
-		want string
-	}{
-		{"10.2.3.4", "10.2.0.0/16"},
-		{"::ffff:10.2.3.4", "10.2.0.0/16"},
-		{"fd00:98::1", "fd00::/8"},
-		{"10.3.0.1", ""},
-		{"2001:db8::1", ""},
-	} {
-		got, ok := CoversAddr(ps, netip.MustParseAddr(c.addr))
-		if ok != (c.want != "") || ok && got.String() != c.want {
-			t.Errorf("CoversAddr(%s) = %s, %v; want %q", c.addr, got, ok, c.want)
-		}
-	}
-}
-
 func TestUncovered(t *testing.T) {
 	peer := func(p, u string) Peer {
 		return Peer{Prefix: netip.MustParsePrefix(p), Underlay: netip.MustParseAddr(u)}
@@ -37,6 +18,10 @@ func TestUncovered(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "10.98.0.0/16 (via 192.0.2.3) contains 10.98.1.1") || !strings.Contains(err.Error(), "0.0.0.0/0 (via 192.0.2.4)") {
 		t.Errorf("error %v, want both prefixes named", err)
+	}
+	// An IPv4-mapped IPv6 address counts as the IPv4 address.
+	if kept, err := Uncovered(peers[:2], []netip.Addr{netip.MustParseAddr("::ffff:10.98.1.1")}); len(kept) != 1 || kept[0] != peers[1] || err == nil {
+		t.Errorf("with a mapped address: kept %v, error %v; want %v kept and 10.98.0.0/16 named", kept, err, peers[1])
 	}
 	if kept, err := Uncovered(peers[1:2], ctl); err != nil || len(kept) != 1 {
 		t.Errorf("nothing covered: %v, %v", kept, err)

@@ -1011,8 +1011,17 @@ func (b *Backend) apply(ctx context.Context, want plan, oldKeys []policyKey, old
 		if !adding[k.spi] || !retiring(k) {
 			continue
 		}
-		if s, err := b.xs.getState(k.peer, k.spi); err == nil {
+		s, err := b.xs.getState(k.peer, k.spi)
+		switch {
+		case err == nil:
 			b.noteSeq(k.spi, s.oseq)
+		case b.recs[k.spi] != nil:
+			// Unread, but never beyond the reservation on disk.
+			b.noteSeq(k.spi, b.recs[k.spi].lease.Reserved())
+		default:
+			// Nothing tells where the new state must start: refuse
+			// rather than send numbers the peer has seen.
+			return fmt.Errorf("read the last sequence number of outbound SA %08x to %s before replacing it: %w", k.spi, k.peer, err)
 		}
 	}
 	// 1. Outbound states.
