@@ -123,7 +123,10 @@ func (g *memGroup) retryChild(_ context.Context, now time.Time) {
 // one, two while it reconnects.
 func (g *memGroup) childMissing() bool {
 	for _, p := range g.byIKE {
-		if p.refused == "" {
+		// Missing, not refused and not present in another state
+		// (installing, rekeying, or installed with other selectors):
+		// charon has nothing to give again for those.
+		if p.refused == "" && p.state == "" {
 			return true
 		}
 	}

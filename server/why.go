@@ -436,8 +436,8 @@ func (w *controlWatch) problems() (list []api.ControlProblem, charon []string) {
 func (w *controlWatch) stop() {
 	w.s.sched.stop(&w.check)
 	if w.missing > 0 {
-		w.missing = 1
-		w.countMissing(-1)
+		w.missing = 0
+		w.s.childrenMissing(-1)
 	}
 }
 

@@ -196,6 +196,23 @@ func TestMemberAsksForControlChildAgain(t *testing.T) {
 	}
 }
 
+// TestMemberDoesNotAskForAPresentChild: a control child that charon has
+// but that is not usable yet (INSTALLING) is reported, and charon is not
+// asked for it again: it has nothing more to give.
+func TestMemberDoesNotAskForAPresentChild(t *testing.T) {
+	b := newBench(t)
+	b.mem.onUpdate(b.ctx, vici.Update{Snapshot: withoutControl(true, vici.ChildInstalling)})
+	b.advance(time.Hour)
+	select {
+	case r := <-b.mem.initiates:
+		t.Fatalf("asked charon for %+v although its CHILD_SA is INSTALLING", r)
+	default:
+	}
+	if p := problems(t, b.memStatus()); !strings.Contains(p, "INSTALLING") {
+		t.Fatalf("member problems:\n%s", p)
+	}
+}
+
 // TestMemberAskQueueFull: when the requests to charon cannot be queued
 // (charon is slow to answer earlier ones), the member says so instead of
 // claiming to ask, and asks again at its next try.

@@ -171,8 +171,8 @@ func (c *Charon) ESPProblems(proposals []string) []string {
 // the CHILD_SA, if it comes up, in child-updown.
 func (c *Client) InitiateChild(ctx context.Context, ike, child string) error {
 	m := govici.NewMessage()
-	for k, v := range map[string]string{"ike": ike, "child": child, "timeout": "-1"} {
-		if err := m.Set(k, v); err != nil {
+	for _, kv := range [...][2]string{{"ike", ike}, {"child", child}, {"timeout", "-1"}} {
+		if err := m.Set(kv[0], kv[1]); err != nil {
 			return fmt.Errorf("vici: initiate: %w", err)
 		}
 	}
