@@ -378,13 +378,16 @@ func (r *Reflector) memberStatements(gen int, m *rmember) []*api.Statement {
 	return stmts
 }
 
+// memberSet is m's neighbour set in policy generation gen: its address.
+func memberSet(gen int, m *rmember) *api.DefinedSet {
+	return &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: memberSetName(gen, m.id), List: []string{hostPrefix(m.info.Addr)}}
+}
+
 // addMemberPolicy adds m's neighbour set and statements to the policy in
 // force.
 func (r *Reflector) addMemberPolicy(m *rmember) error {
 	ctx := context.Background()
-	if err := r.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
-		DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: memberSetName(r.gen, m.id), List: []string{hostPrefix(m.info.Addr)},
-	}}); err != nil {
+	if err := r.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: memberSet(r.gen, m)}); err != nil {
 		return fmt.Errorf("bgp reflector: member %s: neighbour set: %w", m.info.Identity, err)
 	}
 	if stmts := r.memberStatements(r.gen, m); len(stmts) > 0 {
@@ -458,14 +461,12 @@ func (r *Reflector) installPolicy() error {
 		return fmt.Errorf("bgp reflector: neighbour set: %w", err)
 	}
 	stmts := []*api.Statement{{
-		Name:       fmt.Sprintf("mpsa%d-none", gen),
+		Name:       noneSetName(gen),
 		Conditions: &api.Conditions{NeighborSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: noneSetName(gen)}},
 		Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_REJECT},
 	}}
 	for _, m := range r.members {
-		if err := r.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
-			DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: memberSetName(gen, m.id), List: []string{hostPrefix(m.info.Addr)},
-		}}); err != nil {
+		if err := r.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: memberSet(gen, m)}); err != nil {
 			return fmt.Errorf("bgp reflector: member %s: neighbour set: %w", m.info.Identity, err)
 		}
 		stmts = append(stmts, r.memberStatements(gen, m)...)

@@ -36,7 +36,10 @@ run() { # PACKAGE BENCH BENCHTIME
     echo "bench-engine: go test -bench $2 $1 failed (its output is above)" >&2
     exit 1
   fi
-  grep '^Benchmark' "$log" | tee -a "$out" || true
+  if ! grep '^Benchmark' "$log" | tee -a "$out"; then
+    echo "bench-engine: go test -bench $2 $1 printed no Benchmark line (renamed?)" >&2
+    exit 1
+  fi
 }
 run ./server 'RekeyFanout' "${REKEYS}x"
 run ./server 'JoinLeave' "${JOINS}x"
