@@ -734,4 +734,24 @@ func TestChildFailureSaysWhy(t *testing.T) {
 	if q := quietFail.String(); q != "" {
 		t.Errorf("a watcher not following charon's log got:\n%s", q)
 	}
+
+	// Asked again (what a member does while its control child is
+	// missing), charon accepts at once and tries: its refusal comes
+	// again in the log.
+	before := strings.Count(memFail.String(), "NO_PROPOSAL_CHOSEN")
+	c, err := vici.Dial(ctx, mem.SocketPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
+	err = c.InitiateChild(ictx, g.ConnName(), g.ChildName())
+	icancel()
+	if err != nil {
+		t.Fatalf("InitiateChild: %v", err)
+	}
+	testenv.WaitFor(t, patience, "the member's charon to try the child again", func() (bool, string) {
+		n := strings.Count(memFail.String(), "NO_PROPOSAL_CHOSEN")
+		return n > before, fmt.Sprintf("%d NO_PROPOSAL_CHOSEN before, %d now", before, n)
+	})
 }
